@@ -1,0 +1,212 @@
+"""The ``consent-gateway`` command."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import ConsentGatewayError, SettingsError
+from .settings import Settings
+
+DEMO_CONFIG = Path(__file__).resolve().parent / "demo" / "demo.toml"
+
+
+def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
+    config = getattr(args, "config", None)
+    if getattr(args, "data", None):
+        overrides["data_dir"] = Path(args.data).resolve()
+    return Settings.load(config, **overrides)
+
+
+def _with_local_keys(settings: Settings) -> Settings:
+    """Fill missing keys from the data directory's key file (demo and local runs)."""
+    if settings.secret_keys and settings.pseudonym_key:
+        return settings
+    from .keys import local_keys
+
+    secret_keys, pseudonym_key = local_keys(settings.keys_dir)
+    return settings.replace(
+        secret_keys=settings.secret_keys or secret_keys,
+        pseudonym_key=settings.pseudonym_key or pseudonym_key,
+    )
+
+
+def _run(app: Any, host: str, port: int, settings: Settings, banner: list[str]) -> None:
+    import uvicorn
+
+    for line in banner:
+        print(line, flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="info", lifespan="on", timeout_graceful_shutdown=int(settings.shutdown_timeout))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import create_demo_app
+    from .gateway import ConsentGateway
+
+    data = Path(args.data).resolve()
+    settings = Settings.load(args.config or DEMO_CONFIG, data_dir=data)
+    settings = _with_local_keys(settings)
+    gateway = ConsentGateway(create_demo_app(), settings)
+    base = f"http://{args.host}:{args.port}"
+    _run(
+        gateway,
+        args.host,
+        args.port,
+        settings,
+        [
+            "consent-gateway demo",
+            f"  site:            {base}/",
+            f"  cookie settings: {base}{settings.prefix}/",
+            f"  consent state:   {base}{settings.prefix}/state",
+            f"  data:            {settings.clickhouse_dsn}",
+        ],
+    )
+    return 0
+
+
+def load_app(target: str) -> Any:
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise SettingsError("app", target, "write it as module:attribute, e.g. mysite.main:app")
+    sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SettingsError("app", target, f"the module could not be imported ({exc})") from None
+    app = module
+    for part in attr.split("."):
+        app = getattr(app, part, None)
+        if app is None:
+            raise SettingsError("app", target, f"{module_name} has no attribute {attr!r}")
+    return app
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .gateway import ConsentGateway
+
+    settings = _settings(args)
+    if args.local_keys:
+        settings = _with_local_keys(settings)
+    app = load_app(args.app)
+    gateway = ConsentGateway(app, settings)
+    _run(gateway, args.host, args.port, settings, [f"consent-gateway serving {args.app} on http://{args.host}:{args.port}/"])
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = Settings.load(args.config)
+    problems = []
+    if not settings.secret_keys:
+        problems.append("secret_keys is empty: set CONSENT_GATEWAY_SECRET_KEYS (`consent-gateway keys secret`)")
+    if not settings.pseudonym_key:
+        problems.append("pseudonym_key is empty: set CONSENT_GATEWAY_PSEUDONYM_KEY (`consent-gateway keys secret`)")
+    print(f"{args.config or 'environment'}: {settings!r}")
+    for problem in problems:
+        print(f"warning: {problem}")
+    print("configuration is valid" + (" (keys must still be supplied at start)" if problems else ""))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from .store import migrate, open_store
+
+    settings = _settings(args)
+    store = open_store(settings.clickhouse_dsn, settings.database)
+    applied = migrate(
+        store, events_months=settings.events_retention_months, receipts_years=settings.receipts_retention_years
+    )
+    print(f"{settings.clickhouse_dsn} database {settings.database}: applied {applied or 'nothing (up to date)'}")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from .keys import new_secret
+
+    if args.keys_command == "secret":
+        print(new_secret())
+        return 0
+    raise SettingsError("keys", args.keys_command, "use `consent-gateway keys secret`")
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    from .policy import RowBuilder
+    from .pseudonymize import SaltStore
+    from .store import open_store
+
+    settings = _settings(args)
+    if args.local_keys:
+        settings = _with_local_keys(settings)
+    if not settings.pseudonym_key:
+        raise SettingsError("pseudonym_key", "", "erasure needs the pseudonymisation key to find the rows")
+    rows = RowBuilder(settings, SaltStore(settings.keys_dir))
+    store = open_store(settings.clickhouse_dsn, settings.database)
+    visitor = rows.visitor_of(args.consent_id)
+    count = store.query_rows(
+        f"SELECT count() FROM {store.table('events')} WHERE identified = 1 AND visitor = {{v:UInt64}}", {"v": visitor}
+    )[0][0]
+    store.command(f"DELETE FROM {store.table('events')} WHERE identified = 1 AND visitor = {{v:UInt64}}", {"v": visitor})
+    print(f"erased {count} identifiable rows of consent id {args.consent_id[:4]}…")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="consent-gateway", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="run the demo academy site behind the gateway on the embedded ClickHouse")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--data", default="./data", help="data directory (ClickHouse, keys); default ./data")
+    p.add_argument("--config", help="a settings TOML to use instead of the demo's")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("serve", help="wrap an ASGI app (module:app) in the gateway and serve it")
+    p.add_argument("app", help="module:attribute of the ASGI app")
+    p.add_argument("--config", help="settings TOML (default: CONSENT_GATEWAY_CONFIG)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--data", help="data directory (overrides data_dir)")
+    p.add_argument("--local-keys", action="store_true", help="make and keep keys under data_dir/keys (development)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("check-config", help="validate a settings file (and CONSENT_GATEWAY_* variables)")
+    p.add_argument("config", nargs="?")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("migrate", help="create or update the ClickHouse tables")
+    p.add_argument("--config")
+    p.add_argument("--data")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("keys", help="key management")
+    p.add_argument("keys_command", choices=["secret"], help="secret: print a new signing or pseudonymisation key")
+    p.set_defaults(func=cmd_keys)
+
+    p = sub.add_parser("erase", help="erase the identifiable rows of one consent id")
+    p.add_argument("consent_id")
+    p.add_argument("--config")
+    p.add_argument("--data")
+    p.add_argument("--local-keys", action="store_true")
+    p.set_defaults(func=cmd_erase)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except ConsentGatewayError as exc:
+        print(f"consent-gateway: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,45 @@
+"""Set-Cookie and Cookie header handling: names, and the headers that delete cookies."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+_EXPIRED = "Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0"
+
+
+def set_cookie_name(header_value: bytes | str) -> str:
+    """The cookie name of a Set-Cookie header value, stripped of whitespace."""
+    if isinstance(header_value, bytes):
+        header_value = header_value.decode("latin-1")
+    first = header_value.split(";", 1)[0]
+    name, sep, _ = first.partition("=")
+    # A Set-Cookie without '=' names a cookie with an empty name (RFC 6265 5.2); treat the whole
+    # pair as the name so it is still classified, never passed through unchecked.
+    return name.strip() if sep else first.strip()
+
+
+def request_cookie_names(cookie_header: str) -> list[str]:
+    """Names in a request's Cookie header, in order, without values."""
+    names = []
+    for part in cookie_header.split(";"):
+        name, sep, _ = part.partition("=")
+        name = name.strip()
+        if sep and name:
+            names.append(name)
+    return names
+
+
+def expire_headers(names: Iterable[str], *, domain: str = "", secure: bool = False) -> list[bytes]:
+    """Set-Cookie values that delete each named cookie (HttpOnly ones too: the server can)."""
+    out = []
+    for name in dict.fromkeys(names):
+        parts = [f"{name}=", _EXPIRED, "Path=/"]
+        if domain:
+            parts.append(f"Domain={domain}")
+        if secure:
+            parts.append("Secure")
+        out.append("; ".join(parts).encode("latin-1"))
+        if domain:
+            # A cookie set without Domain is host-only and needs a deletion without Domain too.
+            out.append(f"{name}=; {_EXPIRED}; Path=/".encode("latin-1"))
+    return out

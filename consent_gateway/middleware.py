@@ -1,0 +1,285 @@
+"""ConsentMiddleware: pure ASGI enforcement of the visitor's consent around a wrapped app."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from .consent import ConsentStatus
+from .cookies import set_cookie_name
+from .records import RawRecord
+from .runtime import GatewayRuntime
+from .settings import Settings
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_ASSET_SUFFIXES = (
+    ".css", ".js", ".mjs", ".map", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp", ".avif",
+    ".ico", ".woff", ".woff2", ".ttf", ".otf", ".mp4", ".webm",
+)
+# HTML bodies larger than this are passed through without the banner rather than held in memory.
+MAX_INJECT_BODY = 2 * 1024 * 1024
+
+
+class RequestFacts:
+    """The request headers the gateway reads, gathered in one pass over ``scope["headers"]``."""
+
+    __slots__ = ("accept_language", "consent_cookie", "cookie", "forwarded_for", "gpc", "host", "referer", "user_agent")
+
+    def __init__(self, headers: list[tuple[bytes, bytes]], cookie_name: bytes) -> None:
+        self.cookie = ""
+        self.consent_cookie: str | None = None
+        self.gpc = False
+        self.host = ""
+        self.referer = ""
+        self.user_agent = ""
+        self.forwarded_for = ""
+        self.accept_language = ""
+        for key, value in headers:
+            if key == b"cookie":
+                if cookie_name in value:
+                    found = _cookie_value(value, cookie_name)
+                    if found is not None:
+                        self.consent_cookie = found
+                self.cookie = f"{self.cookie}; {value.decode('latin-1')}" if self.cookie else value.decode("latin-1")
+            elif key == b"user-agent":
+                self.user_agent = value.decode("latin-1")
+            elif key == b"referer":
+                self.referer = value.decode("latin-1")
+            elif key == b"host":
+                self.host = value.decode("latin-1")
+            elif key == b"sec-gpc":
+                self.gpc = value.strip() == b"1"
+            elif key == b"x-forwarded-for":
+                self.forwarded_for = value.decode("latin-1")
+            elif key == b"accept-language":
+                self.accept_language = value.decode("latin-1")
+
+
+def _cookie_value(header: bytes, name: bytes) -> str | None:
+    for part in header.split(b";"):
+        key, sep, value = part.partition(b"=")
+        if sep and key.strip() == name:
+            return value.strip().strip(b'"').decode("latin-1")
+    return None
+
+
+class ConsentMiddleware:
+    """Puts ``scope["consent"]`` in place, filters Set-Cookie by consent, logs one visit per request.
+
+    Use it inside a Starlette app (``Middleware(ConsentMiddleware, settings=...)``); it then opens
+    and closes its own pipeline in the app's lifespan. ``ConsentGateway`` builds one around any
+    ASGI app and shares its runtime with the ``/_consent`` routes.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: Settings | None = None,
+        *,
+        runtime: GatewayRuntime | None = None,
+    ) -> None:
+        if runtime is None:
+            if settings is None:
+                raise TypeError("ConsentMiddleware needs settings= or runtime=")
+            runtime = GatewayRuntime(settings)
+            self._owns_runtime = True
+        else:
+            self._owns_runtime = False
+        self.app = app
+        self.runtime = runtime
+        s = runtime.settings
+        self._settings = s
+        self._cookie_name = s.cookie_name.encode("latin-1")
+        self._prefix = s.prefix
+        self._site = s.site_id
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan" and self._owns_runtime:
+            await lifespan_with_runtime(self.app, self.runtime, scope, receive, send)
+            return
+        if kind != "http":
+            await self.app(scope, receive, send)
+            return
+        runtime = self.runtime
+        if not runtime.started:
+            await runtime.start()
+        facts = RequestFacts(scope["headers"], self._cookie_name)
+        consent, verified = runtime.consent_for(facts.consent_cookie, facts.gpc, runtime.policy_major())
+        scope["consent"] = consent
+        started = time.perf_counter()
+        reissue = (
+            runtime.consent_cookie_header(runtime.codec.encode(verified.record))
+            if verified is not None and verified.stale_key
+            else None
+        )
+        inject = self._settings.inject_banner and scope.get("method") in ("GET", "HEAD")
+        state: dict[str, Any] = {"status": 0, "html": False}
+        held: list[Message] = []
+        body = bytearray()
+
+        async def send_wrapper(message: Message) -> None:
+            mtype = message["type"]
+            if mtype == "http.response.start":
+                state["status"] = message["status"]
+                message["headers"] = self._filter_headers(message.get("headers", []), consent, reissue, state)
+                if inject and state["html"] and not state.get("encoded"):
+                    held.append(message)
+                    return
+                await send(message)
+                return
+            if mtype == "http.response.body":
+                if held:
+                    body.extend(message.get("body", b""))
+                    if message.get("more_body", False):
+                        if len(body) <= MAX_INJECT_BODY:
+                            return
+                        # Too large to hold: let it stream on untouched from here.
+                        start = held.pop()
+                        await send(start)
+                        await send({"type": "http.response.body", "body": bytes(body), "more_body": True})
+                        body.clear()
+                        return
+                    start = held.pop()
+                    new_body = runtime.banner.inject(bytes(body), consent, facts, scope, state.get("csp", b""))
+                    _set_content_length(start, len(new_body))
+                    await send(start)
+                    await send({"type": "http.response.body", "body": new_body, "more_body": False})
+                    self._record_visit(scope, facts, consent, state, started)
+                    return
+                await send(message)
+                if not message.get("more_body", False):
+                    self._record_visit(scope, facts, consent, state, started)
+                return
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+    def _filter_headers(
+        self,
+        headers: list[tuple[bytes, bytes]],
+        consent: Any,
+        reissue: bytes | None,
+        state: dict[str, Any],
+    ) -> list[tuple[bytes, bytes]]:
+        out: list[tuple[bytes, bytes]] = []
+        category_of = self.runtime.cookies.category_of
+        vary_done = False
+        for key, value in headers:
+            lower = key.lower()
+            if lower == b"set-cookie":
+                if not consent.allows(category_of(set_cookie_name(value))):
+                    continue
+            elif lower == b"vary":
+                if b"cookie" not in value.lower() and b"*" not in value:
+                    value = value + b", Cookie"
+                vary_done = True
+            elif lower == b"content-type":
+                state["html"] = value[:9].lower() == b"text/html"
+            elif lower == b"content-security-policy":
+                state["csp"] = value
+            elif lower == b"content-encoding":
+                state["encoded"] = value.strip().lower() not in (b"", b"identity")
+            out.append((key, value))
+        if not vary_done:
+            out.append((b"vary", b"Cookie"))
+        if reissue is not None:
+            out.append((b"set-cookie", reissue))
+        return out
+
+    def _record_visit(
+        self,
+        scope: Scope,
+        facts: RequestFacts,
+        consent: Any,
+        state: dict[str, Any],
+        started: float,
+    ) -> None:
+        path: str = scope.get("path", "/")
+        if not self._settings.log_visit_assets and path.endswith(_ASSET_SUFFIXES):
+            return
+        runtime = self.runtime
+        action = runtime.policy.decide_visit(consent)
+        if action == "drop":
+            return
+        runtime.pipeline.submit(
+            RawRecord(
+                kind="visit",
+                name="pageview" if state["html"] else "request",
+                category="analytics",
+                action=action,
+                ts=time.time(),
+                site=self._site,
+                host=facts.host,
+                path=path,
+                query=scope.get("query_string", b"").decode("latin-1"),
+                referrer=facts.referer,
+                user_agent=facts.user_agent,
+                ip=runtime.client_ip(scope, facts.forwarded_for),
+                consent_id=consent.consent_id if consent.status is ConsentStatus.GIVEN else None,
+                granted=consent.categories,
+                status=state["status"],
+                duration_ms=int((time.perf_counter() - started) * 1000),
+            )
+        )
+
+
+def _set_content_length(message: Message, length: int) -> None:
+    headers = [(k, v) for k, v in message["headers"] if k.lower() != b"content-length"]
+    headers.append((b"content-length", str(length).encode("ascii")))
+    message["headers"] = headers
+
+
+async def lifespan_with_runtime(app: ASGIApp, runtime: GatewayRuntime, scope: Scope, receive: Receive, send: Send) -> None:
+    """Run the wrapped app's lifespan with the runtime started before it and stopped after it.
+
+    An app without lifespan support (it raises on the scope) still gets a working gateway: the
+    protocol is then answered here.
+    """
+    startup_done = False
+
+    async def wrapped_receive() -> Message:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await runtime.start()
+        return message
+
+    async def wrapped_send(message: Message) -> None:
+        nonlocal startup_done
+        if message["type"] == "lifespan.startup.complete":
+            startup_done = True
+        elif message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            await runtime.stop()
+        await send(message)
+
+    try:
+        await app(scope, wrapped_receive, wrapped_send)
+    except Exception:
+        if startup_done:
+            raise
+        # The app does not speak lifespan: answer the protocol ourselves.
+        await _own_lifespan(runtime, receive, send, already_started=runtime.started)
+
+
+async def _own_lifespan(runtime: GatewayRuntime, receive: Receive, send: Send, *, already_started: bool) -> None:
+    if already_started:
+        await send({"type": "lifespan.startup.complete"})
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            try:
+                await runtime.start()
+            except Exception as exc:
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                return
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await runtime.stop()
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,191 @@
+"""Visit records, collected events and consent receipts; validation of ``/collect`` bodies."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import RequestError
+
+EVENT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.:\-]{0,63}$")
+MAX_PROPS = 20
+MAX_PROP_KEY = 64
+MAX_PROP_VALUE = 256
+MAX_URL = 2048
+_EVENT_KEYS = frozenset({"name", "url", "referrer", "props"})
+
+
+@dataclass(slots=True)
+class RawRecord:
+    """A visit or an event as captured on the request path, before the policy is applied.
+
+    Raw values (IP, user agent, query) live only in memory; the writer thread turns the record into
+    a stored row through the policy, so nothing raw reaches ClickHouse or disk.
+    """
+
+    kind: str  # "visit" | "event"
+    name: str
+    category: str
+    action: str  # "keep" | "pseudonymise"
+    ts: float
+    site: str
+    host: str
+    path: str
+    query: str
+    referrer: str
+    user_agent: str
+    ip: str
+    consent_id: str | None
+    granted: frozenset[str]
+    status: int = 0
+    duration_ms: int = 0
+    props: dict[str, Any] | None = None
+    event_id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+
+@dataclass(slots=True)
+class ReceiptRecord:
+    """Proof of one consent choice."""
+
+    ts: float
+    site: str
+    consent_id: str
+    version: str
+    categories: tuple[str, ...]
+    method: str
+    banner_hash: str
+    locale: str
+    ip: str
+    user_agent: str
+    receipt_id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "receipt_id": str(self.receipt_id),
+            "ts": self.ts,
+            "consent_id": self.consent_id,
+            "version": self.version,
+            "categories": list(self.categories),
+            "method": self.method,
+            "banner_hash": self.banner_hash,
+            "locale": self.locale,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CollectedEvent:
+    """One validated event from a ``/collect`` body."""
+
+    name: str
+    url: str
+    referrer: str
+    props: dict[str, Any] | None
+
+
+def parse_collect_body(body: bytes, *, max_events: int) -> list[CollectedEvent]:
+    """Validate a ``/collect`` body: one event object or a list of them.
+
+    Raises RequestError (400/422) naming the first problem, so a client can fix its tracker.
+    """
+    try:
+        data = json.loads(body, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+    except RequestError:
+        raise
+    except (ValueError, RecursionError):
+        raise RequestError("the body is not valid JSON; send one event object or a list of them") from None
+    items = data if isinstance(data, list) else [data]
+    if not items:
+        raise RequestError("the list of events is empty; send at least one event")
+    if len(items) > max_events:
+        raise RequestError(
+            f"{len(items)} events in one request; send at most {max_events} per request",
+            status=413,
+        )
+    return [_event(i, item) for i, item in enumerate(items)]
+
+
+def _reject_constant(name: str) -> Any:
+    raise RequestError(f"{name} is not allowed in JSON; send finite numbers only")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise RequestError(f"the key {key[:64]!r} appears twice in one object; send it once")
+        out[key] = value
+    return out
+
+
+def _event(index: int, item: Any) -> CollectedEvent:
+    where = f"events[{index}]"
+    if not isinstance(item, dict):
+        raise RequestError(f"{where} is a {type(item).__name__}; each event is an object", field=where)
+    unknown = set(item) - _EVENT_KEYS
+    if unknown:
+        key = sorted(unknown)[0][:64]
+        raise RequestError(
+            f"{where}.{key} is not a known field; use name, url, referrer, props", field=f"{where}.{key}"
+        )
+    name = item.get("name")
+    if not isinstance(name, str) or not EVENT_NAME.match(name):
+        raise RequestError(
+            f"{where}.name must be 1-64 characters: a letter, then letters, digits or _ . : -",
+            status=422,
+            field=f"{where}.name",
+        )
+    url = _text(item.get("url", "/"), f"{where}.url", MAX_URL)
+    referrer = _text(item.get("referrer", ""), f"{where}.referrer", MAX_URL)
+    return CollectedEvent(name, url or "/", referrer, _props(item.get("props"), f"{where}.props"))
+
+
+def _text(value: Any, where: str, limit: int) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise RequestError(f"{where} must be a string", status=422, field=where)
+    if len(value) > limit:
+        raise RequestError(f"{where} is {len(value)} characters; the limit is {limit}", status=422, field=where)
+    return value
+
+
+def _props(value: Any, where: str) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise RequestError(f"{where} must be an object of simple values", status=422, field=where)
+    if len(value) > MAX_PROPS:
+        raise RequestError(f"{where} has {len(value)} keys; the limit is {MAX_PROPS}", status=422, field=where)
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if len(key) > MAX_PROP_KEY or not key:
+            raise RequestError(f"{where} keys must be 1-{MAX_PROP_KEY} characters", status=422, field=where)
+        if isinstance(item, bool) or item is None:
+            out[key] = item
+        elif isinstance(item, int):
+            if abs(item) > 2**53:
+                raise RequestError(f"{where}.{key} is out of range", status=422, field=f"{where}.{key}")
+            out[key] = item
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise RequestError(f"{where}.{key} must be finite", status=422, field=f"{where}.{key}")
+            out[key] = item
+        elif isinstance(item, str):
+            if len(item) > MAX_PROP_VALUE:
+                raise RequestError(
+                    f"{where}.{key} is {len(item)} characters; the limit is {MAX_PROP_VALUE}",
+                    status=422,
+                    field=f"{where}.{key}",
+                )
+            out[key] = item
+        else:
+            raise RequestError(
+                f"{where}.{key} is a {type(item).__name__}; values must be strings, numbers, booleans or null",
+                status=422,
+                field=f"{where}.{key}",
+            )
+    return out

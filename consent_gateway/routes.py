@@ -1,0 +1,498 @@
+"""The gateway's own routes under the prefix: state, choose, withdraw, receipts, collect, static."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from starlette.datastructures import FormData
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from .banner import choose_locale, safe_return_path
+from .consent import Consent, ConsentRecord, ConsentStatus, Method
+from .cookies import expire_headers, request_cookie_names
+from .errors import RequestError
+from .middleware import RequestFacts
+from .policy import DROP, KEEP, banner_hash
+from .pseudonymize import split_url
+from .records import RawRecord, ReceiptRecord, parse_collect_body
+from .runtime import GatewayRuntime
+
+MAX_CHOICE_BODY = 16_384
+ERASE_TIMEOUT = 30.0
+_SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+_STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+
+Handler = Callable[[GatewayRuntime, Request], Awaitable[Response]]
+
+
+def static_dir() -> Path:
+    """Where banner.js, banner.css and tracker.js live: inside the installed package or the checkout."""
+    try:
+        import consent_gateway.static as pkg  # installed wheel or editable install
+
+        for candidate in getattr(pkg, "__path__", []):
+            if (Path(candidate) / "banner.js").exists():
+                return Path(candidate)
+    except ImportError:
+        pass
+    return Path(__file__).resolve().parent.parent / "static"
+
+
+class ConsentRoutes:
+    """Dispatches requests under the prefix to their handlers; every error is a 4xx with a message."""
+
+    def __init__(self, runtime: GatewayRuntime) -> None:
+        self.runtime = runtime
+        self.prefix = runtime.settings.prefix
+        self._static = static_dir()
+        self._routes: dict[tuple[str, str], Handler] = {
+            ("GET", "/state"): state,
+            ("GET", "/"): settings_page,
+            ("POST", "/"): choose,
+            ("POST", "/withdraw"): withdraw,
+            ("GET", "/receipts"): receipts,
+            ("POST", "/collect"): collect,
+            ("GET", "/healthz"): healthz,
+        }
+
+    def __repr__(self) -> str:
+        return f"ConsentRoutes(prefix={self.prefix!r})"
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        request = Request(scope, receive)
+        sub = scope["path"][len(self.prefix):] or "/"
+        method = scope["method"]
+        try:
+            if not self.runtime.started:
+                await self.runtime.start()
+            if sub.startswith("/static/") and method in ("GET", "HEAD"):
+                response = self._static_file(sub[len("/static/"):])
+            else:
+                handler = self._routes.get(("GET" if method == "HEAD" else method, sub))
+                if handler is None:
+                    known = sorted({p for _, p in self._routes})
+                    if any(p == sub for p in known):
+                        raise RequestError(f"{method} is not allowed on {self.prefix}{sub}", status=405)
+                    raise RequestError(f"no gateway route {self.prefix}{sub}", status=404)
+                if method == "POST":
+                    check_same_origin(request, self.runtime.settings.allowed_origins)
+                response = await handler(self.runtime, request)
+        except RequestError as exc:
+            response = JSONResponse(exc.as_json(), status_code=exc.status)
+            if exc.status == 503:
+                response.headers["Retry-After"] = "5"
+        except ClientDisconnect:
+            return
+        for key, value in _SECURITY_HEADERS.items():
+            response.headers.setdefault(key, value)
+        await response(scope, receive, send)
+
+    def _static_file(self, name: str) -> Response:
+        if "/" in name or name.startswith(".") or Path(name).suffix not in _STATIC_TYPES:
+            raise RequestError(f"no static file {name[:64]!r}", status=404)
+        path = self._static / name
+        if not path.is_file():
+            raise RequestError(f"no static file {name[:64]!r}", status=404)
+        response = FileResponse(path, media_type=_STATIC_TYPES[path.suffix])
+        response.headers["Cache-Control"] = "public, max-age=3600"
+        return response
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def check_same_origin(request: Request, allowed: tuple[str, ...]) -> None:
+    """Refuse cross-site POSTs: the Origin (or else the Referer) must be this host or an allowed one."""
+    host = request.headers.get("host", "")
+    origin = request.headers.get("origin")
+    if origin is not None:
+        if origin == "null" or not _same_host(origin, host, allowed):
+            raise RequestError(
+                "cross-origin request refused: post to the consent gateway from the site's own pages",
+                status=403,
+            )
+        return
+    referer = request.headers.get("referer")
+    if referer is not None and not _same_host(referer, host, allowed):
+        raise RequestError(
+            "cross-origin request refused: post to the consent gateway from the site's own pages",
+            status=403,
+        )
+
+
+def _same_host(url: str, host: str, allowed: tuple[str, ...]) -> bool:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    if f"{parts.scheme}://{parts.netloc}" in allowed:
+        return True
+    return bool(parts.netloc) and parts.netloc.lower() == host.lower()
+
+
+def facts_of(runtime: GatewayRuntime, request: Request) -> RequestFacts:
+    return RequestFacts(request.scope["headers"], runtime.settings.cookie_name.encode("latin-1"))
+
+
+def consent_of(runtime: GatewayRuntime, facts: RequestFacts) -> Consent:
+    consent, _ = runtime.consent_for(facts.consent_cookie, facts.gpc, runtime.policy_major())
+    return consent
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise RequestError("Content-Length is not a number", status=400)
+        if int(declared) > limit:
+            raise RequestError(f"the body is {declared} bytes; the limit is {limit}", status=413)
+    chunks = bytearray()
+    async for chunk in request.stream():
+        chunks.extend(chunk)
+        if len(chunks) > limit:
+            raise RequestError(f"the body is over the limit of {limit} bytes", status=413)
+    return bytes(chunks)
+
+
+def _wants_redirect(request: Request) -> bool:
+    ctype = request.headers.get("content-type", "")
+    return not ctype.startswith("application/json")
+
+
+def _return_path(request: Request, given: str | None) -> str:
+    path = safe_return_path(given)
+    if path:
+        return path
+    referer = request.headers.get("referer", "")
+    try:
+        parts = urlsplit(referer)
+    except ValueError:
+        return "/"
+    if parts.netloc and parts.netloc.lower() == request.headers.get("host", "").lower():
+        return safe_return_path(parts.path + (f"?{parts.query}" if parts.query else "")) or "/"
+    return "/"
+
+
+async def _choice_input(request: Request) -> tuple[dict[str, Any], bool]:
+    """The fields of a choice (action, categories, locale, return_to) from JSON or a form."""
+    ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if ctype == "application/json":
+        raw = await read_body(request, MAX_CHOICE_BODY)
+        try:
+            data = json.loads(raw or b"{}")
+        except (ValueError, RecursionError):
+            raise RequestError("the body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise RequestError("send a JSON object with action and categories")
+        return data, False
+    if ctype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_CHOICE_BODY:
+            raise RequestError(f"the form is over the limit of {MAX_CHOICE_BODY} bytes", status=413)
+        try:
+            form: FormData = await request.form(max_files=0, max_fields=64)
+        except Exception:
+            raise RequestError("the form could not be read; post it as application/x-www-form-urlencoded") from None
+        return {
+            "action": form.get("action"),
+            "categories": [v for v in form.getlist("categories") if isinstance(v, str)],
+            "locale": form.get("locale"),
+            "return_to": form.get("return_to"),
+        }, True
+    raise RequestError(
+        f"unsupported content type {ctype or 'none'!r}; send application/json or a form", status=415
+    )
+
+
+def _locale(runtime: GatewayRuntime, request: Request, given: object) -> str:
+    if given in ("ko", "en"):
+        return str(given)
+    return choose_locale(request.headers.get("accept-language", ""), runtime.settings.default_locale)
+
+
+def _cookie_headers_for_refused(runtime: GatewayRuntime, facts: RequestFacts, granted: frozenset[str]) -> list[bytes]:
+    """Deletions for the request's cookies whose category is not granted."""
+    s = runtime.settings
+    names = [
+        n
+        for n in request_cookie_names(facts.cookie)
+        if n != s.cookie_name and runtime.cookies.category_of(n) not in granted
+    ]
+    return expire_headers(names, domain=s.cookie_domain, secure=s.cookie_secure)
+
+
+def _receipt(
+    runtime: GatewayRuntime,
+    request: Request,
+    facts: RequestFacts,
+    record: ConsentRecord,
+    locale: str,
+    categories: tuple[str, ...],
+    method: str,
+) -> ReceiptRecord:
+    s = runtime.settings
+    return ReceiptRecord(
+        ts=time.time(),
+        site=s.site_id,
+        consent_id=record.consent_id,
+        version=record.version,
+        categories=categories,
+        method=method,
+        banner_hash=banner_hash(s.banner.title(locale), s.banner.text(locale)),
+        locale=locale,
+        ip=runtime.client_ip(request.scope, facts.forwarded_for),
+        user_agent=facts.user_agent,
+    )
+
+
+def _respond(
+    request: Request,
+    form: bool,
+    return_to: str | None,
+    payload: dict[str, Any],
+    cookies: list[bytes],
+) -> Response:
+    response: Response
+    if form:
+        response = RedirectResponse(_return_path(request, return_to), status_code=303)
+    else:
+        response = JSONResponse(payload)
+    for value in cookies:
+        response.raw_headers.append((b"set-cookie", value))
+    return response
+
+
+# -- handlers ----------------------------------------------------------------------------------
+
+
+async def state(runtime: GatewayRuntime, request: Request) -> Response:
+    """The visitor's consent and everything a banner needs to render in either language."""
+    s = runtime.settings
+    facts = facts_of(runtime, request)
+    consent = consent_of(runtime, facts)
+    upcoming = s.announced_policy()
+    in_force = s.policy_in_force()
+    texts = {
+        loc: {key: s.banner.get(key, loc) for key in _TEXT_KEYS} for loc in ("ko", "en")
+    }
+    return JSONResponse(
+        {
+            **consent.as_json(),
+            "policy": {"version": str(in_force), "effective": in_force.effective.isoformat(), "url": s.policy_url},
+            "upcoming": None
+            if upcoming is None
+            else {"version": str(upcoming), "effective": upcoming.effective.isoformat(), "major": upcoming.major > in_force.major},
+            "categories_info": [
+                {
+                    "key": c.key,
+                    "required": c.required,
+                    "name": {"ko": c.name_ko, "en": c.name_en},
+                    "description": {"ko": c.description_ko, "en": c.description_en},
+                    "cookies": runtime.cookies.names_for(c.key),
+                    "granted": consent.allows(c.key),
+                    "refused_by_gpc": consent.gpc and c.key in runtime.gpc_refuses,
+                }
+                for c in s.categories
+            ],
+            "texts": texts,
+            "locale": _locale(runtime, request, None),
+            "prefix": s.prefix,
+        }
+    )
+
+
+_TEXT_KEYS = (
+    "title", "text", "accept", "reject", "settings", "save", "settings_link", "policy_link",
+    "withdraw", "receipts", "gpc_notice", "upcoming_notice", "always_on", "cookies",
+)
+
+
+async def settings_page(runtime: GatewayRuntime, request: Request) -> Response:
+    facts = facts_of(runtime, request)
+    consent = consent_of(runtime, facts)
+    locale = _locale(runtime, request, request.query_params.get("locale"))
+    page = runtime.banner.page(consent, locale, request.query_params.get("return_to") or "/")
+    return HTMLResponse(page)
+
+
+async def choose(runtime: GatewayRuntime, request: Request) -> Response:
+    """Record a choice: sign the cookie, delete refused cookies, write a receipt."""
+    s = runtime.settings
+    data, form = await _choice_input(request)
+    action = data.get("action")
+    if action not in ("accept_all", "reject_all", "save"):
+        raise RequestError("action must be accept_all, reject_all or save", field="action")
+    facts = facts_of(runtime, request)
+    current = consent_of(runtime, facts)
+    known = runtime.known
+    if action == "accept_all":
+        chosen = set(known)
+        method = Method.ACCEPT_ALL
+    elif action == "reject_all":
+        chosen = set(runtime.required)
+        method = Method.REJECT_ALL
+    else:
+        cats = data.get("categories", [])
+        if isinstance(cats, str):
+            cats = [cats]
+        if not isinstance(cats, list) or not all(isinstance(c, str) for c in cats):
+            raise RequestError("categories must be a list of category keys", field="categories")
+        unknown = [c for c in cats if c not in known]
+        if unknown:
+            raise RequestError(
+                f"unknown category {unknown[0][:32]!r}; use {sorted(known)}", field="categories"
+            )
+        chosen = set(cats) | set(runtime.required)
+        method = Method.CUSTOM
+    if facts.gpc and chosen & runtime.gpc_refuses:
+        chosen -= runtime.gpc_refuses
+        method = Method.GPC
+    categories = tuple(k for k in s.category_keys if k in chosen)
+    consent_id = current.consent_id or _new_consent_id()
+    record = ConsentRecord(consent_id, str(s.policy_in_force()), categories, method.value, int(time.time()))
+    locale = _locale(runtime, request, data.get("locale"))
+    receipt = _receipt(runtime, request, facts, record, locale, categories, method.value)
+    runtime.pipeline.submit_receipt(receipt)
+    cookies = [runtime.consent_cookie_header(runtime.codec.encode(record))]
+    cookies += _cookie_headers_for_refused(runtime, facts, frozenset(categories))
+    payload = {
+        "status": ConsentStatus.GIVEN.value,
+        "categories": list(categories),
+        "method": method.value,
+        "version": record.version,
+        "gpc": facts.gpc,
+        "receipt": receipt.as_json(),
+    }
+    return _respond(request, form, data.get("return_to"), payload, cookies)
+
+
+async def withdraw(runtime: GatewayRuntime, request: Request) -> Response:
+    """Withdraw consent: forget the cookie, delete non-necessary cookies, erase identifiable rows."""
+    s = runtime.settings
+    form = _wants_redirect(request)
+    data: dict[str, Any] = {}
+    if request.headers.get("content-type", "").startswith(("application/json", "application/x-www-form", "multipart/")):
+        data, form = await _choice_input(request)
+    facts = facts_of(runtime, request)
+    current = consent_of(runtime, facts)
+    erased = False
+    receipt_json = None
+    if current.consent_id is not None:
+        erased = await runtime.pipeline.erase(current.consent_id, ERASE_TIMEOUT)
+        locale = _locale(runtime, request, data.get("locale"))
+        record = ConsentRecord(
+            current.consent_id, str(s.policy_in_force()), tuple(sorted(runtime.required)),
+            Method.WITHDRAW.value, int(time.time()),
+        )
+        receipt = _receipt(runtime, request, facts, record, locale, record.categories, Method.WITHDRAW.value)
+        runtime.pipeline.submit_receipt(receipt)
+        receipt_json = receipt.as_json()
+    cookies = expire_headers([s.cookie_name], domain=s.cookie_domain, secure=s.cookie_secure)
+    cookies += _cookie_headers_for_refused(runtime, facts, runtime.required)
+    payload = {"status": ConsentStatus.UNSET.value, "erased": erased, "receipt": receipt_json}
+    return _respond(request, form, data.get("return_to"), payload, cookies)
+
+
+async def receipts(runtime: GatewayRuntime, request: Request) -> Response:
+    """This visitor's consent receipts, newest last."""
+    facts = facts_of(runtime, request)
+    consent = consent_of(runtime, facts)
+    if consent.consent_id is None:
+        return JSONResponse({"consent_id": None, "receipts": []})
+    await runtime.pipeline.flush(10.0)
+    store = runtime.query_store
+    assert store is not None
+    rows = await asyncio.to_thread(
+        store.query_dicts,
+        f"SELECT receipt_id, toUnixTimestamp64Milli(ts) AS ts_ms, version, categories, method, banner_hash, locale "
+        f"FROM {store.table('consent_receipts')} WHERE site = {{site:String}} AND consent_id = {{cid:String}} "
+        "ORDER BY ts",
+        {"site": runtime.settings.site_id, "cid": consent.consent_id},
+    )
+    return JSONResponse(
+        {
+            "consent_id": consent.consent_id,
+            "receipts": [
+                {
+                    "receipt_id": str(r["receipt_id"]),
+                    "ts": r["ts_ms"] / 1000,
+                    "version": r["version"],
+                    "categories": list(r["categories"]),
+                    "method": r["method"],
+                    "banner_hash": r["banner_hash"],
+                    "locale": r["locale"],
+                }
+                for r in rows
+            ],
+        }
+    )
+
+
+async def collect(runtime: GatewayRuntime, request: Request) -> Response:
+    """Accept one event or a list; answer how many were kept, pseudonymised and dropped."""
+    s = runtime.settings
+    ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    # sendBeacon posts strings as text/plain; both carry the same JSON.
+    if ctype not in ("application/json", "text/plain", ""):
+        raise RequestError(f"unsupported content type {ctype!r}; send application/json", status=415)
+    body = await read_body(request, s.collect_max_body)
+    events = parse_collect_body(body, max_events=s.collect_max_events)
+    if not runtime.pipeline.has_room(len(events)):
+        runtime.pipeline.shed += len(events)
+        raise RequestError("the gateway is busy; retry in a few seconds", status=503)
+    facts = facts_of(runtime, request)
+    consent = consent_of(runtime, facts)
+    ip = runtime.client_ip(request.scope, facts.forwarded_for)
+    counts = {"kept": 0, "pseudonymised": 0, "dropped": 0}
+    now = time.time()
+    for event in events:
+        category = runtime.events.category_of(event.name)
+        action = runtime.policy.decide_event(category, consent)
+        if action == DROP:
+            counts["dropped"] += 1
+            continue
+        path, query = split_url(event.url)
+        identified = action == KEEP and consent.status is ConsentStatus.GIVEN
+        runtime.pipeline.submit(
+            RawRecord(
+                kind="event",
+                name=event.name,
+                category=category,
+                action=action if identified or action != KEEP else "pseudonymise",
+                ts=now,
+                site=s.site_id,
+                host=facts.host,
+                path=path,
+                query=query,
+                referrer=event.referrer,
+                user_agent=facts.user_agent,
+                ip=ip,
+                consent_id=consent.consent_id if identified else None,
+                granted=consent.categories,
+                props=event.props,
+            )
+        )
+        counts["kept" if identified else "pseudonymised"] += 1
+    return JSONResponse({"accepted": len(events), **counts}, status_code=202)
+
+
+async def healthz(runtime: GatewayRuntime, request: Request) -> Response:
+    return JSONResponse({"status": "ok", "writer": runtime.pipeline.running, "queued": runtime.pipeline.queued})
+
+
+def _new_consent_id() -> str:
+    return secrets.token_urlsafe(16)

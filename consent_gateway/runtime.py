@@ -1,0 +1,171 @@
+"""The services one gateway shares between its middleware and routes, and their lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ipaddress
+import logging
+import queue
+from typing import Any
+
+from .banner import BannerRenderer
+from .consent import Consent, ConsentRecord, resolve
+from .errors import SettingsError
+from .pipeline import Pipeline, Writer
+from .policy import Policy, RowBuilder
+from .pseudonymize import SaltStore
+from .registry import CategoryRegistry
+from .settings import Settings
+from .signing import ConsentCodec, Verified
+from .store import Store, migrate, open_store
+
+logger = logging.getLogger("consent_gateway")
+
+
+class GatewayRuntime:
+    """Built once per gateway from Settings; opened in lifespan startup, closed in shutdown."""
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.secret_keys:
+            raise SettingsError(
+                "secret_keys", (), "give at least one signing key (CONSENT_GATEWAY_SECRET_KEYS); "
+                "`consent-gateway keys secret` prints a new one"
+            )
+        if not settings.pseudonym_key:
+            raise SettingsError(
+                "pseudonym_key", "", "give a pseudonymisation key kept apart from the data "
+                "(CONSENT_GATEWAY_PSEUDONYM_KEY); `consent-gateway keys secret` prints a new one"
+            )
+        self.settings = settings
+        self.codec = ConsentCodec(
+            settings.secret_keys,
+            max_age=settings.cookie_max_age_days * 86400,
+            cache_size=settings.verify_cache_size,
+        )
+        self.cookies = CategoryRegistry(
+            settings.cookie_registry,
+            unknown_category=settings.unknown_cookie_category,
+            fixed={settings.cookie_name: next(iter(sorted(settings.required_categories)))},
+        )
+        self.events = CategoryRegistry(
+            settings.event_registry,
+            unknown_category=settings.unknown_event_category,
+            label="event",
+            section="events",
+        )
+        self.policy = Policy(settings)
+        self.salts = SaltStore(settings.keys_dir)
+        self.rows = RowBuilder(settings, self.salts)
+        self.banner = BannerRenderer(settings, self.cookies)
+        self.pipeline = Pipeline(self._new_writer, queue_max=settings.queue_max)
+        self.required = settings.required_categories
+        self.known = frozenset(settings.category_keys)
+        self.gpc_refuses = frozenset(settings.gpc_refuses)
+        self.trusted = tuple(ipaddress.ip_network(c, strict=False) for c in settings.trusted_proxies)
+        self.query_store: Store | None = None
+        self._start_lock = asyncio.Lock()
+        self.started = False
+        self._policy_day: dt.date | None = None
+        self._policy_major = settings.policy.major
+
+    def __repr__(self) -> str:
+        return f"GatewayRuntime(site={self.settings.site_id!r}, started={self.started})"
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        async with self._start_lock:
+            if self.started:
+                return
+            await asyncio.to_thread(self._start_sync)
+            self.started = True
+
+    def _start_sync(self) -> None:
+        s = self.settings
+        if s.embedded:
+            s.data_dir.mkdir(parents=True, exist_ok=True)
+        self.query_store = open_store(s.clickhouse_dsn, s.database)
+        if s.migrate_at_start:
+            migrate(self.query_store, events_months=s.events_retention_months, receipts_years=s.receipts_retention_years)
+        self.salts.destroy_expired()
+        self.pipeline.start()
+        logger.info("consent gateway started for site %r on %r", s.site_id, self.query_store)
+
+    async def stop(self) -> None:
+        if not self.started:
+            return
+        finished = await asyncio.to_thread(self.pipeline.stop, self.settings.shutdown_timeout)
+        if not finished:
+            logger.error("the writer did not finish within %.1fs", self.settings.shutdown_timeout)
+        if self.query_store is not None:
+            self.query_store.close()
+        self.started = False
+
+    def _new_writer(self, source: queue.SimpleQueue[Any]) -> Writer:
+        s = self.settings
+        store = open_store(s.clickhouse_dsn, s.database)
+        return Writer(
+            source,
+            store=store,
+            rows=self.rows,
+            batch_size=s.batch_size,
+            flush_interval=s.flush_interval,
+            max_pending=s.queue_max,
+        )
+
+    # -- per request ----------------------------------------------------------------------
+
+    def policy_major(self) -> int:
+        """MAJOR of the policy in force; looked up once per day since it changes at most daily."""
+        today = dt.datetime.now(dt.UTC).date()
+        if today != self._policy_day:
+            self._policy_major = self.settings.policy_in_force(today).major
+            self._policy_day = today
+        return self._policy_major
+
+    def consent_for(self, cookie_value: str | None, gpc: bool, policy_major: int) -> tuple[Consent, Verified | None]:
+        verified = self.codec.decode(cookie_value) if cookie_value else None
+        record: ConsentRecord | None = verified.record if verified else None
+        consent = resolve(
+            record,
+            required=self.required,
+            known=self.known,
+            policy_major=policy_major,
+            gpc=gpc,
+            gpc_refuses=self.gpc_refuses,
+        )
+        return consent, verified
+
+    def client_ip(self, scope: dict[str, Any], forwarded_for: str) -> str:
+        client = scope.get("client")
+        ip = client[0] if client else ""
+        if not self.trusted or not forwarded_for or not self._is_trusted(ip):
+            return ip
+        # Walk right to left past our own proxies; the first untrusted hop is the visitor.
+        for hop in reversed([h.strip() for h in forwarded_for.split(",")]):
+            if not self._is_trusted(hop):
+                return hop
+        return ip
+
+    def _is_trusted(self, ip: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(addr in net for net in self.trusted)
+
+    def consent_cookie_header(self, value: str) -> bytes:
+        s = self.settings
+        parts = [
+            f"{s.cookie_name}={value}",
+            f"Max-Age={s.cookie_max_age_days * 86400}",
+            "Path=/",
+            "HttpOnly",
+            "SameSite=Lax",
+        ]
+        if s.cookie_domain:
+            parts.append(f"Domain={s.cookie_domain}")
+        if s.cookie_secure:
+            parts.append("Secure")
+        return "; ".join(parts).encode("latin-1")

@@ -1,0 +1,127 @@
+"""URL → clickhouse-connect client, behind a small object the rest of the package uses."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+from ..errors import StoreError
+
+
+class Store:
+    """One ClickHouse client with the database name it works in.
+
+    The embedded engine (chdb) runs inside this process; its calls are serialised by a lock so the
+    writer thread and request threads never enter it at once. A server client needs no such lock,
+    but each thread still gets its own ``Store`` so HTTP sessions are not shared.
+    """
+
+    def __init__(self, client: Client, database: str, *, embedded: bool, url: str) -> None:
+        self.client = client
+        self.database = database
+        self.embedded = embedded
+        self._url = url
+        self._lock = threading.Lock() if embedded else None
+
+    def __repr__(self) -> str:
+        return f"Store({_redact(self._url)!r}, database={self.database!r})"
+
+    def table(self, name: str) -> str:
+        return f"`{self.database}`.`{name}`"
+
+    def command(self, sql: str, parameters: Mapping[str, Any] | None = None, settings: Mapping[str, Any] | None = None) -> Any:
+        return self._call(self.client.command, sql, parameters=parameters, settings=settings)
+
+    def query_rows(self, sql: str, parameters: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        result = self._call(self.client.query, sql, parameters=parameters)
+        return list(result.result_rows)
+
+    def query_dicts(self, sql: str, parameters: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        result = self._call(self.client.query, sql, parameters=parameters)
+        return list(result.named_results())
+
+    def insert(
+        self,
+        table: str,
+        rows: Sequence[Sequence[Any]],
+        column_names: Sequence[str],
+        column_types: Sequence[str],
+        settings: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not rows:
+            return
+        self._call(
+            self.client.insert,
+            self.table(table),
+            rows,
+            column_names=list(column_names),
+            column_type_names=list(column_types),
+            settings=dict(settings or {}),
+        )
+
+    def close(self) -> None:
+        if not self.embedded:
+            try:
+                self.client.close()
+            except Exception:  # noqa: S110 - closing a dead connection has nothing to report
+                pass
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            if self._lock is None:
+                return fn(*args, **kwargs)
+            with self._lock:
+                return fn(*args, **kwargs)
+        except Exception as exc:
+            raise StoreError(f"ClickHouse at {_redact(self._url)} failed: {exc}") from exc
+
+
+# Clients of the embedded engine must share one lock per process: the engine is one per process.
+_EMBEDDED_LOCKS: dict[str, threading.Lock] = {}
+
+
+def open_store(url: str, database: str, *, connect_timeout: float = 10, send_receive_timeout: float = 30) -> Store:
+    """Open a client for ``url``: ``chdb:///path`` embeds ClickHouse, ``http(s)://`` talks to a server."""
+    if url.startswith("chdb://"):
+        try:
+            client = clickhouse_connect.get_client(dsn=url)
+        except Exception as exc:
+            raise StoreError(
+                f"cannot open the embedded ClickHouse at {url}: {exc}. Another process may hold its data "
+                "directory; stop it, or use a different data_dir."
+            ) from exc
+        store = Store(client, database, embedded=True, url=url)
+        store._lock = _EMBEDDED_LOCKS.setdefault("chdb", threading.Lock())
+        return store
+    parts = urlsplit(url)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    try:
+        client = clickhouse_connect.get_client(
+            host=parts.hostname or "localhost",
+            port=parts.port or (8443 if parts.scheme == "https" else 8123),
+            username=unquote(parts.username or "default"),
+            password=unquote(parts.password or ""),
+            secure=parts.scheme == "https",
+            database=query.get("database", "default"),
+            connect_timeout=connect_timeout,
+            send_receive_timeout=send_receive_timeout,
+            compress=query.get("compress", "lz4"),
+            autogenerate_session_id=False,
+        )
+    except Exception as exc:
+        raise StoreError(f"cannot connect to ClickHouse at {_redact(url)}: {exc}") from exc
+    return Store(client, database, embedded=False, url=url)
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, fit for logs and reprs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return parts._replace(netloc=netloc).geturl()

@@ -1,0 +1,148 @@
+"""Versioned, idempotent migrations for the ``events`` and ``consent_receipts`` tables."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .client import Store
+
+logger = logging.getLogger("consent_gateway.store")
+
+# (name, type) in insert order; the writer names both on every insert.
+EVENT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("event_id", "UUID"),
+    ("ts", "DateTime64(3, 'UTC')"),
+    ("site", "LowCardinality(String)"),
+    ("kind", "LowCardinality(String)"),
+    ("name", "LowCardinality(String)"),
+    ("category", "LowCardinality(String)"),
+    ("identified", "UInt8"),
+    ("visitor", "UInt64"),
+    ("granted", "Array(LowCardinality(String))"),
+    ("path", "String"),
+    ("status", "UInt16"),
+    ("duration_ms", "UInt32"),
+    ("referrer_host", "LowCardinality(String)"),
+    ("utm_source", "LowCardinality(String)"),
+    ("utm_medium", "LowCardinality(String)"),
+    ("utm_campaign", "LowCardinality(String)"),
+    ("utm_term", "String"),
+    ("utm_content", "String"),
+    ("click_id", "String"),
+    ("ip_prefix", "LowCardinality(String)"),
+    ("browser", "LowCardinality(String)"),
+    ("browser_version", "LowCardinality(String)"),
+    ("os", "LowCardinality(String)"),
+    ("device", "LowCardinality(String)"),
+    ("is_bot", "UInt8"),
+    ("props", "String"),
+)
+
+RECEIPT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("receipt_id", "UUID"),
+    ("ts", "DateTime64(3, 'UTC')"),
+    ("site", "LowCardinality(String)"),
+    ("consent_id", "String"),
+    ("version", "LowCardinality(String)"),
+    ("categories", "Array(LowCardinality(String))"),
+    ("method", "LowCardinality(String)"),
+    ("banner_hash", "String"),
+    ("locale", "LowCardinality(String)"),
+    ("ip_prefix", "String"),
+    ("browser", "LowCardinality(String)"),
+    ("os", "LowCardinality(String)"),
+    ("device", "LowCardinality(String)"),
+)
+
+_CODECS = {"path": "CODEC(ZSTD(3))", "props": "CODEC(ZSTD(3))", "ts": "CODEC(Delta, ZSTD(1))"}
+
+
+def _columns_sql(columns: tuple[tuple[str, str], ...]) -> str:
+    return ",\n    ".join(f"`{n}` {t} {_CODECS.get(n, '')}".rstrip() for n, t in columns)
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    events_months: int = 3
+    receipts_years: int = 5
+
+    @property
+    def events_ttl(self) -> str:
+        return f"toDateTime(ts) + toIntervalMonth({int(self.events_months)})"
+
+    @property
+    def receipts_ttl(self) -> str:
+        return f"toDateTime(ts) + toIntervalYear({int(self.receipts_years)})"
+
+
+def _m1_events(store: Store, retention: Retention) -> list[str]:
+    return [
+        f"""CREATE TABLE IF NOT EXISTS {store.table('events')} (
+    {_columns_sql(EVENT_COLUMNS)}
+)
+ENGINE = MergeTree
+PARTITION BY toDate(ts)
+ORDER BY (site, kind, toDate(ts), name, visitor, ts)
+TTL {retention.events_ttl} DELETE
+SETTINGS ttl_only_drop_parts = 1, index_granularity = 8192"""
+    ]
+
+
+def _m2_receipts(store: Store, retention: Retention) -> list[str]:
+    return [
+        f"""CREATE TABLE IF NOT EXISTS {store.table('consent_receipts')} (
+    {_columns_sql(RECEIPT_COLUMNS)}
+)
+ENGINE = MergeTree
+PARTITION BY toYYYYMM(ts)
+ORDER BY (site, consent_id, ts)
+TTL {retention.receipts_ttl} DELETE"""
+    ]
+
+
+Migration = Callable[[Store, Retention], list[str]]
+MIGRATIONS: tuple[tuple[int, str, Migration], ...] = (
+    (1, "events table", _m1_events),
+    (2, "consent receipts", _m2_receipts),
+)
+
+
+def migrate(store: Store, *, events_months: int = 3, receipts_years: int = 5) -> list[int]:
+    """Apply the migrations not yet recorded; returns the versions applied. Safe to run again."""
+    retention = Retention(events_months, receipts_years)
+    store.command(f"CREATE DATABASE IF NOT EXISTS `{store.database}`")
+    store.command(
+        f"CREATE TABLE IF NOT EXISTS {store.table('schema_migrations')} "
+        "(version UInt32, name String, applied_at DateTime DEFAULT now()) "
+        "ENGINE = ReplacingMergeTree ORDER BY version"
+    )
+    done = {row[0] for row in store.query_rows(f"SELECT version FROM {store.table('schema_migrations')}")}
+    applied = []
+    for version, name, build in MIGRATIONS:
+        if version in done:
+            continue
+        for statement in build(store, retention):
+            store.command(statement)
+        store.insert("schema_migrations", [[version, name]], ["version", "name"], ["UInt32", "String"])
+        logger.info("applied migration %d (%s) to %s", version, name, store.database)
+        applied.append(version)
+    _apply_retention(store, retention)
+    return applied
+
+
+def _apply_retention(store: Store, retention: Retention) -> None:
+    """Bring the tables' TTLs in line with the settings when the retention settings change."""
+    for table, months_or_years, expected in (
+        ("events", retention.events_months, f"toIntervalMonth({retention.events_months})"),
+        ("consent_receipts", retention.receipts_years, f"toIntervalYear({retention.receipts_years})"),
+    ):
+        rows = store.query_rows(
+            "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+            {"db": store.database, "t": table},
+        )
+        if rows and expected not in rows[0][0]:
+            ttl = retention.events_ttl if table == "events" else retention.receipts_ttl
+            store.command(f"ALTER TABLE {store.table(table)} MODIFY TTL {ttl} DELETE")
+            logger.info("retention of %s set to %s", table, months_or_years)
