@@ -847,6 +847,7 @@ async def privacy_page(request: Request) -> HTMLResponse:
             (f"{MARKETING_COOKIE}, _mk_js", "Marketing: campaign measurement", "90 days"),
         )
         cookie_title = "Cookies we use"
+        cookie_caption = "Cookie names, purposes and retention"
         contact = "Questions: privacy@palette.example"
     else:
         sections = (
@@ -875,6 +876,7 @@ async def privacy_page(request: Request) -> HTMLResponse:
             (f"{MARKETING_COOKIE}, _mk_js", "마케팅: 광고 효과 측정", "90일"),
         )
         cookie_title = "사용하는 쿠키"
+        cookie_caption = "쿠키 이름, 목적, 보관 기간"
         contact = "문의: privacy@palette.example"
 
     section_html = "\n".join(
@@ -893,8 +895,9 @@ async def privacy_page(request: Request) -> HTMLResponse:
 {section_html}
 <section aria-labelledby="privacy-cookies">
 <h2 id="privacy-cookies">{html.escape(cookie_title)}</h2>
-<div class="table-wrap" role="region" aria-labelledby="privacy-cookies" tabindex="0">
+<div class="table-wrap" role="region" aria-labelledby="privacy-cookies-caption" tabindex="0">
 <table class="data-table">
+<caption id="privacy-cookies-caption">{html.escape(cookie_caption)}</caption>
 <thead><tr>{cookie_head_html}</tr></thead>
 <tbody>
 {cookie_rows}
