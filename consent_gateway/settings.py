@@ -161,7 +161,8 @@ class Settings:
 
     site_id: str = "default"
     data_dir: Path = Path("./data")
-    clickhouse_url: str = ""
+    # repr=False: an http(s) URL may carry the ClickHouse password (user:password@host).
+    clickhouse_url: str = field(default="", repr=False)
     database: str = "consent_gateway"
     prefix: str = "/_consent"
     secret_keys: tuple[str, ...] = field(default=(), repr=False)
