@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import os
 import sys
@@ -15,6 +16,9 @@ from .errors import ConsentGatewayError, SettingsError
 from .settings import Settings
 
 DEMO_CONFIG = Path(__file__).resolve().parent / "demo" / "demo.toml"
+# How `serve --workers N` hands its options to the worker processes uvicorn spawns. Not a
+# CONSENT_GATEWAY_* name: Settings refuses unknown variables with that prefix.
+SERVE_OPTIONS_ENV = "_CONSENT_GATEWAY_SERVE_OPTIONS"
 
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
@@ -37,22 +41,44 @@ def _with_local_keys(settings: Settings) -> Settings:
     )
 
 
-def _run(app: Any, host: str, port: int, settings: Settings, banner: list[str]) -> None:
+def _wrap(app: Any, settings: Settings) -> Any:
+    """The gateway around ``app``, behind the request-id and access-log middleware."""
+    from .gateway import ConsentGateway
+    from .logs import RequestLogMiddleware, register_secrets
+
+    register_secrets([*settings.secret_keys, settings.pseudonym_key])
+    return RequestLogMiddleware(ConsentGateway(app, settings))
+
+
+def _run(app: Any, host: str, port: int, settings: Settings, banner: list[str], workers: int = 1) -> None:
     import uvicorn
 
+    from .logs import configure_logging, log_config
+
+    configure_logging(settings.log_level, settings.log_format)
     for line in banner:
         print(line, flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="info", lifespan="on", timeout_graceful_shutdown=int(settings.shutdown_timeout))
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        workers=workers if workers > 1 else None,
+        factory=workers > 1,
+        log_level=settings.log_level,
+        log_config=log_config(settings.log_level, settings.log_format),
+        access_log=False,  # it prints client addresses; RequestLogMiddleware logs requests instead
+        lifespan="on",
+        timeout_graceful_shutdown=int(settings.shutdown_timeout),
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import create_demo_app
-    from .gateway import ConsentGateway
 
     data = Path(args.data).resolve()
     settings = Settings.load(args.config or DEMO_CONFIG, data_dir=data)
     settings = _with_local_keys(settings)
-    gateway = ConsentGateway(create_demo_app(), settings)
+    gateway = _wrap(create_demo_app(), settings)
     base = f"http://{args.host}:{args.port}"
     _run(
         gateway,
@@ -87,16 +113,61 @@ def load_app(target: str) -> Any:
     return app
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from .gateway import ConsentGateway
-
-    settings = _settings(args)
-    if args.local_keys:
+def _served_gateway(options: dict[str, Any]) -> tuple[Any, Settings]:
+    settings = Settings.load(options["config"], **({"data_dir": Path(options["data"])} if options["data"] else {}))
+    if options["local_keys"]:
         settings = _with_local_keys(settings)
-    app = load_app(args.app)
-    gateway = ConsentGateway(app, settings)
-    _run(gateway, args.host, args.port, settings, [f"consent-gateway serving {args.app} on http://{args.host}:{args.port}/"])
+    app = load_app(options["app"])
+    if options["factory"]:
+        app = app()
+    return _wrap(app, settings), settings
+
+
+def serve_app() -> Any:
+    """uvicorn's app factory in each worker of `serve --workers N`: the same gateway, built again."""
+    from .logs import configure_logging
+
+    options = json.loads(os.environ[SERVE_OPTIONS_ENV])
+    gateway, settings = _served_gateway(options)
+    configure_logging(settings.log_level, settings.log_format)
+    return gateway
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    workers = args.workers if args.workers is not None else _env_workers()
+    options = {
+        "app": args.app,
+        "config": args.config,
+        "data": str(Path(args.data).resolve()) if args.data else None,
+        "local_keys": args.local_keys,
+        "factory": args.factory,
+    }
+    # Built here even with several workers: a bad setting, key or app fails once, before any fork.
+    gateway, settings = _served_gateway(options)
+    if workers < 1:
+        raise SettingsError("--workers", workers, "use 1 or more worker processes")
+    if workers > 1 and settings.embedded:
+        raise SettingsError(
+            "--workers",
+            workers,
+            f"the embedded ClickHouse ({settings.clickhouse_dsn}) runs inside one process and locks its data "
+            "directory, so it serves one worker only: use --workers 1, or set clickhouse_url "
+            "(CONSENT_GATEWAY_CLICKHOUSE_URL) to an http(s):// ClickHouse server to run several workers",
+        )
+    target: Any = gateway
+    if workers > 1:
+        os.environ[SERVE_OPTIONS_ENV] = json.dumps(options)
+        target = "consent_gateway.cli:serve_app"
+    banner = f"consent-gateway serving {args.app} on http://{args.host}:{args.port}/ with {workers} worker(s)"
+    _run(target, args.host, args.port, settings, [banner], workers=workers)
     return 0
+
+
+def _env_workers() -> int:
+    raw = os.environ.get("WEB_CONCURRENCY", "1")
+    if not raw.strip().isdigit():
+        raise SettingsError("WEB_CONCURRENCY", raw, "use a whole number of worker processes, e.g. 2")
+    return int(raw)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -173,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--data", help="data directory (overrides data_dir)")
     p.add_argument("--local-keys", action="store_true", help="make and keep keys under data_dir/keys (development)")
+    p.add_argument("--factory", action="store_true", help="module:attribute is a function that returns the app")
+    p.add_argument(
+        "--workers", type=int, default=None,
+        help="worker processes (default: WEB_CONCURRENCY or 1); more than 1 needs an http(s) ClickHouse",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("check-config", help="validate a settings file (and CONSENT_GATEWAY_* variables)")

@@ -26,6 +26,7 @@ _VERSION = re.compile(r"^(\d{1,4})\.(\d{1,4})$")
 _COOKIE_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 MIN_SECRET_LENGTH = 32
 ACTIONS = ("keep", "pseudonymise", "drop")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -201,6 +202,9 @@ class Settings:
     collect_max_events: int = 50
     verify_cache_size: int = 4096
     auto_migrate: bool | None = None
+    cluster: str = ""
+    log_level: str = "info"
+    log_format: str = "json"
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -330,6 +334,9 @@ _SCALARS: dict[str, type] = {
     "collect_max_events": int,
     "verify_cache_size": int,
     "auto_migrate": bool,
+    "cluster": str,
+    "log_level": str,
+    "log_format": str,
 }
 # TOML tables whose keys become ``<table>_<key>`` settings.
 _FLAT_TABLES = {
@@ -337,6 +344,7 @@ _FLAT_TABLES = {
     "retention": "",
     "pipeline": "",
     "collect": "collect_",
+    "log": "log_",
 }
 
 
@@ -594,3 +602,11 @@ def _validate(s: Settings) -> None:  # noqa: C901 - one flat list of checks read
         raise SettingsError("flush_interval", s.flush_interval, "use 0.01 to 60 seconds")
     if s.shutdown_timeout <= 0:
         raise SettingsError("shutdown_timeout", s.shutdown_timeout, "use a number of seconds above zero")
+    if s.cluster and not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", s.cluster):
+        raise SettingsError("cluster", s.cluster, "use the cluster name from the ClickHouse remote_servers config")
+    if s.cluster and s.embedded:
+        raise SettingsError("cluster", s.cluster, "a cluster needs an http(s):// clickhouse_url; leave it empty for chdb")
+    if s.log_level not in LOG_LEVELS:
+        raise SettingsError("log_level", s.log_level, f"use one of {list(LOG_LEVELS)}")
+    if s.log_format not in ("json", "text"):
+        raise SettingsError("log_format", s.log_format, 'use "json" (one JSON object a line) or "text"')
