@@ -205,6 +205,20 @@ class Settings:
     cluster: str = ""
     log_level: str = "info"
     log_format: str = "json"
+    k_anonymity: int = 5
+    analytics_tokens_file: Path | None = None
+    # Durable pipeline (docs/pipeline.md): journal, limits, group commit, ClickHouse retries.
+    journal_enabled: bool = True
+    journal_dir: Path | None = None
+    journal_max_bytes: int = 512 * 1024 * 1024
+    journal_segment_bytes: int = 16 * 1024 * 1024
+    commit_window: float = 0.005
+    visit_shed_fraction: float = 0.9
+    collect_ack_timeout: float = 10.0
+    insert_retry_initial: float = 0.25
+    insert_retry_max: float = 30.0
+    clickhouse_async_insert: bool = False
+    salt_check_interval: float = 3600.0
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -229,6 +243,16 @@ class Settings:
     @property
     def keys_dir(self) -> Path:
         return self.data_dir / "keys"
+
+    @property
+    def journal_root(self) -> Path:
+        """Where the pipeline's journal lives: ``journal_dir`` or ``data_dir/journal``."""
+        return self.journal_dir or self.data_dir / "journal"
+
+    @property
+    def tokens_path(self) -> Path:
+        """Where the analytics API's token hashes live (``analytics_tokens_file`` or under ``data_dir``)."""
+        return self.analytics_tokens_file or self.keys_dir / "analytics_tokens.json"
 
     @property
     def category_keys(self) -> tuple[str, ...]:
@@ -337,6 +361,19 @@ _SCALARS: dict[str, type] = {
     "cluster": str,
     "log_level": str,
     "log_format": str,
+    "k_anonymity": int,
+    "analytics_tokens_file": Path,
+    "journal_enabled": bool,
+    "journal_dir": Path,
+    "journal_max_bytes": int,
+    "journal_segment_bytes": int,
+    "commit_window": float,
+    "visit_shed_fraction": float,
+    "collect_ack_timeout": float,
+    "insert_retry_initial": float,
+    "insert_retry_max": float,
+    "clickhouse_async_insert": bool,
+    "salt_check_interval": float,
 }
 # TOML tables whose keys become ``<table>_<key>`` settings.
 _FLAT_TABLES = {
@@ -556,6 +593,8 @@ def _validate(s: Settings) -> None:  # noqa: C901 - one flat list of checks read
     for cat in s.gpc_refuses:
         if cat not in keys:
             raise SettingsError("gpc_refuses", cat, f"use categories from {keys}")
+        if cat in s.required_categories:
+            raise SettingsError("gpc_refuses", cat, "a required category cannot be refused; remove it")
     for kind, granted, refused in s.policy_matrix:
         for value in (granted, refused):
             if value not in ACTIONS:
@@ -600,8 +639,28 @@ def _validate(s: Settings) -> None:  # noqa: C901 - one flat list of checks read
             raise SettingsError(key, number, "use a number above zero")
     if not 0.01 <= s.flush_interval <= 60:
         raise SettingsError("flush_interval", s.flush_interval, "use 0.01 to 60 seconds")
+    if not 1 <= s.k_anonymity <= 1000:
+        raise SettingsError("k_anonymity", s.k_anonymity, "use 1 to 1000 distinct visitors (default 5)")
     if s.shutdown_timeout <= 0:
         raise SettingsError("shutdown_timeout", s.shutdown_timeout, "use a number of seconds above zero")
+    if s.journal_segment_bytes < 4096:
+        raise SettingsError("journal_segment_bytes", s.journal_segment_bytes, "use at least 4096 bytes")
+    if s.journal_max_bytes < s.journal_segment_bytes:
+        raise SettingsError(
+            "journal_max_bytes", s.journal_max_bytes, f"use at least journal_segment_bytes ({s.journal_segment_bytes})"
+        )
+    if not 0 <= s.commit_window <= 1:
+        raise SettingsError("commit_window", s.commit_window, "use 0 to 1 seconds (5-20 ms is typical)")
+    if not 0.1 <= s.visit_shed_fraction <= 1:
+        raise SettingsError("visit_shed_fraction", s.visit_shed_fraction, "use 0.1 to 1 (visits shed when this full)")
+    if s.collect_ack_timeout <= 0:
+        raise SettingsError("collect_ack_timeout", s.collect_ack_timeout, "use a number of seconds above zero")
+    if not 0 < s.insert_retry_initial <= s.insert_retry_max:
+        raise SettingsError(
+            "insert_retry_initial", s.insert_retry_initial, f"use a number above zero, at most insert_retry_max ({s.insert_retry_max})"
+        )
+    if s.salt_check_interval <= 0:
+        raise SettingsError("salt_check_interval", s.salt_check_interval, "use a number of seconds above zero")
     if s.cluster and not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", s.cluster):
         raise SettingsError("cluster", s.cluster, "use the cluster name from the ClickHouse remote_servers config")
     if s.cluster and s.embedded:
