@@ -75,7 +75,7 @@ async def _json(request: Request) -> Response:
 
 
 async def _gzip(request: Request) -> Response:
-    return Response(gzip.compress(PAGE.encode()), media_type="text/html", headers={"Content-Encoding": "gzip"})
+    return Response(gzip.compress(PAGE.encode(), mtime=0), media_type="text/html", headers={"Content-Encoding": "gzip"})
 
 
 async def _stream(request: Request) -> Response:

@@ -1,0 +1,216 @@
+"""Server-side enforcement: Set-Cookie headers of refused categories never leave the gateway."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+from collections.abc import Callable
+
+import pytest
+
+from consent_gateway import ConsentGateway, ConsentMiddleware, Settings
+from tests.conftest import SECRET
+from tests.gateway_support import (
+    PAGE,
+    SITE_COOKIES,
+    SSE_CHUNKS,
+    client_for,
+    http_scope,
+    run_asgi,
+    set_cookie_map,
+    sign_cookie,
+    site_app,
+)
+
+CONSENTS = {
+    "none": None,
+    "reject_all": ["necessary"],
+    "preferences": ["necessary", "preferences"],
+    "analytics": ["necessary", "analytics"],
+    "marketing": ["necessary", "marketing"],
+    "analytics+marketing": ["necessary", "analytics", "marketing"],
+    "accept_all": ["necessary", "preferences", "analytics", "marketing"],
+}
+
+
+@pytest.mark.parametrize("choice", list(CONSENTS))
+@pytest.mark.parametrize("gpc", [False, True], ids=["no-gpc", "gpc"])
+def test_set_cookie_passes_only_for_granted_categories(
+    make_settings: Callable[..., Settings], choice: str, gpc: bool
+) -> None:
+    granted = CONSENTS[choice]
+    gateway = ConsentGateway(site_app(), make_settings())
+    with client_for(gateway) as client:
+        if granted is not None:
+            client.cookies.set("cg_consent", sign_cookie(SECRET, categories=granted))
+        response = client.get("/", headers={"Sec-GPC": "1"} if gpc else {})
+    assert response.status_code == 200
+    effective = set(granted or ["necessary"]) - ({"marketing"} if gpc else set())
+    # The page sets five cookies in five headers; each passes exactly when its category is granted.
+    assert set(set_cookie_map(response)) == {name for name, category in SITE_COOKIES if category in effective}
+    assert len(response.headers.get_list("set-cookie")) == len(set_cookie_map(response))
+
+
+def test_glob_patterns_match_and_http_only_attributes_survive(make_settings: Callable[..., Settings]) -> None:
+    gateway = ConsentGateway(site_app(), make_settings())
+    with client_for(gateway) as client:
+        client.cookies.set("cg_consent", sign_cookie(SECRET))
+        cookies = set_cookie_map(client.get("/"))
+    assert {"_mk_pixel", "_mk_campaign"} <= set(cookies)  # both by the "_mk_*" pattern
+    assert "httponly" in cookies["_pa_id"].lower()  # headers pass unchanged
+
+
+def test_unknown_cookie_counts_as_preferences_and_is_logged_once(
+    make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = ConsentGateway(site_app(), make_settings())
+    with caplog.at_level(logging.WARNING, logger="consent_gateway.registry"), client_for(gateway) as client:
+        for _ in range(3):
+            assert "mystery_cookie" not in set_cookie_map(client.get("/unknown"))
+        client.cookies.set("cg_consent", sign_cookie(SECRET, categories=["necessary", "preferences"]))
+        assert "mystery_cookie" in set_cookie_map(client.get("/unknown"))
+    warnings = [r for r in caplog.records if "mystery_cookie" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "preferences" in warnings[0].getMessage() and "[cookies]" in warnings[0].getMessage()
+
+
+def test_unknown_cookie_category_necessary_lets_it_pass(make_settings: Callable[..., Settings]) -> None:
+    gateway = ConsentGateway(site_app(), make_settings(unknown_cookie_category="necessary"))
+    with client_for(gateway) as client:
+        assert "mystery_cookie" in set_cookie_map(client.get("/unknown"))
+
+
+def test_app_cannot_overwrite_the_consent_cookie_name_unfiltered(make_settings: Callable[..., Settings]) -> None:
+    # The gateway's own cookie is registered as necessary: the wrapped app cannot be blocked from
+    # clearing it, and the registry never warns about it.
+    gateway = ConsentGateway(site_app(), make_settings())
+    assert gateway.runtime.cookies.category_of("cg_consent") == "necessary"
+
+
+def test_vary_cookie_added(make_settings: Callable[..., Settings]) -> None:
+    gateway = ConsentGateway(site_app(), make_settings())
+    with client_for(gateway) as client:
+        assert client.get("/").headers.get_list("vary") == ["Cookie"]
+        assert client.get("/vary").headers.get_list("vary") == ["Accept-Encoding, Cookie"]
+
+
+def test_set_cookie_names_are_read_like_a_browser_reads_them() -> None:
+    from consent_gateway.cookies import set_cookie_name
+
+    assert set_cookie_name(b" _mk_x = 1; Path=/") == "_mk_x"
+    # No '=': a nameless cookie; the whole pair is classified, so it cannot slip through unchecked.
+    assert set_cookie_name("noequals; Path=/") == "noequals"
+
+
+def test_existing_vary_cookie_not_duplicated(make_settings: Callable[..., Settings]) -> None:
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain"), (b"vary", b"Accept-Language, Cookie")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    gateway = ConsentGateway(app, make_settings())
+    messages = run_asgi(gateway, http_scope("/"))
+    start = messages[0]
+    assert [v for k, v in start["headers"] if k == b"vary"] == [b"Accept-Language, Cookie"]
+
+
+def test_html_injection_keeps_content_length_right(make_settings: Callable[..., Settings]) -> None:
+    gateway = ConsentGateway(site_app(), make_settings())
+    with client_for(gateway) as client:
+        response = client.get("/")
+    assert int(response.headers["content-length"]) == len(response.content)
+    assert len(response.content) > len(PAGE.encode())
+    text = response.text
+    assert "<main>원생 관리</main>" in text
+    assert text.index('href="/_consent/static/banner.css"') < text.index("</head>")
+    assert text.index('id="cg-root"') < text.index("</body>")
+    assert '<form method="post" action="/_consent/"' in text
+
+
+def test_inject_banner_off_leaves_html_alone(make_settings: Callable[..., Settings]) -> None:
+    gateway = ConsentGateway(site_app(), make_settings(inject_banner=False))
+    with client_for(gateway) as client:
+        response = client.get("/")
+    assert response.text == PAGE
+    assert "_pa_id" not in set_cookie_map(response)  # enforcement does not depend on the banner
+
+
+def test_non_html_and_gzip_responses_pass_byte_for_byte(make_settings: Callable[..., Settings]) -> None:
+    gateway = ConsentGateway(site_app(), make_settings())
+    json_messages = run_asgi(gateway, http_scope("/json"))
+    body = b"".join(m.get("body", b"") for m in json_messages if m["type"] == "http.response.body")
+    assert body == b'{"a": "</body>"}'
+
+    gateway = ConsentGateway(site_app(), make_settings())
+    gzip_messages = run_asgi(gateway, http_scope("/gzip"))
+    raw = b"".join(m.get("body", b"") for m in gzip_messages if m["type"] == "http.response.body")
+    assert raw == gzip.compress(PAGE.encode(), mtime=0)  # not decoded, not injected, not re-encoded
+    headers = dict(gzip_messages[0]["headers"])
+    assert headers[b"content-encoding"] == b"gzip"
+    assert int(headers[b"content-length"]) == len(raw)
+
+
+def test_streaming_response_passes_chunk_by_chunk_in_order(make_settings: Callable[..., Settings]) -> None:
+    gateway = ConsentGateway(site_app(), make_settings())
+    messages = run_asgi(gateway, http_scope("/stream"))
+    assert messages[0]["type"] == "http.response.start"
+    headers = messages[0]["headers"]
+    assert (b"content-type", b"text/event-stream; charset=utf-8") in headers
+    assert not [v for k, v in headers if k == b"set-cookie"]  # the marketing cookie was refused
+    chunks = [m["body"] for m in messages[1:] if m["type"] == "http.response.body" and m.get("body")]
+    assert chunks == list(SSE_CHUNKS)
+    assert messages[-1]["type"] == "http.response.body" and not messages[-1].get("more_body", False)
+
+
+def test_large_streamed_html_is_passed_on_rather_than_held(make_settings: Callable[..., Settings]) -> None:
+    from consent_gateway.middleware import MAX_INJECT_BODY
+
+    chunk = b"<p>" + b"x" * 65536 + b"</p>"
+    count = MAX_INJECT_BODY // len(chunk) + 4
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/html")]})
+        await send({"type": "http.response.body", "body": b"<html><body>", "more_body": True})
+        for _ in range(count):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"</body></html>", "more_body": False})
+
+    messages = run_asgi(ConsentGateway(app, make_settings()), http_scope("/big"))
+    body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+    assert body == b"<html><body>" + chunk * count + b"</body></html>"
+    assert messages[-1].get("more_body", False) is False
+
+
+def test_websocket_and_lifespan_pass_through(make_settings: Callable[..., Settings]) -> None:
+    site = site_app()
+    gateway = ConsentGateway(site, make_settings())
+    with client_for(gateway) as client:
+        assert site.state.events == ["startup"]
+        assert gateway.runtime.started  # the gateway's own resources open in the same lifespan
+        with client.websocket_connect("/ws") as ws:
+            assert ws.receive_json() == {"has_consent": False}
+            ws.send_text("abc")
+            assert ws.receive_text() == "cba"
+    assert site.state.events == ["startup", "shutdown"]
+    assert not gateway.runtime.started
+
+
+def test_middleware_inside_starlette_app(make_settings: Callable[..., Settings]) -> None:
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.responses import HTMLResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    async def page(request):  # type: ignore[no-untyped-def]
+        response = HTMLResponse(f"<html><body>{request.scope['consent'].status}</body></html>")
+        response.set_cookie("_pa_id", "1")
+        response.set_cookie("palette_session", "s")
+        return response
+
+    app = Starlette(routes=[Route("/", page)], middleware=[Middleware(ConsentMiddleware, settings=make_settings())])
+    with TestClient(app) as client:
+        response = client.get("/")
+        assert "unset" in response.text
+        assert set(set_cookie_map(response)) == {"palette_session"}
+        assert client.get("/_consent/state").status_code == 404  # the routes come with ConsentGateway only
