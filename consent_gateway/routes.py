@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from starlette.datastructures import FormData
 from starlette.requests import ClientDisconnect, Request
@@ -199,7 +199,24 @@ async def _choice_input(request: Request) -> tuple[dict[str, Any], bool]:
         if not isinstance(data, dict):
             raise RequestError("send a JSON object with action and categories")
         return data, False
-    if ctype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+    if ctype == "application/x-www-form-urlencoded":
+        # Parsed here rather than by request.form(): that needs python-multipart, which is not a
+        # dependency, and every banner form (the no-JavaScript path) posts urlencoded.
+        raw = await read_body(request, MAX_CHOICE_BODY)
+        try:
+            pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=64)
+        except (UnicodeDecodeError, ValueError):
+            raise RequestError("the form could not be read; post it as UTF-8 application/x-www-form-urlencoded") from None
+        fields: dict[str, str] = {}
+        for key, value in pairs:
+            fields.setdefault(key, value)
+        return {
+            "action": fields.get("action"),
+            "categories": [v for k, v in pairs if k == "categories"],
+            "locale": fields.get("locale"),
+            "return_to": fields.get("return_to"),
+        }, True
+    if ctype == "multipart/form-data":
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > MAX_CHOICE_BODY:
             raise RequestError(f"the form is over the limit of {MAX_CHOICE_BODY} bytes", status=413)
