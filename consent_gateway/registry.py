@@ -33,9 +33,12 @@ class CategoryRegistry:
         self.unknown_category = unknown_category
         self._exact: dict[str, str] = {}
         self._patterns: list[tuple[re.Pattern[str], str]] = []
+        # The globs as written, for people (banner, /state); the compiled regexes are for matching.
+        self._globs: list[tuple[str, str]] = []
         for pattern, category in entries:
             if any(ch in pattern for ch in "*?["):
                 self._patterns.append((re.compile(fnmatch.translate(pattern)), category))
+                self._globs.append((pattern, category))
             else:
                 self._exact[pattern] = category
         self._exact.update(fixed or {})
@@ -63,5 +66,5 @@ class CategoryRegistry:
     def names_for(self, category: str) -> list[str]:
         """The registered names and patterns of one category (for the banner's cookie list)."""
         out = [n for n, c in self._exact.items() if c == category]
-        out += [p.pattern for p, c in self._patterns if c == category]
+        out += [g for g, c in self._globs if c == category]
         return out
