@@ -186,13 +186,20 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     from .store import migrate, open_store
+    from .store.client import _redact
+    from .store.schema import migration_statements
 
     settings = _settings(args)
+    retention = {"events_months": settings.events_retention_months, "receipts_years": settings.receipts_retention_years}
     store = open_store(settings.clickhouse_dsn, settings.database)
-    applied = migrate(
-        store, events_months=settings.events_retention_months, receipts_years=settings.receipts_retention_years
-    )
-    print(f"{settings.clickhouse_dsn} database {settings.database}: applied {applied or 'nothing (up to date)'}")
+    if args.print_sql:
+        # For review before an upgrade: the full DDL of a new database, nothing executed.
+        for statement in migration_statements(store, cluster=settings.cluster, **retention):
+            print(f"{statement};\n")
+        return 0
+    applied = migrate(store, cluster=settings.cluster, **retention)
+    where = _redact(settings.clickhouse_dsn) + (f" cluster {settings.cluster}" if settings.cluster else "")
+    print(f"{where} database {settings.database}: applied {applied or 'nothing (up to date)'}")
     return 0
 
 
@@ -258,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("migrate", help="create or update the ClickHouse tables")
     p.add_argument("--config")
     p.add_argument("--data")
+    p.add_argument(
+        "--print-sql", action="store_true", help="print the DDL (the cluster form if `cluster` is set); run nothing"
+    )
     p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("keys", help="key management")

@@ -87,7 +87,12 @@ class GatewayRuntime:
             s.data_dir.mkdir(parents=True, exist_ok=True)
         self.query_store = open_store(s.clickhouse_dsn, s.database)
         if s.migrate_at_start:
-            migrate(self.query_store, events_months=s.events_retention_months, receipts_years=s.receipts_retention_years)
+            migrate(
+                self.query_store,
+                events_months=s.events_retention_months,
+                receipts_years=s.receipts_retention_years,
+                cluster=s.cluster,
+            )
         self.salts.destroy_expired()
         self.pipeline.start()
         logger.info("consent gateway started for site %r on %r", s.site_id, self.query_store)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .client import Store
+from .cluster import local_table, render
 
 logger = logging.getLogger("consent_gateway.store")
 
@@ -109,30 +110,54 @@ MIGRATIONS: tuple[tuple[int, str, Migration], ...] = (
 )
 
 
-def migrate(store: Store, *, events_months: int = 3, receipts_years: int = 5) -> list[int]:
-    """Apply the migrations not yet recorded; returns the versions applied. Safe to run again."""
-    retention = Retention(events_months, receipts_years)
-    store.command(f"CREATE DATABASE IF NOT EXISTS `{store.database}`")
-    store.command(
+def _bootstrap(store: Store) -> list[str]:
+    return [
+        f"CREATE DATABASE IF NOT EXISTS `{store.database}`",
         f"CREATE TABLE IF NOT EXISTS {store.table('schema_migrations')} "
         "(version UInt32, name String, applied_at DateTime DEFAULT now()) "
-        "ENGINE = ReplacingMergeTree ORDER BY version"
-    )
+        "ENGINE = ReplacingMergeTree ORDER BY version",
+    ]
+
+
+def migration_statements(
+    store: Store, *, events_months: int = 3, receipts_years: int = 5, cluster: str = ""
+) -> list[str]:
+    """Every statement a new database gets, for one node or for ``cluster`` (to review or test the DDL)."""
+    retention = Retention(events_months, receipts_years)
+    statements = _bootstrap(store)
+    for _, _, build in MIGRATIONS:
+        statements.extend(build(store, retention))
+    return render(statements, cluster)
+
+
+def migrate(store: Store, *, events_months: int = 3, receipts_years: int = 5, cluster: str = "") -> list[int]:
+    """Apply the migrations not yet recorded; returns the versions applied. Safe to run again.
+
+    With ``cluster`` every statement runs ``ON CLUSTER`` on replicated local tables behind
+    ``Distributed`` ones (see ``store/cluster.py``); without it, on this one node as written.
+    """
+    retention = Retention(events_months, receipts_years)
+    for statement in render(_bootstrap(store), cluster):
+        store.command(statement)
     done = {row[0] for row in store.query_rows(f"SELECT version FROM {store.table('schema_migrations')}")}
     applied = []
     for version, name, build in MIGRATIONS:
         if version in done:
             continue
-        for statement in build(store, retention):
+        for statement in render(build(store, retention), cluster):
             store.command(statement)
-        store.insert("schema_migrations", [[version, name]], ["version", "name"], ["UInt32", "String"])
+        # On a cluster this goes through a Distributed table: wait for it, so the next run sees it.
+        store.insert(
+            "schema_migrations", [[version, name]], ["version", "name"], ["UInt32", "String"],
+            settings={"insert_distributed_sync": 1} if cluster else None,
+        )
         logger.info("applied migration %d (%s) to %s", version, name, store.database)
         applied.append(version)
-    _apply_retention(store, retention)
+    _apply_retention(store, retention, cluster)
     return applied
 
 
-def _apply_retention(store: Store, retention: Retention) -> None:
+def _apply_retention(store: Store, retention: Retention, cluster: str = "") -> None:
     """Bring the tables' TTLs in line with the settings when the retention settings change."""
     for table, months_or_years, expected in (
         ("events", retention.events_months, f"toIntervalMonth({retention.events_months})"),
@@ -140,9 +165,10 @@ def _apply_retention(store: Store, retention: Retention) -> None:
     ):
         rows = store.query_rows(
             "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = {t:String}",
-            {"db": store.database, "t": table},
+            {"db": store.database, "t": local_table(table, cluster)},
         )
         if rows and expected not in rows[0][0]:
             ttl = retention.events_ttl if table == "events" else retention.receipts_ttl
-            store.command(f"ALTER TABLE {store.table(table)} MODIFY TTL {ttl} DELETE")
+            for statement in render([f"ALTER TABLE {store.table(table)} MODIFY TTL {ttl} DELETE"], cluster):
+                store.command(statement)
             logger.info("retention of %s set to %s", table, months_or_years)
