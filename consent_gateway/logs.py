@@ -61,6 +61,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": scrub(record.getMessage()),
+            "pid": record.process,  # tells the workers of one host apart
         }
         request_id = getattr(record, "request_id", None) or REQUEST_ID.get()
         if request_id:
