@@ -1,5 +1,6 @@
 """consent-gateway: server-side cookie and tracking consent for ASGI sites."""
 
+from .analytics import create_analytics_app
 from .consent import Consent, ConsentStatus, Method
 from .errors import ConsentGatewayError, RequestError, SettingsError, StoreError
 from .gateway import ConsentGateway
@@ -20,6 +21,7 @@ __all__ = [
     "Settings",
     "SettingsError",
     "StoreError",
+    "create_analytics_app",
 ]
 
 __version__ = "0.1.0"

@@ -103,10 +103,91 @@ TTL {retention.receipts_ttl} DELETE"""
     ]
 
 
+# The daily rollup keeps trends past the events TTL. It holds plain counts per day and dimension:
+# no visitor keys, and no uniq*/HLL states of them either (a small-set sketch stores the key hashes
+# themselves, so anyone holding a key could test whether that visitor is in a group).
+ROLLUP_TTL_MONTHS = 25
+
+
+def _m3_daily_rollup(store: Store, retention: Retention) -> list[str]:
+    return [
+        f"""CREATE TABLE IF NOT EXISTS {store.table('events_daily')} (
+    `day` Date,
+    `site` LowCardinality(String),
+    `kind` LowCardinality(String),
+    `name` LowCardinality(String),
+    `path` String CODEC(ZSTD(3)),
+    `referrer_host` LowCardinality(String),
+    `utm_source` LowCardinality(String),
+    `utm_medium` LowCardinality(String),
+    `marketing` UInt8,
+    `utm_campaign` LowCardinality(String),
+    `browser` LowCardinality(String),
+    `os` LowCardinality(String),
+    `device` LowCardinality(String),
+    `hits` SimpleAggregateFunction(sum, UInt64)
+)
+ENGINE = AggregatingMergeTree
+PARTITION BY toYYYYMM(day)
+ORDER BY (site, day, kind, name, path, referrer_host, utm_source, utm_medium, marketing, utm_campaign, browser, os, device)
+TTL day + toIntervalMonth({ROLLUP_TTL_MONTHS}) DELETE""",
+        f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {store.table('events_daily_mv')} TO {store.table('events_daily')} AS
+SELECT
+    toDate(ts) AS day, site, kind, name,
+    if(kind = 'visit' AND name = 'request', '', path) AS path,
+    referrer_host, utm_source, utm_medium,
+    toUInt8(has(granted, 'marketing')) AS marketing,
+    if(has(granted, 'marketing'), utm_campaign, '') AS utm_campaign,
+    browser, os, device,
+    toUInt64(count()) AS hits
+FROM {store.table('events')}
+WHERE is_bot = 0
+GROUP BY day, site, kind, name, path, referrer_host, utm_source, utm_medium, marketing, utm_campaign, browser, os, device""",
+    ]
+
+
+MARKETING_ROLE = "marketing"
+
+
+def marketing_views(store: Store) -> list[str]:
+    """Views for teams that query ClickHouse directly: no visitor keys, IP prefixes or click ids."""
+    return [
+        f"""CREATE VIEW IF NOT EXISTS {store.table('marketing_events')}
+SQL SECURITY DEFINER AS
+SELECT ts, site, kind, name, category, identified, path, status, duration_ms, referrer_host,
+       utm_source, utm_medium,
+       if(has(granted, 'marketing'), utm_campaign, '') AS utm_campaign,
+       toUInt8(has(granted, 'marketing') AND click_id != '') AS ad_click,
+       browser, browser_version, os, device
+FROM {store.table('events')}
+WHERE is_bot = 0 AND ts >= now() - INTERVAL 3 MONTH""",
+        f"""CREATE VIEW IF NOT EXISTS {store.table('marketing_daily')}
+SQL SECURITY DEFINER AS
+SELECT day, site, kind, name, path, referrer_host, utm_source, utm_medium, marketing, utm_campaign,
+       browser, os, device, sum(hits) AS hits
+FROM {store.table('events_daily')}
+GROUP BY day, site, kind, name, path, referrer_host, utm_source, utm_medium, marketing, utm_campaign, browser, os, device""",
+    ]
+
+
+def _m4_marketing_role(store: Store, retention: Retention) -> list[str]:
+    # The embedded engine has no users or roles: the views and the role exist on servers only.
+    if store.embedded:
+        return []
+    return [
+        *marketing_views(store),
+        f"CREATE ROLE IF NOT EXISTS `{MARKETING_ROLE}`",
+        f"GRANT SELECT ON {store.table('marketing_events')} TO `{MARKETING_ROLE}`",
+        f"GRANT SELECT ON {store.table('marketing_daily')} TO `{MARKETING_ROLE}`",
+    ]
+
+
 Migration = Callable[[Store, Retention], list[str]]
 MIGRATIONS: tuple[tuple[int, str, Migration], ...] = (
     (1, "events table", _m1_events),
     (2, "consent receipts", _m2_receipts),
+    (3, "anonymous daily rollup", _m3_daily_rollup),
+    (4, "marketing role and views (servers only)", _m4_marketing_role),
 )
 
 

@@ -1,0 +1,222 @@
+"""The analytics ASGI app: token-authenticated API under ``/api/v1/`` and the dashboard at ``/``."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from ..errors import RequestError, StoreError
+from ..settings import Settings
+from ..store import Store, migrate, open_store
+from .params import ENDPOINT_PARAMS, Query
+from .queries import Analytics
+from .tokens import TokenStore
+
+logger = logging.getLogger("consent_gateway.analytics")
+
+DASHBOARD_FILES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
+_SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+    "Cache-Control": "no-store",
+}
+
+
+def dashboard_dir() -> Path:
+    """Where dashboard.html, .js and .css live: inside the installed package or the checkout."""
+    try:
+        import consent_gateway.static as pkg
+
+        for candidate in getattr(pkg, "__path__", []):
+            if (Path(candidate) / "dashboard.html").exists():
+                return Path(candidate)
+    except ImportError:
+        pass
+    return Path(__file__).resolve().parent.parent.parent / "static"
+
+
+class AnalyticsService:
+    """The store, the token file and the query runner of one analytics app; opened on first use."""
+
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        self.settings = settings
+        self.tokens = TokenStore(settings.tokens_path)
+        self._store = store
+        self._analytics: Analytics | None = None if store is None else Analytics(store, settings)
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"AnalyticsService(site={self.settings.site_id!r}, tokens={self.tokens!r})"
+
+    def analytics(self) -> Analytics:
+        with self._lock:
+            if self._analytics is None:
+                s = self.settings
+                if s.embedded:
+                    s.data_dir.mkdir(parents=True, exist_ok=True)
+                store = open_store(s.clickhouse_dsn, s.database)
+                if s.migrate_at_start:
+                    migrate(store, events_months=s.events_retention_months, receipts_years=s.receipts_retention_years)
+                self._store = store
+                self._analytics = Analytics(store, s)
+            return self._analytics
+
+    def close(self) -> None:
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+            self._store, self._analytics = None, None
+
+
+def _error(status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"error": message}
+    if field is not None:
+        body["field"] = field
+    return JSONResponse(body, status_code=status, headers={**_SECURITY_HEADERS, **(headers or {})})
+
+
+def create_analytics_app(settings: Settings, *, store: Store | None = None) -> Starlette:
+    """The analytics app for ``settings``; serve it on its own port or mount it on purpose."""
+    service = AnalyticsService(settings, store)
+    static = dashboard_dir()
+
+    def authenticate(request: Request) -> str | None:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        record = service.tokens.verify(token.strip())
+        return None if record is None else record.name
+
+    async def api(request: Request) -> Response:
+        endpoint = request.path_params["endpoint"]
+        name = await asyncio.to_thread(authenticate, request)
+        param_names = sorted(set(request.query_params.keys()))
+        if name is None:
+            logger.warning("analytics %s refused: missing, unknown, revoked or expired token", endpoint[:40])
+            return _error(
+                401,
+                "a valid API token is required: send 'Authorization: Bearer <token>' "
+                "(`consent-gateway keys create NAME` makes one)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        status = 200
+        try:
+            if endpoint not in ENDPOINT_PARAMS:
+                raise RequestError(
+                    f"no endpoint {endpoint[:40]!r}; use one of {', '.join(ENDPOINT_PARAMS)}", status=404
+                )
+            query = Query.from_items(endpoint, request.query_params.multi_items(), default_site=settings.site_id)
+            result = await asyncio.to_thread(lambda: service.analytics().run(query))
+        except RequestError as exc:
+            status = exc.status
+            return _error(exc.status, exc.message, exc.field)
+        except StoreError as exc:
+            status = 503
+            logger.error("analytics %s failed: %s", endpoint, exc)
+            return _error(503, f"the analytics store is unavailable: {exc}")
+        finally:
+            logger.info(
+                "analytics %s token=%s status=%d params=%s",
+                endpoint[:40],
+                name,
+                status,
+                ",".join(p[:40] for p in param_names),
+            )
+        if query.format == "csv":
+            filename = f"{endpoint}-{query.site}-{query.start.isoformat()}-{query.end.isoformat()}.csv"
+            return Response(
+                result.as_csv(),
+                media_type="text/csv; charset=utf-8",
+                headers={**_SECURITY_HEADERS, "Content-Disposition": f'attachment; filename="{filename}"'},
+            )
+        return JSONResponse(result.as_json(), headers=_SECURITY_HEADERS)
+
+    async def dashboard(request: Request) -> Response:
+        if not request.url.path.endswith("/"):
+            return RedirectResponse(request.url.path + "/", status_code=308)
+        return FileResponse(static / "dashboard.html", media_type="text/html; charset=utf-8", headers=_SECURITY_HEADERS)
+
+    async def static_file(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in DASHBOARD_FILES:
+            return _error(404, f"no static file {name[:64]!r}")
+        return FileResponse(static / name, media_type=DASHBOARD_FILES[name], headers=_SECURITY_HEADERS)
+
+    async def config(request: Request) -> Response:
+        # Public facts the dashboard needs before a token is entered; nothing from the data.
+        return JSONResponse(
+            {
+                "site": settings.site_id,
+                "k": settings.k_anonymity,
+                "categories": list(settings.category_keys),
+                "locale": settings.default_locale,
+                "today": dt.datetime.now(dt.UTC).date().isoformat(),
+            },
+            headers=_SECURITY_HEADERS,
+        )
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            await asyncio.to_thread(service.analytics)
+        except StoreError as exc:
+            # Keep serving: the API answers 503 with the reason until the store can be opened.
+            logger.error("analytics store not available at start: %s", exc)
+        yield
+        if store is None:
+            service.close()
+
+    app = Starlette(
+        routes=[
+            Route("/", dashboard),
+            Route("/config", config),
+            Route("/healthz", healthz),
+            Route("/static/{name}", static_file),
+            Route("/api/v1/{endpoint}", api),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    return app
+
+
+class AnalyticsMount:
+    """Serves ``analytics`` under ``prefix`` and everything else (lifespan included) from ``app``.
+
+    The analytics app opens its store on first use, so it needs no lifespan of its own here.
+    """
+
+    def __init__(self, app: Any, analytics: Any, prefix: str = "/_analytics") -> None:
+        self.app = app
+        self.analytics = analytics
+        self.prefix = prefix.rstrip("/")
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if path == self.prefix or path.startswith(self.prefix + "/"):
+                # Starlette routes on path minus root_path, as its own Mount does.
+                child = dict(scope)
+                child["root_path"] = scope.get("root_path", "") + self.prefix
+                if path == self.prefix:
+                    await RedirectResponse(self.prefix + "/", status_code=308)(scope, receive, send)
+                    return
+                await self.analytics(child, receive, send)
+                return
+        await self.app(scope, receive, send)
