@@ -202,6 +202,8 @@ class Settings:
     collect_max_events: int = 50
     verify_cache_size: int = 4096
     auto_migrate: bool | None = None
+    k_anonymity: int = 5
+    analytics_tokens_file: Path | None = None
     cluster: str = ""
     log_level: str = "info"
     log_format: str = "json"
@@ -243,6 +245,11 @@ class Settings:
     @property
     def keys_dir(self) -> Path:
         return self.data_dir / "keys"
+
+    @property
+    def tokens_path(self) -> Path:
+        """Where the analytics API's token hashes live (``analytics_tokens_file`` or under ``data_dir``)."""
+        return self.analytics_tokens_file or self.keys_dir / "analytics_tokens.json"
 
     @property
     def journal_root(self) -> Path:
@@ -374,6 +381,8 @@ _SCALARS: dict[str, type] = {
     "insert_retry_max": float,
     "clickhouse_async_insert": bool,
     "salt_check_interval": float,
+    "k_anonymity": int,
+    "analytics_tokens_file": Path,
 }
 # TOML tables whose keys become ``<table>_<key>`` settings.
 _FLAT_TABLES = {
@@ -639,6 +648,8 @@ def _validate(s: Settings) -> None:  # noqa: C901 - one flat list of checks read
             raise SettingsError(key, number, "use a number above zero")
     if not 0.01 <= s.flush_interval <= 60:
         raise SettingsError("flush_interval", s.flush_interval, "use 0.01 to 60 seconds")
+    if not 1 <= s.k_anonymity <= 1000:
+        raise SettingsError("k_anonymity", s.k_anonymity, "use 1 to 1000 distinct visitors (default 5)")
     if not 1 <= s.k_anonymity <= 1000:
         raise SettingsError("k_anonymity", s.k_anonymity, "use 1 to 1000 distinct visitors (default 5)")
     if s.shutdown_timeout <= 0:
