@@ -650,8 +650,6 @@ def _validate(s: Settings) -> None:  # noqa: C901 - one flat list of checks read
         raise SettingsError("flush_interval", s.flush_interval, "use 0.01 to 60 seconds")
     if not 1 <= s.k_anonymity <= 1000:
         raise SettingsError("k_anonymity", s.k_anonymity, "use 1 to 1000 distinct visitors (default 5)")
-    if not 1 <= s.k_anonymity <= 1000:
-        raise SettingsError("k_anonymity", s.k_anonymity, "use 1 to 1000 distinct visitors (default 5)")
     if s.shutdown_timeout <= 0:
         raise SettingsError("shutdown_timeout", s.shutdown_timeout, "use a number of seconds above zero")
     if s.journal_segment_bytes < 4096:
