@@ -1,14 +1,23 @@
 """The server-rendered banner: a plain form that works with scripts off, injected into HTML pages.
 
-With JavaScript on, ``static/banner.js`` takes the same markup over (fetch instead of a page
-load, script gating without a reload); without it, the form posts to the gateway and redirects back.
+Two layers. The first (``#cg-banner``) has the short text, the privacy-policy link and three
+controls of equal weight: accept all, reject all, settings. The second (the settings page at
+``{prefix}/`` without JavaScript, a modal dialog built by ``static/banner.js`` with it) lists one
+toggle per category with its description and the cookies the registry names for it.
+
+With JavaScript on, ``static/banner.js`` takes the first layer over (fetch instead of a page load,
+script gating without a reload) and builds the second from ``GET {prefix}/state``; without it, the
+forms post to the gateway and redirect back. Every dynamic value here goes through
+``html.escape``: the markup carries no inline script or style, so it works under a strict CSP.
 """
 
 from __future__ import annotations
 
 import html
+import json
 import re
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from .consent import Consent, ConsentStatus
 from .registry import CategoryRegistry
@@ -16,15 +25,17 @@ from .settings import Settings
 
 _LANG_ATTR = re.compile(rb"<html[^>]*\blang=[\"']?([A-Za-z]{2})", re.IGNORECASE)
 _NONCE = re.compile(rb"'nonce-([A-Za-z0-9+/=_\-]{8,128})'")
+_HEAD_START = re.compile(rb"<head(\s[^>]*)?>", re.IGNORECASE)
 _HEAD_END = re.compile(rb"</head\s*>", re.IGNORECASE)
 _BODY_END = re.compile(rb"</body\s*>", re.IGNORECASE)
+LOCALES = ("ko", "en")
 
 
 def choose_locale(accept_language: str, default: str) -> str:
     """'ko' or 'en' from an Accept-Language header, by the first supported language listed."""
     for part in accept_language.split(","):
         lang = part.split(";", 1)[0].strip().lower()[:2]
-        if lang in ("ko", "en"):
+        if lang in LOCALES:
             return lang
     return default
 
@@ -40,27 +51,56 @@ def safe_return_path(value: str | None) -> str | None:
     return value
 
 
+def tracker_config(settings: Settings) -> dict[str, Any]:
+    """What ``static/tracker.js`` needs to skip events the server would drop anyway.
+
+    ``e`` maps exact event names to categories, ``p`` lists glob patterns as regular expressions,
+    ``u`` is the category of unknown names and ``d`` the categories whose events are dropped
+    unless granted (their policy-matrix row says ``drop`` when the category is not granted).
+    """
+    exact: dict[str, str] = {}
+    patterns: list[list[str]] = []
+    for name, category in settings.event_registry:
+        if any(ch in name for ch in "*?["):
+            # fnmatch's regex syntax ((?s:...)\Z) is Python-only; JavaScript gets a plain anchored one.
+            patterns.append([_glob_to_js(name), category])
+        else:
+            exact[name] = category
+    rows = {kind: refused for kind, _granted, refused in settings.policy_matrix}
+    fallback = rows.get("analytics", "pseudonymise")
+    dropped = [c.key for c in settings.categories if not c.required and rows.get(c.key, fallback) == "drop"]
+    return {"e": exact, "p": patterns, "u": settings.unknown_event_category, "d": dropped}
+
+
+def _glob_to_js(pattern: str) -> str:
+    """A glob (``*``, ``?``) as an anchored regular expression both Python and JavaScript read alike."""
+    return "^" + "".join(".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern) + "$"
+
+
 class BannerRenderer:
-    """Renders the banner form and injects it (plus the banner's CSS and JS) into HTML bodies."""
+    """Renders the banner forms and injects them (plus the banner's CSS and JS) into HTML bodies."""
 
     def __init__(self, settings: Settings, cookies: CategoryRegistry) -> None:
         self.settings = settings
         self._cookies = cookies
-        prefix = settings.prefix
-        self._assets = (
-            f'<link rel="stylesheet" href="{prefix}/static/banner.css">'
-            f'<script src="{prefix}/static/banner.js" defer{{nonce}}></script>'
-        )
+        prefix = html.escape(settings.prefix)
+        self._css = f'<link rel="stylesheet" href="{prefix}/static/banner.css">'
+        self._script_src = f"{prefix}/static/banner.js"
+        self._track = html.escape(json.dumps(tracker_config(settings), separators=(",", ":")))
 
     def __repr__(self) -> str:
         return f"BannerRenderer(prefix={self.settings.prefix!r})"
 
     def inject(self, body: bytes, consent: Consent, facts: Any, scope: Any, csp: bytes = b"") -> bytes:
-        """The page with the banner assets before ``</head>`` and the banner before ``</body>``."""
+        """The page with the banner assets in ``<head>`` and the banner before ``</body>``.
+
+        With Google Consent Mode on, banner.js loads synchronously at the top of ``<head>`` so its
+        ``consent default`` reaches the data layer before any tag; otherwise it is deferred.
+        """
         match = _LANG_ATTR.search(body, 0, 2048)
         if match:
             lang = match.group(1).decode("ascii").lower()
-            locale = lang if lang in ("ko", "en") else choose_locale(facts.accept_language, self.settings.default_locale)
+            locale = lang if lang in LOCALES else choose_locale(facts.accept_language, self.settings.default_locale)
         else:
             locale = choose_locale(facts.accept_language, self.settings.default_locale)
         nonce = ""
@@ -71,92 +111,158 @@ class BannerRenderer:
         path = scope.get("path", "/")
         query = scope.get("query_string", b"").decode("latin-1")
         here = path + (f"?{query}" if query else "")
-        assets = self._assets.replace("{nonce}", nonce).encode("utf-8")
         snippet = self.render(consent, locale, here).encode("utf-8")
+        gcm = self.settings.google_consent_mode
+        if gcm:
+            granted = html.escape(" ".join(sorted(consent.categories)))
+            script = (
+                f'<script src="{self._script_src}"{nonce} data-cg-gcm data-cg-status="{consent.status.value}" '
+                f'data-cg-granted="{granted}"></script>'
+            ).encode()
+        else:
+            script = f'<script src="{self._script_src}" defer{nonce}></script>'.encode()
+        css = self._css.encode("utf-8")
+        head_start = _HEAD_START.search(body, 0, 4096) if gcm else None
+        if head_start:
+            body = body[: head_start.end()] + script + body[head_start.end() :]
+            script = b""
         head = _HEAD_END.search(body)
         if head:
-            body = body[: head.start()] + assets + body[head.start():]
+            body = body[: head.start()] + css + script + body[head.start() :]
         else:
-            snippet = assets + snippet
+            snippet = css + script + snippet
         end = None
-        for end in _BODY_END.finditer(body):
+        for end in _BODY_END.finditer(body):  # noqa: B007 - the last </body> wins
             pass
         if end is None:
             return body + snippet
-        return body[: end.start()] + snippet + body[end.start():]
+        return body[: end.start()] + snippet + body[end.start() :]
 
     def render(self, consent: Consent, locale: str, return_to: str, *, open_settings: bool = False) -> str:
-        """The banner root: a settings link always, the consent form while a choice is needed."""
+        """The banner root: the persistent settings link always, the first layer while a choice is needed."""
         s = self.settings
-        t = s.banner
         esc = html.escape
         prefix = esc(s.prefix)
         needs_choice = consent.status is not ConsentStatus.GIVEN
         granted = " ".join(sorted(consent.categories))
-        ret = esc(safe_return_path(return_to) or "/")
+        ret = safe_return_path(return_to) or "/"
         parts = [
             f'<div id="cg-root" class="cg-root" data-cg-prefix="{prefix}" data-cg-status="{consent.status.value}" '
-            f'data-cg-granted="{esc(granted)}" data-cg-locale="{locale}" data-cg-gpc="{"1" if consent.gpc else "0"}">',
-            f'<a class="cg-settings-link" href="{prefix}/?return_to={esc(_quote(return_to))}" '
-            f'data-cg-open>{esc(t.get("settings_link", locale))}</a>',
+            f'data-cg-granted="{esc(granted)}" data-cg-locale="{locale}" data-cg-gpc="{"1" if consent.gpc else "0"}" '
+            f'data-cg-track="{self._track}" data-cg-saved="{esc(s.banner.get("saved", locale))}" lang="{locale}">',
+            f'<a class="cg-settings-link" href="{self._settings_url(locale, ret)}" data-cg-open>'
+            f"{esc(s.banner.get('settings_link', locale))}</a>",
         ]
         if needs_choice or open_settings:
             parts.append(self.form(consent, locale, ret, open_settings=open_settings))
         parts.append("</div>")
         return "".join(parts)
 
+    def _settings_url(self, locale: str, return_to: str) -> str:
+        query = urlencode({"return_to": safe_return_path(return_to) or "/", "locale": locale}, quote_via=quote)
+        return html.escape(f"{self.settings.prefix}/?{query}")
+
+    def _head(self, title_id: str, title: str, locale: str, return_to: str) -> str:
+        t = self.settings.banner
+        esc = html.escape
+        other = "en" if locale == "ko" else "ko"
+        return (
+            f'<div class="cg-head"><h2 id="{title_id}" class="cg-title">{esc(title)}</h2>'
+            f'<a class="cg-lang" href="{self._settings_url(other, return_to)}" lang="{other}" hreflang="{other}" '
+            f'data-cg-lang="{other}">{esc(t.get("other_language", locale))}</a></div>'
+        )
+
+    def _notices(self, consent: Consent, locale: str) -> str:
+        t = self.settings.banner
+        esc = html.escape
+        out = []
+        if consent.gpc:
+            out.append(f'<p class="cg-notice cg-gpc">{esc(t.get("gpc_notice", locale))}</p>')
+        upcoming = self.settings.announced_policy()
+        if upcoming is not None:
+            text = t.get("upcoming_notice", locale).format(version=str(upcoming), date=upcoming.effective.isoformat())
+            out.append(f'<p class="cg-notice cg-upcoming">{esc(text)}</p>')
+        return "".join(out)
+
+    def _intro(self, locale: str, text_id: str) -> str:
+        s = self.settings
+        esc = html.escape
+        return (
+            f'<p id="{text_id}" class="cg-text">{esc(s.banner.text(locale))} '
+            f'<a href="{esc(s.policy_url)}">{esc(s.banner.get("policy_link", locale))}</a></p>'
+        )
+
     def form(self, consent: Consent, locale: str, return_to: str, *, open_settings: bool = False) -> str:
+        """The first layer (a non-modal dialog), or with ``open_settings`` the second layer's form."""
+        if open_settings:
+            return self.settings_form(consent, locale, return_to)
         s = self.settings
         t = s.banner
         esc = html.escape
         prefix = esc(s.prefix)
-        notices = []
-        if consent.gpc:
-            notices.append(f'<p class="cg-notice cg-gpc">{esc(t.get("gpc_notice", locale))}</p>')
-        upcoming = s.announced_policy()
-        if upcoming is not None:
-            text = t.get("upcoming_notice", locale).format(
-                version=str(upcoming), date=upcoming.effective.isoformat()
-            )
-            notices.append(f'<p class="cg-notice cg-upcoming">{esc(text)}</p>')
+        ret = esc(safe_return_path(return_to) or "/")
+        # Three submit buttons of one kind and one style: "settings" submits with GET to the
+        # settings page (no JavaScript) or opens the second layer (banner.js).
+        return (
+            f'<section id="cg-banner" class="cg-banner" role="dialog" aria-modal="false" '
+            f'aria-labelledby="cg-title" aria-describedby="cg-text" lang="{locale}" tabindex="-1">'
+            f'<form method="post" action="{prefix}/" class="cg-form">'
+            f'<input type="hidden" name="return_to" value="{ret}">'
+            f'<input type="hidden" name="locale" value="{locale}">'
+            + self._head("cg-title", t.title(locale), locale, return_to)
+            + self._intro(locale, "cg-text")
+            + self._notices(consent, locale)
+            + '<div class="cg-actions">'
+            + _choice("accept_all", t.get("accept", locale))
+            + _choice("reject_all", t.get("reject", locale))
+            + f'<button type="submit" class="cg-button" formmethod="get" formaction="{prefix}/" data-cg-settings>'
+            f"{esc(t.get('settings', locale))}</button>" + "</div></form></section>"
+        )
+
+    def settings_form(self, consent: Consent, locale: str, return_to: str) -> str:
+        """The second layer as a plain form: one toggle per category, then the three choices."""
+        s = self.settings
+        t = s.banner
+        esc = html.escape
+        prefix = esc(s.prefix)
+        ret = esc(safe_return_path(return_to) or "/")
         toggles = []
         for cat in s.categories:
-            checked = consent.allows(cat.key) and (consent.status is ConsentStatus.GIVEN or cat.required)
-            locked = cat.required
+            key = esc(cat.key)
+            checked = cat.required or (consent.status is ConsentStatus.GIVEN and consent.allows(cat.key))
             gpc_blocked = consent.gpc and cat.key in s.gpc_refuses
+            if cat.required:
+                attrs = " checked disabled"
+            elif gpc_blocked:
+                attrs = " disabled"
+            else:
+                attrs = " checked" if checked else ""
+            hint = f' <span class="cg-always">({esc(t.get("always_on", locale))})</span>' if cat.required else ""
             names = self._cookies.names_for(cat.key)
             cookie_list = (
                 f'<p class="cg-cookies">{esc(t.get("cookies", locale))}: {esc(", ".join(names))}</p>' if names else ""
             )
-            attrs = ' checked' if checked else ''
-            if locked:
-                attrs = ' checked disabled'
-            elif gpc_blocked:
-                attrs = ' disabled'
-            hint = f' <span class="cg-always">({esc(t.get("always_on", locale))})</span>' if locked else ""
             toggles.append(
-                f'<div class="cg-category"><label><input type="checkbox" name="categories" value="{esc(cat.key)}"'
-                f'{attrs}> <span class="cg-category-name">{esc(cat.name(locale))}</span>{hint}</label>'
-                f'<p class="cg-description">{esc(cat.description(locale))}</p>{cookie_list}</div>'
+                f'<div class="cg-category"><input type="checkbox" class="cg-switch" id="cg-cat-{key}" '
+                f'name="categories" value="{key}" aria-describedby="cg-desc-{key}"{attrs}>'
+                f'<label for="cg-cat-{key}" class="cg-category-name">{esc(cat.name(locale))}{hint}</label>'
+                f'<div id="cg-desc-{key}" class="cg-desc"><p class="cg-description">{esc(cat.description(locale))}</p>'
+                f"{cookie_list}</div></div>"
             )
-        open_attr = " open" if open_settings else ""
         return (
-            f'<section id="cg-banner" class="cg-banner" role="dialog" aria-modal="false" '
-            f'aria-labelledby="cg-title" aria-describedby="cg-text" lang="{locale}">'
+            f'<section id="cg-prefs" class="cg-prefs" aria-labelledby="cg-prefs-title" lang="{locale}">'
             f'<form method="post" action="{prefix}/" class="cg-form">'
-            f'<input type="hidden" name="return_to" value="{return_to}">'
+            f'<input type="hidden" name="return_to" value="{ret}">'
             f'<input type="hidden" name="locale" value="{locale}">'
-            f'<h2 id="cg-title" class="cg-title">{esc(t.title(locale))}</h2>'
-            f'<p id="cg-text" class="cg-text">{esc(t.text(locale))} '
-            f'<a href="{esc(s.policy_url)}">{esc(t.get("policy_link", locale))}</a></p>'
-            + "".join(notices)
+            + self._head("cg-prefs-title", t.get("settings_link", locale), locale, return_to)
+            + self._intro(locale, "cg-prefs-text")
+            + self._notices(consent, locale)
+            + f'<div class="cg-categories">{"".join(toggles)}</div>'
             + '<div class="cg-actions">'
-            f'<button type="submit" class="cg-button" name="action" value="accept_all">{esc(t.get("accept", locale))}</button>'
-            f'<button type="submit" class="cg-button" name="action" value="reject_all">{esc(t.get("reject", locale))}</button>'
-            f'<details class="cg-details"{open_attr}><summary class="cg-button">{esc(t.get("settings", locale))}</summary>'
-            f'<div class="cg-categories">{"".join(toggles)}'
-            f'<button type="submit" class="cg-button cg-save" name="action" value="save">{esc(t.get("save", locale))}</button>'
-            "</div></details></div></form></section>"
+            + _choice("accept_all", t.get("accept", locale))
+            + _choice("reject_all", t.get("reject", locale))
+            + _choice("save", t.get("save", locale))
+            + "</div></form></section>"
         )
 
     def page(self, consent: Consent, locale: str, return_to: str) -> str:
@@ -171,20 +277,21 @@ class BannerRenderer:
             withdraw = (
                 f'<form method="post" action="{prefix}/withdraw" class="cg-withdraw">'
                 f'<input type="hidden" name="return_to" value="{ret}">'
-                f'<button type="submit" class="cg-button">{esc(t.get("withdraw", locale))}</button></form>'
+                f'<input type="hidden" name="locale" value="{locale}">'
+                f'<button type="submit" class="cg-button cg-secondary">{esc(t.get("withdraw", locale))}</button></form>'
                 f'<p><a href="{prefix}/receipts">{esc(t.get("receipts", locale))}</a></p>'
             )
         return (
             f'<!doctype html><html lang="{locale}"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f'<title>{esc(t.get("settings_link", locale))}</title>'
-            f'<link rel="stylesheet" href="{prefix}/static/banner.css"></head>'
-            f'<body class="cg-page"><main>{self.form(consent, locale, ret, open_settings=True)}{withdraw}'
-            f'<p><a href="{ret}">←</a></p></main></body></html>'
+            '<meta name="color-scheme" content="light dark">'
+            f"<title>{esc(t.get('settings_link', locale))}</title>"
+            f"{self._css}</head>"
+            f'<body class="cg-page"><main>{self.settings_form(consent, locale, return_to)}{withdraw}'
+            f'<p><a href="{ret}" class="cg-back">← {esc(t.get("close", locale))}</a></p></main></body></html>'
         )
 
 
-def _quote(path: str) -> str:
-    from urllib.parse import quote
-
-    return quote(safe_return_path(path) or "/", safe="/")
+def _choice(action: str, text: str) -> str:
+    """One of the equal-weight choice buttons."""
+    return f'<button type="submit" class="cg-button" name="action" value="{action}">{html.escape(text)}</button>'

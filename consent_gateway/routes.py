@@ -18,8 +18,9 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Redire
 from .banner import choose_locale, safe_return_path
 from .consent import Consent, ConsentRecord, ConsentStatus, Method
 from .cookies import expire_headers, request_cookie_names
-from .errors import RequestError
+from .errors import RequestError, StoreError
 from .middleware import RequestFacts
+from .pipeline.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .policy import DROP, KEEP, banner_hash
 from .pseudonymize import split_url
 from .records import RawRecord, ReceiptRecord, parse_collect_body
@@ -27,6 +28,7 @@ from .runtime import GatewayRuntime
 
 MAX_CHOICE_BODY = 16_384
 ERASE_TIMEOUT = 30.0
+READY_PROBE_TIMEOUT = 2.0
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
@@ -66,6 +68,8 @@ class ConsentRoutes:
             ("GET", "/receipts"): receipts,
             ("POST", "/collect"): collect,
             ("GET", "/healthz"): healthz,
+            ("GET", "/readyz"): readyz,
+            ("GET", "/metrics"): metrics,
         }
 
     def __repr__(self) -> str:
@@ -335,6 +339,7 @@ async def state(runtime: GatewayRuntime, request: Request) -> Response:
 _TEXT_KEYS = (
     "title", "text", "accept", "reject", "settings", "save", "settings_link", "policy_link",
     "withdraw", "receipts", "gpc_notice", "upcoming_notice", "always_on", "cookies",
+    "other_language", "close", "saved",
 )
 
 
@@ -468,14 +473,12 @@ async def collect(runtime: GatewayRuntime, request: Request) -> Response:
         raise RequestError(f"unsupported content type {ctype!r}; send application/json", status=415)
     body = await read_body(request, s.collect_max_body)
     events = parse_collect_body(body, max_events=s.collect_max_events)
-    if not runtime.pipeline.has_room(len(events)):
-        runtime.pipeline.shed += len(events)
-        raise RequestError("the gateway is busy; retry in a few seconds", status=503)
     facts = facts_of(runtime, request)
     consent = consent_of(runtime, facts)
     ip = runtime.client_ip(request.scope, facts.forwarded_for)
     counts = {"kept": 0, "pseudonymised": 0, "dropped": 0}
     now = time.time()
+    records: list[RawRecord] = []
     for event in events:
         category = runtime.events.category_of(event.name)
         action = runtime.policy.decide_event(category, consent)
@@ -484,7 +487,7 @@ async def collect(runtime: GatewayRuntime, request: Request) -> Response:
             continue
         path, query = split_url(event.url)
         identified = action == KEEP and consent.status is ConsentStatus.GIVEN
-        runtime.pipeline.submit(
+        records.append(
             RawRecord(
                 kind="event",
                 name=event.name,
@@ -504,11 +507,43 @@ async def collect(runtime: GatewayRuntime, request: Request) -> Response:
             )
         )
         counts["kept" if identified else "pseudonymised"] += 1
+    # 202 means durable: the request waits for the journal's group commit (a few ms), never for ClickHouse.
+    if not await runtime.pipeline.submit_events(records):
+        raise RequestError("the gateway is busy and stored none of these events; retry in a few seconds", status=503)
     return JSONResponse({"accepted": len(events), **counts}, status_code=202)
 
 
 async def healthz(runtime: GatewayRuntime, request: Request) -> Response:
     return JSONResponse({"status": "ok", "writer": runtime.pipeline.running, "queued": runtime.pipeline.queued})
+
+
+async def readyz(runtime: GatewayRuntime, request: Request) -> Response:
+    """Readiness: 200 while the writer runs and ClickHouse answers, 503 during an outage."""
+    pipeline = runtime.pipeline
+    state = pipeline.state
+    reachable = False
+    store = runtime.query_store
+    if store is not None:
+        try:
+            await asyncio.wait_for(asyncio.to_thread(store.command, "SELECT 1"), READY_PROBE_TIMEOUT)
+            reachable = True
+        except (StoreError, TimeoutError):
+            reachable = False
+    ready = reachable and pipeline.running
+    body = {
+        "status": "ready" if ready else "unavailable",
+        "clickhouse": reachable,
+        "writer": pipeline.running,
+        "queued": pipeline.queued,
+        "pending_rows": state.pending_rows,
+        "journal_bytes": state.journal_bytes,
+    }
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+async def metrics(runtime: GatewayRuntime, request: Request) -> Response:
+    """The pipeline's metrics in Prometheus text format."""
+    return Response(runtime.pipeline.metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
 
 def _new_consent_id() -> str:

@@ -144,6 +144,12 @@ class BannerTexts:
     always_on_en: str = "Always on"
     cookies_ko: str = "쿠키"
     cookies_en: str = "Cookies"
+    other_language_ko: str = "English"
+    other_language_en: str = "한국어"
+    close_ko: str = "닫기"
+    close_en: str = "Close"
+    saved_ko: str = "선택이 저장되었습니다."
+    saved_en: str = "Your choice has been saved."
 
     def get(self, key: str, locale: str) -> str:
         """The text ``key`` in ``locale`` ("ko" or "en")."""
@@ -188,6 +194,7 @@ class Settings:
     )
     banner: BannerTexts = BannerTexts()
     inject_banner: bool = True
+    google_consent_mode: bool = False
     default_locale: str = "ko"
     events_retention_months: int = 3
     receipts_retention_years: int = 5
@@ -202,8 +209,6 @@ class Settings:
     collect_max_events: int = 50
     verify_cache_size: int = 4096
     auto_migrate: bool | None = None
-    k_anonymity: int = 5
-    analytics_tokens_file: Path | None = None
     cluster: str = ""
     log_level: str = "info"
     log_format: str = "json"
@@ -245,11 +250,6 @@ class Settings:
     @property
     def keys_dir(self) -> Path:
         return self.data_dir / "keys"
-
-    @property
-    def tokens_path(self) -> Path:
-        """Where the analytics API's token hashes live (``analytics_tokens_file`` or under ``data_dir``)."""
-        return self.analytics_tokens_file or self.keys_dir / "analytics_tokens.json"
 
     @property
     def journal_root(self) -> Path:
@@ -351,6 +351,7 @@ _SCALARS: dict[str, type] = {
     "gpc_refuses": tuple,
     "policy_url": str,
     "inject_banner": bool,
+    "google_consent_mode": bool,
     "default_locale": str,
     "events_retention_months": int,
     "receipts_retention_years": int,
@@ -381,8 +382,6 @@ _SCALARS: dict[str, type] = {
     "insert_retry_max": float,
     "clickhouse_async_insert": bool,
     "salt_check_interval": float,
-    "k_anonymity": int,
-    "analytics_tokens_file": Path,
 }
 # TOML tables whose keys become ``<table>_<key>`` settings.
 _FLAT_TABLES = {
