@@ -6,13 +6,13 @@ import asyncio
 import datetime as dt
 import ipaddress
 import logging
-import queue
 from typing import Any
 
 from .banner import BannerRenderer
 from .consent import Consent, ConsentRecord, resolve
 from .errors import SettingsError
-from .pipeline import Pipeline, Writer
+from .pipeline import Journal, Pipeline, PipelineMetrics, Writer, WriterConfig
+from .pipeline.periodic import Periodic
 from .policy import Policy, RowBuilder
 from .pseudonymize import SaltStore
 from .registry import CategoryRegistry
@@ -58,7 +58,14 @@ class GatewayRuntime:
         self.salts = SaltStore(settings.keys_dir)
         self.rows = RowBuilder(settings, self.salts)
         self.banner = BannerRenderer(settings, self.cookies)
-        self.pipeline = Pipeline(self._new_writer, queue_max=settings.queue_max)
+        self.pipeline = Pipeline(
+            self._new_writer,
+            queue_max=settings.queue_max,
+            visit_shed_fraction=settings.visit_shed_fraction,
+            ack_timeout=settings.collect_ack_timeout,
+            metrics=PipelineMetrics(),
+        )
+        self._salt_janitor: Periodic | None = None
         self.required = settings.required_categories
         self.known = frozenset(settings.category_keys)
         self.gpc_refuses = frozenset(settings.gpc_refuses)
@@ -95,6 +102,9 @@ class GatewayRuntime:
             )
         self.salts.destroy_expired()
         self.pipeline.start()
+        # Salts older than 48 h are destroyed while the gateway runs, not only at start.
+        self._salt_janitor = Periodic("salt-janitor", self.salts.destroy_expired, s.salt_check_interval)
+        self._salt_janitor.start()
         logger.info("consent gateway started for site %r on %r", s.site_id, self.query_store)
 
     async def stop(self) -> None:
@@ -103,20 +113,42 @@ class GatewayRuntime:
         finished = await asyncio.to_thread(self.pipeline.stop, self.settings.shutdown_timeout)
         if not finished:
             logger.error("the writer did not finish within %.1fs", self.settings.shutdown_timeout)
+        if self._salt_janitor is not None:
+            self._salt_janitor.stop()
+            self._salt_janitor = None
         if self.query_store is not None:
             self.query_store.close()
         self.started = False
 
-    def _new_writer(self, source: queue.SimpleQueue[Any]) -> Writer:
+    def _new_writer(self, pipeline: Pipeline) -> Writer:
         s = self.settings
-        store = open_store(s.clickhouse_dsn, s.database)
+        journal, recovered = (None, None)
+        if s.journal_enabled:
+            journal, recovered = Journal.open(s.journal_root, segment_bytes=s.journal_segment_bytes)
+        insert_settings: tuple[tuple[str, str], ...] = ()
+        if s.clickhouse_async_insert:
+            # The server batches small inserts; waiting for it keeps "inserted" meaning inserted.
+            insert_settings = (("async_insert", "1"), ("wait_for_async_insert", "1"))
         return Writer(
-            source,
-            store=store,
+            pipeline.queue,
+            connect=lambda: open_store(s.clickhouse_dsn, s.database),
             rows=self.rows,
-            batch_size=s.batch_size,
-            flush_interval=s.flush_interval,
-            max_pending=s.queue_max,
+            config=WriterConfig(
+                batch_size=s.batch_size,
+                flush_interval=s.flush_interval,
+                max_pending=s.queue_max,
+                commit_window=s.commit_window,
+                journal_max_bytes=s.journal_max_bytes,
+                visit_shed_fraction=s.visit_shed_fraction,
+                retry_initial=s.insert_retry_initial,
+                retry_max=s.insert_retry_max,
+                insert_settings=insert_settings,
+            ),
+            journal=journal,
+            recovered=recovered,
+            metrics=pipeline.metrics,
+            state=pipeline.state,
+            taken=pipeline.taken,
         )
 
     # -- per request ----------------------------------------------------------------------

@@ -1,6 +1,8 @@
-"""Records from the request path to ClickHouse: a bounded queue and one writer thread."""
+"""Records from the request path to ClickHouse: a bounded queue, one writer thread, a local journal."""
 
+from .journal import Journal, Recovered
+from .metrics import PipelineMetrics
 from .queue import Pipeline
-from .writer import Writer
+from .writer import PipelineState, Writer, WriterConfig
 
-__all__ = ["Pipeline", "Writer"]
+__all__ = ["Journal", "Pipeline", "PipelineMetrics", "PipelineState", "Recovered", "Writer", "WriterConfig"]

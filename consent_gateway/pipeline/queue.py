@@ -1,15 +1,18 @@
-"""The request side of the pipeline: non-blocking submission, erasure and flush barriers."""
+"""The request side of the pipeline: bounded submission, acknowledgement, erasure and flush barriers."""
 
 from __future__ import annotations
 
 import asyncio
 import queue
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..records import RawRecord, ReceiptRecord
-from .writer import Command, Writer, WriterStats
+from .metrics import PipelineMetrics
+from .writer import Command, EventBatch, PipelineState, Writer, WriterStats
 
 
 @dataclass(slots=True)
@@ -27,25 +30,55 @@ class _Waiter:
             if not self.future.done():
                 self.future.set_result(value)
 
-        self.loop.call_soon_threadsafe(_set)
+        try:
+            self.loop.call_soon_threadsafe(_set)
+        except RuntimeError:  # the request's loop is gone; nobody is waiting any more
+            pass
 
 
 class Pipeline:
-    """Bounded hand-off from the event loop to the writer thread.
+    """Bounded hand-off from the event loop to the writer thread (docs/pipeline.md).
 
-    Visit records and events are shed (and counted) when ``queue_max`` records wait; receipts and
-    commands are never shed, because a receipt is the proof of a choice already made.
+    Limits, in the order they bite:
+
+    - visit records (never awaited: a page must not wait) are shed once the queue holds
+      ``visit_shed_fraction`` of ``queue_max`` records or the journal is that full, which keeps the
+      rest of the room for ``/collect`` events;
+    - ``/collect`` events are refused (the route answers 503 with Retry-After) when they would take
+      the queue past ``queue_max`` or the journal is at ``journal_max_bytes``;
+    - receipts and commands are never shed: a receipt is the proof of a choice already made.
+
+    Every shed record is counted in ``cg_pipeline_shed_records_total{kind,reason}``.
     """
 
-    def __init__(self, writer_factory: Callable[[queue.SimpleQueue[Any]], Writer], *, queue_max: int) -> None:
+    def __init__(
+        self,
+        writer_factory: Callable[[Pipeline], Writer],
+        *,
+        queue_max: int,
+        visit_shed_fraction: float = 0.9,
+        ack_timeout: float = 10.0,
+        metrics: PipelineMetrics | None = None,
+    ) -> None:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer_factory = writer_factory
         self._writer: Writer | None = None
         self.queue_max = queue_max
-        self.shed = 0
+        self._visit_max = max(1, int(queue_max * visit_shed_fraction))
+        self.ack_timeout = ack_timeout
+        self.metrics = metrics or PipelineMetrics()
+        self.state = PipelineState()
+        self._queued = 0
+        self._count = threading.Lock()
+        self.metrics.watch_queue(lambda: self._queued)
 
     def __repr__(self) -> str:
         return f"Pipeline(queued={self.queued}, running={self.running})"
+
+    @property
+    def queue(self) -> queue.SimpleQueue[Any]:
+        """The hand-off queue the writer reads (for the writer factory)."""
+        return self._queue
 
     @property
     def running(self) -> bool:
@@ -53,7 +86,16 @@ class Pipeline:
 
     @property
     def queued(self) -> int:
-        return self._queue.qsize()
+        """Records waiting for the writer (a 50-event request counts 50)."""
+        return self._queued
+
+    @property
+    def shed(self) -> int:
+        """Records shed so far, all kinds and reasons."""
+        total = 0.0
+        for metric in self.metrics.shed.collect():
+            total += sum(s.value for s in metric.samples if s.name.endswith("_total"))
+        return int(total)
 
     @property
     def stats(self) -> WriterStats | None:
@@ -62,25 +104,60 @@ class Pipeline:
     def start(self) -> None:
         if self.running:
             return
-        self._writer = self._writer_factory(self._queue)
+        self._writer = self._writer_factory(self)
         self._writer.start()
 
+    def taken(self, count: int) -> None:
+        """Called by the writer when it has taken ``count`` records off the queue."""
+        if count:
+            with self._count:
+                self._queued -= count
+
+    def _put(self, item: Any, count: int, kind: str) -> None:
+        with self._count:
+            self._queued += count
+        self.metrics.queued.labels(kind).inc(count)
+        self._queue.put(item)
+
     def has_room(self, count: int = 1) -> bool:
-        return self._queue.qsize() + count <= self.queue_max
+        """Whether ``count`` events would be accepted now (queue and journal both below their limits)."""
+        return self._queued + count <= self.queue_max and not self.state.journal_full
 
     def submit(self, record: RawRecord) -> bool:
-        """Hand a record to the writer without waiting; False when it was shed."""
-        if self._queue.qsize() >= self.queue_max:
-            self.shed += 1
+        """Hand a visit record to the writer without waiting; False when it was shed (and counted)."""
+        if self._queued >= self._visit_max:
+            self.metrics.shed.labels(record.kind, "queue").inc()
             return False
-        self._queue.put(record)
+        if self.state.visits_full:
+            self.metrics.shed.labels(record.kind, "journal").inc()
+            return False
+        self._put(record, 1, record.kind)
         return True
 
+    async def submit_events(self, records: list[RawRecord]) -> bool:
+        """Queue one request's events and wait until they are durable; False means "answer 503"."""
+        if not records:
+            return True
+        n = len(records)
+        if self._queued + n > self.queue_max:
+            self.metrics.shed.labels("event", "queue").inc(n)
+            return False
+        if self.state.journal_full:
+            self.metrics.shed.labels("event", "journal").inc(n)
+            return False
+        waiter = _Waiter(asyncio.get_running_loop())
+        self._put(EventBatch(records, waiter.resolve), n, "event")
+        try:
+            return bool(await asyncio.wait_for(asyncio.shield(waiter.future), self.ack_timeout))
+        except TimeoutError:
+            self.metrics.ack_timeouts.inc()
+            return False
+
     def submit_receipt(self, receipt: ReceiptRecord) -> None:
-        self._queue.put(receipt)
+        self._put(receipt, 1, "receipt")
 
     async def erase(self, consent_id: str, timeout: float) -> bool:
-        """Remove a consent id's identifiable rows: queued ones and stored ones, in order."""
+        """Remove a consent id's identifiable rows: queued, journaled and stored ones, in order."""
         return bool(await self._command("erase", consent_id, timeout))
 
     async def flush(self, timeout: float) -> bool:
@@ -98,11 +175,16 @@ class Pipeline:
             return False
 
     def stop(self, timeout: float) -> bool:
-        """Flush everything and stop the writer; True when it finished within ``timeout``."""
+        """Journal and insert everything, then stop the writer; True when it finished within ``timeout``.
+
+        Whatever ClickHouse did not take by then stays in the journal for the next start.
+        """
         writer = self._writer
         if writer is None:
             return True
-        self._queue.put(Command("stop", None, None))
+        # Leave the writer a margin to close the journal before the caller gives up on it.
+        deadline = time.monotonic() + max(0.0, timeout * 0.9)
+        self._queue.put(Command("stop", deadline, None))
         writer.join(timeout)
         self._writer = None
         return not writer.is_alive()

@@ -1,11 +1,22 @@
-"""The writer thread: batches rows per table and inserts them with explicit column types."""
+"""The writer thread: group commits to the journal, batched inserts into ClickHouse, erasure.
+
+Order of work for every record, visit or event: rows are built through the policy (so only
+pseudonymised rows ever reach disk), appended to the journal with the other records of the same
+group commit and fsynced once; the waiting ``/collect`` requests are then answered. Groups are
+gathered into plans of up to ``batch_size`` rows; a plan is journaled (with its deduplication
+token) before it is inserted, so after a crash the very same insert is repeated and ClickHouse
+drops it if it already arrived (``insert_deduplication_token`` on tables with
+``non_replicated_deduplication_window``; see docs/pipeline.md).
+"""
 
 from __future__ import annotations
 
 import logging
 import queue
+import random
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +25,8 @@ from ..errors import StoreError
 from ..policy import RowBuilder
 from ..records import RawRecord, ReceiptRecord
 from ..store import EVENT_COLUMNS, RECEIPT_COLUMNS, Store
+from .journal import Group, Journal, Plan, Recovered, erase_rows
+from .metrics import PipelineMetrics
 
 logger = logging.getLogger("consent_gateway.pipeline")
 
@@ -35,6 +48,26 @@ class Command:
 
 
 @dataclass(slots=True)
+class EventBatch:
+    """Records of one ``/collect`` request; ``done(True)`` once they are durable."""
+
+    records: list[RawRecord]
+    done: Callable[[Any], None]
+
+
+@dataclass(slots=True)
+class PipelineState:
+    """What the request side reads about the writer (plain values, written by the writer only)."""
+
+    journal_bytes: int = 0
+    journal_full: bool = False
+    visits_full: bool = False
+    clickhouse_up: bool = True
+    pending_rows: int = 0
+    last_error: str = ""
+
+
+@dataclass(slots=True)
 class WriterStats:
     inserted_events: int = 0
     inserted_receipts: int = 0
@@ -42,165 +75,423 @@ class WriterStats:
     failed_batches: int = 0
     dropped: int = 0
     erased: int = 0
+    replayed: int = 0
     last_batch_size: int = 0
     last_insert_seconds: float = 0.0
     last_error: str = ""
     retrying: list[int] = field(default_factory=list)
 
 
-class Writer(threading.Thread):
-    """Owns the insert client. Batches up to ``batch_size`` rows or ``flush_interval`` seconds.
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WriterConfig:
+    """The writer's knobs, taken from Settings by the runtime."""
 
-    The request path never waits for it. A failed insert is retried on the next flush with the
-    batch kept in memory, up to ``max_pending`` rows; beyond that the oldest rows are dropped and
-    counted.
+    batch_size: int = 5000
+    flush_interval: float = 1.0
+    max_pending: int = 100_000
+    commit_window: float = 0.005
+    journal_max_bytes: int = 512 * 1024 * 1024
+    visit_shed_fraction: float = 0.9
+    retry_initial: float = 0.25
+    retry_max: float = 30.0
+    insert_settings: tuple[tuple[str, str], ...] = ()
+
+
+class Writer(threading.Thread):
+    """Owns the insert client and the journal; the request path never touches either.
+
+    ``connect`` opens the insert client; it is called again after a failure, so a ClickHouse
+    server that is down when the gateway starts is simply retried with backoff.
     """
 
     def __init__(
         self,
         source: queue.SimpleQueue[Any],
         *,
-        store: Store,
+        connect: Callable[[], Store],
         rows: RowBuilder,
-        batch_size: int,
-        flush_interval: float,
-        max_pending: int,
+        config: WriterConfig,
+        journal: Journal | None = None,
+        recovered: Recovered | None = None,
+        metrics: PipelineMetrics | None = None,
+        state: PipelineState | None = None,
+        taken: Callable[[int], None] | None = None,
     ) -> None:
         super().__init__(name="consent-gateway-writer", daemon=True)
         self._source = source
-        self._store = store
+        self._connect = connect
+        self._store: Store | None = None
         self._rows = rows
-        self._batch_size = batch_size
-        self._interval = flush_interval
-        self._max_pending = max_pending
-        self._events: list[RawRecord] = []
-        self._receipts: list[ReceiptRecord] = []
-        self._pending_events: list[list[Any]] = []
-        self._pending_receipts: list[list[Any]] = []
+        self._cfg = config
+        self._journal = journal
+        self._recovered = recovered or Recovered()
+        self.metrics = metrics or PipelineMetrics()
+        self.state = state or PipelineState()
+        self._taken = taken or (lambda n: None)
+        self._insert_settings = dict(config.insert_settings)
+        self._plans: list[Plan] = []  # fixed inserts, oldest first (journaled when there is a journal)
+        self._groups: list[Group] = []  # durable groups not yet in a plan, oldest first
+        self._tombstones: dict[int, int] = {}  # tombstone seq -> visitor whose DELETE is still owed
         self._erased: dict[str, float] = {}
+        self._failures = 0
+        self._retry_at = 0.0
+        self._last_insert = time.monotonic()
+        self._mem_seq = 0
+        self._mem_name = f"m-{uuid.uuid4().hex[:12]}"
         self.stats = WriterStats()
+        self._publish()
+
+    # -- the loop -----------------------------------------------------------------------------
 
     def run(self) -> None:
-        last_flush = time.monotonic()
+        try:
+            self._replay()
+            self._loop()
+        except Exception:  # pragma: no cover - a bug; keep the journal, say so loudly
+            logger.exception("the pipeline writer stopped on an unexpected error; the journal keeps its records")
+            raise
+        finally:
+            if self._journal is not None:
+                self._journal.close()
+                self._publish()
+
+    def _loop(self) -> None:
         while True:
-            wait = max(0.0, self._interval - (time.monotonic() - last_flush))
+            timeout = self._wait_time()
             try:
-                item = self._source.get(timeout=wait)
+                first = self._source.get(timeout=timeout)
             except queue.Empty:
-                item = None
-            stop = False
-            while item is not None:
-                if isinstance(item, Command):
-                    if item.kind == "stop":
-                        stop = True
-                        break
-                    self._command(item)
-                    last_flush = time.monotonic()
-                else:
-                    self._take(item)
-                if len(self._events) + len(self._receipts) >= self._batch_size:
-                    break
+                self._insert_due(force=False)
+                continue
+            items = [first]
+            deadline = time.monotonic() + self._cfg.commit_window
+            # Group commit: gather what arrives within the window (or is already waiting).
+            while len(items) < self._cfg.batch_size:
+                remaining = deadline - time.monotonic()
                 try:
-                    item = self._source.get_nowait()
+                    item = self._source.get(timeout=remaining) if remaining > 0 else self._source.get_nowait()
                 except queue.Empty:
-                    item = None
-            if stop:
-                self._drain_after_stop()
-                self._flush()
+                    break
+                items.append(item)
+                if isinstance(item, Command):
+                    break
+            if self._handle(items):
                 return
-            if (
-                len(self._events) + len(self._receipts) >= self._batch_size
-                or time.monotonic() - last_flush >= self._interval
-            ):
-                self._flush()
-                last_flush = time.monotonic()
+            self._insert_due(force=False)
 
-    def _drain_after_stop(self) -> None:
-        # Records submitted after the stop command still get written: nothing acknowledged is lost.
-        while True:
-            try:
-                item = self._source.get_nowait()
-            except queue.Empty:
-                return
+    def _wait_time(self) -> float:
+        if not self._plans and not self._groups and not self._tombstones:
+            return 3600.0
+        now = time.monotonic()
+        due = max(self._retry_at, self._last_insert + self._cfg.flush_interval)
+        return max(0.001, due - now)
+
+    def _handle(self, items: list[Any]) -> bool:
+        """Commit the records among ``items`` in order around their commands; True on stop."""
+        records: list[RawRecord | ReceiptRecord] = []
+        waiters: list[Callable[[Any], None]] = []
+        taken = 0
+        for item in items:
             if isinstance(item, Command):
+                self._commit(records, waiters)
+                records, waiters = [], []
+                self._taken(taken)
+                taken = 0
+                if item.kind == "stop":
+                    self._shutdown(float(item.arg))
+                    return True
+                result = self._erase(str(item.arg)) if item.kind == "erase" else self._flush()
                 if item.done is not None:
-                    item.done(False)
+                    item.done(result)
+            elif isinstance(item, EventBatch):
+                records.extend(item.records)
+                waiters.append(item.done)
+                taken += len(item.records)
             else:
-                self._take(item)
+                records.append(item)
+                taken += 1
+        self._commit(records, waiters)
+        self._taken(taken)
+        return False
 
-    def _take(self, item: RawRecord | ReceiptRecord) -> None:
-        if isinstance(item, ReceiptRecord):
-            self._receipts.append(item)
+    # -- group commit -------------------------------------------------------------------------
+
+    def _commit(self, records: list[RawRecord | ReceiptRecord], waiters: list[Callable[[Any], None]]) -> None:
+        if not records:
+            for done in waiters:
+                done(True)
             return
-        if item.consent_id is not None and item.consent_id in self._erased:
-            # A request that raced the withdrawal: keep the statistics, lose the identity.
-            item.consent_id = None
-            item.action = "pseudonymise"
-        self._events.append(item)
+        events: list[list[Any]] = []
+        receipts: list[list[Any]] = []
+        journal = self._journal
+        full = journal is not None and journal.bytes >= self._cfg.journal_max_bytes
+        refused_events = 0
+        for rec in records:
+            if isinstance(rec, ReceiptRecord):
+                # Receipts are proof of a choice already made: never shed, even past the limit.
+                receipts.append(self._rows.receipt_row(rec))
+                continue
+            if full:
+                if rec.kind == "visit":
+                    self.metrics.shed.labels(rec.kind, "journal").inc()
+                else:
+                    refused_events += 1
+                continue
+            if rec.consent_id is not None and rec.consent_id in self._erased:
+                # A request that raced the withdrawal: keep the statistics, lose the identity.
+                rec.consent_id = None
+                rec.action = "pseudonymise"
+            events.append(self._rows.event_row(rec))
+        if full and refused_events:
+            # The requests awaiting these records get 503 (nothing acknowledged is lost).
+            self.metrics.shed.labels("event", "journal").inc(refused_events)
+            for done in waiters:
+                done(False)
+            waiters = []
+        if not events and not receipts:
+            for done in waiters:
+                done(False)
+            return
+        if journal is None:
+            self._mem_seq += 1
+            self._groups.append(Group(self._mem_seq, events, receipts, waiters=waiters))
+            self._publish()
+            if waiters and time.monotonic() >= self._retry_at:
+                self._insert_due(force=True)
+            return
+        started = time.perf_counter()
+        group = journal.append_group(events, receipts)
+        journal.sync()
+        self.metrics.commit_seconds.observe(time.perf_counter() - started)
+        self.metrics.journaled.inc(group.size)
+        self._groups.append(group)
+        self._publish()
+        for done in waiters:
+            done(True)
 
-    def _command(self, cmd: Command) -> None:
-        result: Any = True
-        if cmd.kind == "erase":
-            result = self._erase(str(cmd.arg))
+    # -- inserts ------------------------------------------------------------------------------
+
+    def _pending_rows(self) -> int:
+        return sum(p.size for p in self._plans) + sum(g.size for g in self._groups)
+
+    def _insert_due(self, *, force: bool) -> bool:
+        """Insert what is due; True when nothing is left pending."""
+        if not force and time.monotonic() < self._retry_at:
+            return False
+        while self._plans or self._groups:
+            if not force:
+                waited = time.monotonic() - self._last_insert
+                if self._pending_rows() < self._cfg.batch_size and waited < self._cfg.flush_interval:
+                    break
+            if not self._insert_next():
+                return False
+            if not force and self._pending_rows() < self._cfg.batch_size:
+                break  # the rest waits for the next interval, so inserts stay large
+        if self._tombstones:
+            self._retry_tombstones()
+        return not (self._plans or self._groups or self._tombstones)
+
+    def _next_plan(self) -> Plan:
+        if self._plans:
+            return self._plans[0]
+        taken: list[Group] = []
+        size = 0
+        while self._groups and (not taken or size + self._groups[0].size <= self._cfg.batch_size):
+            group = self._groups.pop(0)
+            taken.append(group)
+            size += group.size
+        if self._journal is not None:
+            plan = self._journal.append_plan(taken)
+            # The plan (and its token) must be durable before the insert it names.
+            self._journal.sync()
         else:
-            result = self._flush()
-        if cmd.done is not None:
-            cmd.done(result)
+            self._mem_seq += 1
+            plan = Plan(self._mem_seq, taken, f"{self._mem_name}-{self._mem_seq}")
+        self._plans.append(plan)
+        return plan
+
+    def _insert_next(self) -> bool:
+        plan = self._next_plan()
+        events = [r for g in plan.groups for r in g.events]
+        receipts = [r for g in plan.groups for r in g.receipts]
+        started = time.perf_counter()
+        try:
+            store = self._ensure_store()
+            if events:
+                store.insert(
+                    "events", events, _EVENT_NAMES, _EVENT_TYPES,
+                    settings={**self._insert_settings, "insert_deduplication_token": f"{plan.token}:e"},
+                )
+            if receipts:
+                store.insert(
+                    "consent_receipts", receipts, _RECEIPT_NAMES, _RECEIPT_TYPES,
+                    settings={**self._insert_settings, "insert_deduplication_token": f"{plan.token}:r"},
+                )
+        except StoreError as exc:
+            self._failed(plan, exc)
+            return False
+        elapsed = time.perf_counter() - started
+        self._plans.pop(0)
+        if self._journal is not None:
+            self._journal.append_commit(plan)
+            self._journal.release()
+        replayed = sum(g.size for g in plan.groups if g.replayed)
+        self.metrics.inserted.labels("events").inc(len(events))
+        self.metrics.inserted.labels("consent_receipts").inc(len(receipts))
+        self.metrics.replayed.inc(replayed)
+        self.metrics.batch_rows.observe(len(events) + len(receipts))
+        self.metrics.insert_seconds.observe(elapsed)
+        self.metrics.clickhouse_up.set(1)
+        self.stats.batches += 1
+        self.stats.inserted_events += len(events)
+        self.stats.inserted_receipts += len(receipts)
+        self.stats.replayed += replayed
+        self.stats.last_batch_size = len(events) + len(receipts)
+        self.stats.last_insert_seconds = elapsed
+        self._failures = 0
+        self._retry_at = 0.0
+        self._last_insert = time.monotonic()
+        self.state.clickhouse_up = True
+        for group in plan.groups:
+            for done in group.waiters:
+                done(True)
+            group.waiters = []
+        self._publish()
+        return True
+
+    def _failed(self, plan: Plan, exc: StoreError) -> None:
+        self._failures += 1
+        backoff = min(self._cfg.retry_max, self._cfg.retry_initial * 2 ** min(self._failures - 1, 30))
+        # Jitter spreads the retries of many workers after a shared outage.
+        self._retry_at = time.monotonic() + random.uniform(backoff / 2, backoff)
+        self._last_insert = time.monotonic()
+        self.metrics.failed.inc()
+        self.metrics.clickhouse_up.set(0)
+        self.stats.failed_batches += 1
+        self.stats.last_error = str(exc)
+        self.state.clickhouse_up = False
+        self.state.last_error = str(exc)
+        if self._failures == 1 or self._failures % 20 == 0:
+            logger.error(
+                "insert of %d rows failed (attempt %d; next in %.1fs, %s): %s",
+                plan.size, self._failures, backoff, "kept in the journal" if self._journal else "kept in memory", exc,
+            )
+        if self._journal is None:
+            self._drop_overflow()
+        self._publish()
+
+    def _drop_overflow(self) -> None:
+        """Without a journal the retry buffer is bounded: the oldest rows go, and are counted."""
+        while self._pending_rows() > self._cfg.max_pending and (self._plans or self._groups):
+            victims = self._plans.pop(0).groups if self._plans else [self._groups.pop(0)]
+            for group in victims:
+                self.metrics.dropped.inc(group.size)
+                self.stats.dropped += group.size
+                for done in group.waiters:
+                    done(False)
+            logger.error("dropped the oldest rows: no journal and the retry buffer is full")
+
+    def _ensure_store(self) -> Store:
+        if self._store is None:
+            self._store = self._connect()
+        return self._store
+
+    # -- commands -----------------------------------------------------------------------------
+
+    def _flush(self) -> bool:
+        return self._insert_due(force=True)
 
     def _erase(self, consent_id: str) -> bool:
         now = time.monotonic()
         self._erased = {k: t for k, t in self._erased.items() if now - t < _ERASED_MEMORY}
         self._erased[consent_id] = now
-        before = len(self._events)
-        self._events = [r for r in self._events if r.consent_id != consent_id]
-        self.stats.erased += before - len(self._events)
         visitor = self._rows.visitor_of(consent_id)
-        self._pending_events = [r for r in self._pending_events if not (r[6] == 1 and r[7] == visitor)]
-        flushed = self._flush()
-        try:
-            self._store.command(
-                f"DELETE FROM {self._store.table('events')} WHERE identified = 1 AND visitor = {{v:UInt64}}",
-                {"v": visitor},
-            )
-        except StoreError as exc:
-            logger.error("erasure failed: %s", exc)
-            return False
-        return flushed
+        removed = 0
+        for group in [g for p in self._plans for g in p.groups] + self._groups:
+            removed += erase_rows(group.events, {visitor})
+        self.metrics.erased.inc(removed)
+        self.stats.erased += removed
+        if self._journal is not None:
+            # The tombstone keeps the rows out of any replay: they are still in older segments.
+            seq = self._journal.append_tombstone(visitor)
+            self._journal.sync()
+        else:
+            self._mem_seq += 1
+            seq = self._mem_seq
+        self._tombstones[seq] = visitor
+        self._retry_tombstones()
+        self._publish()
+        return seq not in self._tombstones
 
-    def _flush(self) -> bool:
-        if self._events:
-            self._pending_events.extend(self._rows.event_row(r) for r in self._events)
-            self._events = []
-        if self._receipts:
-            self._pending_receipts.extend(self._rows.receipt_row(r) for r in self._receipts)
-            self._receipts = []
-        ok = True
-        for table, pending, names, types in (
-            ("events", self._pending_events, _EVENT_NAMES, _EVENT_TYPES),
-            ("consent_receipts", self._pending_receipts, _RECEIPT_NAMES, _RECEIPT_TYPES),
-        ):
-            if not pending:
-                continue
-            started = time.perf_counter()
+    def _retry_tombstones(self) -> None:
+        for seq, visitor in list(self._tombstones.items()):
             try:
-                self._store.insert(table, pending, names, types)
+                store = self._ensure_store()
+                store.command(
+                    f"DELETE FROM {store.table('events')} WHERE identified = 1 AND visitor = {{v:UInt64}}",  # noqa: S608
+                    {"v": visitor},
+                )
             except StoreError as exc:
-                ok = False
-                self.stats.failed_batches += 1
-                self.stats.last_error = str(exc)
-                logger.error("insert of %d rows into %s failed; will retry: %s", len(pending), table, exc)
-                overflow = len(pending) - self._max_pending
-                if overflow > 0:
-                    del pending[:overflow]
-                    self.stats.dropped += overflow
-                    logger.error("dropped the %d oldest rows of %s: retry buffer full", overflow, table)
-                continue
-            self.stats.batches += 1
-            self.stats.last_batch_size = len(pending)
-            self.stats.last_insert_seconds = time.perf_counter() - started
-            if table == "events":
-                self.stats.inserted_events += len(pending)
+                logger.error("erasure of a visitor's rows in ClickHouse failed; will retry: %s", exc)
+                return
+            del self._tombstones[seq]
+            if self._journal is not None:
+                self._journal.append_done(seq)
+                self._journal.sync()
+                self._journal.release()
+
+    # -- start and stop -----------------------------------------------------------------------
+
+    def _replay(self) -> None:
+        """Put the journal's unfinished work ahead of every new record, and try it at once."""
+        rec = self._recovered
+        self._plans.extend(rec.plans)
+        self._groups.extend(rec.groups)
+        self._tombstones.update(rec.tombstones)
+        if rec.erased_rows:
+            self.metrics.erased.inc(rec.erased_rows)
+        if rec.plans or rec.groups or rec.tombstones:
+            logger.info("replaying %d journaled rows", rec.rows)
+            self._insert_due(force=True)
+        self._recovered = Recovered()
+        self._publish()
+
+    def _shutdown(self, deadline: float) -> None:
+        """Journal what is still queued, then insert until done or the deadline passes."""
+        records: list[RawRecord | ReceiptRecord] = []
+        waiters: list[Callable[[Any], None]] = []
+        while True:
+            try:
+                item = self._source.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, Command):
+                if item.done is not None:
+                    item.done(False)
+            elif isinstance(item, EventBatch):
+                records.extend(item.records)
+                waiters.append(item.done)
             else:
-                self.stats.inserted_receipts += len(pending)
-            pending.clear()
-        return ok
+                records.append(item)
+        self._commit(records, waiters)
+        while time.monotonic() < deadline:
+            if self._insert_due(force=True):
+                break
+            pause = min(self._retry_at, deadline) - time.monotonic()
+            if pause > 0:
+                time.sleep(min(pause, 0.5))
+        left = self._pending_rows()
+        if left:
+            where = "in the journal; they are replayed at the next start" if self._journal else "LOST (no journal)"
+            logger.error("stopping with %d rows not in ClickHouse: %s", left, where)
+
+    def _publish(self) -> None:
+        pending = self._pending_rows()
+        self.state.pending_rows = pending
+        self.metrics.pending_rows.set(pending)
+        if self._journal is not None:
+            size = self._journal.bytes
+            self.state.journal_bytes = size
+            self.state.journal_full = size >= self._cfg.journal_max_bytes
+            self.state.visits_full = size >= self._cfg.journal_max_bytes * self._cfg.visit_shed_fraction
+            self.metrics.journal_bytes.set(size)

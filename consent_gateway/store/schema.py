@@ -235,6 +235,7 @@ def migrate(store: Store, *, events_months: int = 3, receipts_years: int = 5, cl
         logger.info("applied migration %d (%s) to %s", version, name, store.database)
         applied.append(version)
     _apply_retention(store, retention, cluster)
+    _apply_dedup_window(store, cluster)
     return applied
 
 
@@ -253,3 +254,25 @@ def _apply_retention(store: Store, retention: Retention, cluster: str = "") -> N
             for statement in render([f"ALTER TABLE {store.table(table)} MODIFY TTL {ttl} DELETE"], cluster):
                 store.command(statement)
             logger.info("retention of %s set to %s", table, months_or_years)
+
+
+# How many recent inserts per table ClickHouse remembers by deduplication token. The writer names
+# each insert with a token kept in its journal; a replay after a crash repeats a remembered token
+# and is dropped, so journaled rows arrive exactly once (docs/pipeline.md). Plain MergeTree keeps
+# no such memory unless this is set; Replicated*MergeTree has replicated_deduplication_window.
+DEDUP_WINDOW = 10_000
+
+
+def _apply_dedup_window(store: Store, cluster: str = "") -> None:
+    """Turn on insert deduplication by token for the tables the pipeline writes (idempotent)."""
+    for table in ("events", "consent_receipts"):
+        rows = store.query_rows(
+            "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+            {"db": store.database, "t": local_table(table, cluster)},
+        )
+        if rows and f"non_replicated_deduplication_window = {DEDUP_WINDOW}" not in rows[0][0]:
+            statement = (
+                f"ALTER TABLE {store.table(table)} MODIFY SETTING non_replicated_deduplication_window = {DEDUP_WINDOW}"
+            )
+            for rendered in render([statement], cluster):
+                store.command(rendered)
