@@ -118,7 +118,7 @@
   function applied(res) {
     var revoked = Object.keys(ran).filter(function (c) { return !has(res.categories, c); });
     status = res.status;
-    granted = res.categories;
+    granted = res.categories.slice().sort();
     state = null;
     root.setAttribute("data-cg-status", status);
     root.setAttribute("data-cg-granted", granted.join(" "));
