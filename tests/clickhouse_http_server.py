@@ -26,10 +26,14 @@ import gzip
 import json
 import os
 import re
+import socket
+import subprocess
 import sys
 import tempfile
 import threading
+import time
 import uuid
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -224,6 +228,61 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+
+class FixtureServer:
+    """Runs this fixture as a child process on a fixed port, so tests can kill and restart it."""
+
+    def __init__(self, data: Path, port: int | None = None) -> None:
+        self.data = data
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"FixtureServer(port={self.port})"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.process = subprocess.Popen(  # noqa: S603 - our own script
+            [sys.executable, __file__, "--port", str(self.port), "--data", str(self.data)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if line.strip() != b"ready":
+            raise RuntimeError(f"the ClickHouse fixture did not start: {line!r}")
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("the ClickHouse fixture did not listen in time")
+
+    def kill(self) -> None:
+        """SIGKILL: an outage with no goodbye, like a crashed server."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(30)
+            self.process = None
+
+    def client(self, database: str = "default") -> Any:
+        import clickhouse_connect
+
+        return clickhouse_connect.get_client(
+            host="127.0.0.1", port=self.port, database=database, autogenerate_session_id=False
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,189 @@
+"""The journal on its own (frames, torn tails, tombstones, segments, orphans) and its replay into
+the embedded ClickHouse exactly once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import queue
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from consent_gateway import Settings
+from consent_gateway.pipeline import Journal, PipelineMetrics, Writer, WriterConfig
+from consent_gateway.pipeline.journal import decode_row, encode_row
+from consent_gateway.pipeline.writer import Command
+from consent_gateway.policy import RowBuilder
+from consent_gateway.pseudonymize import SaltStore
+from consent_gateway.records import RawRecord
+from consent_gateway.store import Store, migrate, open_store
+
+from .conftest import CHDB_URL
+
+
+def _row(identified: int = 0, visitor: int = 1) -> list[Any]:
+    """Enough of an event row for the journal: id, time, and the identified/visitor columns."""
+    when = dt.datetime(2026, 11, 25, 12, 0, 0, 123456, tzinfo=dt.UTC)
+    return [uuid.uuid4(), when, "site", "event", "pageview", "analytics", identified, visitor]
+
+
+def _crash(journal: Journal) -> None:
+    """Leave the journal as a killed process would: file handle and lock dropped, nothing more."""
+    assert journal._fh is not None
+    journal._fh.close()
+    journal._fh = None
+    import os
+
+    os.close(journal._lock_fd)
+    journal._lock_fd = -1
+
+
+def test_rows_round_trip_through_the_codec() -> None:
+    row = _row(1, 2**63 + 5)
+    assert decode_row(encode_row(row)) == row
+
+
+def test_acknowledged_groups_survive_a_crash_and_a_torn_tail_is_ignored(tmp_path: Path) -> None:
+    journal, recovered = Journal.open(tmp_path, segment_bytes=1 << 20)
+    assert recovered.rows == 0
+    first = [_row(), _row()]
+    second = [_row()]
+    journal.append_group(first, [])
+    journal.append_group(second, [])
+    journal.sync()
+    segment = journal._segments[-1].path
+    _crash(journal)
+    # The process died halfway through writing a third frame (never fsynced, never acknowledged).
+    with open(segment, "ab") as fh:
+        fh.write(b"\x40\x00\x00\x00\x01\x02")
+
+    again, recovered = Journal.open(tmp_path, segment_bytes=1 << 20)
+    assert again.directory == journal.directory, "the same directory is claimed again"
+    assert [g.events for g in recovered.groups] == [first, second]
+    assert all(g.replayed for g in recovered.groups)
+    again.close()
+
+
+def test_committed_plans_are_not_replayed_and_their_segments_are_deleted(tmp_path: Path) -> None:
+    journal, _ = Journal.open(tmp_path, segment_bytes=4096)
+    groups = [journal.append_group([_row() for _ in range(20)], []) for _ in range(10)]
+    journal.sync()
+    assert len(list(journal.directory.glob("*.seg"))) > 1, "small segments rotate"
+    plan = journal.append_plan(groups[:6])
+    journal.sync()
+    journal.append_commit(plan)
+    journal.release()
+    left = journal.append_plan(groups[6:])
+    journal.sync()
+    _crash(journal)
+
+    again, recovered = Journal.open(tmp_path, segment_bytes=4096)
+    assert [p.token for p in recovered.plans] == [left.token], "only the uncommitted insert is repeated"
+    assert [g.seq for g in recovered.plans[0].groups] == [g.seq for g in groups[6:]]
+    assert recovered.groups == []
+    again.append_commit(recovered.plans[0])
+    again.close()
+    assert list(again.directory.glob("*.seg")) == [], "a fully inserted journal leaves no segments"
+
+
+def test_a_tombstone_keeps_a_withdrawn_visitors_rows_out_of_the_replay(tmp_path: Path) -> None:
+    journal, _ = Journal.open(tmp_path, segment_bytes=1 << 20)
+    journal.append_group([_row(1, 77), _row(0, 77), _row(1, 78)], [])
+    journal.append_tombstone(77)
+    journal.sync()
+    _crash(journal)
+
+    again, recovered = Journal.open(tmp_path, segment_bytes=1 << 20)
+    rows = recovered.groups[0].events
+    assert [(r[6], r[7]) for r in rows] == [(0, 77), (1, 78)], "identified rows of visitor 77 are gone"
+    assert recovered.erased_rows == 1
+    assert list(recovered.tombstones.values()) == [77], "its DELETE in ClickHouse is still owed"
+    again.close()
+
+
+def test_an_orphaned_worker_directory_is_adopted_and_removed(tmp_path: Path) -> None:
+    live, _ = Journal.open(tmp_path, segment_bytes=1 << 20)
+    orphan, _ = Journal.open(tmp_path, segment_bytes=1 << 20)
+    assert orphan.directory != live.directory, "a locked directory belongs to a running worker"
+    rows = [_row(), _row()]
+    orphan.append_group(rows, [])
+    plan = orphan.append_plan([orphan.append_group([_row()], [])])
+    orphan.sync()
+    _crash(orphan)
+
+    adopter, recovered = Journal.open(tmp_path, segment_bytes=1 << 20)
+    assert adopter.directory == orphan.directory or not orphan.directory.exists()
+    assert [p.token for p in recovered.plans] == [plan.token], "the repeated insert keeps its token"
+    assert [g.events for g in recovered.groups] == [rows]
+    live.close()
+    adopter.close()
+
+
+def _writer(settings: Settings, journal: Journal, recovered: Any, source: queue.SimpleQueue[Any]) -> Writer:
+    return Writer(
+        source,
+        connect=lambda: open_store(CHDB_URL, settings.database),
+        rows=RowBuilder(settings, SaltStore(settings.keys_dir)),
+        config=WriterConfig(batch_size=100, flush_interval=0.05),
+        journal=journal,
+        recovered=recovered,
+        metrics=PipelineMetrics(),
+    )
+
+
+def _record(marker: str) -> RawRecord:
+    return RawRecord(
+        kind="event", name="pageview", category="analytics", action="pseudonymise", ts=1_795_000_000.0,
+        site="test-site", host="example.test", path="/p", query="", referrer="", user_agent="Mozilla/5.0",
+        ip="203.0.113.9", consent_id=None, granted=frozenset(), props={"m": marker},
+    )
+
+
+def _flush(source: queue.SimpleQueue[Any], timeout: float = 30.0) -> bool:
+    done = threading.Event()
+    result: list[Any] = []
+
+    def resolve(value: Any) -> None:
+        result.append(value)
+        done.set()
+
+    source.put(Command("flush", None, resolve))
+    assert done.wait(timeout), "the writer did not answer the flush"
+    return bool(result[0])
+
+
+def test_an_insert_repeated_after_a_crash_lands_exactly_once(
+    make_settings: Callable[..., Settings], store: Store, tmp_path: Path
+) -> None:
+    """The crash window that matters: ClickHouse took the insert, the commit entry never made it."""
+    settings = make_settings()
+    migrate(store)
+    rows = RowBuilder(settings, SaltStore(settings.keys_dir))
+    journal, _ = Journal.open(tmp_path / "journal", segment_bytes=1 << 20)
+    groups = [journal.append_group([rows.event_row(_record(f"m{i}-{j}")) for j in range(5)], []) for i in range(4)]
+    plan = journal.append_plan(groups)
+    journal.sync()
+    events = [r for g in groups for r in g.events]
+    from consent_gateway.pipeline.writer import _EVENT_NAMES, _EVENT_TYPES
+
+    store.insert("events", events, _EVENT_NAMES, _EVENT_TYPES, settings={"insert_deduplication_token": f"{plan.token}:e"})
+    journal.append_group([rows.event_row(_record("after"))], [])  # acknowledged, never inserted
+    journal.sync()
+    _crash(journal)
+
+    journal, recovered = Journal.open(tmp_path / "journal", segment_bytes=1 << 20)
+    assert recovered.rows == 21
+    source: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    writer = _writer(settings, journal, recovered, source)
+    writer.start()
+    assert _flush(source)
+    source.put(Command("stop", 0.0, None))
+    writer.join(30)
+    counts = store.query_rows(
+        f"SELECT count(), uniqExact(event_id), countIf(props LIKE '%after%') FROM {store.table('events')}"
+    )[0]
+    assert counts == (21, 21, 1), "20 rows once (the repeat was deduplicated) plus the one never inserted"
+    assert writer.stats.replayed == 21
+    assert list(journal.directory.glob("*.seg")) == [], "everything is in ClickHouse: the journal is empty"
