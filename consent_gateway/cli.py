@@ -78,7 +78,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     data = Path(args.data).resolve()
     settings = Settings.load(args.config or DEMO_CONFIG, data_dir=data)
     settings = _with_local_keys(settings)
-    gateway = _wrap(create_demo_app(), settings)
+    from .analytics import AnalyticsMount, create_analytics_app
+
+    # The analytics app is mounted on purpose here, for the demo; production serves it on its own port.
+    gateway = AnalyticsMount(_wrap(create_demo_app(), settings), create_analytics_app(settings), "/_analytics")
     base = f"http://{args.host}:{args.port}"
     _run(
         gateway,
@@ -90,6 +93,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"  site:            {base}/",
             f"  cookie settings: {base}{settings.prefix}/",
             f"  consent state:   {base}{settings.prefix}/state",
+            f"  analytics:       {base}/_analytics/  (token: consent-gateway keys create NAME --data {data})",
             f"  data:            {settings.clickhouse_dsn}",
         ],
     )
@@ -209,7 +213,36 @@ def cmd_keys(args: argparse.Namespace) -> int:
     if args.keys_command == "secret":
         print(new_secret())
         return 0
-    raise SettingsError("keys", args.keys_command, "use `consent-gateway keys secret`")
+    from .analytics.commands import keys_command
+
+    return keys_command(args, _settings(args))
+
+
+def cmd_analytics(args: argparse.Namespace) -> int:
+    from .analytics import create_analytics_app
+
+    settings = _settings(args)
+    base = f"http://{args.host}:{args.port}"
+    _run(
+        create_analytics_app(settings),
+        args.host,
+        args.port,
+        settings,
+        [
+            "consent-gateway analytics",
+            f"  dashboard: {base}/",
+            f"  API:       {base}/api/v1/aggregate (Authorization: Bearer <token>)",
+            f"  tokens:    {settings.tokens_path} (consent-gateway keys create NAME)",
+            f"  data:      {settings.clickhouse_dsn}",
+        ],
+    )
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from .analytics.commands import run_stats
+
+    return run_stats(args, _settings(args))
 
 
 def cmd_erase(args: argparse.Namespace) -> int:
@@ -270,9 +303,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_migrate)
 
-    p = sub.add_parser("keys", help="key management")
-    p.add_argument("keys_command", choices=["secret"], help="secret: print a new signing or pseudonymisation key")
+    p = sub.add_parser("keys", help="signing keys and analytics API tokens")
+    keys = p.add_subparsers(dest="keys_command", required=True)
+    keys.add_parser("secret", help="print a new signing or pseudonymisation key")
+    k = keys.add_parser("create", help="make an analytics API token; it is printed once, stored as a hash")
+    k.add_argument("name")
+    k.add_argument("--expires", type=int, metavar="DAYS", help="days until the token stops working")
+    k = keys.add_parser("list", help="list analytics API tokens (names and dates, never the tokens)")
+    k2 = keys.add_parser("revoke", help="revoke the analytics API token NAME")
+    k2.add_argument("name")
+    for k in keys.choices.values():
+        k.add_argument("--config")
+        k.add_argument("--data")
     p.set_defaults(func=cmd_keys)
+
+    p = sub.add_parser("analytics", help="serve the analytics API and dashboard (token-authenticated)")
+    p.add_argument("--config")
+    p.add_argument("--data")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8001)
+    p.set_defaults(func=cmd_analytics)
+
+    from .analytics.commands import add_stats_arguments
+
+    p = sub.add_parser("stats", help="print analytics (aggregate, timeseries, breakdown, funnel) as a table or CSV")
+    add_stats_arguments(p)
+    p.add_argument("--config")
+    p.add_argument("--data")
+    p.set_defaults(func=cmd_stats)
 
     p = sub.add_parser("erase", help="erase the identifiable rows of one consent id")
     p.add_argument("consent_id")

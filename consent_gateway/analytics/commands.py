@@ -1,0 +1,201 @@
+"""``consent-gateway stats`` and ``keys create|list|revoke``: the same queries from a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any, TextIO
+
+from ..errors import ConsentGatewayError, SettingsError, StoreError
+from ..settings import Settings
+from .params import FILTER_DIMENSIONS
+from .queries import Result, run_query
+from .tokens import TokenStore
+
+TOKEN_ENV = "CONSENT_ANALYTICS_TOKEN"  # noqa: S105 - the name of a variable, not a secret
+STATS_ENDPOINTS = ("aggregate", "timeseries", "breakdown", "funnel", "consent-rates")
+
+
+def add_stats_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("endpoint", choices=STATS_ENDPOINTS)
+    p.add_argument("--site")
+    p.add_argument("--period", help="today, 7d, 30d, 90d, 6mo or 12mo (default 30d)")
+    p.add_argument("--from", dest="start", metavar="YYYY-MM-DD")
+    p.add_argument("--to", dest="end", metavar="YYYY-MM-DD")
+    p.add_argument("--interval", help="timeseries: hour, day, week or month")
+    p.add_argument("--dimension", help="breakdown: page, entry_page, referrer_host, utm_*, browser, os, device, ...")
+    p.add_argument("--limit")
+    p.add_argument("--steps", help="funnel: page:/a,page:/b,event:signup")
+    p.add_argument("--window", help="funnel: seconds between the first and last step (default 1800)")
+    p.add_argument("--source", help="auto, raw or rollup")
+    p.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="DIMENSION=VALUE",
+        help=f"one of {', '.join(FILTER_DIMENSIONS)}",
+    )
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument("--url", help="a running analytics app, e.g. http://127.0.0.1:8001 (needed while it holds the data)")
+    p.add_argument("--token", help=f"API token for --url (or set {TOKEN_ENV})")
+
+
+def stats_params(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The command's options as API query parameters (the server or the local run validates them)."""
+    pairs: list[tuple[str, str]] = []
+    for name, value in (
+        ("site", args.site),
+        ("period", args.period),
+        ("from", args.start),
+        ("to", args.end),
+        ("interval", args.interval),
+        ("dimension", args.dimension),
+        ("limit", args.limit),
+        ("steps", args.steps),
+        ("window", args.window),
+        ("source", args.source),
+    ):
+        if value is not None:
+            pairs.append((name, str(value)))
+    for item in args.filter:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SettingsError("--filter", item, "write it as DIMENSION=VALUE, e.g. device=mobile")
+        pairs.append((name, value))
+    return pairs
+
+
+def run_stats(args: argparse.Namespace, settings: Settings, out: TextIO | None = None) -> int:
+    """Print one endpoint's answer as a table, CSV or JSON."""
+    out = out or sys.stdout
+    pairs = stats_params(args)
+    if args.url:
+        body = _fetch(args.url, args.endpoint, pairs, args.token or os.environ.get(TOKEN_ENV, ""))
+        result = Result(
+            list(body["columns"]),
+            list(body["results"]),
+            {k: v for k, v in body.items() if k not in ("columns", "results")},
+        )
+    else:
+        result = _run_locally(settings, args.endpoint, pairs)
+    if args.format == "csv":
+        out.write(result.as_csv())
+    elif args.format == "json":
+        out.write(json.dumps(result.as_json(), ensure_ascii=False, indent=1, default=str) + "\n")
+    else:
+        out.write(render_table(result))
+    return 0
+
+
+def _run_locally(settings: Settings, endpoint: str, pairs: list[tuple[str, str]]) -> Result:
+    from ..store import migrate, open_store
+
+    try:
+        store = open_store(settings.clickhouse_dsn, settings.database)
+        if settings.migrate_at_start:
+            migrate(
+                store, events_months=settings.events_retention_months, receipts_years=settings.receipts_retention_years
+            )
+    except StoreError as exc:
+        if settings.embedded:
+            raise StoreError(
+                f"the embedded ClickHouse at {settings.clickhouse_dsn} could not be opened, most likely because a "
+                "running demo, gateway or analytics app holds it (the embedded engine is locked to one process). "
+                "Ask that app instead: consent-gateway stats ... --url http://127.0.0.1:8001 --token TOKEN "
+                "(`consent-gateway keys create NAME` makes a token), or stop it and run again. "
+                f"Cause: {exc}"
+            ) from exc
+        raise
+    try:
+        return run_query(store, settings, endpoint, pairs)
+    finally:
+        store.close()
+
+
+def _fetch(url: str, endpoint: str, pairs: list[tuple[str, str]], token: str) -> dict[str, Any]:
+    if not token:
+        raise SettingsError("--token", "", f"give the API token with --token or {TOKEN_ENV}")
+    full = f"{url.rstrip('/')}/api/v1/{endpoint}?{urllib.parse.urlencode([*pairs, ('format', 'json')])}"
+    if not full.startswith(("http://", "https://")):
+        raise SettingsError("--url", url, "use http://host:port of the analytics app")
+    request = urllib.request.Request(full, headers={"Authorization": f"Bearer {token}"})  # noqa: S310 - scheme checked
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - scheme checked
+            body: dict[str, Any] = json.loads(response.read().decode("utf-8"))
+            return body
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read().decode("utf-8")).get("error", "")
+        except ValueError:
+            message = ""
+        raise ConsentGatewayError(f"{url} answered {exc.code}: {message or exc.reason}") from None
+    except urllib.error.URLError as exc:
+        raise ConsentGatewayError(
+            f"cannot reach the analytics app at {url} ({exc.reason}); start it with `consent-gateway analytics` "
+            "or leave out --url to read the data directly"
+        ) from None
+
+
+def render_table(result: Result) -> str:
+    """An aligned text table, followed by what the reader must know (estimates, suppression)."""
+    header = list(result.columns)
+    cells = [["-" if row.get(c) is None else str(row.get(c)) for c in header] for row in result.rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    for r in cells:
+        lines.append(
+            "  ".join(
+                v.rjust(w) if v.replace(".", "").isdigit() else v.ljust(w) for v, w in zip(r, widths, strict=True)
+            )
+        )
+    meta = result.meta
+    query = meta.get("query", {})
+    if query:
+        lines.append(
+            f"\n{query.get('site')} {query.get('from')} .. {query.get('to')}  source={meta.get('source')}"
+            f"  k={meta.get('k')}"
+        )
+    if meta.get("estimates"):
+        lines.append(f"estimates: {', '.join(meta['estimates'])}")
+    for key, note in meta.get("notes", {}).items():
+        lines.append(f"  {key}: {note}")
+    if meta.get("suppressed_groups"):
+        lines.append(
+            f"{meta['suppressed_groups']} groups with fewer than k visitors are folded into 'other (suppressed)'"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def keys_command(args: argparse.Namespace, settings: Settings, out: TextIO | None = None) -> int:
+    """``keys create NAME [--expires DAYS]``, ``keys list``, ``keys revoke NAME``."""
+    out = out or sys.stdout
+    tokens = TokenStore(settings.tokens_path)
+    if args.keys_command == "create":
+        token, record = tokens.create(args.name, expires_days=args.expires)
+        out.write(f"{token}\n")
+        print(
+            f"token {record.name!r} created{' (expires ' + record.expires + ')' if record.expires else ''}; "
+            "it is shown only this once and stored only as a hash",
+            file=sys.stderr,
+        )
+        return 0
+    if args.keys_command == "list":
+        now = dt.datetime.now(dt.UTC)
+        records = tokens.records()
+        if not records:
+            out.write(f"no tokens in {settings.tokens_path}; `consent-gateway keys create NAME` makes one\n")
+        for r in records:
+            out.write(f"{r.name:<24} {r.status(now):<8} created {r.created}  expires {r.expires or 'never'}\n")
+        return 0
+    if args.keys_command == "revoke":
+        count = tokens.revoke(args.name)
+        out.write(f"revoked {count} token(s) named {args.name!r}\n")
+        return 0
+    raise SettingsError("keys", args.keys_command, "use keys secret|create|list|revoke")

@@ -1,0 +1,329 @@
+// consent-gateway analytics dashboard: plain JS, no dependencies, every value inserted as text.
+(function () {
+  "use strict";
+
+  var TEXT = {
+    ko: {
+      skip: "본문으로 건너뛰기", title: "마케팅 분석", controls: "조회 조건", token: "API 토큰",
+      tokenHelp: "consent-gateway keys create NAME 으로 만든 토큰. 이 탭에만 보관됩니다.", site: "사이트",
+      period: "기간", last7: "최근 7일", last30: "최근 30일", last90: "최근 90일", last365: "최근 12개월",
+      custom: "직접 지정", from: "시작일", to: "종료일", interval: "단위", day: "일", week: "주", month: "월",
+      hour: "시간", show: "조회", headline: "주요 지표", series: "추이", csv: "CSV 내보내기", asTable: "표로 보기",
+      breakdown: "세부 분석", dimension: "기준", dim_page: "페이지", dim_entry_page: "시작 페이지",
+      dim_referrer_host: "유입 사이트", dim_utm_source: "utm_source", dim_utm_medium: "utm_medium",
+      dim_utm_campaign: "캠페인 (마케팅 동의자)", dim_click_attribution: "광고 클릭 (마케팅 동의자)",
+      dim_device: "기기", dim_browser: "브라우저", dim_os: "운영체제", dim_event_name: "이벤트",
+      funnel: "퍼널", steps: "단계 (쉼표로 구분)", window: "시간 창 (초)", consent: "동의율", byDay: "일별 보기",
+      visitors: "방문자", visits: "방문", pageviews: "페이지뷰", events: "이벤트", views_per_visit: "방문당 페이지뷰",
+      bounce_rate: "이탈률", value: "항목", conversion: "전환율", date: "날짜", step: "단계", choices: "선택 수",
+      estimate: "추정", loading: "불러오는 중…", loaded: "불러왔습니다.", needToken: "API 토큰을 입력하세요.",
+      suppressedRow: "기타 (소수 집단 비공개)", suppressed: "비공개", nothing: "데이터가 없습니다.",
+      kNote: "방문자가 {k}명 미만인 집단은 개인 식별을 막기 위해 표시하지 않고 '기타'로 합칩니다.",
+      rollup: "장기 집계(일별 익명 롤업)에서 가져온 값입니다. 방문자 수는 제공되지 않습니다.",
+      estimateNote: "추정: 가명처리된 방문자는 날마다 새 키를 받으므로 여러 날 방문하면 날마다 한 번씩 셉니다.",
+      chartLabel: "{from}부터 {to}까지 {interval} 단위 페이지뷰와 방문자 추이", necessary: "필수",
+      preferences: "환경설정", analytics: "통계", marketing: "마케팅", category: "항목", share: "동의 비율",
+      error: "오류", other: "English"
+    },
+    en: {
+      skip: "Skip to content", title: "Marketing analytics", controls: "Query", token: "API token",
+      tokenHelp: "A token from consent-gateway keys create NAME. Kept in this tab only.", site: "Site",
+      period: "Period", last7: "Last 7 days", last30: "Last 30 days", last90: "Last 90 days",
+      last365: "Last 12 months", custom: "Custom", from: "From", to: "To", interval: "Interval", day: "Day",
+      week: "Week", month: "Month", hour: "Hour", show: "Show", headline: "Headline numbers", series: "Trend",
+      csv: "Export CSV", asTable: "Show as table", breakdown: "Breakdown", dimension: "Dimension",
+      dim_page: "Page", dim_entry_page: "Entry page", dim_referrer_host: "Referrer", dim_utm_source: "utm_source",
+      dim_utm_medium: "utm_medium", dim_utm_campaign: "Campaign (marketing consent)",
+      dim_click_attribution: "Ad clicks (marketing consent)", dim_device: "Device", dim_browser: "Browser",
+      dim_os: "OS", dim_event_name: "Event", funnel: "Funnel", steps: "Steps (comma-separated)",
+      window: "Window (seconds)", consent: "Consent rates", byDay: "By day", visitors: "Visitors", visits: "Visits",
+      pageviews: "Page views", events: "Events", views_per_visit: "Views per visit", bounce_rate: "Bounce rate",
+      value: "Value", conversion: "Conversion", date: "Date", step: "Step", choices: "Choices",
+      estimate: "estimate", loading: "Loading…", loaded: "Loaded.", needToken: "Enter an API token.",
+      suppressedRow: "Other (small groups hidden)", suppressed: "hidden", nothing: "No data.",
+      kNote: "Groups of fewer than {k} visitors are hidden and folded into 'other' so nobody can be singled out.",
+      rollup: "From the anonymous daily rollup (long range): visitor counts are not available.",
+      estimateNote: "Estimate: pseudonymised visitors get a new key every day, so a visit on several days counts once per day.",
+      chartLabel: "Page views and visitors per {interval} from {from} to {to}", necessary: "Necessary",
+      preferences: "Preferences", analytics: "Analytics", marketing: "Marketing", category: "Category",
+      share: "Share granting", error: "Error", other: "한국어"
+    }
+  };
+  var lang = "ko";
+  var config = { site: "", k: 5, categories: [], today: new Date().toISOString().slice(0, 10) };
+  var $ = function (id) { return document.getElementById(id); };
+
+  function t(key, vars) {
+    var s = (TEXT[lang] && TEXT[lang][key]) || TEXT.en[key] || key;
+    Object.keys(vars || {}).forEach(function (k) { s = s.split("{" + k + "}").join(vars[k]); });
+    return s;
+  }
+
+  function el(tag, attrs, children) {
+    var node = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (k) {
+      if (k === "text") node.textContent = attrs[k]; else node.setAttribute(k, attrs[k]);
+    });
+    (children || []).forEach(function (c) { if (c) node.appendChild(c); });
+    return node;
+  }
+
+  function svg(tag, attrs) {
+    var node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+    Object.keys(attrs || {}).forEach(function (k) {
+      if (k === "text") node.textContent = attrs[k]; else node.setAttribute(k, attrs[k]);
+    });
+    return node;
+  }
+
+  function fmt(value, kind) {
+    if (value === null || value === undefined) return "—";
+    if (kind === "rate") return new Intl.NumberFormat(lang, { style: "percent", maximumFractionDigits: 1 }).format(value);
+    if (typeof value === "number") return new Intl.NumberFormat(lang, { maximumFractionDigits: 2 }).format(value);
+    return String(value);
+  }
+
+  function applyLang(next) {
+    lang = next;
+    document.documentElement.lang = lang;
+    document.querySelectorAll("[data-i18n]").forEach(function (node) { node.textContent = t(node.getAttribute("data-i18n")); });
+    var button = $("lang");
+    button.textContent = t("other");
+    button.setAttribute("lang", lang === "ko" ? "en" : "ko");
+    $("k-note").textContent = t("kNote", { k: config.k });
+    try { localStorage.setItem("cg-analytics-lang", lang); } catch (e) { /* storage may be off */ }
+  }
+
+  function params(extra) {
+    var p = new URLSearchParams();
+    if ($("site").value) p.set("site", $("site").value);
+    p.set("from", $("from").value);
+    p.set("to", $("to").value);
+    Object.keys(extra || {}).forEach(function (k) { p.set(k, extra[k]); });
+    return p;
+  }
+
+  function call(endpoint, p) {
+    var token = $("token").value.trim();
+    return fetch("api/v1/" + endpoint + "?" + p.toString(), { headers: { Authorization: "Bearer " + token } })
+      .then(function (r) {
+        if (r.status === 200) return r;
+        return r.json().catch(function () { return {}; }).then(function (body) {
+          throw new Error((body && body.error) || ("HTTP " + r.status));
+        });
+      });
+  }
+
+  function getJSON(endpoint, extra) { return call(endpoint, params(extra)).then(function (r) { return r.json(); }); }
+
+  function endpointParams(endpoint) {
+    if (endpoint === "timeseries") return { interval: $("interval").value };
+    if (endpoint === "breakdown") return { dimension: $("dimension").value, limit: "100" };
+    if (endpoint === "funnel") return { steps: $("steps").value, window: $("window").value };
+    return {};
+  }
+
+  function status(message, isError) {
+    $("status").textContent = message;
+    $("status").className = "status" + (isError ? " error" : "");
+  }
+
+  function notesFor(body) {
+    var notes = [];
+    if (body.source === "rollup") notes.push(t("rollup"));
+    if ((body.estimates || []).indexOf("visitors") >= 0) notes.push(t("estimateNote"));
+    if (body.notes && body.notes.marketing) notes.push(body.notes.marketing);
+    return notes.join(" ");
+  }
+
+  function renderHeadline(body) {
+    var row = body.results[0] || {};
+    var box = $("headline");
+    box.textContent = "";
+    [["visitors"], ["visits"], ["pageviews"], ["events"], ["views_per_visit"], ["bounce_rate", "rate"]].forEach(function (m) {
+      var dd = el("dd", { "data-metric": m[0], text: fmt(row[m[0]], m[1]) });
+      if ((body.estimates || []).indexOf(m[0]) >= 0) dd.appendChild(el("span", { class: "est", text: "(" + t("estimate") + ")" }));
+      box.appendChild(el("div", {}, [el("dt", { text: t(m[0]) }), dd]));
+    });
+    $("headline-notes").textContent = (body.suppressed ? t("kNote", { k: body.k }) + " " : "") + notesFor(body);
+  }
+
+  function renderChart(body) {
+    var rows = body.results;
+    var box = $("chart");
+    box.textContent = "";
+    var W = 760, H = 260, L = 48, R = 12, T = 12, B = 32;
+    var series = [["pageviews", "s0"], ["visitors", "s1"]];
+    var max = 1;
+    rows.forEach(function (r) { series.forEach(function (s) { if (r[s[0]] > max) max = r[s[0]]; }); });
+    var title = t("chartLabel", { from: body.query.from, to: body.query.to, interval: t(body.query.interval) });
+    var root = svg("svg", { viewBox: "0 0 " + W + " " + H, role: "img", "aria-labelledby": "chart-title" });
+    root.appendChild(svg("title", { id: "chart-title", text: title }));
+    var x = function (i) { return L + (rows.length <= 1 ? 0 : i * (W - L - R) / (rows.length - 1)); };
+    var y = function (v) { return T + (H - T - B) * (1 - v / max); };
+    for (var g = 0; g <= 4; g++) {
+      var v = max * g / 4;
+      root.appendChild(svg("line", { class: "grid", x1: L, x2: W - R, y1: y(v), y2: y(v) }));
+      root.appendChild(svg("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end", text: fmt(Math.round(v)) }));
+    }
+    root.appendChild(svg("line", { class: "axis", x1: L, x2: W - R, y1: H - B, y2: H - B }));
+    var step = Math.max(1, Math.ceil(rows.length / 8));
+    rows.forEach(function (r, i) {
+      if (r.suppressed) root.appendChild(svg("rect", { class: "gap", x: x(i) - 3, y: T, width: 6, height: H - T - B }));
+      if (i % step === 0) {
+        var anchor = i === 0 ? "start" : (i === rows.length - 1 ? "end" : "middle");
+        root.appendChild(svg("text", { x: x(i), y: H - B + 16, "text-anchor": anchor, text: r.date.slice(5, 16).replace("T", " ") }));
+      }
+    });
+    series.forEach(function (s) {
+      var d = "", pen = false;
+      rows.forEach(function (r, i) {
+        var value = r[s[0]];
+        if (value === null || value === undefined) { pen = false; return; }
+        d += (pen ? " L" : " M") + x(i).toFixed(1) + " " + y(value).toFixed(1);
+        pen = true;
+      });
+      if (d) root.appendChild(svg("path", { class: s[1], d: d.trim(), "data-series": s[0] }));
+    });
+    box.appendChild(root);
+    var legend = $("chart-legend");
+    legend.textContent = "";
+    legend.appendChild(el("span", { class: "l0", text: t("pageviews") }));
+    legend.appendChild(el("span", { class: "l1", text: t("visitors") }));
+    renderTable($("series-table"), ["date", "visitors", "pageviews", "events"], rows);
+  }
+
+  function renderTable(box, columns, rows, barColumn) {
+    box.textContent = "";
+    if (!rows.length) { box.appendChild(el("p", { text: t("nothing") })); return; }
+    var max = 0;
+    if (barColumn) rows.forEach(function (r) { if (r.value !== "other (suppressed)" && r[barColumn] > max) max = r[barColumn]; });
+    var head = el("tr", {}, columns.map(function (c) { return el("th", { scope: "col", class: c === columns[0] ? "" : "num", text: t(c) }); }));
+    var body = el("tbody");
+    rows.forEach(function (r) {
+      var suppressedRow = r.value === "other (suppressed)";
+      var tr = el("tr", { class: suppressedRow || r.suppressed ? "suppressed" : "" });
+      columns.forEach(function (c, i) {
+        var kind = c === "bounce_rate" || c === "conversion" || config.categories.indexOf(c) >= 0 ? "rate" : "";
+        var text = suppressedRow && c === "value" ? t("suppressedRow") : (r.suppressed && r[c] === null ? t("suppressed") : fmt(r[c], kind));
+        if (i === 0 && barColumn) {
+          var bar = el("span", { class: "bar", "aria-hidden": "true" });
+          bar.style.width = (max && !suppressedRow ? Math.round(100 * (r[barColumn] || 0) / max) : 0) + "%";
+          tr.appendChild(el("td", { class: "label" }, [bar, el("span", { class: "text", text: text })]));
+        } else {
+          tr.appendChild(el(i === 0 ? "th" : "td", i === 0 ? { scope: "row", text: text } : { class: "num", text: text }));
+        }
+      });
+      body.appendChild(tr);
+    });
+    box.appendChild(el("table", {}, [el("thead", {}, [head]), body]));
+  }
+
+  function renderBreakdown(body) {
+    var barColumn = body.columns.indexOf("visitors") >= 0 && body.source !== "rollup" ? "visitors" : "pageviews";
+    renderTable($("breakdown"), body.columns, body.results, barColumn);
+    $("breakdown-notes").textContent = notesFor(body);
+  }
+
+  function renderFunnel(body) {
+    var box = $("funnel");
+    box.textContent = "";
+    var first = body.results.length ? body.results[0].visitors || 0 : 0;
+    var list = el("ol", { class: "funnel-list" });
+    body.results.forEach(function (r) {
+      var fill = el("div", { class: "fill" });
+      fill.style.width = (first && r.visitors ? Math.round(100 * r.visitors / first) : 0) + "%";
+      var label = r.kind + ":" + r.value;
+      var count = r.suppressed ? t("suppressed") : fmt(r.visitors) + " · " + fmt(r.conversion, "rate");
+      list.appendChild(el("li", { class: "funnel-step" }, [
+        el("span", { text: label }),
+        el("div", { class: "track", role: "img", "aria-label": label + ": " + count }, [fill]),
+        el("span", { class: "num", "data-step": String(r.step), text: count })
+      ]));
+    });
+    box.appendChild(list);
+  }
+
+  function renderConsent(body) {
+    var total = body.total || {};
+    var rows = config.categories.map(function (c) { return { category: t(c), share: total[c] === undefined ? null : total[c] }; });
+    var box = $("consent-total");
+    box.textContent = "";
+    box.appendChild(el("p", { text: t("choices") + ": " + fmt(total.choices) }));
+    renderTable(box.appendChild(el("div")), ["category", "share"], rows.map(function (r) {
+      return { category: r.category, share: r.share === null ? null : fmt(r.share, "rate") };
+    }));
+    renderTable($("consent-days"), body.columns.filter(function (c) { return c !== "suppressed"; }), body.results);
+  }
+
+  function loadAll() {
+    if (!$("token").value.trim()) { status(t("needToken"), true); $("token").focus(); return Promise.resolve(); }
+    try { sessionStorage.setItem("cg-analytics-token", $("token").value.trim()); } catch (e) { /* storage may be off */ }
+    status(t("loading"));
+    return Promise.all([
+      getJSON("aggregate").then(renderHeadline),
+      getJSON("timeseries", endpointParams("timeseries")).then(renderChart),
+      getJSON("breakdown", endpointParams("breakdown")).then(renderBreakdown),
+      getJSON("funnel", endpointParams("funnel")).then(renderFunnel),
+      getJSON("consent-rates").then(renderConsent)
+    ]).then(function () { status(t("loaded")); document.body.setAttribute("data-loaded", "1"); })
+      .catch(function (err) { status(t("error") + ": " + err.message, true); });
+  }
+
+  function exportCsv(endpoint) {
+    var extra = endpointParams(endpoint);
+    extra.format = "csv";
+    call(endpoint, params(extra)).then(function (r) { return r.blob(); }).then(function (blob) {
+      var a = el("a", { href: URL.createObjectURL(blob), download: endpoint + "-" + $("from").value + "-" + $("to").value + ".csv" });
+      document.body.appendChild(a);
+      a.click();
+      a.remove();
+    }).catch(function (err) { status(t("error") + ": " + err.message, true); });
+  }
+
+  function setPreset() {
+    var days = $("preset").value;
+    if (days === "custom") return;
+    var end = new Date(config.today + "T00:00:00Z");
+    var start = new Date(end.getTime() - (parseInt(days, 10) - 1) * 86400000);
+    $("from").value = start.toISOString().slice(0, 10);
+    $("to").value = end.toISOString().slice(0, 10);
+  }
+
+  function init() {
+    var saved = null;
+    try { saved = localStorage.getItem("cg-analytics-lang"); } catch (e) { /* ignore */ }
+    try { $("token").value = sessionStorage.getItem("cg-analytics-token") || ""; } catch (e) { /* ignore */ }
+    fetch("config").then(function (r) { return r.json(); }).then(function (c) {
+      config = c;
+      $("site").value = c.site;
+      var query = new URLSearchParams(location.search);
+      if (query.get("from") && query.get("to")) {
+        $("preset").value = "custom";
+        $("from").value = query.get("from");
+        $("to").value = query.get("to");
+      } else {
+        setPreset();
+      }
+      var wanted = query.get("lang") || saved || c.locale || "ko";
+      applyLang(wanted === "en" ? "en" : "ko");
+      if ($("token").value) loadAll();
+    });
+    $("lang").addEventListener("click", function () { applyLang(lang === "ko" ? "en" : "ko"); if (document.body.getAttribute("data-loaded")) loadAll(); });
+    $("preset").addEventListener("change", setPreset);
+    ["from", "to"].forEach(function (id) { $(id).addEventListener("change", function () { $("preset").value = "custom"; }); });
+    $("controls").addEventListener("submit", function (e) { e.preventDefault(); loadAll(); });
+    $("funnel-form").addEventListener("submit", function (e) {
+      e.preventDefault();
+      getJSON("funnel", endpointParams("funnel")).then(renderFunnel).catch(function (err) { status(t("error") + ": " + err.message, true); });
+    });
+    $("dimension").addEventListener("change", function () {
+      getJSON("breakdown", endpointParams("breakdown")).then(renderBreakdown).catch(function (err) { status(t("error") + ": " + err.message, true); });
+    });
+    document.querySelectorAll("button.csv").forEach(function (b) {
+      b.addEventListener("click", function () { exportCsv(b.getAttribute("data-endpoint")); });
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", init);
+})();

@@ -1,0 +1,236 @@
+"""``consent-gateway keys``, ``stats`` and ``analytics``; the demo mount; the marketing views."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from starlette.testclient import TestClient
+
+from consent_gateway import Settings, create_analytics_app
+from consent_gateway.analytics import AnalyticsMount, TokenStore
+from consent_gateway.cli import main
+from consent_gateway.store import Store, migrate
+from consent_gateway.store.schema import marketing_views
+
+from . import analytics_data as data
+from .conftest import CHDB_URL
+from .test_analytics_dashboard import _free_port
+
+
+@pytest.fixture
+def config(tmp_path: Path, database: str, store: Store) -> Path:
+    """A settings file on the test engine and database, with the data set loaded."""
+    path = tmp_path / "cg.toml"
+    path.write_text(
+        textwrap.dedent(f"""
+        site_id = "test-site"
+        clickhouse_url = "{CHDB_URL}"
+        database = "{database}"
+        data_dir = "{tmp_path / "data"}"
+        """),
+        encoding="utf-8",
+    )
+    migrate(store)
+    return path
+
+
+@pytest.fixture
+def base(store: Store, config: Path) -> dt.date:
+    day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=10)
+    data.insert(store, "events", data.build_rows(day))
+    data.insert(store, "consent_receipts", data.build_receipts(day))
+    return day
+
+
+def test_keys_create_list_revoke(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keys", "create", "team-a", "--expires", "30", "--config", str(config)]) == 0
+    token = capsys.readouterr().out.strip()
+    assert token.startswith("cga_") and len(token) > 40
+    assert main(["keys", "list", "--config", str(config)]) == 0
+    listing = capsys.readouterr().out
+    assert "team-a" in listing and "active" in listing and token not in listing
+    settings = Settings.load(config)
+    assert token not in settings.tokens_path.read_text()
+    assert TokenStore(settings.tokens_path).verify(token) is not None
+    # A second active token of the same name is refused, naming the fix.
+    assert main(["keys", "create", "team-a", "--config", str(config)]) == 2
+    assert "revoke it first" in capsys.readouterr().err
+    assert main(["keys", "revoke", "team-a", "--config", str(config)]) == 0
+    assert TokenStore(settings.tokens_path).verify(token) is None
+    main(["keys", "list", "--config", str(config)])
+    assert "revoked" in capsys.readouterr().out
+    assert main(["keys", "secret"]) == 0
+    assert len(capsys.readouterr().out.strip()) >= 32
+
+
+def test_stats_reads_the_data_directly(config: Path, base: dt.date, capsys: pytest.CaptureFixture[str]) -> None:
+    rng = ["--from", base.isoformat(), "--to", (base + dt.timedelta(days=2)).isoformat()]
+    assert main(["stats", "aggregate", "--config", str(config), *rng]) == 0
+    table = capsys.readouterr().out
+    header, _, values = table.splitlines()[:3]
+    assert header.split() == ["visitors", "visits", "pageviews", "events", "views_per_visit", "bounce_rate"]
+    assert values.split() == ["32", "45", "83", "14", "1.84", "0.4222"]
+    assert "estimates: visitors" in table
+    assert main(["stats", "breakdown", "--dimension", "browser", "--format", "csv", "--config", str(config), *rng]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "value,visitors,pageviews,events"
+    assert "other (suppressed),2,4,0" in lines and not any("RareBrowser" in x for x in lines)
+    assert (
+        main(["stats", "funnel", "--steps", "page:/,page:/pricing", "--format", "json", "--config", str(config), *rng])
+        == 0
+    )
+    body = json.loads(capsys.readouterr().out)
+    assert [r["visitors"] for r in body["results"]] == [32, 12]
+    assert (
+        main(["stats", "timeseries", "--interval", "day", "--filter", "device=tablet", "--config", str(config), *rng])
+        == 0
+    )
+    assert capsys.readouterr().out.splitlines()[2].split()[:3] == [base.isoformat(), "6", "6"]
+    # Bad values are named, as in the API.
+    assert main(["stats", "breakdown", "--dimension", "visitor", "--config", str(config)]) == 2
+    assert "'dimension'" in capsys.readouterr().err
+    assert main(["stats", "aggregate", "--filter", "nonsense", "--config", str(config)]) == 2
+    assert "DIMENSION=VALUE" in capsys.readouterr().err
+
+
+def test_stats_over_http(config: Path, base: dt.date, store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = Settings.load(config)
+    token, _ = TokenStore(settings.tokens_path).create("cli")
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_analytics_app(settings, store=store),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="off",
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        rng = ["--from", base.isoformat(), "--to", (base + dt.timedelta(days=2)).isoformat()]
+        assert main(["stats", "breakdown", "--dimension", "device", "--url", url, "--token", token, *rng]) == 0
+        out = capsys.readouterr().out
+        tablet = next(line for line in out.splitlines() if line.startswith("tablet"))
+        assert tablet.split() == ["tablet", "18", "18", "0"]
+        assert main(["stats", "aggregate", "--url", url, "--token", "cga_wrong", *rng]) == 2
+        assert "401" in capsys.readouterr().err
+        assert main(["stats", "aggregate", "--url", url, "--token", token, "--limit", "3"]) == 2
+        assert "'limit'" in capsys.readouterr().err
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_stats_says_when_the_data_is_locked(tmp_path: Path) -> None:
+    """Two child processes: one holds an embedded engine's data, the other asks it for stats."""
+    data_dir = tmp_path / "locked"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_GATEWAY_")}
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
+            import sys, time
+            from consent_gateway.store import open_store
+            store = open_store("chdb://{data_dir / "clickhouse"}", "default")
+            store.query_rows("SELECT 1")
+            print("ready", flush=True)
+            time.sleep(60)
+        """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        result = subprocess.run(
+            [sys.executable, "-m", "consent_gateway.cli", "stats", "aggregate", "--data", str(data_dir)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 2
+    assert "locked to one process" in result.stderr
+    assert "--url http://127.0.0.1:8001 --token" in result.stderr
+
+
+def test_demo_mount_routes_only_its_prefix(make_settings: Callable[..., Settings], store: Store) -> None:
+    settings = make_settings()
+    migrate(store)
+    token, _ = TokenStore(settings.tokens_path).create("mount")
+    seen: list[str] = []
+
+    async def site(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":  # the wrapped app (the gateway) gets the lifespan
+            while True:
+                message = await receive()
+                seen.append(message["type"])
+                await send({"type": message["type"] + ".complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
+        seen.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"site"})
+
+    app = AnalyticsMount(site, create_analytics_app(settings, store=store), "/_analytics")
+    with TestClient(app) as client:
+        assert client.get("/_analytics", follow_redirects=False).headers["location"] == "/_analytics/"
+        assert "<title>" in client.get("/_analytics/").text
+        assert client.get("/_analytics/api/v1/aggregate").status_code == 401
+        ok = client.get("/_analytics/api/v1/aggregate", headers={"Authorization": f"Bearer {token}"})
+        assert ok.status_code == 200 and ok.json()["results"][0]["pageviews"] == 0
+        assert client.get("/_analyticsx").text == "site"
+        assert client.get("/pricing").text == "site"
+    assert seen == ["lifespan.startup", "/_analyticsx", "/pricing", "lifespan.shutdown"]
+
+
+def test_marketing_views(store: Store) -> None:
+    migrate(store)
+    tables = {
+        r[0]
+        for r in store.query_rows("SELECT name FROM system.tables WHERE database = {db:String}", {"db": store.database})
+    }
+    # The embedded engine has no roles: migration 4 creates nothing there.
+    assert "marketing_events" not in tables and "events_daily" in tables
+    # The same view statements a server gets are valid and expose no visitor keys, IPs or click ids.
+    for statement in marketing_views(store):
+        store.command(statement)
+    columns = {
+        r[0]
+        for r in store.query_rows(
+            "SELECT name FROM system.columns WHERE database = {db:String} AND table = 'marketing_events'",
+            {"db": store.database},
+        )
+    }
+    assert "utm_campaign" in columns and "ad_click" in columns
+    assert not columns & {"visitor", "ip_prefix", "click_id", "granted", "props", "event_id"}
+    data.insert(store, "events", data.build_rows(dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)))
+    campaigns = dict(
+        store.query_rows(
+            f"SELECT utm_campaign, count() FROM {store.table('marketing_events')} WHERE kind = 'visit' "
+            "AND name = 'pageview' GROUP BY utm_campaign"
+        )
+    )
+    assert campaigns["spring"] == 8  # C1..C8 granted marketing; the other "spring" rows are blanked
