@@ -162,12 +162,12 @@ class BannerRenderer:
         query = urlencode({"return_to": safe_return_path(return_to) or "/", "locale": locale}, quote_via=quote)
         return html.escape(f"{self.settings.prefix}/?{query}")
 
-    def _head(self, title_id: str, title: str, locale: str, return_to: str) -> str:
+    def _head(self, title_id: str, title: str, locale: str, return_to: str, heading: str = "h2") -> str:
         t = self.settings.banner
         esc = html.escape
         other = "en" if locale == "ko" else "ko"
         return (
-            f'<div class="cg-head"><h2 id="{title_id}" class="cg-title">{esc(title)}</h2>'
+            f'<div class="cg-head"><{heading} id="{title_id}" class="cg-title">{esc(title)}</{heading}>'
             f'<a class="cg-lang" href="{self._settings_url(other, return_to)}" lang="{other}" hreflang="{other}" '
             f'data-cg-lang="{other}">{esc(t.get("other_language", locale))}</a></div>'
         )
@@ -219,7 +219,7 @@ class BannerRenderer:
             f"{esc(t.get('settings', locale))}</button>" + "</div></form></section>"
         )
 
-    def settings_form(self, consent: Consent, locale: str, return_to: str) -> str:
+    def settings_form(self, consent: Consent, locale: str, return_to: str, *, heading: str = "h2") -> str:
         """The second layer as a plain form: one toggle per category, then the three choices."""
         s = self.settings
         t = s.banner
@@ -254,7 +254,7 @@ class BannerRenderer:
             f'<form method="post" action="{prefix}/" class="cg-form">'
             f'<input type="hidden" name="return_to" value="{ret}">'
             f'<input type="hidden" name="locale" value="{locale}">'
-            + self._head("cg-prefs-title", t.get("settings_link", locale), locale, return_to)
+            + self._head("cg-prefs-title", t.get("settings_link", locale), locale, return_to, heading)
             + self._intro(locale, "cg-prefs-text")
             + self._notices(consent, locale)
             + f'<div class="cg-categories">{"".join(toggles)}</div>'
@@ -287,7 +287,7 @@ class BannerRenderer:
             '<meta name="color-scheme" content="light dark">'
             f"<title>{esc(t.get('settings_link', locale))}</title>"
             f"{self._css}</head>"
-            f'<body class="cg-page"><main>{self.settings_form(consent, locale, return_to)}{withdraw}'
+            f'<body class="cg-page"><main>{self.settings_form(consent, locale, return_to, heading="h1")}{withdraw}'
             f'<p><a href="{ret}" class="cg-back">← {esc(t.get("close", locale))}</a></p></main></body></html>'
         )
 

@@ -263,6 +263,13 @@
     if (back) back.focus();
   }
 
+  function swap(layer, full, picks) {
+    if (!layer) return;
+    layer.replaceChild(build(full, picks).firstChild, layer.firstChild);
+    layer.setAttribute("lang", locale);
+    if (full) wrap.setAttribute("lang", locale);
+  }
+
   function switchLang(code) {
     load().then(function () {
       var picks = wrap ? picked() : null;
@@ -274,9 +281,9 @@
         link.textContent = state.texts[code].settings_link;
         link.setAttribute("href", settingsUrl(code));
       }
-      var first = d.getElementById("cg-banner");
-      if (first) first.parentNode.replaceChild(build(false, null), first);
-      if (wrap) showPrefs(picks);
+      // Swap the contents, not the layers: no second entrance animation, the modal stays put.
+      swap(d.getElementById("cg-banner"), false, null);
+      if (wrap) swap(d.getElementById("cg-prefs"), true, picks);
       var target = (wrap || d.getElementById("cg-banner") || root).querySelector("[data-cg-lang]");
       if (target) target.focus();
     }, function () { w.location.href = settingsUrl(code); });

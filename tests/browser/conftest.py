@@ -188,5 +188,5 @@ def screenshot(page: Any, name: str) -> Path:
     """Write a full-page screenshot under test-output/screenshots/ for a person to look at."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=False)
+    page.screenshot(path=str(path), animations="disabled")
     return path
