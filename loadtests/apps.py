@@ -1,0 +1,45 @@
+"""ASGI factories the load tests serve with uvicorn (``uvicorn --factory loadtests.apps:NAME``).
+
+The data directory comes from ``CG_LOAD_DATA``: each server gets its own, so its embedded
+ClickHouse is never shared with another process.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from consent_gateway import ConsentGateway, Settings
+from consent_gateway.demo import create_demo_app
+from consent_gateway.keys import local_keys
+
+DEMO_CONFIG = Path(__file__).resolve().parent.parent / "consent_gateway" / "demo" / "demo.toml"
+DATA_ENV = "CG_LOAD_DATA"
+
+
+def load_settings(data_dir: Path) -> Settings:
+    """The demo's settings on ``data_dir`` with its local keys, as ``consent-gateway demo`` builds them."""
+    settings = Settings.load(DEMO_CONFIG, data_dir=data_dir.resolve())
+    secret_keys, pseudonym_key = local_keys(settings.keys_dir)
+    return settings.replace(
+        secret_keys=settings.secret_keys or secret_keys,
+        pseudonym_key=settings.pseudonym_key or pseudonym_key,
+    )
+
+
+def _data_dir() -> Path:
+    value = os.environ.get(DATA_ENV)
+    if not value:
+        raise RuntimeError(f"set {DATA_ENV} to the data directory of this server (one per process)")
+    return Path(value)
+
+
+def bare() -> Any:
+    """The demo site alone: the baseline."""
+    return create_demo_app()
+
+
+def gateway() -> Any:
+    """The demo site wrapped in the consent gateway, writing to the embedded ClickHouse."""
+    return ConsentGateway(create_demo_app(), load_settings(_data_dir()))

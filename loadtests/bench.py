@@ -1,0 +1,680 @@
+"""Benchmark of the consent gateway around the demo site, as ratios measured side by side in one run.
+
+    .venv/bin/python -m loadtests.bench                 # the full run (about 6 minutes)
+    .venv/bin/python -m loadtests.bench --quick         # a short smoke run of every part
+
+It starts its own uvicorn servers (one worker each, no access log, 127.0.0.1 only) and measures:
+
+- page throughput of the bare demo site vs the same site wrapped in the gateway, with a valid
+  consent cookie and visit logging to the embedded ClickHouse; A and B alternate every round and
+  the median of the per-round ratios is reported (wrk when /usr/bin/wrk exists, else pyload);
+- ``/_consent/collect`` events persisted per second, single events and batches of 50, counted in
+  ClickHouse after the server has exited (``loadtests.stored`` in a separate process);
+- latency p50/p99 at a fixed request rate (pyload's open loop: wrk cannot hold a rate);
+- peak RSS of the gateway under page load, under collect load, and while ``/collect`` is
+  flooded until the queue is full (the gateway answers 503 then).
+
+It writes ``bench-<time>.json``, ``bench.json`` (latest) and ``bench.png`` to ``--out`` and prints a
+Markdown table. Nothing here asserts on time: it reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import secrets
+import shutil
+import statistics
+import string
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import pyload
+from .servers import ROOT, Server, consent_cookie, health, request
+from .stored import VISITS, count_in_subprocess
+
+WRK = shutil.which("wrk")
+BROWSER_UA = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0.0.0 Safari/537.36"
+)
+PAGE_PATH = "/"
+EVENT_NAME = "portfolio_view"  # analytics category: kept with consent, pseudonymised without
+BATCH = 50
+
+
+# -- machine and helpers -------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    """nproc, CPU model, Python version: the facts a reader needs to weigh the numbers."""
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model or platform.processor(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def run_id(label: str) -> str:
+    """A run tag with few digits, so the pseudonymiser's phone-number redaction never touches it."""
+    return f"{label}-" + "".join(secrets.choice(string.ascii_lowercase) for _ in range(10))
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+class RssSampler:
+    """Samples a process's resident set size every ``interval`` seconds in a thread; keeps the peak."""
+
+    def __init__(self, pid: int, interval: float = 0.1) -> None:
+        import psutil
+
+        self._proc = psutil.Process(pid)
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.peak = 0
+        self.samples: list[int] = []
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                rss = int(self._proc.memory_info().rss)
+            except Exception:
+                return
+            self.samples.append(rss)
+            self.peak = max(self.peak, rss)
+            self._stop.wait(self._interval)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+# -- load generators -----------------------------------------------------------------------------
+
+
+@dataclass
+class Load:
+    """One closed-loop run: completed requests, how many were not 2xx/3xx, and its duration."""
+
+    requests: int
+    bad_status: int
+    errors: int
+    seconds: float
+    p50_ms: float = float("nan")
+    p99_ms: float = float("nan")
+    generator: str = "wrk"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def ok(self) -> int:
+        return self.requests - self.bad_status
+
+
+_WRK_DONE = """
+done = function(summary, latency, requests)
+  io.write(string.format(
+    'WRKJSON {"requests": %d, "duration_us": %d, "status_errors": %d, "connect": %d, "read": %d, '
+    .. '"write": %d, "timeout": %d, "p50_us": %d, "p99_us": %d}\\n',
+    summary.requests, summary.duration, summary.errors.status, summary.errors.connect, summary.errors.read,
+    summary.errors.write, summary.errors.timeout, latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def _lua_string(value: str) -> str:
+    level = "=" * 3
+    while f"]{level}]" in value:
+        level += "="
+    return f"[{level}[{value}]{level}]"
+
+
+def load(
+    port: int, method: str, path: str, headers: dict[str, str], body: bytes, *, seconds: float, connections: int,
+    use_wrk: bool,
+) -> Load:
+    """``connections`` clients back to back for ``seconds`` against 127.0.0.1:``port``."""
+    if use_wrk and WRK:
+        script = [f"wrk.method = {_lua_string(method)}"]
+        if body:
+            script.append(f"wrk.body = {_lua_string(body.decode('utf-8'))}")
+        script += [f"wrk.headers[ {_lua_string(k)} ] = {_lua_string(v)}" for k, v in headers.items()]
+        script.append(_WRK_DONE)
+        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+            fh.write("\n".join(script))
+        try:
+            proc = subprocess.run(  # noqa: S603
+                [WRK, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
+                 "-s", fh.name, f"http://127.0.0.1:{port}{path}"],
+                capture_output=True, text=True, timeout=seconds + 60, check=False,
+            )
+        finally:
+            os.unlink(fh.name)
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
+        if line is None:
+            raise RuntimeError(f"wrk printed no summary: {proc.stdout[-500:]} {proc.stderr[-500:]}")
+        data = json.loads(line[len("WRKJSON "):])
+        return Load(
+            requests=data["requests"],
+            bad_status=data["status_errors"],
+            errors=data["connect"] + data["read"] + data["write"] + data["timeout"],
+            seconds=data["duration_us"] / 1e6,
+            p50_ms=data["p50_us"] / 1000,
+            p99_ms=data["p99_us"] / 1000,
+            generator="wrk",
+        )
+    raw = pyload.build_request(method, path, f"127.0.0.1:{port}", headers, body)
+    result = asyncio.run(pyload.closed_loop(port, raw, connections=connections, seconds=seconds))
+    bad = sum(n for status, n in result.statuses.items() if not 200 <= status < 400)
+    return Load(
+        requests=result.requests, bad_status=bad, errors=result.errors, seconds=result.seconds,
+        p50_ms=result.percentile(50), p99_ms=result.percentile(99), generator="pyload",
+        extra={"statuses": dict(result.statuses)},
+    )
+
+
+def wait_drained(port: int, timeout: float = 120.0) -> float:
+    """Seconds until the gateway's queue is empty and a flush barrier has passed.
+
+    ``GET /_consent/receipts`` with a consent cookie waits for everything queued before it to be
+    written; /healthz reports the queue length while it drains.
+    """
+    started = time.monotonic()
+    deadline = started + timeout
+    while time.monotonic() < deadline:
+        queued = health(port).get("queued", 0)
+        if not queued:
+            break
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def flush_barrier(port: int, cookie: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        started = time.monotonic()
+        status, _, body = request(port, "GET", "/_consent/receipts", headers={"Cookie": f"cg_consent={cookie}"},
+                                  timeout=60)
+        if status != 200:
+            raise RuntimeError(f"/_consent/receipts answered {status}: {body[:200]!r}")
+        if time.monotonic() - started < 9.0:  # the route's own flush wait is 10 s: this one completed
+            return
+
+
+def page_headers(cookie: str) -> dict[str, str]:
+    """A returning visitor: consent given, the site's own analytics and marketing ids already set."""
+    return {
+        "User-Agent": BROWSER_UA,
+        "Accept": "text/html,application/xhtml+xml",
+        "Accept-Language": "ko-KR,ko;q=0.9,en;q=0.8",
+        "Cookie": f"cg_consent={cookie}; _pa_id=0f1e2d3c4b5a69788796a5b4c3d2e1f0; _mk_px=00112233445566778899aabb",
+    }
+
+
+def check_pages(bare: Server, gw: Server, headers: dict[str, str]) -> None:
+    """Both servers answer the measured page; the gateway's copy carries the banner root, no form."""
+    for server in (bare, gw):
+        status, _, body = request(server.port, "GET", PAGE_PATH, headers=headers)
+        if status != 200 or b"</html>" not in body:
+            raise RuntimeError(f"{server!r} answered {status} to GET {PAGE_PATH}; expected a 200 HTML page")
+    _, _, body = request(gw.port, "GET", PAGE_PATH, headers=headers)
+    if b'id="cg-root"' not in body or b'data-cg-status="given"' not in body or b'id="cg-banner"' in body:
+        raise RuntimeError("the gateway's page does not show a given consent; the cookie was not accepted")
+
+
+def event_body(run: str, batch: int) -> bytes:
+    event = {
+        "name": EVENT_NAME,
+        "url": "/portfolio?utm_source=newsletter&utm_campaign=spring",
+        "referrer": "https://search.example/",
+        "props": {"run": run, "work": "sunset-hills"},
+    }
+    return json.dumps(event if batch == 1 else [event] * batch).encode()
+
+
+def collect_headers(port: int, cookie: str) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "Origin": f"http://127.0.0.1:{port}",
+        "User-Agent": BROWSER_UA,
+        "Cookie": f"cg_consent={cookie}",
+    }
+
+
+# -- parts ---------------------------------------------------------------------------------------
+
+
+def page_throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    bare = Server("bare", work / "pages-bare")
+    gw = Server("gateway", work / "pages-gateway")
+    rounds: list[dict[str, Any]] = []
+    with bare, gw:
+        cookie = consent_cookie(gw.port)
+        headers = page_headers(cookie)
+        check_pages(bare, gw, headers)
+        sent_to_gateway = 2  # check_pages
+        for server in (bare, gw):  # warm caches and the first chdb part
+            warm = load(server.port, "GET", PAGE_PATH, headers, b"", seconds=1, connections=args.connections,
+                        use_wrk=args.wrk)
+            if server is gw:
+                sent_to_gateway += warm.requests
+        wait_drained(gw.port)
+        peak = 0
+        for r in range(args.rounds):
+            pair: dict[str, Any] = {}
+            for name in (("bare", "gateway") if r % 2 == 0 else ("gateway", "bare")):
+                server = bare if name == "bare" else gw
+                with RssSampler(server.proc.pid) as rss:  # type: ignore[union-attr]
+                    result = load(server.port, "GET", PAGE_PATH, headers, b"", seconds=args.seconds,
+                                  connections=args.connections, use_wrk=args.wrk)
+                if name == "gateway":
+                    sent_to_gateway += result.requests
+                    peak = max(peak, rss.peak)
+                    # Let the gateway's writer finish before the baseline runs on the same cores.
+                    wait_drained(gw.port)
+                time.sleep(args.settle)
+                if result.bad_status or result.errors or not result.requests:
+                    raise RuntimeError(f"{name}: {result.bad_status} bad statuses, {result.errors} errors of "
+                                       f"{result.requests} requests; the run is not comparable")
+                pair[name] = {"rps": result.rps, "requests": result.requests, "p50_ms": result.p50_ms,
+                              "p99_ms": result.p99_ms, "generator": result.generator}
+            pair["ratio"] = pair["gateway"]["rps"] / pair["bare"]["rps"]
+            rounds.append(pair)
+            print(f"  pages round {r + 1}: bare {pair['bare']['rps']:.0f}/s, gateway {pair['gateway']['rps']:.0f}/s, "
+                  f"ratio {pair['ratio']:.3f}", flush=True)
+    visits = count_in_subprocess(gw.data_dir, []).get(VISITS, 0)
+    return {
+        "path": PAGE_PATH,
+        "connections": args.connections,
+        "seconds": args.seconds,
+        "generator": rounds[0]["bare"]["generator"] if rounds else "",
+        "rounds": rounds,
+        "bare_rps": median([p["bare"]["rps"] for p in rounds]),
+        "gateway_rps": median([p["gateway"]["rps"] for p in rounds]),
+        "ratio": median([p["ratio"] for p in rounds]),
+        "gateway_requests": sent_to_gateway,
+        "visits_stored": visits,
+        "gateway_peak_rss": peak,
+    }
+
+
+def collect_throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    runs: dict[str, list[dict[str, Any]]] = {"single": [], "batch": []}
+    for r in range(args.collect_rounds):
+        for mode in (("single", "batch") if r % 2 == 0 else ("batch", "single")):
+            size = 1 if mode == "single" else BATCH
+            server = Server("gateway", work / f"collect-{mode}-{r}")
+            tag = run_id(f"bench-{mode}")
+            with server:
+                cookie = consent_cookie(server.port)
+                headers = collect_headers(server.port, cookie)
+                body = event_body(tag, size)
+                status, _, answer = request(server.port, "POST", "/_consent/collect", body, headers)
+                if status != 202 or json.loads(answer).get("accepted") != size:
+                    raise RuntimeError(f"POST /_consent/collect answered {status} {answer[:200]!r}; expected 202")
+                with RssSampler(server.proc.pid) as rss:  # type: ignore[union-attr]
+                    result = load(server.port, "POST", "/_consent/collect", headers, body,
+                                  seconds=args.collect_seconds, connections=args.collect_connections,
+                                  use_wrk=args.wrk)
+                    drained = wait_drained(server.port)
+                    barrier_started = time.monotonic()
+                    flush_barrier(server.port, cookie)
+                    drained += time.monotonic() - barrier_started
+            stored = count_in_subprocess(server.data_dir, [tag])[tag]
+            acked = (result.ok + 1) * size  # +1: the check request above
+            run = {
+                "events_per_request": size,
+                "requests": result.requests + 1,
+                "acked_events": acked,
+                "refused_requests": result.bad_status,
+                "stored_events": stored,
+                "load_seconds": result.seconds,
+                "drain_seconds": drained,
+                "acked_per_s": acked / result.seconds,
+                "persisted_per_s": stored / (result.seconds + drained),
+                "p50_ms": result.p50_ms,
+                "p99_ms": result.p99_ms,
+                "peak_rss": rss.peak,
+                "lost": max(0, acked - stored),
+            }
+            runs[mode].append(run)
+            print(f"  collect {mode} round {r + 1}: acked {acked}, stored {stored}, "
+                  f"{run['persisted_per_s']:.0f} events/s persisted ({result.bad_status} refused with 503)",
+                  flush=True)
+            if not args.keep:
+                shutil.rmtree(server.data_dir, ignore_errors=True)
+    return {
+        mode: {
+            "rounds": items,
+            "persisted_per_s": median([i["persisted_per_s"] for i in items]),
+            "acked_per_s": median([i["acked_per_s"] for i in items]),
+            "lost": sum(i["lost"] for i in items),
+            "peak_rss": max((i["peak_rss"] for i in items), default=0),
+        }
+        for mode, items in runs.items()
+    } | {"connections": args.collect_connections, "seconds": args.collect_seconds}
+
+
+def fixed_rate_latency(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    bare = Server("bare", work / "latency-bare")
+    gw = Server("gateway", work / "latency-gateway")
+    series: dict[str, list[dict[str, float]]] = {"bare": [], "gateway": [], "collect": []}
+    with bare, gw:
+        cookie = consent_cookie(gw.port)
+        headers = page_headers(cookie)
+        page = {
+            "bare": pyload.build_request("GET", PAGE_PATH, f"127.0.0.1:{bare.port}", headers),
+            "gateway": pyload.build_request("GET", PAGE_PATH, f"127.0.0.1:{gw.port}", headers),
+        }
+        tag = run_id("bench-latency")
+        collect_raw = pyload.build_request("POST", "/_consent/collect", f"127.0.0.1:{gw.port}",
+                                           collect_headers(gw.port, cookie), event_body(tag, 1))
+        for r in range(args.rounds):
+            order = ("bare", "gateway", "collect") if r % 2 == 0 else ("collect", "gateway", "bare")
+            for name in order:
+                port = bare.port if name == "bare" else gw.port
+                raw = collect_raw if name == "collect" else page[name]
+                result = asyncio.run(pyload.open_loop(port, raw, rate=args.rate, seconds=args.latency_seconds))
+                wanted = 202 if name == "collect" else 200
+                if result.errors or set(result.statuses) != {wanted}:
+                    raise RuntimeError(f"{name} at {args.rate}/s: statuses {dict(result.statuses)}, "
+                                       f"{result.errors} errors")
+                series[name].append({"p50_ms": result.percentile(50), "p99_ms": result.percentile(99),
+                                     "rps": result.rps, "late": result.late})
+                if name != "bare":
+                    wait_drained(gw.port)
+    return {
+        "rate": args.rate,
+        "seconds": args.latency_seconds,
+        "generator": "pyload (open loop)",
+        **{
+            name: {
+                "rounds": items,
+                "p50_ms": median([i["p50_ms"] for i in items]),
+                "p99_ms": median([i["p99_ms"] for i in items]),
+            }
+            for name, items in series.items()
+        },
+    }
+
+
+def queue_full_rss(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Flood /collect with batches until the queue is full (503s), sampling RSS and the queue length."""
+    server = Server("gateway", work / "queue-full")
+    peak_queue = 0
+    queue_max = 0
+    with server:
+        cookie = consent_cookie(server.port)
+        import psutil
+
+        idle = int(psutil.Process(server.proc.pid).memory_info().rss)  # type: ignore[union-attr]
+        stop = threading.Event()
+
+        def poll() -> None:
+            nonlocal peak_queue
+            while not stop.is_set():
+                with contextlib.suppress(Exception):
+                    peak_queue = max(peak_queue, int(health(server.port).get("queued", 0)))
+                stop.wait(0.2)
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        headers = collect_headers(server.port, cookie)
+        with RssSampler(server.proc.pid) as rss:  # type: ignore[union-attr]
+            result = load(server.port, "POST", "/_consent/collect", headers, event_body(run_id("flood"), BATCH),
+                          seconds=args.flood_seconds, connections=args.flood_connections, use_wrk=args.wrk)
+            stop.set()
+            poller.join(5)
+            after_load = int(psutil.Process(server.proc.pid).memory_info().rss)  # type: ignore[union-attr]
+        wait_drained(server.port, timeout=300)
+        flush_barrier(server.port, cookie, timeout=300)
+        drained_rss = int(psutil.Process(server.proc.pid).memory_info().rss)  # type: ignore[union-attr]
+        from .apps import load_settings
+
+        queue_max = load_settings(server.data_dir).queue_max
+    if not args.keep:
+        shutil.rmtree(server.data_dir, ignore_errors=True)
+    return {
+        "seconds": args.flood_seconds,
+        "connections": args.flood_connections,
+        "idle_rss": idle,
+        "peak_rss": rss.peak,
+        "rss_after_flood": after_load,
+        "rss_after_drain": drained_rss,
+        "peak_queued": peak_queue,
+        "queue_max": queue_max,
+        "refused_503": result.bad_status,
+        "accepted_requests": result.ok,
+        "queue_filled": result.bad_status > 0,
+    }
+
+
+# -- report --------------------------------------------------------------------------------------
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:.0f} MiB"
+
+
+def table(res: dict[str, Any]) -> str:
+    rows = [("measure", "result", "target")]
+    p = res.get("pages")
+    if p:
+        rows += [
+            ("page throughput, bare demo", f"{p['bare_rps']:.0f} req/s", ""),
+            ("page throughput, behind the gateway", f"{p['gateway_rps']:.0f} req/s", ""),
+            ("**gateway / bare (median of rounds)**", f"**{p['ratio']:.3f}**", "≥ 0.85"),
+            ("visit records stored / pages answered", f"{p['visits_stored']} / {p['gateway_requests']}", "all"),
+        ]
+    c = res.get("collect")
+    if c:
+        rows += [
+            ("`/collect` single events persisted", f"{c['single']['persisted_per_s']:.0f} events/s", "≥ 8,000"),
+            ("`/collect` batches of 50 persisted", f"{c['batch']['persisted_per_s']:.0f} events/s", "≥ 100,000"),
+            ("acknowledged (202) but not stored", f"{c['single']['lost'] + c['batch']['lost']}", "0"),
+        ]
+    lat = res.get("latency")
+    if lat:
+        rate = lat["rate"]
+        for name, label in (("bare", "page, bare"), ("gateway", "page, gateway"), ("collect", "`/collect`, single")):
+            rows.append((f"latency at {rate:.0f} req/s, {label}",
+                         f"p50 {lat[name]['p50_ms']:.1f} ms, p99 {lat[name]['p99_ms']:.1f} ms", ""))
+    q = res.get("queue_full")
+    if p:
+        rows.append(("peak RSS, gateway under page load", mib(p["gateway_peak_rss"]), "bounded"))
+    if c:
+        rows.append(("peak RSS, gateway under `/collect` load",
+                     mib(max(c["single"]["peak_rss"], c["batch"]["peak_rss"])), "bounded"))
+    if q:
+        filled = "queue full, 503s" if q["queue_filled"] else "queue never full"
+        rows += [
+            (f"peak RSS, `/collect` flooded ({filled})", f"{mib(q['peak_rss'])} (idle {mib(q['idle_rss'])})",
+             "bounded"),
+            ("peak queue length / queue_max", f"{q['peak_queued']} / {q['queue_max']}", ""),
+        ]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = ["| " + " | ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) + " |" for row in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def chart(res: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    p = res.get("pages")
+    ax = axes[0][0]
+    if p:
+        xs = range(1, len(p["rounds"]) + 1)
+        ax.plot(xs, [r["bare"]["rps"] for r in p["rounds"]], "o-", label="bare demo")
+        ax.plot(xs, [r["gateway"]["rps"] for r in p["rounds"]], "s-", label="behind the gateway")
+        ax.set_title(f"page throughput (median ratio {p['ratio']:.3f}, target 0.85)")
+        ax.set_xlabel("round")
+        ax.set_ylabel("requests/s")
+        ax.set_ylim(bottom=0)
+        ax.legend()
+    c = res.get("collect")
+    ax = axes[0][1]
+    if c:
+        names = ["single", "batch"]
+        ax.bar(["single events", "batches of 50"], [c[n]["persisted_per_s"] for n in names], color=["C0", "C1"])
+        for i, n in enumerate(names):
+            ax.plot([i] * len(c[n]["rounds"]), [r["persisted_per_s"] for r in c[n]["rounds"]], "k.")
+        ax.axhline(8000, color="C0", ls="--", lw=1, label="target single 8,000/s")
+        ax.axhline(100000, color="C1", ls="--", lw=1, label="target batched 100,000/s")
+        ax.set_yscale("log")
+        ax.set_title("/collect events persisted per second")
+        ax.legend(fontsize=8)
+    lat = res.get("latency")
+    ax = axes[1][0]
+    if lat:
+        names = ["bare", "gateway", "collect"]
+        x = range(len(names))
+        ax.bar([i - 0.2 for i in x], [lat[n]["p50_ms"] for n in names], 0.4, label="p50")
+        ax.bar([i + 0.2 for i in x], [lat[n]["p99_ms"] for n in names], 0.4, label="p99")
+        ax.set_xticks(list(x), ["page, bare", "page, gateway", "/collect"])
+        ax.set_ylabel("ms")
+        ax.set_title(f"latency at {lat['rate']:.0f} requests/s")
+        ax.legend()
+    ax = axes[1][1]
+    labels, values = [], []
+    q = res.get("queue_full")
+    if q:
+        labels.append("idle")
+        values.append(q["idle_rss"] / 2**20)
+    if p:
+        labels.append("page load")
+        values.append(p["gateway_peak_rss"] / 2**20)
+    if c:
+        labels.append("/collect load")
+        values.append(max(c["single"]["peak_rss"], c["batch"]["peak_rss"]) / 2**20)
+    if q:
+        labels.append("queue full" if q["queue_filled"] else "flooded")
+        values.append(q["peak_rss"] / 2**20)
+    if values:
+        ax.bar(labels, values, color="C2")
+        ax.set_ylabel("MiB")
+        ax.set_title("gateway peak RSS")
+    m = res["machine"]
+    fig.suptitle(f"consent-gateway bench {res['started']} · {m['nproc']} cores · {m['cpu']} · Python {m['python']}",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# -- entry point ---------------------------------------------------------------------------------
+
+PARTS = ("pages", "collect", "latency", "queue_full")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m loadtests.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=5, help="A/B rounds for pages and latency (default 5)")
+    parser.add_argument("--seconds", type=float, default=6, help="seconds per page-throughput run (default 6)")
+    parser.add_argument("--connections", type=int, default=16, help="concurrent connections (default 16)")
+    parser.add_argument("--collect-rounds", type=int, default=3, help="rounds of single vs batch (default 3)")
+    parser.add_argument("--collect-connections", type=int, default=64,
+                        help="concurrent /collect clients: many visitors send beacons at once (default 64)")
+    parser.add_argument("--collect-seconds", type=float, default=6, help="seconds per /collect run (default 6)")
+    parser.add_argument("--rate", type=float, default=200, help="fixed request rate for latency (default 200/s)")
+    parser.add_argument("--latency-seconds", type=float, default=5, help="seconds per latency run (default 5)")
+    parser.add_argument("--flood-seconds", type=float, default=20, help="seconds of /collect flood (default 20)")
+    parser.add_argument("--flood-connections", type=int, default=64, help="connections of the flood (default 64)")
+    parser.add_argument("--settle", type=float, default=1.0, help="pause between runs, seconds (default 1)")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    parser.add_argument("--no-wrk", dest="wrk", action="store_false",
+                        help="use the Python generator even if wrk exists")
+    parser.add_argument("--out", type=Path, default=ROOT / "loadtests" / "results", help="where JSON and PNG go")
+    parser.add_argument("--keep", action="store_true", help="keep the servers' data directories")
+    parser.add_argument("--quick", action="store_true", help="a short run of every part (smoke test, not a measure)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.seconds, args.collect_rounds, args.collect_seconds = 2, 1, 1, 1
+        args.latency_seconds, args.rate, args.flood_seconds, args.settle = 1, 50, 2, 0.2
+    unknown = set(args.parts.split(",")) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown part {sorted(unknown)[0]!r}; choose from {', '.join(PARTS)}")
+    return args
+
+
+@contextlib.contextmanager
+def workdir(keep: bool) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="cg-bench-"))
+    try:
+        yield path
+    finally:
+        if keep:
+            print(f"data kept in {path}")
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    parts = args.parts.split(",")
+    started = dt.datetime.now(dt.UTC)
+    res: dict[str, Any] = {
+        "started": started.strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "python -m loadtests.bench " + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": machine(),
+        "generator": "wrk " + (WRK or "") if args.wrk and WRK else "pyload (Python asyncio)",
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    }
+    print(f"consent-gateway bench, {res['machine']['nproc']} cores, {res['machine']['cpu']}, "
+          f"Python {res['machine']['python']}, throughput by {res['generator']}", flush=True)
+    steps = {"pages": page_throughput, "collect": collect_throughput, "latency": fixed_rate_latency,
+             "queue_full": queue_full_rss}
+    with workdir(args.keep) as work:
+        for part in PARTS:
+            if part in parts:
+                print(f"{part} ...", flush=True)
+                res[part] = steps[part](args, work)
+    res["seconds"] = (dt.datetime.now(dt.UTC) - started).total_seconds()
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    text = json.dumps(res, indent=2, default=str)
+    (args.out / f"bench-{stamp}.json").write_text(text)
+    (args.out / "bench.json").write_text(text)
+    chart(res, args.out / "bench.png")
+    print()
+    print(table(res))
+    print()
+    print(f"wrote {args.out / 'bench.json'}, {args.out / f'bench-{stamp}.json'} and {args.out / 'bench.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

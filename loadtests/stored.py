@@ -1,0 +1,62 @@
+"""Count stored events by run id in a stopped server's embedded ClickHouse.
+
+chdb allows one data path per process, so each count runs in its own process::
+
+    python -m loadtests.stored DATA_DIR [RUN_ID ...]   # prints {"RUN_ID": count, ..., "_visits": count}
+
+Events are tagged by the load generators with ``props.run``; pages are counted by path prefix.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from .servers import ROOT
+
+VISITS = "_visits"  # the key under which the number of stored visit records is reported
+
+
+def count_runs(data_dir: Path, run_ids: list[str]) -> dict[str, int]:
+    """Stored events per run id, read in this process (it must not hold another chdb path)."""
+    from consent_gateway.store import open_store
+
+    from .apps import load_settings
+
+    settings = load_settings(data_dir)
+    store = open_store(settings.clickhouse_dsn, settings.database)
+    # The table name is the store's own quoting of a configured database; values are parameters.
+    events = store.table("events")
+    by_run = f"SELECT JSONExtractString(props, 'run') AS run, count() FROM {events} WHERE kind = 'event' "  # noqa: S608
+    rows = store.query_rows(by_run + "AND run IN {runs:Array(String)} GROUP BY run", {"runs": run_ids})
+    found = {str(run): int(n) for run, n in rows}
+    counts = {run: found.get(run, 0) for run in run_ids}
+    visits = f"SELECT count() FROM {events} WHERE kind = 'visit'"  # noqa: S608
+    counts[VISITS] = int(store.query_rows(visits)[0][0])
+    return counts
+
+
+def count_in_subprocess(data_dir: Path, run_ids: list[str], timeout: float = 120.0) -> dict[str, int]:
+    """``count_runs`` in a fresh process, so the caller never opens a chdb path itself."""
+    proc = subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "loadtests.stored", str(data_dir), *run_ids],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"counting events in {data_dir} failed: {proc.stderr[-2000:]}")
+    return {k: int(v) for k, v in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args:
+        print("usage: python -m loadtests.stored DATA_DIR [RUN_ID ...]", file=sys.stderr)
+        return 2
+    print(json.dumps(count_runs(Path(args[0]), args[1:])))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
