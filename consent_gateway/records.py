@@ -150,7 +150,18 @@ def _text(value: Any, where: str, limit: int) -> str:
         raise RequestError(f"{where} must be a string", status=422, field=where)
     if len(value) > limit:
         raise RequestError(f"{where} is {len(value)} characters; the limit is {limit}", status=422, field=where)
+    _unicode(value, where)
     return value
+
+
+def _unicode(value: str, where: str) -> None:
+    # JSON may escape lone surrogates (\ud800); such a string cannot be encoded for ClickHouse
+    # and would fail the writer's whole batch, so it is refused here.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RequestError(f"{where} is not valid Unicode (a lone surrogate escape); send UTF-8 text",
+                           status=422, field=where) from None
 
 
 def _props(value: Any, where: str) -> dict[str, Any] | None:
@@ -164,6 +175,7 @@ def _props(value: Any, where: str) -> dict[str, Any] | None:
     for key, item in value.items():
         if len(key) > MAX_PROP_KEY or not key:
             raise RequestError(f"{where} keys must be 1-{MAX_PROP_KEY} characters", status=422, field=where)
+        _unicode(key, where)
         if isinstance(item, bool) or item is None:
             out[key] = item
         elif isinstance(item, int):
@@ -181,6 +193,7 @@ def _props(value: Any, where: str) -> dict[str, Any] | None:
                     status=422,
                     field=f"{where}.{key}",
                 )
+            _unicode(item, f"{where}.{key}")
             out[key] = item
         else:
             raise RequestError(
