@@ -15,7 +15,18 @@ def set_cookie_name(header_value: bytes | str) -> str:
     name, sep, _ = first.partition("=")
     # A Set-Cookie without '=' names a cookie with an empty name (RFC 6265 5.2); treat the whole
     # pair as the name so it is still classified, never passed through unchecked.
-    return name.strip() if sep else first.strip()
+    # Only SP and HTAB are trimmed, as browsers do (RFC 6265 5.2): str.strip() would also drop
+    # \xa0 or \x85 and classify "\xa0palette_session" as the necessary cookie it is not.
+    return name.strip(" \t") if sep else first.strip(" \t")
+
+
+def set_cookie_names(header_value: bytes | str) -> tuple[str, ...]:
+    """Every name a Set-Cookie may be read back under: a pair without '=' is stored by browsers
+    as a cookie with an empty name, and sent back as a bare token that servers read as a name."""
+    if isinstance(header_value, bytes):
+        header_value = header_value.decode("latin-1")
+    name = set_cookie_name(header_value)
+    return (name,) if "=" in header_value.split(";", 1)[0] else (name, "")
 
 
 def request_cookie_names(cookie_header: str) -> list[str]:
@@ -23,7 +34,7 @@ def request_cookie_names(cookie_header: str) -> list[str]:
     names = []
     for part in cookie_header.split(";"):
         name, sep, _ = part.partition("=")
-        name = name.strip()
+        name = name.strip(" \t")
         if sep and name:
             names.append(name)
     return names

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from .consent import ConsentStatus
-from .cookies import set_cookie_name
+from .cookies import set_cookie_names
 from .records import RawRecord
 from .runtime import GatewayRuntime
 from .settings import Settings
@@ -174,7 +174,7 @@ class ConsentMiddleware:
         for key, value in headers:
             lower = key.lower()
             if lower == b"set-cookie":
-                if not consent.allows(category_of(set_cookie_name(value))):
+                if not all(consent.allows(category_of(name)) for name in set_cookie_names(value)):
                     continue
             elif lower == b"vary":
                 if b"cookie" not in value.lower() and b"*" not in value:

@@ -1,0 +1,410 @@
+"""Property tests of the pure parsers at the edge, 10,000 generated cases each.
+
+Each test names its property; a failure prints the smallest input hypothesis found.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from itsdangerous import URLSafeTimedSerializer
+
+from consent_gateway import Settings
+from consent_gateway.banner import safe_return_path
+from consent_gateway.consent import Consent, ConsentRecord, ConsentStatus
+from consent_gateway.cookies import request_cookie_names, set_cookie_name
+from consent_gateway.errors import RequestError
+from consent_gateway.middleware import ConsentMiddleware, RequestFacts
+from consent_gateway.pseudonymize import (
+    _EMAIL,
+    CLICK_ID_KEYS,
+    reduce_user_agent,
+    redact_path,
+    referrer_host,
+    split_query,
+    split_url,
+    truncate_ip,
+)
+from consent_gateway.records import EVENT_NAME, MAX_PROP_KEY, MAX_PROP_VALUE, MAX_PROPS, MAX_URL, parse_collect_body
+from consent_gateway.registry import CategoryRegistry
+from consent_gateway.runtime import GatewayRuntime
+from consent_gateway.signing import COOKIE_SALT, ConsentCodec
+
+from ..conftest import OLD_SECRET, PSEUDONYM_KEY, REGISTRY, SECRET
+from .strategies import (
+    PARSER_CASES,
+    collect_bodies,
+    cookie_names,
+    cookie_values,
+    header_name_case,
+    ip_strings,
+    latin1_text,
+    other_headers,
+    set_cookie_values,
+    url_strings,
+)
+
+MANY = settings(max_examples=PARSER_CASES, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+# A runtime is only constructed, never started: no ClickHouse is opened by these tests.
+_SETTINGS = Settings(
+    site_id="fuzz",
+    data_dir=Path(tempfile.mkdtemp(prefix="cg-fuzz-")),
+    secret_keys=(OLD_SECRET, SECRET),
+    pseudonym_key=PSEUDONYM_KEY,
+    cookie_secure=False,
+    cookie_registry=REGISTRY,
+)
+_RUNTIME = GatewayRuntime(_SETTINGS)
+CATEGORIES = ("necessary", "preferences", "analytics", "marketing")
+
+
+def _consent(granted: frozenset[str]) -> Consent:
+    return Consent(ConsentStatus.GIVEN, granted | {"necessary"}, consent_id="c" * 22, version="1.0")
+
+
+# -- the consent cookie ------------------------------------------------------------------------
+
+_CODEC = ConsentCodec((OLD_SECRET, SECRET), max_age=365 * 86400)
+_RECORD = ConsentRecord("AbCdEfGhIjKlMnOpQrStUv", "1.0", ("necessary", "analytics"), "custom", 1_790_000_000)
+_GOOD = _CODEC.encode(_RECORD)
+_FOREIGN = ConsentCodec(("a-foreign-key-0123456789abcdefghijklmnop",), max_age=10).encode(_RECORD)
+_OURS = URLSafeTimedSerializer(SECRET, salt=COOKIE_SALT)
+_OTHER_SALT = URLSafeTimedSerializer(SECRET, salt="some.other.purpose")
+
+
+@st.composite
+def cookie_candidates(draw: st.DrawFn) -> tuple[str, str]:
+    """(value, kind): tampered copies of a good cookie, foreign ones, random text, and
+    payloads of any JSON shape signed with our own key."""
+    kind = draw(st.integers(0, 6))
+    if kind == 0:
+        return draw(latin1_text), "random"
+    if kind == 1:
+        i = draw(st.integers(0, len(_GOOD) - 1))
+        c = draw(st.characters(min_codepoint=32, max_codepoint=126))
+        return _GOOD[:i] + c + _GOOD[i + 1 :], "tampered"
+    if kind == 2:
+        return _GOOD[: draw(st.integers(0, len(_GOOD)))] + draw(st.text(max_size=5)), "tampered"
+    if kind == 3:
+        return draw(st.sampled_from([_FOREIGN, _OTHER_SALT.dumps(list(_record_payload()))])), "foreign"
+    if kind == 4:
+        payload = draw(
+            st.recursive(
+                st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=70)),
+                lambda ch: st.lists(ch, max_size=6),
+                max_leaves=10,
+            )
+        )
+        return _OURS.dumps(payload), "signed"
+    if kind == 5:
+        fields = list(_record_payload())
+        i = draw(st.integers(0, 4))
+        fields[i] = draw(st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=70), st.lists(st.text(max_size=40), max_size=40)))
+        return _OURS.dumps(fields), "signed"
+    return _GOOD * draw(st.integers(2, 20)), "oversized"
+
+
+def _record_payload() -> tuple[Any, ...]:
+    return (_RECORD.consent_id, _RECORD.version, list(_RECORD.categories), "c", _RECORD.issued_at)
+
+
+@MANY
+@given(cookie_candidates())
+def test_consent_cookie_never_raises_and_never_accepts_a_forgery(candidate: tuple[str, str]) -> None:
+    value, kind = candidate
+    verified = _CODEC.decode(value, now=1_790_000_100)
+    if verified is None:
+        return
+    assert kind in ("tampered", "signed"), f"a {kind} or malformed cookie verified: {value!r}"
+    record = verified.record
+    # Whatever verified is a well-formed record: the codec never hands half-parsed data on.
+    assert isinstance(record.consent_id, str) and 16 <= len(record.consent_id) <= 64
+    major, minor = record.version.split(".")
+    assert major.isdigit() and minor.isdigit()
+    assert record.method in ("accept_all", "reject_all", "custom", "gpc")
+    assert all(isinstance(c, str) for c in record.categories)
+    assert isinstance(record.issued_at, int) and not isinstance(record.issued_at, bool)
+    if kind == "tampered":
+        # A tampered copy can only verify if it still means exactly the same thing
+        # (base64 tails have a few equivalent spellings).
+        assert record == _RECORD
+
+
+def test_consent_cookie_expires_even_when_cached() -> None:
+    codec = ConsentCodec((SECRET,), max_age=100)
+    value = codec.encode(_RECORD)
+    signed = codec.decode(value)
+    assert signed is not None
+    assert codec.decode(value, now=signed.signed_at + 50) is not None
+    assert codec.decode(value, now=signed.signed_at + 101) is None
+
+
+# -- the Cookie request header -----------------------------------------------------------------
+
+
+def _field_value(raw: bytes) -> bytes:
+    """What an ASGI server can deliver: no control characters other than HTAB."""
+    return bytes(b for b in raw if b >= 32 and b != 127 or b == 9)
+
+
+@st.composite
+def cookie_headers(draw: st.DrawFn) -> list[tuple[bytes, bytes]]:
+    """Request headers with one or two Cookie headers, sometimes carrying the consent cookie."""
+    pairs = draw(st.lists(st.tuples(cookie_names, cookie_values), max_size=8))
+    if draw(st.booleans()):
+        pairs.insert(draw(st.integers(0, len(pairs))), ("cg_consent", _GOOD))
+    lines = [f"{n}={v}" for n, v in pairs]
+    split = draw(st.integers(0, len(lines)))
+    sep = draw(st.sampled_from(["; ", ";", " ; "]))
+    headers = [(b"cookie", _field_value(sep.join(lines[:split]).encode("latin-1", "replace")))]
+    if split < len(lines):
+        headers.append((b"cookie", _field_value(sep.join(lines[split:]).encode("latin-1", "replace"))))
+    headers += draw(st.lists(st.tuples(st.sampled_from([b"user-agent", b"referer", b"x-junk"]), st.binary(max_size=40).map(_field_value)), max_size=3))
+    return draw(st.permutations(headers))
+
+
+def _sent_consent_values(headers: list[tuple[bytes, bytes]]) -> list[str]:
+    """Values of every pair whose name is exactly cg_consent (whitespace and quotes aside)."""
+    out = []
+    for key, value in headers:
+        if key != b"cookie":
+            continue
+        for part in value.split(b";"):
+            name, sep, val = part.partition(b"=")
+            if sep and name.strip(b" \t") == b"cg_consent":
+                out.append(val.strip(b" \t").strip(b'"').decode("latin-1"))
+    return out
+
+
+@MANY
+@given(cookie_headers())
+def test_cookie_header_finds_only_the_consent_cookie(headers: list[tuple[bytes, bytes]]) -> None:
+    facts = RequestFacts(headers, b"cg_consent")
+    sent = _sent_consent_values(headers)
+    # Names that merely contain the consent cookie's name (xcg_consent, cg_consent2, " cg_consent*")
+    # are never read as it; when one was sent, one of the values sent is the one read.
+    if not sent:
+        assert facts.consent_cookie is None
+    else:
+        assert facts.consent_cookie in sent
+    for name in request_cookie_names(facts.cookie):
+        assert name and name == name.strip(" \t")
+        assert name in facts.cookie
+
+
+@MANY
+@given(st.lists(st.tuples(cookie_names, cookie_values), max_size=10), st.frozensets(st.sampled_from(CATEGORIES)))
+def test_refused_request_cookies_are_all_expired(pairs: list[tuple[str, str]], granted: frozenset[str]) -> None:
+    from consent_gateway.routes import _cookie_headers_for_refused
+
+    # ASGI servers refuse request header values with control characters other than HTAB.
+    header = "; ".join(f"{n}={v}" for n, v in pairs).encode("latin-1", "replace")
+    header = bytes(b for b in header if b >= 32 and b != 127 or b == 9)
+    facts = RequestFacts([(b"cookie", header)], b"cg_consent")
+    granted = granted | {"necessary"}
+    deletions = _cookie_headers_for_refused(_RUNTIME, facts, granted)
+    deleted = {set_cookie_name(d) for d in deletions}
+    for name in request_cookie_names(facts.cookie):
+        if name == "cg_consent":
+            continue
+        category = _RUNTIME.cookies.category_of(name)
+        assert (name in deleted) == (category not in granted), (name, category)
+    for value in deletions:
+        assert b"Max-Age=0" in value and b"\r" not in value and b"\n" not in value
+
+
+# -- Set-Cookie filtering -----------------------------------------------------------------------
+
+
+def browser_cookie_name(value: bytes) -> str:
+    """The name a browser stores (RFC 6265bis 5.4): first pair, split at '=', SP/HTAB trimmed;
+    a pair without '=' is a cookie with an empty name."""
+    pair = value.decode("latin-1").split(";", 1)[0]
+    if "=" not in pair:
+        return ""
+    return pair.split("=", 1)[0].strip(" \t")
+
+
+_MIDDLEWARE = ConsentMiddleware(lambda *a: None, runtime=_RUNTIME)  # type: ignore[arg-type, return-value]
+
+
+@MANY
+@given(
+    st.lists(
+        st.one_of(st.tuples(header_name_case, set_cookie_values().map(lambda v: v.encode("latin-1"))), other_headers),
+        max_size=8,
+    ),
+    st.frozensets(st.sampled_from(CATEGORIES)),
+)
+def test_no_refused_category_cookie_passes(headers: list[tuple[bytes, bytes]], granted: frozenset[str]) -> None:
+    consent = _consent(granted)
+    state: dict[str, Any] = {"status": 200, "html": False}
+    out = _MIDDLEWARE._filter_headers(list(headers), consent, None, state)
+    category_of = _RUNTIME.cookies.category_of
+    passed = [v for k, v in out if k.lower() == b"set-cookie"]
+    for value in passed:
+        # Neither the name the gateway sees nor the name the browser will store is refused.
+        assert consent.allows(category_of(set_cookie_name(value))), value
+        assert consent.allows(category_of(browser_cookie_name(value))), value
+    # Allowed cookies are not lost on the way, and other headers pass untouched and in order.
+    for key, value in headers:
+        if key.lower() == b"set-cookie":
+            if consent.allows(category_of(set_cookie_name(value))) and consent.allows(category_of(browser_cookie_name(value))):
+                assert value in passed
+        elif key.lower() != b"vary":
+            assert (key, value) in out
+    assert sum(1 for k, _ in out if k.lower() == b"vary") == max(1, sum(1 for k, _ in headers if k.lower() == b"vary"))
+
+
+@MANY
+@given(cookie_names)
+def test_registry_lookup_matches_exact_names_then_globs(name: str) -> None:
+    registry = CategoryRegistry(REGISTRY, unknown_category="preferences")
+    exact = {p: c for p, c in REGISTRY if not any(ch in p for ch in "*?[")}
+    if name in exact:
+        expected = exact[name]
+    else:
+        expected = next(
+            (c for p, c in REGISTRY if any(ch in p for ch in "*?[") and fnmatch.fnmatchcase(name, p)), "preferences"
+        )
+    assert registry.category_of(name) == expected
+
+
+# -- /collect bodies ------------------------------------------------------------------------------
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@MANY
+@given(collect_bodies())
+def test_collect_body_is_valid_or_a_4xx(body: bytes) -> None:
+    try:
+        events = parse_collect_body(body, max_events=50)
+    except RequestError as exc:
+        assert 400 <= exc.status < 500
+        assert exc.message and len(exc.message) < 400
+        json.dumps(exc.as_json())  # the error body can always be sent
+        return
+    assert 1 <= len(events) <= 50
+    for event in events:
+        assert EVENT_NAME.match(event.name)
+        assert isinstance(event.url, str) and 0 < len(event.url) <= MAX_URL and _encodable(event.url)
+        assert isinstance(event.referrer, str) and len(event.referrer) <= MAX_URL and _encodable(event.referrer)
+        if event.props is not None:
+            assert len(event.props) <= MAX_PROPS
+            for key, value in event.props.items():
+                assert 0 < len(key) <= MAX_PROP_KEY and _encodable(key)
+                assert value is None or isinstance(value, bool | int | float | str)
+                if isinstance(value, str):
+                    assert len(value) <= MAX_PROP_VALUE and _encodable(value)
+            json.dumps(event.props, allow_nan=False)
+
+
+# -- URLs, referrers, user agents, IPs --------------------------------------------------------------
+
+
+@MANY
+@given(ip_strings)
+def test_ip_is_truncated_or_dropped(ip: str) -> None:
+    prefix = truncate_ip(ip)
+    if not prefix:
+        return
+    network = ipaddress.ip_network(prefix)
+    assert network.prefixlen == (24 if network.version == 4 else 48)
+    address = ipaddress.ip_address(ip.strip().split("%", 1)[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    assert address in network
+
+
+@settings(max_examples=PARSER_CASES, deadline=None, database=None)
+@given(st.one_of(latin1_text, st.text(max_size=600), st.sampled_from([
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/120.0 Safari/537.36",
+    "Googlebot/2.1 (+http://www.google.com/bot.html)", "curl/8.4.0", "",
+])))
+def test_user_agent_reduces_to_bounded_families(ua: str) -> None:
+    agent = reduce_user_agent(ua)
+    assert len(agent.browser) <= 40 and len(agent.os) <= 40 and len(agent.browser_version) <= 10
+    assert agent.device in ("bot", "tablet", "mobile", "desktop", "other")
+    assert agent.browser_version == "" or agent.browser_version.isdigit()
+    if "headless" in ua.lower() or "bot/" in ua.lower() and "googlebot" in ua.lower():
+        assert agent.is_bot
+    for text in (agent.browser, agent.os):
+        # Only a family name survives, never the raw string when it is longer than a name.
+        assert len(ua) <= 40 or text != ua
+
+
+@MANY
+@given(url_strings, st.sampled_from(["", "site.example", "site.example:8080", "SITE.example"]))
+def test_referrer_is_reduced_to_a_foreign_host(referrer: str, own: str) -> None:
+    host = referrer_host(referrer, own)
+    assert host == host.lower() and len(host) <= 253
+    assert not any(ch in host for ch in "/?#@")
+    if host:
+        assert host in referrer.lower()
+        assert host != own.split(":", 1)[0].lower()
+
+
+@MANY
+@given(url_strings)
+def test_url_splits_into_path_and_query_without_fragment(url: str) -> None:
+    path, query = split_url(url)
+    assert path and "?" not in path and "#" not in path
+    assert "#" not in query
+    redacted = redact_path(path)
+    assert len(redacted) <= 1024 + 64
+    for segment in redacted.split("/"):
+        assert not _EMAIL.search(unquote(segment)), redacted
+
+
+@MANY
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["utm_source", "UTM_Medium", "utm_campaign", "gclid", "fbclid", "q", "email", "utm_x", "msclkid"]),
+            st.text(alphabet="abcXYZ019@.-_ %+&=", max_size=30),
+        ),
+        max_size=8,
+    ).map(lambda pairs: "&".join(f"{k}={v}" for k, v in pairs)),
+)
+def test_query_keeps_only_utm_values_and_one_click_id(query: str) -> None:
+    parts = split_query(query)
+    for value in parts.utm:
+        assert len(value) <= 200
+        assert not _EMAIL.search(value)
+    if parts.click_id:
+        key = parts.click_id.split(":", 1)[0]
+        assert key in CLICK_ID_KEYS
+
+
+# -- redirects and same-origin --------------------------------------------------------------------
+
+
+@MANY
+@given(st.one_of(url_strings, st.text(alphabet="/\\ \t\r\n.:@%2Fexampl", max_size=20), st.none()))
+def test_return_path_never_leaves_the_site(value: str | None) -> None:
+    from urllib.parse import urljoin, urlsplit
+
+    path = safe_return_path(value)
+    if path is None:
+        return
+    assert path.startswith("/") and not path.startswith(("//", "/\\"))
+    # Browsers drop tabs and newlines and read '\' as '/': none of that may turn it off-site.
+    browser_view = path.replace("\t", "").replace("\n", "").replace("\r", "").replace("\\", "/")
+    assert urlsplit(urljoin("https://site.example/here", browser_view)).netloc == "site.example"
