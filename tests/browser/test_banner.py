@@ -39,6 +39,15 @@ def gated_left(page: Any) -> list[str]:
     )
 
 
+# A page listener that keeps what it was told across the reload that follows a revocation.
+TELL = """consentGateway.on('change', d => sessionStorage.setItem('told',
+  JSON.stringify(JSON.parse(sessionStorage.getItem('told') || '[]').concat([d]))))"""
+
+
+def told(page: Any) -> list[dict[str, Any]]:
+    return page.evaluate("JSON.parse(sessionStorage.getItem('told') || '[]')")
+
+
 def first_layer(page: Any) -> Any:
     return page.locator("#cg-banner")
 
@@ -159,9 +168,13 @@ def test_reopen_change_and_withdraw(site: Any, new_context: Any) -> None:
     for key in ("preferences", "analytics", "marketing"):
         expect(page.locator(f"#cg-cat-{key}")).to_be_checked()
     page.locator("#cg-cat-marketing").uncheck()
-    # Marketing scripts already ran: the page reloads so that only allowed ones run.
+    page.evaluate(TELL)
+    # Marketing scripts already ran: the page is told, then reloads so that only allowed ones run.
     with page.expect_navigation():
         page.locator("#cg-prefs").get_by_role("button", name=T.save_ko).click()
+    assert told(page) == [
+        {"status": "given", "categories": ["analytics", "necessary", "preferences"], "revoked": ["marketing"]}
+    ]
     page.wait_for_function("window.demoAnalyticsLoaded === true")
     assert gated_left(page) == ["marketing"]
     jar = cookies(context)
@@ -169,9 +182,11 @@ def test_reopen_change_and_withdraw(site: Any, new_context: Any) -> None:
     assert not {"_mk_px", "_mk_js"} & set(jar)
     # Withdrawal: the page is told, the server expires every non-necessary cookie, the page reloads.
     page.evaluate("consentGateway.open()")
+    page.evaluate(TELL)
     withdraw = page.locator("#cg-prefs").get_by_role("button", name=T.withdraw_ko)
     with page.expect_navigation():
         withdraw.click()
+    assert told(page)[-1] == {"status": "unset", "categories": [], "revoked": ["analytics"], "withdrawn": True}
     expect(first_layer(page)).to_be_visible()
     jar = cookies(context)
     assert "cg_consent" not in jar
