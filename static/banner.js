@@ -1,7 +1,11 @@
 /* consent-gateway banner. Takes over the server-rendered first layer, builds the second layer
    from GET {prefix}/state, gates scripts and iframes, and offers window.consentGateway.
    Plain ES5, no dependencies, no build step. Text only ever enters the page through DOM APIs
-   (createTextNode, setAttribute), never innerHTML; no eval, no inline style: strict-CSP safe. */
+   (createTextNode, setAttribute), never innerHTML; no eval, no inline style: strict-CSP safe.
+   Page API: consentGateway.get() -> {status, categories, gpc}; .on("change", fn) where fn gets
+   {status, categories, revoked[, withdrawn]} (also a "consentgateway:change" DOM event); .open();
+   .withdraw(). Gated markup: <script type="text/plain" data-consent="analytics" src|data-src>
+   and <iframe data-consent="marketing" data-src>. */
 (function (w, d) {
   "use strict";
   var me = d.currentScript;

@@ -61,7 +61,15 @@ def test_strict_csp_with_nonce_gates_src_scripts_and_iframes(site: Any, new_cont
     assert page.evaluate("window.demoMarketingLoaded") is None
 
 
-def test_tracker_sends_spa_views_and_events_the_server_keeps(site: Any, new_context: Any) -> None:
+def test_tracker_sends_spa_views_and_events_the_server_keeps(serve: Any, new_context: Any) -> None:
+    site = serve(
+        event_registry=(
+            ("pageview", "analytics"),
+            ("signup", "marketing"),
+            ("portfolio_view", "analytics"),
+            ("promo_*", "marketing"),
+        )
+    )
     context = new_context()
     page = context.new_page()
     beacons: list[dict[str, Any]] = []
@@ -73,6 +81,7 @@ def test_tracker_sends_spa_views_and_events_the_server_keeps(site: Any, new_cont
     page.wait_for_function("() => typeof consentGateway.track === 'function'")
     # No consent yet: a marketing event would be dropped by the server, so it is not sent at all.
     assert page.evaluate("consentGateway.track('signup', {plan: 'trial'})") is False
+    assert page.evaluate("consentGateway.track('promo_spring')") is False  # a glob in the registry
     with page.expect_request("**/_consent/collect") as sent:
         assert page.evaluate("consentGateway.track('portfolio_view', {piece: 3})") is True
     answer = sent.value.response()
@@ -89,11 +98,14 @@ def test_tracker_sends_spa_views_and_events_the_server_keeps(site: Any, new_cont
         assert page.evaluate("consentGateway.track('signup', {plan: 'trial'})") is True
     answer = sent.value.response()
     assert answer is not None and answer.json()["kept"] == 1
+    with page.expect_request("**/_consent/collect"):
+        assert page.evaluate("consentGateway.track('promo_spring')") is True
     # The page view of /lab itself was logged by the gateway when it served the page: not sent again.
     assert [(b["name"], b["url"]) for b in beacons] == [
         ("portfolio_view", "/lab"),
         ("pageview", "/lab/next?tab=2"),
         ("pageview", "/lab"),
         ("signup", "/lab"),
+        ("promo_spring", "/lab"),
     ]
     assert beacons[0]["props"] == {"piece": 3}
