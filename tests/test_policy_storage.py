@@ -1,0 +1,279 @@
+"""What lands in ClickHouse for each cell of the policy matrix, and how long it stays there."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from consent_gateway import ConsentGateway, Settings
+from consent_gateway.store import EVENT_COLUMNS, RECEIPT_COLUMNS, Store, migrate
+from consent_gateway.store.schema import MIGRATIONS
+from tests.conftest import SECRET
+from tests.gateway_support import client_for, sign_cookie, site_app
+
+VISITOR_IP = "203.0.113.7"
+CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.6099.109 Safari/537.36"
+)
+CID = "cid-visitor-0123456789"
+QUERY = "utm_source=news&utm_campaign=spring&gclid=G-CLICK-1&token=SECRET-TOKEN&email=kim%40example.com"
+REFERRER = "https://www.google.com/search?q=private-words"
+EVENT_BATCH = [
+    {"name": "pageview", "url": f"/portfolio?{QUERY}", "referrer": REFERRER, "props": {"who": "kim@example.com", "n": 3}},
+    {"name": "signup", "url": f"/?{QUERY}", "referrer": REFERRER},
+]
+RAW_VALUES = (VISITOR_IP, CHROME, "SECRET-TOKEN", "kim%40example.com", "private-words", "search?q")
+
+
+def _stored(
+    make_settings: Callable[..., Settings],
+    store: Store,
+    categories: list[str] | None,
+    *,
+    client: tuple[str, int] = (VISITOR_IP, 50000),
+    headers: dict[str, str] | None = None,
+    **overrides: Any,
+) -> tuple[list[dict[str, Any]], ConsentGateway, dict[str, Any]]:
+    """One page visit and one /collect batch by a visitor with ``categories``; the stored rows."""
+    gateway = ConsentGateway(site_app(), make_settings(**overrides))
+    with client_for(gateway, client=client) as http:
+        http.headers.update({"User-Agent": CHROME, "Referer": REFERRER, **(headers or {})})
+        if categories is not None:
+            http.cookies.set("cg_consent", sign_cookie(SECRET, consent_id=CID, categories=categories))
+        assert http.get(f"/students?{QUERY}").status_code == 200
+        counts = http.post("/_consent/collect", json=EVENT_BATCH, headers={"Referer": "http://testserver/"}).json()
+    # Leaving the client ran lifespan shutdown, which flushes the writer.
+    rows = store.query_dicts(f"SELECT * FROM {store.table('events')} ORDER BY kind DESC, name")
+    return rows, gateway, counts
+
+
+def _assert_no_raw_values(row: dict[str, Any]) -> None:
+    text = repr(row)
+    for raw in RAW_VALUES:
+        assert raw not in text, f"{raw!r} stored in {row}"
+
+
+def _assert_pseudonymised(row: dict[str, Any], gateway: ConsentGateway) -> None:
+    assert row["identified"] == 0
+    assert CID not in repr(row)
+    assert row["visitor"] != gateway.runtime.rows.visitor_of(CID)
+    assert row["granted"] == []
+    assert row["click_id"] == ""
+    assert row["ip_prefix"] == "203.0.113.0/24"
+    assert row["utm_source"] == "news" and row["utm_campaign"] == "spring"
+    assert row["referrer_host"] == "www.google.com"
+    assert (row["browser"], row["browser_version"], row["os"], row["device"]) == ("Chrome", "120", "Windows", "desktop")
+    _assert_no_raw_values(row)
+
+
+def test_analytics_granted_keeps_visits_and_events_under_the_consent_visitor_key(
+    make_settings: Callable[..., Settings], store: Store
+) -> None:
+    rows, gateway, counts = _stored(make_settings, store, ["necessary", "analytics"])
+    assert counts == {"accepted": 2, "kept": 1, "pseudonymised": 0, "dropped": 1}
+    by_name = {(r["kind"], r["name"]): r for r in rows}
+    assert set(by_name) == {("visit", "pageview"), ("event", "pageview")}  # the marketing event is gone
+    visitor = gateway.runtime.rows.visitor_of(CID)
+    for row in by_name.values():
+        assert row["identified"] == 1
+        assert row["visitor"] == visitor
+        assert row["granted"] == ["analytics", "necessary"]
+        assert row["ip_prefix"] == "203.0.113.0/24"  # kept rows are truncated too
+        assert row["click_id"] == ""  # click ids need marketing consent
+        assert row["utm_source"] == "news"
+        assert CID not in repr(row)  # only the keyed hash of the consent id
+        _assert_no_raw_values(row)
+    visit = by_name[("visit", "pageview")]
+    assert (visit["path"], visit["status"], visit["category"]) == ("/students", 200, "analytics")
+    assert visit["site"] == "test-site"
+    event = by_name[("event", "pageview")]
+    assert event["path"] == "/portfolio"
+    assert event["props"] == '{"who":"kim@example.com","n":3}'  # consented: props as sent
+
+
+def test_no_analytics_consent_pseudonymises_visits_and_analytics_events(
+    make_settings: Callable[..., Settings], store: Store
+) -> None:
+    # The visitor has a consent id (marketing only): it must still appear nowhere in analytics rows.
+    rows, gateway, counts = _stored(make_settings, store, ["necessary", "marketing"])
+    assert counts == {"accepted": 2, "kept": 1, "pseudonymised": 1, "dropped": 0}
+    by_name = {(r["kind"], r["name"]): r for r in rows}
+    assert set(by_name) == {("visit", "pageview"), ("event", "pageview"), ("event", "signup")}
+    _assert_pseudonymised(by_name[("visit", "pageview")], gateway)
+    event = by_name[("event", "pageview")]
+    _assert_pseudonymised(event, gateway)
+    assert event["props"] == '{"who":"[redacted]","n":3}'
+    # Same visitor, same day: one pseudonymous key for the visit and the event.
+    assert by_name[("visit", "pageview")]["visitor"] == event["visitor"]
+
+
+def test_no_consent_at_all_pseudonymises_and_drops_marketing(make_settings: Callable[..., Settings], store: Store) -> None:
+    rows, gateway, counts = _stored(make_settings, store, None)
+    assert counts == {"accepted": 2, "kept": 0, "pseudonymised": 1, "dropped": 1}
+    assert {(r["kind"], r["name"]) for r in rows} == {("visit", "pageview"), ("event", "pageview")}
+    for row in rows:
+        _assert_pseudonymised(row, gateway)
+
+
+def test_marketing_granted_keeps_campaign_and_click_ids(make_settings: Callable[..., Settings], store: Store) -> None:
+    rows, gateway, _ = _stored(make_settings, store, ["necessary", "analytics", "marketing"])
+    signup = next(r for r in rows if r["name"] == "signup")
+    assert signup["identified"] == 1 and signup["category"] == "marketing"
+    assert signup["visitor"] == gateway.runtime.rows.visitor_of(CID)
+    assert signup["click_id"] == "gclid:G-CLICK-1"
+    assert (signup["utm_source"], signup["utm_campaign"]) == ("news", "spring")
+    visit = next(r for r in rows if r["kind"] == "visit")
+    assert visit["click_id"] == "gclid:G-CLICK-1"  # the landing visit carries it too
+    for row in rows:
+        _assert_no_raw_values(row)
+
+
+def test_marketing_refused_by_gpc_is_not_stored(make_settings: Callable[..., Settings], store: Store) -> None:
+    rows, _, counts = _stored(make_settings, store, ["necessary", "analytics", "marketing"], headers={"Sec-GPC": "1"})
+    assert counts["dropped"] == 1
+    assert [r for r in rows if r["name"] == "signup"] == []
+    assert all(r["click_id"] == "" for r in rows)
+
+
+def test_custom_matrix_can_drop_unconsented_visits(make_settings: Callable[..., Settings], store: Store) -> None:
+    matrix = (("visit", "keep", "drop"), ("analytics", "keep", "pseudonymise"), ("marketing", "keep", "drop"))
+    rows, _, _ = _stored(make_settings, store, None, policy_matrix=matrix)
+    assert [(r["kind"], r["name"]) for r in rows] == [("event", "pageview")]
+
+
+def test_email_and_phone_path_segments_are_redacted(make_settings: Callable[..., Settings], store: Store) -> None:
+    gateway = ConsentGateway(site_app(), make_settings())
+    with client_for(gateway, client=(VISITOR_IP, 1)) as http:
+        http.get("/students/kim@example.com/notes")
+        http.get("/call/010-1234-5678")
+    paths = sorted(p for (p,) in store.query_rows(f"SELECT path FROM {store.table('events')}"))
+    assert paths == ["/call/[redacted]", "/students/[redacted]/notes"]
+
+
+def test_static_assets_are_not_logged_as_visits(make_settings: Callable[..., Settings], store: Store) -> None:
+    with client_for(ConsentGateway(site_app(), make_settings())) as http:
+        http.get("/app.js")
+        http.get("/style.css")
+        http.get("/")
+    assert store.query_rows(f"SELECT path FROM {store.table('events')}") == [("/",)]
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "trusted", "prefix"),
+    [
+        ("127.0.0.1", "198.51.100.23", ("127.0.0.1",), "198.51.100.0/24"),
+        ("127.0.0.1", "198.51.100.23, 10.1.2.3", ("127.0.0.1", "10.0.0.0/8"), "198.51.100.0/24"),
+        (VISITOR_IP, "198.51.100.23", ("127.0.0.1",), "203.0.113.0/24"),  # untrusted peer: header ignored
+        ("127.0.0.1", "198.51.100.23", (), "127.0.0.0/24"),  # no trusted proxies configured
+        ("2001:db8:1234:5678::1", "", (), "2001:db8:1234::/48"),
+        ("::ffff:203.0.113.7", "", (), "203.0.113.0/24"),
+    ],
+    ids=["proxy", "proxy-chain", "spoofed", "no-trust", "ipv6", "v4-mapped"],
+)
+def test_client_ip_from_connection_or_trusted_proxy_is_truncated(
+    make_settings: Callable[..., Settings], store: Store, peer: str, forwarded: str, trusted: tuple[str, ...], prefix: str
+) -> None:
+    gateway = ConsentGateway(site_app(), make_settings(trusted_proxies=trusted))
+    with client_for(gateway, client=(peer, 1)) as http:
+        http.get("/", headers={"X-Forwarded-For": forwarded} if forwarded else {})
+    [(stored,)] = store.query_rows(f"SELECT ip_prefix FROM {store.table('events')}")
+    assert stored == prefix
+    rows = store.query_rows(f"SELECT * FROM {store.table('events')}")
+    assert "198.51.100.23" not in repr(rows) and peer not in repr(rows).replace(prefix, "")
+
+
+def test_receipts_hold_no_raw_ip_or_user_agent(make_settings: Callable[..., Settings], store: Store) -> None:
+    with client_for(ConsentGateway(site_app(), make_settings()), client=(VISITOR_IP, 1)) as http:
+        http.post("/_consent/", json={"action": "accept_all"}, headers={"User-Agent": CHROME})
+    [row] = store.query_dicts(f"SELECT * FROM {store.table('consent_receipts')}")
+    assert row["ip_prefix"] == "203.0.113.0/24"
+    assert (row["browser"], row["os"], row["device"]) == ("Chrome", "Windows", "desktop")
+    assert row["method"] == "accept_all" and row["version"] == "1.0"
+    assert VISITOR_IP not in repr(row) and CHROME not in repr(row)
+
+
+# -- retention ---------------------------------------------------------------------------------------
+
+_DEFAULTS = {"UUID": None, "UInt8": 0, "UInt16": 0, "UInt32": 0, "UInt64": 0}
+
+
+def _event_row(ts: dt.datetime, name: str) -> list[Any]:
+    row: list[Any] = []
+    for column, kind in EVENT_COLUMNS:
+        if column == "event_id":
+            row.append(uuid.uuid4())
+        elif column == "ts":
+            row.append(ts)
+        elif column == "name":
+            row.append(name)
+        elif column == "granted":
+            row.append([])
+        else:
+            row.append(_DEFAULTS.get(kind, ""))
+    return row
+
+
+def _receipt_row(ts: dt.datetime, consent_id: str) -> list[Any]:
+    values = {"receipt_id": uuid.uuid4(), "ts": ts, "consent_id": consent_id, "categories": ["necessary"]}
+    return [values.get(column, "") for column, _ in RECEIPT_COLUMNS]
+
+
+def test_events_older_than_three_months_are_gone_after_optimize(store: Store) -> None:
+    migrate(store)
+    now = dt.datetime.now(dt.UTC)
+    rows = [
+        _event_row(now - dt.timedelta(days=130), "four_months_old"),
+        _event_row(now - dt.timedelta(days=95), "just_over_three_months"),
+        _event_row(now - dt.timedelta(days=60), "two_months_old"),
+        _event_row(now - dt.timedelta(days=1), "yesterday"),
+    ]
+    store.insert("events", rows, [c for c, _ in EVENT_COLUMNS], [t for _, t in EVENT_COLUMNS])
+    table = store.table("events")
+    # Parts that are wholly expired may already be dropped on insert; OPTIMIZE settles the rest.
+    store.command(f"OPTIMIZE TABLE {table} FINAL")
+    names = sorted(n for (n,) in store.query_rows(f"SELECT name FROM {table}"))
+    assert names == ["two_months_old", "yesterday"]
+
+
+def test_receipts_outlive_events_for_five_years(store: Store) -> None:
+    migrate(store)
+    now = dt.datetime.now(dt.UTC)
+    rows = [
+        _receipt_row(now - dt.timedelta(days=365 * 6), "six-years"),
+        _receipt_row(now - dt.timedelta(days=365 * 4), "four-years"),
+        _receipt_row(now - dt.timedelta(days=200), "six-months"),
+    ]
+    store.insert("consent_receipts", rows, [c for c, _ in RECEIPT_COLUMNS], [t for _, t in RECEIPT_COLUMNS])
+    table = store.table("consent_receipts")
+    store.command(f"OPTIMIZE TABLE {table} FINAL")
+    assert sorted(c for (c,) in store.query_rows(f"SELECT consent_id FROM {table}")) == ["four-years", "six-months"]
+
+
+def test_schema_follows_the_design(store: Store) -> None:
+    assert migrate(store) == [version for version, _, _ in MIGRATIONS]
+    assert migrate(store) == []  # idempotent
+    [(ddl,)] = store.query_rows(
+        "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = 'events'",
+        {"db": store.database},
+    )
+    assert "PARTITION BY toDate(ts)" in ddl
+    assert "ORDER BY (site, kind, toDate(ts), name, visitor, ts)" in ddl
+    assert "TTL toDateTime(ts) + toIntervalMonth(3)" in ddl  # DELETE is the default action, not echoed
+    assert "ttl_only_drop_parts = 1" in ddl
+    assert "`site` LowCardinality(String)" in ddl
+    assert "ZSTD" in ddl
+
+
+def test_retention_setting_changes_the_ttl(store: Store) -> None:
+    migrate(store)
+    migrate(store, events_months=6)
+    [(ddl,)] = store.query_rows(
+        "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = 'events'",
+        {"db": store.database},
+    )
+    assert "toIntervalMonth(6)" in ddl
