@@ -138,7 +138,8 @@ def serve_app() -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    workers = args.workers if args.workers is not None else _env_workers()
+    workers = args.workers if args.workers is not None else _env_int("WEB_CONCURRENCY", 1, "worker processes")
+    port = args.port if args.port is not None else _env_int("PORT", 8000, "the port to listen on")
     options = {
         "app": args.app,
         "config": args.config,
@@ -162,15 +163,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if workers > 1:
         os.environ[SERVE_OPTIONS_ENV] = json.dumps(options)
         target = "consent_gateway.cli:serve_app"
-    banner = f"consent-gateway serving {args.app} on http://{args.host}:{args.port}/ with {workers} worker(s)"
-    _run(target, args.host, args.port, settings, [banner], workers=workers)
+    banner = f"consent-gateway serving {args.app} on http://{args.host}:{port}/ with {workers} worker(s)"
+    _run(target, args.host, port, settings, [banner], workers=workers)
     return 0
 
 
-def _env_workers() -> int:
-    raw = os.environ.get("WEB_CONCURRENCY", "1")
-    if not raw.strip().isdigit():
-        raise SettingsError("WEB_CONCURRENCY", raw, "use a whole number of worker processes, e.g. 2")
+def _env_int(name: str, default: int, what: str) -> int:
+    """A whole number from the environment (container platforms set PORT and WEB_CONCURRENCY)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise SettingsError(name, raw, f"use a whole number for {what}, e.g. {default}")
     return int(raw)
 
 
@@ -281,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("app", help="module:attribute of the ASGI app")
     p.add_argument("--config", help="settings TOML (default: CONSENT_GATEWAY_CONFIG)")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=None, help="default: PORT or 8000")
     p.add_argument("--data", help="data directory (overrides data_dir)")
     p.add_argument("--local-keys", action="store_true", help="make and keep keys under data_dir/keys (development)")
     p.add_argument("--factory", action="store_true", help="module:attribute is a function that returns the app")
