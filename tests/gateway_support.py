@@ -28,7 +28,7 @@ from consent_gateway import ConsentGateway
 from consent_gateway.signing import COOKIE_SALT
 from consent_gateway.store import Store
 
-PAGE = "<!doctype html><html lang=\"ko\"><head><title>t</title></head><body><main>원생 관리</main></body></html>"
+PAGE = '<!doctype html><html lang="ko"><head><title>t</title></head><body><main>원생 관리</main></body></html>'
 # One cookie of each registered category, a glob-matched one and one the registry does not know.
 SITE_COOKIES = (
     ("palette_session", "necessary"),
@@ -211,8 +211,14 @@ def run_asgi(app: Any, scope: dict[str, Any], body: bytes = b"") -> list[dict[st
     return sent
 
 
-def http_scope(path: str, *, method: str = "GET", headers: Sequence[tuple[bytes, bytes]] = (),
-               client: tuple[str, int] = ("203.0.113.7", 40000), query: bytes = b"") -> dict[str, Any]:
+def http_scope(
+    path: str,
+    *,
+    method: str = "GET",
+    headers: Sequence[tuple[bytes, bytes]] = (),
+    client: tuple[str, int] = ("203.0.113.7", 40000),
+    query: bytes = b"",
+) -> dict[str, Any]:
     """An HTTP scope as a server would build it."""
     return {
         "type": "http",

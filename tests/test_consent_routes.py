@@ -91,7 +91,9 @@ def test_json_choice_sets_a_signed_cookie(
         ([1, 2], 400, "JSON object"),
     ],
 )
-def test_bad_choices_get_a_message(make_settings: Callable[..., Settings], body: object, status: int, words: str) -> None:
+def test_bad_choices_get_a_message(
+    make_settings: Callable[..., Settings], body: object, status: int, words: str
+) -> None:
     with client_for(_gateway(make_settings)) as client:
         response = client.post("/_consent/", json=body)
     assert response.status_code == status
@@ -165,7 +167,14 @@ def test_form_reject_all_redirects_back_with_the_cookie(make_settings: Callable[
 
 @pytest.mark.parametrize(
     "target",
-    ["//evil.com", "https://evil.com", "/\\evil.com", "http://testserver.evil.com/", "javascript:alert(1)", "/a\r\nX: y"],
+    [
+        "//evil.com",
+        "https://evil.com",
+        "/\\evil.com",
+        "http://testserver.evil.com/",
+        "javascript:alert(1)",
+        "/a\r\nX: y",
+    ],
 )
 def test_form_redirect_stays_on_site(make_settings: Callable[..., Settings], target: str) -> None:
     with client_for(_gateway(make_settings)) as client:
@@ -291,7 +300,9 @@ def test_receipts_list_a_visitors_choices_in_order(make_settings: Callable[..., 
     receipts = body["receipts"]
     assert [r["method"] for r in receipts] == ["accept_all", "custom", "reject_all"]
     assert [r["categories"] for r in receipts] == [
-        ["necessary", "preferences", "analytics", "marketing"], ["necessary", "analytics"], ["necessary"]
+        ["necessary", "preferences", "analytics", "marketing"],
+        ["necessary", "analytics"],
+        ["necessary"],
     ]
     assert [r["locale"] for r in receipts] == ["ko", "ko", "en"]
     assert all(r["version"] == "1.0" and len(r["banner_hash"]) == 16 for r in receipts)
@@ -316,10 +327,12 @@ def test_withdraw_erases_identifiable_rows_and_deletes_cookies(
         rows = gateway.runtime.rows
 
         def identified(cid: str) -> int:
-            return int(store.query_rows(
-                f"SELECT count() FROM {events} WHERE identified = 1 AND visitor = {{v:UInt64}}",
-                {"v": rows.visitor_of(cid)},
-            )[0][0])
+            return int(
+                store.query_rows(
+                    f"SELECT count() FROM {events} WHERE identified = 1 AND visitor = {{v:UInt64}}",
+                    {"v": rows.visitor_of(cid)},
+                )[0][0]
+            )
 
         pseudonymous_before = store.query_rows(f"SELECT count() FROM {events} WHERE identified = 0")[0][0]
         assert identified(consent_id) == 5 and identified(other_id) == 3 and pseudonymous_before == 3

@@ -104,8 +104,13 @@ def test_set_cookie_names_are_read_like_a_browser_reads_them() -> None:
 
 def test_existing_vary_cookie_not_duplicated(make_settings: Callable[..., Settings]) -> None:
     async def app(scope, receive, send):  # type: ignore[no-untyped-def]
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/plain"), (b"vary", b"Accept-Language, Cookie")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/plain"), (b"vary", b"Accept-Language, Cookie")],
+            }
+        )
         await send({"type": "http.response.body", "body": b"ok"})
 
     gateway = ConsentGateway(app, make_settings())

@@ -75,9 +75,12 @@ def test_withdraw_removes_rows_still_waiting_in_the_queue(make_settings: Callabl
         assert stale.post("/_consent/collect", json=[{"name": "pageview"}] * 4).status_code == 202
     visitor = gateway.runtime.rows.visitor_of("cid-queued-0123456789")
     table = store.table("events")
-    assert store.query_rows(
-        f"SELECT count() FROM {table} WHERE identified = 1 AND visitor = {{v:UInt64}}", {"v": visitor}
-    )[0][0] == 0
+    assert (
+        store.query_rows(
+            f"SELECT count() FROM {table} WHERE identified = 1 AND visitor = {{v:UInt64}}", {"v": visitor}
+        )[0][0]
+        == 0
+    )
     assert store.query_rows(f"SELECT count() FROM {table} WHERE identified = 1")[0][0] == 7
     assert store.query_rows(f"SELECT count() FROM {table} WHERE identified = 0")[0][0] == 4
 

@@ -24,7 +24,12 @@ CID = "cid-visitor-0123456789"
 QUERY = "utm_source=news&utm_campaign=spring&gclid=G-CLICK-1&token=SECRET-TOKEN&email=kim%40example.com"
 REFERRER = "https://www.google.com/search?q=private-words"
 EVENT_BATCH = [
-    {"name": "pageview", "url": f"/portfolio?{QUERY}", "referrer": REFERRER, "props": {"who": "kim@example.com", "n": 3}},
+    {
+        "name": "pageview",
+        "url": f"/portfolio?{QUERY}",
+        "referrer": REFERRER,
+        "props": {"who": "kim@example.com", "n": 3},
+    },
     {"name": "signup", "url": f"/?{QUERY}", "referrer": REFERRER},
 ]
 RAW_VALUES = (VISITOR_IP, CHROME, "SECRET-TOKEN", "kim%40example.com", "private-words", "search?q")
@@ -112,7 +117,9 @@ def test_no_analytics_consent_pseudonymises_visits_and_analytics_events(
     assert by_name[("visit", "pageview")]["visitor"] == event["visitor"]
 
 
-def test_no_consent_at_all_pseudonymises_and_drops_marketing(make_settings: Callable[..., Settings], store: Store) -> None:
+def test_no_consent_at_all_pseudonymises_and_drops_marketing(
+    make_settings: Callable[..., Settings], store: Store
+) -> None:
     rows, gateway, counts = _stored(make_settings, store, None)
     assert counts == {"accepted": 2, "kept": 0, "pseudonymised": 1, "dropped": 1}
     assert {(r["kind"], r["name"]) for r in rows} == {("visit", "pageview"), ("event", "pageview")}
@@ -176,7 +183,12 @@ def test_static_assets_are_not_logged_as_visits(make_settings: Callable[..., Set
     ids=["proxy", "proxy-chain", "spoofed", "no-trust", "ipv6", "v4-mapped"],
 )
 def test_client_ip_from_connection_or_trusted_proxy_is_truncated(
-    make_settings: Callable[..., Settings], store: Store, peer: str, forwarded: str, trusted: tuple[str, ...], prefix: str
+    make_settings: Callable[..., Settings],
+    store: Store,
+    peer: str,
+    forwarded: str,
+    trusted: tuple[str, ...],
+    prefix: str,
 ) -> None:
     gateway = ConsentGateway(site_app(), make_settings(trusted_proxies=trusted))
     with client_for(gateway, client=(peer, 1)) as http:

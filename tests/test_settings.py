@@ -182,17 +182,23 @@ BAD_FILES = [
     (
         '[policy]\nversion = "1.0"\neffective = 2026-01-01\n'
         '[policy.upcoming]\nversion = "2.0"\nannounced = 2026-11-01\neffective = 2026-11-10',
-        "policy.upcoming.effective", "2026-11-10", "30 days",
+        "policy.upcoming.effective",
+        "2026-11-10",
+        "30 days",
     ),
     (
         '[policy]\nversion = "1.0"\neffective = 2026-01-01\n'
         '[policy.upcoming]\nversion = "1.1"\nannounced = 2026-11-01\neffective = 2026-11-03',
-        "policy.upcoming.effective", "2026-11-03", "7 days",
+        "policy.upcoming.effective",
+        "2026-11-03",
+        "7 days",
     ),
     (
         '[policy]\nversion = "2.0"\neffective = 2026-01-01\n'
         '[policy.upcoming]\nversion = "1.5"\nannounced = 2026-11-01\neffective = 2026-12-03',
-        "policy.upcoming.version", "1.5", "newer than 2.0",
+        "policy.upcoming.version",
+        "1.5",
+        "newer than 2.0",
     ),
     ("[retention]\nevents_retention_months = 0", "events_retention_months", "0", "1 to 120"),
     ('trusted_proxies = ["not-an-ip"]', "trusted_proxies", "not-an-ip", "IP networks"),
@@ -204,10 +210,18 @@ BAD_FILES = [
     ('colour = "blue"', "colour", "blue", "unknown setting"),
     ("[cookie]\nflavour = 1", "cookie.flavour", "1", "unknown setting"),
     ('[policy.matrix]\nvisit = ["keep", "shred"]', "policy.matrix.visit", "shred", "pseudonymise"),
-    ('[[categories]]\nkey = "analytics"\nname_ko = "통계"\nname_en = "Analytics"', "categories", "analytics",
-     "required = true"),
-    ('[[categories]]\nkey = "Bad Key"\nname_ko = "x"\nname_en = "x"\nrequired = true', "categories.key", "Bad Key",
-     "lower-case"),
+    (
+        '[[categories]]\nkey = "analytics"\nname_ko = "통계"\nname_en = "Analytics"',
+        "categories",
+        "analytics",
+        "required = true",
+    ),
+    (
+        '[[categories]]\nkey = "Bad Key"\nname_ko = "x"\nname_en = "x"\nrequired = true',
+        "categories.key",
+        "Bad Key",
+        "lower-case",
+    ),
     ("site_id = [unclosed", "config", "consent.toml", "not valid TOML"),
 ]
 

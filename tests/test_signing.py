@@ -85,8 +85,20 @@ def test_codec_repr_hides_keys() -> None:
         sign_cookie(SECRET, payload=["cid-0123456789abcdef", "1.0", ["necessary"], "a", True]),
     ],
     ids=[
-        "empty", "garbage", "dots", "oversized", "fake-signature", "binary", "foreign-key", "other-salt",
-        "dict-payload", "short-id", "bad-version", "bad-method", "long-category", "bool-time",
+        "empty",
+        "garbage",
+        "dots",
+        "oversized",
+        "fake-signature",
+        "binary",
+        "foreign-key",
+        "other-salt",
+        "dict-payload",
+        "short-id",
+        "bad-version",
+        "bad-method",
+        "long-category",
+        "bool-time",
     ],
 )
 def test_codec_refuses_bad_values_without_raising(value: str) -> None:
@@ -173,8 +185,9 @@ def test_retired_key_no_longer_verifies(make_settings: Callable[..., Settings]) 
 
 
 def test_secure_flag_is_set_unless_disabled(make_settings: Callable[..., Settings]) -> None:
-    _, cookies = _consent_seen(make_settings(secret_keys=(OLD_SECRET, SECRET), cookie_secure=True),
-                               sign_cookie(OLD_SECRET))
+    _, cookies = _consent_seen(
+        make_settings(secret_keys=(OLD_SECRET, SECRET), cookie_secure=True), sign_cookie(OLD_SECRET)
+    )
     assert "Secure" in cookies["cg_consent"]
 
 
