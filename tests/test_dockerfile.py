@@ -8,6 +8,7 @@ SIGTERM at the end, as ``docker stop`` sends it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -281,3 +282,52 @@ def test_the_image_command_serves_checks_health_and_flushes_on_sigterm(tmp_path:
     counted = subprocess.run([sys.executable, "-c", count_script, engine], capture_output=True, text=True, timeout=120)
     assert counted.returncode == 0, counted.stderr
     assert counted.stdout.strip() == "25"
+
+
+# -- compose.yaml -------------------------------------------------------------------------------
+
+COMPOSE = ROOT / "compose.yaml"
+
+
+def _compose_settings_env() -> dict[str, str]:
+    """The x-settings block of compose.yaml, with ${VAR:-default} and ${VAR:?error} filled in."""
+    text = COMPOSE.read_text("utf-8")
+    block = text[text.index("x-settings:") : text.index("\nservices:")]
+    env = {}
+    for name, value in re.findall(r"^\s+(CONSENT_GATEWAY_[A-Z0-9_]+):\s*\"?(.*?)\"?\s*$", block, re.M):
+        value = re.sub(r"\$\{CLICKHOUSE_PASSWORD:\?[^}]*\}", "pw", value)
+        value = re.sub(r"\$\{CONSENT_GATEWAY_SECRET_KEYS:\?[^}]*\}", SECRET, value)
+        value = re.sub(r"\$\{CONSENT_GATEWAY_PSEUDONYM_KEY:\?[^}]*\}", PSEUDONYM_KEY, value)
+        value = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
+        assert "${" not in value, f"{name}: unhandled interpolation in {value!r}"
+        env[name] = value
+    return env
+
+
+def test_compose_settings_are_valid_settings() -> None:
+    """Every CONSENT_GATEWAY_* value compose passes is one Settings accepts (else the container dies)."""
+    from consent_gateway import Settings
+
+    env = _compose_settings_env()
+    assert "CONSENT_GATEWAY_CLICKHOUSE_URL" in env
+    settings = Settings.load(environ=env)
+    assert settings.clickhouse_dsn == "http://gateway:pw@clickhouse:8123" and not settings.embedded
+    assert settings.events_retention_months == 3
+    # Every such name anywhere in the image or compose file is a known variable.
+    text = DOCKERFILE.read_text("utf-8") + COMPOSE.read_text("utf-8")
+    known = {f"CONSENT_GATEWAY_{f.name.upper()}" for f in dataclasses.fields(Settings)} | {"CONSENT_GATEWAY_CONFIG"}
+    for name in set(re.findall(r"\bCONSENT_GATEWAY_[A-Z0-9_]+", text)):
+        assert name in known, f"{name} is not a setting; see docs/configuration.md"
+
+
+def test_compose_runs_the_gateway_the_analytics_app_and_clickhouse() -> None:
+    from consent_gateway import Settings
+
+    text = COMPOSE.read_text("utf-8")
+    assert re.search(r"image: clickhouse/clickhouse-server:\d+\.\d+\s", text), "pin the ClickHouse release"
+    assert 'command: ["analytics", "--host", "0.0.0.0", "--port", "8001"]' in text
+    assert 'command: ["migrate"]' in text
+    assert "condition: service_completed_successfully" in text  # gateway and analytics wait for migrate
+    grace = [int(s) for s in re.findall(r"stop_grace_period: (\d+)s", text)]
+    assert grace and min(grace) > Settings().shutdown_timeout, "docker must wait for the shutdown flush"
+    assert "WEB_CONCURRENCY" in text  # several workers: allowed against a ClickHouse server
