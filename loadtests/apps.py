@@ -43,3 +43,28 @@ def bare() -> Any:
 def gateway() -> Any:
     """The demo site wrapped in the consent gateway, writing to the embedded ClickHouse."""
     return ConsentGateway(create_demo_app(), load_settings(_data_dir()))
+
+
+def demo() -> Any:
+    """What ``consent-gateway demo`` serves: the gateway, plus the analytics app under /_analytics."""
+    settings = load_settings(_data_dir())
+    site = ConsentGateway(create_demo_app(), settings)
+    try:
+        from consent_gateway.analytics import AnalyticsMount, create_analytics_app
+    except ImportError:  # a build without the analytics app: the analyst user skips itself
+        return site
+    return AnalyticsMount(site, create_analytics_app(settings), "/_analytics")
+
+
+def analytics_token(data_dir: Path, name: str = "loadtest") -> str | None:
+    """A fresh analytics API token for the server on ``data_dir``; None without the analytics app."""
+    try:
+        from consent_gateway.analytics.tokens import TokenStore
+    except ImportError:
+        return None
+    store = TokenStore(load_settings(data_dir).tokens_path)
+    for record in store.records():
+        if record.name == name and not record.revoked:
+            store.revoke(name)
+    token, _ = store.create(name)
+    return token

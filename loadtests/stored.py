@@ -3,6 +3,7 @@
 chdb allows one data path per process, so each count runs in its own process::
 
     python -m loadtests.stored DATA_DIR [RUN_ID ...]   # prints {"RUN_ID": count, ..., "_visits": count}
+    python -m loadtests.stored DATA_DIR --ids RUN_ID    # prints {"ids": [props.eid of each stored event]}
 
 Events are tagged by the load generators with ``props.run``; pages are counted by path prefix.
 """
@@ -13,6 +14,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from .servers import ROOT
 
@@ -38,15 +40,39 @@ def count_runs(data_dir: Path, run_ids: list[str]) -> dict[str, int]:
     return counts
 
 
+def event_ids(data_dir: Path, run: str) -> list[str]:
+    """``props.eid`` of every stored event of ``run``, duplicates included (read in this process)."""
+    from consent_gateway.store import open_store
+
+    from .apps import load_settings
+
+    settings = load_settings(data_dir)
+    store = open_store(settings.clickhouse_dsn, settings.database)
+    events = store.table("events")
+    sql = f"SELECT JSONExtractString(props, 'eid') FROM {events} WHERE kind = 'event' "  # noqa: S608
+    rows = store.query_rows(sql + "AND JSONExtractString(props, 'run') = {run:String}", {"run": run})
+    return [str(r[0]) for r in rows]
+
+
+def ids_in_subprocess(data_dir: Path, run: str, timeout: float = 120.0) -> list[str]:
+    """``event_ids`` in a fresh process."""
+    out = _run([str(data_dir), "--ids", run], timeout)
+    return [str(i) for i in out["ids"]]
+
+
 def count_in_subprocess(data_dir: Path, run_ids: list[str], timeout: float = 120.0) -> dict[str, int]:
     """``count_runs`` in a fresh process, so the caller never opens a chdb path itself."""
+    return {k: int(v) for k, v in _run([str(data_dir), *run_ids], timeout).items()}
+
+
+def _run(args: list[str], timeout: float) -> dict[str, Any]:
     proc = subprocess.run(  # noqa: S603
-        [sys.executable, "-m", "loadtests.stored", str(data_dir), *run_ids],
+        [sys.executable, "-m", "loadtests.stored", *args],
         capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False,
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"counting events in {data_dir} failed: {proc.stderr[-2000:]}")
-    return {k: int(v) for k, v in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
+        raise RuntimeError(f"reading the events in {args[0]} failed: {proc.stderr[-2000:]}")
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args:
         print("usage: python -m loadtests.stored DATA_DIR [RUN_ID ...]", file=sys.stderr)
         return 2
+    if len(args) == 3 and args[1] == "--ids":
+        print(json.dumps({"ids": event_ids(Path(args[0]), args[2])}))
+        return 0
     print(json.dumps(count_runs(Path(args[0]), args[1:])))
     return 0
 
