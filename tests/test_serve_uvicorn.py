@@ -1,0 +1,196 @@
+"""The real command on a real socket: ``consent-gateway demo`` and ``serve`` under uvicorn, then SIGTERM.
+
+Each server runs in its own process with its own data directory, so it opens its own embedded
+ClickHouse (the test process keeps its single chdb path).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import PSEUDONYM_KEY, SECRET
+
+COMMAND = [sys.executable, "-m", "consent_gateway.cli"]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _environment() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_GATEWAY_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _wait_healthy(process: subprocess.Popen[bytes], base: str) -> None:
+    """Poll /_consent/healthz until it answers (bounded), failing early if the server died."""
+    for _ in range(600):
+        if process.poll() is not None:
+            raise AssertionError(f"the server exited with {process.returncode} before it was healthy")
+        try:
+            response = httpx.get(f"{base}/_consent/healthz", timeout=2)
+            if response.status_code == 200 and response.json()["writer"] is True:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("the server did not become healthy")
+
+
+def _assert_clean_exit(code: int, output: str) -> None:
+    # uvicorn re-raises the signal after a graceful shutdown, so -SIGTERM is a clean stop too.
+    assert code in (0, -signal.SIGTERM), output
+    assert "Application shutdown complete" in output, output
+    assert "Traceback" not in output and "did not finish" not in output, output
+
+
+def _query(data_dir: Path, sql: str) -> str:
+    """Run one query on a stopped server's embedded ClickHouse, in a process of its own."""
+    script = (
+        "import sys\n"
+        "from consent_gateway.store import open_store\n"
+        "store = open_store(sys.argv[1], 'consent_gateway')\n"
+        "print(repr(store.query_rows(sys.argv[2])))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, f"chdb://{data_dir / 'clickhouse'}", sql],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_environment(),
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def _stop(process: subprocess.Popen[bytes]) -> tuple[int, str]:
+    """SIGTERM, then the exit code and everything the server printed."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        out, _ = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, _ = process.communicate()
+        raise AssertionError(f"the server ignored SIGTERM:\n{out.decode(errors='replace')}") from None
+    return process.returncode, out.decode(errors="replace")
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    port = _free_port()
+    process = subprocess.Popen(
+        [*COMMAND, "demo", "--host", "127.0.0.1", "--port", str(port), "--data", str(tmp_path / "data")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=_environment(),
+        cwd=tmp_path,
+    )
+    try:
+        yield process, f"http://127.0.0.1:{port}"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def test_demo_serves_filters_records_and_stops_cleanly(demo: tuple[subprocess.Popen[bytes], str]) -> None:
+    process, base = demo
+    _wait_healthy(process, base)
+    with httpx.Client(base_url=base, follow_redirects=False, timeout=10) as client:
+        first = client.get("/")
+        assert first.status_code == 200
+        assert 'id="cg-banner"' in first.text
+        assert "/_consent/static/banner.js" in first.text
+        assert first.headers["vary"].lower().count("cookie") == 1
+        first_names = {h.split("=", 1)[0] for h in first.headers.get_list("set-cookie")}
+        assert "_pa_id" not in first_names and not any(n.startswith("_mk_") for n in first_names)
+
+        chosen = client.post(
+            "/_consent/",
+            data={"action": "accept_all", "return_to": "/students"},
+            headers={"Origin": base},
+        )
+        assert chosen.status_code == 303 and chosen.headers["location"] == "/students"
+        assert "cg_consent" in client.cookies
+
+        after = client.get("/students")
+        assert after.status_code == 200 and 'id="cg-banner"' not in after.text
+        names = {h.split("=", 1)[0] for h in after.headers.get_list("set-cookie")}
+        assert "_pa_id" in names and any(n.startswith("_mk_") for n in names)
+
+        refused = client.post("/_consent/", json={"action": "accept_all"}, headers={"Origin": "https://evil.example"})
+        assert refused.status_code == 403
+
+        receipts = client.get("/_consent/receipts").json()["receipts"]
+        assert [r["method"] for r in receipts] == ["accept_all"]
+
+    code, output = _stop(process)
+    _assert_clean_exit(code, output)
+    assert f"{base}/" in output and f"{base}/_consent/" in output  # the URLs printed at start
+    data = Path(str(process.args[-1]))
+    assert (data / "keys").is_dir()  # keys made on first run, under --data
+    # What the server wrote before it stopped: both page visits, the receipt, no raw address.
+    visits = _query(data, "SELECT path, identified, ip_prefix FROM consent_gateway.events ORDER BY ts")
+    assert visits == "[('/', 0, '127.0.0.0/24'), ('/students', 1, '127.0.0.0/24')]"
+    assert _query(data, "SELECT method FROM consent_gateway.consent_receipts") == "[('accept_all',)]"
+
+
+SITE_MODULE = """
+from starlette.applications import Starlette
+from starlette.responses import HTMLResponse
+from starlette.routing import Route
+
+
+async def home(request):
+    response = HTMLResponse("<html><head></head><body>" + request.scope["consent"].status + "</body></html>")
+    response.set_cookie("_pa_id", "x")
+    response.set_cookie("palette_session", "s")
+    return response
+
+
+app = Starlette(routes=[Route("/", home)])
+"""
+
+
+def test_serve_wraps_any_asgi_app(tmp_path: Path) -> None:
+    (tmp_path / "mysite.py").write_text(SITE_MODULE, encoding="utf-8")
+    config = tmp_path / "consent.toml"
+    config.write_text(
+        f'site_id = "mysite"\ndata_dir = "data"\nsecret_keys = ["{SECRET}"]\npseudonym_key = "{PSEUDONYM_KEY}"\n'
+        '[cookie]\nsecure = false\n[cookies]\npalette_session = "necessary"\n_pa_id = "analytics"\n',
+        encoding="utf-8",
+    )
+    port = _free_port()
+    process = subprocess.Popen(
+        [*COMMAND, "serve", "mysite:app", "--config", str(config), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=_environment(),
+        cwd=tmp_path,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(process, base)
+        response = httpx.get(f"{base}/", timeout=10)
+        assert "unset" in response.text and 'id="cg-root"' in response.text
+        assert [h.split("=", 1)[0] for h in response.headers.get_list("set-cookie")] == ["palette_session"]
+        code, output = _stop(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    _assert_clean_exit(code, output)
+    assert (tmp_path / "data" / "clickhouse").is_dir()  # data_dir relative to the config file
