@@ -1,0 +1,200 @@
+"""Latency of each analytics endpoint over N generated events on the embedded engine.
+
+    .venv/bin/python benchmarks/analytics_bench.py --events 10000000 --repeat 15
+
+The events are generated inside ClickHouse (``INSERT ... SELECT ... FROM numbers(N)``): the last
+30 days, N/40 people who each come on up to 4 days with several hits per sitting; 60 % consented
+(40 % of those to marketing), the rest pseudonymised with a key per day; page views, asset
+requests and events; campaigns, referrers, devices. Every request goes
+through the ASGI app (token check, validation, JSON), and the report prints p50/p95 per endpoint
+and the ratio to a baseline measured in the same run: ``SELECT count()`` over the same range.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from starlette.testclient import TestClient  # noqa: E402
+
+from consent_gateway import Settings, create_analytics_app  # noqa: E402
+from consent_gateway.analytics import TokenStore  # noqa: E402
+from consent_gateway.store import EVENT_COLUMNS, Store, migrate, open_store  # noqa: E402
+
+DAYS = 30
+EVENTS_PER_PERSON = 40  # about 10 hits on each of about 4 days
+
+GENERATE = """
+INSERT INTO {table} ({columns})
+SELECT
+    generateUUIDv4(number) AS event_id,
+    toDateTime64(toStartOfDay(now()) - toIntervalDay(dday) + toIntervalSecond(cityHash64(person, dday) % 82800)
+                 + toIntervalSecond(cityHash64(number, 12) % 1200), 3, 'UTC') AS ts,
+    'bench' AS site,
+    if(number % 10 = 0, 'event', 'visit') AS kind,
+    if(kind = 'event', ['signup', 'download', 'cta_click'][1 + number % 3],
+       if(number % 7 = 0, 'request', 'pageview')) AS name,
+    if(name = 'signup', 'marketing', 'analytics') AS category,
+    toUInt8(person % 10 < 6) AS identified,
+    if(identified = 1, cityHash64(person), cityHash64(person, toDate(ts))) AS visitor,
+    if(identified = 1, if(person % 5 < 2, ['analytics', 'marketing', 'necessary'], ['analytics', 'necessary']),
+       []) AS granted,
+    if(name = 'request', '/static/app.js',
+       ['/', '/pricing', '/signup', '/blog', '/courses', '/about'][1 + cityHash64(number, 1) % 6]
+       || if(cityHash64(number, 2) % 3 = 0, '/' || toString(cityHash64(number, 3) % 300), '')) AS path,
+    200 AS status,
+    toUInt32(cityHash64(number, 4) % 800) AS duration_ms,
+    ['', '', 'search.example', 'social.example', 'news.example'][1 + cityHash64(number, 5) % 5] AS referrer_host,
+    ['', '', 'newsletter', 'ads', 'partner'][1 + cityHash64(person, 6) % 5] AS utm_source,
+    ['', '', 'email', 'cpc', 'referral'][1 + cityHash64(person, 6) % 5] AS utm_medium,
+    ['', 'spring', 'summer', 'autumn', 'winter-' || toString(person % 40)][1 + cityHash64(person, 7) % 5] AS utm_campaign,
+    '' AS utm_term,
+    '' AS utm_content,
+    if(has(granted, 'marketing') AND person % 7 = 0, 'gclid-' || toString(person), '') AS click_id,
+    '203.0.113.0/24' AS ip_prefix,
+    ['Chrome', 'Safari', 'Firefox', 'Edge', 'Samsung Internet'][1 + cityHash64(person, 8) % 5] AS browser,
+    '120' AS browser_version,
+    ['Android', 'iOS', 'Windows', 'Mac OS X', 'Linux'][1 + cityHash64(person, 9) % 5] AS os,
+    ['mobile', 'desktop', 'tablet'][1 + cityHash64(person, 10) % 3] AS device,
+    toUInt8(number % 97 = 0) AS is_bot,
+    '' AS props
+FROM (
+    SELECT number, intHash64(number) % {people} AS person,
+           -- each person comes on a few days of the month, with several hits in one sitting
+           1 + cityHash64(person, intHash32(number) % 4) % {days} AS dday
+    FROM numbers({offset}, {count})
+)
+"""
+
+RECEIPTS = """
+INSERT INTO {table} (receipt_id, ts, site, consent_id, version, categories, method, banner_hash, locale,
+                     ip_prefix, browser, os, device)
+SELECT generateUUIDv4(number), toDateTime64(now() - toIntervalSecond(intHash32(number) % ({days} * 86400)), 3, 'UTC'),
+       'bench', toString(number % {people}), '1.0',
+       if(number % 3 = 0, ['necessary'], if(number % 3 = 1, ['necessary', 'analytics'],
+          ['necessary', 'analytics', 'marketing', 'preferences'])),
+       'custom', 'h', 'ko', '', '', '', ''
+FROM numbers({count})
+"""
+
+
+def generate(store: Store, events: int, chunk: int = 1_000_000) -> float:
+    columns = ", ".join(n for n, _ in EVENT_COLUMNS)
+    people = max(1000, events // EVENTS_PER_PERSON)
+    started = time.perf_counter()
+    for offset in range(0, events, chunk):
+        count = min(chunk, events - offset)
+        store.command(
+            GENERATE.format(
+                table=store.table("events"), columns=columns, days=DAYS, people=people, offset=offset, count=count
+            )
+        )
+        print(f"  generated {offset + count:,} events", file=sys.stderr, flush=True)
+    store.command(
+        RECEIPTS.format(table=store.table("consent_receipts"), days=DAYS, people=people, count=max(events // 20, 1000))
+    )
+    return time.perf_counter() - started
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def measure(fn: Callable[[], object], repeat: int) -> list[float]:
+    fn()  # warm-up: first-touch of marks and caches
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--data", help="data directory (default: a new temporary one)")
+    args = parser.parse_args()
+
+    data_dir = Path(args.data or tempfile.mkdtemp(prefix="cg-analytics-bench-"))
+    settings = Settings(site_id="bench", data_dir=data_dir, database="bench")
+    store = open_store(settings.clickhouse_dsn, settings.database)
+    migrate(store)
+    print(f"generating {args.events:,} events in {settings.clickhouse_dsn} ...", file=sys.stderr)
+    seconds = generate(store, args.events)
+    stored = store.query_rows(f"SELECT count() FROM {store.table('events')}")[0][0]
+    rolled = store.query_rows(f"SELECT count(), sum(hits) FROM {store.table('events_daily')}")[0]
+
+    token, _ = TokenStore(settings.tokens_path).create("bench")
+    today = dt.datetime.now(dt.UTC).date()
+    rng = {"from": (today - dt.timedelta(days=DAYS)).isoformat(), "to": today.isoformat()}
+    cases: list[tuple[str, str, dict[str, str]]] = [
+        ("aggregate", "aggregate", {}),
+        ("aggregate device=mobile", "aggregate", {"device": "mobile"}),
+        ("timeseries day", "timeseries", {"interval": "day"}),
+        (
+            "timeseries hour (7d)",
+            "timeseries",
+            {"interval": "hour", "from": (today - dt.timedelta(days=6)).isoformat()},
+        ),
+        ("breakdown page", "breakdown", {"dimension": "page"}),
+        ("breakdown entry_page", "breakdown", {"dimension": "entry_page"}),
+        ("breakdown utm_campaign", "breakdown", {"dimension": "utm_campaign"}),
+        ("breakdown device", "breakdown", {"dimension": "device"}),
+        ("funnel 3 steps", "funnel", {"steps": "page:/,page:/pricing,event:signup"}),
+        ("consent-rates", "consent-rates", {}),
+        ("aggregate (rollup)", "aggregate", {"source": "rollup"}),
+        ("breakdown page (rollup)", "breakdown", {"dimension": "page", "source": "rollup"}),
+        ("timeseries day (rollup)", "timeseries", {"interval": "day", "source": "rollup"}),
+    ]
+    app = create_analytics_app(settings, store=store)
+    results: list[tuple[str, list[float]]] = []
+    with TestClient(app) as client:
+        client.headers["Authorization"] = f"Bearer {token}"
+        baseline_sql = (
+            f"SELECT count() FROM {store.table('events')} WHERE site = 'bench' "
+            "AND toDate(ts) BETWEEN {a:Date} AND {b:Date}"
+        )
+        results.append(
+            (
+                "baseline: SELECT count()",
+                measure(lambda: store.query_rows(baseline_sql, {"a": rng["from"], "b": rng["to"]}), args.repeat),
+            )
+        )
+        for label, endpoint, params in cases:
+            query = {**rng, **params}
+
+            def call(endpoint: str = endpoint, query: dict[str, str] = query) -> object:
+                response = client.get(f"/api/v1/{endpoint}", params=query)
+                if response.status_code != 200:
+                    raise SystemExit(f"{endpoint} {query}: {response.status_code} {response.text}")
+                return response.json()
+
+            results.append((label, measure(call, args.repeat)))
+
+    base_p50 = statistics.median(results[0][1])
+    print(
+        f"\nanalytics benchmark: {stored:,} events over {DAYS} days (generated in {seconds:.1f} s), "
+        f"rollup {rolled[0]:,} rows for {rolled[1]:,} hits; {args.repeat} runs each, embedded engine"
+    )
+    print(f"{'endpoint':<28} {'p50 ms':>9} {'p95 ms':>9} {'p50 / baseline':>15}")
+    for label, times in results:
+        p50 = statistics.median(times)
+        print(f"{label:<28} {p50:>9.1f} {percentile(times, 0.95):>9.1f} {p50 / base_p50:>14.1f}x")
+    store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
