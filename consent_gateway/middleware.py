@@ -8,6 +8,7 @@ from typing import Any
 
 from .consent import ConsentStatus
 from .cookies import set_cookie_names
+from .pseudonymize import reduce_user_agent
 from .records import RawRecord
 from .runtime import GatewayRuntime
 from .settings import Settings
@@ -177,7 +178,9 @@ class ConsentMiddleware:
                 if not all(consent.allows(category_of(name)) for name in set_cookie_names(value)):
                     continue
             elif lower == b"vary":
-                if b"cookie" not in value.lower() and b"*" not in value:
+                # Compare whole tokens: "X-Cookie-Id" does not make the response vary on Cookie.
+                tokens = {token.strip().lower() for token in value.split(b",")}
+                if b"cookie" not in tokens and b"*" not in tokens:
                     value = value + b", Cookie"
                 vary_done = True
             elif lower == b"content-type":
@@ -204,6 +207,8 @@ class ConsentMiddleware:
         path: str = scope.get("path", "/")
         if not self._settings.log_visit_assets and path.endswith(_ASSET_SUFFIXES):
             return
+        if self._settings.drop_bots and reduce_user_agent(facts.user_agent).is_bot:
+            return  # crawlers and headless browsers are not visitors (SECURITY.md)
         runtime = self.runtime
         action = runtime.policy.decide_visit(consent)
         if action == "drop":

@@ -22,7 +22,8 @@ from .errors import RequestError, StoreError
 from .middleware import RequestFacts
 from .pipeline.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .policy import DROP, KEEP, banner_hash
-from .pseudonymize import split_url
+from .pseudonymize import reduce_user_agent, split_url
+from .ratelimit import RateLimited
 from .records import RawRecord, ReceiptRecord, parse_collect_body
 from .runtime import GatewayRuntime
 
@@ -34,6 +35,17 @@ _SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
+    # The gateway's pages load only its own stylesheet and post only to itself.
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+# Routes with a per-client token bucket (settings rate_limit_*): what a flood could make expensive.
+_LIMITED = {
+    ("POST", "/collect"): "collect",
+    ("POST", "/"): "consent",
+    ("POST", "/withdraw"): "consent",
+    ("GET", "/receipts"): "consent",
 }
 _STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 
@@ -91,6 +103,10 @@ class ConsentRoutes:
                     if any(p == sub for p in known):
                         raise RequestError(f"{method} is not allowed on {self.prefix}{sub}", status=405)
                     raise RequestError(f"no gateway route {self.prefix}{sub}", status=404)
+                bucket = _LIMITED.get(("GET" if method == "HEAD" else method, sub))
+                if bucket is not None:
+                    ip = self.runtime.client_ip(scope, request.headers.get("x-forwarded-for", ""))
+                    self.runtime.rate_limits.check(bucket, ip)
                 if method == "POST":
                     check_same_origin(request, self.runtime.settings.allowed_origins)
                 response = await handler(self.runtime, request)
@@ -98,6 +114,8 @@ class ConsentRoutes:
             response = JSONResponse(exc.as_json(), status_code=exc.status)
             if exc.status == 503:
                 response.headers["Retry-After"] = "5"
+            elif isinstance(exc, RateLimited):
+                response.headers["Retry-After"] = str(exc.retry_after)
         except ClientDisconnect:
             return
         for key, value in _SECURITY_HEADERS.items():
@@ -121,6 +139,12 @@ class ConsentRoutes:
 def check_same_origin(request: Request, allowed: tuple[str, ...]) -> None:
     """Refuse cross-site POSTs: the Origin (or else the Referer) must be this host or an allowed one."""
     host = request.headers.get("host", "")
+    if request.headers.get("sec-fetch-site") == "cross-site":
+        # The browser itself says another site made this request, whatever Origin or Referer say.
+        raise RequestError(
+            "cross-origin request refused: post to the consent gateway from the site's own pages",
+            status=403,
+        )
     origin = request.headers.get("origin")
     if origin is not None:
         if origin == "null" or not _same_host(origin, host, allowed):
@@ -160,9 +184,10 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it passes ``limit`` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        # isdigit() alone lets '\xb2' (latin-1 '²') through to int(), and int() refuses 4,300+ digits.
+        if not (declared.isascii() and declared.isdigit()):
             raise RequestError("Content-Length is not a number", status=400)
-        if int(declared) > limit:
+        if len(declared) > 18 or int(declared) > limit:
             raise RequestError(f"the body is {declared} bytes; the limit is {limit}", status=413)
     chunks = bytearray()
     async for chunk in request.stream():
@@ -222,7 +247,8 @@ async def _choice_input(request: Request) -> tuple[dict[str, Any], bool]:
         }, True
     if ctype == "multipart/form-data":
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > MAX_CHOICE_BODY:
+        if declared is not None and (not (declared.isascii() and declared.isdigit()) or len(declared) > 18
+                                     or int(declared) > MAX_CHOICE_BODY):
             raise RequestError(f"the form is over the limit of {MAX_CHOICE_BODY} bytes", status=413)
         try:
             form: FormData = await request.form(max_files=0, max_fields=64)
@@ -479,10 +505,11 @@ async def collect(runtime: GatewayRuntime, request: Request) -> Response:
     counts = {"kept": 0, "pseudonymised": 0, "dropped": 0}
     now = time.time()
     records: list[RawRecord] = []
+    bot = s.drop_bots and reduce_user_agent(facts.user_agent).is_bot
     for event in events:
         category = runtime.events.category_of(event.name)
         action = runtime.policy.decide_event(category, consent)
-        if action == DROP:
+        if action == DROP or bot:
             counts["dropped"] += 1
             continue
         path, query = split_url(event.url)
@@ -490,7 +517,7 @@ async def collect(runtime: GatewayRuntime, request: Request) -> Response:
         records.append(
             RawRecord(
                 kind="event",
-                name=event.name,
+                name=runtime.event_names.admit(event.name),
                 category=category,
                 action=action if identified or action != KEEP else "pseudonymise",
                 ts=now,

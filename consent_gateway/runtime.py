@@ -10,11 +10,12 @@ from typing import Any
 
 from .banner import BannerRenderer
 from .consent import Consent, ConsentRecord, resolve
-from .errors import SettingsError
+from .errors import SettingsError, StoreError
 from .pipeline import Journal, Pipeline, PipelineMetrics, Writer, WriterConfig
 from .pipeline.periodic import Periodic
 from .policy import Policy, RowBuilder
 from .pseudonymize import SaltStore
+from .ratelimit import EventNameCap, RateLimits
 from .registry import CategoryRegistry
 from .settings import Settings
 from .signing import ConsentCodec, Verified
@@ -70,6 +71,13 @@ class GatewayRuntime:
         self.known = frozenset(settings.category_keys)
         self.gpc_refuses = frozenset(settings.gpc_refuses)
         self.trusted = tuple(ipaddress.ip_network(c, strict=False) for c in settings.trusted_proxies)
+        self.rate_limits = RateLimits(
+            collect_per_minute=settings.rate_limit_collect_per_minute,
+            collect_burst=settings.rate_limit_collect_burst,
+            consent_per_minute=settings.rate_limit_consent_per_minute,
+            consent_burst=settings.rate_limit_consent_burst,
+        )
+        self.event_names = EventNameCap(settings.max_event_names, (n for n, _ in settings.event_registry))
         self.query_store: Store | None = None
         self._start_lock = asyncio.Lock()
         self.started = False
@@ -101,11 +109,28 @@ class GatewayRuntime:
                 cluster=s.cluster,
             )
         self.salts.destroy_expired()
+        self._seed_event_names()
         self.pipeline.start()
         # Salts older than 48 h are destroyed while the gateway runs, not only at start.
         self._salt_janitor = Periodic("salt-janitor", self.salts.destroy_expired, s.salt_check_interval)
         self._salt_janitor.start()
         logger.info("consent gateway started for site %r on %r", s.site_id, self.query_store)
+
+    def _seed_event_names(self) -> None:
+        # The cap counts names already stored, so a restart does not open it again.
+        store = self.query_store
+        if store is None:
+            return
+        try:
+            rows = store.query_rows(
+                f"SELECT DISTINCT name FROM {store.table('events')} WHERE site = {{site:String}} AND kind = 'event' "
+                f"LIMIT {int(self.settings.max_event_names) + 1}",
+                {"site": self.settings.site_id},
+            )
+        except StoreError as exc:
+            logger.warning("could not read stored event names for the cap: %s", exc)
+            return
+        self.event_names.seed(str(r[0]) for r in rows)
 
     async def stop(self) -> None:
         if not self.started:

@@ -226,6 +226,13 @@ class Settings:
     insert_retry_max: float = 30.0
     clickhouse_async_insert: bool = False
     salt_check_interval: float = 3600.0
+    # Abuse limits (SECURITY.md): per-client token buckets per worker; 0 per minute turns one off.
+    rate_limit_collect_per_minute: float = 600.0
+    rate_limit_collect_burst: int = 120
+    rate_limit_consent_per_minute: float = 30.0
+    rate_limit_consent_burst: int = 20
+    drop_bots: bool = True
+    max_event_names: int = 500
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -382,6 +389,12 @@ _SCALARS: dict[str, type] = {
     "insert_retry_max": float,
     "clickhouse_async_insert": bool,
     "salt_check_interval": float,
+    "rate_limit_collect_per_minute": float,
+    "rate_limit_collect_burst": int,
+    "rate_limit_consent_per_minute": float,
+    "rate_limit_consent_burst": int,
+    "drop_bots": bool,
+    "max_event_names": int,
 }
 # TOML tables whose keys become ``<table>_<key>`` settings.
 _FLAT_TABLES = {
@@ -390,6 +403,7 @@ _FLAT_TABLES = {
     "pipeline": "",
     "collect": "collect_",
     "log": "log_",
+    "rate_limit": "rate_limit_",
 }
 
 
@@ -641,7 +655,13 @@ def _validate(s: Settings) -> None:  # noqa: C901 - one flat list of checks read
         "collect_max_body": s.collect_max_body,
         "collect_max_events": s.collect_max_events,
         "verify_cache_size": s.verify_cache_size,
+        "rate_limit_collect_burst": s.rate_limit_collect_burst,
+        "rate_limit_consent_burst": s.rate_limit_consent_burst,
+        "max_event_names": s.max_event_names,
     }
+    for key in ("rate_limit_collect_per_minute", "rate_limit_consent_per_minute"):
+        if not 0 <= getattr(s, key) <= 1_000_000:
+            raise SettingsError(key, getattr(s, key), "use 0 (no limit) up to 1000000 requests per minute")
     for key, number in positives.items():
         if number < 1:
             raise SettingsError(key, number, "use a number above zero")

@@ -135,6 +135,9 @@ class Journal:
         self._segments: list[_Segment] = []
         self._where: dict[int, int] = {}  # seq -> segment number, for unresolved entries
         self._seq = 0
+        # Sequence numbers restart once every segment is released; tokens of new plans carry a
+        # per-open nonce so ClickHouse never drops them as repeats of an earlier run's inserts.
+        self._epoch = uuid.uuid4().hex[:8]
         self._fh: BinaryIO | None = None
         self._dirty = False
         self._last_number = 0
@@ -276,7 +279,7 @@ class Journal:
 
     def append_plan(self, groups: list[Group], *, token: str | None = None) -> Plan:
         seq = self._next_seq()
-        token = token or f"{self.name}-{seq}"
+        token = token or f"{self.name}-{self._epoch}-{seq}"
         self._append({"k": "p", "g": [g.seq for g in groups], "t": token}, unresolved=True, seq=seq)
         return Plan(seq, groups, token, self._active().number)
 

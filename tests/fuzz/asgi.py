@@ -37,6 +37,8 @@ class Driver:
         self.loop = asyncio.new_event_loop()
 
     def close(self) -> None:
+        if self.loop.is_closed():
+            return
         runtime = getattr(self.app, "runtime", None)
         if runtime is not None:
             self.loop.run_until_complete(runtime.stop())
