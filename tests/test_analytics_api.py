@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from consent_gateway import Settings, create_analytics_app
+from consent_gateway import Settings, SettingsError, create_analytics_app
 from consent_gateway.analytics import TokenStore
 from consent_gateway.store import Store, migrate
 
@@ -300,6 +300,7 @@ def test_auth(loaded: Any, token: str, base: dt.date, caplog: pytest.LogCaptureF
     settings, store, _ = loaded
     tokens = TokenStore(settings.tokens_path)
     expiring, _ = tokens.create("contractor", expires_days=1)
+    expired, _ = tokens.create("last-year", expires_days=1, now=dt.datetime.now(dt.UTC) - dt.timedelta(days=2))
     caplog.set_level(logging.DEBUG)
     with TestClient(create_analytics_app(settings, store=store)) as c:
         assert c.get("/api/v1/aggregate").status_code == 401
@@ -308,6 +309,7 @@ def test_auth(loaded: Any, token: str, base: dt.date, caplog: pytest.LogCaptureF
         ok = c.get("/api/v1/aggregate", params=rng(base), headers={"Authorization": f"Bearer {token}"})
         assert ok.status_code == 200
         assert c.get("/api/v1/aggregate", headers={"Authorization": f"Bearer {expiring}"}).status_code == 200
+        assert c.get("/api/v1/aggregate", headers={"Authorization": f"Bearer {expired}"}).status_code == 401
         assert tokens.revoke("marketing-team") == 1
         revoked = c.get("/api/v1/aggregate", headers={"Authorization": f"Bearer {token}"})
         assert revoked.status_code == 401 and revoked.headers["www-authenticate"] == "Bearer"
@@ -317,11 +319,17 @@ def test_auth(loaded: Any, token: str, base: dt.date, caplog: pytest.LogCaptureF
     assert tokens.verify(expiring) is not None
     text = caplog.text
     assert "token=marketing-team status=200" in text
-    assert token not in text and expiring not in text
+    assert token not in text and expiring not in text and expired not in text
     stored = settings.tokens_path.read_text()
     assert token not in stored and expiring not in stored
     assert oct(settings.tokens_path.stat().st_mode & 0o777) == "0o600"
-    assert [r.status(dt.datetime.now(dt.UTC)) for r in tokens.records()] == ["revoked", "active"]
+    assert [r.status(dt.datetime.now(dt.UTC)) for r in tokens.records()] == ["revoked", "active", "expired"]
+
+
+def test_k_anonymity_setting_is_checked(make_settings: Callable[..., Settings]) -> None:
+    with pytest.raises(SettingsError) as info:
+        make_settings(k_anonymity=0)
+    assert info.value.key == "k_anonymity"
 
 
 # -- validation -------------------------------------------------------------------------------------
