@@ -219,3 +219,31 @@ def test_middleware_inside_starlette_app(make_settings: Callable[..., Settings])
         assert "unset" in response.text
         assert set(set_cookie_map(response)) == {"palette_session"}
         assert client.get("/_consent/state").status_code == 404  # the routes come with ConsentGateway only
+
+
+@pytest.mark.parametrize(
+    ("vary", "expected"),
+    [
+        (b"Accept-Encoding", b"Accept-Encoding, Cookie"),
+        (b"X-Cookie-Id", b"X-Cookie-Id, Cookie"),  # a longer name containing "cookie" is not Cookie
+        (b"accept-language, COOKIE", b"accept-language, COOKIE"),
+        (b"*", b"*"),
+    ],
+)
+def test_vary_tokens_are_compared_whole(make_settings: Callable[..., Settings], vary: bytes, expected: bytes) -> None:
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"vary", vary)]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    messages = run_asgi(ConsentGateway(app, make_settings()), http_scope("/"))
+    assert [v for k, v in messages[0]["headers"] if k == b"vary"] == [expected]
+
+
+def test_head_gets_the_same_headers_as_get(make_settings: Callable[..., Settings]) -> None:
+    gateway = ConsentGateway(site_app(), make_settings())
+    with client_for(gateway) as client:
+        get = client.get("/")
+        head = client.head("/")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == get.headers["content-length"]
+    assert set(set_cookie_map(head)) == set(set_cookie_map(get)) == {"palette_session"}
