@@ -8,6 +8,7 @@ from typing import Any
 
 from .consent import ConsentStatus
 from .cookies import set_cookie_names
+from .pseudonymize import reduce_user_agent
 from .records import RawRecord
 from .runtime import GatewayRuntime
 from .settings import Settings
@@ -206,6 +207,8 @@ class ConsentMiddleware:
         path: str = scope.get("path", "/")
         if not self._settings.log_visit_assets and path.endswith(_ASSET_SUFFIXES):
             return
+        if self._settings.drop_bots and reduce_user_agent(facts.user_agent).is_bot:
+            return  # crawlers and headless browsers are not visitors (SECURITY.md)
         runtime = self.runtime
         action = runtime.policy.decide_visit(consent)
         if action == "drop":
