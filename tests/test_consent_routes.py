@@ -372,3 +372,21 @@ def test_withdraw_by_form_redirects_and_without_consent_still_clears(make_settin
         response = client.post("/_consent/withdraw", data={"return_to": "/students"})
     assert response.status_code == 303 and response.headers["location"] == "/students"
     assert {"cg_consent", "_mk_pixel"} == set(set_cookie_map(response))
+
+
+def test_announced_policy_change_is_shown_before_it_takes_effect(make_settings: Callable[..., Settings]) -> None:
+    import datetime as dt
+
+    from consent_gateway import PolicyVersion
+
+    today = dt.datetime.now(dt.UTC).date()
+    upcoming = PolicyVersion(2, 0, today + dt.timedelta(days=20), today - dt.timedelta(days=10))
+    with client_for(_gateway(make_settings, upcoming_policy=upcoming)) as client:
+        state = client.get("/_consent/state").json()
+        page = client.get("/", headers={"Accept-Language": "en"}).text
+        client.cookies.set("cg_consent", sign_cookie(SECRET, version="1.0"))
+        still_given = client.get("/consent").json()["status"]
+    assert state["policy"]["version"] == "1.0"
+    assert state["upcoming"] == {"version": "2.0", "effective": upcoming.effective.isoformat(), "major": True}
+    assert "cg-upcoming" in page and upcoming.effective.isoformat() in page
+    assert still_given == "given"  # announced, not yet in force: nobody is asked again

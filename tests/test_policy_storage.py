@@ -12,7 +12,7 @@ import pytest
 from consent_gateway import ConsentGateway, Settings
 from consent_gateway.store import EVENT_COLUMNS, RECEIPT_COLUMNS, Store, migrate
 from consent_gateway.store.schema import MIGRATIONS
-from tests.conftest import SECRET
+from tests.conftest import PSEUDONYM_KEY, SECRET
 from tests.gateway_support import client_for, sign_cookie, site_app
 
 VISITOR_IP = "203.0.113.7"
@@ -289,3 +289,54 @@ def test_retention_setting_changes_the_ttl(store: Store) -> None:
         {"db": store.database},
     )
     assert "toIntervalMonth(6)" in ddl
+
+
+# -- pseudonymous visitor keys and their salts --------------------------------------------------------
+
+
+def _raw(ts: float, *, consent_id: str | None = None, action: str = "pseudonymise") -> Any:
+    from consent_gateway.records import RawRecord
+
+    return RawRecord(
+        kind="visit", name="pageview", category="analytics", action=action, ts=ts, site="test-site",
+        host="testserver", path="/", query="", referrer="", user_agent=CHROME, ip=VISITOR_IP,
+        consent_id=consent_id, granted=frozenset({"necessary", "analytics"}) if consent_id else frozenset(),
+    )  # fmt: skip
+
+
+def test_pseudonymous_visitor_key_is_stable_within_a_day_only(
+    make_settings: Callable[..., Settings], tmp_path: Any
+) -> None:
+    from consent_gateway.policy import RowBuilder
+    from consent_gateway.pseudonymize import SaltStore
+
+    rows = RowBuilder(make_settings(), SaltStore(tmp_path / "salts"))
+    visitor = [c for c, _ in EVENT_COLUMNS].index("visitor")
+    now = dt.datetime.now(dt.UTC).replace(hour=12).timestamp()
+    same_day = {rows.event_row(_raw(now + i))[visitor] for i in range(3)}
+    yesterday = rows.event_row(_raw(now - 86400))[visitor]
+    assert len(same_day) == 1  # unique visitors per day ...
+    assert yesterday not in same_day  # ... but no linking across days
+    kept = rows.event_row(_raw(now, consent_id=CID, action="keep"))
+    assert (
+        kept[visitor]
+        == rows.visitor_of(CID)
+        == rows.event_row(_raw(now - 86400, consent_id=CID, action="keep"))[visitor]
+    )
+    assert "<keys hidden>" in repr(rows) and PSEUDONYM_KEY not in repr(rows)
+
+
+def test_daily_salts_are_destroyed_after_48_hours(tmp_path: Any) -> None:
+    from consent_gateway.pseudonymize import SaltStore
+
+    salts = SaltStore(tmp_path / "keys")
+    day = dt.date(2026, 11, 20)
+    noon = dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC)
+    first = salts.salt_for(day, now=noon)
+    assert salts.salt_for(day, now=noon) == first and len(first) == 32
+    assert salts.salt_for(day + dt.timedelta(days=1), now=noon + dt.timedelta(days=1)) != first
+    assert salts.destroy_expired(now=dt.datetime(2026, 11, 21, 23, 59, tzinfo=dt.UTC)) == []
+    assert salts.destroy_expired(now=dt.datetime(2026, 11, 22, 0, 1, tzinfo=dt.UTC)) == ["2026-11-20"]
+    assert salts.days() == ["2026-11-21"]
+    assert first.hex() not in salts.path.read_text()
+    assert salts.path.stat().st_mode & 0o077 == 0  # readable by the gateway's user only
