@@ -265,7 +265,14 @@ def cmd_erase(args: argparse.Namespace) -> int:
     count = store.query_rows(
         f"SELECT count() FROM {store.table('events')} WHERE identified = 1 AND visitor = {{v:UInt64}}", {"v": visitor}
     )[0][0]
-    store.command(f"DELETE FROM {store.table('events')} WHERE identified = 1 AND visitor = {{v:UInt64}}", {"v": visitor})
+    from .store.cluster import render
+
+    # On a cluster the rows live in the replicated local tables; the Distributed one cannot DELETE.
+    # The visitor key is our own 64-bit hash, so it goes in as an integer literal: ON CLUSTER
+    # statements are forwarded to every node as text, without query parameters.
+    delete = f"DELETE FROM {store.table('events')} WHERE identified = 1 AND visitor = {int(visitor)}"  # noqa: S608
+    for statement in render([delete], settings.cluster):
+        store.command(statement)
     print(f"erased {count} identifiable rows of consent id {args.consent_id[:4]}…")
     return 0
 
