@@ -1,0 +1,145 @@
+"""The load-test harness's own logic on short runs: it starts servers, measures, writes its files.
+
+Nothing here asserts on time or throughput; the numbers only have to exist and add up. The servers
+are real uvicorn processes with their own data directories; this process opens no chdb path (the
+harness counts stored events in a separate process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loadtests import bench, pyload, zero_loss
+from loadtests.ledger import Ledger
+from loadtests.servers import Server, consent_cookie
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_quick_run_measures_every_part_and_writes_its_files(tmp_path: Path, capsys: Any) -> None:
+    assert bench.main(["--quick", "--out", str(tmp_path)]) == 0
+
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert set(bench.PARTS) <= set(result)
+    assert result["machine"]["nproc"] >= 1 and result["machine"]["python"]
+
+    pages = result["pages"]
+    assert len(pages["rounds"]) == 2
+    assert all(r["bare"]["requests"] > 0 and r["gateway"]["requests"] > 0 for r in pages["rounds"])
+    assert math.isfinite(pages["ratio"]) and pages["ratio"] > 0
+    # Every page the gateway answered was logged as a visit (requests cut off by the generator's
+    # deadline may still be logged, so more visits than counted answers is fine).
+    assert pages["visits_stored"] >= pages["gateway_requests"] > 0
+
+    for mode, size in (("single", 1), ("batch", bench.BATCH)):
+        (run,) = result["collect"][mode]["rounds"]
+        assert run["events_per_request"] == size
+        assert run["acked_events"] > 0 and run["acked_events"] % size == 0
+        assert run["stored_events"] >= run["acked_events"], "an acknowledged event is missing in ClickHouse"
+        assert run["lost"] == 0 and run["persisted_per_s"] > 0
+
+    for name in ("bare", "gateway", "collect"):
+        assert 0 < result["latency"][name]["p50_ms"] <= result["latency"][name]["p99_ms"]
+
+    flood = result["queue_full"]
+    assert flood["peak_rss"] >= flood["idle_rss"] > 0
+    assert flood["queue_max"] > 0 and flood["accepted_requests"] > 0
+
+    assert (tmp_path / "bench.png").read_bytes().startswith(PNG_MAGIC)
+    assert len(list(tmp_path.glob("bench-*.json"))) == 1
+    out = capsys.readouterr().out
+    assert "gateway / bare (median of rounds)" in out and f"{pages['ratio']:.3f}" in out
+
+
+def test_table_and_chart_render_a_result_without_running_anything(tmp_path: Path) -> None:
+    result = {
+        "started": "2026-01-01 00:00 UTC",
+        "machine": {"nproc": 2, "cpu": "test CPU", "python": "3.11.7"},
+        "pages": {
+            "rounds": [{"bare": {"rps": 1000.0}, "gateway": {"rps": 900.0}, "ratio": 0.9}],
+            "bare_rps": 1000.0, "gateway_rps": 900.0, "ratio": 0.9,
+            "visits_stored": 10, "gateway_requests": 10, "gateway_peak_rss": 100 * 2**20,
+        },
+        "collect": {
+            mode: {"rounds": [{"persisted_per_s": value}], "persisted_per_s": value, "lost": 0,
+                   "peak_rss": 120 * 2**20}
+            for mode, value in (("single", 9000.0), ("batch", 120000.0))
+        },
+    }
+    text = bench.table(result)
+    assert "**0.900**" in text and "9000 events/s" in text and "120000 events/s" in text
+    assert "100 MiB" in text and "120 MiB" in text
+    assert "latency" not in text  # parts that did not run are left out, not shown as zeros
+    bench.chart(result, tmp_path / "chart.png")
+    assert (tmp_path / "chart.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_lua_strings_survive_any_closing_bracket() -> None:
+    assert bench._lua_string('{"a": 1}') == '[===[{"a": 1}]===]'
+    quoted = bench._lua_string("x]===]y")
+    assert quoted.startswith("[====[") and quoted.endswith("]====]") and "x]===]y" in quoted
+
+
+def test_pyload_open_loop_sends_the_scheduled_requests_and_closed_loop_measures(tmp_path: Path) -> None:
+    with Server("gateway", tmp_path / "gw") as server:
+        cookie = consent_cookie(server.port)
+        raw = pyload.build_request("GET", "/privacy", f"127.0.0.1:{server.port}", {"Cookie": f"cg_consent={cookie}"})
+        fixed = asyncio.run(pyload.open_loop(server.port, raw, rate=40, seconds=0.5, connections=4))
+        closed = asyncio.run(pyload.closed_loop(server.port, raw, connections=2, seconds=0.5))
+    assert fixed.statuses == {200: 20} and fixed.errors == 0
+    assert len(fixed.latencies) == 20 and fixed.percentile(50) <= fixed.percentile(99)
+    assert closed.requests > 0 and set(closed.statuses) == {200} and closed.rps > 0
+
+
+def test_percentile_is_nearest_rank() -> None:
+    result = pyload.LoadResult(1.0, latencies=[i / 1000 for i in range(1, 101)])
+    assert result.percentile(50) == pytest.approx(50.0)
+    assert result.percentile(99) == pytest.approx(99.0)
+    assert math.isnan(pyload.LoadResult(1.0).percentile(50))
+
+
+def test_ledger_ids_are_unique_and_safe_from_phone_redaction() -> None:
+    ledger = Ledger("run-test")
+    ids = [ledger.new_id() for _ in range(5000)]
+    assert len(set(ids)) == 5000
+    assert all(i.isalpha() and i.islower() for i in ids)
+    events = [{"props": {"eid": i}} for i in ids[:3]]
+    assert ledger.record(events, 202, expected_drop={1}) == [ids[0], ids[2]]
+    assert ledger.record(events, 503, expected_drop=set()) == []
+    ledger.erased([ids[0]])
+    summary = ledger.summary()
+    assert summary["sent"] == 6 and summary["acknowledged"] == 3 and summary["refused_503"] == 3
+    assert summary["dropped_by_policy"] == 1 and summary["ids"] == [ids[2]] and summary["expected_stored"] == 1
+
+
+def test_zero_loss_check_names_missing_duplicated_and_wrongly_kept_events() -> None:
+    ledger = {"sent": 5, "acknowledged": 5, "dropped_by_policy": 0, "refused_503": 0, "failed": 0,
+              "ids": ["a", "b", "c"], "erased_ids": ["e"]}
+    ok = zero_loss.check(ledger, ["a", "b", "c"])
+    assert ok["zero_loss"] and ok["missing"] == 0 and ok["stored"] == 3
+    lost = zero_loss.check(ledger, ["a", "b", "b", "e", "z"])
+    assert not lost["zero_loss"]
+    assert lost["missing_examples"] == ["c"] and lost["duplicates"] == 1
+    assert lost["erased_but_stored"] == 1 and lost["stored_not_acknowledged"] == 1
+
+
+def test_zero_loss_short_locust_run_finds_every_acknowledged_event(tmp_path: Path, capsys: Any) -> None:
+    code = zero_loss.main(["--users", "6", "--rate", "2", "--run-time", "6s", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    result = json.loads((tmp_path / "zero-loss.json").read_text())
+    check = result["check"]
+    assert code == 0, out
+    assert check["zero_loss"] and check["missing"] == 0 and check["duplicates"] == 0
+    assert check["acknowledged"] > 0 and check["stored"] == check["expected_stored"] > 0
+    assert check["sent"] == check["acknowledged"] + check["refused_503"] + check["failed"]
+    stats = result["locust"]["stats"]
+    assert stats["requests"] > 0 and stats["failures"] == 0, (tmp_path / "zero-loss-locust.log").read_text()[-3000:]
+    assert any(name.endswith("/_consent/collect spa event") or name.endswith("spa batch") for name in stats["by_name"])
+    assert (tmp_path / "zero-loss_stats.csv").exists() and (tmp_path / "zero-loss.html").stat().st_size > 0
+    assert "zero loss: yes" in out
