@@ -158,7 +158,13 @@ class ConsentMiddleware:
                 if not message.get("more_body", False):
                     self._record_visit(scope, facts, consent, state, started)
                 return
+            if held:
+                # A body the gateway cannot rewrite (http.response.pathsend of a FileResponse on
+                # servers with that extension): the held start must still go out, unchanged.
+                await send(held.pop())
             await send(message)
+            if mtype == "http.response.pathsend":
+                self._record_visit(scope, facts, consent, state, started)
 
         await self.app(scope, receive, send_wrapper)
 
