@@ -5,10 +5,12 @@ from __future__ import annotations
 import gzip
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from consent_gateway import ConsentGateway, ConsentMiddleware, Settings
+from consent_gateway.store import Store
 from tests.conftest import SECRET
 from tests.gateway_support import (
     PAGE,
@@ -247,3 +249,28 @@ def test_head_gets_the_same_headers_as_get(make_settings: Callable[..., Settings
     assert head.status_code == 200 and head.content == b""
     assert head.headers["content-length"] == get.headers["content-length"]
     assert set(set_cookie_map(head)) == set(set_cookie_map(get)) == {"palette_session"}
+
+
+def test_html_file_sent_by_pathsend_still_gets_its_headers(
+    make_settings: Callable[..., Settings], tmp_path: Path, store: Store
+) -> None:
+    """Servers with the ``http.response.pathsend`` extension (e.g. Granian) send files by path."""
+    from starlette.responses import FileResponse
+
+    page = tmp_path / "page.html"
+    page.write_text(PAGE, encoding="utf-8")
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        response = FileResponse(page)
+        response.set_cookie("_mk_pixel", "1")
+        response.set_cookie("palette_session", "s")
+        await response(scope, receive, send)
+
+    scope = http_scope("/page")
+    scope["extensions"] = {"http.response.pathsend": {}}
+    messages = run_asgi(ConsentGateway(app, make_settings()), scope)
+    assert [m["type"] for m in messages] == ["http.response.start", "http.response.pathsend"]
+    headers = messages[0]["headers"]
+    assert [v for k, v in headers if k == b"set-cookie"] == [b"palette_session=s; Path=/; SameSite=lax"]
+    assert int(dict(headers)[b"content-length"]) == page.stat().st_size  # the file as it is
+    assert store.query_rows(f"SELECT path FROM {store.table('events')}") == [("/page",)]
