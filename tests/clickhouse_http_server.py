@@ -12,6 +12,8 @@ It serves what clickhouse-connect uses:
 - ``INSERT ... FORMAT Native`` with the Native data in the body, LZ4-framed when the request has
   ``Content-Encoding: lz4`` (one LZ4 frame per block, decoded with ``lz4.frame``), zstd or gzip;
 - ``param_*`` query parameters (bound by chdb) and other parameters as query settings;
+- access-control statements (``CREATE ROLE``, ``GRANT``, ...) are accepted and ignored: the
+  embedded engine has no users or roles, and the gateway's migrations create some for servers;
 - responses with ``X-ClickHouse-Summary``, ``X-ClickHouse-Format``, ``X-ClickHouse-Timezone``,
   ``X-ClickHouse-Query-Id``, ``X-ClickHouse-Server-Display-Name``, and errors as HTTP 500 with
   ``X-ClickHouse-Exception-Code``.
@@ -33,8 +35,8 @@ import tempfile
 import threading
 import time
 import uuid
-from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -42,14 +44,33 @@ import chdb
 
 # Parameters that steer the HTTP transport, not the query.
 _TRANSPORT = {
-    "query", "database", "query_id", "session_id", "session_timeout", "session_check", "compress",
-    "decompress", "default_format", "enable_http_compression", "wait_end_of_query",
-    "send_progress_in_http_headers", "http_headers_progress_interval_ms", "client_protocol_version",
-    "cancel_http_readonly_queries_on_client_close", "user", "password", "buffer_size", "quota_key",
+    "query",
+    "database",
+    "query_id",
+    "session_id",
+    "session_timeout",
+    "session_check",
+    "compress",
+    "decompress",
+    "default_format",
+    "enable_http_compression",
+    "wait_end_of_query",
+    "send_progress_in_http_headers",
+    "http_headers_progress_interval_ms",
+    "client_protocol_version",
+    "cancel_http_readonly_queries_on_client_close",
+    "user",
+    "password",
+    "buffer_size",
+    "quota_key",
 }
 _INSERT_NATIVE = re.compile(rb"^\s*INSERT\s+INTO\s+(.+?)\s+FORMAT\s+Native\s*$", re.I | re.S)
 _TRAILING_FORMAT = re.compile(r"\bFORMAT\s+([A-Za-z0-9_]+)\s*;?\s*$", re.I)
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# The embedded engine has no users or roles: access-control statements are accepted and ignored.
+_ACCESS_CONTROL = re.compile(
+    r"^\s*(CREATE\s+(ROLE|USER|ROW\s+POLICY|SETTINGS\s+PROFILE|QUOTA)\b|GRANT\b|REVOKE\b)", re.I
+)
 
 
 class Engine:
@@ -75,7 +96,7 @@ class Engine:
                 for key in applied:
                     try:
                         self.conn.query(f"SET {key} = DEFAULT", "TabSeparated")
-                    except Exception:  # noqa: S110 - a fixture restoring defaults has nothing to report
+                    except Exception:
                         pass
 
 
@@ -108,13 +129,13 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     engine: Engine
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+    def do_GET(self) -> None:
         self._handle(b"")
 
-    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             body = self._read_chunked()
@@ -148,7 +169,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             body = _decode_body(body, self.headers.get("Content-Encoding", ""))
             database = params.get("database", "")
-            binds = {k[len("param_"):]: v for k, v in params.items() if k.startswith("param_")}
+            binds = {k[len("param_") :]: v for k, v in params.items() if k.startswith("param_")}
             settings = {k: v for k, v in params.items() if k not in _TRANSPORT and not k.startswith("param_")}
             sql = params.get("query")
             if sql is None:
@@ -163,11 +184,23 @@ class Handler(BaseHTTPRequestHandler):
             message = str(exc)
             code = re.search(r"Code: (\d+)", message)
             headers["X-ClickHouse-Exception-Code"] = code.group(1) if code else "1001"
-            self._send(500, f"Code: {headers['X-ClickHouse-Exception-Code']}. DB::Exception: {message}\n".encode(), headers)
+            self._send(
+                500, f"Code: {headers['X-ClickHouse-Exception-Code']}. DB::Exception: {message}\n".encode(), headers
+            )
 
     def _execute(
-        self, sql: str, data: bytes, database: str, binds: dict[str, str], settings: dict[str, str], headers: dict[str, str]
+        self,
+        sql: str,
+        data: bytes,
+        database: str,
+        binds: dict[str, str],
+        settings: dict[str, str],
+        headers: dict[str, str],
     ) -> None:
+        if _ACCESS_CONTROL.match(sql):
+            headers["X-ClickHouse-Summary"] = json.dumps({"read_rows": "0"})
+            self._send(200, b"", headers)
+            return
         insert = _INSERT_NATIVE.match(sql.encode("utf-8")) if data else None
         if insert is None and data:
             # The statement starts in the query parameter and its data follow in the body.
@@ -189,7 +222,13 @@ class Handler(BaseHTTPRequestHandler):
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(data)
                 quoted = "'" + path.replace("'", "\\'") + "'"
-                result = self.engine.run(f"INSERT INTO {target} FROM INFILE {quoted} FORMAT Native", "TabSeparated", binds, settings, database)
+                result = self.engine.run(
+                    f"INSERT INTO {target} FROM INFILE {quoted} FORMAT Native",
+                    "TabSeparated",
+                    binds,
+                    settings,
+                    database,
+                )
             finally:
                 os.unlink(path)
             summary = {"written_rows": str(result.rows_read()), "written_bytes": str(result.bytes_read())}
@@ -209,10 +248,12 @@ class Handler(BaseHTTPRequestHandler):
             if out:
                 # Strip the names line: a command's body is plain TabSeparated.
                 newline = out.find(b"\n")
-                out = out[newline + 1:] if newline >= 0 else b""
+                out = out[newline + 1 :] if newline >= 0 else b""
                 headers["X-ClickHouse-Format"] = "TabSeparated"
             del fmt
-        headers["X-ClickHouse-Summary"] = json.dumps({"read_rows": str(result.rows_read()), "read_bytes": str(result.bytes_read())})
+        headers["X-ClickHouse-Summary"] = json.dumps(
+            {"read_rows": str(result.rows_read()), "read_bytes": str(result.bytes_read())}
+        )
         self._send(200, out, headers)
 
     def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
@@ -246,7 +287,7 @@ class FixtureServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60.0) -> None:
-        self.process = subprocess.Popen(  # noqa: S603 - our own script
+        self.process = subprocess.Popen(
             [sys.executable, __file__, "--port", str(self.port), "--data", str(self.data)],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

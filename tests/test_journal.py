@@ -135,9 +135,21 @@ def _writer(settings: Settings, journal: Journal, recovered: Any, source: queue.
 
 def _record(marker: str) -> RawRecord:
     return RawRecord(
-        kind="event", name="pageview", category="analytics", action="pseudonymise", ts=1_795_000_000.0,
-        site="test-site", host="example.test", path="/p", query="", referrer="", user_agent="Mozilla/5.0",
-        ip="203.0.113.9", consent_id=None, granted=frozenset(), props={"m": marker},
+        kind="event",
+        name="pageview",
+        category="analytics",
+        action="pseudonymise",
+        ts=1_795_000_000.0,
+        site="test-site",
+        host="example.test",
+        path="/p",
+        query="",
+        referrer="",
+        user_agent="Mozilla/5.0",
+        ip="203.0.113.9",
+        consent_id=None,
+        granted=frozenset(),
+        props={"m": marker},
     )
 
 
@@ -168,7 +180,9 @@ def test_an_insert_repeated_after_a_crash_lands_exactly_once(
     events = [r for g in groups for r in g.events]
     from consent_gateway.pipeline.writer import _EVENT_NAMES, _EVENT_TYPES
 
-    store.insert("events", events, _EVENT_NAMES, _EVENT_TYPES, settings={"insert_deduplication_token": f"{plan.token}:e"})
+    store.insert(
+        "events", events, _EVENT_NAMES, _EVENT_TYPES, settings={"insert_deduplication_token": f"{plan.token}:e"}
+    )
     journal.append_group([rows.event_row(_record("after"))], [])  # acknowledged, never inserted
     journal.sync()
     _crash(journal)

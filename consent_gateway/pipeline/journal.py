@@ -427,7 +427,7 @@ def _read_entries(path: Path) -> Iterator[dict[str, Any]]:
     while pos + _FRAME.size <= len(data):
         length, crc = _FRAME.unpack_from(data, pos)
         start = pos + _FRAME.size
-        payload = data[start:start + length]
+        payload = data[start : start + length]
         if len(payload) < length or zlib.crc32(payload) != crc:
             logger.warning("journal segment %s ends in a torn entry at byte %d (never acknowledged)", path, pos)
             return

@@ -41,7 +41,8 @@ class PipelineMetrics:
             "cg_pipeline_erased_rows", "Identified rows removed from the queue or journal by a withdrawal", registry=r
         )
         self.ack_timeouts = Counter(
-            "cg_pipeline_ack_timeouts", "/collect requests answered 503 because the journal did not commit in time",
+            "cg_pipeline_ack_timeouts",
+            "/collect requests answered 503 because the journal did not commit in time",
             registry=r,
         )
         self.queue_depth = Gauge("cg_pipeline_queue_records", "Records waiting in the queue", registry=r)

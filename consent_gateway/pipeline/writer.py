@@ -319,12 +319,18 @@ class Writer(threading.Thread):
             store = self._ensure_store()
             if events:
                 store.insert(
-                    "events", events, _EVENT_NAMES, _EVENT_TYPES,
+                    "events",
+                    events,
+                    _EVENT_NAMES,
+                    _EVENT_TYPES,
                     settings={**self._insert_settings, "insert_deduplication_token": f"{plan.token}:e"},
                 )
             if receipts:
                 store.insert(
-                    "consent_receipts", receipts, _RECEIPT_NAMES, _RECEIPT_TYPES,
+                    "consent_receipts",
+                    receipts,
+                    _RECEIPT_NAMES,
+                    _RECEIPT_TYPES,
                     settings={**self._insert_settings, "insert_deduplication_token": f"{plan.token}:r"},
                 )
         except StoreError as exc:
@@ -374,7 +380,11 @@ class Writer(threading.Thread):
         if self._failures == 1 or self._failures % 20 == 0:
             logger.error(
                 "insert of %d rows failed (attempt %d; next in %.1fs, %s): %s",
-                plan.size, self._failures, backoff, "kept in the journal" if self._journal else "kept in memory", exc,
+                plan.size,
+                self._failures,
+                backoff,
+                "kept in the journal" if self._journal else "kept in memory",
+                exc,
             )
         if self._journal is None:
             self._drop_overflow()

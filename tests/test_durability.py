@@ -1,0 +1,263 @@
+"""Nothing acknowledged is lost: ClickHouse outages, a SIGKILLed gateway, SIGTERM.
+
+ClickHouse here is ``tests/clickhouse_http_server.py`` (a test fixture serving ClickHouse's HTTP
+interface over its own embedded engine, in its own process), so the gateway talks to it through
+clickhouse-connect's HTTP client with LZ4 compression, and the tests kill and restart it.
+Events carry a marker in ``props`` so each acknowledged one can be found again.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+
+from consent_gateway import ConsentGateway, Settings
+
+from .clickhouse_http_server import FixtureServer, free_port
+from .conftest import PSEUDONYM_KEY, SECRET
+
+ORIGIN = {"origin": "http://testserver"}
+
+
+@pytest.fixture
+def clickhouse(tmp_path: Path) -> Iterator[FixtureServer]:
+    server = FixtureServer(tmp_path / "clickhouse-server")
+    server.start()
+    yield server
+    server.kill()
+
+
+def _markers(server: FixtureServer, database: str) -> dict[str, int]:
+    client = server.client()
+    rows = client.query(
+        f"SELECT JSONExtractString(props, 'm') AS m, count() FROM `{database}`.events WHERE kind = 'event' GROUP BY m"
+    ).result_rows
+    client.close()
+    return {str(m): int(c) for m, c in rows}
+
+
+def _wait_for_markers(
+    server: FixtureServer, database: str, expected: set[str], timeout: float = 60.0
+) -> dict[str, int]:
+    deadline = time.monotonic() + timeout
+    found: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        try:
+            found = _markers(server, database)
+        except Exception:
+            found = {}
+        if expected <= set(found):
+            return found
+        time.sleep(0.2)
+    return found
+
+
+def test_a_clickhouse_outage_mid_stream_loses_and_duplicates_nothing(
+    clickhouse: FixtureServer, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(
+        clickhouse_url=clickhouse.url,
+        auto_migrate=True,
+        batch_size=40,
+        flush_interval=0.05,
+        insert_retry_initial=0.05,
+        insert_retry_max=0.5,
+    )
+    gateway = ConsentGateway(Starlette(), settings)
+    acked: list[str] = []
+    with TestClient(gateway) as client:
+        for i in range(240):
+            if i == 80:
+                clickhouse.kill()
+            if i == 120:
+                outage = client.get("/_consent/readyz")
+                assert outage.status_code == 503, "readiness reports the outage"
+                assert client.get("/_consent/healthz").status_code == 200, "liveness does not"
+            if i == 160:
+                clickhouse.start()
+            batch = [{"name": "pageview", "url": f"/p/{i}", "props": {"m": f"run-{i}-{j}"}} for j in range(3)]
+            response = client.post("/_consent/collect", json=batch, headers=ORIGIN)
+            assert response.status_code == 202, response.text
+            acked.extend(e["props"]["m"] for e in batch)
+        assert client.portal is not None
+        assert client.portal.call(gateway.runtime.pipeline.flush, 60.0), "everything reached ClickHouse"
+        assert client.get("/_consent/readyz").status_code == 200
+        metrics = client.get("/_consent/metrics").text
+    found = _markers(clickhouse, settings.database)
+    assert set(found) == set(acked), "every acknowledged event is in ClickHouse"
+    assert all(count == 1 for count in found.values()), "and none twice"
+    assert sum(found.values()) == len(acked) == 720
+    failed = [line for line in metrics.splitlines() if line.startswith("cg_pipeline_failed_inserts_total")]
+    assert failed and float(failed[0].split()[-1]) > 0, "the outage was seen and counted"
+
+
+_GATEWAY = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    import uvicorn
+    from starlette.applications import Starlette
+    from consent_gateway import ConsentGateway, Settings
+
+    settings = Settings(
+        site_id="test-site",
+        data_dir=Path(sys.argv[2]),
+        clickhouse_url=sys.argv[3],
+        database=sys.argv[4],
+        secret_keys=(sys.argv[5],),
+        pseudonym_key=sys.argv[6],
+        cookie_secure=False,
+        auto_migrate=True,
+        flush_interval=float(sys.argv[7]),
+        batch_size=500,
+        shutdown_timeout=20.0,
+        insert_retry_initial=0.05,
+        insert_retry_max=0.5,
+    )
+    uvicorn.run(ConsentGateway(Starlette(), settings), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+    """
+)
+
+
+class GatewayProcess:
+    """The gateway under uvicorn in a child process, so the test can SIGKILL or SIGTERM it."""
+
+    def __init__(self, tmp_path: Path, clickhouse: FixtureServer, database: str, flush_interval: float) -> None:
+        self.script = tmp_path / "gateway_app.py"
+        self.script.write_text(_GATEWAY)
+        self.data = tmp_path / "gateway-data"
+        self.args = [clickhouse.url, database, SECRET, PSEUDONYM_KEY, str(flush_interval)]
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        self.process = subprocess.Popen(
+            [sys.executable, str(self.script), str(self.port), str(self.data), *self.args], env=env
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, "the gateway process exited during start"
+            try:
+                if httpx.get(f"{self.url}/_consent/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("the gateway did not start in time")
+
+    def signal(self, sig: int, timeout: float = 60.0) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        code = self.process.wait(timeout)
+        self.process = None
+        return code
+
+    def kill_if_running(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(30)
+
+    def segments(self) -> list[Path]:
+        return sorted((self.data / "journal").glob("*/*.seg"))
+
+
+def _send_until_stopped(url: str, acked: list[str], stop: threading.Event, per_request: int) -> None:
+    with httpx.Client(base_url=url, headers={"origin": url}, timeout=10) as client:
+        i = 0
+        while not stop.is_set():
+            batch = [
+                {"name": "pageview", "url": "/s", "props": {"m": f"kill-{per_request}-{i}-{j}"}}
+                for j in range(per_request)
+            ]
+            try:
+                response = client.post("/_consent/collect", json=batch)
+            except httpx.HTTPError:
+                return  # the gateway died with this request unanswered: not acknowledged
+            if response.status_code == 202:
+                acked.extend(e["props"]["m"] for e in batch)
+            i += 1
+
+
+def test_a_sigkilled_gateway_replays_its_journal_exactly_once(
+    clickhouse: FixtureServer, tmp_path: Path, database: str
+) -> None:
+    # A long flush interval keeps most acknowledged events in the journal only when the kill comes.
+    gateway = GatewayProcess(tmp_path, clickhouse, database, flush_interval=30.0)
+    gateway.start()
+    acked: list[str] = []
+    stop = threading.Event()
+    senders = [threading.Thread(target=_send_until_stopped, args=(gateway.url, acked, stop, n)) for n in (1, 5, 50)]
+    try:
+        for t in senders:
+            t.start()
+        deadline = time.monotonic() + 60
+        while len(acked) < 600 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        gateway.signal(signal.SIGKILL)
+        stop.set()
+        for t in senders:
+            t.join(30)
+        assert len(acked) >= 600
+        before = _markers(clickhouse, database) if _table_exists(clickhouse, database) else {}
+        assert len(before) < len(set(acked)), "the kill came while acknowledged events were only journaled"
+        assert gateway.segments(), "the journal holds them"
+
+        gateway.start()
+        found = _wait_for_markers(clickhouse, database, set(acked))
+        metrics = httpx.get(f"{gateway.url}/_consent/metrics", timeout=5).text
+    finally:
+        gateway.kill_if_running()
+    assert set(acked) <= set(found), "every acknowledged event is in ClickHouse after the restart"
+    assert all(count == 1 for count in found.values()), "exactly once, also for events that raced the kill"
+    replayed = [line for line in metrics.splitlines() if line.startswith("cg_pipeline_replayed_rows_total")]
+    assert replayed and float(replayed[0].split()[-1]) > 0
+
+
+def _table_exists(server: FixtureServer, database: str) -> bool:
+    client = server.client()
+    try:
+        return bool(client.command(f"EXISTS TABLE `{database}`.events"))
+    finally:
+        client.close()
+
+
+def test_sigterm_flushes_queue_and_journal_before_exit(
+    clickhouse: FixtureServer, tmp_path: Path, database: str
+) -> None:
+    gateway = GatewayProcess(tmp_path, clickhouse, database, flush_interval=30.0)
+    gateway.start()
+    acked: list[str] = []
+    try:
+        with httpx.Client(base_url=gateway.url, headers={"origin": gateway.url}, timeout=10) as client:
+            for i in range(40):
+                batch = [{"name": "pageview", "url": "/t", "props": {"m": f"term-{i}-{j}"}} for j in range(10)]
+                response = client.post("/_consent/collect", json=batch)
+                assert response.status_code == 202
+                acked.extend(e["props"]["m"] for e in batch)
+        assert gateway.segments(), "acknowledged events wait in the journal (the flush interval is 30 s)"
+        code = gateway.signal(signal.SIGTERM)
+    finally:
+        gateway.kill_if_running()
+    # uvicorn shuts down gracefully, then re-raises the signal so the exit status still says SIGTERM.
+    assert code in (0, -signal.SIGTERM)
+    found = _markers(clickhouse, database)
+    assert set(found) == set(acked), "every acknowledged event was inserted before the process exited"
+    assert all(c == 1 for c in found.values())
+    assert gateway.segments() == [], "a clean shutdown leaves an empty journal"
