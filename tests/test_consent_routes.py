@@ -390,3 +390,22 @@ def test_announced_policy_change_is_shown_before_it_takes_effect(make_settings: 
     assert state["upcoming"] == {"version": "2.0", "effective": upcoming.effective.isoformat(), "major": True}
     assert "cg-upcoming" in page and upcoming.effective.isoformat() in page
     assert still_given == "given"  # announced, not yet in force: nobody is asked again
+
+
+def test_a_narrower_choice_deletes_cookies_of_refused_categories(make_settings: Callable[..., Settings]) -> None:
+    with client_for(_gateway(make_settings)) as client:
+        client.post("/_consent/", json={"action": "accept_all"})
+        client.get("/")  # the site sets one cookie of every category
+        response = client.post("/_consent/", json={"action": "save", "categories": ["analytics"]})
+    deleted = {name for name, header in set_cookie_map(response).items() if "Max-Age=0" in header}
+    assert deleted == {"ui_lang", "_mk_pixel", "_mk_campaign"}  # kept: palette_session, _pa_id, cg_consent
+
+
+def test_deletions_cover_domain_and_host_only_cookies(make_settings: Callable[..., Settings]) -> None:
+    with client_for(_gateway(make_settings, cookie_domain="testserver.local")) as client:
+        client.cookies.set("_pa_id", "x")
+        response = client.post("/_consent/withdraw", json={})
+    headers = [h for h in response.headers.get_list("set-cookie") if h.startswith("_pa_id=")]
+    assert len(headers) == 2
+    assert any("Domain=testserver.local" in h for h in headers)
+    assert any("Domain" not in h for h in headers)

@@ -93,3 +93,18 @@ def test_healthz_reports_the_writer(make_settings: Callable[..., Settings]) -> N
     assert health["status"] == "ok" and health["writer"] is True
     assert isinstance(health["queued"], int)
     assert gateway.runtime.pipeline.running is False  # lifespan shutdown stopped the thread
+
+
+def test_app_without_lifespan_support_still_gets_a_writer(make_settings: Callable[..., Settings], store: Store) -> None:
+    async def bare(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] != "http":
+            raise RuntimeError("this app speaks HTTP only")
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    gateway = ConsentGateway(bare, make_settings(flush_interval=30))
+    with client_for(gateway) as client:
+        assert gateway.runtime.pipeline.running
+        assert client.get("/hello").text == "ok"
+    assert not gateway.runtime.pipeline.running
+    assert store.query_rows(f"SELECT path FROM {store.table('events')}") == [("/hello",)]
