@@ -409,3 +409,13 @@ def test_deletions_cover_domain_and_host_only_cookies(make_settings: Callable[..
     assert len(headers) == 2
     assert any("Domain=testserver.local" in h for h in headers)
     assert any("Domain" not in h for h in headers)
+
+
+def test_return_paths_in_pages_are_escaped_and_stay_on_site(make_settings: Callable[..., Settings]) -> None:
+    with client_for(_gateway(make_settings)) as client:
+        settings_page = client.get("/_consent/", params={"return_to": "//evil.com/x"}).text
+        injected = client.get('/students?q="><script>alert(1)</script>').text
+    assert "evil.com" not in settings_page
+    assert "<script>alert(1)</script>" not in injected
+    hidden = re.search(r'<input[^>]*name="return_to"[^>]*>', injected)
+    assert hidden is not None and _attr(hidden.group(0), "value").startswith("/students?q=")
