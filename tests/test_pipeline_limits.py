@@ -1,0 +1,159 @@
+"""Limits reached on purpose: visits are shed first, /collect gets 503 with Retry-After, receipts
+are never shed, every shed record is counted, and nothing acknowledged is lost on the way.
+
+The queue test stalls the writer by holding the embedded engine's lock (the writer blocks in its
+insert, as it would on a slow server). The journal test uses the ClickHouse HTTP test fixture,
+killed, so inserts fail fast and the journal grows to its limit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.applications import Starlette
+from starlette.responses import HTMLResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from consent_gateway import ConsentGateway, Settings
+from consent_gateway.store.client import _EMBEDDED_LOCKS
+
+from .clickhouse_http_server import FixtureServer
+
+ORIGIN = {"origin": "http://testserver"}
+
+
+async def _page(request: object) -> HTMLResponse:
+    return HTMLResponse("<!doctype html><html><body>page</body></html>")
+
+
+def _shed(text: str) -> dict[tuple[str, str], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "cg_pipeline_shed_records_total":
+                out[(s.labels["kind"], s.labels["reason"])] = s.value
+    return out
+
+
+def _events(prefix: str, n: int) -> list[dict[str, object]]:
+    return [{"name": "pageview", "url": "/e", "props": {"m": f"{prefix}-{i}"}} for i in range(n)]
+
+
+def _wait(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def test_a_full_queue_sheds_visits_first_then_refuses_events_with_503(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(queue_max=20, visit_shed_fraction=0.5, batch_size=1, collect_ack_timeout=0.5)
+    gateway = ConsentGateway(Starlette(routes=[Route("/", _page)]), settings)
+    with TestClient(gateway) as client:
+        pipeline = gateway.runtime.pipeline
+        engine = _EMBEDDED_LOCKS["chdb"]
+        engine.acquire()
+        try:
+            # The writer journals this event, answers 202, then blocks in its insert.
+            first = client.post("/_consent/collect", json=_events("first", 1), headers=ORIGIN)
+            assert first.status_code == 202
+            assert _wait(lambda: pipeline.state.pending_rows == 1)
+            for _ in range(14):
+                assert client.get("/").status_code == 200, "pages never wait for the pipeline"
+            assert pipeline.queued == 10, "visits stop at half the queue (visit_shed_fraction)"
+            too_many = client.post("/_consent/collect", json=_events("over", 11), headers=ORIGIN)
+            assert too_many.status_code == 503 and too_many.headers["retry-after"] == "5"
+            assert pipeline.queued == 10, "a refused request adds nothing"
+            # Ten more fit in the queue, but the stalled writer cannot make them durable in time.
+            stalled = client.post("/_consent/collect", json=_events("stalled", 10), headers=ORIGIN)
+            assert stalled.status_code == 503
+            metrics = client.get("/_consent/metrics").text
+        finally:
+            engine.release()
+        assert client.portal is not None
+        assert client.portal.call(pipeline.flush, 30.0)
+    shed = _shed(metrics)
+    assert shed[("visit", "queue")] == 4
+    assert shed[("event", "queue")] == 11
+    assert "cg_pipeline_ack_timeouts_total 1.0" in metrics
+
+
+@pytest.fixture
+def clickhouse(tmp_path: Path) -> Iterator[FixtureServer]:
+    server = FixtureServer(tmp_path / "clickhouse-server")
+    server.start()
+    yield server
+    server.kill()
+
+
+def test_a_full_journal_sheds_visits_then_answers_503_and_keeps_receipts(
+    clickhouse: FixtureServer, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(
+        clickhouse_url=clickhouse.url,
+        auto_migrate=True,
+        journal_segment_bytes=4096,
+        journal_max_bytes=16384,
+        visit_shed_fraction=0.5,
+        flush_interval=0.05,
+        insert_retry_initial=0.05,
+        insert_retry_max=0.2,
+    )
+    gateway = ConsentGateway(Starlette(routes=[Route("/", _page)]), settings)
+    acked: list[str] = []
+    with TestClient(gateway) as client:
+        state = gateway.runtime.pipeline.state
+        clickhouse.kill()
+        i = 0
+        while not state.visits_full and i < 200:
+            batch = _events(f"a{i}", 2)
+            assert client.post("/_consent/collect", json=batch, headers=ORIGIN).status_code == 202
+            acked.extend(str(e["props"]["m"]) for e in batch)  # type: ignore[index]
+            i += 1
+        assert state.visits_full and not state.journal_full
+        for _ in range(5):
+            client.get("/")  # shed: the journal is past visit_shed_fraction
+        refused = None
+        while i < 400:
+            batch = _events(f"b{i}", 2)
+            response = client.post("/_consent/collect", json=batch, headers=ORIGIN)
+            if response.status_code == 503:
+                refused = response
+                break
+            assert response.status_code == 202
+            acked.extend(str(e["props"]["m"]) for e in batch)  # type: ignore[index]
+            i += 1
+        assert refused is not None and refused.headers["retry-after"] == "5"
+        assert state.journal_full
+        choice = client.post("/_consent/", json={"action": "accept_all"}, headers=ORIGIN)
+        assert choice.status_code == 200, "a consent choice (and its receipt) is never refused"
+        metrics = client.get("/_consent/metrics").text
+
+        clickhouse.start()
+        assert client.portal is not None
+        assert client.portal.call(gateway.runtime.pipeline.flush, 60.0)
+        after = client.post("/_consent/collect", json=_events("after", 1), headers=ORIGIN)
+        assert after.status_code == 202, "room again once the journal drained into ClickHouse"
+        assert client.portal.call(gateway.runtime.pipeline.flush, 60.0)
+    shed = _shed(metrics)
+    assert shed[("visit", "journal")] == 5
+    assert shed[("event", "journal")] == 2
+    db = clickhouse.client()
+    rows = db.query(
+        f"SELECT JSONExtractString(props, 'm') AS m, count() FROM `{settings.database}`.events "
+        "WHERE kind = 'event' GROUP BY m"
+    ).result_rows
+    receipts = db.command(f"SELECT count() FROM `{settings.database}`.consent_receipts")
+    db.close()
+    found = {str(m): int(c) for m, c in rows}
+    assert set(found) == {*acked, "after-0"} and all(c == 1 for c in found.values())
+    assert int(receipts) == 1
