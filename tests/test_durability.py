@@ -261,3 +261,36 @@ def test_sigterm_flushes_queue_and_journal_before_exit(
     assert set(found) == set(acked), "every acknowledged event was inserted before the process exited"
     assert all(c == 1 for c in found.values())
     assert gateway.segments() == [], "a clean shutdown leaves an empty journal"
+
+
+def test_withdrawal_during_an_outage_erases_rows_queued_journaled_and_stored(
+    clickhouse: FixtureServer, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(
+        clickhouse_url=clickhouse.url,
+        auto_migrate=True,
+        flush_interval=0.05,
+        insert_retry_initial=0.05,
+        insert_retry_max=0.2,
+    )
+    gateway = ConsentGateway(Starlette(), settings)
+    with TestClient(gateway) as client:
+        assert client.post("/_consent/", json={"action": "accept_all"}, headers=ORIGIN).status_code == 200
+        mine = [{"name": "pageview", "url": "/m", "props": {"m": f"mine-{i}"}} for i in range(20)]
+        assert client.post("/_consent/collect", json=mine[:10], headers=ORIGIN).json()["kept"] == 10
+        assert client.portal is not None
+        assert client.portal.call(gateway.runtime.pipeline.flush, 30.0), "the first ten are stored"
+        clickhouse.kill()
+        assert client.post("/_consent/collect", json=mine[10:], headers=ORIGIN).json()["kept"] == 10
+        withdrawn = client.post("/_consent/withdraw", json={}, headers=ORIGIN)
+        assert withdrawn.status_code == 200
+        assert withdrawn.json()["erased"] is False, "ClickHouse is down: the erasure is owed, not done"
+        others = [{"name": "pageview", "url": "/o", "props": {"m": f"other-{i}"}} for i in range(5)]
+        assert client.post("/_consent/collect", json=others, headers=ORIGIN).json()["pseudonymised"] == 5
+        clickhouse.start()
+        assert client.portal.call(gateway.runtime.pipeline.flush, 60.0)
+    found = _markers(clickhouse, settings.database)
+    assert not any(m.startswith("mine-") for m in found), "stored, journaled and queued rows are all gone"
+    assert {m for m in found if m.startswith("other-")} == {f"other-{i}" for i in range(5)}
+    leftovers = [p for p in (settings.journal_root).rglob("*.seg") if b"mine-" in p.read_bytes()]
+    assert leftovers == [], "no journal segment still holds the withdrawn visitor's rows"
