@@ -118,7 +118,8 @@ def load_app(target: str) -> Any:
 
 
 def _served_gateway(options: dict[str, Any]) -> tuple[Any, Settings]:
-    settings = Settings.load(options["config"], **({"data_dir": Path(options["data"])} if options["data"] else {}))
+    overrides: dict[str, Any] = {"data_dir": Path(options["data"])} if options["data"] else {}
+    settings = Settings.load(options["config"], **overrides)
     if options["local_keys"]:
         settings = _with_local_keys(settings)
     app = load_app(options["app"])
@@ -225,10 +226,13 @@ def cmd_keys(args: argparse.Namespace) -> int:
 def cmd_analytics(args: argparse.Namespace) -> int:
     from .analytics import create_analytics_app
 
+    from .logs import RequestLogMiddleware, register_secrets
+
     settings = _settings(args)
+    register_secrets([*settings.secret_keys, settings.pseudonym_key])
     base = f"http://{args.host}:{args.port}"
     _run(
-        create_analytics_app(settings),
+        RequestLogMiddleware(create_analytics_app(settings)),  # request ids and access lines, no tokens
         args.host,
         args.port,
         settings,
