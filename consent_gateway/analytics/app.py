@@ -126,7 +126,8 @@ def create_analytics_app(settings: Settings, *, store: Store | None = None) -> S
         except StoreError as exc:
             status = 503
             logger.error("analytics %s failed: %s", endpoint, exc)
-            return _error(503, f"the analytics store is unavailable: {exc}")
+            # The details (server address, user, engine message) go to the log, not to the client.
+            return _error(503, "the analytics store is unavailable; retry in a minute (the server log has the cause)")
         finally:
             logger.info(
                 "analytics %s token=%s status=%d params=%s",

@@ -54,6 +54,8 @@ from .strategies import (
 
 MANY = settings(max_examples=PARSER_CASES, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# Extra properties of a parser that already runs PARSER_CASES above.
+SOME = settings(MANY, max_examples=max(1, PARSER_CASES // 5))
 
 # A runtime is only constructed, never started: no ClickHouse is opened by these tests.
 _SETTINGS = Settings(
@@ -202,7 +204,7 @@ def test_cookie_header_finds_only_the_consent_cookie(headers: list[tuple[bytes, 
         assert name in facts.cookie
 
 
-@MANY
+@SOME
 @given(st.lists(st.tuples(cookie_names, cookie_values), max_size=10), st.frozensets(st.sampled_from(CATEGORIES)))
 def test_refused_request_cookies_are_all_expired(pairs: list[tuple[str, str]], granted: frozenset[str]) -> None:
     from consent_gateway.routes import _cookie_headers_for_refused
@@ -266,10 +268,13 @@ def test_no_refused_category_cookie_passes(headers: list[tuple[bytes, bytes]], g
     assert sum(1 for k, _ in out if k.lower() == b"vary") == max(1, sum(1 for k, _ in headers if k.lower() == b"vary"))
 
 
-@MANY
+_REGISTRY = CategoryRegistry(REGISTRY, unknown_category="preferences", cache_size=0)
+
+
+@SOME
 @given(cookie_names)
 def test_registry_lookup_matches_exact_names_then_globs(name: str) -> None:
-    registry = CategoryRegistry(REGISTRY, unknown_category="preferences")
+    registry = _REGISTRY
     exact = {p: c for p, c in REGISTRY if not any(ch in p for ch in "*?[")}
     if name in exact:
         expected = exact[name]
@@ -367,13 +372,16 @@ def test_url_splits_into_path_and_query_without_fragment(url: str) -> None:
     path, query = split_url(url)
     assert path and "?" not in path and "#" not in path
     assert "#" not in query
+    parts = split_query(query)
+    assert all(len(v) <= 200 for v in parts.utm)
+    assert not parts.click_id or parts.click_id.split(":", 1)[0] in CLICK_ID_KEYS
     redacted = redact_path(path)
     assert len(redacted) <= 1024 + 64
     for segment in redacted.split("/"):
         assert not _EMAIL.search(unquote(segment)), redacted
 
 
-@MANY
+@SOME
 @given(
     st.lists(
         st.tuples(

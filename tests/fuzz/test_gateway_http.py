@@ -113,10 +113,11 @@ def choice_requests(draw: st.DrawFn) -> tuple[list[tuple[bytes, bytes]], bytes, 
 
 
 def test_choice_route_never_fails_on_hostile_bodies(make_gateway: Build) -> None:
+    """The /_consent JSON and form parsers run here, so this one runs PARSER_CASES."""
     driver, _ = make_gateway()
     seen: set[int] = set()
 
-    @HTTP
+    @settings(HTTP, max_examples=PARSER_CASES)
     @given(choice_requests())
     def run(case: tuple[list[tuple[bytes, bytes]], bytes, bool]) -> None:
         headers, body, no_length = case
