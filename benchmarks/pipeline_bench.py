@@ -36,10 +36,10 @@ from starlette.applications import Starlette
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from consent_gateway import ConsentGateway, Settings  # noqa: E402
-from consent_gateway.store import open_store  # noqa: E402
+from consent_gateway import ConsentGateway, Settings
+from consent_gateway.store import open_store
 
-SECRET = "bench-secret-key-0123456789abcdefghijklmn"
+SECRET = "bench-secret-key-0123456789abcdefghijklmn"  # noqa: S105 - a throwaway benchmark key
 PSEUDONYM_KEY = "bench-pseudonym-key-0123456789abcdefghij"
 
 
