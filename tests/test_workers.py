@@ -186,12 +186,6 @@ def test_two_workers_against_a_clickhouse_server_store_every_event_once(
     assert rows == [(seq, 1) for seq in range(EVENTS)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the pipeline journal restarts its deduplication tokens at the same sequence number when a "
-    "restarted gateway reclaims its journal directory, so ClickHouse drops the first insert after a "
-    "restart as a duplicate; remove this mark when the pipeline fixes it",
-)
 def test_a_restarted_gateway_keeps_the_events_of_its_first_batch(
     make_settings: Callable[..., Settings], store: Store
 ) -> None:
