@@ -167,6 +167,8 @@ class EventNameCap:
             if self.folded == 1:
                 logger.warning(
                     "more than %d distinct event names; new names are stored as %r. Register the names "
-                    "you need under [events] or raise max_event_names.", self.limit, OTHER_EVENT,
+                    "you need under [events] or raise max_event_names.",
+                    self.limit,
+                    OTHER_EVENT,
                 )
         return OTHER_EVENT

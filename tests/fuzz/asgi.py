@@ -59,8 +59,18 @@ class Driver:
         chunk: int = 65536,
         content_length: bool = True,
     ) -> Reply:
-        return self.run(self.arequest(method, path, headers=headers, body=body, query=query, client=client,
-                                      chunk=chunk, content_length=content_length))
+        return self.run(
+            self.arequest(
+                method,
+                path,
+                headers=headers,
+                body=body,
+                query=query,
+                client=client,
+                chunk=chunk,
+                content_length=content_length,
+            )
+        )
 
     async def arequest(
         self,

@@ -18,7 +18,7 @@ class ScriptedApp:
     def __init__(self) -> None:
         self.status = 200
         self.headers: list[Header] = [(b"content-type", b"text/html; charset=utf-8")]
-        self.body = b"<!doctype html><html lang=\"ko\"><head></head><body><p>hi</p></body></html>"
+        self.body = b'<!doctype html><html lang="ko"><head></head><body><p>hi</p></body></html>'
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":

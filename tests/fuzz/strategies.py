@@ -36,9 +36,22 @@ cookie_values = st.one_of(
 attributes = st.lists(
     st.sampled_from(
         [
-            "Path=/", "Domain=site.example", "Max-Age=3600", "Expires=Wed, 21 Oct 2037 07:28:00 GMT",
-            "HttpOnly", "Secure", "SameSite=None", "SameSite=Lax", "Partitioned", "Priority=High",
-            "_mk_x=1", "palette_session=1", "", " ", "=", "Comment=\"a;b\"",
+            "Path=/",
+            "Domain=site.example",
+            "Max-Age=3600",
+            "Expires=Wed, 21 Oct 2037 07:28:00 GMT",
+            "HttpOnly",
+            "Secure",
+            "SameSite=None",
+            "SameSite=Lax",
+            "Partitioned",
+            "Priority=High",
+            "_mk_x=1",
+            "palette_session=1",
+            "",
+            " ",
+            "=",
+            'Comment="a;b"',
         ]
     ),
     max_size=5,
@@ -83,13 +96,32 @@ def json_values(max_leaves: int = 6) -> st.SearchStrategy[Any]:
     )
     return st.recursive(
         scalars,
-        lambda children: st.one_of(st.lists(children, max_size=3), st.dictionaries(st.text(max_size=6), children, max_size=3)),
+        lambda children: st.one_of(
+            st.lists(children, max_size=3), st.dictionaries(st.text(max_size=6), children, max_size=3)
+        ),
         max_leaves=max_leaves,
     )
 
 
-_ODD_TEXT = ["", " ", "\u0000", "é", "한글", "\U0001f600", "\u202e", "\ufeff", "a@b.example", "010-1234-5678",
-             "/p?gclid=1", "https://evil.example/", "\\", '"', "\n", "null", "__proto__"]
+_ODD_TEXT = [
+    "",
+    " ",
+    "\u0000",
+    "é",
+    "한글",
+    "\U0001f600",
+    "\u202e",
+    "\ufeff",
+    "a@b.example",
+    "010-1234-5678",
+    "/p?gclid=1",
+    "https://evil.example/",
+    "\\",
+    '"',
+    "\n",
+    "null",
+    "__proto__",
+]
 
 
 def random_json(rng: random.Random, depth: int = 0) -> Any:
@@ -120,11 +152,17 @@ def random_event(rng: random.Random) -> dict[str, Any]:
     event: dict[str, Any] = {"name": rng.choice(["pageview", "signup", "portfolio_view", "ok.name:x-y_z"])}
     for field in ("url", "referrer", "props"):
         if rng.random() < 0.5:
-            event[field] = random_json(rng, 5) if rng.random() < 0.3 else {
-                "url": lambda: rng.choice(["/", "/a?utm_source=x&gclid=1", "https://site.example/p#f", "/" + "a" * 2100]),
-                "referrer": lambda: rng.choice(["", "https://google.com/search?q=me", "garbage", "http://[::1"]),
-                "props": lambda: {f"k{i}": random_json(rng, 6) for i in range(rng.choice([0, 1, 3, 20, 21]))},
-            }[field]()
+            event[field] = (
+                random_json(rng, 5)
+                if rng.random() < 0.3
+                else {
+                    "url": lambda: rng.choice(
+                        ["/", "/a?utm_source=x&gclid=1", "https://site.example/p#f", "/" + "a" * 2100]
+                    ),
+                    "referrer": lambda: rng.choice(["", "https://google.com/search?q=me", "garbage", "http://[::1"]),
+                    "props": lambda: {f"k{i}": random_json(rng, 6) for i in range(rng.choice([0, 1, 3, 20, 21]))},
+                }[field]()
+            )
     if rng.random() < 0.05:
         event[rng.choice(_ODD_TEXT)] = 1
     return event
@@ -138,7 +176,12 @@ def collect_bodies(draw: st.DrawFn) -> bytes:
     if kind <= 2:
         doc = json.dumps(random_event(rng), ensure_ascii=rng.random() < 0.5)
     elif kind == 3:
-        doc = json.dumps({k: draw(json_values()) for k in draw(st.lists(st.sampled_from(["name", "url", "referrer", "props", "x"]), unique=True))})
+        doc = json.dumps(
+            {
+                k: draw(json_values())
+                for k in draw(st.lists(st.sampled_from(["name", "url", "referrer", "props", "x"]), unique=True))
+            }
+        )
     elif kind == 4:
         doc = json.dumps([random_event(rng) for _ in range(rng.choice([0, 1, 2, 49, 50, 51, 200]))])
     elif kind == 5:
@@ -158,12 +201,14 @@ def collect_bodies(draw: st.DrawFn) -> bytes:
     # Lone surrogates as JSON escapes (valid JSON text, invalid Unicode) in an otherwise valid event.
     if rng.random() < 0.15:
         escape = rng.choice(["\\ud800", "\\udfff", "\\udbff\\udbff"])
-        doc = rng.choice([
-            '{"name":"pageview","url":"/a' + escape + '"}',
-            '{"name":"pageview","referrer":"https://r.example/' + escape + '"}',
-            '{"name":"pageview","props":{"k' + escape + '":1}}',
-            '[{"name":"pageview"},{"name":"pageview","props":{"k":"v' + escape + '"}}]',
-        ])
+        doc = rng.choice(
+            [
+                '{"name":"pageview","url":"/a' + escape + '"}',
+                '{"name":"pageview","referrer":"https://r.example/' + escape + '"}',
+                '{"name":"pageview","props":{"k' + escape + '":1}}',
+                '[{"name":"pageview"},{"name":"pageview","props":{"k":"v' + escape + '"}}]',
+            ]
+        )
     encoding = rng.choice(["utf-8", "utf-8", "utf-8", "utf-16", "utf-8-sig"])
     return doc.encode(encoding, "surrogatepass")
 
@@ -185,7 +230,9 @@ url_strings = st.one_of(
     st.builds(
         lambda scheme, host, path, query, frag: f"{scheme}{host}{path}{query}{frag}",
         st.sampled_from(["https://", "http://", "//", "", "javascript:", "HTTPS://", "ftp://"]),
-        st.sampled_from(["site.example", "evil.example", "[::1", "[::1]:99", "user:pw@h.example", "h.example:99999", ""]),
+        st.sampled_from(
+            ["site.example", "evil.example", "[::1", "[::1]:99", "user:pw@h.example", "h.example:99999", ""]
+        ),
         st.text(alphabet="/abc@.0123456789-%", max_size=40),
         st.sampled_from(["", "?", "?a=1", "?gclid=XYZ&utm_source=nl", "?utm_source=a%40b.example", "?q=%ZZ"]),
         st.sampled_from(["", "#frag", "#?gclid=1"]),

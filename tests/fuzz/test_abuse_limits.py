@@ -95,8 +95,10 @@ def test_clients_are_told_apart_by_address_and_ipv6_prefix() -> None:
 
 def test_collect_and_consent_routes_answer_429_with_retry_after(make_gateway: Build) -> None:
     driver, _ = make_gateway(
-        rate_limit_collect_per_minute=1, rate_limit_collect_burst=3,
-        rate_limit_consent_per_minute=1, rate_limit_consent_burst=2,
+        rate_limit_collect_per_minute=1,
+        rate_limit_collect_burst=3,
+        rate_limit_consent_per_minute=1,
+        rate_limit_consent_burst=2,
     )
     event = b'{"name":"pageview"}'
     one = ("198.51.100.1", 1)
@@ -109,7 +111,9 @@ def test_collect_and_consent_routes_answer_429_with_retry_after(make_gateway: Bu
     assert "retry in" in json.loads(limited.body)["error"]
     assert limited.first("x-content-type-options") == "nosniff"
     # Another client is not affected; the consent routes have their own bucket.
-    assert driver.request("POST", "/_consent/collect", headers=JSON, body=event, client=("198.51.100.2", 1)).status == 202
+    assert (
+        driver.request("POST", "/_consent/collect", headers=JSON, body=event, client=("198.51.100.2", 1)).status == 202
+    )
     choice = b'{"action":"reject_all"}'
     assert driver.request("POST", "/_consent/", headers=JSON, body=choice, client=one).status == 200
     assert driver.request("GET", "/_consent/receipts", client=one).status == 200
@@ -139,12 +143,20 @@ def test_bot_and_headless_traffic_is_kept_out_of_analytics(make_gateway: Build, 
     driver, _ = make_gateway()
     for ua in BOTS:
         assert driver.request("GET", "/crawled", headers=[(b"user-agent", ua)]).status == 200
-        reply = driver.request("POST", "/_consent/collect", headers=[*JSON, (b"user-agent", ua)],
-                               body=b'{"name":"pageview","url":"/crawled"}')
+        reply = driver.request(
+            "POST",
+            "/_consent/collect",
+            headers=[*JSON, (b"user-agent", ua)],
+            body=b'{"name":"pageview","url":"/crawled"}',
+        )
         assert reply.status == 202 and json.loads(reply.body)["dropped"] == 1
     driver.request("GET", "/visited", headers=[(b"user-agent", BROWSER)])
-    driver.request("POST", "/_consent/collect", headers=[*JSON, (b"user-agent", BROWSER)],
-                   body=b'{"name":"pageview","url":"/visited"}')
+    driver.request(
+        "POST",
+        "/_consent/collect",
+        headers=[*JSON, (b"user-agent", BROWSER)],
+        body=b'{"name":"pageview","url":"/visited"}',
+    )
     assert driver.run(driver.app.runtime.pipeline.flush(20.0))
     rows = store.query_rows(f"SELECT path, kind, is_bot FROM {store.table('events')} ORDER BY kind")
     assert rows == [("/visited", "event", 0), ("/visited", "visit", 0)]
@@ -180,13 +192,53 @@ def test_event_names_beyond_the_cap_are_folded(make_gateway: Build, store: Store
     reply = again.request("POST", "/_consent/collect", headers=JSON, body=b'[{"name":"a9"},{"name":"a2"}]')
     assert reply.status == 202, reply.body
     assert again.run(again.app.runtime.pipeline.flush(20.0))
-    later = store.query_rows(f"SELECT name, count() FROM {store.table('events')} WHERE kind = 'event' GROUP BY name ORDER BY name")
+    later = store.query_rows(
+        f"SELECT name, count() FROM {store.table('events')} WHERE kind = 'event' GROUP BY name ORDER BY name"
+    )
     assert dict(later) == {"(other)": 3, "a1": 2, "a2": 2, "a3": 1, "pageview": 2}
 
 
 def test_event_name_cap_counts_only_unregistered_names() -> None:
     cap = EventNameCap(2, registered=["pageview", "signup"])
     assert [cap.admit(n) for n in ["pageview", "x", "signup", "y", "z", "x", "pageview"]] == [
-        "pageview", "x", "signup", "y", OTHER_EVENT, "x", "pageview",
+        "pageview",
+        "x",
+        "signup",
+        "y",
+        OTHER_EVENT,
+        "x",
+        "pageview",
     ]
     assert cap.folded == 1
+
+
+def test_forwarded_for_cannot_dodge_the_limit(make_gateway: Build) -> None:
+    """X-Forwarded-For counts only when the connecting address is a trusted proxy."""
+    driver, _ = make_gateway(
+        rate_limit_collect_per_minute=1, rate_limit_collect_burst=2, trusted_proxies=("10.0.0.0/8",)
+    )
+    event = b'{"name":"pageview"}'
+    direct = ("198.51.100.9", 1)
+    statuses = [
+        driver.request(
+            "POST",
+            "/_consent/collect",
+            body=event,
+            client=direct,
+            headers=[*JSON, (b"x-forwarded-for", f"203.0.113.{i}".encode())],
+        ).status
+        for i in range(4)
+    ]
+    assert statuses == [202, 202, 429, 429]
+    # Behind the trusted proxy, each visitor has a bucket of their own.
+    proxied = [
+        driver.request(
+            "POST",
+            "/_consent/collect",
+            body=event,
+            client=("10.0.0.2", 1),
+            headers=[*JSON, (b"x-forwarded-for", f"203.0.113.{i}, 10.0.0.3".encode())],
+        ).status
+        for i in range(4)
+    ]
+    assert proxied == [202, 202, 202, 202]

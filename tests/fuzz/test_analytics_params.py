@@ -29,12 +29,39 @@ TODAY = dt.date(2026, 11, 25)
 INTERNALS = ("Traceback", 'File "', "/work/", "/tmp/", "site-packages", "SELECT", "chdb", "Code:", "DB::", "127.0.0.1")
 _NAMES = sorted({n for names in ENDPOINT_PARAMS.values() for n in names} | {"x", "", "limit", "steps", "token"})
 _VALUES = st.one_of(
-    st.sampled_from([
-        "today", "7d", "30d", "12mo", "99y", "2026-11-01", "2026-02-30", "0000-01-01", "9999-12-31", "-1", "0",
-        str(MAX_LIMIT), str(MAX_LIMIT + 1), "1e9", "json", "csv", "xml", "raw", "rollup", "hour", "day",
-        "page:/a>page:/b", "event:signup", "page:", "event:" + "x" * 600, "' OR 1=1 --", "`events`", "\x00",
-        *DIMENSIONS,
-    ]),
+    st.sampled_from(
+        [
+            "today",
+            "7d",
+            "30d",
+            "12mo",
+            "99y",
+            "2026-11-01",
+            "2026-02-30",
+            "0000-01-01",
+            "9999-12-31",
+            "-1",
+            "0",
+            str(MAX_LIMIT),
+            str(MAX_LIMIT + 1),
+            "1e9",
+            "json",
+            "csv",
+            "xml",
+            "raw",
+            "rollup",
+            "hour",
+            "day",
+            "page:/a>page:/b",
+            "event:signup",
+            "page:",
+            "event:" + "x" * 600,
+            "' OR 1=1 --",
+            "`events`",
+            "\x00",
+            *DIMENSIONS,
+        ]
+    ),
     st.text(max_size=30),
 )
 _ITEMS = st.lists(st.tuples(st.sampled_from(_NAMES), _VALUES), max_size=6)
@@ -100,14 +127,23 @@ def test_analytics_api_never_fails_and_needs_its_token(make_settings: Callable[.
     driver = Driver(create_analytics_app(settings_, store=store))
     seen: set[int] = set()
 
-    @settings(max_examples=max(1, PARSER_CASES // 40), deadline=None, database=None,
-              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @settings(
+        max_examples=max(1, PARSER_CASES // 40),
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
     @given(_ENDPOINTS, _ITEMS, st.sampled_from(["good", "none", "wrong", "basic", "empty"]))
     def run(endpoint: str, items: list[tuple[str, str]], auth: str) -> None:
         from urllib.parse import urlencode
 
-        header = {"good": f"Bearer {token}", "none": None, "wrong": "Bearer " + "x" * 43, "basic": f"Basic {token}",
-                  "empty": "Bearer "}[auth]
+        header = {
+            "good": f"Bearer {token}",
+            "none": None,
+            "wrong": "Bearer " + "x" * 43,
+            "basic": f"Basic {token}",
+            "empty": "Bearer ",
+        }[auth]
         headers = [] if header is None else [(b"authorization", header.encode())]
         reply = driver.request("GET", f"/api/v1/{endpoint}", query=urlencode(items).encode(), headers=headers)
         seen.add(reply.status)
@@ -118,7 +154,7 @@ def test_analytics_api_never_fails_and_needs_its_token(make_settings: Callable[.
                 assert reply.first("www-authenticate") == "Bearer"
                 assert set(json.loads(reply.body)) == {"error"}
         ctype = reply.first("content-type") or ""
-        if reply.status >= 400 and reply.status != 404 or ctype.startswith("application/json"):
+        if (reply.status >= 400 and reply.status != 404) or ctype.startswith("application/json"):
             assert ctype.startswith("application/json"), ctype
             error = json.loads(reply.body).get("error", "")
             for marker in INTERNALS:

@@ -26,8 +26,8 @@ from consent_gateway.middleware import ConsentMiddleware, RequestFacts
 from consent_gateway.pseudonymize import (
     _EMAIL,
     CLICK_ID_KEYS,
-    reduce_user_agent,
     redact_path,
+    reduce_user_agent,
     referrer_host,
     split_query,
     split_url,
@@ -52,8 +52,12 @@ from .strategies import (
     url_strings,
 )
 
-MANY = settings(max_examples=PARSER_CASES, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+MANY = settings(
+    max_examples=PARSER_CASES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 # Extra properties of a parser that already runs PARSER_CASES above.
 SOME = settings(MANY, max_examples=max(1, PARSER_CASES // 5))
 
@@ -111,7 +115,15 @@ def cookie_candidates(draw: st.DrawFn) -> tuple[str, str]:
     if kind == 5:
         fields = list(_record_payload())
         i = draw(st.integers(0, 4))
-        fields[i] = draw(st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=70), st.lists(st.text(max_size=40), max_size=40)))
+        fields[i] = draw(
+            st.one_of(
+                st.none(),
+                st.booleans(),
+                st.integers(),
+                st.text(max_size=70),
+                st.lists(st.text(max_size=40), max_size=40),
+            )
+        )
         return _OURS.dumps(fields), "signed"
     return _GOOD * draw(st.integers(2, 20)), "oversized"
 
@@ -156,7 +168,7 @@ def test_consent_cookie_expires_even_when_cached() -> None:
 
 def _field_value(raw: bytes) -> bytes:
     """What an ASGI server can deliver: no control characters other than HTAB."""
-    return bytes(b for b in raw if b >= 32 and b != 127 or b == 9)
+    return bytes(b for b in raw if (b >= 32 and b != 127) or b == 9)
 
 
 @st.composite
@@ -171,7 +183,14 @@ def cookie_headers(draw: st.DrawFn) -> list[tuple[bytes, bytes]]:
     headers = [(b"cookie", _field_value(sep.join(lines[:split]).encode("latin-1", "replace")))]
     if split < len(lines):
         headers.append((b"cookie", _field_value(sep.join(lines[split:]).encode("latin-1", "replace"))))
-    headers += draw(st.lists(st.tuples(st.sampled_from([b"user-agent", b"referer", b"x-junk"]), st.binary(max_size=40).map(_field_value)), max_size=3))
+    headers += draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from([b"user-agent", b"referer", b"x-junk"]), st.binary(max_size=40).map(_field_value)
+            ),
+            max_size=3,
+        )
+    )
     return draw(st.permutations(headers))
 
 
@@ -211,7 +230,7 @@ def test_refused_request_cookies_are_all_expired(pairs: list[tuple[str, str]], g
 
     # ASGI servers refuse request header values with control characters other than HTAB.
     header = "; ".join(f"{n}={v}" for n, v in pairs).encode("latin-1", "replace")
-    header = bytes(b for b in header if b >= 32 and b != 127 or b == 9)
+    header = bytes(b for b in header if (b >= 32 and b != 127) or b == 9)
     facts = RequestFacts([(b"cookie", header)], b"cg_consent")
     granted = granted | {"necessary"}
     deletions = _cookie_headers_for_refused(_RUNTIME, facts, granted)
@@ -261,7 +280,9 @@ def test_no_refused_category_cookie_passes(headers: list[tuple[bytes, bytes]], g
     # Allowed cookies are not lost on the way, and other headers pass untouched and in order.
     for key, value in headers:
         if key.lower() == b"set-cookie":
-            if consent.allows(category_of(set_cookie_name(value))) and consent.allows(category_of(browser_cookie_name(value))):
+            if consent.allows(category_of(set_cookie_name(value))) and consent.allows(
+                category_of(browser_cookie_name(value))
+            ):
                 assert value in passed
         elif key.lower() != b"vary":
             assert (key, value) in out
@@ -339,16 +360,27 @@ def test_ip_is_truncated_or_dropped(ip: str) -> None:
 
 
 @settings(max_examples=PARSER_CASES, deadline=None, database=None)
-@given(st.one_of(latin1_text, st.text(max_size=600), st.sampled_from([
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/120.0 Safari/537.36",
-    "Googlebot/2.1 (+http://www.google.com/bot.html)", "curl/8.4.0", "",
-])))
+@given(
+    st.one_of(
+        latin1_text,
+        st.text(max_size=600),
+        st.sampled_from(
+            [
+                "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+                "HeadlessChrome/120.0 Safari/537.36",
+                "Googlebot/2.1 (+http://www.google.com/bot.html)",
+                "curl/8.4.0",
+                "",
+            ]
+        ),
+    )
+)
 def test_user_agent_reduces_to_bounded_families(ua: str) -> None:
     agent = reduce_user_agent(ua)
     assert len(agent.browser) <= 40 and len(agent.os) <= 40 and len(agent.browser_version) <= 10
     assert agent.device in ("bot", "tablet", "mobile", "desktop", "other")
     assert agent.browser_version == "" or agent.browser_version.isdigit()
-    if "headless" in ua.lower() or "bot/" in ua.lower() and "googlebot" in ua.lower():
+    if "headless" in ua.lower() or ("bot/" in ua.lower() and "googlebot" in ua.lower()):
         assert agent.is_bot
     for text in (agent.browser, agent.os):
         # Only a family name survives, never the raw string when it is longer than a name.
@@ -385,7 +417,9 @@ def test_url_splits_into_path_and_query_without_fragment(url: str) -> None:
 @given(
     st.lists(
         st.tuples(
-            st.sampled_from(["utm_source", "UTM_Medium", "utm_campaign", "gclid", "fbclid", "q", "email", "utm_x", "msclkid"]),
+            st.sampled_from(
+                ["utm_source", "UTM_Medium", "utm_campaign", "gclid", "fbclid", "q", "email", "utm_x", "msclkid"]
+            ),
             st.text(alphabet="abcXYZ019@.-_ %+&=", max_size=30),
         ),
         max_size=8,

@@ -30,8 +30,13 @@ HTTP = settings(
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-SECURITY_HEADERS = ("x-content-type-options", "referrer-policy", "x-frame-options", "cache-control",
-                    "content-security-policy")
+SECURITY_HEADERS = (
+    "x-content-type-options",
+    "referrer-policy",
+    "x-frame-options",
+    "cache-control",
+    "content-security-policy",
+)
 MAX_RESPONSE = 64 * 1024
 INTERNALS = ("Traceback", 'File "', "/work/", "site-packages", "consent_gateway.", "Exception", "chdb", "SELECT ")
 SAME = [(b"origin", b"http://site.example")]
@@ -93,7 +98,7 @@ def choice_requests(draw: st.DrawFn) -> tuple[list[tuple[bytes, bytes]], bytes, 
             body = draw(st.binary(max_size=100)) + body
         ctype = b"application/x-www-form-urlencoded"
     elif kind == 5:
-        body = b"--x\r\nContent-Disposition: form-data; name=\"action\"\r\n\r\naccept_all\r\n--x--\r\n"
+        body = b'--x\r\nContent-Disposition: form-data; name="action"\r\n\r\naccept_all\r\n--x--\r\n'
         ctype = draw(st.sampled_from([b"multipart/form-data; boundary=x", b"multipart/form-data"]))
     else:
         body = draw(st.binary(max_size=300))
@@ -106,7 +111,9 @@ def choice_requests(draw: st.DrawFn) -> tuple[list[tuple[bytes, bytes]], bytes, 
     elif length == "huge":
         headers.append((b"content-length", draw(st.sampled_from([b"99999999999999999999", b"9" * 5000, b"16385"]))))
     elif length == "junk":
-        headers.append((b"content-length", draw(st.sampled_from([b"\xb2", b"\xb9\xb3", b"-1", b"+5", b" 5", b"0x10", b""]))))
+        headers.append(
+            (b"content-length", draw(st.sampled_from([b"\xb2", b"\xb9\xb3", b"-1", b"+5", b" 5", b"0x10", b""])))
+        )
     if draw(st.integers(0, 4)) == 0:
         body += b"x" * draw(st.sampled_from([16_000, 20_000, 100_000]))  # more than declared or allowed
     return headers, body, length != "right"
@@ -120,7 +127,7 @@ def test_choice_route_never_fails_on_hostile_bodies(make_gateway: Build) -> None
     @settings(HTTP, max_examples=PARSER_CASES)
     @given(choice_requests())
     def run(case: tuple[list[tuple[bytes, bytes]], bytes, bool]) -> None:
-        headers, body, no_length = case
+        headers, body, _ = case
         reply = driver.request("POST", "/_consent/", headers=headers, body=body, content_length=False, chunk=4096)
         seen.add(reply.status)
         assert_gateway_reply(reply)
@@ -160,7 +167,9 @@ def test_collect_never_fails_on_hostile_bodies(make_gateway: Build) -> None:
     assert {202, 400, 413, 422}.issubset(seen), seen
 
 
-def test_collect_with_lone_surrogates_is_refused_and_does_not_block_the_writer(make_gateway: Build, store: Store) -> None:
+def test_collect_with_lone_surrogates_is_refused_and_does_not_block_the_writer(
+    make_gateway: Build, store: Store
+) -> None:
     driver, _ = make_gateway()
     bad = b'{"name":"pageview","url":"/a\\ud800"}'
     assert driver.request("POST", "/_consent/collect", headers=SAME, body=bad).status == 422
@@ -187,7 +196,11 @@ def test_body_limits_hold_with_and_without_content_length(make_gateway: Build) -
     form = b"action=accept_all&return_to=/&pad=" + b"x" * 17_000
     for declared in (True, False):
         reply = driver.request(
-            "POST", "/_consent/", body=form, content_length=declared, chunk=1000,
+            "POST",
+            "/_consent/",
+            body=form,
+            content_length=declared,
+            chunk=1000,
             headers=[(b"content-type", b"application/x-www-form-urlencoded"), *SAME],
         )
         assert reply.status == 413, reply.body
@@ -205,13 +218,28 @@ _POSTS = [
     ("/_consent/collect", b"text/plain", b'{"name":"pageview"}'),
 ]
 _ORIGINS = st.one_of(
-    st.sampled_from([
-        "http://site.example", "https://site.example", "http://SITE.example", "http://site.example:80",
-        "http://evil.example", "null", "", "http://site.example.evil.example", "http://evil.example/site.example",
-        "http://site.example@evil.example", "http://evil.example#@site.example", "site.example",
-        "https://allowed.example", "http://allowed.example", "https://allowed.example:444", "//site.example",
-        "http://[::1", "javascript://site.example",
-    ]),
+    st.sampled_from(
+        [
+            "http://site.example",
+            "https://site.example",
+            "http://SITE.example",
+            "http://site.example:80",
+            "http://evil.example",
+            "null",
+            "",
+            "http://site.example.evil.example",
+            "http://evil.example/site.example",
+            "http://site.example@evil.example",
+            "http://evil.example#@site.example",
+            "site.example",
+            "https://allowed.example",
+            "http://allowed.example",
+            "https://allowed.example:444",
+            "//site.example",
+            "http://[::1",
+            "javascript://site.example",
+        ]
+    ),
     url_strings,
 )
 
@@ -225,7 +253,9 @@ def csrf_cases(draw: st.DrawFn) -> tuple[int, list[tuple[bytes, bytes]], str | N
     headers: list[tuple[bytes, bytes]] = []
     for name, value in ((b"origin", origin), (b"referer", referer), (b"sec-fetch-site", fetch_site)):
         if value is not None:
-            headers.append((name, value.encode("utf-8", "surrogateescape")[:300].replace(b"\r", b"").replace(b"\n", b"")))
+            headers.append(
+                (name, value.encode("utf-8", "surrogateescape")[:300].replace(b"\r", b"").replace(b"\n", b""))
+            )
     return route, headers, origin, referer, fetch_site
 
 
@@ -245,7 +275,7 @@ def test_state_changing_routes_refuse_other_origins(make_gateway: Build) -> None
     @HTTP
     @given(csrf_cases())
     def run(case: tuple[int, list[tuple[bytes, bytes]], str | None, str | None, str | None]) -> None:
-        route, headers, origin, referer, fetch_site = case
+        route, headers, _, _, fetch_site = case
         path, ctype, body = _POSTS[route]
         reply = driver.request("POST", path, headers=[(b"content-type", ctype), *headers], body=body)
         assert_gateway_reply(reply)
@@ -274,10 +304,18 @@ def test_state_changing_routes_refuse_other_origins(make_gateway: Build) -> None
 def test_every_gateway_route_sends_security_headers(make_gateway: Build) -> None:
     driver, _ = make_gateway()
     for method, path in [
-        ("GET", "/_consent/state"), ("GET", "/_consent/"), ("GET", "/_consent/receipts"), ("GET", "/_consent/healthz"),
-        ("GET", "/_consent/static/banner.js"), ("GET", "/_consent/static/../settings.py"), ("GET", "/_consent/nope"),
-        ("DELETE", "/_consent/"), ("PUT", "/_consent/collect"), ("GET", "/_consent/collect"),
-        ("GET", "/_consent/static/.hidden.js"), ("HEAD", "/_consent/state"),
+        ("GET", "/_consent/state"),
+        ("GET", "/_consent/"),
+        ("GET", "/_consent/receipts"),
+        ("GET", "/_consent/healthz"),
+        ("GET", "/_consent/static/banner.js"),
+        ("GET", "/_consent/static/../settings.py"),
+        ("GET", "/_consent/nope"),
+        ("DELETE", "/_consent/"),
+        ("PUT", "/_consent/collect"),
+        ("GET", "/_consent/collect"),
+        ("GET", "/_consent/static/.hidden.js"),
+        ("HEAD", "/_consent/state"),
     ]:
         reply = driver.request(method, path)
         assert_gateway_reply(reply)
@@ -292,13 +330,21 @@ def test_form_redirect_never_leaves_the_site(make_gateway: Build) -> None:
     driver, _ = make_gateway()
 
     @HTTP
-    @given(st.one_of(url_strings, st.text(alphabet="/\\ \t.:@%2Fexampl", max_size=20), st.none()),
-           st.one_of(st.none(), url_strings, st.sampled_from(["http://site.example//evil.example/", "http://site.example/\\evil.example"])))
+    @given(
+        st.one_of(url_strings, st.text(alphabet="/\\ \t.:@%2Fexampl", max_size=20), st.none()),
+        st.one_of(
+            st.none(),
+            url_strings,
+            st.sampled_from(["http://site.example//evil.example/", "http://site.example/\\evil.example"]),
+        ),
+    )
     def run(return_to: str | None, referer: str | None) -> None:
         body = "action=reject_all" + ("" if return_to is None else f"&return_to={quote(return_to, safe='')}")
         headers = [(b"content-type", b"application/x-www-form-urlencoded"), *SAME]
         if referer is not None:
-            headers.append((b"referer", referer.encode("utf-8", "surrogateescape").replace(b"\r", b"").replace(b"\n", b"")))
+            headers.append(
+                (b"referer", referer.encode("utf-8", "surrogateescape").replace(b"\r", b"").replace(b"\n", b""))
+            )
         reply = driver.request("POST", "/_consent/", headers=headers, body=body.encode())
         assert reply.status in (303, 400, 403), reply.body
         if reply.status == 303:
@@ -318,7 +364,15 @@ _TOKEN = "Zq7Xw"  # marks every value that must not reach a stored row
 @st.composite
 def tracked_requests(draw: st.DrawFn) -> dict[str, Any]:
     n = draw(st.integers(0, 10**6))
-    ip = draw(st.sampled_from([f"203.0.113.{n % 250 + 1}", f"2001:db8:{n % 65535:x}:77::{n % 9999 + 1}", f"::ffff:198.51.100.{n % 250 + 1}"]))
+    ip = draw(
+        st.sampled_from(
+            [
+                f"203.0.113.{n % 250 + 1}",
+                f"2001:db8:{n % 65535:x}:77::{n % 9999 + 1}",
+                f"::ffff:198.51.100.{n % 250 + 1}",
+            ]
+        )
+    )
     secret_query = f"email=kim{_TOKEN}{n}%40mail.example&gclid={_TOKEN}G{n}&fbclid={_TOKEN}F{n}&session={_TOKEN}S{n}"
     utm = draw(st.sampled_from(["", "&utm_source=news", "&utm_campaign=spring&utm_medium=mail"]))
     return {
@@ -326,11 +380,17 @@ def tracked_requests(draw: st.DrawFn) -> dict[str, Any]:
         "query": secret_query + utm,
         "path": draw(st.sampled_from(["/", "/students", f"/u/kim{_TOKEN}@mail.example", "/tel/010-1234-5678/x"])),
         "referer": f"https://ref.example/search?q={_TOKEN}R{n}&gclid={_TOKEN}",
-        "ua": draw(st.sampled_from([
-            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36",
-            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Version/17.0 Mobile/15E148 Safari/604.1",
-            f"Mozilla/5.0 {_TOKEN}UA{n} Firefox/121.0",
-        ])),
+        "ua": draw(
+            st.sampled_from(
+                [
+                    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+                    "Chrome/120.0 Safari/537.36",
+                    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 "
+                    "Version/17.0 Mobile/15E148 Safari/604.1",
+                    f"Mozilla/5.0 {_TOKEN}UA{n} Firefox/121.0",
+                ]
+            )
+        ),
         "choice": draw(st.sampled_from([None, "accept_all", "reject_all", "analytics_only"])),
         "event": draw(st.booleans()),
     }
@@ -341,16 +401,27 @@ def test_stored_rows_hold_no_raw_identifiers(make_gateway: Build, store: Store) 
     consent_ids: set[str] = set()
     raw_ips: set[str] = set()
 
-    @settings(max_examples=STORE_CASES, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @settings(
+        max_examples=STORE_CASES,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
     @given(tracked_requests())
     def run(case: dict[str, Any]) -> None:
         cookie = b""
         if case["choice"]:
-            body = ({"action": "save", "categories": ["analytics"]} if case["choice"] == "analytics_only"
-                    else {"action": case["choice"]})
-            reply = driver.request("POST", "/_consent/", body=json.dumps(body).encode(),
-                                   headers=[(b"content-type", b"application/json"), *SAME])
+            body = (
+                {"action": "save", "categories": ["analytics"]}
+                if case["choice"] == "analytics_only"
+                else {"action": case["choice"]}
+            )
+            reply = driver.request(
+                "POST",
+                "/_consent/",
+                body=json.dumps(body).encode(),
+                headers=[(b"content-type", b"application/json"), *SAME],
+            )
             assert reply.status == 200
             cookie = reply.header("set-cookie")[0].split(b";", 1)[0]
             consent_ids.add(json.loads(reply.body)["receipt"]["consent_id"])
@@ -362,14 +433,23 @@ def test_stored_rows_hold_no_raw_identifiers(make_gateway: Build, store: Store) 
         ]
         if cookie:
             headers.append((b"cookie", cookie))
-        reply = driver.request("GET", case["path"], query=case["query"].encode(), headers=headers,
-                               client=("10.9.9.9", 1234))
+        reply = driver.request(
+            "GET", case["path"], query=case["query"].encode(), headers=headers, client=("10.9.9.9", 1234)
+        )
         assert reply.status == 200
         if case["event"]:
-            event = {"name": "signup" if case["path"] == "/" else "pageview",
-                     "url": f"https://site.example{case['path']}?{case['query']}", "referrer": case["referer"]}
-            reply = driver.request("POST", "/_consent/collect", body=json.dumps(event).encode(),
-                                   headers=[*headers, *SAME], client=("10.9.9.9", 1234))
+            event = {
+                "name": "signup" if case["path"] == "/" else "pageview",
+                "url": f"https://site.example{case['path']}?{case['query']}",
+                "referrer": case["referer"],
+            }
+            reply = driver.request(
+                "POST",
+                "/_consent/collect",
+                body=json.dumps(event).encode(),
+                headers=[*headers, *SAME],
+                client=("10.9.9.9", 1234),
+            )
             assert reply.status == 202
 
     run()
@@ -380,8 +460,9 @@ def test_stored_rows_hold_no_raw_identifiers(make_gateway: Build, store: Store) 
         # A visitor who granted marketing keeps the campaign's click id (the policy matrix);
         # every other value is checked.
         marketing = bool(row["identified"]) and "marketing" in row["granted"]
-        text = json.dumps({k: str(v) for k, v in row.items() if not (marketing and k == "click_id")},
-                          ensure_ascii=False)
+        text = json.dumps(
+            {k: str(v) for k, v in row.items() if not (marketing and k == "click_id")}, ensure_ascii=False
+        )
         assert _TOKEN not in text, row  # no query value, click id, email, referrer path or raw UA
         for cid in consent_ids:
             assert cid not in text

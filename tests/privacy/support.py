@@ -21,14 +21,23 @@ SITE_COOKIES = [
     (b"Set-Cookie", b"_mk_campaign=spring; Path=/"),
     (b"SET-COOKIE", b"mystery=1; Path=/"),
 ]
-CATEGORY = {"palette_session": "necessary", "ui_lang": "preferences", "_pa_id": "analytics",
-            "_mk_pixel": "marketing", "_mk_campaign": "marketing", "mystery": "preferences"}
+CATEGORY = {
+    "palette_session": "necessary",
+    "ui_lang": "preferences",
+    "_pa_id": "analytics",
+    "_mk_pixel": "marketing",
+    "_mk_campaign": "marketing",
+    "mystery": "preferences",
+}
 
 
-def choose(driver: Driver, body: dict[str, Any], *, extra: list[tuple[bytes, bytes]] | None = None) -> tuple[Reply, bytes]:
+def choose(
+    driver: Driver, body: dict[str, Any], *, extra: list[tuple[bytes, bytes]] | None = None
+) -> tuple[Reply, bytes]:
     """POST a choice as the banner's script does; returns the reply and the consent cookie pair."""
-    reply = driver.request("POST", "/_consent/", headers=[*JSON, *(extra or [])], body=json.dumps(body).encode(),
-                           client=VISITOR_IP)
+    reply = driver.request(
+        "POST", "/_consent/", headers=[*JSON, *(extra or [])], body=json.dumps(body).encode(), client=VISITOR_IP
+    )
     assert reply.status == 200, reply.body
     return reply, consent_cookie(reply)
 
@@ -54,8 +63,14 @@ def deleted_cookie_names(reply: Reply) -> set[str]:
     return {v.split(b"=", 1)[0].decode() for v in reply.header("set-cookie") if b"Max-Age=0" in v}
 
 
-def page(driver: Driver, path: str = "/", *, cookie: bytes = b"", query: bytes = b"",
-         headers: list[tuple[bytes, bytes]] | None = None) -> Reply:
+def page(
+    driver: Driver,
+    path: str = "/",
+    *,
+    cookie: bytes = b"",
+    query: bytes = b"",
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> Reply:
     hdrs = [(b"user-agent", BROWSER), *(headers or [])]
     if cookie:
         hdrs.append((b"cookie", cookie))

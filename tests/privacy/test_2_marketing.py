@@ -17,12 +17,15 @@ CAMPAIGN = b"utm_source=news&utm_campaign=spring&gclid=CLICK123&fbclid=FB456"
 
 def _visit_and_signup(driver: Any, cookie: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> dict[str, int]:
     page(driver, "/landing", cookie=cookie, query=CAMPAIGN, headers=extra)
-    body = json.dumps([
-        {"name": "signup", "url": "https://site.example/landing?" + CAMPAIGN.decode()},
-        {"name": "portfolio_view", "url": "/portfolio?gclid=CLICK123"},
-    ]).encode()
-    reply = driver.request("POST", "/_consent/collect", headers=[*JSON, (b"cookie", cookie), *(extra or [])],
-                           body=body, client=VISITOR_IP)
+    body = json.dumps(
+        [
+            {"name": "signup", "url": "https://site.example/landing?" + CAMPAIGN.decode()},
+            {"name": "portfolio_view", "url": "/portfolio?gclid=CLICK123"},
+        ]
+    ).encode()
+    reply = driver.request(
+        "POST", "/_consent/collect", headers=[*JSON, (b"cookie", cookie), *(extra or [])], body=body, client=VISITOR_IP
+    )
     assert reply.status == 202
     counts: dict[str, int] = json.loads(reply.body)
     return counts

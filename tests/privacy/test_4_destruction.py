@@ -24,9 +24,20 @@ DAY = dt.timedelta(days=1)
 
 def _visit(ts: dt.datetime, path: str) -> RawRecord:
     return RawRecord(
-        kind="visit", name="pageview", category="analytics", action="pseudonymise", ts=ts.timestamp(),
-        site="test-site", host="site.example", path=path, query="", referrer="", user_agent=BROWSER.decode(),
-        ip="203.0.113.5", consent_id=None, granted=frozenset({"necessary"}),
+        kind="visit",
+        name="pageview",
+        category="analytics",
+        action="pseudonymise",
+        ts=ts.timestamp(),
+        site="test-site",
+        host="site.example",
+        path=path,
+        query="",
+        referrer="",
+        user_agent=BROWSER.decode(),
+        ip="203.0.113.5",
+        consent_id=None,
+        granted=frozenset({"necessary"}),
     )
 
 
@@ -65,7 +76,10 @@ def test_4_month_arithmetic_clamps_to_the_end_of_the_month(store: Store) -> None
         " toDateTime('2026-11-30 10:00:00', 'UTC') - toIntervalMonth(3)"
     )
     assert (aug31.date(), aug30.date(), may31.date(), back.date()) == (
-        dt.date(2026, 11, 30), dt.date(2026, 11, 30), dt.date(2026, 8, 31), dt.date(2026, 8, 30)
+        dt.date(2026, 11, 30),
+        dt.date(2026, 11, 30),
+        dt.date(2026, 8, 31),
+        dt.date(2026, 8, 30),
     )
 
 

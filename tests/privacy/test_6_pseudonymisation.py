@@ -26,9 +26,19 @@ DAY = 86400
 
 def _raw(ts: float, *, consent_id: str | None = None) -> RawRecord:
     return RawRecord(
-        kind="visit", name="pageview", category="analytics", action="keep" if consent_id else "pseudonymise",
-        ts=ts, site="test-site", host="site.example", path="/", query="", referrer="",
-        user_agent=BROWSER.decode(), ip=VISITOR_IP[0], consent_id=consent_id,
+        kind="visit",
+        name="pageview",
+        category="analytics",
+        action="keep" if consent_id else "pseudonymise",
+        ts=ts,
+        site="test-site",
+        host="site.example",
+        path="/",
+        query="",
+        referrer="",
+        user_agent=BROWSER.decode(),
+        ip=VISITOR_IP[0],
+        consent_id=consent_id,
         granted=frozenset({"necessary", "analytics"}) if consent_id else frozenset({"necessary"}),
     )
 
@@ -42,8 +52,10 @@ def test_6_same_visitor_on_two_days_gets_unlinkable_keys(make_gateway: Callable[
     for ts in (day1, day1 + 60, day1 + DAY, day1 + DAY + 60):
         assert runtime.pipeline.submit(_raw(ts))
     flush(driver)
-    rows = store.query_rows(f"SELECT toDate(ts) AS d, groupUniqArray(visitor), any(identified) "
-                            f"FROM {store.table('events')} GROUP BY d ORDER BY d")
+    rows = store.query_rows(
+        f"SELECT toDate(ts) AS d, groupUniqArray(visitor), any(identified) "
+        f"FROM {store.table('events')} GROUP BY d ORDER BY d"
+    )
     assert len(rows) == 2
     (_, first, ident1), (_, second, ident2) = rows
     assert len(first) == 1 and len(second) == 1, "one visitor is one key within a day"
@@ -68,7 +80,9 @@ def test_6_consented_rows_are_found_with_the_separate_key_and_only_with_it(
 ) -> None:
     driver, _ = make_gateway()
     _, cookie = choose(driver, {"action": "accept_all"})
-    consent_id = json.loads(driver.request("GET", "/_consent/receipts", headers=[(b"cookie", cookie)]).body)["consent_id"]
+    consent_id = json.loads(driver.request("GET", "/_consent/receipts", headers=[(b"cookie", cookie)]).body)[
+        "consent_id"
+    ]
     for path in ("/a", "/b", "/c"):
         page(driver, path, cookie=cookie)
     page(driver, "/someone-else")  # another visitor, no consent
@@ -80,8 +94,10 @@ def test_6_consented_rows_are_found_with_the_separate_key_and_only_with_it(
     found = store.query_rows(f"SELECT path FROM {events} WHERE visitor = {{v:UInt64}} ORDER BY path", {"v": with_key})
     assert found == [("/a",), ("/b",), ("/c",)]
     # … without it, the consent id (which the receipts do hold) leads to nothing.
-    for guess in (consented_visitor(b"another-key-0123456789abcdefghijklmn", consent_id),
-                  consented_visitor(b"", consent_id)):
+    for guess in (
+        consented_visitor(b"another-key-0123456789abcdefghijklmn", consent_id),
+        consented_visitor(b"", consent_id),
+    ):
         assert store.query_rows(f"SELECT count() FROM {events} WHERE visitor = {{v:UInt64}}", {"v": guess}) == [(0,)]
     dump = json.dumps(store.query_rows(f"SELECT * FROM {events}"), default=str)
     assert consent_id not in dump

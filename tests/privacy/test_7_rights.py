@@ -18,13 +18,18 @@ def _journal_rows_of(data_dir: Any, visitor: int) -> tuple[int, int]:
     """(identified rows of ``visitor`` a replay would insert, tombstones for it) in the journal."""
     rows, tombstoned = 0, 0
     for directory in (data_dir / "journal").glob("*"):
-        entries = [e for _, path in journal_format._segment_files(directory) for e in journal_format._read_entries(path)]
+        entries = [
+            e for _, path in journal_format._segment_files(directory) for e in journal_format._read_entries(path)
+        ]
         tombs = {int(e["v"]) for e in entries if e["k"] == "t"}
         tombstoned += visitor in tombs
         for entry in entries:
             if entry["k"] == "g" and visitor not in tombs:
-                rows += sum(1 for r in entry.get("e", ()) if r[journal_format.IDENTIFIED] == 1
-                            and r[journal_format.VISITOR] == visitor)
+                rows += sum(
+                    1
+                    for r in entry.get("e", ())
+                    if r[journal_format.IDENTIFIED] == 1 and r[journal_format.VISITOR] == visitor
+                )
     return rows, tombstoned
 
 
@@ -34,35 +39,48 @@ def test_7_deletion_on_request_takes_effect_at_once(
     driver, _ = make_gateway(flush_interval=60.0)  # nothing reaches ClickHouse unless flushed
     runtime = driver.app.runtime
     _, cookie = choose(driver, {"action": "accept_all"})
-    consent_id = json.loads(driver.request("GET", "/_consent/receipts", headers=[(b"cookie", cookie)]).body)["consent_id"]
+    consent_id = json.loads(driver.request("GET", "/_consent/receipts", headers=[(b"cookie", cookie)]).body)[
+        "consent_id"
+    ]
     visitor = runtime.rows.visitor_of(consent_id)
     for path in ("/stored-1", "/stored-2"):
         page(driver, path, cookie=cookie)
     flush(driver)  # these are in ClickHouse …
     for path in ("/queued-1", "/queued-2"):
         page(driver, path, cookie=cookie)  # … these still wait in the queue and journal
-    collect = driver.request("POST", "/_consent/collect", headers=[*JSON, (b"cookie", cookie)],
-                             body=b'{"name":"portfolio_view","url":"/queued-3"}', client=VISITOR_IP)
+    collect = driver.request(
+        "POST",
+        "/_consent/collect",
+        headers=[*JSON, (b"cookie", cookie)],
+        body=b'{"name":"portfolio_view","url":"/queued-3"}',
+        client=VISITOR_IP,
+    )
     assert json.loads(collect.body)["kept"] == 1
     events = store.table("events")
     assert store.query_rows(f"SELECT count() FROM {events} WHERE visitor = {{v:UInt64}}", {"v": visitor}) == [(2,)]
 
-    reply = driver.request("POST", "/_consent/withdraw", headers=[*JSON, (b"cookie", cookie)], body=b"{}",
-                           client=VISITOR_IP)
+    reply = driver.request(
+        "POST", "/_consent/withdraw", headers=[*JSON, (b"cookie", cookie)], body=b"{}", client=VISITOR_IP
+    )
     assert reply.status == 200
     assert json.loads(reply.body)["erased"] is True
     # At once: the answer came after the DELETE; no further flush or merge is needed.
-    assert store.query_rows(f"SELECT count() FROM {events} WHERE identified = 1 AND visitor = {{v:UInt64}}",
-                            {"v": visitor}) == [(0,)]
+    assert store.query_rows(
+        f"SELECT count() FROM {events} WHERE identified = 1 AND visitor = {{v:UInt64}}", {"v": visitor}
+    ) == [(0,)]
     assert _journal_rows_of(make_settings().data_dir, visitor)[0] == 0
     flush(driver)  # what was queued arrives without the identity
     assert store.query_rows(f"SELECT count() FROM {events} WHERE visitor = {{v:UInt64}}", {"v": visitor}) == [(0,)]
     assert store.query_rows(f"SELECT count() FROM {events} WHERE identified = 1") == [(0,)]
     # The consent cookie is gone too, and the receipts (proof of consent) remain.
     assert "cg_consent" in deleted_cookie_names(reply)
-    methods = [r[0] for r in store.query_rows(
-        f"SELECT method FROM {store.table('consent_receipts')} WHERE consent_id = {{c:String}} ORDER BY ts",
-        {"c": consent_id})]
+    methods = [
+        r[0]
+        for r in store.query_rows(
+            f"SELECT method FROM {store.table('consent_receipts')} WHERE consent_id = {{c:String}} ORDER BY ts",
+            {"c": consent_id},
+        )
+    ]
     assert methods == ["accept_all", "withdraw"]
 
 
@@ -75,7 +93,7 @@ def test_7_withdrawal_is_as_easy_as_giving_consent(make_gateway: Callable[..., A
     actions = {action: body for action, body in forms}
     assert set(actions) == {"/_consent/", "/_consent/withdraw"}, actions
     accept = re.search(r'<button([^>]*)value="accept_all"[^>]*>', actions["/_consent/"])
-    withdraw = re.search(r'<button([^>]*)>', actions["/_consent/withdraw"])
+    withdraw = re.search(r"<button([^>]*)>", actions["/_consent/withdraw"])
     assert accept and withdraw
     classes = lambda attrs: set(re.search(r'class="([^"]*)"', attrs).group(1).split())  # noqa: E731
     assert "cg-button" in classes(accept.group(1)) and "cg-button" in classes(withdraw.group(1))

@@ -27,7 +27,9 @@ CURRENT = PolicyVersion(1, 0, dt.date(2026, 1, 1))
 
 
 def _upcoming(version: str, days_after_posting: int) -> PolicyVersion:
-    return PolicyVersion.from_values("policy.upcoming.version", version, POSTED + dt.timedelta(days=days_after_posting), POSTED)
+    return PolicyVersion.from_values(
+        "policy.upcoming.version", version, POSTED + dt.timedelta(days=days_after_posting), POSTED
+    )
 
 
 def test_8_policy_changes_take_effect_7_days_after_posting(make_settings: Callable[..., Any]) -> None:
@@ -53,8 +55,13 @@ def test_8_material_changes_are_announced_30_days_ahead(make_settings: Callable[
 def _cookie_from_policy_1_0(driver: Any) -> bytes:
     """A visitor who accepted everything under policy 1.0."""
     runtime = driver.app.runtime
-    record = ConsentRecord("VisitorFromPolicy10xyz", "1.0", ("necessary", "preferences", "analytics", "marketing"),
-                           "accept_all", 1_767_225_600)
+    record = ConsentRecord(
+        "VisitorFromPolicy10xyz",
+        "1.0",
+        ("necessary", "preferences", "analytics", "marketing"),
+        "accept_all",
+        1_767_225_600,
+    )
     return b"cg_consent=" + runtime.codec.encode(record).encode()
 
 
