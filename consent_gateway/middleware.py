@@ -130,7 +130,8 @@ class ConsentMiddleware:
             if mtype == "http.response.start":
                 state["status"] = message["status"]
                 message["headers"] = self._filter_headers(message.get("headers", []), consent, reissue, state)
-                if inject and state["html"] and not state.get("encoded"):
+                # 204, 205 and 304 responses carry no body: a banner there breaks the HTTP framing.
+                if inject and state["html"] and not state.get("encoded") and message["status"] not in (204, 205, 304):
                     held.append(message)
                     return
                 await send(message)
