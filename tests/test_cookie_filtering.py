@@ -274,3 +274,32 @@ def test_html_file_sent_by_pathsend_still_gets_its_headers(
     assert [v for k, v in headers if k == b"set-cookie"] == [b"palette_session=s; Path=/; SameSite=lax"]
     assert int(dict(headers)[b"content-length"]) == page.stat().st_size  # the file as it is
     assert store.query_rows(f"SELECT path FROM {store.table('events')}") == [("/page",)]
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_bodiless_html_responses_get_no_banner(make_settings: Callable[..., Settings], status: int) -> None:
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        headers = [(b"content-type", b"text/html; charset=utf-8"), (b"etag", b'"v1"')]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+    messages = run_asgi(ConsentGateway(app, make_settings()), http_scope("/"))
+    assert messages[0]["status"] == status
+    assert b"content-length" not in dict(messages[0]["headers"])
+    assert b"".join(m.get("body", b"") for m in messages[1:]) == b""
+
+
+def test_html_sent_in_chunks_is_injected_once_with_the_right_length(make_settings: Callable[..., Settings]) -> None:
+    parts = [b"<html><head></head><body>", "<p>출결</p>".encode(), b"</body></html>"]
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/html")]})
+        for i, part in enumerate(parts):
+            await send({"type": "http.response.body", "body": part, "more_body": i < len(parts) - 1})
+
+    messages = run_asgi(ConsentGateway(app, make_settings()), http_scope("/"))
+    bodies = [m for m in messages if m["type"] == "http.response.body"]
+    assert len(bodies) == 1 and bodies[0].get("more_body", False) is False
+    body = bodies[0]["body"]
+    assert int(dict(messages[0]["headers"])[b"content-length"]) == len(body)
+    assert body.count(b'id="cg-root"') == 1 and "<p>출결</p>".encode() in body
