@@ -235,7 +235,9 @@ async def _choice_input(request: Request) -> tuple[dict[str, Any], bool]:
         try:
             pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=64)
         except (UnicodeDecodeError, ValueError):
-            raise RequestError("the form could not be read; post it as UTF-8 application/x-www-form-urlencoded") from None
+            raise RequestError(
+                "the form could not be read; post it as UTF-8 application/x-www-form-urlencoded"
+            ) from None
         fields: dict[str, str] = {}
         for key, value in pairs:
             fields.setdefault(key, value)
