@@ -331,3 +331,17 @@ def test_compose_runs_the_gateway_the_analytics_app_and_clickhouse() -> None:
     grace = [int(s) for s in re.findall(r"stop_grace_period: (\d+)s", text)]
     assert grace and min(grace) > Settings().shutdown_timeout, "docker must wait for the shutdown flush"
     assert "WEB_CONCURRENCY" in text  # several workers: allowed against a ClickHouse server
+
+
+def test_every_module_reaches_the_image() -> None:
+    """The image installs the package for real (not editable): a subpackage missing from
+    pyproject's list would be missing there although every test in the checkout passes."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))
+    listed = set(pyproject["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for init in (ROOT / "consent_gateway").rglob("__init__.py")
+        if "__pycache__" not in init.parts
+    }
+    assert found <= listed, f"add {sorted(found - listed)} to [tool.setuptools] packages in pyproject.toml"
+    assert (ROOT / "static" / "banner.js").is_file() and "consent_gateway.static" in listed
