@@ -141,3 +141,16 @@ def test_serve_rejects_a_bad_target(capsys: pytest.CaptureFixture[str], tmp_path
     assert "module:attribute" in capsys.readouterr().err
     assert main(["serve", "surely_not_a_module_xyz:app", "--config", config]) != 0
     assert "could not be imported" in capsys.readouterr().err
+
+
+def test_check_config_never_prints_secrets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "server.toml"
+    path.write_text(
+        f'clickhouse_url = "https://writer:pw-0123456789@ch.example.com:8443"\nsecret_keys = ["{SECRET}"]\n'
+        f'pseudonym_key = "{PSEUDONYM_KEY}"\n',
+        encoding="utf-8",
+    )
+    assert main(["check-config", str(path)]) == 0
+    captured = capsys.readouterr()
+    for secret in ("pw-0123456789", SECRET, PSEUDONYM_KEY):
+        assert secret not in captured.out + captured.err
