@@ -58,7 +58,7 @@ def test_a_scenario_logs_no_ip_consent_id_token_or_secret(tmp_path: Path) -> Non
                 consent_id = chosen.json()["receipt"]["consent_id"]
                 token = client.cookies["cg_consent"]
                 # browse and collect, with personal data in paths, queries and referrers
-                assert client.get(f"/?email={EMAIL}&utm_source=news&gclid=abc123").status_code == 200
+                assert client.get(f"/?email={EMAIL}&utm_source=news&gclid=Cj0KCQiwZ_click").status_code == 200
                 assert client.get(f"/students/{EMAIL}").status_code in (200, 404)
                 assert client.get(f"/students/{PHONE}").status_code in (200, 404)
                 collected = client.post("/_consent/collect", json=[
@@ -115,7 +115,7 @@ def test_a_scenario_logs_no_ip_consent_id_token_or_secret(tmp_path: Path) -> Non
         "email": EMAIL,
         "phone": PHONE,
         "user agent": "PrivateBuild/4242",
-        "click id": "abc123",
+        "click id": "Cj0KCQiwZ_click",
     }
     for what, value in forbidden.items():
         assert value not in log, f"the log shows the {what}"
