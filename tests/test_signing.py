@@ -238,3 +238,16 @@ def test_banner_shown_only_while_a_choice_is_needed(make_settings: Callable[...,
         later = client.get("/")
         assert 'id="cg-banner"' not in later.text
         assert 'data-cg-status="given"' in later.text  # the settings link stays
+
+
+def test_reissued_cookie_stops_the_reissue(make_settings: Callable[..., Settings]) -> None:
+    gateway = ConsentGateway(site_app(), make_settings(secret_keys=(OLD_SECRET, SECRET)))
+    with client_for(gateway) as client:
+        # The domain httpx files the gateway's cookies under, so the re-issued one replaces this one.
+        client.cookies.set("cg_consent", sign_cookie(OLD_SECRET), domain="testserver.local")
+        assert "cg_consent" in set_cookie_map(client.get("/consent"))
+        again = client.get("/consent")  # the jar now holds the cookie signed with the newest key
+        assert "cg_consent" not in set_cookie_map(again)
+        assert again.json()["status"] == "given"
+        client.get("/consent")
+        assert gateway.runtime.codec.cache_info().hits >= 1  # type: ignore[attr-defined]
