@@ -170,6 +170,9 @@ def test_two_workers_against_a_clickhouse_server_store_every_event_once(
     collect_pids = {e["pid"] for e in access if e["path"] == "/_consent/collect"}
     assert len(collect_pids) == 2, "both worker processes should have taken /collect traffic"
     assert sum(1 for e in lines if e["msg"] == "Application shutdown complete.") == 2
+    # Each worker claimed a journal directory of its own under the shared data directory.
+    journals = [d.name for d in (tmp_path / "data" / "journal").iterdir() if d.is_dir()]
+    assert len(journals) == 2, journals
 
     from consent_gateway.store import open_store
 
