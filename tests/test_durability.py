@@ -294,3 +294,35 @@ def test_withdrawal_during_an_outage_erases_rows_queued_journaled_and_stored(
     assert {m for m in found if m.startswith("other-")} == {f"other-{i}" for i in range(5)}
     leftovers = [p for p in (settings.journal_root).rglob("*.seg") if b"mine-" in p.read_bytes()]
     assert leftovers == [], "no journal segment still holds the withdrawn visitor's rows"
+
+
+def test_shutdown_during_an_outage_keeps_the_journal_and_the_next_start_replays_it(
+    clickhouse: FixtureServer, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(
+        clickhouse_url=clickhouse.url,
+        auto_migrate=True,
+        flush_interval=0.05,
+        insert_retry_initial=0.05,
+        insert_retry_max=0.2,
+        shutdown_timeout=1.0,
+    )
+    acked: list[str] = []
+    with TestClient(ConsentGateway(Starlette(), settings)) as client:
+        clickhouse.kill()
+        for i in range(30):
+            batch = [{"name": "pageview", "url": "/d", "props": {"m": f"down-{i}-{j}"}} for j in range(4)]
+            assert client.post("/_consent/collect", json=batch, headers=ORIGIN).status_code == 202
+            acked.extend(e["props"]["m"] for e in batch)
+    # The lifespan shutdown gave up after shutdown_timeout: the rows wait in the journal.
+    assert [p for p in settings.journal_root.rglob("*.seg") if p.stat().st_size]
+    clickhouse.start()
+    restarted = ConsentGateway(Starlette(), settings)
+    with TestClient(restarted) as client:
+        assert client.portal is not None
+        assert client.portal.call(restarted.runtime.pipeline.flush, 60.0)
+        assert restarted.runtime.pipeline.stats is not None
+        replayed = restarted.runtime.pipeline.stats.replayed
+    found = _markers(clickhouse, settings.database)
+    assert set(found) == set(acked) and all(c == 1 for c in found.values())
+    assert replayed == len(acked), "they came from the journal, at start"
