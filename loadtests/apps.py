@@ -18,13 +18,20 @@ DEMO_CONFIG = Path(__file__).resolve().parent.parent / "consent_gateway" / "demo
 DATA_ENV = "CG_LOAD_DATA"
 
 
+# Every simulated visitor comes from 127.0.0.1, so the per-address limits (which exist against one
+# client flooding the gateway) would measure the limiter, not the gateway: 0 turns them off here.
+_PER_ADDRESS_LIMITS = ("rate_limit_collect_per_minute", "rate_limit_consent_per_minute")
+
+
 def load_settings(data_dir: Path) -> Settings:
-    """The demo's settings on ``data_dir`` with its local keys, as ``consent-gateway demo`` builds them."""
+    """The demo's settings on ``data_dir`` with its local keys, as ``consent-gateway demo`` builds them,
+    without per-address rate limits."""
     settings = Settings.load(DEMO_CONFIG, data_dir=data_dir.resolve())
     secret_keys, pseudonym_key = local_keys(settings.keys_dir)
     return settings.replace(
         secret_keys=settings.secret_keys or secret_keys,
         pseudonym_key=settings.pseudonym_key or pseudonym_key,
+        **{name: 0.0 for name in _PER_ADDRESS_LIMITS if hasattr(settings, name)},
     )
 
 

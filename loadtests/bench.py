@@ -79,6 +79,14 @@ def run_id(label: str) -> str:
     return f"{label}-" + "".join(secrets.choice(string.ascii_lowercase) for _ in range(10))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads)."""
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
 def median(values: list[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 
@@ -293,24 +301,31 @@ def page_throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             pair: dict[str, Any] = {}
             for name in (("bare", "gateway") if r % 2 == 0 else ("gateway", "bare")):
                 server = bare if name == "bare" else gw
+                cpu_before = cpu_seconds(server.proc.pid)  # type: ignore[union-attr]
                 with RssSampler(server.proc.pid) as rss:  # type: ignore[union-attr]
                     result = load(server.port, "GET", PAGE_PATH, headers, b"", seconds=args.seconds,
                                   connections=args.connections, use_wrk=args.wrk)
                 if name == "gateway":
                     sent_to_gateway += result.requests
                     peak = max(peak, rss.peak)
-                    # Let the gateway's writer finish before the baseline runs on the same cores.
+                    # Let the gateway's writer finish before the baseline runs on the same cores;
+                    # its work after the load is part of the cost of these requests.
                     wait_drained(gw.port)
+                cpu = cpu_seconds(server.proc.pid) - cpu_before  # type: ignore[union-attr]
                 time.sleep(args.settle)
                 if result.bad_status or result.errors or not result.requests:
                     raise RuntimeError(f"{name}: {result.bad_status} bad statuses, {result.errors} errors of "
                                        f"{result.requests} requests; the run is not comparable")
                 pair[name] = {"rps": result.rps, "requests": result.requests, "p50_ms": result.p50_ms,
-                              "p99_ms": result.p99_ms, "generator": result.generator}
+                              "p99_ms": result.p99_ms, "generator": result.generator,
+                              "cpu_us_per_request": cpu / result.requests * 1e6}
             pair["ratio"] = pair["gateway"]["rps"] / pair["bare"]["rps"]
+            pair["cpu_ratio"] = pair["bare"]["cpu_us_per_request"] / pair["gateway"]["cpu_us_per_request"]
             rounds.append(pair)
-            print(f"  pages round {r + 1}: bare {pair['bare']['rps']:.0f}/s, gateway {pair['gateway']['rps']:.0f}/s, "
-                  f"ratio {pair['ratio']:.3f}", flush=True)
+            b, g = pair["bare"], pair["gateway"]
+            print(f"  pages round {r + 1}: bare {b['rps']:.0f}/s, gateway {g['rps']:.0f}/s, ratio {pair['ratio']:.3f}; "
+                  f"server CPU per request: bare {b['cpu_us_per_request']:.0f} µs, "
+                  f"gateway {g['cpu_us_per_request']:.0f} µs", flush=True)
     visits = count_in_subprocess(gw.data_dir, []).get(VISITS, 0)
     return {
         "path": PAGE_PATH,
@@ -321,6 +336,9 @@ def page_throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "bare_rps": median([p["bare"]["rps"] for p in rounds]),
         "gateway_rps": median([p["gateway"]["rps"] for p in rounds]),
         "ratio": median([p["ratio"] for p in rounds]),
+        "bare_cpu_us": median([p["bare"]["cpu_us_per_request"] for p in rounds]),
+        "gateway_cpu_us": median([p["gateway"]["cpu_us_per_request"] for p in rounds]),
+        "cpu_ratio": median([p["cpu_ratio"] for p in rounds]),
         "gateway_requests": sent_to_gateway,
         "visits_stored": visits,
         "gateway_peak_rss": peak,
@@ -493,6 +511,8 @@ def table(res: dict[str, Any]) -> str:
             ("page throughput, bare demo", f"{p['bare_rps']:.0f} req/s", ""),
             ("page throughput, behind the gateway", f"{p['gateway_rps']:.0f} req/s", ""),
             ("**gateway / bare (median of rounds)**", f"**{p['ratio']:.3f}**", "≥ 0.85"),
+            ("server CPU per page, bare / gateway", f"{p['bare_cpu_us']:.0f} µs / {p['gateway_cpu_us']:.0f} µs "
+             f"(ratio {p['cpu_ratio']:.3f})", ""),
             ("visit records stored / pages answered", f"{p['visits_stored']} / {p['gateway_requests']}", "all"),
         ]
     c = res.get("collect")
