@@ -1,8 +1,8 @@
 """Limits reached on purpose: visits are shed first, /collect gets 503 with Retry-After, receipts
 are never shed, every shed record is counted, and nothing acknowledged is lost on the way.
 
-The queue test stalls the writer by holding the embedded engine's lock (the writer blocks in its
-insert, as it would on a slow server). The journal test uses the ClickHouse HTTP test fixture,
+The queue test stalls the writer's group commit by holding its lock (as a disk that stopped
+answering would). The journal test uses the ClickHouse HTTP test fixture,
 killed, so inserts fail fast and the journal grows to its limit.
 """
 
@@ -20,7 +20,6 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from consent_gateway import ConsentGateway, Settings
-from consent_gateway.store.client import _EMBEDDED_LOCKS
 
 from .clickhouse_http_server import FixtureServer
 
@@ -56,17 +55,15 @@ def _wait(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
 def test_a_full_queue_sheds_visits_first_then_refuses_events_with_503(
     make_settings: Callable[..., Settings],
 ) -> None:
-    settings = make_settings(queue_max=20, visit_shed_fraction=0.5, batch_size=1, collect_ack_timeout=0.5)
+    settings = make_settings(queue_max=20, visit_shed_fraction=0.5, collect_ack_timeout=0.5)
     gateway = ConsentGateway(Starlette(routes=[Route("/", _page)]), settings)
     with TestClient(gateway) as client:
         pipeline = gateway.runtime.pipeline
-        engine = _EMBEDDED_LOCKS["chdb"]
-        engine.acquire()
+        writer = pipeline._writer
+        assert writer is not None
+        # Stall the group commit (as a disk that stopped answering would): hold the writer's lock.
+        writer._lock.acquire()
         try:
-            # The writer journals this event, answers 202, then blocks in its insert.
-            first = client.post("/_consent/collect", json=_events("first", 1), headers=ORIGIN)
-            assert first.status_code == 202
-            assert _wait(lambda: pipeline.state.pending_rows == 1)
             for _ in range(14):
                 assert client.get("/").status_code == 200, "pages never wait for the pipeline"
             assert pipeline.queued == 10, "visits stop at half the queue (visit_shed_fraction)"
@@ -78,9 +75,10 @@ def test_a_full_queue_sheds_visits_first_then_refuses_events_with_503(
             assert stalled.status_code == 503
             metrics = client.get("/_consent/metrics").text
         finally:
-            engine.release()
+            writer._lock.release()
         assert client.portal is not None
         assert client.portal.call(pipeline.flush, 30.0)
+        assert pipeline.queued == 0
     shed = _shed(metrics)
     assert shed[("visit", "queue")] == 4
     assert shed[("event", "queue")] == 11

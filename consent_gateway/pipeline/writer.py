@@ -1,12 +1,13 @@
-"""The writer thread: group commits to the journal, batched inserts into ClickHouse, erasure.
+"""The writer: group commits to the journal, batched inserts into ClickHouse, erasure.
 
-Order of work for every record, visit or event: rows are built through the policy (so only
-pseudonymised rows ever reach disk), appended to the journal with the other records of the same
-group commit and fsynced once; the waiting ``/collect`` requests are then answered. Groups are
-gathered into plans of up to ``batch_size`` rows; a plan is journaled (with its deduplication
-token) before it is inserted, so after a crash the very same insert is repeated and ClickHouse
-drops it if it already arrived (``insert_deduplication_token`` on tables with
-``non_replicated_deduplication_window``; see docs/pipeline.md).
+Two threads. The committer (``Writer`` itself) takes records off the queue, builds their rows
+through the policy (so only pseudonymised rows ever reach disk), appends them to the journal with
+the other records of the same group commit, fsyncs once and answers the waiting ``/collect``
+requests. The inserter gathers committed groups into plans of up to ``batch_size`` rows; a plan is
+journaled (with its deduplication token) before it is inserted, so after a crash the very same
+insert is repeated and ClickHouse drops it if it already arrived (``insert_deduplication_token``
+on tables with ``non_replicated_deduplication_window``; see docs/pipeline.md). A slow or
+unreachable ClickHouse therefore never delays an acknowledgement.
 """
 
 from __future__ import annotations
@@ -98,10 +99,10 @@ class WriterConfig:
 
 
 class Writer(threading.Thread):
-    """Owns the insert client and the journal; the request path never touches either.
+    """Owns the journal and, through its inserter thread, the insert client.
 
-    ``connect`` opens the insert client; it is called again after a failure, so a ClickHouse
-    server that is down when the gateway starts is simply retried with backoff.
+    ``connect`` opens the insert client; it is called again after a failure to connect, so a
+    ClickHouse server that is down when the gateway starts is simply retried with backoff.
     """
 
     def __init__(
@@ -129,62 +130,62 @@ class Writer(threading.Thread):
         self.state = state or PipelineState()
         self._taken = taken or (lambda n: None)
         self._insert_settings = dict(config.insert_settings)
+        # Shared between the committer and the inserter, guarded by _lock (the journal too).
+        self._lock = threading.Condition()
         self._plans: list[Plan] = []  # fixed inserts, oldest first (journaled when there is a journal)
         self._groups: list[Group] = []  # durable groups not yet in a plan, oldest first
         self._tombstones: dict[int, int] = {}  # tombstone seq -> visitor whose DELETE is still owed
+        self._tomb_waiters: dict[int, Callable[[Any], None]] = {}
+        self._flush_waiters: list[Callable[[Any], None]] = []
+        self._urgent = False
+        self._stop_at: float | None = None
         self._erased: dict[str, float] = {}
         self._failures = 0
         self._retry_at = 0.0
         self._last_insert = time.monotonic()
         self._mem_seq = 0
         self._mem_name = f"m-{uuid.uuid4().hex[:12]}"
+        self._inserter = threading.Thread(target=self._insert_loop, name="consent-gateway-inserter", daemon=True)
         self.stats = WriterStats()
         self._publish()
 
-    # -- the loop -----------------------------------------------------------------------------
+    # -- the committer ------------------------------------------------------------------------
 
     def run(self) -> None:
         try:
             self._replay()
+            self._inserter.start()
             self._loop()
         except Exception:  # pragma: no cover - a bug; keep the journal, say so loudly
             logger.exception("the pipeline writer stopped on an unexpected error; the journal keeps its records")
             raise
         finally:
+            with self._lock:
+                if self._stop_at is None:
+                    self._stop_at = time.monotonic()
+                self._lock.notify_all()
+            if self._inserter.is_alive():
+                self._inserter.join()
             if self._journal is not None:
-                self._journal.close()
-                self._publish()
+                with self._lock:
+                    self._journal.close()
+                    self._publish()
 
     def _loop(self) -> None:
         while True:
-            timeout = self._wait_time()
-            try:
-                first = self._source.get(timeout=timeout)
-            except queue.Empty:
-                self._insert_due(force=False)
-                continue
+            first = self._source.get()
             items = [first]
             deadline = time.monotonic() + self._cfg.commit_window
             # Group commit: gather what arrives within the window (or is already waiting).
-            while len(items) < self._cfg.batch_size:
+            while len(items) < self._cfg.batch_size and not isinstance(items[-1], Command):
                 remaining = deadline - time.monotonic()
                 try:
                     item = self._source.get(timeout=remaining) if remaining > 0 else self._source.get_nowait()
                 except queue.Empty:
                     break
                 items.append(item)
-                if isinstance(item, Command):
-                    break
             if self._handle(items):
                 return
-            self._insert_due(force=False)
-
-    def _wait_time(self) -> float:
-        if not self._plans and not self._groups and not self._tombstones:
-            return 3600.0
-        now = time.monotonic()
-        due = max(self._retry_at, self._last_insert + self._cfg.flush_interval)
-        return max(0.001, due - now)
 
     def _handle(self, items: list[Any]) -> bool:
         """Commit the records among ``items`` in order around their commands; True on stop."""
@@ -200,9 +201,12 @@ class Writer(threading.Thread):
                 if item.kind == "stop":
                     self._shutdown(float(item.arg))
                     return True
-                result = self._erase(str(item.arg)) if item.kind == "erase" else self._flush()
-                if item.done is not None:
-                    item.done(result)
+                if item.kind == "erase":
+                    self._erase(str(item.arg), item.done)
+                else:
+                    with self._lock:
+                        self._flush_waiters.append(item.done or (lambda _: None))
+                        self._lock.notify_all()
             elif isinstance(item, EventBatch):
                 records.extend(item.records)
                 waiters.append(item.done)
@@ -213,8 +217,6 @@ class Writer(threading.Thread):
         self._commit(records, waiters)
         self._taken(taken)
         return False
-
-    # -- group commit -------------------------------------------------------------------------
 
     def _commit(self, records: list[RawRecord | ReceiptRecord], waiters: list[Callable[[Any], None]]) -> None:
         if not records:
@@ -253,45 +255,174 @@ class Writer(threading.Thread):
                 done(False)
             return
         if journal is None:
-            self._mem_seq += 1
-            self._groups.append(Group(self._mem_seq, events, receipts, waiters=waiters))
-            self._publish()
-            if waiters and time.monotonic() >= self._retry_at:
-                self._insert_due(force=True)
+            with self._lock:
+                self._mem_seq += 1
+                self._groups.append(Group(self._mem_seq, events, receipts, waiters=waiters))
+                # Without a journal, 202 waits for the insert: do it now rather than at the interval.
+                self._urgent = self._urgent or bool(waiters)
+                self._publish()
+                self._lock.notify_all()
             return
         started = time.perf_counter()
-        group = journal.append_group(events, receipts)
-        journal.sync()
+        with self._lock:
+            group = journal.append_group(events, receipts)
+            journal.sync()
+            self._groups.append(group)
+            self._publish()
+            if self._pending_rows() >= self._cfg.batch_size:
+                self._lock.notify_all()
         self.metrics.commit_seconds.observe(time.perf_counter() - started)
         self.metrics.journaled.inc(group.size)
-        self._groups.append(group)
-        self._publish()
         for done in waiters:
             done(True)
 
-    # -- inserts ------------------------------------------------------------------------------
+    def _erase(self, consent_id: str, done: Callable[[Any], None] | None) -> None:
+        now = time.monotonic()
+        self._erased = {k: t for k, t in self._erased.items() if now - t < _ERASED_MEMORY}
+        self._erased[consent_id] = now
+        visitor = self._rows.visitor_of(consent_id)
+        with self._lock:
+            removed = 0
+            for group in [g for p in self._plans for g in p.groups] + self._groups:
+                removed += erase_rows(group.events, {visitor})
+            if self._journal is not None:
+                # The tombstone keeps the rows out of any replay: they are still in older segments.
+                seq = self._journal.append_tombstone(visitor)
+                self._journal.sync()
+            else:
+                self._mem_seq += 1
+                seq = self._mem_seq
+            # The inserter runs the DELETE after any insert in flight, so nothing slips past it.
+            self._tombstones[seq] = visitor
+            if done is not None:
+                self._tomb_waiters[seq] = done
+            self._lock.notify_all()
+        self.metrics.erased.inc(removed)
+        self.stats.erased += removed
+
+    def _replay(self) -> None:
+        """Put the journal's unfinished work ahead of every new record; the inserter starts on it."""
+        rec = self._recovered
+        with self._lock:
+            self._plans.extend(rec.plans)
+            self._groups.extend(rec.groups)
+            self._tombstones.update(rec.tombstones)
+            if rec.plans or rec.groups or rec.tombstones:
+                logger.info("replaying %d journaled rows", rec.rows)
+                self._urgent = True
+            self._publish()
+        if rec.erased_rows:
+            self.metrics.erased.inc(rec.erased_rows)
+        self._recovered = Recovered()
+
+    def _shutdown(self, deadline: float) -> None:
+        """Journal what is still queued, then let the inserter work until done or the deadline."""
+        records: list[RawRecord | ReceiptRecord] = []
+        waiters: list[Callable[[Any], None]] = []
+        while True:
+            try:
+                item = self._source.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, Command):
+                if item.done is not None:
+                    item.done(False)
+            elif isinstance(item, EventBatch):
+                records.extend(item.records)
+                waiters.append(item.done)
+            else:
+                records.append(item)
+        self._commit(records, waiters)
+        with self._lock:
+            self._stop_at = deadline
+            self._lock.notify_all()
+        self._inserter.join(max(0.0, deadline - time.monotonic()) + 1.0)
+        with self._lock:
+            left = self._pending_rows()
+        if left:
+            where = "in the journal; they are replayed at the next start" if self._journal else "LOST (no journal)"
+            logger.error("stopping with %d rows not in ClickHouse: %s", left, where)
+
+    # -- the inserter -------------------------------------------------------------------------
+
+    def _insert_loop(self) -> None:
+        while True:
+            with self._lock:
+                while True:
+                    stopping = self._stop_at is not None
+                    if stopping or self._flush_waiters or self._due():
+                        break
+                    self._lock.wait(self._wait_time())
+                flushers, self._flush_waiters = self._flush_waiters, []
+                force = stopping or bool(flushers) or self._urgent
+                self._urgent = False
+            if stopping:
+                self._drain_until(self._stop_at or 0.0)
+                for done in flushers:
+                    done(False)
+                return
+            ok = self._insert_due(force=force)
+            if not ok and not flushers and self._journal is None and self._has_waiters():
+                with self._lock:
+                    self._urgent = True  # retried at the next backoff expiry
+            for done in flushers:
+                done(ok)
+
+    def _due(self) -> bool:
+        """Whether the inserter has work now (called with the lock held)."""
+        if not (self._plans or self._groups or self._tombstones):
+            return False
+        now = time.monotonic()
+        if now < self._retry_at:
+            return False
+        if self._urgent or self._tombstones:
+            return True
+        return self._pending_rows() >= self._cfg.batch_size or now - self._last_insert >= self._cfg.flush_interval
+
+    def _wait_time(self) -> float:
+        if not (self._plans or self._groups or self._tombstones):
+            return 3600.0
+        due = max(self._retry_at, self._last_insert + self._cfg.flush_interval)
+        return max(0.001, due - time.monotonic())
+
+    def _has_waiters(self) -> bool:
+        with self._lock:
+            return any(g.waiters for g in self._groups) or any(g.waiters for p in self._plans for g in p.groups)
+
+    def _drain_until(self, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            if self._insert_due(force=True):
+                return
+            pause = min(self._retry_at, deadline) - time.monotonic()
+            if pause > 0:
+                time.sleep(min(pause, 0.5))
 
     def _pending_rows(self) -> int:
         return sum(p.size for p in self._plans) + sum(g.size for g in self._groups)
 
     def _insert_due(self, *, force: bool) -> bool:
-        """Insert what is due; True when nothing is left pending."""
+        """Insert what is due, then run owed DELETEs; True when nothing is left pending."""
         if not force and time.monotonic() < self._retry_at:
             return False
-        while self._plans or self._groups:
-            if not force:
-                waited = time.monotonic() - self._last_insert
-                if self._pending_rows() < self._cfg.batch_size and waited < self._cfg.flush_interval:
+        while True:
+            with self._lock:
+                if not (self._plans or self._groups):
                     break
+                if not force:
+                    waited = time.monotonic() - self._last_insert
+                    if self._pending_rows() < self._cfg.batch_size and waited < self._cfg.flush_interval:
+                        break
             if not self._insert_next():
                 return False
-            if not force and self._pending_rows() < self._cfg.batch_size:
-                break  # the rest waits for the next interval, so inserts stay large
-        if self._tombstones:
-            self._retry_tombstones()
-        return not (self._plans or self._groups or self._tombstones)
+            with self._lock:
+                if not force and self._pending_rows() < self._cfg.batch_size:
+                    break  # the rest waits for the next interval, so inserts stay large
+        self._run_tombstones()
+        with self._lock:
+            return not (self._plans or self._groups or self._tombstones)
 
     def _next_plan(self) -> Plan:
+        """The oldest plan, made from the oldest groups if there is none (called with the lock held)."""
         if self._plans:
             return self._plans[0]
         taken: list[Group] = []
@@ -311,9 +442,10 @@ class Writer(threading.Thread):
         return plan
 
     def _insert_next(self) -> bool:
-        plan = self._next_plan()
-        events = [r for g in plan.groups for r in g.events]
-        receipts = [r for g in plan.groups for r in g.receipts]
+        with self._lock:
+            plan = self._next_plan()
+            events = [r for g in plan.groups for r in g.events]
+            receipts = [r for g in plan.groups for r in g.receipts]
         started = time.perf_counter()
         try:
             store = self._ensure_store()
@@ -337,10 +469,15 @@ class Writer(threading.Thread):
             self._failed(plan, exc)
             return False
         elapsed = time.perf_counter() - started
-        self._plans.pop(0)
-        if self._journal is not None:
-            self._journal.append_commit(plan)
-            self._journal.release()
+        with self._lock:
+            self._plans.remove(plan)
+            if self._journal is not None:
+                self._journal.append_commit(plan)
+                self._journal.release()
+            self._failures = 0
+            self._retry_at = 0.0
+            self._last_insert = time.monotonic()
+            self._publish()
         replayed = sum(g.size for g in plan.groups if g.replayed)
         self.metrics.inserted.labels("events").inc(len(events))
         self.metrics.inserted.labels("consent_receipts").inc(len(receipts))
@@ -354,41 +491,43 @@ class Writer(threading.Thread):
         self.stats.replayed += replayed
         self.stats.last_batch_size = len(events) + len(receipts)
         self.stats.last_insert_seconds = elapsed
-        self._failures = 0
-        self._retry_at = 0.0
-        self._last_insert = time.monotonic()
         self.state.clickhouse_up = True
         for group in plan.groups:
             for done in group.waiters:
                 done(True)
             group.waiters = []
-        self._publish()
         return True
 
     def _failed(self, plan: Plan, exc: StoreError) -> None:
-        self._failures += 1
-        backoff = min(self._cfg.retry_max, self._cfg.retry_initial * 2 ** min(self._failures - 1, 30))
-        # Jitter spreads the retries of many workers after a shared outage.
-        self._retry_at = time.monotonic() + random.uniform(backoff / 2, backoff)
-        self._last_insert = time.monotonic()
+        with self._lock:
+            failures, backoff = self._back_off()
+            if self._journal is None:
+                self._drop_overflow()
+            self._publish()
         self.metrics.failed.inc()
         self.metrics.clickhouse_up.set(0)
         self.stats.failed_batches += 1
         self.stats.last_error = str(exc)
         self.state.clickhouse_up = False
         self.state.last_error = str(exc)
-        if self._failures == 1 or self._failures % 20 == 0:
+        if failures == 1 or failures % 20 == 0:
             logger.error(
                 "insert of %d rows failed (attempt %d; next in %.1fs, %s): %s",
                 plan.size,
-                self._failures,
+                failures,
                 backoff,
                 "kept in the journal" if self._journal else "kept in memory",
                 exc,
             )
-        if self._journal is None:
-            self._drop_overflow()
-        self._publish()
+
+    def _back_off(self) -> tuple[int, float]:
+        """Count a failure and schedule the next attempt (called with the lock held)."""
+        self._failures += 1
+        backoff = min(self._cfg.retry_max, self._cfg.retry_initial * 2 ** min(self._failures - 1, 30))
+        # Jitter spreads the retries of many workers after a shared outage.
+        self._retry_at = time.monotonic() + random.uniform(backoff / 2, backoff)
+        self._last_insert = time.monotonic()
+        return self._failures, backoff
 
     def _drop_overflow(self) -> None:
         """Without a journal the retry buffer is bounded: the oldest rows go, and are counted."""
@@ -406,35 +545,10 @@ class Writer(threading.Thread):
             self._store = self._connect()
         return self._store
 
-    # -- commands -----------------------------------------------------------------------------
-
-    def _flush(self) -> bool:
-        return self._insert_due(force=True)
-
-    def _erase(self, consent_id: str) -> bool:
-        now = time.monotonic()
-        self._erased = {k: t for k, t in self._erased.items() if now - t < _ERASED_MEMORY}
-        self._erased[consent_id] = now
-        visitor = self._rows.visitor_of(consent_id)
-        removed = 0
-        for group in [g for p in self._plans for g in p.groups] + self._groups:
-            removed += erase_rows(group.events, {visitor})
-        self.metrics.erased.inc(removed)
-        self.stats.erased += removed
-        if self._journal is not None:
-            # The tombstone keeps the rows out of any replay: they are still in older segments.
-            seq = self._journal.append_tombstone(visitor)
-            self._journal.sync()
-        else:
-            self._mem_seq += 1
-            seq = self._mem_seq
-        self._tombstones[seq] = visitor
-        self._retry_tombstones()
-        self._publish()
-        return seq not in self._tombstones
-
-    def _retry_tombstones(self) -> None:
-        for seq, visitor in list(self._tombstones.items()):
+    def _run_tombstones(self) -> None:
+        with self._lock:
+            owed = list(self._tombstones.items())
+        for seq, visitor in owed:
             try:
                 store = self._ensure_store()
                 store.command(
@@ -443,59 +557,25 @@ class Writer(threading.Thread):
                 )
             except StoreError as exc:
                 logger.error("erasure of a visitor's rows in ClickHouse failed; will retry: %s", exc)
+                with self._lock:
+                    self._back_off()
+                    waiters = [self._tomb_waiters.pop(s) for s, _ in owed if s in self._tomb_waiters]
+                for waiter in waiters:
+                    waiter(False)  # the erasure is owed, and still happens once ClickHouse is back
                 return
-            del self._tombstones[seq]
-            if self._journal is not None:
-                self._journal.append_done(seq)
-                self._journal.sync()
-                self._journal.release()
-
-    # -- start and stop -----------------------------------------------------------------------
-
-    def _replay(self) -> None:
-        """Put the journal's unfinished work ahead of every new record, and try it at once."""
-        rec = self._recovered
-        self._plans.extend(rec.plans)
-        self._groups.extend(rec.groups)
-        self._tombstones.update(rec.tombstones)
-        if rec.erased_rows:
-            self.metrics.erased.inc(rec.erased_rows)
-        if rec.plans or rec.groups or rec.tombstones:
-            logger.info("replaying %d journaled rows", rec.rows)
-            self._insert_due(force=True)
-        self._recovered = Recovered()
-        self._publish()
-
-    def _shutdown(self, deadline: float) -> None:
-        """Journal what is still queued, then insert until done or the deadline passes."""
-        records: list[RawRecord | ReceiptRecord] = []
-        waiters: list[Callable[[Any], None]] = []
-        while True:
-            try:
-                item = self._source.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(item, Command):
-                if item.done is not None:
-                    item.done(False)
-            elif isinstance(item, EventBatch):
-                records.extend(item.records)
-                waiters.append(item.done)
-            else:
-                records.append(item)
-        self._commit(records, waiters)
-        while time.monotonic() < deadline:
-            if self._insert_due(force=True):
-                break
-            pause = min(self._retry_at, deadline) - time.monotonic()
-            if pause > 0:
-                time.sleep(min(pause, 0.5))
-        left = self._pending_rows()
-        if left:
-            where = "in the journal; they are replayed at the next start" if self._journal else "LOST (no journal)"
-            logger.error("stopping with %d rows not in ClickHouse: %s", left, where)
+            with self._lock:
+                del self._tombstones[seq]
+                done = self._tomb_waiters.pop(seq, None)
+                if self._journal is not None:
+                    self._journal.append_done(seq)
+                    self._journal.sync()
+                    self._journal.release()
+                self._publish()
+            if done is not None:
+                done(True)
 
     def _publish(self) -> None:
+        """Copy the numbers the request side reads (called with the lock held)."""
         pending = self._pending_rows()
         self.state.pending_rows = pending
         self.metrics.pending_rows.set(pending)
