@@ -126,19 +126,26 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--repeat", type=int, default=15)
-    parser.add_argument("--data", help="data directory (default: a new temporary one)")
+    parser.add_argument("--data", help="data directory (default: a new temporary one; reused if it holds N events)")
     args = parser.parse_args()
 
     data_dir = Path(args.data or tempfile.mkdtemp(prefix="cg-analytics-bench-"))
     settings = Settings(site_id="bench", data_dir=data_dir, database="bench")
     store = open_store(settings.clickhouse_dsn, settings.database)
     migrate(store)
-    print(f"generating {args.events:,} events in {settings.clickhouse_dsn} ...", file=sys.stderr)
-    seconds = generate(store, args.events)
+    existing = store.query_rows(f"SELECT count() FROM {store.table('events')}")[0][0]
+    if existing == args.events:
+        print(f"reusing {existing:,} events in {settings.clickhouse_dsn}", file=sys.stderr)
+        seconds = 0.0
+    elif existing:
+        raise SystemExit(f"{settings.clickhouse_dsn} holds {existing:,} events, not {args.events:,}: use a new --data")
+    else:
+        print(f"generating {args.events:,} events in {settings.clickhouse_dsn} ...", file=sys.stderr)
+        seconds = generate(store, args.events)
     stored = store.query_rows(f"SELECT count() FROM {store.table('events')}")[0][0]
     rolled = store.query_rows(f"SELECT count(), sum(hits) FROM {store.table('events_daily')}")[0]
 
-    token, _ = TokenStore(settings.tokens_path).create("bench")
+    token, _ = TokenStore(settings.tokens_path).create(f"bench-{time.time_ns()}")
     today = dt.datetime.now(dt.UTC).date()
     rng = {"from": (today - dt.timedelta(days=DAYS)).isoformat(), "to": today.isoformat()}
     cases: list[tuple[str, str, dict[str, str]]] = [

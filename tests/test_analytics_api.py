@@ -383,3 +383,36 @@ def test_injection_attempts_are_data_not_sql(client: TestClient, loaded: Any, ba
     assert store.query_rows(f"SELECT count() FROM {store.table('events')}")[0][0] == before
     # Names that are not on the fixed list never reach SQL.
     assert client.get("/api/v1/breakdown", params={"dimension": "path FROM system.users --"}).status_code == 400
+
+
+def test_a_few_pseudonymised_people_on_many_days_stay_suppressed(
+    client: TestClient, loaded: Any, base: dt.date
+) -> None:
+    # Two people, pseudonymised, on three days: six visitor-days, but never more than two a day.
+    rows = [
+        data._row(
+            site="other-site",
+            ts=dt.datetime.combine(base + dt.timedelta(days=day), dt.time(8), dt.UTC) + dt.timedelta(seconds=p),
+            identified=0,
+            visitor=700_000 + 10 * p + day,
+            browser="Vivaldi",
+        )
+        for p in range(2)
+        for day in range(3)
+    ]
+    rows += [
+        data._row(
+            site="other-site",
+            ts=dt.datetime.combine(base, dt.time(9), dt.UTC) + dt.timedelta(seconds=i),
+            identified=1,
+            visitor=800_000 + i,
+            browser="Chrome",
+        )
+        for i in range(5)
+    ]
+    data.insert(loaded[1], "events", rows)
+    body = get(client, "breakdown", site="other-site", dimension="browser", **rng(base))
+    assert [r["value"] for r in body["results"]] == ["Chrome", "other (suppressed)"]
+    assert body["results"][1]["visitors"] == 6  # the estimate, shown only inside the suppressed row
+    single = get(client, "aggregate", site="other-site", browser="Vivaldi", **rng(base))
+    assert single["suppressed"] is True

@@ -112,7 +112,7 @@ def create_analytics_app(settings: Settings, *, store: Store | None = None) -> S
                 "(`consent-gateway keys create NAME` makes one)",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        status = 200
+        status = 500  # until the query has run: an unexpected error is logged as such
         try:
             if endpoint not in ENDPOINT_PARAMS:
                 raise RequestError(
@@ -120,6 +120,7 @@ def create_analytics_app(settings: Settings, *, store: Store | None = None) -> S
                 )
             query = Query.from_items(endpoint, request.query_params.multi_items(), default_site=settings.site_id)
             result = await asyncio.to_thread(lambda: service.analytics().run(query))
+            status = 200
         except RequestError as exc:
             status = exc.status
             return _error(exc.status, exc.message, exc.field)

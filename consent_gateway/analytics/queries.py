@@ -168,31 +168,55 @@ class Analytics:
                 clauses.append(f"{DIMENSIONS[dim]} = {{f{i}:String}}")
         return " AND ".join(clauses)
 
-    def _visitor_groups(
-        self, q: Query, group: str, *, extra: str = "", params: dict[str, Any] | None = None
-    ) -> Iterator[dict[str, Any]]:
-        """Per group: visitors (estimate), the k bound, page views and events."""
-        params = dict(params or {})
+    def _visitor_groups(self, q: Query, group: str, *, extra: str = "") -> Iterator[dict[str, Any]]:
+        """Per group: visitors (estimate), the k bound, page views and events.
+
+        One flat pass counts consented keys and pseudonymised (key, day) pairs. The k bound also
+        needs each group's busiest day of pseudonymised keys; that second pass reads only
+        pseudonymised rows, and runs only when some group's size depends on it.
+        """
+        params: dict[str, Any] = {}
         where = self._where(q, params) + (f" AND {extra}" if extra else "")
-        sql = f"""
-SELECT g, uniqExactMerge(ids) AS identified, sum(pd) AS pseudo_days, max(pd) AS pseudo_max,
-       sum(pv) AS pageviews, sum(ev) AS events
+        rows = self.store.query_rows(
+            f"""
+SELECT {group} AS g,
+       uniqExactIf(visitor, identified = 1) AS consented_keys,
+       uniqExactIf(cityHash64(visitor, toDate(ts)), identified = 0) AS pseudonymous_days,
+       countIf({PAGEVIEW}) AS pv,
+       countIf(kind = 'event') AS ev
+FROM {self.events}
+WHERE {where}
+GROUP BY g""",
+            params,
+        )
+        peaks: dict[Any, int] = {}
+        if any(int(ident) < self.k <= int(ident) + int(days) for _, ident, days, _, _ in rows):
+            peaks = {
+                g: int(peak)
+                for g, peak in self.store.query_rows(
+                    f"""
+SELECT g, max(pd)
 FROM (
-    SELECT {group} AS g, toDate(ts) AS d,
-           uniqExactStateIf(visitor, identified = 1) AS ids,
-           uniqExactIf(visitor, identified = 0) AS pd,
-           countIf({PAGEVIEW}) AS pv,
-           countIf(kind = 'event') AS ev
+    SELECT {group} AS g, toDate(ts) AS d, uniqExact(visitor) AS pd
     FROM {self.events}
-    WHERE {where}
+    WHERE {where} AND identified = 0
     GROUP BY g, d
 )
-GROUP BY g"""
-        for g, identified, pseudo_days, pseudo_max, pageviews, events in self.store.query_rows(sql, params):
+GROUP BY g""",
+                    params,
+                )
+            }
+        for g, identified, pseudo_days, pageviews, events in rows:
+            # Without the second pass every group here is either >= k on consented keys alone or
+            # below k even counting every pseudonymised day as a new person.
+            visitors = int(identified) + int(pseudo_days)
+            bound = (
+                max(int(identified), peaks.get(g, 0)) if peaks else (visitors if visitors < self.k else int(identified))
+            )
             yield {
                 "g": g,
-                "visitors": int(identified) + int(pseudo_days),
-                "k_visitors": max(int(identified), int(pseudo_max)),
+                "visitors": visitors,
+                "k_visitors": bound,
                 "pageviews": int(pageviews),
                 "events": int(events),
             }
