@@ -128,6 +128,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "ClickHouse-test-fixture"
     protocol_version = "HTTP/1.1"
     engine: Engine
+    data_dir: str
 
     def log_message(self, format: str, *args: Any) -> None:
         return
@@ -217,6 +218,10 @@ class Handler(BaseHTTPRequestHandler):
             data = rest.encode("utf-8") if insert else data
         if insert is not None:
             target = insert.group(1).decode("utf-8")
+            # Tests read this log to check what the client really sent (compression, settings).
+            with open(os.path.join(self.data_dir, "inserts.log"), "a", encoding="utf-8") as log:
+                encoding = self.headers.get("Content-Encoding", "") or "identity"
+                log.write(json.dumps({"table": target, "encoding": encoding, "settings": settings}) + "\n")
             fd, path = tempfile.mkstemp(suffix=".native")
             try:
                 with os.fdopen(fd, "wb") as fh:
@@ -312,6 +317,13 @@ class FixtureServer:
             self.process.wait(30)
             self.process = None
 
+    def inserts(self) -> list[dict[str, Any]]:
+        """Every INSERT this fixture received (across restarts): table, Content-Encoding, settings."""
+        path = self.data / "inserts.log"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line]
+
     def client(self, database: str = "default") -> Any:
         import clickhouse_connect
 
@@ -333,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="chdb data directory (one per fixture process)")
     args = parser.parse_args(argv)
     Handler.engine = Engine(args.data)
+    Handler.data_dir = args.data
     server = ThreadingHTTPServer((args.host, args.port), Handler)
     server.daemon_threads = True
     print("ready", flush=True)

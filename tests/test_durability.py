@@ -99,6 +99,10 @@ def test_a_clickhouse_outage_mid_stream_loses_and_duplicates_nothing(
     assert set(found) == set(acked), "every acknowledged event is in ClickHouse"
     assert all(count == 1 for count in found.values()), "and none twice"
     assert sum(found.values()) == len(acked) == 720
+    inserts = [i for i in clickhouse.inserts() if i["table"].split(" ")[0].endswith(".`events`")]
+    assert inserts and all(i["encoding"] == "lz4" for i in inserts), "batches travel LZ4-compressed"
+    assert all(i["settings"].get("insert_deduplication_token") for i in inserts), "each insert names its token"
+    assert len(inserts) < len(acked) / 3, "inserts are batched, not one per request"
     failed = [line for line in metrics.splitlines() if line.startswith("cg_pipeline_failed_inserts_total")]
     assert failed and float(failed[0].split()[-1]) > 0, "the outage was seen and counted"
 
@@ -326,3 +330,19 @@ def test_shutdown_during_an_outage_keeps_the_journal_and_the_next_start_replays_
     found = _markers(clickhouse, settings.database)
     assert set(found) == set(acked) and all(c == 1 for c in found.values())
     assert replayed == len(acked), "they came from the journal, at start"
+
+
+def test_async_inserts_can_be_switched_on_for_servers(
+    clickhouse: FixtureServer, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(clickhouse_url=clickhouse.url, auto_migrate=True, clickhouse_async_insert=True)
+    gateway = ConsentGateway(Starlette(), settings)
+    with TestClient(gateway) as client:
+        batch = [{"name": "pageview", "url": "/a", "props": {"m": f"async-{i}"}} for i in range(25)]
+        assert client.post("/_consent/collect", json=batch, headers=ORIGIN).status_code == 202
+        assert client.portal is not None
+        assert client.portal.call(gateway.runtime.pipeline.flush, 30.0)
+    found = _markers(clickhouse, settings.database)
+    assert set(found) == {f"async-{i}" for i in range(25)}
+    sent = [i["settings"] for i in clickhouse.inserts() if i["table"].split(" ")[0].endswith(".`events`")]
+    assert sent and all(s.get("async_insert") == "1" and s.get("wait_for_async_insert") == "1" for s in sent)
