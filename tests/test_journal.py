@@ -201,3 +201,27 @@ def test_an_insert_repeated_after_a_crash_lands_exactly_once(
     assert counts == (21, 21, 1), "20 rows once (the repeat was deduplicated) plus the one never inserted"
     assert writer.stats.replayed == 21
     assert list(journal.directory.glob("*.seg")) == [], "everything is in ClickHouse: the journal is empty"
+
+
+def test_a_worker_that_does_not_come_back_has_its_journal_adopted(tmp_path: Path) -> None:
+    first, _ = Journal.open(tmp_path, segment_bytes=1 << 20)
+    second, _ = Journal.open(tmp_path, segment_bytes=1 << 20)
+    a_rows, b_rows = [_row(), _row()], [_row()]
+    first.append_group(a_rows, [])
+    plan = second.append_plan([second.append_group(b_rows, [])])
+    second.append_tombstone(99)
+    for journal in (first, second):
+        journal.sync()
+        _crash(journal)
+
+    # Two workers died; one comes back and takes over both directories.
+    survivor, recovered = Journal.open(tmp_path, segment_bytes=1 << 20)
+    all_groups = [g.events for g in recovered.groups] + [g.events for p in recovered.plans for g in p.groups]
+    assert sorted(all_groups, key=len) == [b_rows, a_rows], "both workers' rows, once each"
+    assert [p.token for p in recovered.plans] == [plan.token], "the adopted plan keeps its token"
+    assert list(recovered.tombstones.values()) == [99], "and the adopted tombstone is still owed"
+    assert [p for p in tmp_path.iterdir() if p.is_dir()] == [survivor.directory], "the orphan is removed"
+    survivor.close()
+    again, recovered = Journal.open(tmp_path, segment_bytes=1 << 20)
+    assert recovered.rows == 3, "the adopted rows are durable in the survivor's journal"
+    again.close()
