@@ -1,7 +1,11 @@
 """Locust scenarios of real visitor behaviour on the demo site behind the consent gateway.
 
-    consent-gateway demo --port 8000 &                    # or: python -m loadtests.zero_loss
+    # the demo as `consent-gateway demo` serves it, without per-address rate limits (every simulated
+    # visitor comes from 127.0.0.1), on its own data directory:
+    CG_LOAD_DATA=./data-load .venv/bin/uvicorn --factory loadtests.apps:demo --port 8000 &
     .venv/bin/locust --headless -u 20 -r 10 -t 60s        # settings from [tool.locust] in pyproject.toml
+
+``python -m loadtests.zero_loss`` does all of it (server, token, locust, the ClickHouse check).
 
 Users (weights are relative):
 
