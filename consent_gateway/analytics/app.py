@@ -37,7 +37,7 @@ _SECURITY_HEADERS = {
 def dashboard_dir() -> Path:
     """Where dashboard.html, .js and .css live: inside the installed package or the checkout."""
     try:
-        import consent_gateway.static as pkg
+        import consent_gateway.static as pkg  # type: ignore[import-not-found]  # static/ maps to it when installed
 
         for candidate in getattr(pkg, "__path__", []):
             if (Path(candidate) / "dashboard.html").exists():

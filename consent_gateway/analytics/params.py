@@ -116,24 +116,36 @@ class Query:
         fmt = _choice(values, "format", FORMATS, "json")
         source = _choice(values, "source", SOURCES, "auto")
         filters = tuple((d, _filter_value(d, values[d])) for d in FILTER_DIMENSIONS if d in values)
-        kwargs: dict[str, object] = {}
+        interval, dimension, limit, window = "day", "", 10, 1800
+        steps: tuple[FunnelStep, ...] = ()
         if endpoint == "timeseries":
-            kwargs["interval"] = _choice(values, "interval", INTERVALS, "day")
-            if kwargs["interval"] == "hour" and (end - start).days > 31:
+            interval = _choice(values, "interval", INTERVALS, "day")
+            if interval == "hour" and (end - start).days > 31:
                 raise _bad("interval", "hour", "hourly series cover at most 32 days; use day or a shorter range")
         if endpoint == "breakdown":
             if "dimension" not in values:
                 raise RequestError(
                     f"parameter 'dimension' is required; use one of {', '.join(DIMENSIONS)}", field="dimension"
                 )
-            kwargs["dimension"] = _choice(values, "dimension", tuple(DIMENSIONS), "")
-            kwargs["limit"] = _int(values, "limit", 10, 1, MAX_LIMIT)
+            dimension = _choice(values, "dimension", tuple(DIMENSIONS), "")
+            limit = _int(values, "limit", 10, 1, MAX_LIMIT)
         if endpoint == "funnel":
-            kwargs["steps"] = _steps(values.get("steps", ""))
-            kwargs["window"] = _int(values, "window", 1800, 1, 7 * 86400)
+            steps = _steps(values.get("steps", ""))
+            window = _int(values, "window", 1800, 1, 7 * 86400)
         return cls(
-            endpoint=endpoint, site=site, start=start, end=end, format=fmt, source=source, filters=filters, **kwargs
-        )  # type: ignore[arg-type]
+            endpoint=endpoint,
+            site=site,
+            start=start,
+            end=end,
+            format=fmt,
+            source=source,
+            filters=filters,
+            interval=interval,
+            dimension=dimension,
+            limit=limit,
+            steps=steps,
+            window=window,
+        )
 
     def as_dict(self) -> dict[str, object]:
         """The parameters in force, echoed in every response."""

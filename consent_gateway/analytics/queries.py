@@ -279,7 +279,8 @@ FROM (
             f"WHERE {self._where(q, params, rollup=True)}",
             params,
         )[0]
-        row = {
+        hits = int(pageviews or 0) + int(events or 0)
+        row: dict[str, Any] = {
             "visitors": None,
             "visits": None,
             "pageviews": int(pageviews or 0),
@@ -287,7 +288,7 @@ FROM (
             "views_per_visit": None,
             "bounce_rate": None,
         }
-        suppressed = 0 < row["pageviews"] + row["events"] < self.k
+        suppressed = 0 < hits < self.k
         if suppressed:
             row = dict.fromkeys(row)
         return Result(
