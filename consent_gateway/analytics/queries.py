@@ -230,15 +230,17 @@ GROUP BY g""",
         hit = "(toUnixTimestamp(ts), path)" if paths else "toUnixTimestamp(ts)"
         seconds = "arrayMap(h -> h.1, hits)" if paths else "hits"
         return f"""
-SELECT identified, visitor, d, hits,
+SELECT ident AS identified, vkey AS visitor, d, hits,
        arrayMap((gap, i) -> i = 1 OR gap > {VISIT_GAP_SECONDS},
                 arrayDifference({seconds}), arrayEnumerate(hits)) AS starts,
        arrayMap(i -> starts[i] AND (i = length(starts) OR starts[i + 1]), arrayEnumerate(starts)) AS bounced
 FROM (
-    SELECT identified, visitor, toDate(ts) AS d, arraySort(groupArray({hit})) AS hits
+    SELECT any(identified) AS ident, any(visitor) AS vkey, any(toDate(ts)) AS d,
+           arraySort(groupArray({hit})) AS hits
     FROM {self.events}
     WHERE {where} AND {PAGEVIEW}
-    GROUP BY identified, visitor, d
+    -- one 64-bit key per (key, day) groups about twice as fast as the three columns
+    GROUP BY cityHash64(identified, visitor, toDate(ts))
 )"""
 
     # -- aggregate --------------------------------------------------------------------------
