@@ -6,6 +6,7 @@ import json
 import os
 import random
 from typing import Any
+from urllib.parse import quote
 
 from hypothesis import strategies as st
 
@@ -142,10 +143,13 @@ def random_json(rng: random.Random, depth: int = 0) -> Any:
         if kind == 5:
             return "".join(chr(rng.randrange(0x20, 0x3000)) for _ in range(rng.randrange(0, 40)))
         return rng.choice(["pageview", "signup", "portfolio_view", "/", "/a/b", "x" * 64, "x" * 65, "9lives"])
+    # Wide containers only at the top, so documents stay kilobytes, not megabytes.
+    wide = depth == 0
     if roll < 0.7:
-        return [random_json(rng, depth + 1) for _ in range(rng.choice([0, 1, 2, 3, 5, 51]))]
+        return [random_json(rng, depth + 1) for _ in range(rng.choice([0, 1, 2, 3, 51] if wide else [0, 1, 2]))]
     keys = ["name", "url", "referrer", "props", "k", "", "n" * 65] + [rng.choice(_ODD_TEXT) for _ in range(2)]
-    return {rng.choice(keys): random_json(rng, depth + 1) for _ in range(rng.choice([0, 1, 2, 3, 4, 21]))}
+    size = rng.choice([0, 1, 2, 4, 21] if wide else [0, 1, 2])
+    return {rng.choice(keys): random_json(rng, depth + 1) for _ in range(size)}
 
 
 def random_event(rng: random.Random) -> dict[str, Any]:
@@ -238,3 +242,58 @@ url_strings = st.one_of(
         st.sampled_from(["", "#frag", "#?gclid=1"]),
     ),
 )
+
+
+_ACTIONS = st.sampled_from(["accept_all", "reject_all", "save", "", "ACCEPT_ALL", "withdraw", None])
+_CATEGORY = st.sampled_from(["necessary", "preferences", "analytics", "marketing", "", "x" * 40, "Marketing"])
+
+
+@st.composite
+def choice_requests(draw: st.DrawFn) -> tuple[list[tuple[bytes, bytes]], bytes, bool]:
+    """(headers, body, chunked) of a POST to the choice route, JSON or form, valid or not."""
+    kind = draw(st.integers(0, 6))
+    rng = random.Random(draw(st.integers(0, 2**32)))
+    if kind <= 1:
+        doc: Any = {"action": draw(_ACTIONS)}
+        if draw(st.booleans()):
+            doc["categories"] = draw(st.one_of(st.lists(_CATEGORY, max_size=5), _CATEGORY, json_values(3)))
+        if draw(st.booleans()):
+            doc["return_to"] = draw(st.one_of(url_strings, json_values(2)))
+        if draw(st.booleans()):
+            doc["locale"] = draw(st.one_of(st.sampled_from(["ko", "en", "fr"]), json_values(2)))
+        body = json.dumps(doc).encode()
+        ctype = b"application/json"
+    elif kind == 2:
+        body = json.dumps(random_json(rng)).encode("utf-8", "surrogatepass")
+        ctype = rng.choice([b"application/json", b"application/json; charset=utf-8", b"APPLICATION/JSON"])
+    elif kind <= 4:
+        fields = [("action", draw(st.one_of(_ACTIONS.map(str), latin1_text)))]
+        fields += [("categories", c) for c in draw(st.lists(_CATEGORY, max_size=4))]
+        if draw(st.booleans()):
+            fields.append(("return_to", draw(url_strings)))
+        if draw(st.booleans()):
+            fields += [(draw(st.text(max_size=5)), draw(st.text(max_size=5))) for _ in range(draw(st.integers(0, 70)))]
+        body = "&".join(f"{quote(k)}={quote(v, safe='')}" for k, v in fields).encode()
+        if draw(st.integers(0, 5)) == 0:
+            body = draw(st.binary(max_size=100)) + body
+        ctype = b"application/x-www-form-urlencoded"
+    elif kind == 5:
+        body = b'--x\r\nContent-Disposition: form-data; name="action"\r\n\r\naccept_all\r\n--x--\r\n'
+        ctype = draw(st.sampled_from([b"multipart/form-data; boundary=x", b"multipart/form-data"]))
+    else:
+        body = draw(st.binary(max_size=300))
+        ctype = draw(st.sampled_from([b"", b"text/plain", b"application/xml", b"application/json", b"\xff\xfe"]))
+    headers = [(b"content-type", ctype)] if ctype else []
+    headers.append((b"origin", b"http://site.example"))
+    length = draw(st.sampled_from(["right", "right", "right", "none", "huge", "junk"]))
+    if length == "right":
+        headers.append((b"content-length", str(len(body)).encode()))
+    elif length == "huge":
+        headers.append((b"content-length", draw(st.sampled_from([b"99999999999999999999", b"9" * 5000, b"16385"]))))
+    elif length == "junk":
+        headers.append(
+            (b"content-length", draw(st.sampled_from([b"\xb2", b"\xb9\xb3", b"-1", b"+5", b" 5", b"0x10", b""])))
+        )
+    if draw(st.integers(0, 4)) == 0:
+        body += b"x" * draw(st.sampled_from([16_000, 20_000, 100_000]))  # more than declared or allowed
+    return headers, body, length != "right"

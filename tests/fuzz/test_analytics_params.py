@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Callable
-from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -88,38 +87,6 @@ def test_analytics_parameters_parse_or_name_the_problem(endpoint: str, items: li
         assert 1 <= query.limit <= MAX_LIMIT
 
 
-def _client(app: Any) -> Driver:
-    driver = Driver(app)
-    driver.run(_lifespan_start(app))
-    return driver
-
-
-async def _lifespan_start(app: Any) -> None:
-    # The analytics app opens its store in lifespan; a real startup message drives it.
-    messages = [{"type": "lifespan.startup"}]
-
-    async def receive() -> dict[str, Any]:
-        if messages:
-            return messages.pop()
-        import asyncio
-
-        await asyncio.sleep(3600)
-        return {"type": "lifespan.shutdown"}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "lifespan.startup.complete":
-            raise _Started
-
-    try:
-        await app({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send)
-    except _Started:
-        pass
-
-
-class _Started(Exception):
-    """Stops the lifespan coroutine once startup completed (shutdown is not needed here)."""
-
-
 def test_analytics_api_never_fails_and_needs_its_token(make_settings: Callable[..., Settings], store: Store) -> None:
     settings_ = make_settings()
     migrate(store)
@@ -128,7 +95,7 @@ def test_analytics_api_never_fails_and_needs_its_token(make_settings: Callable[.
     seen: set[int] = set()
 
     @settings(
-        max_examples=max(1, PARSER_CASES // 40),
+        max_examples=max(60, PARSER_CASES // 40),
         deadline=None,
         database=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],

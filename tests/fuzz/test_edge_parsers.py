@@ -5,6 +5,7 @@ Each test names its property; a failure prints the smallest input hypothesis fou
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import ipaddress
 import json
@@ -16,6 +17,7 @@ from urllib.parse import unquote
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from itsdangerous import URLSafeTimedSerializer
+from starlette.requests import Request
 
 from consent_gateway import Settings
 from consent_gateway.banner import safe_return_path
@@ -41,6 +43,7 @@ from consent_gateway.signing import COOKIE_SALT, ConsentCodec
 from ..conftest import OLD_SECRET, PSEUDONYM_KEY, REGISTRY, SECRET
 from .strategies import (
     PARSER_CASES,
+    choice_requests,
     collect_bodies,
     cookie_names,
     cookie_values,
@@ -450,3 +453,42 @@ def test_return_path_never_leaves_the_site(value: str | None) -> None:
     # Browsers drop tabs and newlines and read '\' as '/': none of that may turn it off-site.
     browser_view = path.replace("\t", "").replace("\n", "").replace("\r", "").replace("\\", "/")
     assert urlsplit(urljoin("https://site.example/here", browser_view)).netloc == "site.example"
+
+
+# -- /_consent choice bodies (JSON and form) -------------------------------------------------------
+
+_LOOP = asyncio.new_event_loop()
+
+
+def _choice_request(headers: list[tuple[bytes, bytes]], body: bytes) -> Request:
+    chunks = [body[i : i + 4096] for i in range(0, len(body), 4096)] or [b""]
+
+    async def receive() -> dict[str, Any]:
+        if chunks:
+            piece = chunks.pop(0)
+            return {"type": "http.request", "body": piece, "more_body": bool(chunks)}
+        return {"type": "http.disconnect"}
+
+    scope = {"type": "http", "method": "POST", "path": "/_consent/", "headers": headers, "query_string": b""}
+    return Request(scope, receive)
+
+
+@MANY
+@given(choice_requests())
+def test_choice_body_is_read_or_a_4xx(case: tuple[list[tuple[bytes, bytes]], bytes, bool]) -> None:
+    from consent_gateway.routes import MAX_CHOICE_BODY, _choice_input
+
+    headers, body, _ = case
+    try:
+        data, form = _LOOP.run_until_complete(_choice_input(_choice_request(headers, body)))
+    except RequestError as exc:
+        assert exc.status in (400, 413, 415), exc.status
+        json.dumps(exc.as_json())
+        return
+    assert len(body) <= MAX_CHOICE_BODY
+    assert isinstance(data, dict)
+    if form:
+        assert set(data) == {"action", "categories", "locale", "return_to"}
+        assert all(isinstance(c, str) for c in data["categories"])
+        for key in ("action", "locale", "return_to"):
+            assert data[key] is None or isinstance(data[key], str)

@@ -8,7 +8,6 @@ in ``HTTP_CASES`` and ``STORE_CASES``.
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
@@ -20,9 +19,9 @@ from consent_gateway.store import Store
 
 from .asgi import Driver, Reply
 from .conftest import ScriptedApp
-from .strategies import PARSER_CASES, collect_bodies, json_values, latin1_text, random_json, url_strings
+from .strategies import PARSER_CASES, choice_requests, collect_bodies, url_strings
 
-HTTP_CASES = max(1, PARSER_CASES // 5)  # 2,000 by default
+HTTP_CASES = max(200, PARSER_CASES // 10)  # 1,000 by default
 STORE_CASES = max(1, PARSER_CASES // 50)  # 200 by default
 HTTP = settings(
     max_examples=HTTP_CASES,
@@ -64,67 +63,13 @@ def assert_gateway_reply(reply: Reply) -> None:
 
 # -- /_consent: JSON and form bodies ------------------------------------------------------------
 
-_ACTIONS = st.sampled_from(["accept_all", "reject_all", "save", "", "ACCEPT_ALL", "withdraw", None])
-_CATEGORY = st.sampled_from(["necessary", "preferences", "analytics", "marketing", "", "x" * 40, "Marketing"])
-
-
-@st.composite
-def choice_requests(draw: st.DrawFn) -> tuple[list[tuple[bytes, bytes]], bytes, bool]:
-    """(headers, body, chunked) of a POST to the choice route, JSON or form, valid or not."""
-    kind = draw(st.integers(0, 6))
-    rng = random.Random(draw(st.integers(0, 2**32)))
-    if kind <= 1:
-        doc: Any = {"action": draw(_ACTIONS)}
-        if draw(st.booleans()):
-            doc["categories"] = draw(st.one_of(st.lists(_CATEGORY, max_size=5), _CATEGORY, json_values(3)))
-        if draw(st.booleans()):
-            doc["return_to"] = draw(st.one_of(url_strings, json_values(2)))
-        if draw(st.booleans()):
-            doc["locale"] = draw(st.one_of(st.sampled_from(["ko", "en", "fr"]), json_values(2)))
-        body = json.dumps(doc).encode()
-        ctype = b"application/json"
-    elif kind == 2:
-        body = json.dumps(random_json(rng)).encode("utf-8", "surrogatepass")
-        ctype = rng.choice([b"application/json", b"application/json; charset=utf-8", b"APPLICATION/JSON"])
-    elif kind <= 4:
-        fields = [("action", draw(st.one_of(_ACTIONS.map(str), latin1_text)))]
-        fields += [("categories", c) for c in draw(st.lists(_CATEGORY, max_size=4))]
-        if draw(st.booleans()):
-            fields.append(("return_to", draw(url_strings)))
-        if draw(st.booleans()):
-            fields += [(draw(st.text(max_size=5)), draw(st.text(max_size=5))) for _ in range(draw(st.integers(0, 70)))]
-        body = "&".join(f"{quote(k)}={quote(v, safe='')}" for k, v in fields).encode()
-        if draw(st.integers(0, 5)) == 0:
-            body = draw(st.binary(max_size=100)) + body
-        ctype = b"application/x-www-form-urlencoded"
-    elif kind == 5:
-        body = b'--x\r\nContent-Disposition: form-data; name="action"\r\n\r\naccept_all\r\n--x--\r\n'
-        ctype = draw(st.sampled_from([b"multipart/form-data; boundary=x", b"multipart/form-data"]))
-    else:
-        body = draw(st.binary(max_size=300))
-        ctype = draw(st.sampled_from([b"", b"text/plain", b"application/xml", b"application/json", b"\xff\xfe"]))
-    headers = [(b"content-type", ctype)] if ctype else []
-    headers += SAME
-    length = draw(st.sampled_from(["right", "right", "right", "none", "huge", "junk"]))
-    if length == "right":
-        headers.append((b"content-length", str(len(body)).encode()))
-    elif length == "huge":
-        headers.append((b"content-length", draw(st.sampled_from([b"99999999999999999999", b"9" * 5000, b"16385"]))))
-    elif length == "junk":
-        headers.append(
-            (b"content-length", draw(st.sampled_from([b"\xb2", b"\xb9\xb3", b"-1", b"+5", b" 5", b"0x10", b""])))
-        )
-    if draw(st.integers(0, 4)) == 0:
-        body += b"x" * draw(st.sampled_from([16_000, 20_000, 100_000]))  # more than declared or allowed
-    return headers, body, length != "right"
-
 
 def test_choice_route_never_fails_on_hostile_bodies(make_gateway: Build) -> None:
-    """The /_consent JSON and form parsers run here, so this one runs PARSER_CASES."""
+    """The whole route; its JSON and form parser alone runs PARSER_CASES in test_edge_parsers."""
     driver, _ = make_gateway()
     seen: set[int] = set()
 
-    @settings(HTTP, max_examples=PARSER_CASES)
+    @HTTP
     @given(choice_requests())
     def run(case: tuple[list[tuple[bytes, bytes]], bytes, bool]) -> None:
         headers, body, _ = case
@@ -480,3 +425,41 @@ def test_stored_rows_hold_no_raw_identifiers(make_gateway: Build, store: Store) 
     for receipt in receipts:
         for ip in raw_ips:
             assert ip not in str(receipt["ip_prefix"]) or str(receipt["ip_prefix"]).startswith(ip + "/")
+
+
+# -- pages: the banner and the settings page echo the visitor's URL -------------------------------
+
+_MARK = "<x-injected"
+_HOSTILE = st.one_of(
+    url_strings,
+    st.text(alphabet="/\\\"'<>&;:=?#% \tjavascript()x-injected", max_size=40),
+    st.sampled_from([f'"><{_MARK[1:]}>', f"'><{_MARK[1:]} a=", "javascript:alert(1)", "//evil.example/%2e%2e"]),
+)
+
+
+def _links(body: str) -> list[str]:
+    import html
+    import re
+
+    return [html.unescape(m) for m in re.findall(r'(?:href|action|value)="([^"]*)"', body)]
+
+
+def test_pages_never_echo_markup_or_link_off_site(make_gateway: Build) -> None:
+    driver, _ = make_gateway()
+
+    @HTTP
+    @given(_HOSTILE, _HOSTILE)
+    def run(path: str, query: str) -> None:
+        clean_path = "/" + "".join(ch for ch in path if 32 <= ord(ch) < 127).lstrip("/")
+        raw_query = quote(query, safe="=&/:'\"<>;").encode("latin-1", "replace")
+        for target, q in ((clean_path, raw_query), ("/_consent/", b"return_to=" + quote(path, safe="").encode())):
+            reply = driver.request("GET", target, query=q, headers=[(b"accept-language", b"ko")])
+            assert reply.status == 200, (target, reply.status)
+            body = reply.body.decode("utf-8")
+            assert _MARK not in body, (target, q)
+            for link in _links(body):
+                if link.startswith(("/", "http", "//", "javascript", "\\")):
+                    resolved = urlsplit(urljoin("http://site.example/x", link.replace("\\", "/")))
+                    assert resolved.netloc == "site.example" and resolved.scheme == "http", (target, link)
+
+    run()
