@@ -463,3 +463,53 @@ def test_pages_never_echo_markup_or_link_off_site(make_gateway: Build) -> None:
                     assert resolved.netloc == "site.example" and resolved.scheme == "http", (target, link)
 
     run()
+
+
+# -- Set-Cookie through the whole middleware -----------------------------------------------------
+
+_CHOICES = [
+    {"action": "reject_all"},
+    {"action": "accept_all"},
+    {"action": "save", "categories": ["analytics"]},
+    {"action": "save", "categories": ["preferences", "marketing"]},
+    None,  # no choice yet
+]
+
+
+def test_no_refused_cookie_leaves_the_gateway(make_gateway: Build) -> None:
+    from consent_gateway.cookies import set_cookie_names
+
+    from .strategies import header_name_case, set_cookie_values
+
+    driver, site = make_gateway()
+    runtime = driver.app.runtime
+    cookies: list[tuple[bytes, frozenset[str]]] = []
+    for choice in _CHOICES:
+        if choice is None:
+            cookies.append((b"", frozenset({"necessary"})))
+            continue
+        reply = driver.request(
+            "POST",
+            "/_consent/",
+            body=json.dumps(choice).encode(),
+            headers=[(b"content-type", b"application/json"), *SAME],
+        )
+        pair = next(v.split(b";", 1)[0] for v in reply.header("set-cookie") if v.startswith(b"cg_consent="))
+        cookies.append((pair, frozenset(json.loads(reply.body)["categories"])))
+
+    @HTTP
+    @given(
+        st.integers(0, len(_CHOICES) - 1),
+        st.lists(st.tuples(header_name_case, set_cookie_values().map(lambda v: v.encode("latin-1"))), max_size=6),
+        st.sampled_from([b"text/html; charset=utf-8", b"application/json", b"TEXT/HTML"]),
+    )
+    def run(which: int, set_cookies: list[tuple[bytes, bytes]], ctype: bytes) -> None:
+        cookie, granted = cookies[which]
+        site.headers = [(b"content-type", ctype), *set_cookies]
+        reply = driver.request("GET", "/page", headers=[(b"cookie", cookie)] if cookie else [])
+        assert reply.status == 200
+        for value in reply.header("set-cookie"):
+            for name in set_cookie_names(value):
+                assert runtime.cookies.category_of(name) in granted, (value, granted)
+
+    run()
