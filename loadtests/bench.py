@@ -446,8 +446,14 @@ def fixed_rate_latency(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 
 def queue_full_rss(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """Flood /collect with batches until the queue is full (503s), sampling RSS and the queue length."""
-    server = Server("gateway", work / "queue-full")
+    """Flood /collect with batches until the queue is full (503s), sampling RSS and the queue length.
+
+    ``/collect`` answers only once its events are durable, so each connection holds at most one batch
+    in the queue: filling it takes more batches in flight than ``queue_max`` / 50. The flood uses
+    ``--flood-connections`` clients against a gateway whose ``queue_max`` is ``--flood-queue-max``.
+    """
+    env = {"CONSENT_GATEWAY_QUEUE_MAX": str(args.flood_queue_max)} if args.flood_queue_max else {}
+    server = Server("gateway", work / "queue-full", env=env)
     peak_queue = 0
     queue_max = 0
     with server:
@@ -478,7 +484,7 @@ def queue_full_rss(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         drained_rss = int(psutil.Process(server.proc.pid).memory_info().rss)  # type: ignore[union-attr]
         from .apps import load_settings
 
-        queue_max = load_settings(server.data_dir).queue_max
+        queue_max = args.flood_queue_max or load_settings(server.data_dir).queue_max
     if not args.keep:
         shutil.rmtree(server.data_dir, ignore_errors=True)
     return {
@@ -632,7 +638,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=200, help="fixed request rate for latency (default 200/s)")
     parser.add_argument("--latency-seconds", type=float, default=5, help="seconds per latency run (default 5)")
     parser.add_argument("--flood-seconds", type=float, default=20, help="seconds of /collect flood (default 20)")
-    parser.add_argument("--flood-connections", type=int, default=64, help="connections of the flood (default 64)")
+    parser.add_argument("--flood-connections", type=int, default=512,
+                        help="connections of the /collect flood (default 512)")
+    parser.add_argument("--flood-queue-max", type=int, default=20_000,
+                        help="queue_max of the flooded gateway, 0 for the setting's default (default 20000)")
     parser.add_argument("--settle", type=float, default=1.0, help="pause between runs, seconds (default 1)")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     parser.add_argument("--no-wrk", dest="wrk", action="store_false",

@@ -64,6 +64,7 @@ def test_table_and_chart_render_a_result_without_running_anything(tmp_path: Path
         "pages": {
             "rounds": [{"bare": {"rps": 1000.0}, "gateway": {"rps": 900.0}, "ratio": 0.9}],
             "bare_rps": 1000.0, "gateway_rps": 900.0, "ratio": 0.9,
+            "bare_cpu_us": 200.0, "gateway_cpu_us": 250.0, "cpu_ratio": 0.8,
             "visits_stored": 10, "gateway_requests": 10, "gateway_peak_rss": 100 * 2**20,
         },
         "collect": {
@@ -74,6 +75,7 @@ def test_table_and_chart_render_a_result_without_running_anything(tmp_path: Path
     }
     text = bench.table(result)
     assert "**0.900**" in text and "9000 events/s" in text and "120000 events/s" in text
+    assert "200 µs / 250 µs (ratio 0.800)" in text
     assert "100 MiB" in text and "120 MiB" in text
     assert "latency" not in text  # parts that did not run are left out, not shown as zeros
     bench.chart(result, tmp_path / "chart.png")
