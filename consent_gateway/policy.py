@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from functools import lru_cache, partial
 from typing import Any
 
 from .consent import Consent
@@ -58,6 +59,8 @@ class RowBuilder:
     def __init__(self, settings: Settings, salts: SaltStore) -> None:
         self._key = settings.pseudonym_key.encode("utf-8")
         self._salts = salts
+        # One keyed hash per consent id, not per row: a visitor's rows arrive together.
+        self._consented = lru_cache(maxsize=8192)(partial(consented_visitor, self._key))
         self._marketing = "marketing"
 
     def __repr__(self) -> str:
@@ -70,7 +73,7 @@ class RowBuilder:
         query = split_query(raw.query)
         keep = raw.action == KEEP and raw.consent_id is not None
         if keep:
-            visitor = consented_visitor(self._key, raw.consent_id or "")
+            visitor = self._consented(raw.consent_id or "")
             granted = sorted(raw.granted)
         else:
             salt = self._salts.salt_for(when.date())

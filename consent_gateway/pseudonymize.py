@@ -43,11 +43,20 @@ _PHONE = re.compile(r"\+?\d[\d\-. ]{7,18}\d")
 _HEADLESS = ("headlesschrome", "phantomjs", "puppeteer", "playwright", "selenium", "lighthouse")
 REDACTED = "[redacted]"
 MAX_PATH = 1024
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"
+_IPV4 = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
+_ASCII_DIGIT = re.compile(r"[0-9]")
 MAX_UTM = 200
 
 
 def truncate_ip(ip: str) -> str:
     """The /24 (IPv4) or /48 (IPv6) network of ``ip`` in CIDR form; '' when it is no IP."""
+    # Fast path for the common dotted quad, accepting exactly what ipaddress accepts (ASCII digits,
+    # no leading zeros, 0-255); anything else takes the full parse. Nothing is cached: raw IPs
+    # must not linger in memory.
+    quad = _IPV4.fullmatch(ip.strip())
+    if quad is not None:
+        return f"{quad[1]}.{quad[2]}.{quad[3]}.0/24"
     try:
         addr = ipaddress.ip_address(ip.strip())
     except ValueError:
@@ -100,7 +109,10 @@ def reduce_user_agent(ua: str) -> ReducedAgent:
 def redact_path(path: str) -> str:
     """The path with email- and phone-like segments replaced, cut to a sane length."""
     path = path[:MAX_PATH]
-    if "@" not in path and not any(ch.isdigit() for ch in path):
+    # str.isdigit() on ASCII text is exactly [0-9]; only other text needs the per-character test.
+    if "@" not in path and not (
+        _ASCII_DIGIT.search(path) if path.isascii() else any(ch.isdigit() for ch in path)
+    ):
         return path
     segments = path.split("/")
     for i, segment in enumerate(segments):
