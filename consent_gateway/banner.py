@@ -17,7 +17,7 @@ import html
 import json
 import re
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 from .consent import Consent, ConsentStatus
 from .registry import CategoryRegistry
@@ -159,7 +159,8 @@ class BannerRenderer:
         return "".join(parts)
 
     def _settings_url(self, locale: str, return_to: str) -> str:
-        query = urlencode({"return_to": safe_return_path(return_to) or "/", "locale": locale}, quote_via=quote)
+        # What urlencode(..., quote_via=quote) builds, without its generic machinery (once per page).
+        query = f"return_to={quote(safe_return_path(return_to) or '/', safe='')}&locale={quote(locale, safe='')}"
         return html.escape(f"{self.settings.prefix}/?{query}")
 
     def _head(self, title_id: str, title: str, locale: str, return_to: str, heading: str = "h2") -> str:
