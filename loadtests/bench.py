@@ -545,7 +545,8 @@ def table(res: dict[str, Any]) -> str:
         rows += [
             (f"peak RSS, `/collect` flooded ({filled})", f"{mib(q['peak_rss'])} (idle {mib(q['idle_rss'])})",
              "bounded"),
-            ("peak queue length / queue_max", f"{q['peak_queued']} / {q['queue_max']}", ""),
+            ("peak queue length / queue_max (flood)", f"{q['peak_queued']} / {q['queue_max']}, "
+             f"{q['refused_503']} requests refused with 503", "503 when full"),
         ]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = ["| " + " | ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) + " |" for row in rows]
@@ -640,8 +641,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--flood-seconds", type=float, default=20, help="seconds of /collect flood (default 20)")
     parser.add_argument("--flood-connections", type=int, default=512,
                         help="connections of the /collect flood (default 512)")
-    parser.add_argument("--flood-queue-max", type=int, default=20_000,
-                        help="queue_max of the flooded gateway, 0 for the setting's default (default 20000)")
+    parser.add_argument("--flood-queue-max", type=int, default=5_000,
+                        help="queue_max of the flooded gateway, 0 for the setting's default (default 5000)")
     parser.add_argument("--settle", type=float, default=1.0, help="pause between runs, seconds (default 1)")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     parser.add_argument("--no-wrk", dest="wrk", action="store_false",
