@@ -248,47 +248,66 @@ def _set_content_length(message: Message, length: int) -> None:
     message["headers"] = headers
 
 
-async def lifespan_with_runtime(app: ASGIApp, runtime: GatewayRuntime, scope: Scope, receive: Receive, send: Send) -> None:
+async def lifespan_with_runtime(
+    app: ASGIApp, runtime: GatewayRuntime, scope: Scope, receive: Receive, send: Send
+) -> None:
     """Run the wrapped app's lifespan with the runtime started before it and stopped after it.
 
-    An app without lifespan support (it raises on the scope) still gets a working gateway: the
-    protocol is then answered here.
+    A runtime that cannot start fails the startup with its message (the server then exits) rather
+    than leaving the app half-started. An app without lifespan support (it raises on the scope
+    before reading it) still gets a working gateway: the protocol is then answered here.
     """
-    startup_done = False
+    seen_startup = False
+    answered = False  # a startup.failed or shutdown message has gone out; nothing more to say
 
     async def wrapped_receive() -> Message:
+        nonlocal seen_startup, answered
         message = await receive()
         if message["type"] == "lifespan.startup":
-            await runtime.start()
+            seen_startup = True
+            try:
+                await runtime.start()
+            except Exception as exc:
+                answered = True
+                await send({"type": "lifespan.startup.failed", "message": f"consent gateway: {exc}"})
+                raise
         return message
 
     async def wrapped_send(message: Message) -> None:
-        nonlocal startup_done
-        if message["type"] == "lifespan.startup.complete":
-            startup_done = True
-        elif message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+        nonlocal answered
+        mtype = message["type"]
+        if mtype in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
             await runtime.stop()
+            answered = True
+        elif mtype == "lifespan.startup.failed":
+            answered = True
+        if answered and mtype == "lifespan.startup.complete":
+            return
         await send(message)
 
     try:
         await app(scope, wrapped_receive, wrapped_send)
     except Exception:
-        if startup_done:
+        if answered:
+            # The failure is reported; raising it too is what servers and test clients expect.
             raise
+        if seen_startup:
+            # The app failed in its own startup without saying so; report it and stop.
+            await runtime.stop()
+            await send({"type": "lifespan.startup.failed", "message": "the wrapped app failed to start"})
+            return
         # The app does not speak lifespan: answer the protocol ourselves.
-        await _own_lifespan(runtime, receive, send, already_started=runtime.started)
+        await _own_lifespan(runtime, receive, send)
 
 
-async def _own_lifespan(runtime: GatewayRuntime, receive: Receive, send: Send, *, already_started: bool) -> None:
-    if already_started:
-        await send({"type": "lifespan.startup.complete"})
+async def _own_lifespan(runtime: GatewayRuntime, receive: Receive, send: Send) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             try:
                 await runtime.start()
             except Exception as exc:
-                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                await send({"type": "lifespan.startup.failed", "message": f"consent gateway: {exc}"})
                 return
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":

@@ -1,0 +1,68 @@
+"""Lifespan: the gateway starts and stops its pipeline with the app, and a failed start fails loudly."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from consent_gateway import ConsentGateway, Settings, StoreError
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _hello(request: Any) -> PlainTextResponse:
+    return PlainTextResponse("hello")
+
+
+def test_unreachable_clickhouse_fails_startup_instead_of_hanging(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(clickhouse_url=f"http://127.0.0.1:{_closed_port()}", auto_migrate=True)
+    gateway = ConsentGateway(Starlette(routes=[Route("/", _hello)]), settings)
+    with pytest.raises(StoreError) as info, TestClient(gateway):
+        pass
+    assert "ClickHouse" in str(info.value)
+    assert not gateway.runtime.started
+
+
+async def _no_lifespan_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        raise RuntimeError("this app only speaks http")
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"plain"})
+
+
+def test_app_without_lifespan_still_gets_a_started_and_stopped_gateway(settings: Settings) -> None:
+    gateway = ConsentGateway(_no_lifespan_app, settings)
+    with TestClient(gateway) as client:
+        assert gateway.runtime.started
+        assert client.get("/").text == "plain"
+        assert client.get("/_consent/healthz").status_code == 200
+    assert not gateway.runtime.started
+
+
+def test_app_lifespan_runs_inside_the_gateway_lifespan(settings: Settings) -> None:
+    seen: list[bool] = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> Any:
+        seen.append(gateway.runtime.started)
+        yield
+        seen.append(gateway.runtime.started)
+
+    gateway = ConsentGateway(Starlette(routes=[Route("/", _hello)], lifespan=lifespan), settings)
+    with TestClient(gateway) as client:
+        assert client.get("/").text == "hello"
+    # The app starts after the gateway and stops before it, so it can rely on the pipeline.
+    assert seen == [True, True]
+    assert not gateway.runtime.started
