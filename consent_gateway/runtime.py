@@ -168,6 +168,7 @@ class GatewayRuntime:
                 retry_initial=s.insert_retry_initial,
                 retry_max=s.insert_retry_max,
                 insert_settings=insert_settings,
+                cluster=s.cluster,
             ),
             journal=journal,
             recovered=recovered,

@@ -26,6 +26,7 @@ from ..errors import StoreError
 from ..policy import RowBuilder
 from ..records import RawRecord, ReceiptRecord
 from ..store import EVENT_COLUMNS, RECEIPT_COLUMNS, Store
+from ..store.cluster import render
 from .journal import Group, Journal, Plan, Recovered, erase_rows
 from .metrics import PipelineMetrics
 
@@ -96,6 +97,7 @@ class WriterConfig:
     retry_initial: float = 0.25
     retry_max: float = 30.0
     insert_settings: tuple[tuple[str, str], ...] = ()
+    cluster: str = ""  # a ClickHouse cluster: deletes go to each shard's local table ON CLUSTER
 
 
 class Writer(threading.Thread):
@@ -551,10 +553,10 @@ class Writer(threading.Thread):
         for seq, visitor in owed:
             try:
                 store = self._ensure_store()
-                store.command(
-                    f"DELETE FROM {store.table('events')} WHERE identified = 1 AND visitor = {{v:UInt64}}",  # noqa: S608
-                    {"v": visitor},
-                )
+                delete = f"DELETE FROM {store.table('events')} WHERE identified = 1 AND visitor = {{v:UInt64}}"  # noqa: S608
+                # On a cluster, `events` is a Distributed table, which cannot delete: the shards' local tables do.
+                for statement in render([delete], self._cfg.cluster):
+                    store.command(statement, {"v": visitor})
             except StoreError as exc:
                 logger.error("erasure of a visitor's rows in ClickHouse failed; will retry: %s", exc)
                 with self._lock:
