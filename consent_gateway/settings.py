@@ -231,7 +231,8 @@ class Settings:
     rate_limit_collect_burst: int = 120
     rate_limit_consent_per_minute: float = 30.0
     rate_limit_consent_burst: int = 20
-    drop_bots: bool = True
+    # Bots are stored with is_bot = 1 and left out of every analytics query and rollup; true drops them.
+    drop_bots: bool = False
     max_event_names: int = 500
 
     def __post_init__(self) -> None:

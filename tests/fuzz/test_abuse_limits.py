@@ -139,8 +139,21 @@ def test_rate_limit_settings_are_validated(make_settings: Callable[..., object])
 # -- bots and crawlers --------------------------------------------------------------------------
 
 
-def test_bot_and_headless_traffic_is_kept_out_of_analytics(make_gateway: Build, store: Store) -> None:
+def test_bot_and_headless_traffic_is_flagged_and_left_out_of_analytics(make_gateway: Build, store: Store) -> None:
+    """By default bots are stored with is_bot = 1; every analytics query and rollup reads is_bot = 0."""
     driver, _ = make_gateway()
+    for ua in BOTS:
+        assert driver.request("GET", "/crawled", headers=[(b"user-agent", ua)]).status == 200
+    driver.request("GET", "/visited", headers=[(b"user-agent", BROWSER)])
+    assert driver.run(driver.app.runtime.pipeline.flush(20.0))
+    rows = store.query_rows(f"SELECT path, is_bot, device FROM {store.table('events')} ORDER BY path, is_bot")
+    assert rows == [("/crawled", 1, "bot")] * len(BOTS) + [("/visited", 0, "desktop")]
+    daily = store.query_rows(f"SELECT path, sum(hits) FROM {store.table('events_daily')} GROUP BY path")
+    assert daily == [("/visited", 1)]
+
+
+def test_bots_can_be_dropped_entirely(make_gateway: Build, store: Store) -> None:
+    driver, _ = make_gateway(drop_bots=True)
     for ua in BOTS:
         assert driver.request("GET", "/crawled", headers=[(b"user-agent", ua)]).status == 200
         reply = driver.request(
@@ -160,15 +173,6 @@ def test_bot_and_headless_traffic_is_kept_out_of_analytics(make_gateway: Build, 
     assert driver.run(driver.app.runtime.pipeline.flush(20.0))
     rows = store.query_rows(f"SELECT path, kind, is_bot FROM {store.table('events')} ORDER BY kind")
     assert rows == [("/visited", "event", 0), ("/visited", "visit", 0)]
-
-
-def test_bots_can_be_stored_flagged_instead(make_gateway: Build, store: Store) -> None:
-    driver, _ = make_gateway(drop_bots=False)
-    driver.request("GET", "/crawled", headers=[(b"user-agent", BOTS[0])])
-    driver.request("GET", "/headless", headers=[(b"user-agent", BOTS[1])])
-    assert driver.run(driver.app.runtime.pipeline.flush(20.0))
-    rows = store.query_rows(f"SELECT path, is_bot, device FROM {store.table('events')} ORDER BY path")
-    assert rows == [("/crawled", 1, "bot"), ("/headless", 1, "bot")]
 
 
 # -- distinct event names -------------------------------------------------------------------------
