@@ -269,9 +269,12 @@ class Writer(threading.Thread):
         with self._lock:
             group = journal.append_group(events, receipts)
             journal.sync()
+            was_idle = not (self._plans or self._groups)
             self._groups.append(group)
             self._publish()
-            if self._pending_rows() >= self._cfg.batch_size:
+            # An idle inserter sleeps with no deadline: wake it for the first rows so it schedules
+            # their insert at the flush interval, and again when a full batch is waiting.
+            if was_idle or self._pending_rows() >= self._cfg.batch_size:
                 self._lock.notify_all()
         self.metrics.commit_seconds.observe(time.perf_counter() - started)
         self.metrics.journaled.inc(group.size)
@@ -494,6 +497,7 @@ class Writer(threading.Thread):
         self.stats.last_batch_size = len(events) + len(receipts)
         self.stats.last_insert_seconds = elapsed
         self.state.clickhouse_up = True
+        self.state.last_error = ""
         for group in plan.groups:
             for done in group.waiters:
                 done(True)
