@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,7 @@ from .ratelimit import RateLimited
 from .records import RawRecord, ReceiptRecord, parse_collect_body
 from .runtime import GatewayRuntime
 
+logger = logging.getLogger("consent_gateway.routes")
 MAX_CHOICE_BODY = 16_384
 ERASE_TIMEOUT = 30.0
 READY_PROBE_TIMEOUT = 2.0
@@ -117,6 +119,11 @@ class ConsentRoutes:
                 response.headers["Retry-After"] = "5"
             elif isinstance(exc, RateLimited):
                 response.headers["Retry-After"] = str(exc.retry_after)
+        except StoreError as exc:
+            # The engine's message may name hosts or users: log it, tell the visitor only what to do.
+            logger.warning("gateway route %s failed on ClickHouse: %s", sub, exc)
+            response = JSONResponse({"error": "the data store is unavailable; try again in a minute"}, status_code=503)
+            response.headers["Retry-After"] = "30"
         except ClientDisconnect:
             return
         for key, value in _SECURITY_HEADERS.items():
@@ -466,8 +473,7 @@ async def receipts(runtime: GatewayRuntime, request: Request) -> Response:
     if consent.consent_id is None:
         return JSONResponse({"consent_id": None, "receipts": []})
     await runtime.pipeline.flush(10.0)
-    store = runtime.query_store
-    assert store is not None
+    store = await asyncio.to_thread(runtime.store)
     rows = await asyncio.to_thread(
         store.query_dicts,
         f"SELECT receipt_id, toUnixTimestamp64Milli(ts) AS ts_ms, version, categories, method, banner_hash, locale "
@@ -553,13 +559,11 @@ async def readyz(runtime: GatewayRuntime, request: Request) -> Response:
     pipeline = runtime.pipeline
     state = pipeline.state
     reachable = False
-    store = runtime.query_store
-    if store is not None:
-        try:
-            await asyncio.wait_for(asyncio.to_thread(store.command, "SELECT 1"), READY_PROBE_TIMEOUT)
-            reachable = True
-        except (StoreError, TimeoutError):
-            reachable = False
+    try:
+        await asyncio.wait_for(asyncio.to_thread(lambda: runtime.store().command("SELECT 1")), READY_PROBE_TIMEOUT)
+        reachable = True
+    except (StoreError, TimeoutError):
+        reachable = False
     ready = reachable and pipeline.running
     body = {
         "status": "ready" if ready else "unavailable",

@@ -100,8 +100,16 @@ class GatewayRuntime:
         s = self.settings
         if s.embedded:
             s.data_dir.mkdir(parents=True, exist_ok=True)
-        self.query_store = open_store(s.clickhouse_dsn, s.database)
         if s.migrate_at_start:
+            self.query_store = open_store(s.clickhouse_dsn, s.database)
+        else:
+            try:
+                self.query_store = open_store(s.clickhouse_dsn, s.database)
+            except StoreError as exc:
+                # Pages and consent do not need ClickHouse: serve them, journal the records, report
+                # not-ready, and connect once ClickHouse answers.
+                logger.warning("ClickHouse is unreachable at start; records wait in the journal: %s", exc)
+        if s.migrate_at_start and self.query_store is not None:
             migrate(
                 self.query_store,
                 events_months=s.events_retention_months,
@@ -115,6 +123,12 @@ class GatewayRuntime:
         self._salt_janitor = Periodic("salt-janitor", self.salts.destroy_expired, s.salt_check_interval)
         self._salt_janitor.start()
         logger.info("consent gateway started for site %r on %r", s.site_id, self.query_store)
+
+    def store(self) -> Store:
+        """The query client, connecting now if ClickHouse was unreachable at start (blocking)."""
+        if self.query_store is None:
+            self.query_store = open_store(self.settings.clickhouse_dsn, self.settings.database)
+        return self.query_store
 
     def _seed_event_names(self) -> None:
         # The cap counts names already stored, so a restart does not open it again.

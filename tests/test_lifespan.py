@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -66,3 +67,56 @@ def test_app_lifespan_runs_inside_the_gateway_lifespan(settings: Settings) -> No
     # The app starts after the gateway and stops before it, so it can rely on the pipeline.
     assert seen == [True, True]
     assert not gateway.runtime.started
+
+
+def test_gateway_starts_during_a_clickhouse_outage_and_delivers_once_it_is_back(
+    tmp_path: Any, make_settings: Callable[..., Settings], database: str
+) -> None:
+    from consent_gateway.store import migrate, open_store
+    from tests.clickhouse_http_server import FixtureServer
+
+    server = FixtureServer(tmp_path / "clickhouse-server")
+    server.start()
+    try:
+        migrate(open_store(server.url, database))
+        server.kill()  # the outage begins before the gateway starts
+        settings = make_settings(clickhouse_url=server.url, insert_retry_initial=0.05, insert_retry_max=0.2)
+        gateway = ConsentGateway(Starlette(routes=[Route("/", _hello)]), settings)
+        with TestClient(gateway, base_url="http://testserver") as client:
+            assert client.get("/").text == "hello"
+            ready = client.get("/_consent/readyz")
+            assert ready.status_code == 503 and ready.json()["clickhouse"] is False
+            events = [{"name": "pageview", "url": f"/outage/{i}", "props": {"m": f"o{i}"}} for i in range(30)]
+            answer = client.post("/_consent/collect", json=events, headers={"origin": "http://testserver"})
+            assert answer.status_code == 202 and answer.json()["accepted"] == 30
+            server.start()
+            stored = 0
+            for _ in range(600):
+                rows = server.client().query(
+                    f"SELECT count() FROM `{database}`.events WHERE path LIKE '/outage/%'"
+                ).result_rows
+                stored = int(rows[0][0])
+                if stored >= 30:
+                    break
+                time.sleep(0.1)
+            assert stored == 30
+            assert client.get("/_consent/readyz").status_code == 200
+    finally:
+        server.kill()
+
+
+def test_a_single_event_on_a_quiet_site_is_inserted_at_the_flush_interval(settings: Settings, store: Any) -> None:
+    """One event, no more traffic, no shutdown: it must not wait for a full batch."""
+    gateway = ConsentGateway(Starlette(routes=[Route("/", _hello)]), settings)
+    with TestClient(gateway, base_url="http://testserver") as client:
+        answer = client.post(
+            "/_consent/collect", json={"name": "pageview", "url": "/quiet"}, headers={"origin": "http://testserver"}
+        )
+        assert answer.status_code == 202
+        count = 0
+        for _ in range(300):
+            count = int(store.query_rows(f"SELECT count() FROM {store.table('events')} WHERE path = '/quiet'")[0][0])
+            if count:
+                break
+            time.sleep(0.05)
+        assert count == 1
