@@ -419,3 +419,11 @@ def test_return_paths_in_pages_are_escaped_and_stay_on_site(make_settings: Calla
     assert "<script>alert(1)</script>" not in injected
     hidden = re.search(r'<input[^>]*name="return_to"[^>]*>', injected)
     assert hidden is not None and _attr(hidden.group(0), "value").startswith("/students?q=")
+
+
+def test_multipart_choice_gets_a_4xx_naming_the_form_encoding(make_settings: Callable[..., Settings]) -> None:
+    with client_for(_gateway(make_settings)) as client:
+        response = client.post("/_consent/", data={"action": "accept_all"}, files={"f": ("a.txt", b"x")})
+    assert response.status_code == 400
+    assert "application/x-www-form-urlencoded" in response.json()["error"]
+    assert "set-cookie" not in response.headers
