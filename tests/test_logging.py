@@ -36,6 +36,7 @@ def test_a_scenario_logs_no_ip_consent_id_token_or_secret(tmp_path: Path) -> Non
         "CONSENT_GATEWAY_DATA_DIR": str(tmp_path / "data"),
         "CONSENT_GATEWAY_TRUSTED_PROXIES": "127.0.0.1",
         "CONSENT_GATEWAY_LOG_LEVEL": "debug",  # the most talkative level must still be clean
+        "CONSENT_GATEWAY_LOG_FORMAT": "json",  # the demo's settings print text for people; operators get JSON
         "CONSENT_GATEWAY_FLUSH_INTERVAL": "0.1",
     }
     stderr_path = tmp_path / "stderr.log"
