@@ -30,11 +30,16 @@ MAX_INJECT_BODY = 2 * 1024 * 1024
 class RequestFacts:
     """The request headers the gateway reads, gathered in one pass over ``scope["headers"]``."""
 
-    __slots__ = ("accept_language", "consent_cookie", "cookie", "forwarded_for", "gpc", "host", "referer", "user_agent")
+    __slots__ = (
+        "accept_language", "consent_cookie", "consent_alternatives", "cookie", "forwarded_for", "gpc", "host",
+        "referer", "user_agent",
+    )
 
     def __init__(self, headers: list[tuple[bytes, bytes]], cookie_name: bytes) -> None:
         self.cookie = ""
         self.consent_cookie: str | None = None
+        # Further cg_consent values (a browser keeps one per domain/path after a cookie_domain change).
+        self.consent_alternatives: tuple[str, ...] = ()
         self.gpc = False
         self.host = ""
         self.referer = ""
@@ -44,9 +49,11 @@ class RequestFacts:
         for key, value in headers:
             if key == b"cookie":
                 if cookie_name in value:
-                    found = _cookie_value(value, cookie_name)
-                    if found is not None:
-                        self.consent_cookie = found
+                    for found in _cookie_values(value, cookie_name):
+                        if self.consent_cookie is None:
+                            self.consent_cookie = found
+                        else:
+                            self.consent_alternatives += (found,)
                 self.cookie = f"{self.cookie}; {value.decode('latin-1')}" if self.cookie else value.decode("latin-1")
             elif key == b"user-agent":
                 self.user_agent = value.decode("latin-1")
@@ -62,12 +69,13 @@ class RequestFacts:
                 self.accept_language = value.decode("latin-1")
 
 
-def _cookie_value(header: bytes, name: bytes) -> str | None:
+def _cookie_values(header: bytes, name: bytes) -> list[str]:
+    values = []
     for part in header.split(b";"):
         key, sep, value = part.partition(b"=")
         if sep and key.strip() == name:
-            return value.strip().strip(b'"').decode("latin-1")
-    return None
+            values.append(value.strip().strip(b'"').decode("latin-1"))
+    return values
 
 
 class ConsentMiddleware:
@@ -112,7 +120,9 @@ class ConsentMiddleware:
         if not runtime.started:
             await runtime.start()
         facts = RequestFacts(scope["headers"], self._cookie_name)
-        consent, verified = runtime.consent_for(facts.consent_cookie, facts.gpc, runtime.policy_major())
+        consent, verified = runtime.consent_for(
+            facts.consent_cookie, facts.gpc, runtime.policy_major(), facts.consent_alternatives
+        )
         scope["consent"] = consent
         started = time.perf_counter()
         reissue = (

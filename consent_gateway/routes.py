@@ -184,7 +184,9 @@ def facts_of(runtime: GatewayRuntime, request: Request) -> RequestFacts:
 
 
 def consent_of(runtime: GatewayRuntime, facts: RequestFacts) -> Consent:
-    consent, _ = runtime.consent_for(facts.consent_cookie, facts.gpc, runtime.policy_major())
+    consent, _ = runtime.consent_for(
+        facts.consent_cookie, facts.gpc, runtime.policy_major(), facts.consent_alternatives
+    )
     return consent
 
 

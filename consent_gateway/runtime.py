@@ -201,8 +201,15 @@ class GatewayRuntime:
             self._policy_day = today
         return self._policy_major
 
-    def consent_for(self, cookie_value: str | None, gpc: bool, policy_major: int) -> tuple[Consent, Verified | None]:
+    def consent_for(
+        self, cookie_value: str | None, gpc: bool, policy_major: int, alternatives: tuple[str, ...] = ()
+    ) -> tuple[Consent, Verified | None]:
         verified = self.codec.decode(cookie_value) if cookie_value else None
+        for other in alternatives:
+            # Several consent cookies: the newest valid choice is the visitor's current one.
+            candidate = self.codec.decode(other)
+            if candidate is not None and (verified is None or candidate.record.issued_at > verified.record.issued_at):
+                verified = candidate
         record: ConsentRecord | None = verified.record if verified else None
         consent = resolve(
             record,

@@ -120,3 +120,19 @@ def test_a_single_event_on_a_quiet_site_is_inserted_at_the_flush_interval(settin
                 break
             time.sleep(0.05)
         assert count == 1
+
+
+def test_two_consent_cookies_the_newest_valid_choice_wins(settings: Settings) -> None:
+    """After a cookie_domain change a browser sends both cookies; the later choice is the one in force."""
+    from consent_gateway.consent import ConsentRecord
+
+    gateway = ConsentGateway(Starlette(routes=[Route("/", _hello)]), settings)
+    codec = gateway.runtime.codec
+    older = codec.encode(ConsentRecord("a" * 22, "1.0", ("necessary", "marketing"), "custom", 1_000))
+    newer = codec.encode(ConsentRecord("b" * 22, "1.0", ("necessary", "analytics"), "custom", 2_000))
+    with TestClient(gateway, base_url="http://testserver") as client:
+        for pair in (f"cg_consent={older}; cg_consent={newer}", f"cg_consent={newer}; cg_consent={older}",
+                     f"cg_consent=garbage; cg_consent={newer}"):
+            state = client.get("/_consent/state", headers={"cookie": pair}).json()
+            assert state["status"] == "given"
+            assert "analytics" in state["categories"] and "marketing" not in state["categories"]
