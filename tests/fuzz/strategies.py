@@ -104,6 +104,11 @@ def json_values(max_leaves: int = 6) -> st.SearchStrategy[Any]:
     )
 
 
+# Built once: a strategy made inside a composite on every draw costs hypothesis a source lookup.
+JSON_SMALL = json_values(2)
+JSON_MEDIUM = json_values(3)
+JSON_ANY = json_values()
+
 _ODD_TEXT = [
     "",
     " ",
@@ -182,7 +187,7 @@ def collect_bodies(draw: st.DrawFn) -> bytes:
     elif kind == 3:
         doc = json.dumps(
             {
-                k: draw(json_values())
+                k: draw(JSON_ANY)
                 for k in draw(st.lists(st.sampled_from(["name", "url", "referrer", "props", "x"]), unique=True))
             }
         )
@@ -246,6 +251,10 @@ url_strings = st.one_of(
 
 _ACTIONS = st.sampled_from(["accept_all", "reject_all", "save", "", "ACCEPT_ALL", "withdraw", None])
 _CATEGORY = st.sampled_from(["necessary", "preferences", "analytics", "marketing", "", "x" * 40, "Marketing"])
+_CATEGORIES_FIELD = st.one_of(st.lists(_CATEGORY, max_size=5), _CATEGORY, JSON_MEDIUM)
+_RETURN_TO_FIELD = st.one_of(url_strings, JSON_SMALL)
+_LOCALE_FIELD = st.one_of(st.sampled_from(["ko", "en", "fr"]), JSON_SMALL)
+_FORM_ACTION = st.one_of(_ACTIONS.map(str), latin1_text)
 
 
 @st.composite
@@ -256,23 +265,26 @@ def choice_requests(draw: st.DrawFn) -> tuple[list[tuple[bytes, bytes]], bytes, 
     if kind <= 1:
         doc: Any = {"action": draw(_ACTIONS)}
         if draw(st.booleans()):
-            doc["categories"] = draw(st.one_of(st.lists(_CATEGORY, max_size=5), _CATEGORY, json_values(3)))
+            doc["categories"] = draw(_CATEGORIES_FIELD)
         if draw(st.booleans()):
-            doc["return_to"] = draw(st.one_of(url_strings, json_values(2)))
+            doc["return_to"] = draw(_RETURN_TO_FIELD)
         if draw(st.booleans()):
-            doc["locale"] = draw(st.one_of(st.sampled_from(["ko", "en", "fr"]), json_values(2)))
+            doc["locale"] = draw(_LOCALE_FIELD)
         body = json.dumps(doc).encode()
         ctype = b"application/json"
     elif kind == 2:
         body = json.dumps(random_json(rng)).encode("utf-8", "surrogatepass")
         ctype = rng.choice([b"application/json", b"application/json; charset=utf-8", b"APPLICATION/JSON"])
     elif kind <= 4:
-        fields = [("action", draw(st.one_of(_ACTIONS.map(str), latin1_text)))]
+        fields = [("action", draw(_FORM_ACTION))]
         fields += [("categories", c) for c in draw(st.lists(_CATEGORY, max_size=4))]
         if draw(st.booleans()):
             fields.append(("return_to", draw(url_strings)))
         if draw(st.booleans()):
-            fields += [(draw(st.text(max_size=5)), draw(st.text(max_size=5))) for _ in range(draw(st.integers(0, 70)))]
+            junk = "".join(chr(rng.randrange(32, 0x3000)) for _ in range(40))
+            fields += [
+                (junk[: rng.randrange(6)], junk[rng.randrange(40) :]) for _ in range(rng.choice([1, 10, 63, 64, 70]))
+            ]
         body = "&".join(f"{quote(k)}={quote(v, safe='')}" for k, v in fields).encode()
         if draw(st.integers(0, 5)) == 0:
             body = draw(st.binary(max_size=100)) + body

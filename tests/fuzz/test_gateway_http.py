@@ -189,11 +189,14 @@ _ORIGINS = st.one_of(
 )
 
 
+_REFERERS = st.one_of(st.none(), _ORIGINS, _ORIGINS.map(lambda o: o + "/page?x=1"))
+
+
 @st.composite
 def csrf_cases(draw: st.DrawFn) -> tuple[int, list[tuple[bytes, bytes]], str | None, str | None, str | None]:
     route = draw(st.integers(0, len(_POSTS) - 1))
     origin = draw(st.one_of(st.none(), _ORIGINS))
-    referer = draw(st.one_of(st.none(), _ORIGINS, _ORIGINS.map(lambda o: o + "/page?x=1")))
+    referer = draw(_REFERERS)
     fetch_site = draw(st.sampled_from([None, "same-origin", "same-site", "cross-site", "none"]))
     headers: list[tuple[bytes, bytes]] = []
     for name, value in ((b"origin", origin), (b"referer", referer), (b"sec-fetch-site", fetch_site)):
