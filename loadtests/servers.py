@@ -23,7 +23,7 @@ def free_port() -> int:
 
 
 class Server:
-    """One uvicorn process serving ``loadtests.apps:<app>`` on 127.0.0.1, one worker.
+    """One uvicorn process serving ``loadtests.apps:<app>`` (or a ``module:factory``) on 127.0.0.1, one worker.
 
     Both variants run with the same uvicorn options (no access log), so the only difference
     measured is the gateway itself.
@@ -53,7 +53,7 @@ class Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "CG_LOAD_DATA": str(self.data_dir), "PYTHONPATH": str(ROOT), **self.env}
         cmd = [
-            sys.executable, "-m", "uvicorn", f"loadtests.apps:{self.app}", "--factory",
+            sys.executable, "-m", "uvicorn", self.app if ":" in self.app else f"loadtests.apps:{self.app}", "--factory",
             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
             "--no-access-log", "--log-level", "warning", "--lifespan", "on",
             "--timeout-graceful-shutdown", "30", "--app-dir", str(ROOT),
