@@ -129,9 +129,13 @@ def upcoming_policy() -> PolicyVersion:
     return PolicyVersion(1, 1, today + dt.timedelta(days=14), today)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
-    """Debian's chromium, headless; the tests are skipped where it is not installed."""
+    """Debian's chromium, headless; the tests are skipped where it is not installed.
+
+    Package scope, not session: Playwright's sync API runs an event loop on the main thread while
+    it is open, and every later test that runs its own loop (TestClient, asyncio.run) would fail.
+    """
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is not installed (sudo apt-get install chromium)")
     from playwright.sync_api import sync_playwright
