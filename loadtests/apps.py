@@ -47,9 +47,26 @@ def bare() -> Any:
     return create_demo_app()
 
 
+VARIANT_ENV = "CG_LOAD_VARIANT"  # comma-separated: "no-banner", "no-visits" (for the cost breakdown)
+
+
 def gateway() -> Any:
-    """The demo site wrapped in the consent gateway, writing to the embedded ClickHouse."""
-    return ConsentGateway(create_demo_app(), load_settings(_data_dir()))
+    """The demo site wrapped in the consent gateway, writing to the embedded ClickHouse.
+
+    ``CG_LOAD_VARIANT`` switches features off through their settings, to measure what each costs:
+    ``no-banner`` (``inject_banner = false``), ``no-visits`` (the policy drops visit records).
+    """
+    settings = load_settings(_data_dir())
+    variant = set(filter(None, os.environ.get(VARIANT_ENV, "").split(",")))
+    unknown = variant - {"no-banner", "no-visits"}
+    if unknown:
+        raise RuntimeError(f"{VARIANT_ENV}={sorted(unknown)[0]!r} is unknown; use no-banner and/or no-visits")
+    if "no-banner" in variant:
+        settings = settings.replace(inject_banner=False)
+    if "no-visits" in variant:
+        matrix = tuple(("visit", "drop", "drop") if row[0] == "visit" else row for row in settings.policy_matrix)
+        settings = settings.replace(policy_matrix=matrix)
+    return ConsentGateway(create_demo_app(), settings)
 
 
 def demo() -> Any:

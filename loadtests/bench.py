@@ -8,6 +8,8 @@ It starts its own uvicorn servers (one worker each, no access log, 127.0.0.1 onl
 - page throughput of the bare demo site vs the same site wrapped in the gateway, with a valid
   consent cookie and visit logging to the embedded ClickHouse; A and B alternate every round and
   the median of the per-round ratios is reported (wrk when /usr/bin/wrk exists, else pyload);
+- server CPU per page with the gateway's features switched on one at a time (middleware alone,
+  + banner, + visit log), to show what each costs;
 - ``/_consent/collect`` events persisted per second, single events and batches of 50, counted in
   ClickHouse after the server has exited (``loadtests.stored`` in a separate process);
 - latency p50/p99 at a fixed request rate (pyload's open loop: wrk cannot hold a rate);
@@ -345,6 +347,48 @@ def page_throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     }
 
 
+BREAKDOWN = (
+    ("bare demo", "bare", ""),
+    ("gateway, no banner, no visit log", "gateway", "no-banner,no-visits"),
+    ("gateway, banner, no visit log", "gateway", "no-visits"),
+    ("gateway, banner and visit log", "gateway", ""),
+)
+
+
+def cost_breakdown(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Server CPU per page with the gateway's features switched on one by one (all servers up at once,
+    measured in rotation): what the middleware itself, the banner and visit logging each cost."""
+    servers = [
+        (label, Server(app, work / f"breakdown-{i}", env={"CG_LOAD_VARIANT": variant} if variant else None))
+        for i, (label, app, variant) in enumerate(BREAKDOWN)
+    ]
+    samples: dict[str, list[float]] = {label: [] for label, _ in servers}
+    rps: dict[str, list[float]] = {label: [] for label, _ in servers}
+    with contextlib.ExitStack() as stack:
+        for _, server in servers:
+            stack.enter_context(server)
+        cookie = {label: consent_cookie(s.port) if s.app != "bare" else "none" for label, s in servers}
+        for label, server in servers:
+            load(server.port, "GET", PAGE_PATH, page_headers(cookie[label]), b"", seconds=1,
+                 connections=args.connections, use_wrk=args.wrk)
+        for r in range(args.rounds):
+            order = servers if r % 2 == 0 else servers[::-1]
+            for label, server in order:
+                before = cpu_seconds(server.proc.pid)  # type: ignore[union-attr]
+                result = load(server.port, "GET", PAGE_PATH, page_headers(cookie[label]), b"",
+                              seconds=args.breakdown_seconds, connections=args.connections, use_wrk=args.wrk)
+                if server.app != "bare":
+                    wait_drained(server.port)
+                samples[label].append((cpu_seconds(server.proc.pid) - before) / result.requests * 1e6)  # type: ignore[union-attr]
+                rps[label].append(result.rps)
+                time.sleep(args.settle / 2)
+    out = {label: {"cpu_us_per_page": median(samples[label]), "rps": median(rps[label]), "rounds": samples[label]}
+           for label, _ in servers}
+    for label, v in out.items():
+        print(f"  {label}: {v['cpu_us_per_page']:.0f} µs CPU a page, {v['rps']:.0f} pages/s", flush=True)
+    return {"seconds": args.breakdown_seconds, "variants": out}
+
+
 def collect_throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {"single": [], "batch": []}
     for r in range(args.collect_rounds):
@@ -534,6 +578,12 @@ def table(res: dict[str, Any]) -> str:
         for name, label in (("bare", "page, bare"), ("gateway", "page, gateway"), ("collect", "`/collect`, single")):
             rows.append((f"latency at {rate:.0f} req/s, {label}",
                          f"p50 {lat[name]['p50_ms']:.1f} ms, p99 {lat[name]['p99_ms']:.1f} ms", ""))
+    b = res.get("breakdown")
+    if b:
+        base = next(iter(b["variants"].values()))["cpu_us_per_page"]
+        for label, v in b["variants"].items():
+            extra = "" if v["cpu_us_per_page"] == base else f" (+{v['cpu_us_per_page'] - base:.0f} µs)"
+            rows.append((f"server CPU a page: {label}", f"{v['cpu_us_per_page']:.0f} µs{extra}", ""))
     q = res.get("queue_full")
     if p:
         rows.append(("peak RSS, gateway under page load", mib(p["gateway_peak_rss"]), "bounded"))
@@ -624,7 +674,7 @@ def chart(res: dict[str, Any], path: Path) -> None:
 
 # -- entry point ---------------------------------------------------------------------------------
 
-PARTS = ("pages", "collect", "latency", "queue_full")
+PARTS = ("pages", "breakdown", "collect", "latency", "queue_full")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -632,6 +682,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=5, help="A/B rounds for pages and latency (default 5)")
     parser.add_argument("--seconds", type=float, default=6, help="seconds per page-throughput run (default 6)")
     parser.add_argument("--connections", type=int, default=16, help="concurrent connections (default 16)")
+    parser.add_argument("--breakdown-seconds", type=float, default=3,
+                        help="seconds per run of the CPU cost breakdown (default 3)")
     parser.add_argument("--collect-rounds", type=int, default=3, help="rounds of single vs batch (default 3)")
     parser.add_argument("--collect-connections", type=int, default=64,
                         help="concurrent /collect clients: many visitors send beacons at once (default 64)")
@@ -654,6 +706,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.quick:
         args.rounds, args.seconds, args.collect_rounds, args.collect_seconds = 2, 1, 1, 1
         args.latency_seconds, args.rate, args.flood_seconds, args.settle = 1, 50, 2, 0.2
+        args.breakdown_seconds = 1
     unknown = set(args.parts.split(",")) - set(PARTS)
     if unknown:
         parser.error(f"unknown part {sorted(unknown)[0]!r}; choose from {', '.join(PARTS)}")
@@ -685,8 +738,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"consent-gateway bench, {res['machine']['nproc']} cores, {res['machine']['cpu']}, "
           f"Python {res['machine']['python']}, throughput by {res['generator']}", flush=True)
-    steps = {"pages": page_throughput, "collect": collect_throughput, "latency": fixed_rate_latency,
-             "queue_full": queue_full_rss}
+    steps = {"pages": page_throughput, "breakdown": cost_breakdown, "collect": collect_throughput,
+             "latency": fixed_rate_latency, "queue_full": queue_full_rss}
     with workdir(args.keep) as work:
         for part in PARTS:
             if part in parts:

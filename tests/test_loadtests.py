@@ -37,6 +37,10 @@ def test_bench_quick_run_measures_every_part_and_writes_its_files(tmp_path: Path
     # deadline may still be logged, so more visits than counted answers is fine).
     assert pages["visits_stored"] >= pages["gateway_requests"] > 0
 
+    variants = result["breakdown"]["variants"]
+    assert list(variants) == [label for label, _, _ in bench.BREAKDOWN]
+    assert all(v["cpu_us_per_page"] > 0 and len(v["rounds"]) == 2 for v in variants.values())
+
     for mode, size in (("single", 1), ("batch", bench.BATCH)):
         (run,) = result["collect"][mode]["rounds"]
         assert run["events_per_request"] == size
