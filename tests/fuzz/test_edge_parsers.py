@@ -26,9 +26,11 @@ from consent_gateway.consent import Consent, ConsentRecord, ConsentStatus
 from consent_gateway.cookies import request_cookie_names, set_cookie_name
 from consent_gateway.errors import RequestError
 from consent_gateway.middleware import ConsentMiddleware, RequestFacts
+from consent_gateway.policy import RowBuilder
 from consent_gateway.pseudonymize import (
     _EMAIL,
     CLICK_ID_KEYS,
+    SaltStore,
     redact_path,
     reduce_user_agent,
     referrer_host,
@@ -36,10 +38,19 @@ from consent_gateway.pseudonymize import (
     split_url,
     truncate_ip,
 )
-from consent_gateway.records import EVENT_NAME, MAX_PROP_KEY, MAX_PROP_VALUE, MAX_PROPS, MAX_URL, parse_collect_body
+from consent_gateway.records import (
+    EVENT_NAME,
+    MAX_PROP_KEY,
+    MAX_PROP_VALUE,
+    MAX_PROPS,
+    MAX_URL,
+    RawRecord,
+    parse_collect_body,
+)
 from consent_gateway.registry import CategoryRegistry
 from consent_gateway.runtime import GatewayRuntime
 from consent_gateway.signing import COOKIE_SALT, ConsentCodec
+from consent_gateway.store import EVENT_COLUMNS
 
 from ..conftest import OLD_SECRET, PSEUDONYM_KEY, REGISTRY, SECRET
 from .strategies import (
@@ -490,3 +501,83 @@ def test_choice_body_is_read_or_a_4xx(case: tuple[list[tuple[bytes, bytes]], byt
         assert all(isinstance(c, str) for c in data["categories"])
         for key in ("action", "locale", "return_to"):
             assert data[key] is None or isinstance(data[key], str)
+
+
+# -- raw record → stored row -------------------------------------------------------------------------
+
+_ROWS = RowBuilder(_SETTINGS, SaltStore(_SETTINGS.keys_dir))
+_SECRET = "Qv9Kx"  # marks values that must never reach a row
+_UAS = st.sampled_from(
+    [
+        "",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36",
+        f"Mozilla/5.0 {_SECRET}-agent Firefox/121.0",
+        "Googlebot/2.1 (+http://www.google.com/bot.html)",
+    ]
+)
+
+
+@st.composite
+def raw_records(draw: st.DrawFn) -> RawRecord:
+    n = draw(st.integers(0, 10**9))
+    keep = draw(st.booleans())
+    query_parts = [
+        f"gclid={_SECRET}g{n}",
+        f"fbclid={_SECRET}f{n}",
+        f"email={_SECRET}{n}%40mail.example",
+        f"q={_SECRET}q{n}",
+        draw(st.sampled_from(["", "utm_source=news", "utm_campaign=spring&utm_medium=mail", "utm_term=a%40b.example"])),
+        draw(latin1_text).replace(_SECRET[0], ""),
+    ]
+    random.Random(n).shuffle(query_parts)
+    return RawRecord(
+        kind=draw(st.sampled_from(["visit", "event"])),
+        name="pageview",
+        category=draw(st.sampled_from(CATEGORIES)),
+        action="keep" if keep else "pseudonymise",
+        ts=draw(st.floats(min_value=1.7e9, max_value=1.9e9)),
+        site="fuzz",
+        host=draw(st.sampled_from(["site.example", "site.example:8080", ""])),
+        path=draw(st.sampled_from(["/", "/students", f"/u/{_SECRET}{n}@mail.example/x", "/tel/010-1234-5678"])),
+        query="&".join(query_parts),
+        referrer=draw(st.sampled_from([f"https://ref.example/p/{_SECRET}?q={_SECRET}", "", "garbage", "http://[::1"])),
+        user_agent=draw(_UAS),
+        ip=draw(ip_strings),
+        consent_id=f"{_SECRET}consent{n:012d}" if keep or draw(st.booleans()) else None,
+        granted=draw(st.frozensets(st.sampled_from(CATEGORIES))) | {"necessary"},
+        props=draw(
+            st.sampled_from([None, {}, {"plan": "trial"}, {"mail": "kim@mail.example", "tel": "010-1234-5678", "n": 3}])
+        ),
+    )
+
+
+@settings(MANY, max_examples=max(1, PARSER_CASES // 2))
+@given(raw_records())
+def test_rows_hold_no_raw_identifier(raw: RawRecord) -> None:
+    row = _ROWS.event_row(raw)
+    names = [name for name, _ in EVENT_COLUMNS]
+    assert len(row) == len(names)
+    stored = dict(zip(names, row, strict=True))
+    identified = stored["identified"] == 1
+    marketing = identified and "marketing" in raw.granted
+    for name, value in stored.items():
+        if isinstance(value, str):
+            value.encode("utf-8")  # ClickHouse gets valid UTF-8 only
+        text = json.dumps(value, default=str, ensure_ascii=False)
+        if name == "click_id" and marketing:
+            assert text.startswith('"gclid:') or text.startswith('"fbclid:'), text
+            continue
+        if name == "props" and identified:
+            continue  # the visitor's own consented event properties
+        assert _SECRET not in text, (name, value)  # consent id, query values, email, referrer path, raw UA
+        stripped = raw.ip.strip()
+        if name != "ip_prefix" and len(stripped) > 6:
+            assert stripped not in text, (name, value)
+    prefix = stored["ip_prefix"]
+    assert prefix == "" or prefix.endswith(("/24", "/48"))
+    assert "?" not in stored["path"] and "/" not in stored["referrer_host"]
+    if not identified:
+        assert stored["granted"] == [] and stored["click_id"] == ""
+        assert "kim@mail.example" not in stored["props"] and "010-1234-5678" not in stored["props"]
+    if raw.consent_id is None or raw.action != "keep":
+        assert not identified
