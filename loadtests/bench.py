@@ -83,7 +83,7 @@ def run_id(label: str) -> str:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (all its threads)."""
-    import psutil
+    import psutil  # type: ignore[import-untyped]
 
     times = psutil.Process(pid).cpu_times()
     return float(times.user + times.system)

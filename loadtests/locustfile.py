@@ -67,7 +67,6 @@ def _wait_time() -> Any:
 LEDGER = Ledger(RUN)
 
 
-@events.quitting.add_listener
 def _write_ledger(environment: Any, **_kwargs: Any) -> None:
     summary = LEDGER.summary()
     path = os.environ.get("CG_LOAD_EVENTS_OUT")
@@ -79,6 +78,9 @@ def _write_ledger(environment: Any, **_kwargs: Any) -> None:
         RUN, summary["sent"], summary["acknowledged"], summary["dropped_by_policy"], summary["refused_503"],
         summary["failed"],
     )
+
+
+events.quitting.add_listener(_write_ledger)  # type: ignore[no-untyped-call]
 
 
 # -- shared behaviour ----------------------------------------------------------------------------
@@ -96,7 +98,7 @@ class Visitor(FastHttpUser):
         self.identified = []
 
     def _origin(self) -> str:
-        parts = urlsplit(self.host)
+        parts = urlsplit(self.host or "")
         return f"{parts.scheme}://{parts.netloc}"
 
     def _headers(self, **extra: str) -> dict[str, str]:
