@@ -31,8 +31,15 @@ class RequestFacts:
     """The request headers the gateway reads, gathered in one pass over ``scope["headers"]``."""
 
     __slots__ = (
-        "accept_language", "consent_cookie", "consent_alternatives", "cookie", "forwarded_for", "gpc", "host",
-        "referer", "user_agent",
+        "accept_language",
+        "consent_alternatives",
+        "consent_cookie",
+        "cookie",
+        "forwarded_for",
+        "gpc",
+        "host",
+        "referer",
+        "user_agent",
     )
 
     def __init__(self, headers: list[tuple[bytes, bytes]], cookie_name: bytes) -> None:

@@ -19,7 +19,7 @@ from .pseudonymize import (
     split_query,
     truncate_ip,
 )
-from .records import ReceiptRecord, RawRecord
+from .records import RawRecord, ReceiptRecord
 from .settings import Settings
 
 KEEP = "keep"

@@ -354,7 +354,11 @@ async def state(runtime: GatewayRuntime, request: Request) -> Response:
             "policy": {"version": str(in_force), "effective": in_force.effective.isoformat(), "url": s.policy_url},
             "upcoming": None
             if upcoming is None
-            else {"version": str(upcoming), "effective": upcoming.effective.isoformat(), "major": upcoming.major > in_force.major},
+            else {
+                "version": str(upcoming),
+                "effective": upcoming.effective.isoformat(),
+                "major": upcoming.major > in_force.major,
+            },
             "categories_info": [
                 {
                     "key": c.key,
@@ -478,7 +482,8 @@ async def receipts(runtime: GatewayRuntime, request: Request) -> Response:
     store = await asyncio.to_thread(runtime.store)
     rows = await asyncio.to_thread(
         store.query_dicts,
-        f"SELECT receipt_id, toUnixTimestamp64Milli(ts) AS ts_ms, version, categories, method, banner_hash, locale "
+        # The table name is a validated identifier from the settings; values are bound parameters.
+        f"SELECT receipt_id, toUnixTimestamp64Milli(ts) AS ts_ms, version, categories, method, banner_hash, locale "  # noqa: S608
         f"FROM {store.table('consent_receipts')} WHERE site = {{site:String}} AND consent_id = {{cid:String}} "
         "ORDER BY ts",
         {"site": runtime.settings.site_id, "cid": consent.consent_id},

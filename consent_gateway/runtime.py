@@ -137,7 +137,7 @@ class GatewayRuntime:
             return
         try:
             rows = store.query_rows(
-                f"SELECT DISTINCT name FROM {store.table('events')} WHERE site = {{site:String}} AND kind = 'event' "
+                f"SELECT DISTINCT name FROM {store.table('events')} WHERE site = {{site:String}} AND kind = 'event' "  # noqa: S608
                 f"LIMIT {int(self.settings.max_event_names) + 1}",
                 {"site": self.settings.site_id},
             )

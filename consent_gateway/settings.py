@@ -519,7 +519,9 @@ def _policy(value: Any) -> dict[str, Any]:
         rows = dict((k, (g, r)) for k, g, r in Settings.policy_matrix)
         for kind, pair in matrix.items():
             if not isinstance(pair, list) or len(pair) != 2:
-                raise SettingsError(f"policy.matrix.{kind}", pair, 'give [when granted, when not granted], e.g. ["keep", "drop"]')
+                raise SettingsError(
+                    f"policy.matrix.{kind}", pair, 'give [when granted, when not granted], e.g. ["keep", "drop"]'
+                )
             rows[str(kind)] = (str(pair[0]), str(pair[1]))
         out["policy_matrix"] = tuple((k, g, r) for k, (g, r) in rows.items())
     unknown = set(value) - {"version", "effective", "url", "upcoming", "matrix"}
@@ -569,7 +571,7 @@ def _to_date(key: str, value: object) -> dt.date:
 # -- validation --------------------------------------------------------------------------------
 
 
-def _validate(s: Settings) -> None:  # noqa: C901 - one flat list of checks reads best
+def _validate(s: Settings) -> None:
     if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", s.site_id):
         raise SettingsError("site_id", s.site_id, "use 1-64 letters, digits, '.', '-' or '_'")
     if not _IDENT.match(s.database):
@@ -595,7 +597,9 @@ def _validate(s: Settings) -> None:  # noqa: C901 - one flat list of checks read
     if not _COOKIE_NAME.match(s.cookie_name):
         raise SettingsError("cookie_name", s.cookie_name, "use a valid cookie name (letters, digits, _ - .)")
     if not 1 <= s.cookie_max_age_days <= 400:
-        raise SettingsError("cookie_max_age_days", s.cookie_max_age_days, "use 1 to 400 days (browsers cap cookies at 400)")
+        raise SettingsError(
+            "cookie_max_age_days", s.cookie_max_age_days, "use 1 to 400 days (browsers cap cookies at 400)"
+        )
     keys = [c.key for c in s.categories]
     for cat in s.categories:
         if not _CATEGORY_KEY.match(cat.key):
@@ -686,14 +690,18 @@ def _validate(s: Settings) -> None:  # noqa: C901 - one flat list of checks read
         raise SettingsError("collect_ack_timeout", s.collect_ack_timeout, "use a number of seconds above zero")
     if not 0 < s.insert_retry_initial <= s.insert_retry_max:
         raise SettingsError(
-            "insert_retry_initial", s.insert_retry_initial, f"use a number above zero, at most insert_retry_max ({s.insert_retry_max})"
+            "insert_retry_initial",
+            s.insert_retry_initial,
+            f"use a number above zero, at most insert_retry_max ({s.insert_retry_max})",
         )
     if s.salt_check_interval <= 0:
         raise SettingsError("salt_check_interval", s.salt_check_interval, "use a number of seconds above zero")
     if s.cluster and not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", s.cluster):
         raise SettingsError("cluster", s.cluster, "use the cluster name from the ClickHouse remote_servers config")
     if s.cluster and s.embedded:
-        raise SettingsError("cluster", s.cluster, "a cluster needs an http(s):// clickhouse_url; leave it empty for chdb")
+        raise SettingsError(
+            "cluster", s.cluster, "a cluster needs an http(s):// clickhouse_url; leave it empty for chdb"
+        )
     if s.log_level not in LOG_LEVELS:
         raise SettingsError("log_level", s.log_level, f"use one of {list(LOG_LEVELS)}")
     if s.log_format not in ("json", "text"):

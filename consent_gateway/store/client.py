@@ -34,7 +34,9 @@ class Store:
     def table(self, name: str) -> str:
         return f"`{self.database}`.`{name}`"
 
-    def command(self, sql: str, parameters: Mapping[str, Any] | None = None, settings: Mapping[str, Any] | None = None) -> Any:
+    def command(
+        self, sql: str, parameters: Mapping[str, Any] | None = None, settings: Mapping[str, Any] | None = None
+    ) -> Any:
         return self._call(self.client.command, sql, parameters=parameters, settings=settings)
 
     def query_rows(self, sql: str, parameters: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
