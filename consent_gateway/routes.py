@@ -16,6 +16,7 @@ from starlette.datastructures import FormData
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from .assets import static_dir
 from .banner import choose_locale, safe_return_path
 from .consent import Consent, ConsentRecord, ConsentStatus, Method
 from .cookies import expire_headers, request_cookie_names
@@ -53,19 +54,6 @@ _LIMITED = {
 _STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 
 Handler = Callable[[GatewayRuntime, Request], Awaitable[Response]]
-
-
-def static_dir() -> Path:
-    """Where banner.js, banner.css and tracker.js live: inside the installed package or the checkout."""
-    try:
-        import consent_gateway.static as pkg  # installed wheel or editable install
-
-        for candidate in getattr(pkg, "__path__", []):
-            if (Path(candidate) / "banner.js").exists():
-                return Path(candidate)
-    except ImportError:
-        pass
-    return Path(__file__).resolve().parent.parent / "static"
 
 
 class ConsentRoutes:

@@ -8,7 +8,6 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -16,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from ..assets import static_dir
 from ..errors import RequestError, StoreError
 from ..settings import Settings
 from ..store import Store, migrate, open_store
@@ -32,19 +32,6 @@ _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
     "Cache-Control": "no-store",
 }
-
-
-def dashboard_dir() -> Path:
-    """Where dashboard.html, .js and .css live: inside the installed package or the checkout."""
-    try:
-        import consent_gateway.static as pkg  # type: ignore[import-not-found]  # static/ maps to it when installed
-
-        for candidate in getattr(pkg, "__path__", []):
-            if (Path(candidate) / "dashboard.html").exists():
-                return Path(candidate)
-    except ImportError:
-        pass
-    return Path(__file__).resolve().parent.parent.parent / "static"
 
 
 class AnalyticsService:
@@ -90,7 +77,7 @@ def _error(status: int, message: str, field: str | None = None, headers: dict[st
 def create_analytics_app(settings: Settings, *, store: Store | None = None) -> Starlette:
     """The analytics app for ``settings``; serve it on its own port or mount it on purpose."""
     service = AnalyticsService(settings, store)
-    static = dashboard_dir()
+    static = static_dir()
 
     def authenticate(request: Request) -> str | None:
         header = request.headers.get("authorization", "")
