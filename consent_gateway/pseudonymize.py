@@ -40,7 +40,7 @@ SALT_LIFETIME = dt.timedelta(hours=48)
 _EMAIL = re.compile(r"[^/@\s]+@[^/@\s]+\.[A-Za-z]{2,}")
 # Phone-like: 9-15 digits, optionally split by '-', '.', ' ' or '+' prefixed (010-1234-5678).
 _PHONE = re.compile(r"\+?\d[\d\-. ]{7,18}\d")
-_HEADLESS = ("headlesschrome", "phantomjs", "puppeteer", "playwright", "selenium", "lighthouse")
+_HEADLESS = ("headless", "phantomjs", "puppeteer", "playwright", "selenium", "lighthouse")
 REDACTED = "[redacted]"
 MAX_PATH = 1024
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from itsdangerous import URLSafeTimedSerializer
 from starlette.requests import Request
@@ -387,6 +387,7 @@ def test_ip_is_truncated_or_dropped(ip: str) -> None:
         ),
     )
 )
+@example("HEADLESS")  # once missed: only HeadlessChrome was known as a headless marker
 def test_user_agent_reduces_to_bounded_families(ua: str) -> None:
     agent = reduce_user_agent(ua)
     assert len(agent.browser) <= 40 and len(agent.os) <= 40 and len(agent.browser_version) <= 10
