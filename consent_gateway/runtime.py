@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import ipaddress
 import logging
+import time
 from typing import Any
 
 from .banner import BannerRenderer
@@ -81,7 +82,7 @@ class GatewayRuntime:
         self.query_store: Store | None = None
         self._start_lock = asyncio.Lock()
         self.started = False
-        self._policy_day: dt.date | None = None
+        self._policy_until = 0.0  # epoch seconds of the next UTC midnight, when the lookup is redone
         self._policy_major = settings.policy.major
 
     def __repr__(self) -> str:
@@ -194,11 +195,13 @@ class GatewayRuntime:
     # -- per request ----------------------------------------------------------------------
 
     def policy_major(self) -> int:
-        """MAJOR of the policy in force; looked up once per day since it changes at most daily."""
-        today = dt.datetime.now(dt.UTC).date()
-        if today != self._policy_day:
-            self._policy_major = self.settings.policy_in_force(today).major
-            self._policy_day = today
+        """MAJOR of the policy in force; looked up once per UTC day since it changes at most daily."""
+        # One float comparison per request; the date arithmetic runs once a day.
+        if time.time() >= self._policy_until:
+            now = dt.datetime.now(dt.UTC)
+            self._policy_major = self.settings.policy_in_force(now.date()).major
+            midnight = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), dt.UTC)
+            self._policy_until = midnight.timestamp()
         return self._policy_major
 
     def consent_for(
