@@ -19,7 +19,7 @@ from .pseudonymize import (
     split_query,
     truncate_ip,
 )
-from .records import RawRecord, ReceiptRecord
+from .records import RawRecord, ReceiptRecord, new_record_id
 from .settings import Settings
 
 KEEP = "keep"
@@ -83,7 +83,7 @@ class RowBuilder:
         click_id = query.click_id if keep and self._marketing in raw.granted else ""
         props = raw.props if keep else _scrub_props(raw.props)
         return [
-            raw.event_id,
+            raw.event_id or new_record_id(),
             when,
             raw.site,
             raw.kind,

@@ -61,7 +61,8 @@ class RawRecord:
     status: int = 0
     duration_ms: int = 0
     props: dict[str, Any] | None = None
-    event_id: uuid.UUID = field(default_factory=new_record_id)
+    # Nobody on the request path needs the id: the writer thread draws it when it builds the row.
+    event_id: uuid.UUID | None = None
 
 
 @dataclass(slots=True)
