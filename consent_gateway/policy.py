@@ -8,6 +8,8 @@ import json
 from functools import lru_cache, partial
 from typing import Any
 
+import orjson
+
 from .consent import Consent
 from .pseudonymize import (
     SaltStore,
@@ -67,24 +69,37 @@ class RowBuilder:
         return "RowBuilder(<keys hidden>)"
 
     def event_row(self, raw: RawRecord) -> list[Any]:
-        when = dt.datetime.fromtimestamp(raw.ts, dt.UTC)
+        """The stored row of a record, as Python values in ``EVENT_COLUMNS`` order."""
+        row = self._event_values(raw)
+        row[1] = dt.datetime.fromtimestamp(row[1], dt.UTC)
+        return row
+
+    def event_line(self, raw: RawRecord) -> tuple[bytes, int]:
+        """The stored row as one JSONCompactEachRow line, and its erasure key (the visitor when
+        the row is identified, else -1): what the journal keeps and ClickHouse receives."""
+        row = self._event_values(raw)
+        return encode_line(row), (row[7] if row[6] else -1)
+
+    def _event_values(self, raw: RawRecord) -> list[Any]:
+        ts = raw.ts
         ip_prefix = truncate_ip(raw.ip)
         agent = reduce_user_agent(raw.user_agent)
-        query = split_query(raw.query)
+        query = split_query(raw.query) if raw.query else _NO_QUERY
         keep = raw.action == KEEP and raw.consent_id is not None
         if keep:
             visitor = self._consented(raw.consent_id or "")
-            granted = sorted(raw.granted)
+            granted = _sorted_categories(raw.granted)
         else:
-            salt = self._salts.salt_for(when.date())
+            salt = self._salts.salt_for(_utc_day(ts))
             visitor = pseudonymous_visitor(salt, raw.site, ip_prefix, raw.user_agent)
-            granted = []
+            granted = _NONE
         # Click ids are marketing attribution: only a visitor who granted marketing keeps them.
         click_id = query.click_id if keep and self._marketing in raw.granted else ""
         props = raw.props if keep else _scrub_props(raw.props)
+        utm = query.utm
         return [
             raw.event_id or new_record_id(),
-            when,
+            ts,
             raw.site,
             raw.kind,
             raw.name,
@@ -95,8 +110,12 @@ class RowBuilder:
             redact_path(raw.path),
             raw.status,
             raw.duration_ms,
-            referrer_host(raw.referrer, raw.host),
-            *query.utm,
+            referrer_host(raw.referrer, raw.host) if raw.referrer else "",
+            utm[0],
+            utm[1],
+            utm[2],
+            utm[3],
+            utm[4],
             click_id,
             ip_prefix,
             agent.browser,
@@ -104,14 +123,22 @@ class RowBuilder:
             agent.os,
             agent.device,
             1 if agent.is_bot else 0,
-            json.dumps(props, ensure_ascii=False, separators=(",", ":")) if props else "",
+            _props_text(props) if props else "",
         ]
 
     def receipt_row(self, rec: ReceiptRecord) -> list[Any]:
+        row = self._receipt_values(rec)
+        row[1] = dt.datetime.fromtimestamp(row[1], dt.UTC)
+        return row
+
+    def receipt_line(self, rec: ReceiptRecord) -> bytes:
+        return encode_line(self._receipt_values(rec))
+
+    def _receipt_values(self, rec: ReceiptRecord) -> list[Any]:
         agent = reduce_user_agent(rec.user_agent)
         return [
             rec.receipt_id,
-            dt.datetime.fromtimestamp(rec.ts, dt.UTC),
+            rec.ts,
             rec.site,
             rec.consent_id,
             rec.version,
@@ -128,6 +155,54 @@ class RowBuilder:
     def visitor_of(self, consent_id: str) -> int:
         """The visitor key under which a consent id's identifiable rows are stored (for erasure)."""
         return consented_visitor(self._key, consent_id)
+
+
+_NONE: list[str] = []
+_NO_QUERY = split_query("")
+_DAY = 86400
+
+
+@lru_cache(maxsize=64)
+def _sorted_categories(granted: frozenset[str]) -> list[str]:
+    return sorted(granted)
+
+
+@lru_cache(maxsize=8)
+def _day_of(day_number: int) -> dt.date:
+    return dt.date(1970, 1, 1) + dt.timedelta(days=day_number)
+
+
+def _utc_day(ts: float) -> dt.date:
+    return _day_of(int(ts // _DAY))
+
+
+def encode_line(row: list[Any]) -> bytes:
+    """A row as one JSONCompactEachRow line: column 0 a UUID, column 1 seconds since the epoch.
+
+    Text that cannot be UTF-8 (a lone surrogate) has it replaced rather than failing the row:
+    one bad value must never cost a whole batch.
+    """
+    try:
+        return orjson.dumps(row)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(_clean_row(row))
+
+
+def _props_text(props: dict[str, Any]) -> str:
+    try:
+        return orjson.dumps(props).decode("utf-8")
+    except orjson.JSONEncodeError:  # numbers past 64 bits: the standard encoder writes them all
+        return json.dumps(props, ensure_ascii=False, separators=(",", ":"))
+
+
+def _clean_row(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, list):
+        return [_clean_row(v) for v in value]
+    if isinstance(value, dict):
+        return {_clean_row(k): _clean_row(v) for k, v in value.items()}
+    return value
 
 
 def _scrub_props(props: dict[str, Any] | None) -> dict[str, Any] | None:

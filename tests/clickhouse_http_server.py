@@ -9,8 +9,8 @@ cause outages.
 It serves what clickhouse-connect uses:
 
 - SQL in the ``query`` parameter, or in the body when there is no ``query`` parameter;
-- ``INSERT ... FORMAT Native`` with the Native data in the body, LZ4-framed when the request has
-  ``Content-Encoding: lz4`` (one LZ4 frame per block, decoded with ``lz4.frame``), zstd or gzip;
+- ``INSERT ... FORMAT Native`` or ``FORMAT JSONCompactEachRow`` with the data in the body,
+  LZ4-framed when the request has ``Content-Encoding: lz4`` (decoded with ``lz4.frame``), zstd or gzip;
 - ``param_*`` query parameters (bound by chdb) and other parameters as query settings;
 - access-control statements (``CREATE ROLE``, ``GRANT``, ...) are accepted and ignored: the
   embedded engine has no users or roles, and the gateway's migrations create some for servers;
@@ -64,7 +64,7 @@ _TRANSPORT = {
     "buffer_size",
     "quota_key",
 }
-_INSERT_NATIVE = re.compile(rb"^\s*INSERT\s+INTO\s+(.+?)\s+FORMAT\s+Native\s*$", re.I | re.S)
+_INSERT_NATIVE = re.compile(rb"^\s*INSERT\s+INTO\s+(.+?)\s+FORMAT\s+(Native|JSONCompactEachRow)\s*$", re.I | re.S)
 _TRAILING_FORMAT = re.compile(r"\bFORMAT\s+([A-Za-z0-9_]+)\s*;?\s*$", re.I)
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # The embedded engine has no users or roles: access-control statements are accepted and ignored.
@@ -212,23 +212,25 @@ class Handler(BaseHTTPRequestHandler):
                 sql, data = head.decode("utf-8"), b""
             else:
                 data = rest
-        elif insert is None and sql.lstrip()[:6].upper() == "INSERT" and "FORMAT NATIVE" in sql.upper():
+        elif insert is None and sql.lstrip()[:6].upper() == "INSERT" and " FORMAT " in sql.upper():
             first, _, rest = sql.partition("\n")
             insert = _INSERT_NATIVE.match(first.encode("utf-8"))
             data = rest.encode("utf-8") if insert else data
         if insert is not None:
             target = insert.group(1).decode("utf-8")
+            fmt = insert.group(2).decode("ascii")
             # Tests read this log to check what the client really sent (compression, settings).
             with open(os.path.join(self.data_dir, "inserts.log"), "a", encoding="utf-8") as log:
                 encoding = self.headers.get("Content-Encoding", "") or "identity"
-                log.write(json.dumps({"table": target, "encoding": encoding, "settings": settings}) + "\n")
-            fd, path = tempfile.mkstemp(suffix=".native")
+                entry = {"table": target, "encoding": encoding, "settings": settings, "format": fmt}
+                log.write(json.dumps(entry) + "\n")
+            fd, path = tempfile.mkstemp(suffix=".insert")
             try:
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(data)
                 quoted = "'" + path.replace("'", "\\'") + "'"
                 result = self.engine.run(
-                    f"INSERT INTO {target} FROM INFILE {quoted} FORMAT Native",
+                    f"INSERT INTO {target} FROM INFILE {quoted} FORMAT {fmt}",
                     "TabSeparated",
                     binds,
                     settings,

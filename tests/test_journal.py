@@ -4,16 +4,21 @@ the embedded ClickHouse exactly once."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import queue
+import struct
 import threading
 import uuid
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from consent_gateway import Settings
 from consent_gateway.pipeline import Journal, PipelineMetrics, Writer, WriterConfig
-from consent_gateway.pipeline.journal import decode_row, encode_row
+from consent_gateway.pipeline.journal import encode_rows
 from consent_gateway.pipeline.writer import Command
 from consent_gateway.policy import RowBuilder
 from consent_gateway.pseudonymize import SaltStore
@@ -40,9 +45,37 @@ def _crash(journal: Journal) -> None:
     journal._lock_fd = -1
 
 
-def test_rows_round_trip_through_the_codec() -> None:
+def _lines(rows: list[list[Any]]) -> list[bytes]:
+    return encode_rows(rows)[0]
+
+
+def _append(journal: Journal, rows: list[list[Any]]) -> Any:
+    return journal.append_group(*encode_rows(rows), [])
+
+
+def test_rows_are_lines_clickhouse_reads_with_their_erasure_keys() -> None:
     row = _row(1, 2**63 + 5)
-    assert decode_row(encode_row(row)) == row
+    lines, keys = encode_rows([row, _row(0, 9)])
+    values = orjson.loads(lines[0])
+    assert values[0] == str(row[0])
+    assert values[1] == 1_795_608_000.123456, "seconds since the epoch, microseconds kept"
+    assert values[6:8] == [1, 2**63 + 5]
+    assert keys == [2**63 + 5, -1], "only identified rows carry their visitor as erasure key"
+
+
+def test_groups_written_by_the_earlier_row_format_are_replayed(tmp_path: Path) -> None:
+    """A journal left by a version that stored rows as JSON lists is still read after an upgrade."""
+    directory = tmp_path / "w-legacy"
+    directory.mkdir()
+    row = _row(1, 42)
+    legacy = [row[0].hex, (row[1] - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1), *row[2:]]
+    payload = json.dumps({"k": "g", "e": [legacy], "n": 1}).encode()
+    (directory / "000000000001.seg").write_bytes(struct.pack("<II", len(payload), zlib.crc32(payload)) + payload)
+
+    journal, recovered = Journal.open(tmp_path, segment_bytes=1 << 20)
+    assert [g.events for g in recovered.groups] == [_lines([row])]
+    assert recovered.groups[0].keys == [42]
+    journal.close()
 
 
 def test_acknowledged_groups_survive_a_crash_and_a_torn_tail_is_ignored(tmp_path: Path) -> None:
@@ -50,8 +83,8 @@ def test_acknowledged_groups_survive_a_crash_and_a_torn_tail_is_ignored(tmp_path
     assert recovered.rows == 0
     first = [_row(), _row()]
     second = [_row()]
-    journal.append_group(first, [])
-    journal.append_group(second, [])
+    _append(journal, first)
+    _append(journal, second)
     journal.sync()
     segment = journal._segments[-1].path
     _crash(journal)
@@ -61,14 +94,14 @@ def test_acknowledged_groups_survive_a_crash_and_a_torn_tail_is_ignored(tmp_path
 
     again, recovered = Journal.open(tmp_path, segment_bytes=1 << 20)
     assert again.directory == journal.directory, "the same directory is claimed again"
-    assert [g.events for g in recovered.groups] == [first, second]
+    assert [g.events for g in recovered.groups] == [_lines(first), _lines(second)]
     assert all(g.replayed for g in recovered.groups)
     again.close()
 
 
 def test_committed_plans_are_not_replayed_and_their_segments_are_deleted(tmp_path: Path) -> None:
     journal, _ = Journal.open(tmp_path, segment_bytes=4096)
-    groups = [journal.append_group([_row() for _ in range(20)], []) for _ in range(10)]
+    groups = [_append(journal, [_row() for _ in range(20)]) for _ in range(10)]
     journal.sync()
     assert len(list(journal.directory.glob("*.seg"))) > 1, "small segments rotate"
     plan = journal.append_plan(groups[:6])
@@ -90,14 +123,15 @@ def test_committed_plans_are_not_replayed_and_their_segments_are_deleted(tmp_pat
 
 def test_a_tombstone_keeps_a_withdrawn_visitors_rows_out_of_the_replay(tmp_path: Path) -> None:
     journal, _ = Journal.open(tmp_path, segment_bytes=1 << 20)
-    journal.append_group([_row(1, 77), _row(0, 77), _row(1, 78)], [])
+    _append(journal, [_row(1, 77), _row(0, 77), _row(1, 78)])
     journal.append_tombstone(77)
     journal.sync()
     _crash(journal)
 
     again, recovered = Journal.open(tmp_path, segment_bytes=1 << 20)
-    rows = recovered.groups[0].events
+    rows = [orjson.loads(line) for line in recovered.groups[0].events]
     assert [(r[6], r[7]) for r in rows] == [(0, 77), (1, 78)], "identified rows of visitor 77 are gone"
+    assert recovered.groups[0].keys == [-1, 78]
     assert recovered.erased_rows == 1
     assert list(recovered.tombstones.values()) == [77], "its DELETE in ClickHouse is still owed"
     again.close()
@@ -108,15 +142,15 @@ def test_an_orphaned_worker_directory_is_adopted_and_removed(tmp_path: Path) -> 
     orphan, _ = Journal.open(tmp_path, segment_bytes=1 << 20)
     assert orphan.directory != live.directory, "a locked directory belongs to a running worker"
     rows = [_row(), _row()]
-    orphan.append_group(rows, [])
-    plan = orphan.append_plan([orphan.append_group([_row()], [])])
+    _append(orphan, rows)
+    plan = orphan.append_plan([_append(orphan, [_row()])])
     orphan.sync()
     _crash(orphan)
 
     adopter, recovered = Journal.open(tmp_path, segment_bytes=1 << 20)
     assert adopter.directory == orphan.directory or not orphan.directory.exists()
     assert [p.token for p in recovered.plans] == [plan.token], "the repeated insert keeps its token"
-    assert [g.events for g in recovered.groups] == [rows]
+    assert [g.events for g in recovered.groups] == [_lines(rows)]
     live.close()
     adopter.close()
 
@@ -174,16 +208,18 @@ def test_an_insert_repeated_after_a_crash_lands_exactly_once(
     migrate(store)
     rows = RowBuilder(settings, SaltStore(settings.keys_dir))
     journal, _ = Journal.open(tmp_path / "journal", segment_bytes=1 << 20)
-    groups = [journal.append_group([rows.event_row(_record(f"m{i}-{j}")) for j in range(5)], []) for i in range(4)]
+    groups = []
+    for i in range(4):
+        lines, keys = zip(*(rows.event_line(_record(f"m{i}-{j}")) for j in range(5)), strict=True)
+        groups.append(journal.append_group(list(lines), list(keys), []))
     plan = journal.append_plan(groups)
     journal.sync()
     events = [r for g in groups for r in g.events]
-    from consent_gateway.pipeline.writer import _EVENT_NAMES, _EVENT_TYPES
+    from consent_gateway.pipeline.writer import _EVENT_NAMES
 
-    store.insert(
-        "events", events, _EVENT_NAMES, _EVENT_TYPES, settings={"insert_deduplication_token": f"{plan.token}:e"}
-    )
-    journal.append_group([rows.event_row(_record("after"))], [])  # acknowledged, never inserted
+    store.insert_lines("events", events, _EVENT_NAMES, settings={"insert_deduplication_token": f"{plan.token}:e"})
+    line, key = rows.event_line(_record("after"))
+    journal.append_group([line], [key], [])  # acknowledged, never inserted
     journal.sync()
     _crash(journal)
 
@@ -207,8 +243,8 @@ def test_a_worker_that_does_not_come_back_has_its_journal_adopted(tmp_path: Path
     first, _ = Journal.open(tmp_path, segment_bytes=1 << 20)
     second, _ = Journal.open(tmp_path, segment_bytes=1 << 20)
     a_rows, b_rows = [_row(), _row()], [_row()]
-    first.append_group(a_rows, [])
-    plan = second.append_plan([second.append_group(b_rows, [])])
+    _append(first, a_rows)
+    plan = second.append_plan([_append(second, b_rows)])
     second.append_tombstone(99)
     for journal in (first, second):
         journal.sync()
@@ -217,7 +253,7 @@ def test_a_worker_that_does_not_come_back_has_its_journal_adopted(tmp_path: Path
     # Two workers died; one comes back and takes over both directories.
     survivor, recovered = Journal.open(tmp_path, segment_bytes=1 << 20)
     all_groups = [g.events for g in recovered.groups] + [g.events for p in recovered.plans for g in p.groups]
-    assert sorted(all_groups, key=len) == [b_rows, a_rows], "both workers' rows, once each"
+    assert sorted(all_groups, key=len) == [_lines(b_rows), _lines(a_rows)], "both workers' rows, once each"
     assert [p.token for p in recovered.plans] == [plan.token], "the adopted plan keeps its token"
     assert list(recovered.tombstones.values()) == [99], "and the adopted tombstone is still owed"
     assert [p for p in tmp_path.iterdir() if p.is_dir()] == [survivor.directory], "the orphan is removed"

@@ -3,8 +3,11 @@
 One directory per worker process (claimed with an exclusive ``flock`` on its ``LOCK`` file), holding
 numbered segment files. Each entry is a frame ``<length u32><crc32 u32><JSON payload>``:
 
-- ``g`` group: the rows of one group commit (already pseudonymised rows, never raw IPs, user
-  agents or query strings: the writer builds rows through the policy before journaling);
+- ``G`` group: the rows of one group commit (already pseudonymised rows, never raw IPs, user
+  agents or query strings: the writer builds rows through the policy before journaling). The
+  payload is a JSON header line, then one JSONCompactEachRow line per row, exactly the bytes the
+  insert sends to ClickHouse; the header names how many are events and receipts and each event
+  row's erasure key. (``g`` groups of earlier versions, rows as JSON lists, are still read.)
 - ``p`` plan: which groups one ClickHouse insert carries, and its deduplication token; written
   and fsynced before the insert, so a replay repeats exactly the same insert with the same token;
 - ``c`` commit: that plan is in ClickHouse;
@@ -31,13 +34,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import orjson
+
 from ..errors import ConsentGatewayError
+from ..policy import encode_line
 
 logger = logging.getLogger("consent_gateway.pipeline")
 
 _FRAME = struct.Struct("<II")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_MICRO = dt.timedelta(microseconds=1)
 _SUFFIX = ".seg"
 # Event rows: ``identified`` and ``visitor`` columns (see store.schema.EVENT_COLUMNS).
 IDENTIFIED = 6
@@ -50,11 +55,16 @@ class JournalError(ConsentGatewayError):
 
 @dataclass(slots=True)
 class Group:
-    """Rows of one group commit: event rows and receipt rows, in arrival order."""
+    """Rows of one group commit, in arrival order, as encoded lines (``policy.encode_line``).
+
+    ``keys[i]`` is the visitor of ``events[i]`` when that row is identified, else -1: erasure
+    filters on it without decoding the rows.
+    """
 
     seq: int
-    events: list[list[Any]]
-    receipts: list[list[Any]]
+    events: list[bytes]
+    keys: list[int]
+    receipts: list[bytes]
     segment: int = -1
     replayed: bool = False
     waiters: list[Any] = field(default_factory=list)
@@ -100,28 +110,43 @@ class _Segment:
     open_items: set[int] = field(default_factory=set)
 
 
-def encode_row(row: list[Any]) -> list[Any]:
-    """A row as JSON values: column 0 is a UUID, column 1 a UTC datetime (both tables)."""
-    out = list(row)
-    out[0] = row[0].hex
-    out[1] = (row[1] - _EPOCH) // _MICRO
-    return out
+def encode_rows(rows: list[list[Any]]) -> tuple[list[bytes], list[int]]:
+    """Rows as Python values (UUID, UTC datetime, ...) to lines and erasure keys."""
+    lines = []
+    keys = []
+    for row in rows:
+        values = list(row)
+        if isinstance(values[1], dt.datetime):
+            values[1] = (values[1] - _EPOCH) / dt.timedelta(seconds=1)
+        lines.append(encode_line(values))
+        keys.append(int(row[VISITOR]) if len(row) > VISITOR and row[IDENTIFIED] == 1 else -1)
+    return lines, keys
 
 
-def decode_row(raw: list[Any]) -> list[Any]:
-    out = list(raw)
-    out[0] = uuid.UUID(hex=raw[0])
-    out[1] = _EPOCH + dt.timedelta(microseconds=raw[1])
-    return out
+def _legacy_lines(raw_rows: list[list[Any]], *, events: bool) -> tuple[list[bytes], list[int]]:
+    """Rows of a ``g`` entry (column 0 a UUID in hex, column 1 microseconds) as lines and keys."""
+    rows = []
+    for raw in raw_rows:
+        out = list(raw)
+        out[0] = uuid.UUID(hex=raw[0])
+        out[1] = _EPOCH + dt.timedelta(microseconds=raw[1])
+        rows.append(out)
+    lines, keys = encode_rows(rows)
+    return lines, keys if events else []
 
 
-def erase_rows(rows: list[list[Any]], visitors: set[int] | frozenset[int]) -> int:
-    """Remove identified event rows of ``visitors`` in place; returns how many went."""
-    if not visitors or not rows:
+def erase_rows(group: Group, visitors: set[int] | frozenset[int]) -> int:
+    """Remove identified event rows of ``visitors`` from ``group`` in place; returns how many went."""
+    if not visitors or not group.events:
         return 0
-    before = len(rows)
-    rows[:] = [r for r in rows if not (r[IDENTIFIED] == 1 and r[VISITOR] in visitors)]
-    return before - len(rows)
+    keys = group.keys
+    if not any(k in visitors for k in keys):
+        return 0
+    kept = [(line, key) for line, key in zip(group.events, keys, strict=True) if key not in visitors]
+    removed = len(keys) - len(kept)
+    group.events[:] = [line for line, _ in kept]
+    group.keys[:] = [key for _, key in kept]
+    return removed
 
 
 class Journal:
@@ -190,18 +215,24 @@ class Journal:
             self._segments.append(seg)
             self._last_number = max(self._last_number, number)
             self.bytes += seg.size
-            for entry in _read_entries(path):
+            for entry, lines in _read_entries(path):
                 seq = int(entry["n"])
                 kind = entry["k"]
                 self._seq = max(self._seq, seq)
-                if kind == "g":
+                if kind == "G":
+                    n_events = int(entry.get("e", 0))
                     groups[seq] = Group(
                         seq,
-                        [decode_row(r) for r in entry.get("e", ())],
-                        [decode_row(r) for r in entry.get("r", ())],
+                        lines[:n_events],
+                        [int(k) for k in entry.get("v", ())],
+                        lines[n_events:],
                         number,
                         replayed=True,
                     )
+                elif kind == "g":
+                    events, keys = _legacy_lines(entry.get("e", []), events=True)
+                    receipts, _ = _legacy_lines(entry.get("r", []), events=False)
+                    groups[seq] = Group(seq, events, keys, receipts, number, replayed=True)
                 elif kind == "p":
                     plans[seq] = ([int(g) for g in entry["g"]], str(entry["t"]), number)
                 elif kind == "c":
@@ -235,7 +266,7 @@ class Journal:
             else:
                 recovered.tombstones[seq] = visitor
         for group in [g for p in recovered.plans for g in p.groups] + recovered.groups:
-            recovered.erased_rows += erase_rows(group.events, erased)
+            recovered.erased_rows += erase_rows(group, erased)
         for seq, number in self._where.items():
             self._segment(number).open_items.add(seq)
         return recovered
@@ -250,10 +281,10 @@ class Journal:
             del seq
             recovered.tombstones[self.append_tombstone(visitor)] = visitor
         for plan in found.plans:
-            members = [self.append_group(g.events, g.receipts, replayed=True) for g in plan.groups]
+            members = [self.append_group(g.events, g.keys, g.receipts, replayed=True) for g in plan.groups]
             recovered.plans.append(self.append_plan(members, token=plan.token))
         for group in found.groups:
-            recovered.groups.append(self.append_group(group.events, group.receipts, replayed=True))
+            recovered.groups.append(self.append_group(group.events, group.keys, group.receipts, replayed=True))
         recovered.erased_rows += found.erased_rows
         self.sync()
         for seg in other._segments:
@@ -268,14 +299,16 @@ class Journal:
 
     # -- appending ----------------------------------------------------------------------------
 
-    def append_group(self, events: list[list[Any]], receipts: list[list[Any]], *, replayed: bool = False) -> Group:
-        entry: dict[str, Any] = {"k": "g"}
-        if events:
-            entry["e"] = [encode_row(r) for r in events]
-        if receipts:
-            entry["r"] = [encode_row(r) for r in receipts]
-        seq = self._append(entry, unresolved=True)
-        return Group(seq, events, receipts, self._active().number, replayed=replayed)
+    def append_group(
+        self, events: list[bytes], keys: list[int], receipts: list[bytes], *, replayed: bool = False
+    ) -> Group:
+        """Journal one group commit's encoded rows (``keys``: each event row's erasure key)."""
+        if len(keys) != len(events):
+            raise ValueError(f"{len(events)} event rows but {len(keys)} erasure keys")
+        seq = self._next_seq()
+        header = orjson.dumps({"k": "G", "n": seq, "e": len(events), "v": keys})
+        self._write(b"\n".join([header, *events, *receipts]), seq, unresolved=True)
+        return Group(seq, events, keys, receipts, self._active().number, replayed=replayed)
 
     def append_plan(self, groups: list[Group], *, token: str | None = None) -> Plan:
         seq = self._next_seq()
@@ -353,8 +386,13 @@ class Journal:
             seq = seq if seq is not None else self._next_seq()
             entry["n"] = seq
         payload = json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        self._fh.write(_FRAME.pack(len(payload), zlib.crc32(payload)))
-        self._fh.write(payload)
+        self._write(payload, seq, unresolved=unresolved)
+        return seq
+
+    def _write(self, payload: bytes, seq: int, *, unresolved: bool) -> None:
+        if self._fh is None:
+            raise JournalError(f"the journal {self.directory} is closed")
+        self._fh.write(_FRAME.pack(len(payload), zlib.crc32(payload)) + payload)
         written = _FRAME.size + len(payload)
         seg = self._active()
         seg.size += written
@@ -363,7 +401,6 @@ class Journal:
         if unresolved:
             seg.open_items.add(seq)
             self._where[seq] = seg.number
-        return seq
 
     def _resolve(self, seq: int) -> None:
         number = self._where.pop(seq, None)
@@ -422,7 +459,8 @@ def _segment_files(directory: Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
-def _read_entries(path: Path) -> Iterator[dict[str, Any]]:
+def _read_entries(path: Path) -> Iterator[tuple[dict[str, Any], list[bytes]]]:
+    """Each entry's JSON header and, for a ``G`` group, its row lines."""
     data = path.read_bytes()
     pos = 0
     while pos + _FRAME.size <= len(data):
@@ -432,7 +470,11 @@ def _read_entries(path: Path) -> Iterator[dict[str, Any]]:
         if len(payload) < length or zlib.crc32(payload) != crc:
             logger.warning("journal segment %s ends in a torn entry at byte %d (never acknowledged)", path, pos)
             return
-        yield json.loads(payload)
+        if payload.startswith(b'{"k":"G"'):
+            header, _, rest = payload.partition(b"\n")
+            yield json.loads(header), (rest.split(b"\n") if rest else [])
+        else:
+            yield json.loads(payload), []
         pos = start + length
     if pos < len(data):
         logger.warning("journal segment %s ends in a torn header at byte %d (never acknowledged)", path, pos)

@@ -7,7 +7,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..records import RawRecord, ReceiptRecord
@@ -15,25 +14,26 @@ from .metrics import PipelineMetrics
 from .writer import Command, EventBatch, PipelineState, Writer, WriterStats
 
 
-@dataclass(slots=True)
 class _Waiter:
-    """Resolves an asyncio future from the writer thread."""
+    """Resolves an asyncio future from the writer thread (``writer.notify`` batches the wake-ups)."""
 
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Any] = field(init=False)
+    __slots__ = ("future", "loop")
 
-    def __post_init__(self) -> None:
-        self.future = self.loop.create_future()
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[Any] = loop.create_future()
 
-    def resolve(self, value: Any) -> None:
-        def _set() -> None:
-            if not self.future.done():
-                self.future.set_result(value)
-
+    def __call__(self, value: Any) -> None:
+        """Resolve from any thread."""
         try:
-            self.loop.call_soon_threadsafe(_set)
+            self.loop.call_soon_threadsafe(self.settle, value)
         except RuntimeError:  # the request's loop is gone; nobody is waiting any more
             pass
+
+    def settle(self, value: Any) -> None:
+        """Resolve; on the waiter's own loop only."""
+        if not self.future.done():
+            self.future.set_result(value)
 
 
 class Pipeline:
@@ -70,6 +70,8 @@ class Pipeline:
         self.state = PipelineState()
         self._queued = 0
         self._count = threading.Lock()
+        # Labelled children looked up once, not on every record.
+        self._queued_counters: dict[str, Any] = {}
         self.metrics.watch_queue(lambda: self._queued)
 
     def __repr__(self) -> str:
@@ -116,7 +118,10 @@ class Pipeline:
     def _put(self, item: Any, count: int, kind: str) -> None:
         with self._count:
             self._queued += count
-        self.metrics.queued.labels(kind).inc(count)
+        counter = self._queued_counters.get(kind)
+        if counter is None:
+            counter = self._queued_counters[kind] = self.metrics.queued.labels(kind)
+        counter.inc(count)
         self._queue.put(item)
 
     def has_room(self, count: int = 1) -> bool:
@@ -146,7 +151,7 @@ class Pipeline:
             self.metrics.shed.labels("event", "journal").inc(n)
             return False
         waiter = _Waiter(asyncio.get_running_loop())
-        self._put(EventBatch(records, waiter.resolve), n, "event")
+        self._put(EventBatch(records, waiter), n, "event")
         try:
             return bool(await asyncio.wait_for(asyncio.shield(waiter.future), self.ack_timeout))
         except TimeoutError:
@@ -168,7 +173,7 @@ class Pipeline:
         if not self.running:
             return False
         waiter = _Waiter(asyncio.get_running_loop())
-        self._queue.put(Command(kind, arg, waiter.resolve))
+        self._queue.put(Command(kind, arg, waiter))
         try:
             return await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
         except TimeoutError:

@@ -33,11 +33,32 @@ from .metrics import PipelineMetrics
 logger = logging.getLogger("consent_gateway.pipeline")
 
 _EVENT_NAMES = [n for n, _ in EVENT_COLUMNS]
-_EVENT_TYPES = [t for _, t in EVENT_COLUMNS]
 _RECEIPT_NAMES = [n for n, _ in RECEIPT_COLUMNS]
-_RECEIPT_TYPES = [t for _, t in RECEIPT_COLUMNS]
 # How long a withdrawn consent id stays on the list that turns late records anonymous.
 _ERASED_MEMORY = 600.0
+
+
+def notify(waiters: list[Callable[[Any], None]], value: Any) -> None:
+    """Answer waiters; those of one event loop are answered with a single wake-up of that loop."""
+    if not waiters:
+        return
+    by_loop: dict[Any, list[Any]] = {}
+    for done in waiters:
+        loop = getattr(done, "loop", None)
+        if loop is None:
+            done(value)
+        else:
+            by_loop.setdefault(loop, []).append(done)
+    for loop, group in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle, group, value)
+        except RuntimeError:  # that loop is closed; nobody is waiting there any more
+            pass
+
+
+def _settle(waiters: list[Any], value: Any) -> None:
+    for waiter in waiters:
+        waiter.settle(value)
 
 
 @dataclass(slots=True)
@@ -174,18 +195,20 @@ class Writer(threading.Thread):
                     self._publish()
 
     def _loop(self) -> None:
+        source = self._source
+        limit = self._cfg.batch_size
         while True:
-            first = self._source.get()
+            first = source.get()
             items = [first]
-            deadline = time.monotonic() + self._cfg.commit_window
-            # Group commit: gather what arrives within the window (or is already waiting).
-            while len(items) < self._cfg.batch_size and not isinstance(items[-1], Command):
-                remaining = deadline - time.monotonic()
-                try:
-                    item = self._source.get(timeout=remaining) if remaining > 0 else self._source.get_nowait()
-                except queue.Empty:
-                    break
-                items.append(item)
+            if not isinstance(first, Command):
+                # Group commit: sleep through the window, then take what gathered. Waking for each
+                # record instead would cost the request side a thread switch per record.
+                time.sleep(self._cfg.commit_window)
+                while len(items) < limit and not isinstance(items[-1], Command):
+                    try:
+                        items.append(source.get_nowait())
+                    except queue.Empty:
+                        break
             if self._handle(items):
                 return
 
@@ -222,18 +245,20 @@ class Writer(threading.Thread):
 
     def _commit(self, records: list[RawRecord | ReceiptRecord], waiters: list[Callable[[Any], None]]) -> None:
         if not records:
-            for done in waiters:
-                done(True)
+            notify(waiters, True)
             return
-        events: list[list[Any]] = []
-        receipts: list[list[Any]] = []
+        events: list[bytes] = []
+        keys: list[int] = []
+        receipts: list[bytes] = []
+        event_line = self._rows.event_line
+        erased = self._erased
         journal = self._journal
         full = journal is not None and journal.bytes >= self._cfg.journal_max_bytes
         refused_events = 0
         for rec in records:
             if isinstance(rec, ReceiptRecord):
                 # Receipts are proof of a choice already made: never shed, even past the limit.
-                receipts.append(self._rows.receipt_row(rec))
+                receipts.append(self._rows.receipt_line(rec))
                 continue
             if full:
                 if rec.kind == "visit":
@@ -241,25 +266,25 @@ class Writer(threading.Thread):
                 else:
                     refused_events += 1
                 continue
-            if rec.consent_id is not None and rec.consent_id in self._erased:
+            if erased and rec.consent_id is not None and rec.consent_id in erased:
                 # A request that raced the withdrawal: keep the statistics, lose the identity.
                 rec.consent_id = None
                 rec.action = "pseudonymise"
-            events.append(self._rows.event_row(rec))
+            line, key = event_line(rec)
+            events.append(line)
+            keys.append(key)
         if full and refused_events:
             # The requests awaiting these records get 503 (nothing acknowledged is lost).
             self.metrics.shed.labels("event", "journal").inc(refused_events)
-            for done in waiters:
-                done(False)
+            notify(waiters, False)
             waiters = []
         if not events and not receipts:
-            for done in waiters:
-                done(False)
+            notify(waiters, False)
             return
         if journal is None:
             with self._lock:
                 self._mem_seq += 1
-                self._groups.append(Group(self._mem_seq, events, receipts, waiters=waiters))
+                self._groups.append(Group(self._mem_seq, events, keys, receipts, waiters=waiters))
                 # Without a journal, 202 waits for the insert: do it now rather than at the interval.
                 self._urgent = self._urgent or bool(waiters)
                 self._publish()
@@ -267,7 +292,7 @@ class Writer(threading.Thread):
             return
         started = time.perf_counter()
         with self._lock:
-            group = journal.append_group(events, receipts)
+            group = journal.append_group(events, keys, receipts)
             journal.sync()
             was_idle = not (self._plans or self._groups)
             self._groups.append(group)
@@ -278,8 +303,7 @@ class Writer(threading.Thread):
                 self._lock.notify_all()
         self.metrics.commit_seconds.observe(time.perf_counter() - started)
         self.metrics.journaled.inc(group.size)
-        for done in waiters:
-            done(True)
+        notify(waiters, True)
 
     def _erase(self, consent_id: str, done: Callable[[Any], None] | None) -> None:
         now = time.monotonic()
@@ -289,7 +313,7 @@ class Writer(threading.Thread):
         with self._lock:
             removed = 0
             for group in [g for p in self._plans for g in p.groups] + self._groups:
-                removed += erase_rows(group.events, {visitor})
+                removed += erase_rows(group, {visitor})
             if self._journal is not None:
                 # The tombstone keeps the rows out of any replay: they are still in older segments.
                 seq = self._journal.append_tombstone(visitor)
@@ -449,25 +473,24 @@ class Writer(threading.Thread):
     def _insert_next(self) -> bool:
         with self._lock:
             plan = self._next_plan()
-            events = [r for g in plan.groups for r in g.events]
-            receipts = [r for g in plan.groups for r in g.receipts]
+            events = [line for g in plan.groups for line in g.events]
+            receipts = [line for g in plan.groups for line in g.receipts]
         started = time.perf_counter()
         try:
             store = self._ensure_store()
+            # The journal's lines go to ClickHouse as they are: no row is decoded or re-encoded here.
             if events:
-                store.insert(
+                store.insert_lines(
                     "events",
                     events,
                     _EVENT_NAMES,
-                    _EVENT_TYPES,
                     settings={**self._insert_settings, "insert_deduplication_token": f"{plan.token}:e"},
                 )
             if receipts:
-                store.insert(
+                store.insert_lines(
                     "consent_receipts",
                     receipts,
                     _RECEIPT_NAMES,
-                    _RECEIPT_TYPES,
                     settings={**self._insert_settings, "insert_deduplication_token": f"{plan.token}:r"},
                 )
         except StoreError as exc:
@@ -499,8 +522,7 @@ class Writer(threading.Thread):
         self.state.clickhouse_up = True
         self.state.last_error = ""
         for group in plan.groups:
-            for done in group.waiters:
-                done(True)
+            notify(group.waiters, True)
             group.waiters = []
         return True
 
@@ -542,8 +564,7 @@ class Writer(threading.Thread):
             for group in victims:
                 self.metrics.dropped.inc(group.size)
                 self.stats.dropped += group.size
-                for done in group.waiters:
-                    done(False)
+                notify(group.waiters, False)
             logger.error("dropped the oldest rows: no journal and the retry buffer is full")
 
     def _ensure_store(self) -> Store:

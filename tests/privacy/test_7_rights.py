@@ -21,13 +21,15 @@ def _journal_rows_of(data_dir: Any, visitor: int) -> tuple[int, int]:
         entries = [
             e for _, path in journal_format._segment_files(directory) for e in journal_format._read_entries(path)
         ]
-        tombs = {int(e["v"]) for e in entries if e["k"] == "t"}
+        tombs = {int(e["v"]) for e, _ in entries if e["k"] == "t"}
         tombstoned += visitor in tombs
-        for entry in entries:
-            if entry["k"] == "g" and visitor not in tombs:
+        for entry, lines in entries:
+            if entry["k"] == "G" and visitor not in tombs:
+                # The rows themselves, not only the erasure keys beside them.
+                decoded = [json.loads(line) for line in lines[: entry["e"]]]
                 rows += sum(
                     1
-                    for r in entry.get("e", ())
+                    for r in decoded
                     if r[journal_format.IDENTIFIED] == 1 and r[journal_format.VISITOR] == visitor
                 )
     return rows, tombstoned
