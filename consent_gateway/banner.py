@@ -13,15 +13,19 @@ forms post to the gateway and redirect back. Every dynamic value here goes throu
 
 from __future__ import annotations
 
+import datetime as dt
+import enum
 import html
 import json
 import re
+import time
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
 from .consent import Consent, ConsentStatus
 from .registry import CategoryRegistry
-from .settings import Settings
+from .settings import PolicyVersion, Settings
 
 _LANG_ATTR = re.compile(rb"<html[^>]*\blang=[\"']?([A-Za-z]{2})", re.IGNORECASE)
 _NONCE = re.compile(rb"'nonce-([A-Za-z0-9+/=_\-]{8,128})'")
@@ -29,6 +33,14 @@ _HEAD_START = re.compile(rb"<head(\s[^>]*)?>", re.IGNORECASE)
 _HEAD_END = re.compile(rb"</head\s*>", re.IGNORECASE)
 _BODY_END = re.compile(rb"</body\s*>", re.IGNORECASE)
 LOCALES = ("ko", "en")
+# Distinct banner roots kept rendered: one per consent state, locale and page (with its query).
+ROOT_CACHE_SIZE = 1024
+
+
+class _Announced(enum.Enum):
+    """The upcoming-policy notice as the settings announce it on today's (UTC) date."""
+
+    TODAY = "today"
 
 
 def choose_locale(accept_language: str, default: str) -> str:
@@ -85,8 +97,18 @@ class BannerRenderer:
         self._cookies = cookies
         prefix = html.escape(settings.prefix)
         self._css = f'<link rel="stylesheet" href="{prefix}/static/banner.css">'
+        self._css_bytes = self._css.encode("utf-8")
         self._script_src = f"{prefix}/static/banner.js"
+        self._deferred_script = f'<script src="{self._script_src}" defer></script>'.encode()
         self._track = html.escape(json.dumps(tracker_config(settings), separators=(",", ":")))
+        # The upcoming-policy notice shows until the UTC midnight its version takes effect.
+        up = settings.upcoming_policy
+        self._announced_until = (
+            dt.datetime.combine(up.effective, dt.time(), dt.UTC).timestamp() if up is not None else 0.0
+        )
+        # The root differs only by these inputs, and returning visitors see the same few roots on
+        # every page: rendering it once per distinct input keeps escaping and quoting off most pages.
+        self._root = lru_cache(maxsize=ROOT_CACHE_SIZE)(self._render_root)
 
     def __repr__(self) -> str:
         return f"BannerRenderer(prefix={self.settings.prefix!r})"
@@ -109,37 +131,71 @@ class BannerRenderer:
             if found:
                 nonce = f' nonce="{html.escape(found.group(1).decode("ascii"))}"'
         path = scope.get("path", "/")
-        query = scope.get("query_string", b"").decode("latin-1")
-        here = path + (f"?{query}" if query else "")
-        snippet = self.render(consent, locale, here).encode("utf-8")
-        gcm = self.settings.google_consent_mode
-        if gcm:
+        query = scope.get("query_string", b"")
+        here = f"{path}?{query.decode('latin-1')}" if query else path
+        upcoming = self.settings.upcoming_policy if time.time() < self._announced_until else None
+        snippet = self._root(consent.status, consent.categories, consent.gpc, locale, here, upcoming)
+        if self.settings.google_consent_mode:
             granted = html.escape(" ".join(sorted(consent.categories)))
             script = (
                 f'<script src="{self._script_src}"{nonce} data-cg-gcm data-cg-status="{consent.status.value}" '
                 f'data-cg-granted="{granted}"></script>'
             ).encode()
-        else:
+            head_start = _HEAD_START.search(body, 0, 4096)
+            if head_start:
+                body = body[: head_start.end()] + script + body[head_start.end() :]
+                script = b""
+        elif nonce:
             script = f'<script src="{self._script_src}" defer{nonce}></script>'.encode()
-        css = self._css.encode("utf-8")
-        head_start = _HEAD_START.search(body, 0, 4096) if gcm else None
-        if head_start:
-            body = body[: head_start.end()] + script + body[head_start.end() :]
-            script = b""
-        head = _HEAD_END.search(body)
-        if head:
-            body = body[: head.start()] + css + script + body[head.start() :]
         else:
-            snippet = css + script + snippet
-        end = None
-        for end in _BODY_END.finditer(body):  # noqa: B007 - the last </body> wins
-            pass
-        if end is None:
-            return body + snippet
-        return body[: end.start()] + snippet + body[end.start() :]
+            script = self._deferred_script
+        head = _HEAD_END.search(body)
+        end = _last_body_end(body)
+        # One copy of the page: the positions were found in ``body``, and neither insertion can
+        # create or hide a </body> (what is inserted is escaped markup that starts with "<").
+        view = memoryview(body)
+        if head is None:
+            snippet = self._css_bytes + script + snippet
+            if end < 0:
+                return body + snippet
+            return b"".join((view[:end], snippet, view[end:]))
+        assets = self._css_bytes + script
+        at = head.start()
+        if end < 0:
+            return b"".join((view[:at], assets, view[at:], snippet))
+        if end >= at:
+            return b"".join((view[:at], assets, view[at:end], snippet, view[end:]))
+        return b"".join((view[:end], snippet, view[end:at], assets, view[at:]))
 
-    def render(self, consent: Consent, locale: str, return_to: str, *, open_settings: bool = False) -> str:
-        """The banner root: the persistent settings link always, the first layer while a choice is needed."""
+    def _render_root(
+        self,
+        status: ConsentStatus,
+        categories: frozenset[str],
+        gpc: bool,
+        locale: str,
+        here: str,
+        upcoming: PolicyVersion | None,
+    ) -> bytes:
+        # Everything the root reads from the consent is in the arguments (they are the cache key).
+        return self.render(Consent(status, categories, gpc=gpc), locale, here, upcoming=upcoming).encode("utf-8")
+
+    def root_cache_info(self) -> object:
+        """Hits, misses and size of the rendered banner roots."""
+        return self._root.cache_info()
+
+    def render(
+        self,
+        consent: Consent,
+        locale: str,
+        return_to: str,
+        *,
+        open_settings: bool = False,
+        upcoming: PolicyVersion | _Announced | None = _Announced.TODAY,
+    ) -> str:
+        """The banner root: the persistent settings link always, the first layer while a choice is needed.
+
+        ``upcoming`` is the policy change to announce; by default the one announced today.
+        """
         s = self.settings
         esc = html.escape
         prefix = esc(s.prefix)
@@ -154,7 +210,7 @@ class BannerRenderer:
             f"{esc(s.banner.get('settings_link', locale))}</a>",
         ]
         if needs_choice or open_settings:
-            parts.append(self.form(consent, locale, ret, open_settings=open_settings))
+            parts.append(self.form(consent, locale, ret, open_settings=open_settings, upcoming=upcoming))
         parts.append("</div>")
         return "".join(parts)
 
@@ -173,13 +229,14 @@ class BannerRenderer:
             f'data-cg-lang="{other}">{esc(t.get("other_language", locale))}</a></div>'
         )
 
-    def _notices(self, consent: Consent, locale: str) -> str:
+    def _notices(self, consent: Consent, locale: str, upcoming: PolicyVersion | _Announced | None) -> str:
         t = self.settings.banner
         esc = html.escape
         out = []
         if consent.gpc:
             out.append(f'<p class="cg-notice cg-gpc">{esc(t.get("gpc_notice", locale))}</p>')
-        upcoming = self.settings.announced_policy()
+        if isinstance(upcoming, _Announced):
+            upcoming = self.settings.announced_policy()
         if upcoming is not None:
             text = t.get("upcoming_notice", locale).format(version=str(upcoming), date=upcoming.effective.isoformat())
             out.append(f'<p class="cg-notice cg-upcoming">{esc(text)}</p>')
@@ -193,10 +250,18 @@ class BannerRenderer:
             f'<a href="{esc(s.policy_url)}">{esc(s.banner.get("policy_link", locale))}</a></p>'
         )
 
-    def form(self, consent: Consent, locale: str, return_to: str, *, open_settings: bool = False) -> str:
+    def form(
+        self,
+        consent: Consent,
+        locale: str,
+        return_to: str,
+        *,
+        open_settings: bool = False,
+        upcoming: PolicyVersion | _Announced | None = _Announced.TODAY,
+    ) -> str:
         """The first layer (a non-modal dialog), or with ``open_settings`` the second layer's form."""
         if open_settings:
-            return self.settings_form(consent, locale, return_to)
+            return self.settings_form(consent, locale, return_to, upcoming=upcoming)
         s = self.settings
         t = s.banner
         esc = html.escape
@@ -212,7 +277,7 @@ class BannerRenderer:
             f'<input type="hidden" name="locale" value="{locale}">'
             + self._head("cg-title", t.title(locale), locale, return_to)
             + self._intro(locale, "cg-text")
-            + self._notices(consent, locale)
+            + self._notices(consent, locale, upcoming)
             + '<div class="cg-actions">'
             + _choice("accept_all", t.get("accept", locale))
             + _choice("reject_all", t.get("reject", locale))
@@ -220,7 +285,15 @@ class BannerRenderer:
             f"{esc(t.get('settings', locale))}</button>" + "</div></form></section>"
         )
 
-    def settings_form(self, consent: Consent, locale: str, return_to: str, *, heading: str = "h2") -> str:
+    def settings_form(
+        self,
+        consent: Consent,
+        locale: str,
+        return_to: str,
+        *,
+        heading: str = "h2",
+        upcoming: PolicyVersion | _Announced | None = _Announced.TODAY,
+    ) -> str:
         """The second layer as a plain form: one toggle per category, then the three choices."""
         s = self.settings
         t = s.banner
@@ -257,7 +330,7 @@ class BannerRenderer:
             f'<input type="hidden" name="locale" value="{locale}">'
             + self._head("cg-prefs-title", t.get("settings_link", locale), locale, return_to, heading)
             + self._intro(locale, "cg-prefs-text")
-            + self._notices(consent, locale)
+            + self._notices(consent, locale, upcoming)
             + f'<div class="cg-categories">{"".join(toggles)}</div>'
             + '<div class="cg-actions">'
             + _choice("accept_all", t.get("accept", locale))
@@ -291,6 +364,19 @@ class BannerRenderer:
             f'<body class="cg-page"><main>{self.settings_form(consent, locale, return_to, heading="h1")}{withdraw}'
             f'<p><a href="{ret}" class="cg-back">← {esc(t.get("close", locale))}</a></p></main></body></html>'
         )
+
+
+def _last_body_end(body: bytes) -> int:
+    """Where the last ``</body>`` (any case and spacing) starts, or -1."""
+    # A match starts with "<" and holds no other, so matches never overlap: the last one is the
+    # plain "</body>" rfind sees unless a variant spelling follows it.
+    end = body.rfind(b"</body>")
+    if end >= 0 and _BODY_END.search(body, end + 1) is None:
+        return end
+    found = -1
+    for match in _BODY_END.finditer(body):
+        found = match.start()
+    return found
 
 
 def _choice(action: str, text: str) -> str:
