@@ -7,10 +7,11 @@ import datetime as dt
 import ipaddress
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from .banner import BannerRenderer
-from .consent import Consent, ConsentRecord, resolve
+from .consent import Consent, resolve
 from .errors import SettingsError, StoreError
 from .pipeline import Journal, Pipeline, PipelineMetrics, Writer, WriterConfig
 from .pipeline.periodic import Periodic
@@ -84,6 +85,20 @@ class GatewayRuntime:
         self.started = False
         self._policy_until = 0.0  # epoch seconds of the next UTC midnight, when the lookup is redone
         self._policy_major = settings.policy.major
+        # Consent values are immutable, so requests with the same verified cookie can share one.
+        self._no_choice = {
+            gpc: resolve(
+                None,
+                required=self.required,
+                known=self.known,
+                policy_major=self._policy_major,
+                gpc=gpc,
+                gpc_refuses=self.gpc_refuses,
+            )
+            for gpc in (False, True)
+        }
+        self._resolved: dict[tuple[int, bool, int], tuple[Verified, Consent]] = {}
+        self._resolved_max = max(1, settings.verify_cache_size)
 
     def __repr__(self) -> str:
         return f"GatewayRuntime(site={self.settings.site_id!r}, started={self.started})"
@@ -213,18 +228,29 @@ class GatewayRuntime:
             candidate = self.codec.decode(other)
             if candidate is not None and (verified is None or candidate.record.issued_at > verified.record.issued_at):
                 verified = candidate
-        record: ConsentRecord | None = verified.record if verified else None
+        if verified is None:
+            return self._no_choice[gpc], None
+        # The codec hands out one Verified per cached cookie, so a returning visitor's consent is
+        # resolved once; the entry keeps its Verified alive, so the id cannot be reused meanwhile.
+        key = (id(verified), gpc, policy_major)
+        entry = self._resolved.get(key)
+        if entry is not None and entry[0] is verified:
+            return entry[1], verified
         consent = resolve(
-            record,
+            verified.record,
             required=self.required,
             known=self.known,
             policy_major=policy_major,
             gpc=gpc,
             gpc_refuses=self.gpc_refuses,
         )
+        resolved = self._resolved
+        if len(resolved) >= self._resolved_max:
+            del resolved[next(iter(resolved))]  # the oldest entry
+        resolved[key] = (verified, consent)
         return consent, verified
 
-    def client_ip(self, scope: dict[str, Any], forwarded_for: str) -> str:
+    def client_ip(self, scope: Mapping[str, Any], forwarded_for: str) -> str:
         client = scope.get("client")
         ip = client[0] if client else ""
         if not self.trusted or not forwarded_for or not self._is_trusted(ip):
