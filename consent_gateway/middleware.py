@@ -114,14 +114,17 @@ class ConsentMiddleware:
         self._cookie_name = s.cookie_name.encode("latin-1")
         self._prefix = s.prefix
         self._site = s.site_id
+        self._inject_banner = s.inject_banner
+        self._skip_assets = not s.log_visit_assets
+        self._drop_bots = s.drop_bots
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind == "lifespan" and self._owns_runtime:
-            await lifespan_with_runtime(self.app, self.runtime, scope, receive, send)
-            return
         if kind != "http":
-            await self.app(scope, receive, send)
+            if kind == "lifespan" and self._owns_runtime:
+                await lifespan_with_runtime(self.app, self.runtime, scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
             return
         runtime = self.runtime
         if not runtime.started:
@@ -137,52 +140,66 @@ class ConsentMiddleware:
             if verified is not None and verified.stale_key
             else None
         )
-        inject = self._settings.inject_banner and scope.get("method") in ("GET", "HEAD")
-        state: dict[str, Any] = {"status": 0, "html": False}
-        held: list[Message] = []
-        body = bytearray()
+        inject = self._inject_banner and scope.get("method") in ("GET", "HEAD")
+        # What the response start said, read once by _filter_headers: status, html, encoded, csp.
+        status = 0
+        is_html = False
+        csp = b""
+        held: Message | None = None
+        body: bytearray | None = None  # a held HTML body that came in more than one message
 
         async def send_wrapper(message: Message) -> None:
+            nonlocal status, is_html, csp, held, body
             mtype = message["type"]
             if mtype == "http.response.start":
-                state["status"] = message["status"]
-                message["headers"] = self._filter_headers(message.get("headers", []), consent, reissue, state)
+                status = message["status"]
+                message["headers"], is_html, encoded, csp = self._filter_headers(
+                    message.get("headers", []), consent, reissue
+                )
                 # 204, 205 and 304 responses carry no body: a banner there breaks the HTTP framing.
-                if inject and state["html"] and not state.get("encoded") and message["status"] not in (204, 205, 304):
-                    held.append(message)
+                if inject and is_html and not encoded and status not in (204, 205, 304):
+                    held = message
                     return
                 await send(message)
                 return
             if mtype == "http.response.body":
-                if held:
-                    body.extend(message.get("body", b""))
+                if held is not None:
+                    chunk = message.get("body", b"")
                     if message.get("more_body", False):
+                        if body is None:
+                            body = bytearray()
+                        body.extend(chunk)
                         if len(body) <= MAX_INJECT_BODY:
                             return
                         # Too large to hold: let it stream on untouched from here.
-                        start = held.pop()
+                        start, held = held, None
                         await send(start)
                         await send({"type": "http.response.body", "body": bytes(body), "more_body": True})
-                        body.clear()
+                        body = None
                         return
-                    start = held.pop()
-                    new_body = runtime.banner.inject(bytes(body), consent, facts, scope, state.get("csp", b""))
+                    start, held = held, None
+                    if body is not None:
+                        body.extend(chunk)
+                        chunk = bytes(body)
+                        body = None
+                    new_body = runtime.banner.inject(bytes(chunk), consent, facts, scope, csp)
                     _set_content_length(start, len(new_body))
                     await send(start)
                     await send({"type": "http.response.body", "body": new_body, "more_body": False})
-                    self._record_visit(scope, facts, consent, state, started)
+                    self._record_visit(scope, facts, consent, is_html, status, started)
                     return
                 await send(message)
                 if not message.get("more_body", False):
-                    self._record_visit(scope, facts, consent, state, started)
+                    self._record_visit(scope, facts, consent, is_html, status, started)
                 return
-            if held:
+            if held is not None:
                 # A body the gateway cannot rewrite (http.response.pathsend of a FileResponse on
                 # servers with that extension): the held start must still go out, unchanged.
-                await send(held.pop())
+                start, held = held, None
+                await send(start)
             await send(message)
             if mtype == "http.response.pathsend":
-                self._record_visit(scope, facts, consent, state, started)
+                self._record_visit(scope, facts, consent, is_html, status, started)
 
         await self.app(scope, receive, send_wrapper)
 
@@ -191,11 +208,14 @@ class ConsentMiddleware:
         headers: list[tuple[bytes, bytes]],
         consent: Any,
         reissue: bytes | None,
-        state: dict[str, Any],
-    ) -> list[tuple[bytes, bytes]]:
+    ) -> tuple[list[tuple[bytes, bytes]], bool, bool, bytes]:
+        """The response headers as sent, and whether the body is HTML, is encoded, and the CSP."""
         out: list[tuple[bytes, bytes]] = []
         category_of = self.runtime.cookies.category_of
         vary_done = False
+        is_html = False
+        encoded = False
+        csp = b""
         for key, value in headers:
             lower = key.lower()
             if lower == b"set-cookie":
@@ -208,30 +228,31 @@ class ConsentMiddleware:
                     value = value + b", Cookie"
                 vary_done = True
             elif lower == b"content-type":
-                state["html"] = value[:9].lower() == b"text/html"
+                is_html = value[:9].lower() == b"text/html"
             elif lower == b"content-security-policy":
-                state["csp"] = value
+                csp = value
             elif lower == b"content-encoding":
-                state["encoded"] = value.strip().lower() not in (b"", b"identity")
+                encoded = value.strip().lower() not in (b"", b"identity")
             out.append((key, value))
         if not vary_done:
             out.append((b"vary", b"Cookie"))
         if reissue is not None:
             out.append((b"set-cookie", reissue))
-        return out
+        return out, is_html, encoded, csp
 
     def _record_visit(
         self,
         scope: Scope,
         facts: RequestFacts,
         consent: Any,
-        state: dict[str, Any],
+        is_html: bool,
+        status: int,
         started: float,
     ) -> None:
         path: str = scope.get("path", "/")
-        if not self._settings.log_visit_assets and path.endswith(_ASSET_SUFFIXES):
+        if self._skip_assets and path.endswith(_ASSET_SUFFIXES):
             return
-        if self._settings.drop_bots and reduce_user_agent(facts.user_agent).is_bot:
+        if self._drop_bots and reduce_user_agent(facts.user_agent).is_bot:
             return  # crawlers and headless browsers are not visitors (SECURITY.md)
         runtime = self.runtime
         action = runtime.policy.decide_visit(consent)
@@ -240,7 +261,7 @@ class ConsentMiddleware:
         runtime.pipeline.submit(
             RawRecord(
                 kind="visit",
-                name="pageview" if state["html"] else "request",
+                name="pageview" if is_html else "request",
                 category="analytics",
                 action=action,
                 ts=time.time(),
@@ -253,15 +274,15 @@ class ConsentMiddleware:
                 ip=runtime.client_ip(scope, facts.forwarded_for),
                 consent_id=consent.consent_id if consent.status is ConsentStatus.GIVEN else None,
                 granted=consent.categories,
-                status=state["status"],
+                status=status,
                 duration_ms=int((time.perf_counter() - started) * 1000),
             )
         )
 
 
 def _set_content_length(message: Message, length: int) -> None:
-    headers = [(k, v) for k, v in message["headers"] if k.lower() != b"content-length"]
-    headers.append((b"content-length", str(length).encode("ascii")))
+    headers = [header for header in message["headers"] if header[0].lower() != b"content-length"]
+    headers.append((b"content-length", b"%d" % length))
     message["headers"] = headers
 
 

@@ -281,8 +281,7 @@ _MIDDLEWARE = ConsentMiddleware(lambda *a: None, runtime=_RUNTIME)  # type: igno
 )
 def test_no_refused_category_cookie_passes(headers: list[tuple[bytes, bytes]], granted: frozenset[str]) -> None:
     consent = _consent(granted)
-    state: dict[str, Any] = {"status": 200, "html": False}
-    out = _MIDDLEWARE._filter_headers(list(headers), consent, None, state)
+    out = _MIDDLEWARE._filter_headers(list(headers), consent, None)[0]
     category_of = _RUNTIME.cookies.category_of
     passed = [v for k, v in out if k.lower() == b"set-cookie"]
     for value in passed:
