@@ -201,7 +201,7 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
     log_visit_assets: bool = False
-    batch_size: int = 5000
+    batch_size: int = 50_000
     flush_interval: float = 1.0
     queue_max: int = 100_000
     shutdown_timeout: float = 10.0

@@ -109,7 +109,7 @@ class WriterStats:
 class WriterConfig:
     """The writer's knobs, taken from Settings by the runtime."""
 
-    batch_size: int = 5000
+    batch_size: int = 50_000
     flush_interval: float = 1.0
     max_pending: int = 100_000
     commit_window: float = 0.005
@@ -198,12 +198,20 @@ class Writer(threading.Thread):
         source = self._source
         limit = self._cfg.batch_size
         while True:
-            first = source.get()
+            try:
+                # Records that arrived while the last group was being committed: they have waited
+                # one fsync already, so they are committed at once, together.
+                first = source.get_nowait()
+                idle = False
+            except queue.Empty:
+                first = source.get()
+                idle = True
             items = [first]
             if not isinstance(first, Command):
-                # Group commit: sleep through the window, then take what gathered. Waking for each
-                # record instead would cost the request side a thread switch per record.
-                time.sleep(self._cfg.commit_window)
+                if idle:
+                    # Group commit from idle: sleep through the window, then take what gathered.
+                    # Waking for each record instead would cost the requests a thread switch each.
+                    time.sleep(self._cfg.commit_window)
                 while len(items) < limit and not isinstance(items[-1], Command):
                     try:
                         items.append(source.get_nowait())
