@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
+import uuid
 from functools import lru_cache, partial
 from typing import Any
 
@@ -21,7 +23,7 @@ from .pseudonymize import (
     split_query,
     truncate_ip,
 )
-from .records import RawRecord, ReceiptRecord, new_record_id
+from .records import RawRecord, ReceiptRecord
 from .settings import Settings
 
 KEEP = "keep"
@@ -63,6 +65,10 @@ class RowBuilder:
         self._salts = salts
         # One keyed hash per consent id, not per row: a visitor's rows arrive together.
         self._consented = lru_cache(maxsize=8192)(partial(consented_visitor, self._key))
+        # Pseudonymous keys of today, by (day, site, IP prefix, user agent): the events of one
+        # /collect batch share them. Keyed by the day number, not the salt, so that no salt
+        # outlives its destruction in here; emptied when it grows past its bound.
+        self._pseudonyms: dict[tuple[int, str, str, str], int] = {}
         self._marketing = "marketing"
 
     def __repr__(self) -> str:
@@ -71,6 +77,8 @@ class RowBuilder:
     def event_row(self, raw: RawRecord) -> list[Any]:
         """The stored row of a record, as Python values in ``EVENT_COLUMNS`` order."""
         row = self._event_values(raw)
+        if isinstance(row[0], str):
+            row[0] = uuid.UUID(hex=row[0])
         row[1] = dt.datetime.fromtimestamp(row[1], dt.UTC)
         return row
 
@@ -90,15 +98,21 @@ class RowBuilder:
             visitor = self._consented(raw.consent_id or "")
             granted = _sorted_categories(raw.granted)
         else:
-            salt = self._salts.salt_for(_utc_day(ts))
-            visitor = pseudonymous_visitor(salt, raw.site, ip_prefix, raw.user_agent)
+            day = int(ts // _DAY)
+            key = (day, raw.site, ip_prefix, raw.user_agent)
+            visitor = self._pseudonyms.get(key)
+            if visitor is None:
+                if len(self._pseudonyms) >= _PSEUDONYM_CACHE:
+                    self._pseudonyms.clear()
+                salt = self._salts.salt_for(_day_of(day))
+                visitor = self._pseudonyms[key] = pseudonymous_visitor(salt, raw.site, ip_prefix, raw.user_agent)
             granted = _NONE
         # Click ids are marketing attribution: only a visitor who granted marketing keeps them.
         click_id = query.click_id if keep and self._marketing in raw.granted else ""
         props = raw.props if keep else _scrub_props(raw.props)
         utm = query.utm
         return [
-            raw.event_id or new_record_id(),
+            raw.event_id or _next_id(),
             ts,
             raw.site,
             raw.kind,
@@ -158,6 +172,24 @@ class RowBuilder:
 
 
 _NONE: list[str] = []
+_PSEUDONYM_CACHE = 4096
+# Row ids in bulk: version-4 UUIDs as 32 hex digits (ClickHouse reads them without dashes), cut
+# from one os.urandom() call per 256 rows. Used by the writer thread only.
+_ID_BATCH = 256
+_ids: list[str] = []
+
+
+def _next_id() -> str:
+    if not _ids:
+        block = bytearray(os.urandom(16 * _ID_BATCH))
+        block[6::16] = bytes(b & 0x0F | 0x40 for b in block[6::16])  # version 4
+        block[8::16] = bytes(b & 0x3F | 0x80 for b in block[8::16])  # RFC 4122 variant
+        text = block.hex()
+        _ids.extend(text[i : i + 32] for i in range(0, len(text), 32))
+    return _ids.pop()
+
+
+os.register_at_fork(after_in_child=_ids.clear)
 _NO_QUERY = split_query("")
 _DAY = 86400
 
@@ -170,10 +202,6 @@ def _sorted_categories(granted: frozenset[str]) -> list[str]:
 @lru_cache(maxsize=8)
 def _day_of(day_number: int) -> dt.date:
     return dt.date(1970, 1, 1) + dt.timedelta(days=day_number)
-
-
-def _utc_day(ts: float) -> dt.date:
-    return _day_of(int(ts // _DAY))
 
 
 def encode_line(row: list[Any]) -> bytes:

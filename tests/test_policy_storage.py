@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -324,6 +325,41 @@ def test_pseudonymous_visitor_key_is_stable_within_a_day_only(
         == rows.event_row(_raw(now - 86400, consent_id=CID, action="keep"))[visitor]
     )
     assert "<keys hidden>" in repr(rows) and PSEUDONYM_KEY not in repr(rows)
+
+
+def test_cached_pseudonymous_keys_equal_the_computed_ones_and_the_cache_is_bounded(
+    make_settings: Callable[..., Settings], tmp_path: Any
+) -> None:
+    from consent_gateway import policy
+    from consent_gateway.pseudonymize import SaltStore, pseudonymous_visitor, truncate_ip
+
+    salts = SaltStore(tmp_path / "salts")
+    rows = policy.RowBuilder(make_settings(), salts)
+    visitor = [c for c, _ in EVENT_COLUMNS].index("visitor")
+    now = dt.datetime.now(dt.UTC).replace(hour=12)
+    for ts in (now.timestamp(), now.timestamp() + 1, now.timestamp() - 86400):
+        expected = pseudonymous_visitor(
+            salts.salt_for(dt.datetime.fromtimestamp(ts, dt.UTC).date()), "test-site", truncate_ip(VISITOR_IP), CHROME
+        )
+        assert rows.event_row(_raw(ts))[visitor] == expected
+    assert all(isinstance(key[0], int) for key in rows._pseudonyms), "keyed by day number: no salt is kept"
+    for i in range(policy._PSEUDONYM_CACHE + 10):
+        raw = _raw(now.timestamp())
+        raw.user_agent = f"agent {i}"
+        rows.event_line(raw)
+    assert len(rows._pseudonyms) <= policy._PSEUDONYM_CACHE
+
+
+def test_row_ids_are_distinct_version_4_uuids(make_settings: Callable[..., Settings], tmp_path: Any) -> None:
+    from consent_gateway.policy import RowBuilder
+    from consent_gateway.pseudonymize import SaltStore
+
+    rows = RowBuilder(make_settings(), SaltStore(tmp_path / "salts"))
+    ids = [rows.event_row(_raw(1_795_000_000.0))[0] for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    assert all(isinstance(i, uuid.UUID) and i.version == 4 and i.variant == uuid.RFC_4122 for i in ids)
+    line, _ = rows.event_line(_raw(1_795_000_000.0))
+    assert uuid.UUID(hex=json.loads(line)[0]).version == 4
 
 
 def test_daily_salts_are_destroyed_after_48_hours(tmp_path: Any) -> None:
