@@ -205,6 +205,7 @@ class GatewayRuntime:
             metrics=pipeline.metrics,
             state=pipeline.state,
             taken=pipeline.taken,
+            visits=pipeline.visits,
         )
 
     # -- per request ----------------------------------------------------------------------

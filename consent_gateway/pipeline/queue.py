@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import queue
 import threading
 import time
@@ -61,6 +62,9 @@ class Pipeline:
         metrics: PipelineMetrics | None = None,
     ) -> None:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # Visit records wait on the side: appending wakes no thread (the writer looks every
+        # visit_window, and at every group commit).
+        self._visits: collections.deque[RawRecord] = collections.deque()
         self._writer_factory = writer_factory
         self._writer: Writer | None = None
         self.queue_max = queue_max
@@ -81,6 +85,11 @@ class Pipeline:
     def queue(self) -> queue.SimpleQueue[Any]:
         """The hand-off queue the writer reads (for the writer factory)."""
         return self._queue
+
+    @property
+    def visits(self) -> collections.deque[RawRecord]:
+        """Where visit records wait for the writer (for the writer factory)."""
+        return self._visits
 
     @property
     def running(self) -> bool:
@@ -136,7 +145,13 @@ class Pipeline:
         if self.state.visits_full:
             self.metrics.shed.labels(record.kind, "journal").inc()
             return False
-        self._put(record, 1, record.kind)
+        with self._count:
+            self._queued += 1
+        counter = self._queued_counters.get(record.kind)
+        if counter is None:
+            counter = self._queued_counters[record.kind] = self.metrics.queued.labels(record.kind)
+        counter.inc()
+        self._visits.append(record)
         return True
 
     async def submit_events(self, records: list[RawRecord]) -> bool:

@@ -12,6 +12,7 @@ unreachable ClickHouse therefore never delays an acknowledgement.
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import random
@@ -113,6 +114,9 @@ class WriterConfig:
     flush_interval: float = 1.0
     max_pending: int = 100_000
     commit_window: float = 0.005
+    # How long visit records (awaited by nobody) may gather before a group commit of their own;
+    # they also ride along with any earlier group commit.
+    visit_window: float = 0.1
     journal_max_bytes: int = 512 * 1024 * 1024
     visit_shed_fraction: float = 0.9
     retry_initial: float = 0.25
@@ -140,9 +144,13 @@ class Writer(threading.Thread):
         metrics: PipelineMetrics | None = None,
         state: PipelineState | None = None,
         taken: Callable[[int], None] | None = None,
+        visits: collections.deque[RawRecord] | None = None,
     ) -> None:
         super().__init__(name="consent-gateway-writer", daemon=True)
         self._source = source
+        # Visit records arrive here, not through ``source``: appending to a deque wakes nobody,
+        # so a page costs the writer no thread switch (Pipeline.submit).
+        self._visits: collections.deque[RawRecord] = visits if visits is not None else collections.deque()
         self._connect = connect
         self._store: Store | None = None
         self._rows = rows
@@ -197,6 +205,7 @@ class Writer(threading.Thread):
     def _loop(self) -> None:
         source = self._source
         limit = self._cfg.batch_size
+        visit_window = self._cfg.visit_window
         while True:
             try:
                 # Records that arrived while the last group was being committed: they have waited
@@ -204,8 +213,13 @@ class Writer(threading.Thread):
                 first = source.get_nowait()
                 idle = False
             except queue.Empty:
-                first = source.get()
-                idle = True
+                try:
+                    first = source.get(timeout=visit_window)
+                    idle = True
+                except queue.Empty:
+                    if self._visits and self._handle([]):
+                        return
+                    continue
             items = [first]
             if not isinstance(first, Command):
                 if idle:
@@ -220,11 +234,19 @@ class Writer(threading.Thread):
             if self._handle(items):
                 return
 
+    def _take_visits(self) -> list[RawRecord]:
+        visits = self._visits
+        return [visits.popleft() for _ in range(len(visits))]
+
     def _handle(self, items: list[Any]) -> bool:
-        """Commit the records among ``items`` in order around their commands; True on stop."""
-        records: list[RawRecord | ReceiptRecord] = []
+        """Commit the records among ``items`` in order around their commands; True on stop.
+
+        Visit records waiting on the side go first: each was submitted before this group was
+        taken, so before any command in it (a flush then covers them, an erasure sees them).
+        """
+        records: list[RawRecord | ReceiptRecord] = list(self._take_visits())
         waiters: list[Callable[[Any], None]] = []
-        taken = 0
+        taken = len(records)
         for item in items:
             if isinstance(item, Command):
                 self._commit(records, waiters)
@@ -354,7 +376,7 @@ class Writer(threading.Thread):
 
     def _shutdown(self, deadline: float) -> None:
         """Journal what is still queued, then let the inserter work until done or the deadline."""
-        records: list[RawRecord | ReceiptRecord] = []
+        records: list[RawRecord | ReceiptRecord] = list(self._take_visits())
         waiters: list[Callable[[Any], None]] = []
         while True:
             try:
@@ -369,7 +391,9 @@ class Writer(threading.Thread):
                 waiters.append(item.done)
             else:
                 records.append(item)
+        records.extend(self._take_visits())  # the last ones, submitted while the stop was queued
         self._commit(records, waiters)
+        self._taken(len(records))
         with self._lock:
             self._stop_at = deadline
             self._lock.notify_all()
