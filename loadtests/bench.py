@@ -73,7 +73,22 @@ def machine() -> dict[str, Any]:
         "cpu": model or platform.processor(),
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "server": server_stack(),
     }
+
+
+def server_stack() -> str:
+    """What uvicorn serves with here: its "auto" choice takes httptools and uvloop when installed."""
+    from importlib.metadata import PackageNotFoundError, version
+    from importlib.util import find_spec
+
+    try:
+        uvicorn = f"uvicorn {version('uvicorn')}"
+    except PackageNotFoundError:  # pragma: no cover - the servers could not start without it
+        uvicorn = "uvicorn (version unknown)"
+    http = "httptools" if find_spec("httptools") else "h11"
+    loop = "uvloop" if find_spec("uvloop") else "asyncio"
+    return f"{uvicorn}, {http}, {loop}"
 
 
 def run_id(label: str) -> str:
@@ -737,7 +752,8 @@ def main(argv: list[str] | None = None) -> int:
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
     }
     print(f"consent-gateway bench, {res['machine']['nproc']} cores, {res['machine']['cpu']}, "
-          f"Python {res['machine']['python']}, throughput by {res['generator']}", flush=True)
+          f"Python {res['machine']['python']}, {res['machine']['server']}, one worker; "
+          f"throughput by {res['generator']}", flush=True)
     steps = {"pages": page_throughput, "breakdown": cost_breakdown, "collect": collect_throughput,
              "latency": fixed_rate_latency, "queue_full": queue_full_rss}
     with workdir(args.keep) as work:

@@ -28,6 +28,7 @@ def test_bench_quick_run_measures_every_part_and_writes_its_files(tmp_path: Path
     result = json.loads((tmp_path / "bench.json").read_text())
     assert set(bench.PARTS) <= set(result)
     assert result["machine"]["nproc"] >= 1 and result["machine"]["python"]
+    assert result["machine"]["server"].startswith("uvicorn "), "the report names the server stack it measured"
 
     pages = result["pages"]
     assert len(pages["rounds"]) == 2
