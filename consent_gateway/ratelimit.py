@@ -15,6 +15,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 
 from .errors import RequestError
 
@@ -76,6 +77,8 @@ class TokenBucket:
         return wait
 
 
+# Parsing an address costs microseconds on every limited request, and a client's requests repeat it.
+@lru_cache(maxsize=8192)
 def client_key(ip: str) -> str | None:
     """The unit a limit applies to: one IPv4 address, or one IPv6 /64 (what one subscriber gets).
 
@@ -120,8 +123,10 @@ class RateLimits:
     def check(self, bucket: str, ip: str) -> None:
         """Raise RateLimited when ``ip`` has used up ``bucket``."""
         limiter = self._buckets.get(bucket)
+        if limiter is None:
+            return
         key = client_key(ip)
-        if limiter is None or key is None:
+        if key is None:
             return
         wait = limiter.take(key)
         if wait > 0:
