@@ -8,6 +8,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -23,7 +24,7 @@ from .cookies import expire_headers, request_cookie_names
 from .errors import RequestError, StoreError
 from .middleware import RequestFacts
 from .pipeline.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from .policy import DROP, KEEP, banner_hash
+from .policy import DROP, KEEP, PSEUDONYMISE, banner_hash
 from .pseudonymize import reduce_user_agent, split_url
 from .ratelimit import RateLimited
 from .records import RawRecord, ReceiptRecord, parse_collect_body
@@ -52,6 +53,20 @@ _LIMITED = {
     ("GET", "/receipts"): "consent",
 }
 _STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+# What MutableHeaders.setdefault appends to an answer that has none of them (the /collect answers).
+_SECURITY_RAW = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in _SECURITY_HEADERS.items()]
+# The request headers /collect reads before the body, first value of each (as Request.headers.get).
+_COLLECT_HEADERS = frozenset(
+    {b"x-forwarded-for", b"host", b"sec-fetch-site", b"origin", b"referer", b"content-type", b"content-length"}
+)
+# collect() builds its RawRecords positionally, a third of the cost of keywords at up to 50 a request;
+# this stops the gateway at import if the dataclass's fields ever move.
+_RECORD_ORDER = (
+    "kind", "name", "category", "action", "ts", "site", "host", "path", "query", "referrer", "user_agent",
+    "ip", "consent_id", "granted", "status", "duration_ms", "props",
+)
+if tuple(f.name for f in fields(RawRecord))[: len(_RECORD_ORDER)] != _RECORD_ORDER:
+    raise ImportError(f"RawRecord's fields are no longer {_RECORD_ORDER}; update collect() in routes.py")
 
 Handler = Callable[[GatewayRuntime, Request], Awaitable[Response]]
 
@@ -79,9 +94,13 @@ class ConsentRoutes:
         return f"ConsentRoutes(prefix={self.prefix!r})"
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        request = Request(scope, receive)
         sub = scope["path"][len(self.prefix):] or "/"
         method = scope["method"]
+        if sub == "/collect" and method == "POST":
+            # The busiest route by far: read straight from the ASGI scope, without a Request.
+            await self._collect(scope, receive, send)
+            return
+        request = Request(scope, receive)
         try:
             if not self.runtime.started:
                 await self.runtime.start()
@@ -101,22 +120,53 @@ class ConsentRoutes:
                 if method == "POST":
                     check_same_origin(request, self.runtime.settings.allowed_origins)
                 response = await handler(self.runtime, request)
-        except RequestError as exc:
-            response = JSONResponse(exc.as_json(), status_code=exc.status)
-            if exc.status == 503:
-                response.headers["Retry-After"] = "5"
-            elif isinstance(exc, RateLimited):
-                response.headers["Retry-After"] = str(exc.retry_after)
-        except StoreError as exc:
-            # The engine's message may name hosts or users: log it, tell the visitor only what to do.
-            logger.warning("gateway route %s failed on ClickHouse: %s", sub, exc)
-            response = JSONResponse({"error": "the data store is unavailable; try again in a minute"}, status_code=503)
-            response.headers["Retry-After"] = "30"
+        except (RequestError, StoreError) as exc:
+            response = _error_response(exc, sub)
         except ClientDisconnect:
             return
         for key, value in _SECURITY_HEADERS.items():
             response.headers.setdefault(key, value)
         await response(scope, receive, send)
+
+    async def _collect(self, scope: Any, receive: Any, send: Any) -> None:
+        """POST /collect: what __call__ and collect() do together, with the same checks in the same order."""
+        runtime = self.runtime
+        try:
+            if not runtime.started:
+                await runtime.start()
+            first: dict[bytes, bytes] = {}
+            for key, value in scope["headers"]:
+                if key in _COLLECT_HEADERS and key not in first:
+                    first[key] = value
+            ip = runtime.client_ip(scope, first.get(b"x-forwarded-for", b"").decode("latin-1"))
+            runtime.rate_limits.check("collect", ip)
+            _check_origin(
+                first.get(b"host", b"").decode("latin-1"),
+                _text_or_none(first.get(b"sec-fetch-site")),
+                _text_or_none(first.get(b"origin")),
+                _text_or_none(first.get(b"referer")),
+                runtime.settings.allowed_origins,
+            )
+            answer = await accept_events(
+                runtime,
+                scope,
+                receive,
+                first.get(b"content-type", b"").decode("latin-1"),
+                _text_or_none(first.get(b"content-length")),
+            )
+        except (RequestError, StoreError) as exc:
+            response = _error_response(exc, "/collect")
+            for key, text in _SECURITY_HEADERS.items():
+                response.headers.setdefault(key, text)
+            await response(scope, receive, send)
+            return
+        except ClientDisconnect:
+            return
+        # The bytes and headers a JSONResponse(status_code=202) with the security headers would send.
+        headers = [(b"content-length", str(len(answer)).encode("latin-1")), (b"content-type", b"application/json")]
+        headers += _SECURITY_RAW
+        await send({"type": "http.response.start", "status": 202, "headers": headers})
+        await send({"type": "http.response.body", "body": answer})
 
     def _static_file(self, name: str) -> Response:
         if "/" in name or name.startswith(".") or Path(name).suffix not in _STATIC_TYPES:
@@ -132,16 +182,42 @@ class ConsentRoutes:
 # -- helpers -----------------------------------------------------------------------------------
 
 
+def _error_response(exc: RequestError | StoreError, sub: str) -> Response:
+    if isinstance(exc, StoreError):
+        # The engine's message may name hosts or users: log it, tell the visitor only what to do.
+        logger.warning("gateway route %s failed on ClickHouse: %s", sub, exc)
+        response = JSONResponse({"error": "the data store is unavailable; try again in a minute"}, status_code=503)
+        response.headers["Retry-After"] = "30"
+        return response
+    response = JSONResponse(exc.as_json(), status_code=exc.status)
+    if exc.status == 503:
+        response.headers["Retry-After"] = "5"
+    elif isinstance(exc, RateLimited):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
 def check_same_origin(request: Request, allowed: tuple[str, ...]) -> None:
     """Refuse cross-site POSTs: the Origin (or else the Referer) must be this host or an allowed one."""
-    host = request.headers.get("host", "")
-    if request.headers.get("sec-fetch-site") == "cross-site":
+    headers = request.headers
+    _check_origin(
+        headers.get("host", ""), headers.get("sec-fetch-site"), headers.get("origin"), headers.get("referer"), allowed
+    )
+
+
+def _text_or_none(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
+
+
+def _check_origin(
+    host: str, fetch_site: str | None, origin: str | None, referer: str | None, allowed: tuple[str, ...]
+) -> None:
+    if fetch_site == "cross-site":
         # The browser itself says another site made this request, whatever Origin or Referer say.
         raise RequestError(
             "cross-origin request refused: post to the consent gateway from the site's own pages",
             status=403,
         )
-    origin = request.headers.get("origin")
     if origin is not None:
         if origin == "null" or not _same_host(origin, host, allowed):
             raise RequestError(
@@ -149,7 +225,6 @@ def check_same_origin(request: Request, allowed: tuple[str, ...]) -> None:
                 status=403,
             )
         return
-    referer = request.headers.get("referer")
     if referer is not None and not _same_host(referer, host, allowed):
         raise RequestError(
             "cross-origin request refused: post to the consent gateway from the site's own pages",
@@ -496,53 +571,116 @@ async def receipts(runtime: GatewayRuntime, request: Request) -> Response:
 
 
 async def collect(runtime: GatewayRuntime, request: Request) -> Response:
-    """Accept one event or a list; answer how many were kept, pseudonymised and dropped."""
+    """Accept one event or a list; answer how many were kept, pseudonymised and dropped.
+
+    ConsentRoutes answers POST /collect through its own lean path; this is the same route for a Request.
+    """
+    headers = request.headers
+    answer = await accept_events(
+        runtime, request.scope, request.receive, headers.get("content-type", ""), headers.get("content-length")
+    )
+    return Response(answer, status_code=202, media_type="application/json")
+
+
+async def accept_events(
+    runtime: GatewayRuntime, scope: Any, receive: Any, content_type: str, content_length: str | None
+) -> bytes:
+    """Read, validate and hand over a /collect body; the body of the 202 answer.
+
+    The headers are the request's first Content-Type and Content-Length; the others are read from
+    ``scope`` as for every route (RequestFacts).
+    """
     s = runtime.settings
-    ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    ctype = content_type.split(";", 1)[0].strip().lower()
     # sendBeacon posts strings as text/plain; both carry the same JSON.
     if ctype not in ("application/json", "text/plain", ""):
         raise RequestError(f"unsupported content type {ctype!r}; send application/json", status=415)
-    body = await read_body(request, s.collect_max_body)
+    body = await _receive_body(receive, content_length, s.collect_max_body)
     events = parse_collect_body(body, max_events=s.collect_max_events)
-    facts = facts_of(runtime, request)
+    facts = RequestFacts(scope["headers"], s.cookie_name.encode("latin-1"))
     consent = consent_of(runtime, facts)
-    ip = runtime.client_ip(request.scope, facts.forwarded_for)
-    counts = {"kept": 0, "pseudonymised": 0, "dropped": 0}
+    ip = runtime.client_ip(scope, facts.forwarded_for)
     now = time.time()
+    site = s.site_id
+    host = facts.host
+    user_agent = facts.user_agent
+    granted = consent.categories
+    given = consent.status is ConsentStatus.GIVEN
+    bot = s.drop_bots and reduce_user_agent(user_agent).is_bot
+    kept = pseudonymised = dropped = 0
     records: list[RawRecord] = []
-    bot = s.drop_bots and reduce_user_agent(facts.user_agent).is_bot
-    for event in events:
-        category = runtime.events.category_of(event.name)
-        action = runtime.policy.decide_event(category, consent)
+    # The category, decision and stored name depend only on the event's name, and a batch repeats
+    # a few names and URLs: each is worked out once per request.
+    decided: dict[str, tuple[str, str, str, str | None, bool]] = {}
+    urls: dict[str, tuple[str, str]] = {}
+    for name, url, referrer, props in events:
+        decision = decided.get(name)
+        if decision is None:
+            category = runtime.events.category_of(name)
+            action = runtime.policy.decide_event(category, consent)
+            identified = action == KEEP and given
+            decision = decided[name] = (
+                category,
+                action,
+                # A KEEP without a given consent (unset or outdated) is stored pseudonymised.
+                action if identified or action != KEEP else PSEUDONYMISE,
+                consent.consent_id if identified else None,
+                identified,
+            )
+        category, action, stored_action, consent_id, identified = decision
         if action == DROP or bot:
-            counts["dropped"] += 1
+            dropped += 1
             continue
-        path, query = split_url(event.url)
-        identified = action == KEEP and consent.status is ConsentStatus.GIVEN
+        split = urls.get(url)
+        if split is None:
+            split = urls[url] = split_url(url)
         records.append(
             RawRecord(
-                kind="event",
-                name=runtime.event_names.admit(event.name),
-                category=category,
-                action=action if identified or action != KEEP else "pseudonymise",
-                ts=now,
-                site=s.site_id,
-                host=facts.host,
-                path=path,
-                query=query,
-                referrer=event.referrer,
-                user_agent=facts.user_agent,
-                ip=ip,
-                consent_id=consent.consent_id if identified else None,
-                granted=consent.categories,
-                props=event.props,
+                "event", runtime.event_names.admit(name), category, stored_action, now, site, host, split[0],
+                split[1], referrer, user_agent, ip, consent_id, granted, 0, 0, props,
             )
         )
-        counts["kept" if identified else "pseudonymised"] += 1
+        if identified:
+            kept += 1
+        else:
+            pseudonymised += 1
     # 202 means durable: the request waits for the journal's group commit (a few ms), never for ClickHouse.
     if not await runtime.pipeline.submit_events(records):
         raise RequestError("the gateway is busy and stored none of these events; retry in a few seconds", status=503)
-    return JSONResponse({"accepted": len(events), **counts}, status_code=202)
+    # What JSONResponse renders for {"accepted": ..., "kept": ..., ...}: the same bytes.
+    return (
+        f'{{"accepted":{len(events)},"kept":{kept},"pseudonymised":{pseudonymised},"dropped":{dropped}}}'
+    ).encode()
+
+
+async def _receive_body(receive: Any, declared: str | None, limit: int) -> bytes:
+    """read_body() on the ASGI receive channel: refused with 413 as soon as it passes ``limit`` bytes."""
+    if declared is not None:
+        # isdigit() alone lets '\xb2' (latin-1 '²') through to int(), and int() refuses 4,300+ digits.
+        if not (declared.isascii() and declared.isdigit()):
+            raise RequestError("Content-Length is not a number", status=400)
+        if len(declared) > 18 or int(declared) > limit:
+            raise RequestError(f"the body is {declared} bytes; the limit is {limit}", status=413)
+    chunks = bytearray()
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "http.request":
+            chunk = message.get("body", b"")
+            more = message.get("more_body", False)
+            if not more and not chunks:
+                # The whole body in one message, as servers send small bodies: no copy.
+                if len(chunk) > limit:
+                    raise RequestError(f"the body is over the limit of {limit} bytes", status=413)
+                return chunk if type(chunk) is bytes else bytes(chunk)
+            if chunk:
+                chunks.extend(chunk)
+                if len(chunks) > limit:
+                    raise RequestError(f"the body is over the limit of {limit} bytes", status=413)
+            if not more:
+                return bytes(chunks)
+        elif kind == "http.disconnect":
+            raise ClientDisconnect()
 
 
 async def healthz(runtime: GatewayRuntime, request: Request) -> Response:

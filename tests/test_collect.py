@@ -149,3 +149,26 @@ def test_full_queue_sheds_with_503(make_settings: Callable[..., Settings]) -> No
     assert response.status_code == 503
     assert response.headers["retry-after"] == "5"
     assert "busy" in response.json()["error"]
+
+
+def test_answers_carry_the_gateway_headers_and_bodies_may_come_in_chunks(
+    make_settings: Callable[..., Settings],
+) -> None:
+    body = json.dumps([{"name": "pageview", "url": f"/p{i}"} for i in range(20)]).encode()
+    with client_for(ConsentGateway(site_app(), make_settings())) as client:
+        chunked = client.post(
+            "/_consent/collect",
+            content=iter([body[:7], b"", body[7:100], body[100:]]),
+            headers={"content-type": "application/json"},
+        )
+        refused = client.post("/_consent/collect", content=b'{"name":"a","name":"b"}')
+    assert chunked.status_code == 202
+    assert chunked.content == b'{"accepted":20,"kept":0,"pseudonymised":20,"dropped":0}'
+    assert refused.status_code == 400
+    assert refused.json() == {"error": "the key 'name' appears twice in one object; send it once"}
+    for response in (chunked, refused):
+        assert response.headers["content-type"] == "application/json"
+        assert response.headers["content-length"] == str(len(response.content))
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["cache-control"] == "no-store"
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
