@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from functools import lru_cache
 from typing import Any
 
 from .consent import ConsentStatus
@@ -26,8 +25,6 @@ _ASSET_SUFFIXES = (
 )
 # HTML bodies larger than this are passed through without the banner rather than held in memory.
 MAX_INJECT_BODY = 2 * 1024 * 1024
-# Cookie headers up to this size are remembered once parsed (1024 of them: at most 4 MiB).
-MAX_CACHED_COOKIE_HEADER = 4096
 
 
 class RequestFacts:
@@ -58,17 +55,13 @@ class RequestFacts:
         self.accept_language = ""
         for key, value in headers:
             if key == b"cookie":
-                if len(value) <= MAX_CACHED_COOKIE_HEADER:
-                    found, text = _cookie_header(value, cookie_name)
-                else:
-                    found, text = _parse_cookie_header(value, cookie_name)
-                if found:
-                    if self.consent_cookie is None:
-                        self.consent_cookie = found[0]
-                        self.consent_alternatives += found[1:]
-                    else:
-                        self.consent_alternatives += found
-                self.cookie = f"{self.cookie}; {text}" if self.cookie else text
+                if cookie_name in value:
+                    for found in _cookie_values(value, cookie_name):
+                        if self.consent_cookie is None:
+                            self.consent_cookie = found
+                        else:
+                            self.consent_alternatives += (found,)
+                self.cookie = f"{self.cookie}; {value.decode('latin-1')}" if self.cookie else value.decode("latin-1")
             elif key == b"user-agent":
                 self.user_agent = value.decode("latin-1")
             elif key == b"referer":
@@ -81,16 +74,6 @@ class RequestFacts:
                 self.forwarded_for = value.decode("latin-1")
             elif key == b"accept-language":
                 self.accept_language = value.decode("latin-1")
-
-
-def _parse_cookie_header(header: bytes, cookie_name: bytes) -> tuple[tuple[str, ...], str]:
-    """The ``cookie_name`` values in a Cookie header, in order, and the header as text."""
-    found = tuple(_cookie_values(header, cookie_name)) if cookie_name in header else ()
-    return found, header.decode("latin-1")
-
-
-# A returning visitor sends the same Cookie header page after page: parse each distinct one once.
-_cookie_header = lru_cache(maxsize=1024)(_parse_cookie_header)
 
 
 def _cookie_values(header: bytes, name: bytes) -> list[str]:
