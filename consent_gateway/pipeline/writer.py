@@ -553,6 +553,7 @@ class Writer(threading.Thread):
         self.stats.last_insert_seconds = elapsed
         self.state.clickhouse_up = True
         self.state.last_error = ""
+        logger.debug("inserted %d event rows and %d receipts in %.1f ms", len(events), len(receipts), elapsed * 1000)
         for group in plan.groups:
             notify(group.waiters, True)
             group.waiters = []
