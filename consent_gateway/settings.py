@@ -219,7 +219,7 @@ class Settings:
     journal_dir: Path | None = None
     journal_max_bytes: int = 512 * 1024 * 1024
     journal_segment_bytes: int = 16 * 1024 * 1024
-    commit_window: float = 0.005
+    commit_window: float = 0.001
     visit_shed_fraction: float = 0.9
     collect_ack_timeout: float = 10.0
     insert_retry_initial: float = 0.25
@@ -683,7 +683,7 @@ def _validate(s: Settings) -> None:
             "journal_max_bytes", s.journal_max_bytes, f"use at least journal_segment_bytes ({s.journal_segment_bytes})"
         )
     if not 0 <= s.commit_window <= 1:
-        raise SettingsError("commit_window", s.commit_window, "use 0 to 1 seconds (5-20 ms is typical)")
+        raise SettingsError("commit_window", s.commit_window, "use 0 to 1 seconds (0-5 ms is typical)")
     if not 0.1 <= s.visit_shed_fraction <= 1:
         raise SettingsError("visit_shed_fraction", s.visit_shed_fraction, "use 0.1 to 1 (visits shed when this full)")
     if s.collect_ack_timeout <= 0:

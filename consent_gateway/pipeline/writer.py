@@ -113,7 +113,7 @@ class WriterConfig:
     batch_size: int = 50_000
     flush_interval: float = 1.0
     max_pending: int = 100_000
-    commit_window: float = 0.005
+    commit_window: float = 0.001
     # How long visit records (awaited by nobody) may gather before a group commit of their own;
     # they also ride along with any earlier group commit.
     visit_window: float = 0.1
