@@ -346,3 +346,29 @@ def test_async_inserts_can_be_switched_on_for_servers(
     assert set(found) == {f"async-{i}" for i in range(25)}
     sent = [i["settings"] for i in clickhouse.inserts() if i["table"].split(" ")[0].endswith(".`events`")]
     assert sent and all(s.get("async_insert") == "1" and s.get("wait_for_async_insert") == "1" for s in sent)
+
+
+def test_encoded_rows_reach_a_server_with_each_body_compression(clickhouse: FixtureServer, tmp_path: Path) -> None:
+    """The JSONCompactEachRow lines travel LZ4-framed, gzipped or plain, as the URL's compress asks."""
+    import orjson
+
+    from consent_gateway.pipeline.writer import _EVENT_NAMES
+    from consent_gateway.store import migrate, open_store
+
+    for n, compress in enumerate(("lz4", "gzip", "false")):
+        database = f"compress_{n}"
+        store = open_store(f"{clickhouse.url}/?compress={compress}", database)
+        migrate(store)
+        line = orjson.dumps(
+            ["0123456789ab4def8123456789abcdef", 1_795_000_000.25, "site", "event", "signup", "marketing", 0, 7, [],
+             "/요금제", 0, 0, "", "", "", "", "", "", "", "203.0.113.0/24", "Chrome", "124", "Linux", "desktop", 0,
+             '{"plan":"연간"}']
+        )  # fmt: skip
+        store.insert_lines("events", [line, line.replace(b"signup", b"trial")], _EVENT_NAMES)
+        table = store.table("events")
+        rows = store.query_rows(f"SELECT name, path, props, toUnixTimestamp64Milli(ts) FROM {table} ORDER BY name")
+        assert rows == [("signup", "/요금제", '{"plan":"연간"}', 1_795_000_000_250),
+                        ("trial", "/요금제", '{"plan":"연간"}', 1_795_000_000_250)]  # fmt: skip
+        store.close()
+    sent = [(i["encoding"], i["format"]) for i in clickhouse.inserts() if "events" in i["table"]]
+    assert sent == [("lz4", "JSONCompactEachRow"), ("gzip", "JSONCompactEachRow"), ("identity", "JSONCompactEachRow")]
