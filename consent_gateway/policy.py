@@ -88,11 +88,31 @@ class RowBuilder:
         row = self._event_values(raw)
         return encode_line(row), (row[7] if row[6] else -1)
 
-    def _event_values(self, raw: RawRecord) -> list[Any]:
+    def event_lines(self, records: list[RawRecord]) -> tuple[list[bytes], list[int]]:
+        """``event_line`` for many records. Values repeated within the call (one visitor's IP, a
+        page's query string and referrer) are worked out once; nothing is remembered after it."""
+        memo = _Memo()
+        lines: list[bytes] = []
+        keys: list[int] = []
+        for raw in records:
+            row = self._event_values(raw, memo)
+            lines.append(encode_line(row))
+            keys.append(row[7] if row[6] else -1)
+        return lines, keys
+
+    def _event_values(self, raw: RawRecord, memo: _Memo | None = None) -> list[Any]:
         ts = raw.ts
-        ip_prefix = truncate_ip(raw.ip)
+        if memo is None:
+            ip_prefix = truncate_ip(raw.ip)
+            query = split_query(raw.query) if raw.query else _NO_QUERY
+            referrer = referrer_host(raw.referrer, raw.host) if raw.referrer else ""
+            path = redact_path(raw.path)
+        else:
+            ip_prefix = memo.ip_prefix(raw.ip)
+            query = memo.query(raw.query) if raw.query else _NO_QUERY
+            referrer = memo.referrer(raw.referrer, raw.host) if raw.referrer else ""
+            path = memo.path(raw.path)
         agent = reduce_user_agent(raw.user_agent)
-        query = split_query(raw.query) if raw.query else _NO_QUERY
         keep = raw.action == KEEP and raw.consent_id is not None
         if keep:
             visitor = self._consented(raw.consent_id or "")
@@ -121,10 +141,10 @@ class RowBuilder:
             1 if keep else 0,
             visitor,
             granted,
-            redact_path(raw.path),
+            path,
             raw.status,
             raw.duration_ms,
-            referrer_host(raw.referrer, raw.host) if raw.referrer else "",
+            referrer,
             utm[0],
             utm[1],
             utm[2],
@@ -169,6 +189,43 @@ class RowBuilder:
     def visitor_of(self, consent_id: str) -> int:
         """The visitor key under which a consent id's identifiable rows are stored (for erasure)."""
         return consented_visitor(self._key, consent_id)
+
+
+class _Memo:
+    """Derived values of one batch of records, by their raw inputs; dropped with the batch."""
+
+    __slots__ = ("_ips", "_paths", "_queries", "_referrers")
+
+    def __init__(self) -> None:
+        self._ips: dict[str, str] = {}
+        self._queries: dict[str, Any] = {}
+        self._referrers: dict[tuple[str, str], str] = {}
+        self._paths: dict[str, str] = {}
+
+    def ip_prefix(self, ip: str) -> str:
+        found = self._ips.get(ip)
+        if found is None:
+            found = self._ips[ip] = truncate_ip(ip)
+        return found
+
+    def query(self, query: str) -> Any:
+        found = self._queries.get(query)
+        if found is None:
+            found = self._queries[query] = split_query(query)
+        return found
+
+    def referrer(self, referrer: str, host: str) -> str:
+        key = (referrer, host)
+        found = self._referrers.get(key)
+        if found is None:
+            found = self._referrers[key] = referrer_host(referrer, host)
+        return found
+
+    def path(self, path: str) -> str:
+        found = self._paths.get(path)
+        if found is None:
+            found = self._paths[path] = redact_path(path)
+        return found
 
 
 _NONE: list[str] = []

@@ -376,3 +376,27 @@ def test_daily_salts_are_destroyed_after_48_hours(tmp_path: Any) -> None:
     assert salts.days() == ["2026-11-21"]
     assert first.hex() not in salts.path.read_text()
     assert salts.path.stat().st_mode & 0o077 == 0  # readable by the gateway's user only
+
+
+def test_rows_of_a_batch_equal_the_rows_built_one_by_one(make_settings: Callable[..., Settings], tmp_path: Any) -> None:
+    """event_lines works shared values out once per batch; each row must still be its own."""
+    from consent_gateway.policy import RowBuilder
+    from consent_gateway.pseudonymize import SaltStore
+
+    rows = RowBuilder(make_settings(), SaltStore(tmp_path / "salts"))
+    now = dt.datetime.now(dt.UTC).replace(hour=12).timestamp()
+    batch = []
+    for i in range(12):
+        raw = _raw(now, consent_id=CID if i % 3 == 0 else None, action="keep" if i % 3 == 0 else "pseudonymise")
+        raw.ip = ("203.0.113.9", "198.51.100.7", "2001:db8::1")[i % 3]
+        raw.path = ("/", "/students/kim@example.com", "/a", "/")[i % 4]
+        raw.query = ("", "utm_source=news&gclid=abc", "utm_source=mail")[i % 3]
+        raw.referrer = ("", "https://search.example/?q=1", "http://testserver/back")[i % 3]
+        raw.host = ("testserver", "other.example")[i % 2]
+        raw.event_id = uuid.uuid4()
+        batch.append(raw)
+    lines, keys = rows.event_lines(batch)
+    singles = [rows.event_line(raw) for raw in batch]
+    assert lines == [line for line, _ in singles]
+    assert keys == [key for _, key in singles]
+    assert len(set(lines)) == len(lines)

@@ -277,10 +277,8 @@ class Writer(threading.Thread):
         if not records:
             notify(waiters, True)
             return
-        events: list[bytes] = []
-        keys: list[int] = []
         receipts: list[bytes] = []
-        event_line = self._rows.event_line
+        to_store: list[RawRecord] = []
         erased = self._erased
         journal = self._journal
         full = journal is not None and journal.bytes >= self._cfg.journal_max_bytes
@@ -300,9 +298,8 @@ class Writer(threading.Thread):
                 # A request that raced the withdrawal: keep the statistics, lose the identity.
                 rec.consent_id = None
                 rec.action = "pseudonymise"
-            line, key = event_line(rec)
-            events.append(line)
-            keys.append(key)
+            to_store.append(rec)
+        events, keys = self._rows.event_lines(to_store)
         if full and refused_events:
             # The requests awaiting these records get 503 (nothing acknowledged is lost).
             self.metrics.shed.labels("event", "journal").inc(refused_events)
