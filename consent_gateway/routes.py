@@ -253,15 +253,21 @@ def consent_of(runtime: GatewayRuntime, facts: RequestFacts) -> Consent:
     return consent
 
 
+def _check_declared_length(declared: str | None, limit: int) -> None:
+    """Refuse a Content-Length that is no number (400) or over ``limit`` (413) before reading."""
+    if declared is None:
+        return
+    # isdigit() alone lets '\xb2' (latin-1 '²') through to int(), and int() refuses 4,300+ digits.
+    if not (declared.isascii() and declared.isdigit()):
+        raise RequestError("Content-Length is not a number", status=400)
+    if len(declared) > 18 or int(declared) > limit:
+        raise RequestError(f"the body is {declared} bytes; the limit is {limit}", status=413)
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it passes ``limit`` bytes."""
     declared = request.headers.get("content-length")
-    if declared is not None:
-        # isdigit() alone lets '\xb2' (latin-1 '²') through to int(), and int() refuses 4,300+ digits.
-        if not (declared.isascii() and declared.isdigit()):
-            raise RequestError("Content-Length is not a number", status=400)
-        if len(declared) > 18 or int(declared) > limit:
-            raise RequestError(f"the body is {declared} bytes; the limit is {limit}", status=413)
+    _check_declared_length(declared, limit)
     chunks = bytearray()
     async for chunk in request.stream():
         chunks.extend(chunk)
@@ -655,12 +661,7 @@ async def accept_events(
 
 async def _receive_body(receive: Any, declared: str | None, limit: int) -> bytes:
     """read_body() on the ASGI receive channel: refused with 413 as soon as it passes ``limit`` bytes."""
-    if declared is not None:
-        # isdigit() alone lets '\xb2' (latin-1 '²') through to int(), and int() refuses 4,300+ digits.
-        if not (declared.isascii() and declared.isdigit()):
-            raise RequestError("Content-Length is not a number", status=400)
-        if len(declared) > 18 or int(declared) > limit:
-            raise RequestError(f"the body is {declared} bytes; the limit is {limit}", status=413)
+    _check_declared_length(declared, limit)
     chunks = bytearray()
     while True:
         message = await receive()
