@@ -261,3 +261,41 @@ def test_a_worker_that_does_not_come_back_has_its_journal_adopted(tmp_path: Path
     again, recovered = Journal.open(tmp_path, segment_bytes=1 << 20)
     assert recovered.rows == 3, "the adopted rows are durable in the survivor's journal"
     again.close()
+
+
+def test_a_row_clickhouse_refuses_is_isolated_and_the_rest_of_its_batch_is_stored_once(
+    make_settings: Callable[..., Settings], store: Store, tmp_path: Path
+) -> None:
+    """One invalid row must not hold back, nor take down, the rows journaled with it."""
+    settings = make_settings()
+    migrate(store)
+    rows = RowBuilder(settings, SaltStore(settings.keys_dir))
+    journal, _ = Journal.open(tmp_path / "journal", segment_bytes=1 << 20)
+    lines, keys = zip(*(rows.event_line(_record(f"ok-{i}")) for i in range(9)), strict=True)
+    poisoned = list(lines)
+    poisoned[4] = poisoned[4].replace(b'"/p",0,0', b'"/p","not a status",0')
+    assert poisoned[4] != lines[4]
+    journal.append_group(poisoned, list(keys), [])
+    journal.sync()
+    _crash(journal)
+
+    journal, recovered = Journal.open(tmp_path / "journal", segment_bytes=1 << 20)
+    source: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    writer = _writer(settings, journal, recovered, source)
+    writer.start()
+    assert _flush(source)
+    source.put(Command("stop", 0.0, None))
+    writer.join(30)
+    by_marker = f"SELECT JSONExtractString(props, 'm') AS m, count() FROM {store.table('events')} GROUP BY m"
+    assert dict(store.query_rows(by_marker)) == {f"ok-{i}": 1 for i in range(9) if i != 4}, "every other row, once"
+    assert writer.stats.rejected == 1 and writer.stats.inserted_events == 8
+    assert b'cg_pipeline_rejected_rows_total{table="events"} 1.0' in writer.metrics.render()
+    assert list(journal.directory.glob("*.seg")) == [], "nothing is left to retry"
+
+    # A crash before the plan's commit entry repeats the isolation with the same tokens: nothing twice.
+    from consent_gateway.pipeline.writer import _EVENT_NAMES
+
+    assert writer._insert_lines(store, "events", _EVENT_NAMES, poisoned, "replayed-token:e") == 1
+    assert writer._insert_lines(store, "events", _EVENT_NAMES, poisoned, "replayed-token:e") == 1
+    counts = dict(store.query_rows(by_marker))
+    assert counts == {f"ok-{i}": 2 for i in range(9) if i != 4}, "the second pass was deduplicated"

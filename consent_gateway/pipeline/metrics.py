@@ -37,6 +37,12 @@ class PipelineMetrics:
         self.dropped = Counter(
             "cg_pipeline_dropped_rows", "Rows lost without a journal when the retry buffer overflowed", registry=r
         )
+        self.rejected = Counter(
+            "cg_pipeline_rejected_rows",
+            "Rows ClickHouse refused as invalid data; isolated from their batch and dropped",
+            ["table"],
+            registry=r,
+        )
         self.erased = Counter(
             "cg_pipeline_erased_rows", "Identified rows removed from the queue or journal by a withdrawal", registry=r
         )

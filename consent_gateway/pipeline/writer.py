@@ -16,9 +16,11 @@ import collections
 import logging
 import queue
 import random
+import re
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +37,19 @@ logger = logging.getLogger("consent_gateway.pipeline")
 
 _EVENT_NAMES = [n for n, _ in EVENT_COLUMNS]
 _RECEIPT_NAMES = [n for n, _ in RECEIPT_COLUMNS]
+# ClickHouse error codes that blame the data rather than the server: CANNOT_PARSE_TEXT,
+# INCORRECT_NUMBER_OF_COLUMNS, CANNOT_PARSE_QUOTED_STRING, CANNOT_PARSE_INPUT_ASSERTION_FAILED,
+# CANNOT_PARSE_DATE, CANNOT_PARSE_DATETIME, TYPE_MISMATCH, ARGUMENT_OUT_OF_BOUND, CANNOT_CONVERT_TYPE,
+# CANNOT_PARSE_NUMBER, INCORRECT_DATA, TOO_LARGE_STRING_SIZE, CANNOT_PARSE_UUID (errorCodeToName).
+_DATA_ERRORS = frozenset({6, 7, 26, 27, 38, 41, 53, 69, 70, 72, 117, 131, 376})
+_CODE = re.compile(r"Code: (\d+)")
+
+
+def _error_code(exc: Exception) -> int:
+    found = _CODE.search(str(exc))
+    return int(found.group(1)) if found else 0
+
+
 # How long a withdrawn consent id stays on the list that turns late records anonymous.
 _ERASED_MEMORY = 600.0
 
@@ -98,6 +113,7 @@ class WriterStats:
     batches: int = 0
     failed_batches: int = 0
     dropped: int = 0
+    rejected: int = 0
     erased: int = 0
     replayed: int = 0
     last_batch_size: int = 0
@@ -508,20 +524,10 @@ class Writer(threading.Thread):
         try:
             store = self._ensure_store()
             # The journal's lines go to ClickHouse as they are: no row is decoded or re-encoded here.
-            if events:
-                store.insert_lines(
-                    "events",
-                    events,
-                    _EVENT_NAMES,
-                    settings={**self._insert_settings, "insert_deduplication_token": f"{plan.token}:e"},
-                )
-            if receipts:
-                store.insert_lines(
-                    "consent_receipts",
-                    receipts,
-                    _RECEIPT_NAMES,
-                    settings={**self._insert_settings, "insert_deduplication_token": f"{plan.token}:r"},
-                )
+            stored_events = len(events) - self._insert_lines(store, "events", _EVENT_NAMES, events, f"{plan.token}:e")
+            stored_receipts = len(receipts) - self._insert_lines(
+                store, "consent_receipts", _RECEIPT_NAMES, receipts, f"{plan.token}:r"
+            )
         except StoreError as exc:
             self._failed(plan, exc)
             return False
@@ -536,25 +542,58 @@ class Writer(threading.Thread):
             self._last_insert = time.monotonic()
             self._publish()
         replayed = sum(g.size for g in plan.groups if g.replayed)
-        self.metrics.inserted.labels("events").inc(len(events))
-        self.metrics.inserted.labels("consent_receipts").inc(len(receipts))
+        self.metrics.inserted.labels("events").inc(stored_events)
+        self.metrics.inserted.labels("consent_receipts").inc(stored_receipts)
         self.metrics.replayed.inc(replayed)
-        self.metrics.batch_rows.observe(len(events) + len(receipts))
+        self.metrics.batch_rows.observe(stored_events + stored_receipts)
         self.metrics.insert_seconds.observe(elapsed)
         self.metrics.clickhouse_up.set(1)
         self.stats.batches += 1
-        self.stats.inserted_events += len(events)
-        self.stats.inserted_receipts += len(receipts)
+        self.stats.inserted_events += stored_events
+        self.stats.inserted_receipts += stored_receipts
         self.stats.replayed += replayed
-        self.stats.last_batch_size = len(events) + len(receipts)
+        self.stats.last_batch_size = stored_events + stored_receipts
         self.stats.last_insert_seconds = elapsed
         self.state.clickhouse_up = True
         self.state.last_error = ""
-        logger.debug("inserted %d event rows and %d receipts in %.1f ms", len(events), len(receipts), elapsed * 1000)
+        logger.debug(
+            "inserted %d event rows and %d receipts in %.1f ms", stored_events, stored_receipts, 1000 * elapsed
+        )
         for group in plan.groups:
             notify(group.waiters, True)
             group.waiters = []
         return True
+
+    def _insert_lines(self, store: Store, table: str, names: list[str], lines: list[bytes], token: str) -> int:
+        """Insert ``lines`` under ``token``; returns how many ClickHouse refused as invalid data.
+
+        When ClickHouse refuses the insert for its data (a parse or type error, not an outage), the
+        lines are split in halves, each inserted under a token of its own content, until the refused
+        lines stand alone: those are dropped and counted, and every other line is stored. A repeat
+        after a crash splits the same way, so the halves already stored are deduplicated.
+        """
+        if not lines:
+            return 0
+        settings = {**self._insert_settings, "insert_deduplication_token": token}
+        try:
+            store.insert_lines(table, lines, names, settings=settings)
+            return 0
+        except StoreError as exc:
+            code = _error_code(exc)
+            if code not in _DATA_ERRORS:
+                raise
+            if len(lines) == 1:
+                self.metrics.rejected.labels(table).inc()
+                self.stats.rejected += 1
+                # The row itself is not logged: it may carry a visitor key or a path.
+                logger.error("ClickHouse refused a row of %s as invalid data (code %d); it is dropped", table, code)
+                return 1
+        mid = len(lines) // 2
+        refused = 0
+        for part in (lines[:mid], lines[mid:]):
+            digest = zlib.crc32(b"\n".join(part))
+            refused += self._insert_lines(store, table, names, part, f"{token}/{len(part)}-{digest:08x}")
+        return refused
 
     def _failed(self, plan: Plan, exc: StoreError) -> None:
         with self._lock:
