@@ -299,3 +299,31 @@ def test_a_row_clickhouse_refuses_is_isolated_and_the_rest_of_its_batch_is_store
     assert writer._insert_lines(store, "events", _EVENT_NAMES, poisoned, "replayed-token:e") == 1
     counts = dict(store.query_rows(by_marker))
     assert counts == {f"ok-{i}": 2 for i in range(9) if i != 4}, "the second pass was deduplicated"
+
+
+def test_a_table_that_refuses_every_row_drops_nothing_and_keeps_the_plan(
+    make_settings: Callable[..., Settings], store: Store, tmp_path: Path
+) -> None:
+    """Row after row refused means the table changed (a column's type): retry, never drop them all."""
+    from consent_gateway.errors import StoreError
+    from consent_gateway.pipeline.writer import _EVENT_NAMES, _MAX_REFUSED
+
+    settings = make_settings()
+    migrate(store)
+    rows = RowBuilder(settings, SaltStore(settings.keys_dir))
+    bad = [
+        rows.event_line(_record(f"bad-{i}"))[0].replace(b'"/p",0,0', b'"/p","x",0') for i in range(_MAX_REFUSED + 4)
+    ]
+    source: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    journal, recovered = Journal.open(tmp_path / "journal", segment_bytes=1 << 20)
+    writer = _writer(settings, journal, recovered, source)
+    try:
+        writer._refused_in_plan = 0
+        writer._insert_lines(store, "events", _EVENT_NAMES, bad, "all-bad:e")
+    except StoreError as exc:
+        assert "check the table's schema" in str(exc)
+    else:
+        raise AssertionError("a table refusing every row must fail the insert, to be retried")
+    assert writer.stats.rejected == 0
+    assert store.query_rows(f"SELECT count() FROM {store.table('events')}") == [(0,)]
+    journal.close()

@@ -43,6 +43,8 @@ _RECEIPT_NAMES = [n for n, _ in RECEIPT_COLUMNS]
 # CANNOT_PARSE_NUMBER, INCORRECT_DATA, TOO_LARGE_STRING_SIZE, CANNOT_PARSE_UUID (errorCodeToName).
 _DATA_ERRORS = frozenset({6, 7, 26, 27, 38, 41, 53, 69, 70, 72, 117, 131, 376})
 _CODE = re.compile(r"Code: (\d+)")
+# More refused rows than this in one plan means the table changed, not the rows: retry instead.
+_MAX_REFUSED = 16
 
 
 def _error_code(exc: Exception) -> int:
@@ -188,6 +190,7 @@ class Writer(threading.Thread):
         self._stop_at: float | None = None
         self._erased: dict[str, float] = {}
         self._failures = 0
+        self._refused_in_plan = 0
         self._retry_at = 0.0
         self._last_insert = time.monotonic()
         self._mem_seq = 0
@@ -524,6 +527,7 @@ class Writer(threading.Thread):
         try:
             store = self._ensure_store()
             # The journal's lines go to ClickHouse as they are: no row is decoded or re-encoded here.
+            self._refused_in_plan = 0
             stored_events = len(events) - self._insert_lines(store, "events", _EVENT_NAMES, events, f"{plan.token}:e")
             stored_receipts = len(receipts) - self._insert_lines(
                 store, "consent_receipts", _RECEIPT_NAMES, receipts, f"{plan.token}:r"
@@ -532,6 +536,14 @@ class Writer(threading.Thread):
             self._failed(plan, exc)
             return False
         elapsed = time.perf_counter() - started
+        refusals = (("events", len(events) - stored_events), ("consent_receipts", len(receipts) - stored_receipts))
+        for table, refused in refusals:
+            if refused:
+                # Counted once the plan is done, so a plan retried after an outage does not count twice.
+                self.metrics.rejected.labels(table).inc(refused)
+                self.stats.rejected += refused
+                # The rows themselves are not logged: they may carry visitor keys or paths.
+                logger.error("ClickHouse refused %d rows of %s as invalid data; they are dropped", refused, table)
         with self._lock:
             self._plans.remove(plan)
             if self._journal is not None:
@@ -583,10 +595,13 @@ class Writer(threading.Thread):
             if code not in _DATA_ERRORS:
                 raise
             if len(lines) == 1:
-                self.metrics.rejected.labels(table).inc()
-                self.stats.rejected += 1
-                # The row itself is not logged: it may carry a visitor key or a path.
-                logger.error("ClickHouse refused a row of %s as invalid data (code %d); it is dropped", table, code)
+                self._refused_in_plan += 1
+                if self._refused_in_plan > _MAX_REFUSED:
+                    # Row after row refused: the table, not the data, has changed (a column's type,
+                    # say). Nothing more is dropped; the plan is retried until that is fixed.
+                    raise StoreError(
+                        f"ClickHouse refuses row after row of {table} (code {code}); check the table's schema"
+                    ) from exc
                 return 1
         mid = len(lines) // 2
         refused = 0
