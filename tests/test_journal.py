@@ -200,13 +200,24 @@ def _flush(source: queue.SimpleQueue[Any], timeout: float = 30.0) -> bool:
     return bool(result[0])
 
 
+def _migrated(make_settings: Callable[..., Settings], store: Store) -> tuple[Settings, RowBuilder]:
+    settings = make_settings()
+    migrate(store)
+    return settings, RowBuilder(settings, SaltStore(settings.keys_dir))
+
+
+def _refused(line: bytes) -> bytes:
+    """An event line ClickHouse refuses: text where its UInt16 status goes."""
+    refused = line.replace(b'"/p",0,0', b'"/p","not a status",0')
+    assert refused != line
+    return refused
+
+
 def test_an_insert_repeated_after_a_crash_lands_exactly_once(
     make_settings: Callable[..., Settings], store: Store, tmp_path: Path
 ) -> None:
     """The crash window that matters: ClickHouse took the insert, the commit entry never made it."""
-    settings = make_settings()
-    migrate(store)
-    rows = RowBuilder(settings, SaltStore(settings.keys_dir))
+    settings, rows = _migrated(make_settings, store)
     journal, _ = Journal.open(tmp_path / "journal", segment_bytes=1 << 20)
     groups = []
     for i in range(4):
@@ -267,14 +278,11 @@ def test_a_row_clickhouse_refuses_is_isolated_and_the_rest_of_its_batch_is_store
     make_settings: Callable[..., Settings], store: Store, tmp_path: Path
 ) -> None:
     """One invalid row must not hold back, nor take down, the rows journaled with it."""
-    settings = make_settings()
-    migrate(store)
-    rows = RowBuilder(settings, SaltStore(settings.keys_dir))
+    settings, rows = _migrated(make_settings, store)
     journal, _ = Journal.open(tmp_path / "journal", segment_bytes=1 << 20)
     lines, keys = zip(*(rows.event_line(_record(f"ok-{i}")) for i in range(9)), strict=True)
     poisoned = list(lines)
-    poisoned[4] = poisoned[4].replace(b'"/p",0,0', b'"/p","not a status",0')
-    assert poisoned[4] != lines[4]
+    poisoned[4] = _refused(poisoned[4])
     journal.append_group(poisoned, list(keys), [])
     journal.sync()
     _crash(journal)
@@ -308,12 +316,8 @@ def test_a_table_that_refuses_every_row_drops_nothing_and_keeps_the_plan(
     from consent_gateway.errors import StoreError
     from consent_gateway.pipeline.writer import _EVENT_NAMES, _MAX_REFUSED
 
-    settings = make_settings()
-    migrate(store)
-    rows = RowBuilder(settings, SaltStore(settings.keys_dir))
-    bad = [
-        rows.event_line(_record(f"bad-{i}"))[0].replace(b'"/p",0,0', b'"/p","x",0') for i in range(_MAX_REFUSED + 4)
-    ]
+    settings, rows = _migrated(make_settings, store)
+    bad = [_refused(rows.event_line(_record(f"bad-{i}"))[0]) for i in range(_MAX_REFUSED + 4)]
     source: queue.SimpleQueue[Any] = queue.SimpleQueue()
     journal, recovered = Journal.open(tmp_path / "journal", segment_bytes=1 << 20)
     writer = _writer(settings, journal, recovered, source)
