@@ -132,9 +132,14 @@ class BannerRenderer:
                 nonce = f' nonce="{html.escape(found.group(1).decode("ascii"))}"'
         path = scope.get("path", "/")
         query = scope.get("query_string", b"")
-        here = f"{path}?{query.decode('latin-1')}" if query else path
         upcoming = self.settings.upcoming_policy if time.time() < self._announced_until else None
-        snippet = self._root(consent.status, consent.categories, consent.gpc, locale, here, upcoming)
+        if query:
+            # Query strings can carry personal data (?email=...): such a page's root is rendered for
+            # it alone and not remembered.
+            here = f"{path}?{query.decode('latin-1')}"
+            snippet = self._render_root(consent.status, consent.categories, consent.gpc, locale, here, upcoming)
+        else:
+            snippet = self._root(consent.status, consent.categories, consent.gpc, locale, path, upcoming)
         if self.settings.google_consent_mode:
             granted = html.escape(" ".join(sorted(consent.categories)))
             script = (

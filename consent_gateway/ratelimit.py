@@ -15,7 +15,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from functools import lru_cache
 
 from .errors import RequestError
 
@@ -77,8 +76,6 @@ class TokenBucket:
         return wait
 
 
-# Parsing an address costs microseconds on every limited request, and a client's requests repeat it.
-@lru_cache(maxsize=8192)
 def client_key(ip: str) -> str | None:
     """The unit a limit applies to: one IPv4 address, or one IPv6 /64 (what one subscriber gets).
 

@@ -142,3 +142,15 @@ def test_body_end_is_found_in_any_spelling(make_settings: Callable[..., Settings
         else:
             assert page[at - 1 : at] == before
         assert page.count(b"banner.css") == 1
+
+
+def test_pages_with_a_query_string_are_rendered_but_not_remembered(make_settings: Callable[..., Settings]) -> None:
+    """A query string can carry personal data: it never becomes a key of the long-lived cache."""
+    renderer = _renderer(make_settings())
+    unset = Consent(ConsentStatus.UNSET, NECESSARY)
+    page = _inject(renderer, unset, path="/signup", query=b"email=kim%40example.com")
+    assert b'name="return_to" value="/signup?email=kim%40example.com"' in page
+    info: Any = renderer.root_cache_info()
+    assert info.currsize == 0 and info.misses == 0
+    _inject(renderer, unset, path="/signup")
+    assert renderer.root_cache_info().currsize == 1  # type: ignore[attr-defined]
