@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import uuid
 from functools import lru_cache, partial
 from typing import Any
@@ -23,7 +22,7 @@ from .pseudonymize import (
     split_query,
     truncate_ip,
 )
-from .records import RawRecord, ReceiptRecord
+from .records import RawRecord, ReceiptRecord, new_record_hex
 from .settings import Settings
 
 KEEP = "keep"
@@ -76,7 +75,7 @@ class RowBuilder:
 
     def event_row(self, raw: RawRecord) -> list[Any]:
         """The stored row of a record, as Python values in ``EVENT_COLUMNS`` order."""
-        row = self._event_values(raw)
+        row = self._event_values(raw, _Memo())
         if isinstance(row[0], str):
             row[0] = uuid.UUID(hex=row[0])
         row[1] = dt.datetime.fromtimestamp(row[1], dt.UTC)
@@ -85,8 +84,8 @@ class RowBuilder:
     def event_line(self, raw: RawRecord) -> tuple[bytes, int]:
         """The stored row as one JSONCompactEachRow line, and its erasure key (the visitor when
         the row is identified, else -1): what the journal keeps and ClickHouse receives."""
-        row = self._event_values(raw)
-        return encode_line(row), (row[7] if row[6] else -1)
+        lines, keys = self.event_lines([raw])
+        return lines[0], keys[0]
 
     def event_lines(self, records: list[RawRecord]) -> tuple[list[bytes], list[int]]:
         """``event_line`` for many records. Values repeated within the call (one visitor's IP, a
@@ -100,18 +99,12 @@ class RowBuilder:
             keys.append(row[7] if row[6] else -1)
         return lines, keys
 
-    def _event_values(self, raw: RawRecord, memo: _Memo | None = None) -> list[Any]:
+    def _event_values(self, raw: RawRecord, memo: _Memo) -> list[Any]:
         ts = raw.ts
-        if memo is None:
-            ip_prefix = truncate_ip(raw.ip)
-            query = split_query(raw.query) if raw.query else _NO_QUERY
-            referrer = referrer_host(raw.referrer, raw.host) if raw.referrer else ""
-            path = redact_path(raw.path)
-        else:
-            ip_prefix = memo.ip_prefix(raw.ip)
-            query = memo.query(raw.query) if raw.query else _NO_QUERY
-            referrer = memo.referrer(raw.referrer, raw.host) if raw.referrer else ""
-            path = memo.path(raw.path)
+        ip_prefix = memo.ip_prefix(raw.ip)
+        query = memo.query(raw.query) if raw.query else _NO_QUERY
+        referrer = memo.referrer(raw.referrer, raw.host) if raw.referrer else ""
+        path = memo.path(raw.path)
         agent = reduce_user_agent(raw.user_agent)
         keep = raw.action == KEEP and raw.consent_id is not None
         if keep:
@@ -132,7 +125,7 @@ class RowBuilder:
         props = raw.props if keep else _scrub_props(raw.props)
         utm = query.utm
         return [
-            raw.event_id or _next_id(),
+            raw.event_id or new_record_hex(),
             ts,
             raw.site,
             raw.kind,
@@ -230,23 +223,6 @@ class _Memo:
 
 _NONE: list[str] = []
 _PSEUDONYM_CACHE = 4096
-# Row ids in bulk: version-4 UUIDs as 32 hex digits (ClickHouse reads them without dashes), cut
-# from one os.urandom() call per 256 rows. Used by the writer thread only.
-_ID_BATCH = 256
-_ids: list[str] = []
-
-
-def _next_id() -> str:
-    if not _ids:
-        block = bytearray(os.urandom(16 * _ID_BATCH))
-        block[6::16] = bytes(b & 0x0F | 0x40 for b in block[6::16])  # version 4
-        block[8::16] = bytes(b & 0x3F | 0x80 for b in block[8::16])  # RFC 4122 variant
-        text = block.hex()
-        _ids.extend(text[i : i + 32] for i in range(0, len(text), 32))
-    return _ids.pop()
-
-
-os.register_at_fork(after_in_child=_ids.clear)
 _NO_QUERY = split_query("")
 _DAY = 86400
 

@@ -27,15 +27,26 @@ _id_pool: list[bytes] = []
 os.register_at_fork(after_in_child=_id_pool.clear)
 
 
+def _random_id() -> bytes:
+    """16 random bytes with the version-4 and RFC 4122 variant bits set (thread-safe)."""
+    try:
+        return _id_pool.pop()  # atomic: no two callers get the same bytes
+    except IndexError:
+        block = bytearray(os.urandom(16 * _ID_BLOCK))
+        block[6::16] = bytes(b & 0x0F | 0x40 for b in block[6::16])  # version 4
+        block[8::16] = bytes(b & 0x3F | 0x80 for b in block[8::16])  # RFC 4122 variant
+        _id_pool.extend([bytes(block[i : i + 16]) for i in range(16, len(block), 16)])
+        return bytes(block[:16])
+
+
 def new_record_id() -> uuid.UUID:
     """A random (version 4) UUID like ``uuid.uuid4()``, from pooled OS randomness (thread-safe)."""
-    try:
-        raw = _id_pool.pop()  # atomic: no two callers get the same bytes
-    except IndexError:
-        block = os.urandom(16 * _ID_BLOCK)
-        _id_pool.extend([block[i : i + 16] for i in range(16, len(block), 16)])
-        raw = block[:16]
-    return uuid.UUID(bytes=raw, version=4)
+    return uuid.UUID(bytes=_random_id())
+
+
+def new_record_hex() -> str:
+    """``new_record_id()`` as 32 hex digits, which ClickHouse reads as a UUID (no UUID object made)."""
+    return _random_id().hex()
 
 
 @dataclass(slots=True)

@@ -20,6 +20,8 @@ from hypothesis import settings as hypothesis_settings
 from consent_gateway import Settings
 from consent_gateway.store import Store, open_store
 
+from .clickhouse_http_server import FixtureServer
+
 # CI runs the same number of generated cases, from a fixed seed, so a red build always points at a
 # change; local runs keep drawing new cases and so keep finding new ones.
 hypothesis_settings.register_profile("ci", derandomize=True)
@@ -82,3 +84,12 @@ def store(database: str) -> Iterator[Store]:
     """A query client on the test's database (the same engine the gateway writes to)."""
     client = open_store(CHDB_URL, database)
     yield client
+
+
+@pytest.fixture
+def clickhouse(tmp_path: Path) -> Iterator[FixtureServer]:
+    """The ClickHouse HTTP test server (chdb behind the HTTP interface) in its own process."""
+    server = FixtureServer(tmp_path / "clickhouse-server")
+    server.start()
+    yield server
+    server.kill()

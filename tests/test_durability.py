@@ -15,11 +15,10 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
@@ -29,14 +28,6 @@ from .clickhouse_http_server import FixtureServer, free_port
 from .conftest import PSEUDONYM_KEY, SECRET
 
 ORIGIN = {"origin": "http://testserver"}
-
-
-@pytest.fixture
-def clickhouse(tmp_path: Path) -> Iterator[FixtureServer]:
-    server = FixtureServer(tmp_path / "clickhouse-server")
-    server.start()
-    yield server
-    server.kill()
 
 
 def _markers(server: FixtureServer, database: str) -> dict[str, int]:

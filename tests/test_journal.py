@@ -200,6 +200,20 @@ def _flush(source: queue.SimpleQueue[Any], timeout: float = 30.0) -> bool:
     return bool(result[0])
 
 
+def _replay(settings: Settings, directory: Path, *, expect_rows: int | None = None) -> tuple[Journal, Writer]:
+    """Open a journal as a restarted gateway would, let a writer insert it all, and stop that writer."""
+    journal, recovered = Journal.open(directory, segment_bytes=1 << 20)
+    if expect_rows is not None:
+        assert recovered.rows == expect_rows
+    source: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    writer = _writer(settings, journal, recovered, source)
+    writer.start()
+    assert _flush(source)
+    source.put(Command("stop", 0.0, None))
+    writer.join(30)
+    return journal, writer
+
+
 def _migrated(make_settings: Callable[..., Settings], store: Store) -> tuple[Settings, RowBuilder]:
     settings = make_settings()
     migrate(store)
@@ -234,14 +248,7 @@ def test_an_insert_repeated_after_a_crash_lands_exactly_once(
     journal.sync()
     _crash(journal)
 
-    journal, recovered = Journal.open(tmp_path / "journal", segment_bytes=1 << 20)
-    assert recovered.rows == 21
-    source: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    writer = _writer(settings, journal, recovered, source)
-    writer.start()
-    assert _flush(source)
-    source.put(Command("stop", 0.0, None))
-    writer.join(30)
+    journal, writer = _replay(settings, tmp_path / "journal", expect_rows=21)
     counts = store.query_rows(
         f"SELECT count(), uniqExact(event_id), countIf(props LIKE '%after%') FROM {store.table('events')}"
     )[0]
@@ -287,13 +294,7 @@ def test_a_row_clickhouse_refuses_is_isolated_and_the_rest_of_its_batch_is_store
     journal.sync()
     _crash(journal)
 
-    journal, recovered = Journal.open(tmp_path / "journal", segment_bytes=1 << 20)
-    source: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    writer = _writer(settings, journal, recovered, source)
-    writer.start()
-    assert _flush(source)
-    source.put(Command("stop", 0.0, None))
-    writer.join(30)
+    journal, writer = _replay(settings, tmp_path / "journal")
     by_marker = f"SELECT JSONExtractString(props, 'm') AS m, count() FROM {store.table('events')} GROUP BY m"
     assert dict(store.query_rows(by_marker)) == {f"ok-{i}": 1 for i in range(9) if i != 4}, "every other row, once"
     assert writer.stats.rejected == 1 and writer.stats.inserted_events == 8

@@ -9,10 +9,8 @@ killed, so inserts fail fast and the journal grows to its limit.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.responses import HTMLResponse
@@ -83,14 +81,6 @@ def test_a_full_queue_sheds_visits_first_then_refuses_events_with_503(
     assert shed[("visit", "queue")] == 4
     assert shed[("event", "queue")] == 11
     assert "cg_pipeline_ack_timeouts_total 1.0" in metrics
-
-
-@pytest.fixture
-def clickhouse(tmp_path: Path) -> Iterator[FixtureServer]:
-    server = FixtureServer(tmp_path / "clickhouse-server")
-    server.start()
-    yield server
-    server.kill()
 
 
 def test_a_full_journal_sheds_visits_then_answers_503_and_keeps_receipts(

@@ -125,13 +125,16 @@ class Pipeline:
                 self._queued -= count
 
     def _put(self, item: Any, count: int, kind: str) -> None:
+        self._count_in(count, kind)
+        self._queue.put(item)
+
+    def _count_in(self, count: int, kind: str) -> None:
         with self._count:
             self._queued += count
         counter = self._queued_counters.get(kind)
         if counter is None:
             counter = self._queued_counters[kind] = self.metrics.queued.labels(kind)
         counter.inc(count)
-        self._queue.put(item)
 
     def has_room(self, count: int = 1) -> bool:
         """Whether ``count`` events would be accepted now (queue and journal both below their limits)."""
@@ -145,12 +148,7 @@ class Pipeline:
         if self.state.visits_full:
             self.metrics.shed.labels(record.kind, "journal").inc()
             return False
-        with self._count:
-            self._queued += 1
-        counter = self._queued_counters.get(record.kind)
-        if counter is None:
-            counter = self._queued_counters[record.kind] = self.metrics.queued.labels(record.kind)
-        counter.inc()
+        self._count_in(1, record.kind)
         self._visits.append(record)
         return True
 
