@@ -27,12 +27,16 @@ from .consent import Consent, ConsentStatus
 from .registry import CategoryRegistry
 from .settings import PolicyVersion, Settings
 
-_LANG_ATTR = re.compile(rb"<html[^>]*\blang=[\"']?([A-Za-z]{2})", re.IGNORECASE)
+# Tag names are spelled as case classes rather than with re.IGNORECASE: a pattern that starts with
+# a literal ("<", "</") lets the engine skip ahead to it, which IGNORECASE prevents (ASCII only
+# either way: these are bytes patterns).
+_LANG_ATTR = re.compile(rb"<[hH][tT][mM][lL][^>]*\b[lL][aA][nN][gG]=[\"']?([A-Za-z]{2})")
 _NONCE = re.compile(rb"'nonce-([A-Za-z0-9+/=_\-]{8,128})'")
-_HEAD_START = re.compile(rb"<head(\s[^>]*)?>", re.IGNORECASE)
-_HEAD_END = re.compile(rb"</head\s*>", re.IGNORECASE)
-_BODY_END = re.compile(rb"</body\s*>", re.IGNORECASE)
+_HEAD_START = re.compile(rb"<[hH][eE][aA][dD](\s[^>]*)?>")
+_HEAD_END = re.compile(rb"</[hH][eE][aA][dD]\s*>")
+_BODY_END = re.compile(rb"</[bB][oO][dD][yY]\s*>")
 LOCALES = ("ko", "en")
+_PAGE_LOCALES = {code.encode("ascii"): code for code in LOCALES}  # a page's lang="..", lower-cased
 # Distinct banner roots kept rendered: one per consent state, locale and page (with its query).
 ROOT_CACHE_SIZE = 1024
 
@@ -100,6 +104,7 @@ class BannerRenderer:
         self._css_bytes = self._css.encode("utf-8")
         self._script_src = f"{prefix}/static/banner.js"
         self._deferred_script = f'<script src="{self._script_src}" defer></script>'.encode()
+        self._default_assets = self._css_bytes + self._deferred_script
         self._track = html.escape(json.dumps(tracker_config(settings), separators=(",", ":")))
         # The upcoming-policy notice shows until the UTC midnight its version takes effect.
         up = settings.upcoming_policy
@@ -120,16 +125,9 @@ class BannerRenderer:
         ``consent default`` reaches the data layer before any tag; otherwise it is deferred.
         """
         match = _LANG_ATTR.search(body, 0, 2048)
-        if match:
-            lang = match.group(1).decode("ascii").lower()
-            locale = lang if lang in LOCALES else choose_locale(facts.accept_language, self.settings.default_locale)
-        else:
+        locale = _PAGE_LOCALES.get(match.group(1).lower()) if match else None
+        if locale is None:
             locale = choose_locale(facts.accept_language, self.settings.default_locale)
-        nonce = ""
-        if csp:
-            found = _NONCE.search(csp)
-            if found:
-                nonce = f' nonce="{html.escape(found.group(1).decode("ascii"))}"'
         path = scope.get("path", "/")
         query = scope.get("query_string", b"")
         upcoming = self.settings.upcoming_policy if time.time() < self._announced_until else None
@@ -140,6 +138,11 @@ class BannerRenderer:
             snippet = self._render_root(consent.status, consent.categories, consent.gpc, locale, here, upcoming)
         else:
             snippet = self._root(consent.status, consent.categories, consent.gpc, locale, path, upcoming)
+        nonce = ""
+        if csp:
+            found = _NONCE.search(csp)
+            if found:
+                nonce = f' nonce="{html.escape(found.group(1).decode("ascii"))}"'
         if self.settings.google_consent_mode:
             granted = html.escape(" ".join(sorted(consent.categories)))
             script = (
@@ -150,22 +153,21 @@ class BannerRenderer:
             if head_start:
                 body = body[: head_start.end()] + script + body[head_start.end() :]
                 script = b""
+            assets = self._css_bytes + script
         elif nonce:
-            script = f'<script src="{self._script_src}" defer{nonce}></script>'.encode()
+            assets = self._css_bytes + f'<script src="{self._script_src}" defer{nonce}></script>'.encode()
         else:
-            script = self._deferred_script
-        head = _HEAD_END.search(body)
+            assets = self._default_assets
+        at = _head_end(body)
         end = _last_body_end(body)
         # One copy of the page: the positions were found in ``body``, and neither insertion can
         # create or hide a </body> (what is inserted is escaped markup that starts with "<").
         view = memoryview(body)
-        if head is None:
-            snippet = self._css_bytes + script + snippet
+        if at < 0:
+            snippet = assets + snippet
             if end < 0:
                 return body + snippet
             return b"".join((view[:end], snippet, view[end:]))
-        assets = self._css_bytes + script
-        at = head.start()
         if end < 0:
             return b"".join((view[:at], assets, view[at:], snippet))
         if end >= at:
@@ -369,6 +371,16 @@ class BannerRenderer:
             f'<body class="cg-page"><main>{self.settings_form(consent, locale, return_to, heading="h1")}{withdraw}'
             f'<p><a href="{ret}" class="cg-back">← {esc(t.get("close", locale))}</a></p></main></body></html>'
         )
+
+
+def _head_end(body: bytes) -> int:
+    """Where the first ``</head>`` (any case and spacing) starts, or -1."""
+    at = body.find(b"</head>")
+    # The plain spelling is the first one unless a "</h" or "</H" stands before it.
+    if at >= 0 and body.find(b"</h", 0, at) < 0 and body.find(b"</H", 0, at) < 0:
+        return at
+    match = _HEAD_END.search(body)
+    return match.start() if match else -1
 
 
 def _last_body_end(body: bytes) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -23,65 +24,127 @@ _ASSET_SUFFIXES = (
     ".css", ".js", ".mjs", ".map", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp", ".avif",
     ".ico", ".woff", ".woff2", ".ttf", ".otf", ".mp4", ".webm",
 )
+# The response headers _filter_headers reads or changes, by lower-case name.
+_LENGTH, _TYPE, _SET_COOKIE, _VARY, _CSP, _ENCODING = range(6)
+_RESPONSE_HEADERS = {
+    b"content-length": _LENGTH,
+    b"content-type": _TYPE,
+    b"set-cookie": _SET_COOKIE,
+    b"vary": _VARY,
+    b"content-security-policy": _CSP,
+    b"content-encoding": _ENCODING,
+}
 # HTML bodies larger than this are passed through without the banner rather than held in memory.
 MAX_INJECT_BODY = 2 * 1024 * 1024
 
 
 class RequestFacts:
-    """The request headers the gateway reads, gathered in one pass over ``scope["headers"]``."""
+    """The request headers the gateway reads, gathered in one pass over ``scope["headers"]``.
+
+    Values stay bytes until they are read: a page reads the consent cookie on every request, the
+    others only when a visit is logged or a banner has to pick a language.
+    """
 
     __slots__ = (
-        "accept_language",
+        "_accept_language",
+        "_cookies",
+        "_forwarded_for",
+        "_host",
+        "_referer",
+        "_user_agent",
         "consent_alternatives",
         "consent_cookie",
-        "cookie",
-        "forwarded_for",
         "gpc",
-        "host",
-        "referer",
-        "user_agent",
     )
 
     def __init__(self, headers: list[tuple[bytes, bytes]], cookie_name: bytes) -> None:
-        self.cookie = ""
-        self.consent_cookie: str | None = None
-        # Further cg_consent values (a browser keeps one per domain/path after a cookie_domain change).
-        self.consent_alternatives: tuple[str, ...] = ()
-        self.gpc = False
-        self.host = ""
-        self.referer = ""
-        self.user_agent = ""
-        self.forwarded_for = ""
-        self.accept_language = ""
-        for key, value in headers:
-            if key == b"cookie":
+        if type(headers) is not list:
+            headers = list(headers)
+        # dict() reads the pairs in C; a name sent twice keeps its last value, as a loop would.
+        found = dict(headers)
+        cookie = found.get(b"cookie")
+        if len(found) == len(headers):
+            cookies = None if cookie is None else [cookie]
+        else:  # a repeated header: every Cookie header counts, in order
+            cookies = [value for key, value in headers if key == b"cookie"] or None
+        consent_cookie: str | None = None
+        alternatives: tuple[str, ...] = ()
+        if cookies is not None:
+            for value in cookies:
                 if cookie_name in value:
-                    for found in _cookie_values(value, cookie_name):
-                        if self.consent_cookie is None:
-                            self.consent_cookie = found
+                    for text in _cookie_values(value, cookie_name):
+                        if consent_cookie is None:
+                            consent_cookie = text
                         else:
-                            self.consent_alternatives += (found,)
-                self.cookie = f"{self.cookie}; {value.decode('latin-1')}" if self.cookie else value.decode("latin-1")
-            elif key == b"user-agent":
-                self.user_agent = value.decode("latin-1")
-            elif key == b"referer":
-                self.referer = value.decode("latin-1")
-            elif key == b"host":
-                self.host = value.decode("latin-1")
-            elif key == b"sec-gpc":
-                self.gpc = value.strip() == b"1"
-            elif key == b"x-forwarded-for":
-                self.forwarded_for = value.decode("latin-1")
-            elif key == b"accept-language":
-                self.accept_language = value.decode("latin-1")
+                            # Further cg_consent values (a browser keeps one per domain/path after a
+                            # cookie_domain change).
+                            alternatives += (text,)
+        self.consent_cookie = consent_cookie
+        self.consent_alternatives = alternatives
+        gpc = found.get(b"sec-gpc")
+        self.gpc = gpc is not None and gpc.strip() == b"1"
+        self._cookies = cookies
+        self._user_agent = found.get(b"user-agent", b"")
+        self._referer = found.get(b"referer", b"")
+        self._host = found.get(b"host", b"")
+        self._forwarded_for = found.get(b"x-forwarded-for", b"")
+        self._accept_language = found.get(b"accept-language", b"")
+
+    @property
+    def cookie(self) -> str:
+        """Every Cookie header of the request, joined with "; "."""
+        joined = ""
+        for value in self._cookies or ():
+            text = value.decode("latin-1")
+            joined = f"{joined}; {text}" if joined else text
+        return joined
+
+    @property
+    def user_agent(self) -> str:
+        return self._user_agent.decode("latin-1")
+
+    @property
+    def referer(self) -> str:
+        return self._referer.decode("latin-1")
+
+    @property
+    def host(self) -> str:
+        return self._host.decode("latin-1")
+
+    @property
+    def forwarded_for(self) -> str:
+        return self._forwarded_for.decode("latin-1")
+
+    @property
+    def accept_language(self) -> str:
+        return self._accept_language.decode("latin-1")
+
+
+_COOKIE_PATTERNS: dict[bytes, re.Pattern[bytes]] = {}
+_WHITESPACE = b" \t\n\r\x0b\x0c"
+
+
+def _cookie_pattern(name: bytes) -> re.Pattern[bytes]:
+    pattern = _COOKIE_PATTERNS.get(name)
+    if pattern is None:
+        # Starting with the name itself lets the engine jump from one occurrence to the next.
+        pattern = _COOKIE_PATTERNS[name] = re.compile(re.escape(name) + rb"[ \t\n\r\x0b\x0c]*=([^;]*)")
+    return pattern
 
 
 def _cookie_values(header: bytes, name: bytes) -> list[str]:
+    """Values of every ``name`` pair in one Cookie header, whitespace and quotes stripped.
+
+    The header reads as pairs split on ";" and then on the first "="; a pair is ``name``'s when
+    its name, whitespace stripped, is exactly ``name``.
+    """
     values = []
-    for part in header.split(b";"):
-        key, sep, value = part.partition(b"=")
-        if sep and key.strip() == name:
-            values.append(value.strip().strip(b'"').decode("latin-1"))
+    for match in _cookie_pattern(name).finditer(header):
+        at = match.start()
+        # Only whitespace may stand between the pair's start (a ";" or the header's) and the name.
+        if at and header[header.rfind(b";", 0, at) + 1 : at].strip(_WHITESPACE):
+            continue
+        values.append(match.group(1).strip().strip(b'"').decode("latin-1"))
     return values
 
 
@@ -141,19 +204,53 @@ class ConsentMiddleware:
             else None
         )
         inject = self._inject_banner and scope.get("method") in ("GET", "HEAD")
-        # What the response start said, read once by _filter_headers: status, html, encoded, csp.
+        # What the response start said, read once by _filter_headers: status, html, csp, and where
+        # its Content-Length stands (rewritten when a banner goes into the body).
         status = 0
         is_html = False
         csp = b""
+        length_at = -1
         held: Message | None = None
         body: bytearray | None = None  # a held HTML body that came in more than one message
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status, is_html, csp, held, body
+            nonlocal status, is_html, csp, length_at, held, body
             mtype = message["type"]
+            if mtype == "http.response.body":
+                if held is None:
+                    await send(message)
+                    if not message.get("more_body", False):
+                        self._record_visit(scope, facts, consent, is_html, status, started)
+                    return
+                chunk = message.get("body", b"")
+                if message.get("more_body", False):
+                    if body is None:
+                        body = bytearray()
+                    body.extend(chunk)
+                    if len(body) <= MAX_INJECT_BODY:
+                        return
+                    # Too large to hold: let it stream on untouched from here.
+                    start, held = held, None
+                    await send(start)
+                    await send({"type": "http.response.body", "body": bytes(body), "more_body": True})
+                    body = None
+                    return
+                start, held = held, None
+                if body is not None:
+                    body.extend(chunk)
+                    chunk = bytes(body)
+                    body = None
+                elif type(chunk) is not bytes:
+                    chunk = bytes(chunk)
+                new_body = runtime.banner.inject(chunk, consent, facts, scope, csp)
+                _set_content_length(start, length_at, len(new_body))
+                await send(start)
+                await send({"type": "http.response.body", "body": new_body, "more_body": False})
+                self._record_visit(scope, facts, consent, is_html, status, started)
+                return
             if mtype == "http.response.start":
                 status = message["status"]
-                message["headers"], is_html, encoded, csp = self._filter_headers(
+                message["headers"], is_html, encoded, csp, length_at = self._filter_headers(
                     message.get("headers", []), consent, reissue
                 )
                 # 204, 205 and 304 responses carry no body: a banner there breaks the HTTP framing.
@@ -161,36 +258,6 @@ class ConsentMiddleware:
                     held = message
                     return
                 await send(message)
-                return
-            if mtype == "http.response.body":
-                if held is not None:
-                    chunk = message.get("body", b"")
-                    if message.get("more_body", False):
-                        if body is None:
-                            body = bytearray()
-                        body.extend(chunk)
-                        if len(body) <= MAX_INJECT_BODY:
-                            return
-                        # Too large to hold: let it stream on untouched from here.
-                        start, held = held, None
-                        await send(start)
-                        await send({"type": "http.response.body", "body": bytes(body), "more_body": True})
-                        body = None
-                        return
-                    start, held = held, None
-                    if body is not None:
-                        body.extend(chunk)
-                        chunk = bytes(body)
-                        body = None
-                    new_body = runtime.banner.inject(bytes(chunk), consent, facts, scope, csp)
-                    _set_content_length(start, len(new_body))
-                    await send(start)
-                    await send({"type": "http.response.body", "body": new_body, "more_body": False})
-                    self._record_visit(scope, facts, consent, is_html, status, started)
-                    return
-                await send(message)
-                if not message.get("more_body", False):
-                    self._record_visit(scope, facts, consent, is_html, status, started)
                 return
             if held is not None:
                 # A body the gateway cannot rewrite (http.response.pathsend of a FileResponse on
@@ -208,37 +275,46 @@ class ConsentMiddleware:
         headers: list[tuple[bytes, bytes]],
         consent: Any,
         reissue: bytes | None,
-    ) -> tuple[list[tuple[bytes, bytes]], bool, bool, bytes]:
-        """The response headers as sent, and whether the body is HTML, is encoded, and the CSP."""
+    ) -> tuple[list[tuple[bytes, bytes]], bool, bool, bytes, int]:
+        """The response headers as sent; whether the body is HTML and is encoded; the CSP; and the
+        index of the Content-Length header (-1 without one, -2 when there are several)."""
         out: list[tuple[bytes, bytes]] = []
-        category_of = self.runtime.cookies.category_of
         vary_done = False
         is_html = False
         encoded = False
         csp = b""
+        length_at = -1
         for key, value in headers:
-            lower = key.lower()
-            if lower == b"set-cookie":
+            kind = _RESPONSE_HEADERS.get(key)
+            if kind is None:
+                kind = _RESPONSE_HEADERS.get(key.lower())
+                if kind is None:  # a header the gateway leaves alone (most of them)
+                    out.append((key, value))
+                    continue
+            if kind == _LENGTH:
+                length_at = len(out) if length_at == -1 else -2
+            elif kind == _TYPE:
+                is_html = value[:9].lower() == b"text/html"
+            elif kind == _SET_COOKIE:
+                category_of = self.runtime.cookies.category_of
                 if not all(consent.allows(category_of(name)) for name in set_cookie_names(value)):
                     continue
-            elif lower == b"vary":
+            elif kind == _VARY:
                 # Compare whole tokens: "X-Cookie-Id" does not make the response vary on Cookie.
                 tokens = {token.strip().lower() for token in value.split(b",")}
                 if b"cookie" not in tokens and b"*" not in tokens:
                     value = value + b", Cookie"
                 vary_done = True
-            elif lower == b"content-type":
-                is_html = value[:9].lower() == b"text/html"
-            elif lower == b"content-security-policy":
+            elif kind == _CSP:
                 csp = value
-            elif lower == b"content-encoding":
+            else:  # Content-Encoding
                 encoded = value.strip().lower() not in (b"", b"identity")
             out.append((key, value))
         if not vary_done:
             out.append((b"vary", b"Cookie"))
         if reissue is not None:
             out.append((b"set-cookie", reissue))
-        return out, is_html, encoded, csp
+        return out, is_html, encoded, csp, length_at
 
     def _record_visit(
         self,
@@ -252,7 +328,8 @@ class ConsentMiddleware:
         path: str = scope.get("path", "/")
         if self._skip_assets and path.endswith(_ASSET_SUFFIXES):
             return
-        if self._drop_bots and reduce_user_agent(facts.user_agent).is_bot:
+        user_agent = facts.user_agent
+        if self._drop_bots and reduce_user_agent(user_agent).is_bot:
             return  # crawlers and headless browsers are not visitors (SECURITY.md)
         runtime = self.runtime
         action = runtime.policy.decide_visit(consent)
@@ -260,30 +337,35 @@ class ConsentMiddleware:
             return
         runtime.pipeline.submit(
             RawRecord(
-                kind="visit",
-                name="pageview" if is_html else "request",
-                category="analytics",
-                action=action,
-                ts=time.time(),
-                site=self._site,
-                host=facts.host,
-                path=path,
-                query=scope.get("query_string", b"").decode("latin-1"),
-                referrer=facts.referer,
-                user_agent=facts.user_agent,
-                ip=runtime.client_ip(scope, facts.forwarded_for),
-                consent_id=consent.consent_id if consent.status is ConsentStatus.GIVEN else None,
-                granted=consent.categories,
-                status=status,
-                duration_ms=int((time.perf_counter() - started) * 1000),
+                "visit",
+                "pageview" if is_html else "request",
+                "analytics",
+                action,
+                time.time(),
+                self._site,
+                facts.host,
+                path,
+                scope.get("query_string", b"").decode("latin-1"),
+                facts.referer,
+                user_agent,
+                runtime.client_ip(scope, facts.forwarded_for),
+                consent.consent_id if consent.status is ConsentStatus.GIVEN else None,
+                consent.categories,
+                status,
+                int((time.perf_counter() - started) * 1000),
             )
         )
 
 
-def _set_content_length(message: Message, length: int) -> None:
-    headers = [header for header in message["headers"] if header[0].lower() != b"content-length"]
+def _set_content_length(message: Message, length_at: int, length: int) -> None:
+    """Give the held response start the length of the body that replaces the app's."""
+    headers = message["headers"]
+    if length_at >= 0:
+        headers[length_at] = (headers[length_at][0], b"%d" % length)
+        return
+    if length_at == -2:  # several Content-Length headers: keep none of them
+        headers = message["headers"] = [h for h in headers if h[0].lower() != b"content-length"]
     headers.append((b"content-length", b"%d" % length))
-    message["headers"] = headers
 
 
 async def lifespan_with_runtime(

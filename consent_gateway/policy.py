@@ -30,6 +30,10 @@ PSEUDONYMISE = "pseudonymise"
 DROP = "drop"
 
 
+# Distinct sets of granted categories whose visit decision is remembered (2**categories at most).
+_VISIT_DECISIONS = 256
+
+
 class Policy:
     """Decides what happens to a record of a given kind for a given consent.
 
@@ -42,6 +46,8 @@ class Policy:
         self._rows = {kind: (granted, refused) for kind, granted, refused in settings.policy_matrix}
         self._required = settings.required_categories
         self._fallback = self._rows.get("analytics", (KEEP, PSEUDONYMISE))
+        # A visit's fate depends only on the granted categories, and visitors share a few sets.
+        self._visits: dict[frozenset[str], str] = {}
 
     def decide(self, kind: str, category: str, consent: Consent) -> str:
         if category in self._required:
@@ -50,7 +56,12 @@ class Policy:
         return granted if consent.allows(category) else refused
 
     def decide_visit(self, consent: Consent) -> str:
-        return self.decide("visit", "analytics", consent)
+        action = self._visits.get(consent.categories)
+        if action is None:
+            action = self.decide("visit", "analytics", consent)
+            if len(self._visits) < _VISIT_DECISIONS:
+                self._visits[consent.categories] = action
+        return action
 
     def decide_event(self, category: str, consent: Consent) -> str:
         return self.decide(category, category, consent)

@@ -206,6 +206,7 @@ class GatewayRuntime:
             state=pipeline.state,
             taken=pipeline.taken,
             visits=pipeline.visits,
+            visits_taken=pipeline.visits_taken,
         )
 
     # -- per request ----------------------------------------------------------------------

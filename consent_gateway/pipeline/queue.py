@@ -76,7 +76,7 @@ class Pipeline:
         self._count = threading.Lock()
         # Labelled children looked up once, not on every record.
         self._queued_counters: dict[str, Any] = {}
-        self.metrics.watch_queue(lambda: self._queued)
+        self.metrics.watch_queue(lambda: self.queued)
 
     def __repr__(self) -> str:
         return f"Pipeline(queued={self.queued}, running={self.running})"
@@ -98,7 +98,8 @@ class Pipeline:
     @property
     def queued(self) -> int:
         """Records waiting for the writer (a 50-event request counts 50)."""
-        return self._queued
+        # Visits are counted by their deque alone: a page takes no lock and no counter.
+        return self._queued + len(self._visits)
 
     @property
     def shed(self) -> int:
@@ -131,33 +132,42 @@ class Pipeline:
     def _count_in(self, count: int, kind: str) -> None:
         with self._count:
             self._queued += count
+        self._queued_counter(kind).inc(count)
+
+    def _queued_counter(self, kind: str) -> Any:
         counter = self._queued_counters.get(kind)
         if counter is None:
             counter = self._queued_counters[kind] = self.metrics.queued.labels(kind)
-        counter.inc(count)
+        return counter
 
     def has_room(self, count: int = 1) -> bool:
         """Whether ``count`` events would be accepted now (queue and journal both below their limits)."""
-        return self._queued + count <= self.queue_max and not self.state.journal_full
+        return self.queued + count <= self.queue_max and not self.state.journal_full
 
     def submit(self, record: RawRecord) -> bool:
         """Hand a visit record to the writer without waiting; False when it was shed (and counted)."""
-        if self._queued >= self._visit_max:
+        visits = self._visits
+        if self._queued + len(visits) >= self._visit_max:
             self.metrics.shed.labels(record.kind, "queue").inc()
             return False
         if self.state.visits_full:
             self.metrics.shed.labels(record.kind, "journal").inc()
             return False
-        self._count_in(1, record.kind)
-        self._visits.append(record)
+        # cg_pipeline_queued_records_total{kind="visit"} is counted by the writer as it takes them.
+        visits.append(record)
         return True
+
+    def visits_taken(self, count: int) -> None:
+        """Called by the writer when it has taken ``count`` visit records off their deque."""
+        if count:
+            self._queued_counter("visit").inc(count)
 
     async def submit_events(self, records: list[RawRecord]) -> bool:
         """Queue one request's events and wait until they are durable; False means "answer 503"."""
         if not records:
             return True
         n = len(records)
-        if self._queued + n > self.queue_max:
+        if self._queued + len(self._visits) + n > self.queue_max:
             self.metrics.shed.labels("event", "queue").inc(n)
             return False
         if self.state.journal_full:

@@ -163,6 +163,7 @@ class Writer(threading.Thread):
         state: PipelineState | None = None,
         taken: Callable[[int], None] | None = None,
         visits: collections.deque[RawRecord] | None = None,
+        visits_taken: Callable[[int], None] | None = None,
     ) -> None:
         super().__init__(name="consent-gateway-writer", daemon=True)
         self._source = source
@@ -178,6 +179,7 @@ class Writer(threading.Thread):
         self.metrics = metrics or PipelineMetrics()
         self.state = state or PipelineState()
         self._taken = taken or (lambda n: None)
+        self._visits_taken = visits_taken or (lambda n: None)
         self._insert_settings = dict(config.insert_settings)
         # Shared between the committer and the inserter, guarded by _lock (the journal too).
         self._lock = threading.Condition()
@@ -255,7 +257,9 @@ class Writer(threading.Thread):
 
     def _take_visits(self) -> list[RawRecord]:
         visits = self._visits
-        return [visits.popleft() for _ in range(len(visits))]
+        taken = [visits.popleft() for _ in range(len(visits))]
+        self._visits_taken(len(taken))
+        return taken
 
     def _handle(self, items: list[Any]) -> bool:
         """Commit the records among ``items`` in order around their commands; True on stop.
@@ -265,7 +269,7 @@ class Writer(threading.Thread):
         """
         records: list[RawRecord | ReceiptRecord] = list(self._take_visits())
         waiters: list[Callable[[Any], None]] = []
-        taken = len(records)
+        taken = 0  # visits are counted apart (Pipeline.visits_taken)
         for item in items:
             if isinstance(item, Command):
                 self._commit(records, waiters)
@@ -394,6 +398,7 @@ class Writer(threading.Thread):
         """Journal what is still queued, then let the inserter work until done or the deadline."""
         records: list[RawRecord | ReceiptRecord] = list(self._take_visits())
         waiters: list[Callable[[Any], None]] = []
+        queued = 0  # records counted in Pipeline.queued (visits are counted apart)
         while True:
             try:
                 item = self._source.get_nowait()
@@ -405,11 +410,13 @@ class Writer(threading.Thread):
             elif isinstance(item, EventBatch):
                 records.extend(item.records)
                 waiters.append(item.done)
+                queued += len(item.records)
             else:
                 records.append(item)
+                queued += 1
         records.extend(self._take_visits())  # the last ones, submitted while the stop was queued
         self._commit(records, waiters)
-        self._taken(len(records))
+        self._taken(queued)
         with self._lock:
             self._stop_at = deadline
             self._lock.notify_all()
