@@ -48,10 +48,21 @@ def test_4_service_visit_records_kept_3_months(make_gateway: Callable[..., Any],
     # "Three months ago", by the same calendar arithmetic the TTL uses.
     [(boundary,)] = store.query_rows("SELECT toDateTime(now(), 'UTC') - toIntervalMonth(3)")
     boundary = boundary.replace(tzinfo=dt.UTC) if boundary.tzinfo is None else boundary
+    # Near a month's end the clamping makes the day after the boundary expire with it (today 30
+    # November: 31 August + 3 months = 30 November, now): the row "a day inside" is then the first
+    # day after the boundary whose row, by the TTL's own arithmetic, has not expired yet.
+    inside = boundary + DAY
+    for _ in range(3):
+        [(alive,)] = store.query_rows(
+            "SELECT toDateTime({ts:DateTime}, 'UTC') + toIntervalMonth(3) > now()", {"ts": inside.replace(tzinfo=None)}
+        )
+        if alive:
+            break
+        inside += DAY
     rows = {
         "/kept-today": boundary + 92 * DAY,
         "/kept-2-months": boundary + 30 * DAY,
-        "/kept-3-months-less-a-day": boundary + DAY,
+        "/kept-3-months-less-a-day": inside,
         "/gone-3-months-and-a-day": boundary - DAY,
         "/gone-4-months": boundary - 31 * DAY,
         "/gone-a-year": boundary - 270 * DAY,
