@@ -112,29 +112,32 @@ class RowBuilder:
 
     def _event_values(self, raw: RawRecord, memo: _Memo) -> list[Any]:
         ts = raw.ts
-        ip_prefix = memo.ip_prefix(raw.ip)
-        query = memo.query(raw.query) if raw.query else _NO_QUERY
-        referrer = memo.referrer(raw.referrer, raw.host) if raw.referrer else ""
-        path = memo.path(raw.path)
-        agent = reduce_user_agent(raw.user_agent)
-        keep = raw.action == KEEP and raw.consent_id is not None
-        if keep:
-            visitor = self._consented(raw.consent_id or "")
-            granted = _sorted_categories(raw.granted)
+        # The events of one /collect request come in a row and share who sent them and, mostly,
+        # where from: both are worked out again only when they differ from the previous record's.
+        who_key = (raw.ip, raw.user_agent, raw.site, raw.consent_id, raw.action, raw.granted, int(ts // _DAY))
+        if who_key == memo.who_key:
+            who = memo.who
         else:
-            day = int(ts // _DAY)
-            key = (day, raw.site, ip_prefix, raw.user_agent)
-            visitor = self._pseudonyms.get(key)
-            if visitor is None:
-                if len(self._pseudonyms) >= _PSEUDONYM_CACHE:
-                    self._pseudonyms.clear()
-                salt = self._salts.salt_for(_day_of(day))
-                visitor = self._pseudonyms[key] = pseudonymous_visitor(salt, raw.site, ip_prefix, raw.user_agent)
-            granted = _NONE
+            who = memo.who = self._who(raw, who_key[6], memo)
+            memo.who_key = who_key
+        where_key = (raw.path, raw.query, raw.referrer, raw.host)
+        if where_key == memo.where_key:
+            where = memo.where
+        else:
+            query = memo.query(raw.query) if raw.query else _NO_QUERY
+            where = memo.where = (
+                memo.path(raw.path),
+                memo.referrer(raw.referrer, raw.host) if raw.referrer else "",
+                query.utm,
+                query.click_id,
+            )
+            memo.where_key = where_key
+        keep, visitor, granted, marketing, ip_prefix, agent = who
+        path, referrer, utm, click_id = where
         # Click ids are marketing attribution: only a visitor who granted marketing keeps them.
-        click_id = query.click_id if keep and self._marketing in raw.granted else ""
+        if not (keep and marketing):
+            click_id = ""
         props = raw.props if keep else _scrub_props(raw.props)
-        utm = query.utm
         return [
             raw.event_id or new_record_hex(),
             ts,
@@ -163,6 +166,25 @@ class RowBuilder:
             1 if agent.is_bot else 0,
             _props_text(props) if props else "",
         ]
+
+    def _who(self, raw: RawRecord, day: int, memo: _Memo) -> tuple[bool, int, list[str], bool, str, Any]:
+        """Identified or not, the visitor key, the granted categories as stored, marketing granted,
+        the IP prefix and the reduced user agent of a record."""
+        ip_prefix = memo.ip_prefix(raw.ip)
+        keep = raw.action == KEEP and raw.consent_id is not None
+        if keep:
+            visitor = self._consented(raw.consent_id or "")
+            granted = _sorted_categories(raw.granted)
+        else:
+            key = (day, raw.site, ip_prefix, raw.user_agent)
+            visitor = self._pseudonyms.get(key)
+            if visitor is None:
+                if len(self._pseudonyms) >= _PSEUDONYM_CACHE:
+                    self._pseudonyms.clear()
+                salt = self._salts.salt_for(_day_of(day))
+                visitor = self._pseudonyms[key] = pseudonymous_visitor(salt, raw.site, ip_prefix, raw.user_agent)
+            granted = _NONE
+        return keep, visitor, granted, self._marketing in raw.granted, ip_prefix, reduce_user_agent(raw.user_agent)
 
     def receipt_row(self, rec: ReceiptRecord) -> list[Any]:
         row = self._receipt_values(rec)
@@ -198,9 +220,14 @@ class RowBuilder:
 class _Memo:
     """Derived values of one batch of records, by their raw inputs; dropped with the batch."""
 
-    __slots__ = ("_ips", "_paths", "_queries", "_referrers")
+    __slots__ = ("_ips", "_paths", "_queries", "_referrers", "where", "where_key", "who", "who_key")
 
     def __init__(self) -> None:
+        # The previous record's inputs and what was worked out from them (RowBuilder._event_values).
+        self.who_key: tuple[Any, ...] | None = None
+        self.who: tuple[bool, int, list[str], bool, str, Any] | None = None
+        self.where_key: tuple[str, str, str, str] | None = None
+        self.where: tuple[str, str, Any, str] | None = None
         self._ips: dict[str, str] = {}
         self._queries: dict[str, Any] = {}
         self._referrers: dict[tuple[str, str], str] = {}

@@ -588,6 +588,9 @@ async def collect(runtime: GatewayRuntime, request: Request) -> Response:
     return Response(answer, status_code=202, media_type="application/json")
 
 
+_UNDECIDED: Any = object()
+
+
 async def accept_events(
     runtime: GatewayRuntime, scope: Any, receive: Any, content_type: str, content_length: str | None
 ) -> bytes:
@@ -613,43 +616,50 @@ async def accept_events(
     granted = consent.categories
     given = consent.status is ConsentStatus.GIVEN
     bot = s.drop_bots and reduce_user_agent(user_agent).is_bot
-    kept = pseudonymised = dropped = 0
+    kept = dropped = 0
     records: list[RawRecord] = []
     # The category, decision and stored name depend only on the event's name, and a batch repeats
     # a few names and URLs: each is worked out once per request.
-    decided: dict[str, tuple[str, str, str, str | None, bool]] = {}
+    decided: dict[str, tuple[str, str, str | None, bool, str] | None] = {}
     urls: dict[str, tuple[str, str]] = {}
+    admit = runtime.event_names.admit
     for name, url, referrer, props in events:
-        decision = decided.get(name)
-        if decision is None:
+        decision = decided.get(name, _UNDECIDED)
+        if decision is _UNDECIDED:
             category = runtime.events.category_of(name)
             action = runtime.policy.decide_event(category, consent)
             identified = action == KEEP and given
             decision = decided[name] = (
-                category,
-                action,
-                # A KEEP without a given consent (unset or outdated) is stored pseudonymised.
-                action if identified or action != KEEP else PSEUDONYMISE,
-                consent.consent_id if identified else None,
-                identified,
+                None
+                if action == DROP or bot
+                else (
+                    category,
+                    # A KEEP without a given consent (unset or outdated) is stored pseudonymised.
+                    action if identified or action != KEEP else PSEUDONYMISE,
+                    consent.consent_id if identified else None,
+                    identified,
+                    admit(name),
+                )
             )
-        category, action, stored_action, consent_id, identified = decision
-        if action == DROP or bot:
+        if decision is None:
             dropped += 1
             continue
+        category, stored_action, consent_id, identified, stored_name = decision
+        if stored_name != name:
+            # Folded into "(other)" by the cap, which counts every such event.
+            stored_name = admit(name)
         split = urls.get(url)
         if split is None:
             split = urls[url] = split_url(url)
         records.append(
             RawRecord(
-                "event", runtime.event_names.admit(name), category, stored_action, now, site, host, split[0],
+                "event", stored_name, category, stored_action, now, site, host, split[0],
                 split[1], referrer, user_agent, ip, consent_id, granted, 0, 0, props,
             )
         )
         if identified:
             kept += 1
-        else:
-            pseudonymised += 1
+    pseudonymised = len(records) - kept
     # 202 means durable: the request waits for the journal's group commit (a few ms), never for ClickHouse.
     if not await runtime.pipeline.submit_events(records):
         raise RequestError("the gateway is busy and stored none of these events; retry in a few seconds", status=503)

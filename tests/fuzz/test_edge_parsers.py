@@ -10,6 +10,7 @@ import fnmatch
 import ipaddress
 import json
 import random
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -581,3 +582,60 @@ def test_rows_hold_no_raw_identifier(raw: RawRecord) -> None:
         assert "kim@mail.example" not in stored["props"] and "010-1234-5678" not in stored["props"]
     if raw.consent_id is None or raw.action != "keep":
         assert not identified
+
+
+# -- the page path's fast searches ----------------------------------------------------------------
+
+# The definitions the fast searches must agree with: case-insensitive tag patterns, and Cookie pairs
+# split on ";" and then on the first "=".
+_REFERENCE_TAGS = {
+    "lang": re.compile(rb"<html[^>]*\blang=[\"']?([A-Za-z]{2})", re.IGNORECASE),
+    "head_start": re.compile(rb"<head(\s[^>]*)?>", re.IGNORECASE),
+    "head_end": re.compile(rb"</head\s*>", re.IGNORECASE),
+    "body_end": re.compile(rb"</body\s*>", re.IGNORECASE),
+}
+_MARKUP = st.lists(
+    st.sampled_from(
+        [b"<", b">", b"</", b"html", b"HTML", b"HtMl", b"head", b"HEAD", b"hEaD", b"body", b"BODY", b"lang=",
+         b"LANG=", b"Lang='", b'"', b"ko", b"EN", b" ", b"\t", b"\n", b"x", b"\xc3\xa9", b"/", b"</head>",
+         b"</body>", b"h", b"H"]
+    ),
+    max_size=40,
+).map(b"".join)
+
+
+@MANY
+@given(_MARKUP)
+def test_tag_searches_find_what_case_insensitive_patterns_find(page: bytes) -> None:
+    from consent_gateway import banner
+
+    fast = {"lang": banner._LANG_ATTR, "head_start": banner._HEAD_START, "head_end": banner._HEAD_END,
+            "body_end": banner._BODY_END}
+    for name, reference in _REFERENCE_TAGS.items():
+        want = reference.search(page)
+        got = fast[name].search(page)
+        assert (want and (want.span(), want.groups())) == (got and (got.span(), got.groups())), name
+    head = _REFERENCE_TAGS["head_end"].search(page)
+    assert banner._head_end(page) == (head.start() if head else -1)
+    ends = [m.start() for m in _REFERENCE_TAGS["body_end"].finditer(page)]
+    assert banner._last_body_end(page) == (ends[-1] if ends else -1)
+
+
+_COOKIE_TEXT = st.lists(
+    st.sampled_from([b"cg_consent", b"cg_consent2", b"xcg_consent", b"=", b";", b" ", b"\t", b"\x0b", b"\n",
+                     b'"', b"abc", b"\xff", b"cg", b"_consent"]),
+    max_size=16,
+).map(b"".join)
+
+
+@MANY
+@given(_COOKIE_TEXT)
+def test_consent_cookie_values_are_those_of_the_split_header(header: bytes) -> None:
+    from consent_gateway.middleware import _cookie_values
+
+    want = []
+    for part in header.split(b";"):
+        key, sep, value = part.partition(b"=")
+        if sep and key.strip() == b"cg_consent":
+            want.append(value.strip().strip(b'"').decode("latin-1"))
+    assert _cookie_values(header, b"cg_consent") == want
