@@ -151,3 +151,21 @@ def test_zero_loss_short_locust_run_finds_every_acknowledged_event(tmp_path: Pat
     assert any(name.endswith("/_consent/collect spa event") or name.endswith("spa batch") for name in stats["by_name"])
     assert (tmp_path / "zero-loss_stats.csv").exists() and (tmp_path / "zero-loss.html").stat().st_size > 0
     assert "zero loss: yes" in out
+
+
+def test_thread_breakdown_reads_every_threads_cpu(tmp_path: Path, capsys: Any) -> None:
+    from loadtests import threads
+
+    out = tmp_path / "threads.json"
+    assert threads.main(["--mode", "single", "--rounds", "1", "--seconds", "1", "--set", "flush_interval=0.5",
+                         "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    (run,) = result["rounds"]["gateway"]
+    assert run["requests"] > 0 and run["rps"] > 0
+    assert set(run["cpu_us"]) == set(threads.GROUPS)
+    assert run["cpu_us"]["main"]["user"] > 0, "the event loop ran every request"
+    assert run["total_us"] == pytest.approx(sum(v["user"] + v["system"] for v in run["cpu_us"].values()))
+    assert result["settings"] == ["flush_interval=0.5"]
+    assert "gateway: median" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        threads.parse_args(["--set", "no-equals-sign"])

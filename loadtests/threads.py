@@ -1,0 +1,160 @@
+"""Where a server's CPU goes, per request and per kind of thread, for one load.
+
+    .venv/bin/python -m loadtests.threads                        # pages: bare demo vs gateway
+    .venv/bin/python -m loadtests.threads --mode batch --apps gateway
+    .venv/bin/python -m loadtests.threads --set flush_interval=5 --rounds 3
+
+It starts each app's uvicorn server (as ``loadtests.bench`` does), puts a closed-loop load on it,
+waits until the gateway's queue has drained and reads every thread's user and system CPU from
+``/proc/PID/task/*/stat`` before and after. Threads fall into three groups:
+
+- ``main``: the event loop, which runs every request (and holds the interpreter lock to do it);
+- ``python``: the gateway's own threads (the journal writer, the inserter, which also runs the
+  embedded ClickHouse's insert queries, the salt janitor);
+- ``clickhouse``: the embedded engine's own threads (insert pipelines, merges, background pools).
+
+``--set KEY=VALUE`` passes a setting to the gateway as ``CONSENT_GATEWAY_KEY``; servers of one
+round run one after the other, rounds alternate their order, and the median of the rounds is
+printed. Linux only (it reads ``/proc``). Nothing here asserts on time: it reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .bench import WRK, collect_headers, event_body, load, page_headers, run_id, wait_drained
+from .servers import Server, consent_cookie
+
+GROUPS = ("main", "python", "clickhouse")
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def thread_cpu(pid: int) -> dict[str, dict[str, float]]:
+    """User and system CPU seconds of each thread of ``pid``, by thread group (see the module doc)."""
+    out = {group: {"user": 0.0, "system": 0.0} for group in GROUPS}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            # Fields after the ")" that closes the name: state is field 3, utime 14 and stime 15.
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        if task.name == str(pid):
+            group = "main"
+        elif name.startswith("python"):  # Python threads keep the interpreter's name
+            group = "python"
+        else:
+            group = "clickhouse"
+        out[group]["user"] += int(fields[11]) / _TICK
+        out[group]["system"] += int(fields[12]) / _TICK
+    return out
+
+
+def _request(mode: str, port: int, cookie: str, tag: str) -> tuple[str, str, dict[str, str], bytes, int]:
+    if mode == "page":
+        return "GET", "/", page_headers(cookie), b"", 16
+    size = 1 if mode == "single" else 50
+    return "POST", "/_consent/collect", collect_headers(port, cookie), event_body(tag, size), 64
+
+
+def measure(server: Server, mode: str, seconds: float, use_wrk: bool) -> dict[str, Any]:
+    """One load on a started server: requests per second and CPU µs a request by thread group."""
+    pid = server.proc.pid  # type: ignore[union-attr]
+    gateway = server.app != "bare"
+    cookie = consent_cookie(server.port) if gateway else "none"
+    method, path, headers, body, connections = _request(mode, server.port, cookie, run_id("threads"))
+    load(server.port, method, path, headers, body, seconds=1, connections=connections, use_wrk=use_wrk)
+    if gateway:
+        wait_drained(server.port)
+    before = thread_cpu(pid)
+    result = load(server.port, method, path, headers, body, seconds=seconds, connections=connections,
+                  use_wrk=use_wrk)
+    if gateway:
+        wait_drained(server.port)
+        time.sleep(1.5)  # the inserts of the last rows: their cost belongs to these requests
+    after = thread_cpu(pid)
+    if result.bad_status or result.errors or not result.requests:
+        raise RuntimeError(f"{server!r}: {result.bad_status} bad statuses, {result.errors} errors of "
+                           f"{result.requests} requests; nothing to divide by")
+    per_request = {
+        group: {kind: (after[group][kind] - before[group][kind]) / result.requests * 1e6 for kind in ("user", "system")}
+        for group in GROUPS
+    }
+    return {"rps": result.rps, "requests": result.requests, "cpu_us": per_request,
+            "total_us": sum(v["user"] + v["system"] for v in per_request.values())}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m loadtests.threads", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mode", choices=("page", "single", "batch"), default="page",
+                        help="GET / (page), /collect with one event (single) or 50 (batch)")
+    parser.add_argument("--apps", default="", help="comma-separated apps (default: bare,gateway for pages, "
+                        "gateway for /collect)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds, servers alternated (default 2)")
+    parser.add_argument("--seconds", type=float, default=8, help="seconds of load a measure (default 8)")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="a gateway setting (CONSENT_GATEWAY_KEY=VALUE); repeatable")
+    parser.add_argument("--no-wrk", dest="wrk", action="store_false", help="the Python load generator")
+    parser.add_argument("--json", type=Path, help="also write the result here")
+    args = parser.parse_args(argv)
+    if not args.apps:
+        args.apps = "bare,gateway" if args.mode == "page" else "gateway"
+    for item in args.settings:
+        key, sep, _ = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--set {item!r}: write KEY=VALUE, for example --set flush_interval=5")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not Path("/proc/self/task").is_dir():
+        print("loadtests.threads reads /proc: it runs on Linux only", file=sys.stderr)
+        return 2
+    env = {f"CONSENT_GATEWAY_{k.strip().upper()}": v for k, _, v in (s.partition("=") for s in args.settings)}
+    apps = [a for a in args.apps.split(",") if a]
+    generator = "wrk" if args.wrk and WRK else "pyload"
+    print(f"CPU a request by thread, {args.mode}, {args.rounds} round(s) of {args.seconds:g} s, load by {generator}"
+          + (f", {' '.join(args.settings)}" if args.settings else ""), flush=True)
+    rounds: dict[str, list[dict[str, Any]]] = {app: [] for app in apps}
+    with tempfile.TemporaryDirectory(prefix="cg-threads-") as work:
+        servers = [Server(app, Path(work) / f"{i}-{app.replace(':', '-')}", env=env) for i, app in enumerate(apps)]
+        for server in servers:
+            server.start()
+        try:
+            for r in range(args.rounds):
+                for server in servers if r % 2 == 0 else servers[::-1]:
+                    m = measure(server, args.mode, args.seconds, args.wrk)
+                    rounds[server.app].append(m)
+                    parts = ", ".join(f"{g} {m['cpu_us'][g]['user'] + m['cpu_us'][g]['system']:.0f}" for g in GROUPS)
+                    print(f"  round {r + 1} {server.app}: {m['rps']:.0f} req/s; µs a request: {parts}; "
+                          f"total {m['total_us']:.0f}", flush=True)
+        finally:
+            for server in servers:
+                server.stop()
+    summary = {}
+    for app, items in rounds.items():
+        summary[app] = {
+            "rps": statistics.median(i["rps"] for i in items),
+            "total_us": statistics.median(i["total_us"] for i in items),
+            **{g: {k: statistics.median(i["cpu_us"][g][k] for i in items) for k in ("user", "system")} for g in GROUPS},
+        }
+        s = summary[app]
+        print(f"{app}: median {s['rps']:.0f} req/s, {s['total_us']:.0f} µs CPU a request = "
+              + " + ".join(f"{g} {s[g]['user']:.0f} user/{s[g]['system']:.0f} sys" for g in GROUPS))
+    if args.json:
+        args.json.write_text(json.dumps({"mode": args.mode, "settings": args.settings, "rounds": rounds,
+                                         "median": summary}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
