@@ -3,6 +3,7 @@
     .venv/bin/python -m loadtests.threads                        # pages: bare demo vs gateway
     .venv/bin/python -m loadtests.threads --mode batch --apps gateway
     .venv/bin/python -m loadtests.threads --set flush_interval=5 --rounds 3
+    .venv/bin/python -m loadtests.threads --apps gateway --compare flush_interval=5
 
 It starts each app's uvicorn server (as ``loadtests.bench`` does), puts a closed-loop load on it,
 waits until the gateway's queue has drained and reads every thread's user and system CPU from
@@ -13,9 +14,10 @@ waits until the gateway's queue has drained and reads every thread's user and sy
   embedded ClickHouse's insert queries, the salt janitor);
 - ``clickhouse``: the embedded engine's own threads (insert pipelines, merges, background pools).
 
-``--set KEY=VALUE`` passes a setting to the gateway as ``CONSENT_GATEWAY_KEY``; servers of one
-round run one after the other, rounds alternate their order, and the median of the rounds is
-printed. Linux only (it reads ``/proc``). Nothing here asserts on time: it reports.
+``--set KEY=VALUE`` passes a setting to every server as ``CONSENT_GATEWAY_KEY``; ``--compare
+KEY=VALUE`` adds a second server of each app with that setting too, for an A/B of the setting.
+Servers of one round run one after the other, rounds alternate their order, and the median of the
+rounds is printed. Linux only (it reads ``/proc``). Nothing here asserts on time: it reports.
 """
 
 from __future__ import annotations
@@ -102,16 +104,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=8, help="seconds of load a measure (default 8)")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                         help="a gateway setting (CONSENT_GATEWAY_KEY=VALUE); repeatable")
+    parser.add_argument("--compare", dest="compare", action="append", default=[], metavar="KEY=VALUE",
+                        help="also run each app with this setting, alternated with the plain one; repeatable")
     parser.add_argument("--no-wrk", dest="wrk", action="store_false", help="the Python load generator")
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args(argv)
     if not args.apps:
         args.apps = "bare,gateway" if args.mode == "page" else "gateway"
-    for item in args.settings:
-        key, sep, _ = item.partition("=")
-        if not sep or not key:
-            parser.error(f"--set {item!r}: write KEY=VALUE, for example --set flush_interval=5")
+    for flag, items in (("--set", args.settings), ("--compare", args.compare)):
+        for item in items:
+            key, sep, _ = item.partition("=")
+            if not sep or not key:
+                parser.error(f"{flag} {item!r}: write KEY=VALUE, for example {flag} flush_interval=5")
     return args
+
+
+def _env(settings: list[str]) -> dict[str, str]:
+    return {f"CONSENT_GATEWAY_{k.strip().upper()}": v for k, _, v in (s.partition("=") for s in settings)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,26 +128,33 @@ def main(argv: list[str] | None = None) -> int:
     if not Path("/proc/self/task").is_dir():
         print("loadtests.threads reads /proc: it runs on Linux only", file=sys.stderr)
         return 2
-    env = {f"CONSENT_GATEWAY_{k.strip().upper()}": v for k, _, v in (s.partition("=") for s in args.settings)}
+    env = _env(args.settings)
     apps = [a for a in args.apps.split(",") if a]
+    # (label, app, environment): each app as it is and, with --compare, with those settings too.
+    variants = [(app, app, env) for app in apps]
+    if args.compare:
+        variants += [(f"{app} {' '.join(args.compare)}", app, {**env, **_env(args.compare)}) for app in apps]
     generator = "wrk" if args.wrk and WRK else "pyload"
     print(f"CPU a request by thread, {args.mode}, {args.rounds} round(s) of {args.seconds:g} s, load by {generator}"
           + (f", {' '.join(args.settings)}" if args.settings else ""), flush=True)
-    rounds: dict[str, list[dict[str, Any]]] = {app: [] for app in apps}
+    rounds: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in variants}
     with tempfile.TemporaryDirectory(prefix="cg-threads-") as work:
-        servers = [Server(app, Path(work) / f"{i}-{app.replace(':', '-')}", env=env) for i, app in enumerate(apps)]
-        for server in servers:
+        servers = [
+            (label, Server(app, Path(work) / f"{i}-{app.replace(':', '-')}", env=variant_env))
+            for i, (label, app, variant_env) in enumerate(variants)
+        ]
+        for _, server in servers:
             server.start()
         try:
             for r in range(args.rounds):
-                for server in servers if r % 2 == 0 else servers[::-1]:
+                for label, server in servers if r % 2 == 0 else servers[::-1]:
                     m = measure(server, args.mode, args.seconds, args.wrk)
-                    rounds[server.app].append(m)
+                    rounds[label].append(m)
                     parts = ", ".join(f"{g} {m['cpu_us'][g]['user'] + m['cpu_us'][g]['system']:.0f}" for g in GROUPS)
-                    print(f"  round {r + 1} {server.app}: {m['rps']:.0f} req/s; µs a request: {parts}; "
+                    print(f"  round {r + 1} {label}: {m['rps']:.0f} req/s; µs a request: {parts}; "
                           f"total {m['total_us']:.0f}", flush=True)
         finally:
-            for server in servers:
+            for _, server in servers:
                 server.stop()
     summary = {}
     for app, items in rounds.items():
@@ -151,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{app}: median {s['rps']:.0f} req/s, {s['total_us']:.0f} µs CPU a request = "
               + " + ".join(f"{g} {s[g]['user']:.0f} user/{s[g]['system']:.0f} sys" for g in GROUPS))
     if args.json:
-        args.json.write_text(json.dumps({"mode": args.mode, "settings": args.settings, "rounds": rounds,
-                                         "median": summary}, indent=2))
+        args.json.write_text(json.dumps({"mode": args.mode, "settings": args.settings, "compare": args.compare,
+                                         "rounds": rounds, "median": summary}, indent=2))
     return 0
 
 

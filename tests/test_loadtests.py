@@ -158,8 +158,9 @@ def test_thread_breakdown_reads_every_threads_cpu(tmp_path: Path, capsys: Any) -
 
     out = tmp_path / "threads.json"
     assert threads.main(["--mode", "single", "--rounds", "1", "--seconds", "1", "--set", "flush_interval=0.5",
-                         "--json", str(out)]) == 0
+                         "--compare", "commit_window=0.002", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
+    assert set(result["rounds"]) == {"gateway", "gateway commit_window=0.002"}, "the app as it is and with the setting"
     (run,) = result["rounds"]["gateway"]
     assert run["requests"] > 0 and run["rps"] > 0
     assert set(run["cpu_us"]) == set(threads.GROUPS)
@@ -167,5 +168,6 @@ def test_thread_breakdown_reads_every_threads_cpu(tmp_path: Path, capsys: Any) -
     assert run["total_us"] == pytest.approx(sum(v["user"] + v["system"] for v in run["cpu_us"].values()))
     assert result["settings"] == ["flush_interval=0.5"]
     assert "gateway: median" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        threads.parse_args(["--set", "no-equals-sign"])
+    for flag in ("--set", "--compare"):
+        with pytest.raises(SystemExit):
+            threads.parse_args([flag, "no-equals-sign"])
