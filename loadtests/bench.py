@@ -541,6 +541,8 @@ def queue_full_rss(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         wait_drained(server.port, timeout=300)
         flush_barrier(server.port, cookie, timeout=300)
         drained_rss = int(psutil.Process(server.proc.pid).memory_info().rss)  # type: ignore[union-attr]
+        # Why requests were refused, as the gateway counted it (a /healthz poll can starve in a flood).
+        refusals = refusal_counts(server.port)
         from .apps import load_settings
 
         queue_max = args.flood_queue_max or load_settings(server.data_dir).queue_max
@@ -557,8 +559,27 @@ def queue_full_rss(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "queue_max": queue_max,
         "refused_503": result.bad_status,
         "accepted_requests": result.ok,
-        "queue_filled": result.bad_status > 0,
+        "refused_events": refusals,
+        "queue_filled": refusals["queue"] > 0,
     }
+
+
+def refusal_counts(port: int) -> dict[str, int]:
+    """Events refused at the full queue and at the full journal, and requests whose journal commit
+    timed out: the gateway's own counters, read from ``/_consent/metrics``."""
+    status, _, body = request(port, "GET", "/_consent/metrics", timeout=30)
+    if status != 200:
+        raise RuntimeError(f"/_consent/metrics answered {status}")
+    counts = {"queue": 0, "journal": 0, "ack_timeouts": 0}
+    for line in body.decode("utf-8").splitlines():
+        name, _, value = line.rpartition(" ")
+        if name.startswith('cg_pipeline_shed_records_total{') and 'kind="event"' in name:
+            for reason in ("queue", "journal"):
+                if f'reason="{reason}"' in name:
+                    counts[reason] += int(float(value))
+        elif name == "cg_pipeline_ack_timeouts_total":
+            counts["ack_timeouts"] += int(float(value))
+    return counts
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -610,8 +631,11 @@ def table(res: dict[str, Any]) -> str:
         rows += [
             (f"peak RSS, `/collect` flooded ({filled})", f"{mib(q['peak_rss'])} (idle {mib(q['idle_rss'])})",
              "bounded"),
-            ("peak queue length / queue_max (flood)", f"{q['peak_queued']} / {q['queue_max']}, "
-             f"{q['refused_503']} requests refused with 503", "503 when full"),
+            ("flood: requests refused with 503 / accepted", f"{q['refused_503']} / {q['accepted_requests']}",
+             "503 when full"),
+            ("flood: events refused at the full queue (queue_max)",
+             f"{q['refused_events']['queue']} ({q['queue_max']}); journal full "
+             f"{q['refused_events']['journal']}, commit timeouts {q['refused_events']['ack_timeouts']}", ""),
         ]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = ["| " + " | ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) + " |" for row in rows]

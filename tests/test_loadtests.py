@@ -55,6 +55,9 @@ def test_bench_quick_run_measures_every_part_and_writes_its_files(tmp_path: Path
     flood = result["queue_full"]
     assert flood["peak_rss"] >= flood["idle_rss"] > 0
     assert flood["queue_max"] > 0 and flood["accepted_requests"] > 0
+    assert set(flood["refused_events"]) == {"queue", "journal", "ack_timeouts"}
+    assert all(isinstance(n, int) and n >= 0 for n in flood["refused_events"].values())
+    assert flood["queue_filled"] == (flood["refused_events"]["queue"] > 0)
 
     assert (tmp_path / "bench.png").read_bytes().startswith(PNG_MAGIC)
     assert len(list(tmp_path.glob("bench-*.json"))) == 1
