@@ -128,7 +128,7 @@ def _cookie_pattern(name: bytes) -> re.Pattern[bytes]:
     pattern = _COOKIE_PATTERNS.get(name)
     if pattern is None:
         # Starting with the name itself lets the engine jump from one occurrence to the next.
-        pattern = _COOKIE_PATTERNS[name] = re.compile(re.escape(name) + rb"[ \t\n\r\x0b\x0c]*=([^;]*)")
+        pattern = _COOKIE_PATTERNS[name] = re.compile(re.escape(name) + b"[" + re.escape(_WHITESPACE) + b"]*=([^;]*)")
     return pattern
 
 

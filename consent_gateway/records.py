@@ -24,22 +24,11 @@ _EVENT_KEYS = frozenset({"name", "url", "referrer", "props"})
 # virtualisation and hands the GIL to the writer thread. Ids are cut from one 4 KiB read instead.
 _ID_BLOCK = 256
 _id_pool: list[bytes] = []
-_hex_pool: list[str] = []
 os.register_at_fork(after_in_child=_id_pool.clear)
-os.register_at_fork(after_in_child=_hex_pool.clear)
-
-
-# Version-4 bits in byte 6 and RFC 4122 variant bits in byte 8, applied to a whole block by
+# Version-4 bits in byte 6 and RFC 4122 variant bits in byte 8, set for a whole block by
 # bytes.translate (in C) instead of byte by byte.
 _VERSION_4 = bytes(b & 0x0F | 0x40 for b in range(256))
 _VARIANT = bytes(b & 0x3F | 0x80 for b in range(256))
-
-
-def _id_block() -> bytearray:
-    block = bytearray(os.urandom(16 * _ID_BLOCK))
-    block[6::16] = block[6::16].translate(_VERSION_4)
-    block[8::16] = block[8::16].translate(_VARIANT)
-    return block
 
 
 def _random_id() -> bytes:
@@ -47,9 +36,12 @@ def _random_id() -> bytes:
     try:
         return _id_pool.pop()  # atomic: no two callers get the same bytes
     except IndexError:
-        block = bytes(_id_block())
-        _id_pool.extend([block[i : i + 16] for i in range(16, len(block), 16)])
-        return block[:16]
+        block = bytearray(os.urandom(16 * _ID_BLOCK))
+        block[6::16] = block[6::16].translate(_VERSION_4)
+        block[8::16] = block[8::16].translate(_VARIANT)
+        ids = bytes(block)
+        _id_pool.extend([ids[i : i + 16] for i in range(16, len(ids), 16)])
+        return ids[:16]
 
 
 def new_record_id() -> uuid.UUID:
@@ -59,12 +51,7 @@ def new_record_id() -> uuid.UUID:
 
 def new_record_hex() -> str:
     """``new_record_id()`` as 32 hex digits, which ClickHouse reads as a UUID (no UUID object made)."""
-    try:
-        return _hex_pool.pop()
-    except IndexError:
-        text = _id_block().hex()  # one hex conversion for the whole block
-        _hex_pool.extend([text[i : i + 32] for i in range(32, len(text), 32)])
-        return text[:32]
+    return _random_id().hex()
 
 
 @dataclass(slots=True)

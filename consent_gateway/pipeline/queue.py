@@ -167,7 +167,7 @@ class Pipeline:
         if not records:
             return True
         n = len(records)
-        if self._queued + len(self._visits) + n > self.queue_max:
+        if self.queued + n > self.queue_max:
             self.metrics.shed.labels("event", "queue").inc(n)
             return False
         if self.state.journal_full:
