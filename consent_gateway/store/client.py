@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -61,6 +62,8 @@ class Store:
         column_types: Sequence[str],
         settings: Mapping[str, Any] | None = None,
     ) -> None:
+        """Insert Python rows; clickhouse-connect converts them (and loads pandas, hence numpy, to
+        check for DataFrames). The gateway's own paths use ``insert_lines``; tools and tests use this."""
         if not rows:
             return
         self._call(
@@ -121,11 +124,43 @@ class Store:
 # Clients of the embedded engine must share one lock per process: the engine is one per process.
 _EMBEDDED_LOCKS: dict[str, threading.Lock] = {}
 
+# chdb's connection module imports pyarrow when it is installed (chdb declares it), and pyarrow
+# imports numpy. numpy's wheels bundle libquadmath, whose load-time constructor registers printf
+# hooks with glibc; from then on every sprintf in the process takes glibc's slow positional path.
+# Python itself formats with sprintf (dates' isoformat, asyncio task names), so the whole app pays:
+# 75,677 instructions a page of the demo site behind the gateway, 8% (benchmarks/page_instructions.py).
+# The gateway never asks chdb for Arrow results, and chdb treats pyarrow as optional.
+_CHDB_CONNECTION_MODULE = "chdb.state.sqlitelike"
+_ARROW_MODULES = ("pyarrow", "numpy", "pandas")
+
+
+def _import_embedded_engine() -> None:
+    """Import chdb's connection module without its optional Arrow support (see above).
+
+    Nothing is hidden when the process has already loaded pyarrow, numpy or pandas (the app uses
+    them: the hooks, if any, are in place already) or chdb's connection module. Only pyarrow is
+    hidden, and only while that one module is imported; chdb itself is imported first, outside
+    that window, since loading the engine takes a while.
+    """
+    import chdb  # noqa: F401  (the engine's library; it does not import pyarrow)
+
+    if _CHDB_CONNECTION_MODULE in sys.modules or any(name in sys.modules for name in _ARROW_MODULES):
+        return
+    sys.modules["pyarrow"] = None  # type: ignore[assignment]  # importing it raises ImportError now
+    try:
+        __import__(_CHDB_CONNECTION_MODULE)
+    except ImportError:
+        pass  # a chdb that needs pyarrow, or keeps its connections elsewhere: it loads as it is
+    finally:
+        if sys.modules.get("pyarrow", 0) is None:
+            del sys.modules["pyarrow"]
+
 
 def open_store(url: str, database: str, *, connect_timeout: float = 10, send_receive_timeout: float = 30) -> Store:
     """Open a client for ``url``: ``chdb:///path`` embeds ClickHouse, ``http(s)://`` talks to a server."""
     if url.startswith("chdb://"):
         try:
+            _import_embedded_engine()
             client = clickhouse_connect.get_client(dsn=url)
         except Exception as exc:
             raise StoreError(

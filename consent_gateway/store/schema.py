@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -228,8 +229,10 @@ def migrate(store: Store, *, events_months: int = 3, receipts_years: int = 5, cl
         for statement in render(build(store, retention), cluster):
             store.command(statement)
         # On a cluster this goes through a Distributed table: wait for it, so the next run sees it.
-        store.insert(
-            "schema_migrations", [[version, name]], ["version", "name"], ["UInt32", "String"],
+        # As JSON lines, the gateway's own insert path: clickhouse-connect's row insert would load
+        # pandas and numpy into the process (see store/client.py for what that costs a page).
+        store.insert_lines(
+            "schema_migrations", [json.dumps([version, name]).encode()], ["version", "name"],
             settings={"insert_distributed_sync": 1} if cluster else None,
         )
         logger.info("applied migration %d (%s) to %s", version, name, store.database)
