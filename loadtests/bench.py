@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from . import pyload
-from .servers import ROOT, Server, consent_cookie, health, request
+from .servers import ROOT, Server, consent_cookie, default_loop_cpu, health, request
 from .stored import VISITS, count_in_subprocess
 
 WRK = shutil.which("wrk")
@@ -303,6 +303,8 @@ def page_throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     gw = Server("gateway", work / "pages-gateway")
     rounds: list[dict[str, Any]] = []
     with bare, gw:
+        for server in (bare, gw):
+            server.pin_event_loop(args.loop_cpu)
         cookie = consent_cookie(gw.port)
         headers = page_headers(cookie)
         check_pages(bare, gw, headers)
@@ -359,6 +361,7 @@ def page_throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "gateway_requests": sent_to_gateway,
         "visits_stored": visits,
         "gateway_peak_rss": peak,
+        "loop_cpu": args.loop_cpu,
     }
 
 
@@ -382,6 +385,7 @@ def cost_breakdown(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         for _, server in servers:
             stack.enter_context(server)
+            server.pin_event_loop(args.loop_cpu)
         cookie = {label: consent_cookie(s.port) if s.app != "bare" else "none" for label, s in servers}
         for label, server in servers:
             load(server.port, "GET", PAGE_PATH, page_headers(cookie[label]), b"", seconds=1,
@@ -600,6 +604,8 @@ def table(res: dict[str, Any]) -> str:
             ("server CPU per page, bare / gateway", f"{p['bare_cpu_us']:.0f} µs / {p['gateway_cpu_us']:.0f} µs "
              f"(ratio {p['cpu_ratio']:.3f})", ""),
             ("visit records stored / pages answered", f"{p['visits_stored']} / {p['gateway_requests']}", "all"),
+            ("each server's event loop", "not pinned" if p.get("loop_cpu") is None else f"kept on CPU {p['loop_cpu']}",
+             ""),
         ]
     c = res.get("collect")
     if c:
@@ -738,6 +744,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     parser.add_argument("--no-wrk", dest="wrk", action="store_false",
                         help="use the Python generator even if wrk exists")
+    parser.add_argument("--loop-cpu", type=int, default=default_loop_cpu(),
+                        help="CPU every server's event loop is kept on for the page measures, -1 for none "
+                             "(default: the highest CPU; a VM's CPUs may differ in speed)")
     parser.add_argument("--out", type=Path, default=ROOT / "loadtests" / "results", help="where JSON and PNG go")
     parser.add_argument("--keep", action="store_true", help="keep the servers' data directories")
     parser.add_argument("--quick", action="store_true", help="a short run of every part (smoke test, not a measure)")
@@ -746,6 +755,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.rounds, args.seconds, args.collect_rounds, args.collect_seconds = 2, 1, 1, 1
         args.latency_seconds, args.rate, args.flood_seconds, args.settle = 1, 50, 2, 0.2
         args.breakdown_seconds = 1
+    if args.loop_cpu is not None and args.loop_cpu < 0:
+        args.loop_cpu = None
+    elif args.loop_cpu is not None and hasattr(os, "sched_getaffinity"):
+        allowed = sorted(os.sched_getaffinity(0))
+        if args.loop_cpu not in allowed:
+            parser.error(f"--loop-cpu {args.loop_cpu}: this process may use CPUs {allowed}")
     unknown = set(args.parts.split(",")) - set(PARTS)
     if unknown:
         parser.error(f"unknown part {sorted(unknown)[0]!r}; choose from {', '.join(PARTS)}")
@@ -777,7 +792,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"consent-gateway bench, {res['machine']['nproc']} cores, {res['machine']['cpu']}, "
           f"Python {res['machine']['python']}, {res['machine']['server']}, one worker; "
-          f"throughput by {res['generator']}", flush=True)
+          f"throughput by {res['generator']}; "
+          + ("event loops not pinned" if args.loop_cpu is None else f"each server's event loop on CPU {args.loop_cpu}"),
+          flush=True)
     steps = {"pages": page_throughput, "breakdown": cost_breakdown, "collect": collect_throughput,
              "latency": fixed_rate_latency, "queue_full": queue_full_rss}
     with workdir(args.keep) as work:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .bench import WRK, collect_headers, event_body, load, page_headers, run_id, wait_drained
-from .servers import Server, consent_cookie
+from .servers import Server, consent_cookie, default_loop_cpu
 
 GROUPS = ("main", "python", "clickhouse")
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -107,10 +107,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--compare", dest="compare", action="append", default=[], metavar="KEY=VALUE",
                         help="also run each app with this setting, alternated with the plain one; repeatable")
     parser.add_argument("--no-wrk", dest="wrk", action="store_false", help="the Python load generator")
+    parser.add_argument("--loop-cpu", type=int, default=default_loop_cpu(),
+                        help="CPU every server's event loop is kept on, -1 for none (default: the highest CPU)")
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args(argv)
     if not args.apps:
         args.apps = "bare,gateway" if args.mode == "page" else "gateway"
+    if args.loop_cpu is not None and args.loop_cpu < 0:
+        args.loop_cpu = None
     for flag, items in (("--set", args.settings), ("--compare", args.compare)):
         for item in items:
             key, sep, _ = item.partition("=")
@@ -136,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         variants += [(f"{app} {' '.join(args.compare)}", app, {**env, **_env(args.compare)}) for app in apps]
     generator = "wrk" if args.wrk and WRK else "pyload"
     print(f"CPU a request by thread, {args.mode}, {args.rounds} round(s) of {args.seconds:g} s, load by {generator}"
-          + (f", {' '.join(args.settings)}" if args.settings else ""), flush=True)
+          + (f", {' '.join(args.settings)}" if args.settings else "")
+          + ("" if args.loop_cpu is None else f", event loops on CPU {args.loop_cpu}"), flush=True)
     rounds: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in variants}
     with tempfile.TemporaryDirectory(prefix="cg-threads-") as work:
         servers = [
@@ -145,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         for _, server in servers:
             server.start()
+            server.pin_event_loop(args.loop_cpu)
         try:
             for r in range(args.rounds):
                 for label, server in servers if r % 2 == 0 else servers[::-1]:

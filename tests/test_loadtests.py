@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 
 from loadtests import bench, pyload, zero_loss
 from loadtests.ledger import Ledger
-from loadtests.servers import Server, consent_cookie
+from loadtests.servers import Server, consent_cookie, default_loop_cpu
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -37,6 +38,7 @@ def test_bench_quick_run_measures_every_part_and_writes_its_files(tmp_path: Path
     # Every page the gateway answered was logged as a visit (requests cut off by the generator's
     # deadline may still be logged, so more visits than counted answers is fine).
     assert pages["visits_stored"] >= pages["gateway_requests"] > 0
+    assert pages["loop_cpu"] == default_loop_cpu()  # the event loops' CPU is part of the result
 
     variants = result["breakdown"]["variants"]
     assert list(variants) == [label for label, _, _ in bench.BREAKDOWN]
@@ -174,3 +176,23 @@ def test_thread_breakdown_reads_every_threads_cpu(tmp_path: Path, capsys: Any) -
     for flag in ("--set", "--compare"):
         with pytest.raises(SystemExit):
             threads.parse_args([flag, "no-equals-sign"])
+
+
+@pytest.mark.skipif(default_loop_cpu() is None, reason="needs two CPUs and CPU affinity (Linux)")
+def test_pinning_moves_the_event_loop_alone(tmp_path: Path) -> None:
+    cpu = default_loop_cpu()
+
+    def affinities(pid: int) -> dict[int, set[int]]:
+        return {int(t.name): os.sched_getaffinity(int(t.name)) for t in Path(f"/proc/{pid}/task").iterdir()}
+
+    with Server("gateway", tmp_path / "gateway") as server:
+        assert server.pid is not None
+        before = affinities(server.pid)
+        server.pin_event_loop(cpu)
+        after = affinities(server.pid)
+        server.pin_event_loop(None)  # None changes nothing
+        assert os.sched_getaffinity(server.pid) == {cpu}
+    assert after.pop(server.pid) == {cpu} and before.pop(server.pid) == os.sched_getaffinity(0)
+    # The writer, the inserter and the embedded engine's threads keep what they had (some of the
+    # engine's pools place their threads themselves).
+    assert len(after) > 3 and after == {tid: cpus for tid, cpus in before.items() if tid in after}
