@@ -12,7 +12,13 @@ loaded carelessly, it makes every C ``sprintf`` slower). The interpreter runs un
 difference over 500 pages is the cost of one page, start-up excluded. ``PYTHONHASHSEED`` is fixed,
 so a run repeats to the instruction.
 
-This counts the Python work on the request path only. What a page costs the gateway's writer and
+    .venv/bin/python benchmarks/page_instructions.py --server   # the event loop of real uvicorn servers
+
+With ``--server`` each app runs in a real uvicorn server under callgrind (one output per thread),
+and the pages come over a socket one after another: the count is the event loop's whole thread,
+uvicorn's parsing and writing included, while the gateway's writer, inserter and engine run.
+
+Without it, this counts the Python work on the request path only. What a page costs the gateway's writer and
 ClickHouse threads is measured by ``python -m loadtests.threads``; what it costs in throughput by
 ``python -m loadtests.bench``.
 """
@@ -20,12 +26,14 @@ ClickHouse threads is measured by ``python -m loadtests.threads``; what it costs
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -113,17 +121,91 @@ def count(valgrind: str, which: str, pages: int, work: Path) -> int:
     raise SystemExit(f"callgrind wrote no total to {out}")
 
 
+def count_server(valgrind: str, which: str, pages: int, work: Path) -> int:
+    """Instructions of the event loop's thread of a real uvicorn server over ``pages`` pages.
+
+    The server runs under callgrind with one output per thread; counters are zeroed after a
+    warm-up and dumped after the pages, which come one after another on one keep-alive connection.
+    """
+    sys.path.insert(0, str(ROOT))
+    from loadtests.bench import page_headers
+    from loadtests.servers import consent_cookie, free_port
+
+    out = work / f"server-{which}"
+    out.mkdir(parents=True)
+    port = free_port()
+    env = {**os.environ, "PYTHONHASHSEED": "0", "CG_LOAD_DATA": str(work / f"data-{which}"), "PYTHONPATH": str(ROOT)}
+    log = open(out / "server.log", "wb")  # the server's whole life
+    proc = subprocess.Popen(  # noqa: S603
+        [valgrind, "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={out / 'cg.out'}",
+         sys.executable, "-m", "uvicorn", f"loadtests.apps:{which}", "--factory", "--host", "127.0.0.1",
+         "--port", str(port), "--no-access-log", "--log-level", "warning", "--lifespan", "on", "--app-dir", str(ROOT)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 900  # the embedded engine starts slowly under valgrind
+        while True:
+            try:
+                probe = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                probe.request("GET", "/privacy")
+                probe.getresponse().read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    tail = (out / "server.log").read_text(errors="replace")[-2000:]
+                    raise SystemExit(f"the {which} server under valgrind did not start:\n{tail}") from None
+                time.sleep(1)
+        headers = page_headers(consent_cookie(port) if which == "gateway" else "none")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+
+        def serve(n: int) -> None:
+            for _ in range(n):
+                conn.request("GET", "/", headers=headers)
+                response = conn.getresponse()
+                response.read()
+                if response.status != 200:
+                    raise SystemExit(f"{which}: GET / answered {response.status}")
+
+        serve(WARM_UP)
+        subprocess.run(["callgrind_control", "--zero", str(proc.pid)], capture_output=True, check=True)  # noqa: S603,S607
+        serve(pages)
+        subprocess.run(["callgrind_control", "--dump", str(proc.pid)], capture_output=True, check=True)  # noqa: S603,S607
+    finally:
+        proc.terminate()
+        proc.wait(600)
+        log.close()
+    # Dumps are cg.out.<n>-<thread>; thread 01 is the main thread, which runs the event loop.
+    dump = out / "cg.out.1-01"
+    for line in dump.read_text().splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise SystemExit(f"callgrind wrote no total to {dump}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--child", nargs=2, metavar=("APP", "PAGES"), help=argparse.SUPPRESS)
+    parser.add_argument("--server", action="store_true",
+                        help="count the event loop of real uvicorn servers (with uvicorn's own work, the "
+                             "gateway's threads running) instead of the app alone")
     args = parser.parse_args(argv)
     if args.child:
         child(args.child[0], int(args.child[1]))
         return 0
     valgrind = shutil.which("valgrind")
-    if valgrind is None:
+    if valgrind is None or (args.server and shutil.which("callgrind_control") is None):
         print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
         return 2
+    if args.server:
+        with tempfile.TemporaryDirectory(prefix="cg-instructions-") as tmp:
+            per_page = {}
+            for which in ("bare", "gateway"):
+                print(f"{which}: a uvicorn server under callgrind, {MANY} pages after {WARM_UP} ...", flush=True)
+                per_page[which] = count_server(valgrind, which, MANY, Path(tmp)) / MANY
+        bare, gateway = per_page["bare"], per_page["gateway"]
+        print(f"instructions a page in the event loop's thread: bare demo {bare:,.0f}; gateway {gateway:,.0f} "
+              f"(+{gateway - bare:,.0f}); bare / gateway {bare / gateway:.3f}")
+        return 0
     with tempfile.TemporaryDirectory(prefix="cg-instructions-") as tmp:
         work = Path(tmp)
         per_page = {}
