@@ -18,9 +18,9 @@ With ``--server`` each app runs in a real uvicorn server under callgrind (one ou
 and the pages come over a socket one after another: the count is the event loop's whole thread,
 uvicorn's parsing and writing included, while the gateway's writer, inserter and engine run.
 
-Without it, this counts the Python work on the request path only. What a page costs the gateway's writer and
-ClickHouse threads is measured by ``python -m loadtests.threads``; what it costs in throughput by
-``python -m loadtests.bench``.
+Without it, this counts the Python work on the request path only. What a page costs the gateway's
+writer and ClickHouse threads is measured by ``python -m loadtests.threads``; what it costs in
+throughput by ``python -m loadtests.bench``.
 """
 
 from __future__ import annotations
