@@ -33,7 +33,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +104,14 @@ def child(which: str, pages: int) -> None:
             raise SystemExit(f"{which}: GET / did not answer a page with the banner root: {sent[0]['status']}")
 
 
+def _total(out: Path) -> int:
+    """The instruction total of one callgrind output file."""
+    for line in out.read_text().splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise SystemExit(f"callgrind wrote no total to {out}")
+
+
 def count(valgrind: str, which: str, pages: int, work: Path) -> int:
     out = work / f"{which}-{pages}.out"
     env = {**os.environ, "PYTHONHASHSEED": "0", "CG_LOAD_DATA": str(work / "data")}
@@ -115,48 +122,32 @@ def count(valgrind: str, which: str, pages: int, work: Path) -> int:
     )
     if proc.returncode != 0:
         raise SystemExit(f"the {which} run under valgrind failed:\n{proc.stderr[-2000:]}")
-    for line in out.read_text().splitlines():
-        if line.startswith(("summary:", "totals:")):
-            return int(line.split()[1])
-    raise SystemExit(f"callgrind wrote no total to {out}")
+    return _total(out)
 
 
 def count_server(valgrind: str, which: str, pages: int, work: Path) -> int:
     """Instructions of the event loop's thread of a real uvicorn server over ``pages`` pages.
 
-    The server runs under callgrind with one output per thread; counters are zeroed after a
-    warm-up and dumped after the pages, which come one after another on one keep-alive connection.
+    The load tests' server runs under callgrind with one output per thread; counters are zeroed
+    after a warm-up and dumped after the pages, which come one after another on one keep-alive
+    connection.
     """
     sys.path.insert(0, str(ROOT))
     from loadtests.bench import page_headers
-    from loadtests.servers import consent_cookie, free_port
+    from loadtests.servers import Server, consent_cookie
 
-    out = work / f"server-{which}"
+    out = work / f"callgrind-{which}"
     out.mkdir(parents=True)
-    port = free_port()
-    env = {**os.environ, "PYTHONHASHSEED": "0", "CG_LOAD_DATA": str(work / f"data-{which}"), "PYTHONPATH": str(ROOT)}
-    log = open(out / "server.log", "wb")  # the server's whole life
-    proc = subprocess.Popen(  # noqa: S603
-        [valgrind, "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={out / 'cg.out'}",
-         sys.executable, "-m", "uvicorn", f"loadtests.apps:{which}", "--factory", "--host", "127.0.0.1",
-         "--port", str(port), "--no-access-log", "--log-level", "warning", "--lifespan", "on", "--app-dir", str(ROOT)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-    )
+    callgrind = [valgrind, "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={out / 'cg.out'}"]
+    server = Server(which, work / f"server-{which}", env={"PYTHONHASHSEED": "0"}, command_prefix=callgrind)
     try:
-        deadline = time.monotonic() + 900  # the embedded engine starts slowly under valgrind
-        while True:
-            try:
-                probe = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-                probe.request("GET", "/privacy")
-                probe.getresponse().read()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    tail = (out / "server.log").read_text(errors="replace")[-2000:]
-                    raise SystemExit(f"the {which} server under valgrind did not start:\n{tail}") from None
-                time.sleep(1)
-        headers = page_headers(consent_cookie(port) if which == "gateway" else "none")
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        server.start(timeout=900)  # the embedded engine starts slowly under valgrind
+    except RuntimeError as exc:
+        tail = server.log_path.read_text(errors="replace")[-2000:]
+        raise SystemExit(f"{exc}:\n{tail}") from None
+    try:
+        headers = page_headers(consent_cookie(server.port) if which == "gateway" else "none")
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
 
         def serve(n: int) -> None:
             for _ in range(n):
@@ -167,19 +158,13 @@ def count_server(valgrind: str, which: str, pages: int, work: Path) -> int:
                     raise SystemExit(f"{which}: GET / answered {response.status}")
 
         serve(WARM_UP)
-        subprocess.run(["callgrind_control", "--zero", str(proc.pid)], capture_output=True, check=True)  # noqa: S603,S607
+        subprocess.run(["callgrind_control", "--zero", str(server.pid)], capture_output=True, check=True)  # noqa: S603,S607
         serve(pages)
-        subprocess.run(["callgrind_control", "--dump", str(proc.pid)], capture_output=True, check=True)  # noqa: S603,S607
+        subprocess.run(["callgrind_control", "--dump", str(server.pid)], capture_output=True, check=True)  # noqa: S603,S607
     finally:
-        proc.terminate()
-        proc.wait(600)
-        log.close()
+        server.stop(timeout=600)
     # Dumps are cg.out.<n>-<thread>; thread 01 is the main thread, which runs the event loop.
-    dump = out / "cg.out.1-01"
-    for line in dump.read_text().splitlines():
-        if line.startswith(("summary:", "totals:")):
-            return int(line.split()[1])
-    raise SystemExit(f"callgrind wrote no total to {dump}")
+    return _total(out / "cg.out.1-01")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from . import pyload
-from .servers import ROOT, Server, consent_cookie, default_loop_cpu, health, request
+from .servers import ROOT, Server, add_loop_cpu_option, consent_cookie, health, loop_cpu_option, request
 from .stored import VISITS, count_in_subprocess
 
 WRK = shutil.which("wrk")
@@ -744,9 +744,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     parser.add_argument("--no-wrk", dest="wrk", action="store_false",
                         help="use the Python generator even if wrk exists")
-    parser.add_argument("--loop-cpu", type=int, default=default_loop_cpu(),
-                        help="CPU every server's event loop is kept on for the page measures, -1 for none "
-                             "(default: the highest CPU; a VM's CPUs may differ in speed)")
+    add_loop_cpu_option(parser)
     parser.add_argument("--out", type=Path, default=ROOT / "loadtests" / "results", help="where JSON and PNG go")
     parser.add_argument("--keep", action="store_true", help="keep the servers' data directories")
     parser.add_argument("--quick", action="store_true", help="a short run of every part (smoke test, not a measure)")
@@ -755,12 +753,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.rounds, args.seconds, args.collect_rounds, args.collect_seconds = 2, 1, 1, 1
         args.latency_seconds, args.rate, args.flood_seconds, args.settle = 1, 50, 2, 0.2
         args.breakdown_seconds = 1
-    if args.loop_cpu is not None and args.loop_cpu < 0:
-        args.loop_cpu = None
-    elif args.loop_cpu is not None and hasattr(os, "sched_getaffinity"):
-        allowed = sorted(os.sched_getaffinity(0))
-        if args.loop_cpu not in allowed:
-            parser.error(f"--loop-cpu {args.loop_cpu}: this process may use CPUs {allowed}")
+    args.loop_cpu = loop_cpu_option(parser, args)
     unknown = set(args.parts.split(",")) - set(PARTS)
     if unknown:
         parser.error(f"unknown part {sorted(unknown)[0]!r}; choose from {', '.join(PARTS)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import json
 import os
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +31,16 @@ class Server:
     measured is the gateway itself.
     """
 
-    def __init__(self, app: str, data_dir: Path, *, port: int | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, app: str, data_dir: Path, *, port: int | None = None, env: dict[str, str] | None = None,
+        command_prefix: Sequence[str] = (),
+    ) -> None:
         self.app = app
         self.data_dir = data_dir
         self.port = port or free_port()
         self.env = env or {}
+        # A program the server runs under (valgrind for benchmarks/page_instructions.py --server).
+        self.command_prefix = list(command_prefix)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / f"uvicorn-{app}-{self.port}.log"
         self.exit_seconds = 0.0
@@ -52,8 +59,9 @@ class Server:
     def start(self, timeout: float = 60.0) -> Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "CG_LOAD_DATA": str(self.data_dir), "PYTHONPATH": str(ROOT), **self.env}
+        target = self.app if ":" in self.app else f"loadtests.apps:{self.app}"
         cmd = [
-            sys.executable, "-m", "uvicorn", self.app if ":" in self.app else f"loadtests.apps:{self.app}", "--factory",
+            *self.command_prefix, sys.executable, "-m", "uvicorn", target, "--factory",
             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
             "--no-access-log", "--log-level", "warning", "--lifespan", "on",
             "--timeout-graceful-shutdown", "30", "--app-dir", str(ROOT),
@@ -92,7 +100,7 @@ class Server:
         return self.exit_seconds
 
     def pin_event_loop(self, cpu: int | None) -> None:
-        """Keep the server's event loop (its main thread) on ``cpu``; its other threads stay free.
+        """Keep the server's event loop (its main thread) on ``cpu``, and only that thread.
 
         On Linux the affinity of a process id is that of its main thread alone. Threads the loop
         starts afterwards inherit the pin; those started before (the gateway's writer and inserter,
@@ -112,15 +120,33 @@ class Server:
 def default_loop_cpu() -> int | None:
     """The CPU the load tests keep each server's event loop on: the highest this process may use.
 
-    A virtual machine's CPUs need not run at the same speed (on the 2-core development VM one ran
-    a Python loop up to 40% faster than the other), so a server whose loop landed on the other CPU
-    in one round than in the next measured a different machine. Keeping every server's loop on the
-    same CPU compares like with like. None with a single CPU or where affinity is not supported.
+    A virtual machine's CPUs need not run at the same speed (on the 2-core development VM the same
+    Python loop took 0.46 to 0.64 s on one and 0.70 to 0.78 s on the other), so a server whose loop
+    landed on the other CPU in one round than in the next measured a different machine. Keeping
+    every server's loop on the same CPU compares like with like. None with a single CPU or where
+    affinity is not supported.
     """
     if not hasattr(os, "sched_getaffinity"):
         return None
     cpus = sorted(os.sched_getaffinity(0))
     return cpus[-1] if len(cpus) > 1 else None
+
+
+def add_loop_cpu_option(parser: argparse.ArgumentParser) -> None:
+    """``--loop-cpu`` for the load-test commands; read it back with ``loop_cpu_option``."""
+    parser.add_argument("--loop-cpu", type=int, default=default_loop_cpu(),
+                        help="CPU each server's event loop is kept on for the page measures, -1 for none "
+                             "(default: the highest CPU; a VM's CPUs may differ in speed)")
+
+
+def loop_cpu_option(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int | None:
+    """The CPU ``--loop-cpu`` asked for (None for -1), or a usage error if this process may not use it."""
+    if args.loop_cpu is None or args.loop_cpu < 0:
+        return None
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if args.loop_cpu not in allowed:
+        parser.error(f"--loop-cpu {args.loop_cpu}: this process may use CPUs {allowed or 'none (no affinity here)'}")
+    return int(args.loop_cpu)
 
 
 def request(

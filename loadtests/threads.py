@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .bench import WRK, collect_headers, event_body, load, page_headers, run_id, wait_drained
-from .servers import Server, consent_cookie, default_loop_cpu
+from .servers import Server, add_loop_cpu_option, consent_cookie, loop_cpu_option
 
 GROUPS = ("main", "python", "clickhouse")
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -107,14 +107,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--compare", dest="compare", action="append", default=[], metavar="KEY=VALUE",
                         help="also run each app with this setting, alternated with the plain one; repeatable")
     parser.add_argument("--no-wrk", dest="wrk", action="store_false", help="the Python load generator")
-    parser.add_argument("--loop-cpu", type=int, default=default_loop_cpu(),
-                        help="CPU every server's event loop is kept on, -1 for none (default: the highest CPU)")
+    add_loop_cpu_option(parser)
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args(argv)
     if not args.apps:
         args.apps = "bare,gateway" if args.mode == "page" else "gateway"
-    if args.loop_cpu is not None and args.loop_cpu < 0:
-        args.loop_cpu = None
+    args.loop_cpu = loop_cpu_option(parser, args)
     for flag, items in (("--set", args.settings), ("--compare", args.compare)):
         for item in items:
             key, sep, _ = item.partition("=")
