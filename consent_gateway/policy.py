@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import uuid
+from collections.abc import Container
 from functools import lru_cache, partial
 from typing import Any
 
@@ -22,7 +22,7 @@ from .pseudonymize import (
     split_query,
     truncate_ip,
 )
-from .records import RawRecord, ReceiptRecord, new_record_hex
+from .records import CollectedEvents, RawRecord, ReceiptRecord, new_record_hex, props_text
 from .settings import Settings
 
 KEEP = "keep"
@@ -110,6 +110,39 @@ class RowBuilder:
             keys.append(row[7] if row[6] else -1)
         return lines, keys
 
+    def collected_lines(
+        self, batches: list[CollectedEvents], erased: Container[str] = ()
+    ) -> tuple[list[bytes], list[int]]:
+        """``event_lines`` of the batches' records, without building the records. A consent id in
+        ``erased`` was withdrawn while its events waited: they are stored pseudonymised instead."""
+        memo = _Memo()
+        # Who sent an event varies only with the request and the consent id and action its category
+        # gave it; where from with its URL and referrer. Both are worked out once per call: one
+        # visitor's requests of a group commit share them too.
+        whos: dict[tuple[Any, str | None, str], tuple[bool, int, list[str], bool, str, Any]] = {}
+        wheres: dict[tuple[str, str, str, str], tuple[str, str, Any, str]] = {}
+        lines: list[bytes] = []
+        keys: list[int] = []
+        row_of = self._row
+        for batch in batches:
+            ts, site, host, user_agent, ip = batch.ts, batch.site, batch.host, batch.user_agent, batch.ip
+            sender = (ip, user_agent, site, batch.granted, int(ts // _DAY))
+            for name, category, action, consent_id, path, query, referrer, props in batch.events:
+                if consent_id is not None and consent_id in erased:
+                    consent_id, action = None, PSEUDONYMISE
+                who = whos.get((sender, consent_id, action))
+                if who is None:
+                    who = whos[(sender, consent_id, action)] = self._who(
+                        ip, user_agent, site, consent_id, action, sender[3], sender[4], memo
+                    )
+                where = wheres.get((path, query, referrer, host))
+                if where is None:
+                    where = wheres[(path, query, referrer, host)] = _where(path, query, referrer, host, memo)
+                row = row_of(new_record_hex(), ts, site, "event", name, category, who, where, 0, 0, props)
+                lines.append(encode_line(row))
+                keys.append(row[7] if row[6] else -1)
+        return lines, keys
+
     def _event_values(self, raw: RawRecord, memo: _Memo) -> list[Any]:
         ts = raw.ts
         # The events of one /collect request come in a row and share who sent them and, mostly,
@@ -118,39 +151,49 @@ class RowBuilder:
         if who_key == memo.who_key:
             who = memo.who
         else:
-            who = memo.who = self._who(raw, who_key[6], memo)
+            who = memo.who = self._who(*who_key, memo)
             memo.who_key = who_key
         where_key = (raw.path, raw.query, raw.referrer, raw.host)
         if where_key == memo.where_key:
             where = memo.where
         else:
-            query = memo.query(raw.query) if raw.query else _NO_QUERY
-            where = memo.where = (
-                memo.path(raw.path),
-                memo.referrer(raw.referrer, raw.host) if raw.referrer else "",
-                query.utm,
-                query.click_id,
-            )
+            where = memo.where = _where(*where_key, memo)
             memo.where_key = where_key
+        return self._row(
+            raw.event_id or new_record_hex(), ts, raw.site, raw.kind, raw.name, raw.category, who, where,
+            raw.status, raw.duration_ms, raw.props,
+        )
+
+    @staticmethod
+    def _row(
+        event_id: Any, ts: float, site: str, kind: str, name: str, category: str,
+        who: tuple[bool, int, list[str], bool, str, Any], where: tuple[str, str, Any, str],
+        status: int, duration_ms: int, props: dict[str, Any] | str | None,
+    ) -> list[Any]:
+        """A stored row in ``EVENT_COLUMNS`` order from a record's own values, who and where."""
         keep, visitor, granted, marketing, ip_prefix, agent = who
         path, referrer, utm, click_id = where
         # Click ids are marketing attribution: only a visitor who granted marketing keeps them.
         if not (keep and marketing):
             click_id = ""
-        props = raw.props if keep else _scrub_props(raw.props)
+        if props:
+            if not keep:
+                props = _scrub_props(orjson.loads(props) if type(props) is str else props)
+            if props and type(props) is not str:
+                props = props_text(props)
         return [
-            raw.event_id or new_record_hex(),
+            event_id,
             ts,
-            raw.site,
-            raw.kind,
-            raw.name,
-            raw.category,
+            site,
+            kind,
+            name,
+            category,
             1 if keep else 0,
             visitor,
             granted,
             path,
-            raw.status,
-            raw.duration_ms,
+            status,
+            duration_ms,
             referrer,
             utm[0],
             utm[1],
@@ -164,27 +207,30 @@ class RowBuilder:
             agent.os,
             agent.device,
             1 if agent.is_bot else 0,
-            _props_text(props) if props else "",
+            props or "",
         ]
 
-    def _who(self, raw: RawRecord, day: int, memo: _Memo) -> tuple[bool, int, list[str], bool, str, Any]:
+    def _who(
+        self, ip: str, user_agent: str, site: str, consent_id: str | None, action: str, granted: frozenset[str],
+        day: int, memo: _Memo,
+    ) -> tuple[bool, int, list[str], bool, str, Any]:
         """Identified or not, the visitor key, the granted categories as stored, marketing granted,
         the IP prefix and the reduced user agent of a record."""
-        ip_prefix = memo.ip_prefix(raw.ip)
-        keep = raw.action == KEEP and raw.consent_id is not None
+        ip_prefix = memo.ip_prefix(ip)
+        keep = action == KEEP and consent_id is not None
         if keep:
-            visitor = self._consented(raw.consent_id or "")
-            granted = _sorted_categories(raw.granted)
+            visitor = self._consented(consent_id or "")
+            stored_granted = _sorted_categories(granted)
         else:
-            key = (day, raw.site, ip_prefix, raw.user_agent)
+            key = (day, site, ip_prefix, user_agent)
             visitor = self._pseudonyms.get(key)
             if visitor is None:
                 if len(self._pseudonyms) >= _PSEUDONYM_CACHE:
                     self._pseudonyms.clear()
                 salt = self._salts.salt_for(_day_of(day))
-                visitor = self._pseudonyms[key] = pseudonymous_visitor(salt, raw.site, ip_prefix, raw.user_agent)
-            granted = _NONE
-        return keep, visitor, granted, self._marketing in raw.granted, ip_prefix, reduce_user_agent(raw.user_agent)
+                visitor = self._pseudonyms[key] = pseudonymous_visitor(salt, site, ip_prefix, user_agent)
+            stored_granted = _NONE
+        return keep, visitor, stored_granted, self._marketing in granted, ip_prefix, reduce_user_agent(user_agent)
 
     def receipt_row(self, rec: ReceiptRecord) -> list[Any]:
         row = self._receipt_values(rec)
@@ -259,6 +305,12 @@ class _Memo:
         return found
 
 
+def _where(path: str, query: str, referrer: str, host: str, memo: _Memo) -> tuple[str, str, Any, str]:
+    """The stored path, referrer host, UTM values and click id of a record's URL and referrer."""
+    parts = memo.query(query) if query else _NO_QUERY
+    return memo.path(path), memo.referrer(referrer, host) if referrer else "", parts.utm, parts.click_id
+
+
 _NONE: list[str] = []
 _PSEUDONYM_CACHE = 4096
 _NO_QUERY = split_query("")
@@ -285,13 +337,6 @@ def encode_line(row: list[Any]) -> bytes:
         return orjson.dumps(row)
     except orjson.JSONEncodeError:
         return orjson.dumps(_clean_row(row))
-
-
-def _props_text(props: dict[str, Any]) -> str:
-    try:
-        return orjson.dumps(props).decode("utf-8")
-    except orjson.JSONEncodeError:  # numbers past 64 bits: the standard encoder writes them all
-        return json.dumps(props, ensure_ascii=False, separators=(",", ":"))
 
 
 def _clean_row(value: Any) -> Any:

@@ -7,7 +7,7 @@ import math
 import os
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
 import orjson
@@ -78,9 +78,69 @@ class RawRecord:
     granted: frozenset[str]
     status: int = 0
     duration_ms: int = 0
-    props: dict[str, Any] | None = None
+    # An event's props: a dict, or already JSON text (what CollectedEvents.records() passes on).
+    props: dict[str, Any] | str | None = None
     # Nobody on the request path needs the id: the writer thread draws it when it builds the row.
     event_id: uuid.UUID | None = None
+
+
+# One event of a /collect request as it waits for the writer: stored name, category, action,
+# consent id, path, query, referrer and props as JSON text. Only strings and None, so the garbage
+# collector stops tracking the tuple at its first young collection (see CollectedEvents).
+EventFields = tuple[str, str, str, "str | None", str, str, str, "str | None"]
+
+
+@dataclass(slots=True)
+class CollectedEvents:
+    """The events of one ``/collect`` request on their way to the writer thread.
+
+    What the events share is held once; each event is an ``EventFields`` tuple. A request waits
+    a group commit (a few milliseconds) with its events queued, long enough for them to survive
+    young garbage collections. Objects that survive are promoted, and every older collection walks
+    them again; 50 ``RawRecord`` objects a request made those collections the largest single cost
+    of a batch on the event loop. CPython stops tracking a tuple of strings at its first
+    collection, so these tuples cost the collector nothing after it. The writer turns them into
+    ``RawRecord``s, which live only while it encodes them.
+    """
+
+    ts: float
+    site: str
+    host: str
+    user_agent: str
+    ip: str
+    granted: frozenset[str]
+    events: list[EventFields]
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def records(self) -> list[RawRecord]:
+        ts, site, host, user_agent, ip, granted = self.ts, self.site, self.host, self.user_agent, self.ip, self.granted
+        return [
+            RawRecord(
+                "event", name, category, action, ts, site, host, path, query, referrer, user_agent, ip,
+                consent_id, granted, 0, 0, props,
+            )
+            for name, category, action, consent_id, path, query, referrer, props in self.events
+        ]
+
+
+# CollectedEvents.records() builds RawRecords positionally, a third of the cost of keywords at up to
+# 50 a request; this stops the gateway at import if the dataclass's fields ever move.
+_RECORD_ORDER = (
+    "kind", "name", "category", "action", "ts", "site", "host", "path", "query", "referrer", "user_agent",
+    "ip", "consent_id", "granted", "status", "duration_ms", "props",
+)
+if tuple(f.name for f in fields(RawRecord))[: len(_RECORD_ORDER)] != _RECORD_ORDER:
+    raise ImportError(f"RawRecord's fields are no longer {_RECORD_ORDER}; update CollectedEvents.records()")
+
+
+def props_text(props: dict[str, Any]) -> str:
+    """Event props as the JSON text stored in the ``props`` column."""
+    try:
+        return orjson.dumps(props).decode("utf-8")
+    except orjson.JSONEncodeError:  # numbers past 64 bits: the standard encoder writes them all
+        return json.dumps(props, ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass(slots=True)

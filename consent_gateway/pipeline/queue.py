@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..records import RawRecord, ReceiptRecord
+from ..records import CollectedEvents, RawRecord, ReceiptRecord
 from .metrics import PipelineMetrics
 from .writer import Command, EventBatch, PipelineState, Writer, WriterStats
 
@@ -162,11 +162,11 @@ class Pipeline:
         if count:
             self._queued_counter("visit").inc(count)
 
-    async def submit_events(self, records: list[RawRecord]) -> bool:
+    async def submit_events(self, events: CollectedEvents) -> bool:
         """Queue one request's events and wait until they are durable; False means "answer 503"."""
-        if not records:
+        n = len(events)
+        if not n:
             return True
-        n = len(records)
         if self.queued + n > self.queue_max:
             self.metrics.shed.labels("event", "queue").inc(n)
             return False
@@ -175,7 +175,7 @@ class Pipeline:
             return False
         loop = asyncio.get_running_loop()
         waiter = _Waiter(loop)
-        self._put(EventBatch(records, waiter), n, "event")
+        self._put(EventBatch(events, waiter), n, "event")
         # A plain timer rather than wait_for(shield(...)): two fewer futures and a task per request.
         timer = loop.call_later(self.ack_timeout, self._ack_timed_out, waiter)
         try:

@@ -27,7 +27,7 @@ from typing import Any
 
 from ..errors import StoreError
 from ..policy import RowBuilder
-from ..records import RawRecord, ReceiptRecord
+from ..records import CollectedEvents, RawRecord, ReceiptRecord
 from ..store import EVENT_COLUMNS, RECEIPT_COLUMNS, Store
 from ..store.cluster import render
 from .journal import Group, Journal, Plan, Recovered, erase_rows
@@ -90,9 +90,9 @@ class Command:
 
 @dataclass(slots=True)
 class EventBatch:
-    """Records of one ``/collect`` request; ``done(True)`` once they are durable."""
+    """The events of one ``/collect`` request; ``done(True)`` once they are durable."""
 
-    records: list[RawRecord]
+    events: CollectedEvents
     done: Callable[[Any], None]
 
 
@@ -267,7 +267,7 @@ class Writer(threading.Thread):
         Visit records waiting on the side go first: each was submitted before this group was
         taken, so before any command in it (a flush then covers them, an erasure sees them).
         """
-        records: list[RawRecord | ReceiptRecord] = list(self._take_visits())
+        records: list[RawRecord | ReceiptRecord | CollectedEvents] = list(self._take_visits())
         waiters: list[Callable[[Any], None]] = []
         taken = 0  # visits are counted apart (Pipeline.visits_taken)
         for item in items:
@@ -286,9 +286,9 @@ class Writer(threading.Thread):
                         self._flush_waiters.append(item.done or (lambda _: None))
                         self._lock.notify_all()
             elif isinstance(item, EventBatch):
-                records.extend(item.records)
+                records.append(item.events)
                 waiters.append(item.done)
-                taken += len(item.records)
+                taken += len(item.events)
             else:
                 records.append(item)
                 taken += 1
@@ -296,17 +296,26 @@ class Writer(threading.Thread):
         self._taken(taken)
         return False
 
-    def _commit(self, records: list[RawRecord | ReceiptRecord], waiters: list[Callable[[Any], None]]) -> None:
+    def _commit(
+        self, records: list[RawRecord | ReceiptRecord | CollectedEvents], waiters: list[Callable[[Any], None]]
+    ) -> None:
         if not records:
             notify(waiters, True)
             return
         receipts: list[bytes] = []
         to_store: list[RawRecord] = []
+        collected: list[CollectedEvents] = []
         erased = self._erased
         journal = self._journal
         full = journal is not None and journal.bytes >= self._cfg.journal_max_bytes
         refused_events = 0
         for rec in records:
+            if isinstance(rec, CollectedEvents):
+                if full:
+                    refused_events += len(rec)
+                else:
+                    collected.append(rec)
+                continue
             if isinstance(rec, ReceiptRecord):
                 # Receipts are proof of a choice already made: never shed, even past the limit.
                 receipts.append(self._rows.receipt_line(rec))
@@ -323,6 +332,11 @@ class Writer(threading.Thread):
                 rec.action = "pseudonymise"
             to_store.append(rec)
         events, keys = self._rows.event_lines(to_store)
+        if collected:
+            # Events of a request that raced a withdrawal are stored pseudonymised, as above.
+            lines, collected_keys = self._rows.collected_lines(collected, erased)
+            events += lines
+            keys += collected_keys
         if full and refused_events:
             # The requests awaiting these records get 503 (nothing acknowledged is lost).
             self.metrics.shed.labels("event", "journal").inc(refused_events)
@@ -396,7 +410,7 @@ class Writer(threading.Thread):
 
     def _shutdown(self, deadline: float) -> None:
         """Journal what is still queued, then let the inserter work until done or the deadline."""
-        records: list[RawRecord | ReceiptRecord] = list(self._take_visits())
+        records: list[RawRecord | ReceiptRecord | CollectedEvents] = list(self._take_visits())
         waiters: list[Callable[[Any], None]] = []
         queued = 0  # records counted in Pipeline.queued (visits are counted apart)
         while True:
@@ -408,9 +422,9 @@ class Writer(threading.Thread):
                 if item.done is not None:
                     item.done(False)
             elif isinstance(item, EventBatch):
-                records.extend(item.records)
+                records.append(item.events)
                 waiters.append(item.done)
-                queued += len(item.records)
+                queued += len(item.events)
             else:
                 records.append(item)
                 queued += 1
