@@ -240,9 +240,12 @@ def test_an_insert_repeated_after_a_crash_lands_exactly_once(
     plan = journal.append_plan(groups)
     journal.sync()
     events = [r for g in groups for r in g.events]
-    from consent_gateway.pipeline.writer import _EVENT_NAMES
+    from consent_gateway.pipeline.writer import _EVENT_NAMES, INSERT_DEDUP_SETTINGS
 
-    store.insert_lines("events", events, _EVENT_NAMES, settings={"insert_deduplication_token": f"{plan.token}:e"})
+    as_the_writer = {**INSERT_DEDUP_SETTINGS, "insert_deduplication_token": f"{plan.token}:e"}
+    store.insert_lines("events", events, _EVENT_NAMES, settings=as_the_writer)
+    rollup = f"SELECT sum(hits) FROM {store.table('events_daily')}"
+    assert store.query_rows(rollup)[0][0] == 20
     line, key = rows.event_line(_record("after"))
     journal.append_group([line], [key], [])  # acknowledged, never inserted
     journal.sync()
@@ -253,6 +256,7 @@ def test_an_insert_repeated_after_a_crash_lands_exactly_once(
         f"SELECT count(), uniqExact(event_id), countIf(props LIKE '%after%') FROM {store.table('events')}"
     )[0]
     assert counts == (21, 21, 1), "20 rows once (the repeat was deduplicated) plus the one never inserted"
+    assert store.query_rows(rollup)[0][0] == 21, "the daily rollup counted the repeated insert once too"
     assert writer.stats.replayed == 21
     assert list(journal.directory.glob("*.seg")) == [], "everything is in ClickHouse: the journal is empty"
 

@@ -47,6 +47,11 @@ _CODE = re.compile(r"Code: (\d+)")
 _MAX_REFUSED = 16
 
 
+# A repeated insert (same token) must not reach the daily rollup either: its materialized view
+# derives a token of its own from the insert's, which events_daily then remembers (store/schema.py).
+INSERT_DEDUP_SETTINGS = {"deduplicate_blocks_in_dependent_materialized_views": 1}
+
+
 def _error_code(exc: Exception) -> int:
     found = _CODE.search(str(exc))
     return int(found.group(1)) if found else 0
@@ -607,7 +612,7 @@ class Writer(threading.Thread):
         """
         if not lines:
             return 0
-        settings = {**self._insert_settings, "insert_deduplication_token": token}
+        settings = {**self._insert_settings, **INSERT_DEDUP_SETTINGS, "insert_deduplication_token": token}
         try:
             store.insert_lines(table, lines, names, settings=settings)
             return 0

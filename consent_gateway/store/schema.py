@@ -263,12 +263,15 @@ def _apply_retention(store: Store, retention: Retention, cluster: str = "") -> N
 # each insert with a token kept in its journal; a replay after a crash repeats a remembered token
 # and is dropped, so journaled rows arrive exactly once (docs/pipeline.md). Plain MergeTree keeps
 # no such memory unless this is set; Replicated*MergeTree has replicated_deduplication_window.
+# The rollup needs it too: ClickHouse runs a table's materialized views even for an insert the
+# table itself drops as a repeat, and only a view's target that remembers tokens drops it there.
 DEDUP_WINDOW = 10_000
+DEDUP_TABLES = ("events", "consent_receipts", "events_daily")
 
 
 def _apply_dedup_window(store: Store, cluster: str = "") -> None:
     """Turn on insert deduplication by token for the tables the pipeline writes (idempotent)."""
-    for table in ("events", "consent_receipts"):
+    for table in DEDUP_TABLES:
         rows = store.query_rows(
             "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = {t:String}",
             {"db": store.database, "t": local_table(table, cluster)},
