@@ -453,3 +453,42 @@ def test_queued_collected_events_are_not_left_to_the_garbage_collector() -> None
     gc.collect()
     assert not any(gc.is_tracked(event) for event in batch.events)
     assert gc.is_tracked(batch.records()[0])  # what the events would cost as records
+
+
+def test_the_embedded_engines_converting_insert_stores_what_a_plain_insert_stores(
+    make_settings: Callable[..., Settings], store: Store, tmp_path: Any
+) -> None:
+    """The writer's inserts read LowCardinality columns as strings and convert whole columns; the rows
+    must be exactly those of a plain insert of the same lines, and the temporary file must go."""
+    import glob
+    import tempfile
+
+    from consent_gateway.pipeline.writer import INSERT_DEDUP_SETTINGS
+    from consent_gateway.policy import RowBuilder
+    from consent_gateway.pseudonymize import SaltStore
+
+    migrate(store)
+    rows = RowBuilder(make_settings(), SaltStore(tmp_path / "salts"))
+    now = dt.datetime.now(dt.UTC).replace(hour=12).timestamp()
+    batch = _collected(now)
+    lines, _ = rows.collected_lines([batch] * 3)
+    names = [n for n, _ in EVENT_COLUMNS]
+    types = [t for _, t in EVENT_COLUMNS]
+    assert store.embedded
+    def token(name: str) -> dict[str, Any]:  # as the writer inserts
+        return {**INSERT_DEDUP_SETTINGS, "insert_deduplication_token": name}
+
+    before = set(glob.glob(f"{tempfile.gettempdir()}/cg-insert-*"))
+    store.insert_lines("events", lines, names, settings=token("converted"), column_types=types)
+    store.insert_lines("events", lines, names, settings=token("plain"))
+    assert set(glob.glob(f"{tempfile.gettempdir()}/cg-insert-*")) == before
+    table = store.table("events")
+    assert store.query_rows(f"SELECT count(), uniqExact(event_id) FROM {table}")[0] == (24, 12)
+    every_column = ", ".join(f"`{n}`" for n in names)
+    unpaired = f"SELECT count() FROM (SELECT {every_column} FROM {table} GROUP BY {every_column} HAVING count() != 2)"
+    assert store.query_rows(unpaired)[0][0] == 0, "each row of one insert has its identical twin in the other"
+    assert store.query_rows(f"SELECT sum(hits) FROM {store.table('events_daily')}")[0][0] == 24
+    # The same token again is a repeat, whichever way it comes.
+    store.insert_lines("events", lines, names, settings=token("plain"), column_types=types)
+    assert store.query_rows(f"SELECT count() FROM {table}")[0][0] == 24
+    assert store.query_rows(f"SELECT sum(hits) FROM {store.table('events_daily')}")[0][0] == 24

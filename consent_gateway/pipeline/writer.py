@@ -37,6 +37,8 @@ logger = logging.getLogger("consent_gateway.pipeline")
 
 _EVENT_NAMES = [n for n, _ in EVENT_COLUMNS]
 _RECEIPT_NAMES = [n for n, _ in RECEIPT_COLUMNS]
+# The tables' column types, for the embedded engine's converting insert (Store.insert_lines).
+_COLUMN_TYPES = {"events": [t for _, t in EVENT_COLUMNS], "consent_receipts": [t for _, t in RECEIPT_COLUMNS]}
 # ClickHouse error codes that blame the data rather than the server: CANNOT_PARSE_TEXT,
 # INCORRECT_NUMBER_OF_COLUMNS, CANNOT_PARSE_QUOTED_STRING, CANNOT_PARSE_INPUT_ASSERTION_FAILED,
 # CANNOT_PARSE_DATE, CANNOT_PARSE_DATETIME, TYPE_MISMATCH, ARGUMENT_OUT_OF_BOUND, CANNOT_CONVERT_TYPE,
@@ -614,7 +616,7 @@ class Writer(threading.Thread):
             return 0
         settings = {**self._insert_settings, **INSERT_DEDUP_SETTINGS, "insert_deduplication_token": token}
         try:
-            store.insert_lines(table, lines, names, settings=settings)
+            store.insert_lines(table, lines, names, settings=settings, column_types=_COLUMN_TYPES.get(table))
             return 0
         except StoreError as exc:
             code = _error_code(exc)
