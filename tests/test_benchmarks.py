@@ -1,0 +1,23 @@
+"""The benchmark scripts run and report; nothing here looks at their timings."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_insert_cpu_benchmark_alternates_both_inserts_and_stores_every_row() -> None:
+    # Its own process: the benchmark opens an embedded engine of its own, one per process.
+    script = str(ROOT / "benchmarks" / "insert_cpu.py")
+    proc = subprocess.run(
+        [sys.executable, script, "--rows", "120", "--rounds", "2", "--inserts", "1"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rounds = re.findall(r"round (\d): plain [\d.]+ µs a row, converting [\d.]+ µs a row, ratio [\d.]+", proc.stdout)
+    assert rounds == ["1", "2"], proc.stdout
+    assert "480 rows stored of 480 inserted" in proc.stdout, proc.stdout
