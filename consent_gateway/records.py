@@ -99,8 +99,8 @@ class CollectedEvents:
     young garbage collections. Objects that survive are promoted, and every older collection walks
     them again; 50 ``RawRecord`` objects a request made those collections the largest single cost
     of a batch on the event loop. CPython stops tracking a tuple of strings at its first
-    collection, so these tuples cost the collector nothing after it. The writer turns them into
-    ``RawRecord``s, which live only while it encodes them.
+    collection, so these tuples cost the collector nothing after it. The writer encodes them
+    straight to rows (``RowBuilder.collected_lines``); ``records()`` gives them as ``RawRecord``s.
     """
 
     ts: float
