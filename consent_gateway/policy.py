@@ -22,7 +22,7 @@ from .pseudonymize import (
     split_query,
     truncate_ip,
 )
-from .records import CollectedEvents, RawRecord, ReceiptRecord, new_record_hex, props_text
+from .records import CollectedEvents, RawRecord, ReceiptRecord, new_record_hex, new_record_hex_bytes, props_text
 from .settings import Settings
 
 KEEP = "keep"
@@ -114,7 +114,12 @@ class RowBuilder:
         self, batches: list[CollectedEvents], erased: Container[str] = ()
     ) -> tuple[list[bytes], list[int]]:
         """``event_lines`` of the batches' records, without building the records. A consent id in
-        ``erased`` was withdrawn while its events waited: they are stored pseudonymised instead."""
+        ``erased`` was withdrawn while its events waited: they are stored pseudonymised instead.
+
+        The events of one request that share a name, category, decision, URL and referrer differ
+        in their stored row only by the row id and the props: their line is encoded once as a
+        template, and each event's line is the template with its id and props put in.
+        """
         memo = _Memo()
         # Who sent an event varies only with the request and the consent id and action its category
         # gave it; where from with its URL and referrer. Both are worked out once per call: one
@@ -123,24 +128,39 @@ class RowBuilder:
         wheres: dict[tuple[str, str, str, str], tuple[str, str, Any, str]] = {}
         lines: list[bytes] = []
         keys: list[int] = []
-        row_of = self._row
         for batch in batches:
             ts, site, host, user_agent, ip = batch.ts, batch.site, batch.host, batch.user_agent, batch.ip
             sender = (ip, user_agent, site, batch.granted, int(ts // _DAY))
-            for name, category, action, consent_id, path, query, referrer, props in batch.events:
+            # (name, category, action, consent id, path, query, referrer) -> the line's middle,
+            # the erasure key and whether the row is identified (props are kept as sent).
+            templates: dict[tuple[Any, ...], tuple[bytes, int, bool]] = {}
+            for event in batch.events:
+                consent_id = event[3]
                 if consent_id is not None and consent_id in erased:
-                    consent_id, action = None, PSEUDONYMISE
-                who = whos.get((sender, consent_id, action))
-                if who is None:
-                    who = whos[(sender, consent_id, action)] = self._who(
-                        ip, user_agent, site, consent_id, action, sender[3], sender[4], memo
-                    )
-                where = wheres.get((path, query, referrer, host))
-                if where is None:
-                    where = wheres[(path, query, referrer, host)] = _where(path, query, referrer, host, memo)
-                row = row_of(new_record_hex(), ts, site, "event", name, category, who, where, 0, 0, props)
-                lines.append(encode_line(row))
-                keys.append(row[7] if row[6] else -1)
+                    event = (event[0], event[1], PSEUDONYMISE, None, *event[4:])
+                shape = event[:7]
+                template = templates.get(shape)
+                if template is None:
+                    name, category, action, consent_id, path, query, referrer = shape
+                    who = whos.get((sender, consent_id, action))
+                    if who is None:
+                        who = whos[(sender, consent_id, action)] = self._who(
+                            ip, user_agent, site, consent_id, action, sender[3], sender[4], memo
+                        )
+                    where = wheres.get((path, query, referrer, host))
+                    if where is None:
+                        where = wheres[(path, query, referrer, host)] = _where(path, query, referrer, host, memo)
+                    row = self._row("", ts, site, "event", name, category, who, where, 0, 0, None)
+                    # '["",<the other columns>,""]': the id first, the props last, both empty here.
+                    line = encode_line(row)
+                    template = templates[shape] = (line[4:-3], row[7] if row[6] else -1, bool(row[6]))
+                middle, key, keep = template
+                props = event[7]
+                if props and not keep:
+                    props = _scrub_props(orjson.loads(props))
+                    props = props_text(props) if props else None
+                lines.append(b"".join((b'["', new_record_hex_bytes(), b'",', middle, _json_text(props), b"]")))
+                keys.append(key)
         return lines, keys
 
     def _event_values(self, raw: RawRecord, memo: _Memo) -> list[Any]:
@@ -303,6 +323,11 @@ class _Memo:
         if found is None:
             found = self._paths[path] = redact_path(path)
         return found
+
+
+def _json_text(text: str | None) -> bytes:
+    """``text`` as a JSON string; an empty one for None."""
+    return orjson.dumps(text) if text else b'""'
 
 
 def _where(path: str, query: str, referrer: str, host: str, memo: _Memo) -> tuple[str, str, Any, str]:

@@ -7,6 +7,7 @@ import math
 import os
 import re
 import uuid
+from binascii import hexlify
 from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
@@ -52,6 +53,11 @@ def new_record_id() -> uuid.UUID:
 def new_record_hex() -> str:
     """``new_record_id()`` as 32 hex digits, which ClickHouse reads as a UUID (no UUID object made)."""
     return _random_id().hex()
+
+
+def new_record_hex_bytes() -> bytes:
+    """``new_record_hex()`` as ASCII bytes, to go straight into an encoded row."""
+    return hexlify(_random_id())
 
 
 @dataclass(slots=True)

@@ -403,7 +403,7 @@ def test_rows_of_a_batch_equal_the_rows_built_one_by_one(make_settings: Callable
 
 
 def _collected(now: float) -> Any:
-    from consent_gateway.records import CollectedEvents
+    from consent_gateway.records import CollectedEvents, props_text
 
     props = '{"plan":"pro","contact":"kim@example.com","n":3}'
     events = [
@@ -411,6 +411,9 @@ def _collected(now: float) -> Any:
         ("signup", "marketing", "keep", CID, "/join", "", "", None),
         ("scroll", "analytics", "pseudonymise", None, "/students/kim@example.com", "", "", props),
         ("scroll", "analytics", "keep", "withdrawn-id", "/a", "utm_source=mail", "http://testserver/back", props),
+        # The same shape as the first (one template) with props that JSON must escape.
+        ("signup", "marketing", "keep", CID, "/join", "utm_source=news&gclid=abc", "https://search.example/",
+         props_text({"q": 'say "hi" \\ 한국어 \u2028 \x01', "n": 1.5})),
     ]
     return CollectedEvents(
         now, "test-site", "testserver", CHROME, VISITOR_IP, frozenset({"necessary", "analytics", "marketing"}), events
@@ -428,7 +431,7 @@ def test_rows_of_collected_events_equal_the_rows_of_their_records(
     rows = RowBuilder(make_settings(), SaltStore(tmp_path / "salts"))
     batch = _collected(dt.datetime.now(dt.UTC).replace(hour=12).timestamp())
     records = batch.records()
-    assert [r.name for r in records] == ["signup", "signup", "scroll", "scroll"]
+    assert [r.name for r in records] == ["signup", "signup", "scroll", "scroll", "signup"]
     assert all(r.kind == "event" and r.site == "test-site" and r.ip == VISITOR_IP for r in records)
     records[3].consent_id, records[3].action = None, "pseudonymise"  # what the writer does for an erased id
     lines, keys = rows.collected_lines([batch, batch], {"withdrawn-id"})
@@ -436,7 +439,8 @@ def test_rows_of_collected_events_equal_the_rows_of_their_records(
     assert [json.loads(line)[1:] for line in lines] == [json.loads(line)[1:] for line in expected]  # ids are random
     assert keys == expected_keys
     stored = [dict(zip([c for c, _ in EVENT_COLUMNS], json.loads(line), strict=True)) for line in lines]
-    assert [r["identified"] for r in stored] == [1, 1, 0, 0] * 2
+    assert [r["identified"] for r in stored] == [1, 1, 0, 0, 1] * 2
+    assert json.loads(stored[4]["props"]) == {"q": 'say "hi" \\ 한국어 \u2028 \x01', "n": 1.5}
     assert json.loads(stored[0]["props"])["contact"] == "kim@example.com"  # identified: props as sent
     assert json.loads(stored[2]["props"]) == {"plan": "pro", "contact": "[redacted]", "n": 3}
     assert json.loads(stored[3]["props"])["contact"] == "[redacted]"
@@ -483,12 +487,12 @@ def test_the_embedded_engines_converting_insert_stores_what_a_plain_insert_store
     store.insert_lines("events", lines, names, settings=token("plain"))
     assert set(glob.glob(f"{tempfile.gettempdir()}/cg-insert-*")) == before
     table = store.table("events")
-    assert store.query_rows(f"SELECT count(), uniqExact(event_id) FROM {table}")[0] == (24, 12)
+    assert store.query_rows(f"SELECT count(), uniqExact(event_id) FROM {table}")[0] == (30, 15)
     every_column = ", ".join(f"`{n}`" for n in names)
     unpaired = f"SELECT count() FROM (SELECT {every_column} FROM {table} GROUP BY {every_column} HAVING count() != 2)"
     assert store.query_rows(unpaired)[0][0] == 0, "each row of one insert has its identical twin in the other"
-    assert store.query_rows(f"SELECT sum(hits) FROM {store.table('events_daily')}")[0][0] == 24
+    assert store.query_rows(f"SELECT sum(hits) FROM {store.table('events_daily')}")[0][0] == 30
     # The same token again is a repeat, whichever way it comes.
     store.insert_lines("events", lines, names, settings=token("plain"), column_types=types)
-    assert store.query_rows(f"SELECT count() FROM {table}")[0][0] == 24
-    assert store.query_rows(f"SELECT sum(hits) FROM {store.table('events_daily')}")[0][0] == 24
+    assert store.query_rows(f"SELECT count() FROM {table}")[0][0] == 30
+    assert store.query_rows(f"SELECT sum(hits) FROM {store.table('events_daily')}")[0][0] == 30
