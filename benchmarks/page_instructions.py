@@ -13,6 +13,7 @@ difference over 500 pages is the cost of one page, start-up excluded. ``PYTHONHA
 so a run repeats to the instruction.
 
     .venv/bin/python benchmarks/page_instructions.py --server   # the event loop of real uvicorn servers
+    .venv/bin/python benchmarks/page_instructions.py --bare-with-engine   # what the engine's presence costs
 
 With ``--server`` each app runs in a real uvicorn server under callgrind (one output per thread),
 and the pages come over a socket one after another: the count is the event loop's whole thread,
@@ -71,7 +72,7 @@ def child(which: str, pages: int) -> None:
 
     gateway = apps.gateway()
     gateway.runtime.started = True  # no pipeline: records stay in the queue and are dropped below
-    if which == "gateway":
+    if which in ("gateway", "bare+engine"):
         # The engine is loaded as the gateway loads it, for what loading it does to the process.
         from consent_gateway.store.client import open_store
 
@@ -90,6 +91,7 @@ def child(which: str, pages: int) -> None:
         if key == b"set-cookie" and value.startswith(b"cg_consent=")
     )
     app = gateway if which == "gateway" else apps.bare()
+    which = "bare" if which == "bare+engine" else which
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
@@ -170,6 +172,9 @@ def count_server(valgrind: str, which: str, pages: int, work: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--child", nargs=2, metavar=("APP", "PAGES"), help=argparse.SUPPRESS)
+    parser.add_argument("--bare-with-engine", action="store_true",
+                        help="compare the bare demo with the bare demo in a process that has opened the embedded "
+                             "engine (what its presence alone costs a page) instead of with the gateway")
     parser.add_argument("--server", action="store_true",
                         help="count the event loop of real uvicorn servers (with uvicorn's own work, the "
                              "gateway's threads running) instead of the app alone")
@@ -194,10 +199,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="cg-instructions-") as tmp:
         work = Path(tmp)
         per_page = {}
-        for which in ("bare", "gateway"):
+        other = "bare+engine" if args.bare_with_engine else "gateway"
+        for which in ("bare", other):
             print(f"{which}: {FEW} and {MANY} pages under callgrind ...", flush=True)
             per_page[which] = (count(valgrind, which, MANY, work) - count(valgrind, which, FEW, work)) / (MANY - FEW)
-    bare, gateway = per_page["bare"], per_page["gateway"]
+    bare, gateway = per_page["bare"], per_page[other]
+    if args.bare_with_engine:
+        print(f"instructions a bare demo page: {bare:,.0f}; with the embedded engine opened in its process "
+              f"{gateway:,.0f} ({gateway - bare:+,.0f})")
+        return 0
     print(f"instructions a page: bare demo {bare:,.0f}; gateway {gateway:,.0f} (+{gateway - bare:,.0f}); "
           f"bare / gateway {bare / gateway:.3f}")
     return 0
