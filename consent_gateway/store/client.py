@@ -120,7 +120,7 @@ class Store:
 
         Parsing a row format straight into LowCardinality columns updates each column's dictionary
         value by value; read as String and converted a whole column at a time, the same rows cost
-        the engine about half the CPU (12 LowCardinality columns of 26 in ``events``;
+        the engine about half the CPU (13 LowCardinality columns of 26 in ``events``;
         ``benchmarks/insert_cpu.py``, docs/pipeline.md). The result, the deduplication
         token and the materialized views are those of a plain insert into the table.
         """
