@@ -155,11 +155,8 @@ class RowBuilder:
                     line = encode_line(row)
                     template = templates[shape] = (line[4:-3], row[7] if row[6] else -1, bool(row[6]))
                 middle, key, keep = template
-                props = event[7]
-                if props and not keep:
-                    props = _scrub_props(orjson.loads(props))
-                    props = props_text(props) if props else None
-                lines.append(b"".join((b'["', new_record_hex_bytes(), b'",', middle, _json_text(props), b"]")))
+                props = _stored_props(event[7], keep)
+                lines.append(b"".join((b'["', new_record_hex_bytes(), b'",', middle, orjson.dumps(props), b"]")))
                 keys.append(key)
         return lines, keys
 
@@ -196,11 +193,6 @@ class RowBuilder:
         # Click ids are marketing attribution: only a visitor who granted marketing keeps them.
         if not (keep and marketing):
             click_id = ""
-        if props:
-            if not keep:
-                props = _scrub_props(orjson.loads(props) if type(props) is str else props)
-            if props and type(props) is not str:
-                props = props_text(props)
         return [
             event_id,
             ts,
@@ -227,7 +219,7 @@ class RowBuilder:
             agent.os,
             agent.device,
             1 if agent.is_bot else 0,
-            props or "",
+            _stored_props(props, keep),
         ]
 
     def _who(
@@ -325,9 +317,15 @@ class _Memo:
         return found
 
 
-def _json_text(text: str | None) -> bytes:
-    """``text`` as a JSON string; an empty one for None."""
-    return orjson.dumps(text) if text else b'""'
+def _stored_props(props: dict[str, Any] | str | None, keep: bool) -> str:
+    """The ``props`` column of a row: the props as sent when the row is identified, else scrubbed.
+    ``props`` is a dict or its JSON text (``CollectedEvents``)."""
+    if not props:
+        return ""
+    if keep:
+        return props if type(props) is str else props_text(props)
+    scrubbed = _scrub_props(orjson.loads(props) if type(props) is str else props)
+    return props_text(scrubbed) if scrubbed else ""
 
 
 def _where(path: str, query: str, referrer: str, host: str, memo: _Memo) -> tuple[str, str, Any, str]:

@@ -172,3 +172,29 @@ def test_answers_carry_the_gateway_headers_and_bodies_may_come_in_chunks(
         assert response.headers["x-content-type-options"] == "nosniff"
         assert response.headers["cache-control"] == "no-store"
         assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+
+
+def test_queued_events_hold_nothing_the_garbage_collector_walks(make_settings: Callable[..., Settings]) -> None:
+    """While a request waits for the group commit, its events are tuples of strings, which CPython
+    stops tracking at their first collection; the parsed body is gone by then."""
+    import gc
+
+    gateway = ConsentGateway(site_app(), make_settings())
+    pipeline = gateway.runtime.pipeline
+    queued = []
+    submit = pipeline.submit_events
+
+    async def spy(events):  # type: ignore[no-untyped-def]
+        queued.append(events)
+        return await submit(events)
+
+    pipeline.submit_events = spy
+    with client_for(gateway) as client:
+        client.cookies.set("cg_consent", sign_cookie(SECRET))
+        response = client.post("/_consent/collect", json=EVENTS)
+    assert response.status_code == 202 and len(queued) == 1
+    batch = queued[0]
+    assert len(batch) == 4 and [event[0] for event in batch.events][:3] == ["pageview", "portfolio_view", "signup"]
+    assert batch.events[1][7] == '{"item":3}', "props travel as their JSON text"
+    gc.collect()
+    assert not any(gc.is_tracked(event) for event in batch.events)

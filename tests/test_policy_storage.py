@@ -448,17 +448,6 @@ def test_rows_of_collected_events_equal_the_rows_of_their_records(
     assert stored[0]["click_id"] == "gclid:abc" and stored[3]["click_id"] == ""
 
 
-def test_queued_collected_events_are_not_left_to_the_garbage_collector() -> None:
-    """A request's events wait for the group commit as tuples of strings, which CPython stops
-    tracking at their first collection: waiting costs later collections nothing."""
-    import gc
-
-    batch = _collected(1_795_000_000.0)
-    gc.collect()
-    assert not any(gc.is_tracked(event) for event in batch.events)
-    assert gc.is_tracked(batch.records()[0])  # what the events would cost as records
-
-
 def test_the_embedded_engines_converting_insert_stores_what_a_plain_insert_stores(
     make_settings: Callable[..., Settings], store: Store, tmp_path: Any
 ) -> None:
