@@ -9,9 +9,11 @@ import re
 import uuid
 from binascii import hexlify
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
+import msgspec
 import orjson
+from msgspec import UNSET, Meta, Struct, UnsetType
 
 from .errors import RequestError
 
@@ -189,26 +191,52 @@ def parse_collect_body(body: bytes, *, max_events: int) -> list[CollectedEvent]:
     return _parse_strict(body, max_events)
 
 
-# Bodies are first read by orjson and checked without raising; anything that check cannot vouch for
-# goes to the strict parser below, which alone words the errors. So the fast path may only ever
-# say "valid", and then it must return exactly what the strict parser returns. Where orjson reads
-# a body differently from json.loads, and how the check covers it:
-# - duplicate keys (orjson keeps the last): each ':' outside a string separates one object member.
-#   Written back by orjson, the document has one such ':' per member it kept, plus the ':' inside
-#   its strings (orjson never escapes ':'). The body has one per member written, plus at least the
-#   ':' of the kept strings, as long as none was written as an escape, so a duplicate makes the
-#   body's count higher. Bodies with an escape that could be a colon (\u003a) go to the strict parser.
-# - integers beyond 64 bits become floats in orjson: floats beyond 2**53 go to the strict parser.
-# - NaN, Infinity, 1e400, lone surrogates (escaped or UTF-8-encoded), a BOM, UTF-16 and nesting
-#   past 1024 levels are errors in orjson, so the strict parser handles them; orjson's strings are
-#   therefore always encodable as UTF-8 and need no surrogate check.
-# - nothing deeper than an event's props is valid, so an accepted body is at most 3 levels deep.
+# Bodies are first decoded by msgspec into the event shape below, the limits checked as it reads
+# them, without raising; anything that cannot vouch for goes to the strict parser further down,
+# which alone words the errors. So the fast path may only ever say "valid", and then it must return
+# exactly what the strict parser returns. Where msgspec reads a body differently from json.loads,
+# and how the check covers it:
+# - duplicate keys (msgspec keeps the last): each ':' outside a string separates one object member.
+#   Encoded back by msgspec, the document has one such ':' per member it kept (absent fields stay
+#   absent: they default to UNSET, which is never written), plus the ':' inside its strings
+#   (msgspec never escapes ':'). The body has one per member written, plus at least the ':' of the
+#   kept strings, as long as none was written as an escape, so a duplicate makes the body's count
+#   higher. Bodies with an escape that could be a colon (\u003a) go to the strict parser.
+# - integers beyond 2**53 fail their bound, and so do floats beyond it: the strict parser takes them.
+# - NaN, Infinity, 1e400, lone surrogates (escaped or UTF-8-encoded), invalid UTF-8, a BOM and UTF-16
+#   are errors in msgspec, so the strict parser handles them; msgspec's strings are therefore always
+#   encodable as UTF-8 and need no surrogate check.
+# - string limits count characters, as len() does; a name is matched against EVENT_NAME once per
+#   run of equal names, in Python, since trackers send runs of one name.
 _COLON_ESCAPE = b"\\u003"
 _MAX_SAFE = 2**53
-_MAX_SAFE_FLOAT = float(_MAX_SAFE)
 _match_name = EVENT_NAME.match
 
+_PropValue = (
+    Annotated[str, Meta(max_length=MAX_PROP_VALUE)]
+    | Annotated[int, Meta(ge=-_MAX_SAFE, le=_MAX_SAFE)]
+    | Annotated[float, Meta(ge=-float(_MAX_SAFE), le=float(_MAX_SAFE))]
+    | bool
+    | None
+)
+_Url = Annotated[str, Meta(max_length=MAX_URL)]
+_Props = Annotated[
+    dict[Annotated[str, Meta(min_length=1, max_length=MAX_PROP_KEY)], _PropValue], Meta(max_length=MAX_PROPS)
+]
 
+
+class _FastEvent(Struct, forbid_unknown_fields=True, gc=False):
+    """One event as the fast path decodes it: the shape and limits of ``_event`` below."""
+
+    name: str
+    url: _Url | UnsetType | None = UNSET
+    referrer: _Url | UnsetType | None = UNSET
+    props: _Props | UnsetType | None = UNSET
+
+
+_fast_decode = msgspec.json.Decoder(_FastEvent | list[_FastEvent]).decode
+_fast_encode = msgspec.json.Encoder().encode
+_FAST_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
 _new_event = tuple.__new__  # CollectedEvent(...) without its Python-level __new__, for the loop below
 
 
@@ -217,60 +245,29 @@ def _accept_fast(body: bytes, max_events: int) -> list[CollectedEvent] | None:
     if _COLON_ESCAPE in body:
         return None
     try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
+        data = _fast_decode(body)
+    except _FAST_ERRORS:
         return None
-    if type(data) is dict:
-        items = [data]
-    elif type(data) is list:
+    if type(data) is list:
         items = data
         if not items or len(items) > max_events:
             return None
     else:
-        return None
+        items = [data]
     events: list[CollectedEvent] = []
-    valid_name: str | None = None  # trackers send runs of one event name: it is matched once per run
+    valid_name: str | None = None
     for item in items:
-        if type(item) is not dict or not item.keys() <= _EVENT_KEYS:
-            return None
-        name = item.get("name")
-        if type(name) is not str:
-            return None
+        name = item.name
         if name != valid_name:
             if not _match_name(name):
                 return None
             valid_name = name
-        url = item.get("url", "/")
-        if url is None:
-            url = "/"
-        elif type(url) is not str or len(url) > MAX_URL:
-            return None
-        referrer = item.get("referrer", "")
-        if referrer is None:
-            referrer = ""
-        elif type(referrer) is not str or len(referrer) > MAX_URL:
-            return None
-        props = item.get("props")
-        if props is not None:
-            if type(props) is not dict or len(props) > MAX_PROPS:
-                return None
-            for key, value in props.items():
-                if not 0 < len(key) <= MAX_PROP_KEY:
-                    return None
-                kind = type(value)
-                if kind is str:
-                    if len(value) > MAX_PROP_VALUE:
-                        return None
-                elif kind is int:
-                    if not -_MAX_SAFE <= value <= _MAX_SAFE:
-                        return None
-                elif kind is float:
-                    if not -_MAX_SAFE_FLOAT <= value <= _MAX_SAFE_FLOAT:  # also False for NaN
-                        return None
-                elif value is not None and kind is not bool:
-                    return None
-        events.append(_new_event(CollectedEvent, (name, url or "/", referrer, props)))
-    if body.count(b":") != orjson.dumps(data).count(b":"):
+        props = item.props
+        # The strict parser's defaults: no URL (or an empty one) is "/", no referrer "".
+        events.append(_new_event(CollectedEvent, (
+            name, item.url or "/", item.referrer or "", None if props is UNSET else props
+        )))
+    if body.count(b":") != _fast_encode(data).count(b":"):
         return None
     return events
 
