@@ -62,6 +62,10 @@ def test_a_full_queue_sheds_visits_first_then_refuses_events_with_503(
         # Stall the group commit (as a disk that stopped answering would): hold the writer's lock.
         writer._lock.acquire()
         try:
+            # The writer takes waiting visits every visit window. Let it take one now and block on
+            # the lock with it, so no window can empty the queue in the middle of the count below.
+            assert client.get("/").status_code == 200
+            assert _wait(lambda: pipeline.queued == 0), "the writer takes visits at its window"
             for _ in range(14):
                 assert client.get("/").status_code == 200, "pages never wait for the pipeline"
             assert pipeline.queued == 10, "visits stop at half the queue (visit_shed_fraction)"
