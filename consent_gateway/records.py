@@ -9,7 +9,7 @@ import re
 import uuid
 from binascii import hexlify
 from dataclasses import dataclass, field
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any
 
 import msgspec
 import orjson
@@ -171,15 +171,6 @@ class ReceiptRecord:
         }
 
 
-class CollectedEvent(NamedTuple):
-    """One validated event from a ``/collect`` body (a tuple: built up to 50 times per request)."""
-
-    name: str
-    url: str
-    referrer: str
-    props: dict[str, Any] | None
-
-
 def parse_collect_body(body: bytes, *, max_events: int) -> list[CollectedEvent]:
     """Validate a ``/collect`` body: one event object or a list of them.
 
@@ -192,7 +183,7 @@ def parse_collect_body(body: bytes, *, max_events: int) -> list[CollectedEvent]:
 
 
 # Bodies are first decoded by msgspec into the event shape below, the limits checked as it reads
-# them, without raising; anything that cannot vouch for goes to the strict parser further down,
+# them, without raising; anything it cannot vouch for goes to the strict parser further down,
 # which alone words the errors. So the fast path may only ever say "valid", and then it must return
 # exactly what the strict parser returns. Where msgspec reads a body differently from json.loads,
 # and how the check covers it:
@@ -225,8 +216,15 @@ _Props = Annotated[
 ]
 
 
-class _FastEvent(Struct, forbid_unknown_fields=True, gc=False):
-    """One event as the fast path decodes it: the shape and limits of ``_event`` below."""
+class CollectedEvent(Struct, forbid_unknown_fields=True, gc=False):
+    """One validated event from a ``/collect`` body: ``url`` is never empty ("/" when none was
+    sent), ``referrer`` a string, ``props`` a flat dict or None.
+
+    Its annotations are what the fast path decodes a body into, limits included: as decoded, an
+    absent field is UNSET and ``url`` and ``referrer`` may be None or empty, until the fast path
+    puts the strict parser's defaults in. Instances are never tracked by the garbage collector
+    (``gc=False``): a request waits its group commit with up to 50 of them alive.
+    """
 
     name: str
     url: _Url | UnsetType | None = UNSET
@@ -234,10 +232,9 @@ class _FastEvent(Struct, forbid_unknown_fields=True, gc=False):
     props: _Props | UnsetType | None = UNSET
 
 
-_fast_decode = msgspec.json.Decoder(_FastEvent | list[_FastEvent]).decode
+_fast_decode = msgspec.json.Decoder(CollectedEvent | list[CollectedEvent]).decode
 _fast_encode = msgspec.json.Encoder().encode
 _FAST_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
-_new_event = tuple.__new__  # CollectedEvent(...) without its Python-level __new__, for the loop below
 
 
 def _accept_fast(body: bytes, max_events: int) -> list[CollectedEvent] | None:
@@ -249,26 +246,28 @@ def _accept_fast(body: bytes, max_events: int) -> list[CollectedEvent] | None:
     except _FAST_ERRORS:
         return None
     if type(data) is list:
-        items = data
-        if not items or len(items) > max_events:
+        events = data
+        if not events or len(events) > max_events:
             return None
     else:
-        items = [data]
-    events: list[CollectedEvent] = []
+        events = [data]
+    # Before the defaults go in: encoded, they would be members the body never had.
+    if body.count(b":") != _fast_encode(data).count(b":"):
+        return None
     valid_name: str | None = None
-    for item in items:
-        name = item.name
+    for event in events:
+        name = event.name
         if name != valid_name:
             if not _match_name(name):
                 return None
             valid_name = name
-        props = item.props
-        # The strict parser's defaults: no URL (or an empty one) is "/", no referrer "".
-        events.append(_new_event(CollectedEvent, (
-            name, item.url or "/", item.referrer or "", None if props is UNSET else props
-        )))
-    if body.count(b":") != _fast_encode(data).count(b":"):
-        return None
+        # The strict parser's defaults: no URL (or an empty one) is "/", no referrer "", no props None.
+        if not event.url:
+            event.url = "/"
+        if not event.referrer:
+            event.referrer = ""
+        if event.props is UNSET:
+            event.props = None
     return events
 
 

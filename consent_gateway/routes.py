@@ -613,7 +613,8 @@ async def accept_events(
     decided: dict[str, tuple[str, str, str | None, bool, str] | None] = {}
     urls: dict[str, tuple[str, str]] = {}
     admit = runtime.event_names.admit
-    for name, url, referrer, props in events:
+    for event in events:
+        name = event.name
         decision = decided.get(name, _UNDECIDED)
         if decision is _UNDECIDED:
             category = runtime.events.category_of(name)
@@ -638,11 +639,13 @@ async def accept_events(
         if stored_name != name:
             # Folded into "(other)" by the cap, which counts every such event.
             stored_name = admit(name)
+        url = event.url
         split = urls.get(url)
         if split is None:
             split = urls[url] = split_url(url)
+        props = event.props
         records.append(
-            (stored_name, category, stored_action, consent_id, split[0], split[1], referrer,
+            (stored_name, category, stored_action, consent_id, split[0], split[1], event.referrer,
              props_text(props) if props else None)
         )
         if identified:

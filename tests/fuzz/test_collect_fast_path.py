@@ -1,4 +1,4 @@
-"""The orjson fast path of ``parse_collect_body`` against the strict json.loads parser.
+"""The msgspec fast path of ``parse_collect_body`` against the strict json.loads parser.
 
 The fast path may only say "valid", and then it must return what the strict parser returns; every
 other body must get the strict parser's own error. Bodies are written by hand here, so that they
