@@ -223,7 +223,8 @@ class CollectedEvent(Struct, forbid_unknown_fields=True, gc=False):
     Its annotations are what the fast path decodes a body into, limits included: as decoded, an
     absent field is UNSET and ``url`` and ``referrer`` may be None or empty, until the fast path
     puts the strict parser's defaults in. Instances are never tracked by the garbage collector
-    (``gc=False``): a request waits its group commit with up to 50 of them alive.
+    (``gc=False``): a request makes up to 50 of them, and untracked objects neither count towards
+    a collection nor get walked by one.
     """
 
     name: str
@@ -360,7 +361,7 @@ def _props(value: Any, where: str) -> dict[str, Any] | None:
         if isinstance(item, bool) or item is None:
             out[key] = item
         elif isinstance(item, int):
-            if abs(item) > 2**53:
+            if abs(item) > _MAX_SAFE:
                 raise RequestError(f"{where}.{key} is out of range", status=422, field=f"{where}.{key}")
             out[key] = item
         elif isinstance(item, float):

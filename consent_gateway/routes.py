@@ -643,10 +643,9 @@ async def accept_events(
         split = urls.get(url)
         if split is None:
             split = urls[url] = split_url(url)
-        props = event.props
         records.append(
             (stored_name, category, stored_action, consent_id, split[0], split[1], event.referrer,
-             props_text(props) if props else None)
+             props_text(event.props) if event.props else None)
         )
         if identified:
             kept += 1
@@ -654,7 +653,7 @@ async def accept_events(
     accepted = len(events)
     # Nothing of the parsed body may outlive this point: a request waits a group commit below, and
     # whatever it holds meanwhile survives young garbage collections, which then cost more each.
-    del events
+    del events, event
     # 202 means durable: the request waits for the journal's group commit (a few ms), never for ClickHouse.
     if not await runtime.pipeline.submit_events(CollectedEvents(now, site, host, user_agent, ip, granted, records)):
         raise RequestError("the gateway is busy and stored none of these events; retry in a few seconds", status=503)
