@@ -129,6 +129,14 @@ def upcoming_policy() -> PolicyVersion:
     return PolicyVersion(1, 1, today + dt.timedelta(days=14), today)
 
 
+def unavailable(reason: str) -> None:
+    """Skip a browser test whose tool is missing, except in CI: .ci/run installs every tool, so a
+    missing one there is a broken set-up that must fail the build, not a green run without browsers."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI must provide it (.ci/run)")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     """Debian's chromium, headless; the tests are skipped where it is not installed.
@@ -137,7 +145,7 @@ def browser() -> Iterator[Any]:
     it is open, and every later test that runs its own loop (TestClient, asyncio.run) would fail.
     """
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is not installed (sudo apt-get install chromium)")
+        unavailable(f"{CHROMIUM} is not installed (sudo apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -174,7 +182,7 @@ def axe_script() -> Path:
         return target
     npm = shutil.which("npm")
     if npm is None:
-        pytest.skip("npm is not installed, so axe-core cannot be fetched for the accessibility audit")
+        unavailable("npm is not installed, so axe-core cannot be fetched for the accessibility audit")
     AXE_DIR.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(
         [npm, "install", "--prefix", str(AXE_DIR), "axe-core@4", "--no-audit", "--no-fund", "--silent"],
@@ -184,7 +192,7 @@ def axe_script() -> Path:
         check=False,
     )
     if done.returncode != 0 or not target.exists():
-        pytest.skip(f"npm could not install axe-core@4 into {AXE_DIR}: {done.stderr.strip()[-300:]}")
+        unavailable(f"npm could not install axe-core@4 into {AXE_DIR}: {done.stderr.strip()[-300:]}")
     return target
 
 
