@@ -11,7 +11,9 @@ It starts its own uvicorn servers (one worker each, no access log, 127.0.0.1 onl
 - server CPU per page with the gateway's features switched on one at a time (middleware alone,
   + banner, + visit log), to show what each costs;
 - ``/_consent/collect`` events persisted per second, single events and batches of 50, counted in
-  ClickHouse after the server has exited (``loadtests.stored`` in a separate process);
+  ClickHouse after the server has exited (``loadtests.stored`` in a separate process); in the same
+  rounds, the floor of one uvicorn worker under the single-event load, with no gateway: an app
+  that answers 202 after an fsynced group commit, and one that answers at once (loadtests/floor.py);
 - latency p50/p99 at a fixed request rate (pyload's open loop: wrk cannot hold a rate);
 - peak RSS of the gateway under page load, under collect load, and while ``/collect`` is
   flooded until the queue is full (the gateway answers 503 then).
@@ -44,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from . import pyload
+from .floor import journaled_bodies
 from .servers import ROOT, Server, add_loop_cpu_option, consent_cookie, health, loop_cpu_option, request
 from .stored import VISITS, count_in_subprocess
 
@@ -408,10 +411,21 @@ def cost_breakdown(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return {"seconds": args.breakdown_seconds, "variants": out}
 
 
+# The floors measured with the gateway's single events (loadtests/floor.py): mode -> app.
+FLOORS = {"floor_durable": "loadtests.floor:durable", "floor_ack": "loadtests.floor:ack"}
+
+
 def collect_throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    runs: dict[str, list[dict[str, Any]]] = {"single": [], "batch": []}
+    runs: dict[str, list[dict[str, Any]]] = {"single": [], "batch": [], **{mode: [] for mode in FLOORS}}
+    order = ("single", *FLOORS, "batch")
+    cookie = ""
     for r in range(args.collect_rounds):
-        for mode in (("single", "batch") if r % 2 == 0 else ("batch", "single")):
+        for mode in order if r % 2 == 0 else order[::-1]:
+            if mode in FLOORS:
+                runs[mode].append(_floor_run(args, work / f"collect-{mode}-{r}", mode, cookie))
+                print(f"  collect {mode} round {r + 1}: {runs[mode][-1]['acked_per_s']:.0f} single-event "
+                      f"requests/s acknowledged", flush=True)
+                continue
             size = 1 if mode == "single" else BATCH
             server = Server("gateway", work / f"collect-{mode}-{r}")
             tag = run_id(f"bench-{mode}")
@@ -453,7 +467,7 @@ def collect_throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                   flush=True)
             if not args.keep:
                 shutil.rmtree(server.data_dir, ignore_errors=True)
-    return {
+    out: dict[str, Any] = {
         mode: {
             "rounds": items,
             "persisted_per_s": median([i["persisted_per_s"] for i in items]),
@@ -462,7 +476,47 @@ def collect_throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "peak_rss": max((i["peak_rss"] for i in items), default=0),
         }
         for mode, items in runs.items()
-    } | {"connections": args.collect_connections, "seconds": args.collect_seconds}
+        if mode not in FLOORS
+    }
+    for mode in FLOORS:
+        out[mode] = {"rounds": runs[mode], "acked_per_s": median([i["acked_per_s"] for i in runs[mode]])}
+    # Per round, the gateway's acknowledged single events over the durable floor's: rounds alternate
+    # their order, so a slower minute of the machine weighs on both.
+    out["single_of_floor"] = median([
+        g["acked_per_s"] / f["acked_per_s"]
+        for g, f in zip(runs["single"], runs["floor_durable"], strict=True) if f["acked_per_s"]
+    ])
+    return out | {"connections": args.collect_connections, "seconds": args.collect_seconds}
+
+
+def _floor_run(args: argparse.Namespace, data_dir: Path, mode: str, cookie: str) -> dict[str, Any]:
+    """One floor app (loadtests/floor.py) under the single-event load the gateway gets."""
+    server = Server(FLOORS[mode], data_dir)
+    with server:
+        # The gateway's headers and body, so uvicorn parses as much; the floor reads no cookie.
+        headers = collect_headers(server.port, cookie or "x" * 120)
+        body = event_body(run_id("floor"), 1)
+        with RssSampler(server.proc.pid) as rss:  # type: ignore[union-attr]
+            result = load(server.port, "POST", "/_consent/collect", headers, body,
+                          seconds=args.collect_seconds, connections=args.collect_connections, use_wrk=args.wrk)
+    run = {
+        "requests": result.requests,
+        "acked_events": result.ok,
+        "refused_requests": result.bad_status,
+        "load_seconds": result.seconds,
+        "acked_per_s": result.ok / result.seconds,
+        "p50_ms": result.p50_ms,
+        "p99_ms": result.p99_ms,
+        "peak_rss": rss.peak,
+    }
+    if mode == "floor_durable":
+        # Proof it did the work it stands for: every acknowledged body is in its fsynced file.
+        run["journaled"] = journaled_bodies(data_dir)
+        if run["journaled"] < result.ok:
+            raise RuntimeError(f"the durable floor acknowledged {result.ok} bodies but wrote {run['journaled']}")
+    if not args.keep:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return run
 
 
 def fixed_rate_latency(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -611,6 +665,15 @@ def table(res: dict[str, Any]) -> str:
     if c:
         rows += [
             ("`/collect` single events persisted", f"{c['single']['persisted_per_s']:.0f} events/s", "≥ 8,000"),
+        ]
+        if "floor_durable" in c:
+            rows += [
+                ("floor, no gateway: 202 after an fsynced group commit",
+                 f"{c['floor_durable']['acked_per_s']:.0f} req/s", ""),
+                ("floor, no gateway: 202 at once", f"{c['floor_ack']['acked_per_s']:.0f} req/s", ""),
+                ("single events acknowledged: gateway / fsync floor", f"{c['single_of_floor']:.3f}", ""),
+            ]
+        rows += [
             ("`/collect` batches of 50 persisted", f"{c['batch']['persisted_per_s']:.0f} events/s", "≥ 100,000"),
             ("acknowledged (202) but not stored", f"{c['single']['lost'] + c['batch']['lost']}", "0"),
         ]
@@ -674,6 +737,9 @@ def chart(res: dict[str, Any], path: Path) -> None:
         ax.bar(["single events", "batches of 50"], [c[n]["persisted_per_s"] for n in names], color=["C0", "C1"])
         for i, n in enumerate(names):
             ax.plot([i] * len(c[n]["rounds"]), [r["persisted_per_s"] for r in c[n]["rounds"]], "k.")
+        if "floor_durable" in c:
+            ax.axhline(c["floor_durable"]["acked_per_s"], color="C7", ls=":", lw=1.5,
+                       label="floor: 202 after fsync, no gateway (req/s)")
         ax.axhline(8000, color="C0", ls="--", lw=1, label="target single 8,000/s")
         ax.axhline(100000, color="C1", ls="--", lw=1, label="target batched 100,000/s")
         ax.set_yscale("log")

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from loadtests import bench, pyload, zero_loss
+from loadtests import bench, floor, pyload, zero_loss
 from loadtests.ledger import Ledger
-from loadtests.servers import Server, consent_cookie, default_loop_cpu
+from loadtests.servers import Server, consent_cookie, default_loop_cpu, request
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -50,6 +50,18 @@ def test_bench_quick_run_measures_every_part_and_writes_its_files(tmp_path: Path
         assert run["acked_events"] > 0 and run["acked_events"] % size == 0
         assert run["stored_events"] >= run["acked_events"], "an acknowledged event is missing in ClickHouse"
         assert run["lost"] == 0 and run["persisted_per_s"] > 0
+
+    # The floors ran in the same round, under the same single-event load, and the durable one wrote
+    # every body it acknowledged to its fsynced file.
+    (durable,) = result["collect"]["floor_durable"]["rounds"]
+    (at_once,) = result["collect"]["floor_ack"]["rounds"]
+    assert durable["acked_events"] > 0 and durable["refused_requests"] == 0
+    assert durable["journaled"] >= durable["acked_events"]
+    assert at_once["acked_events"] > 0 and "journaled" not in at_once
+    single = result["collect"]["single"]
+    assert result["collect"]["single_of_floor"] == pytest.approx(
+        single["rounds"][0]["acked_per_s"] / durable["acked_per_s"]
+    )
 
     for name in ("bare", "gateway", "collect"):
         assert 0 < result["latency"][name]["p50_ms"] <= result["latency"][name]["p99_ms"]
@@ -83,8 +95,14 @@ def test_table_and_chart_render_a_result_without_running_anything(tmp_path: Path
             for mode, value in (("single", 9000.0), ("batch", 120000.0))
         },
     }
+    result["collect"] |= {
+        "floor_durable": {"rounds": [{"acked_per_s": 12000.0}], "acked_per_s": 12000.0},
+        "floor_ack": {"rounds": [{"acked_per_s": 15000.0}], "acked_per_s": 15000.0},
+        "single_of_floor": 0.75,
+    }
     text = bench.table(result)
     assert "**0.900**" in text and "9000 events/s" in text and "120000 events/s" in text
+    assert "| 12000 req/s" in text and "| 15000 req/s" in text and "| 0.750" in text
     assert "200 µs / 250 µs (ratio 0.800)" in text
     assert "100 MiB" in text and "120 MiB" in text
     assert "latency" not in text  # parts that did not run are left out, not shown as zeros
@@ -210,3 +228,16 @@ def test_pinning_moves_the_event_loop_alone(tmp_path: Path) -> None:
     # engine's pools place their threads themselves).
     both = before.keys() & after.keys()  # threads started in between inherit the pin; leave them out
     assert len(both) > 3 and {tid: after[tid] for tid in both} == {tid: before[tid] for tid in both}
+
+
+def test_durable_floor_answers_only_after_its_file_holds_the_body(tmp_path: Path) -> None:
+    bodies = [b'{"name":"a"}', b'{"name":"b"}', b'{"name":"c"}']
+    with Server("loadtests.floor:durable", tmp_path / "floor") as server:
+        for body in bodies:
+            status, _, answer = request(server.port, "POST", "/_consent/collect", body)
+            assert (status, answer) == (202, b"{}")
+            # Acknowledged means written: the file already holds this body when the answer comes.
+            assert floor.journaled_bodies(server.data_dir) == bodies.index(body) + 1
+        assert request(server.port, "GET", "/")[0] == 200
+    assert (tmp_path / "floor" / floor.JOURNAL_NAME).read_bytes() == b"".join(b + b"\n" for b in bodies)
+    assert floor.journaled_bodies(tmp_path / "nowhere") == 0
