@@ -29,6 +29,8 @@ from typing import Any
 JOURNAL_NAME = "floor.journal"
 _OK = [(b"content-type", b"application/json"), (b"content-length", b"2")]
 
+# The ASGI types, written here rather than imported from consent_gateway: the floor's process loads
+# nothing of the gateway.
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
