@@ -205,8 +205,6 @@ def _url_without_password(url: str) -> str:
 class _Group:
     """Shared behaviour of the setting groups: self-check on creation, masked repr, one-line summary."""
 
-    __slots__ = ()
-
     def __post_init__(self) -> None:
         self._check()
 
@@ -268,7 +266,7 @@ def _brief_item(item: Any) -> str:
     return str(item)
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, repr=False)
+@dataclass(frozen=True, kw_only=True, repr=False)
 class KeySettings(_Group):
     """Cookie-signing keys (newest last) and the key of the consent-id pseudonyms."""
 
@@ -290,7 +288,7 @@ class KeySettings(_Group):
         return tuple(name for name in ("secret_keys", "pseudonym_key") if not getattr(self, name))
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, repr=False)
+@dataclass(frozen=True, kw_only=True, repr=False)
 class ClickHouseSettings(_Group):
     """Where the rows go: the embedded engine or a server / cluster, and how migrations run."""
 
@@ -318,7 +316,7 @@ class ClickHouseSettings(_Group):
             )
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, repr=False)
+@dataclass(frozen=True, kw_only=True, repr=False)
 class CookieSettings(_Group):
     """The signed consent cookie and the registry that sorts the site's own cookies into categories."""
 
@@ -341,7 +339,7 @@ class CookieSettings(_Group):
         _check_positive(self, verify_cache_size="verify_cache_size")
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, repr=False)
+@dataclass(frozen=True, kw_only=True, repr=False)
 class ConsentSettings(_Group):
     """The categories offered, the privacy-policy versions and the keep / pseudonymise / drop matrix."""
 
@@ -407,7 +405,7 @@ class ConsentSettings(_Group):
             )
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, repr=False)
+@dataclass(frozen=True, kw_only=True, repr=False)
 class EventSettings(_Group):
     """``/collect`` event names and their categories."""
 
@@ -422,7 +420,7 @@ class EventSettings(_Group):
         _check_positive(self, max_names="max_event_names")
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, repr=False)
+@dataclass(frozen=True, kw_only=True, repr=False)
 class PageSettings(_Group):
     """What the gateway adds to the wrapped site's pages: the banner and the visit records."""
 
@@ -437,7 +435,7 @@ class PageSettings(_Group):
             raise SettingsError("default_locale", self.default_locale, 'use "ko" or "en"')
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, repr=False)
+@dataclass(frozen=True, kw_only=True, repr=False)
 class RetentionSettings(_Group):
     """How long rows and daily salts are kept (``[retention]``)."""
 
@@ -454,7 +452,7 @@ class RetentionSettings(_Group):
             raise SettingsError("salt_check_interval", self.salt_check_interval, "use a number of seconds above zero")
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, repr=False)
+@dataclass(frozen=True, kw_only=True, repr=False)
 class HttpSettings(_Group):
     """Which proxies are believed about the client address, and which other origins may POST."""
 
@@ -472,7 +470,7 @@ class HttpSettings(_Group):
                 raise SettingsError("allowed_origins", origin, "use scheme://host[:port] with no path")
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, repr=False)
+@dataclass(frozen=True, kw_only=True, repr=False)
 class CollectSettings(_Group):
     """Limits of one ``/collect`` request (``[collect]``)."""
 
@@ -486,7 +484,7 @@ class CollectSettings(_Group):
             raise SettingsError("collect_ack_timeout", self.ack_timeout, "use a number of seconds above zero")
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, repr=False)
+@dataclass(frozen=True, kw_only=True, repr=False)
 class RateLimitSettings(_Group):
     """Per-client token buckets, per worker (``[rate_limit]``); 0 per minute turns one off."""
 
@@ -504,7 +502,7 @@ class RateLimitSettings(_Group):
         _check_positive(self, collect_burst="rate_limit_collect_burst", consent_burst="rate_limit_consent_burst")
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, repr=False)
+@dataclass(frozen=True, kw_only=True, repr=False)
 class PipelineSettings(_Group):
     """The in-memory queue, the group commit and the ClickHouse writer (``[pipeline]``)."""
 
@@ -537,7 +535,7 @@ class PipelineSettings(_Group):
             )
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, repr=False)
+@dataclass(frozen=True, kw_only=True, repr=False)
 class JournalSettings(_Group):
     """The local journal that makes accepted records durable before ClickHouse has them."""
 
@@ -555,7 +553,7 @@ class JournalSettings(_Group):
             )
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, repr=False)
+@dataclass(frozen=True, kw_only=True, repr=False)
 class LogSettings(_Group):
     """Log level and line format (``[log]``)."""
 
@@ -569,7 +567,7 @@ class LogSettings(_Group):
             raise SettingsError("log_format", self.format, 'use "json" (one JSON object a line) or "text"')
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, repr=False)
+@dataclass(frozen=True, kw_only=True, repr=False)
 class AnalyticsSettings(_Group):
     """The analytics API: k-anonymity threshold and where its token hashes live."""
 
@@ -612,7 +610,7 @@ _GROUPS: dict[str, type[_Group]] = {
 }
 
 
-@dataclass(frozen=True, kw_only=True, slots=True, init=False, repr=False)
+@dataclass(frozen=True, kw_only=True, init=False, repr=False)
 class Settings:
     """Everything the gateway needs, in groups that mirror the TOML tables, validated once.
 
