@@ -221,7 +221,8 @@ class _Group:
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
             mask = f.metadata.get("mask", "")
-            parts.append(f"{f.name}={_brief(_masked(value, mask)) if mask else _brief(value)}")
+            shown = _masked(value, mask) if mask else value
+            parts.append(f"{f.name}={shown if mask == 'key' else _brief(shown)}")
         return " ".join(parts)
 
 
