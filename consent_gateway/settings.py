@@ -27,12 +27,17 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .errors import SettingsError
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 ENV_PREFIX = "CONSENT_GATEWAY_"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _CATEGORY_KEY = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _VERSION = re.compile(r"^(\d{1,4})\.(\d{1,4})$")
 _COOKIE_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 MIN_SECRET_LENGTH = 32
+# Without a config file there is no stable name to derive; host names change with every container.
+DEFAULT_SITE_ID = "default"
 ACTIONS = ("keep", "pseudonymise", "drop")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -382,11 +387,11 @@ class ConsentSettings(_Group):
         required = {c.key for c in self.categories if c.required}
         if not required:
             raise SettingsError("categories", keys, "mark one category required = true (strictly necessary cookies)")
-        for cat in self.gpc_refuses:
-            if cat not in keys:
-                raise SettingsError("gpc_refuses", cat, f"use categories from {keys}")
-            if cat in required:
-                raise SettingsError("gpc_refuses", cat, "a required category cannot be refused; remove it")
+        for refused in self.gpc_refuses:
+            if refused not in keys:
+                raise SettingsError("gpc_refuses", refused, f"use categories from {keys}")
+            if refused in required:
+                raise SettingsError("gpc_refuses", refused, "a required category cannot be refused; remove it")
 
     def _check_upcoming(self) -> None:
         up, cur = self.upcoming_policy, self.policy
@@ -593,7 +598,7 @@ def _check_patterns(table: str, registry: tuple[tuple[str, str], ...]) -> None:
             raise SettingsError(table, pattern, "use a name or pattern of 1-128 characters")
 
 
-_GROUPS: dict[str, type[_Group]] = {
+_GROUPS: dict[str, type[DataclassInstance]] = {
     "keys": KeySettings,
     "clickhouse": ClickHouseSettings,
     "cookie": CookieSettings,
@@ -619,7 +624,7 @@ class Settings:
     docs/configuration.md (``Settings(queue_max=10)``); secrets never appear in the repr.
     """
 
-    site_id: str = "default"
+    site_id: str = DEFAULT_SITE_ID
     data_dir: Path = Path("./data")
     prefix: str = "/_consent"
     keys: KeySettings = KeySettings()
@@ -801,18 +806,74 @@ class Settings:
     # -- compatibility layer: DELETE once every module reads the groups --------------------------
     # The flat names of the ungrouped Settings stay readable (``settings.queue_max`` is
     # ``settings.pipeline.queue_max``) through read-only properties generated below the class from
-    # FLAT_SETTINGS; /work/notes/settings_map.tsv lists each old name with its new path. For type
-    # checkers they are ``Any``. Remove this block, the loop after the class, and switch the readers.
+    # FLAT_SETTINGS. The annotations here exist only for type checkers (a test keeps them equal to
+    # the groups' fields). To finish the move: switch the readers to the group paths, then delete
+    # this block and the loop after the class.
     if TYPE_CHECKING:
-
-        def __getattr__(self, name: str) -> Any: ...
+        secret_keys: tuple[str, ...]
+        pseudonym_key: str
+        clickhouse_url: str
+        database: str
+        cluster: str
+        auto_migrate: bool | None
+        clickhouse_async_insert: bool
+        cookie_name: str
+        cookie_max_age_days: int
+        cookie_secure: bool
+        cookie_domain: str
+        cookie_registry: tuple[tuple[str, str], ...]
+        unknown_cookie_category: str
+        verify_cache_size: int
+        categories: tuple[Category, ...]
+        gpc_refuses: tuple[str, ...]
+        policy: PolicyVersion
+        upcoming_policy: PolicyVersion | None
+        policy_url: str
+        policy_matrix: tuple[tuple[str, str, str], ...]
+        drop_bots: bool
+        event_registry: tuple[tuple[str, str], ...]
+        unknown_event_category: str
+        max_event_names: int
+        banner: BannerTexts
+        inject_banner: bool
+        google_consent_mode: bool
+        default_locale: str
+        log_visit_assets: bool
+        events_retention_months: int
+        receipts_retention_years: int
+        salt_check_interval: float
+        trusted_proxies: tuple[str, ...]
+        allowed_origins: tuple[str, ...]
+        collect_max_body: int
+        collect_max_events: int
+        collect_ack_timeout: float
+        rate_limit_collect_per_minute: float
+        rate_limit_collect_burst: int
+        rate_limit_consent_per_minute: float
+        rate_limit_consent_burst: int
+        batch_size: int
+        flush_interval: float
+        queue_max: int
+        shutdown_timeout: float
+        commit_window: float
+        visit_shed_fraction: float
+        insert_retry_initial: float
+        insert_retry_max: float
+        journal_enabled: bool
+        journal_dir: Path | None
+        journal_max_bytes: int
+        journal_segment_bytes: int
+        log_level: str
+        log_format: str
+        k_anonymity: int
+        analytics_tokens_file: Path | None
 
 
 def site_id_for(config: str | os.PathLike[str]) -> str:
     """The site id a config file implies: its folder's name, cut to the letters site_id allows."""
     folder = Path(config).resolve().parent.name
     slug = re.sub(r"[^A-Za-z0-9_.\-]+", "-", folder).strip("-.")[:64]
-    return slug or Settings.__dataclass_fields__["site_id"].default
+    return slug or DEFAULT_SITE_ID
 
 
 # -- the flat names: TOML keys, CONSENT_GATEWAY_* variables, and where each one lives --------------
@@ -883,7 +944,7 @@ del _spec
 
 def _assemble(values: Mapping[str, Any]) -> dict[str, Any]:
     """Settings' fields from group objects and / or flat names; flat names win over their group."""
-    own = {f.name: f.default for f in dataclasses.fields(Settings)}
+    own: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Settings)}
     changes: dict[str, dict[str, Any]] = {name: {} for name in _GROUPS}
     for name, value in values.items():
         if name in own:

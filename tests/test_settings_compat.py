@@ -101,3 +101,23 @@ def test_text_coercion_follows_the_field_types() -> None:
     for table_only in ("categories", "cookie_registry", "event_registry", "policy", "policy_matrix", "banner"):
         assert table_only not in _SCALARS
     assert len(_SCALARS) == 53
+
+
+def test_the_type_checker_view_of_the_old_names_matches_the_groups() -> None:
+    """The annotations in Settings' compatibility block name each old name once, with its group field's type."""
+    import ast
+    import inspect
+
+    from consent_gateway import settings as module
+
+    tree = ast.parse(inspect.getsource(module))
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Settings")
+    block = next(n for n in cls.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING")
+    declared = {ast.unparse(n.target): ast.unparse(n.annotation) for n in block.body if isinstance(n, ast.AnnAssign)}
+    expected = {}
+    for spec in FLAT_SETTINGS:
+        if "." in spec.path:
+            group, attr = spec.path.split(".")
+            group_field = {f.name: f for f in dataclasses.fields(getattr(Settings(), group))}[attr]
+            expected[spec.name] = group_field.type
+    assert declared == expected
