@@ -405,3 +405,23 @@ def test_all_missing_keys_are_named_in_one_error() -> None:
     complete = only.replace(pseudonym_key=PSEUDONYM_KEY)
     assert complete.missing_keys() == ()
     complete.require_keys()
+
+
+def test_the_groups_table_in_the_docs_matches_the_code() -> None:
+    import re
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text("utf-8")
+    section = doc[doc.index("## In Python: the setting groups") : doc.index("## Every setting")]
+    documented = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) != 2 or not cells[0].startswith(("`", "(top")):
+            continue
+        held = re.sub(r"\([^)]*\)", "", cells[1])
+        documented[cells[0].strip("`")] = re.findall(r"`([a-z_]+)`", held)
+    s = Settings()
+    expected = {"(top level)": ["site_id", "data_dir", "prefix"]}
+    for f in dataclasses.fields(s):
+        if dataclasses.is_dataclass(getattr(s, f.name)):
+            expected[f.name] = [g.name for g in dataclasses.fields(getattr(s, f.name))]
+    assert documented == expected
