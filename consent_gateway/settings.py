@@ -14,12 +14,13 @@ import datetime as dt
 import difflib
 import ipaddress
 import json
+import operator
 import os
 import re
 import tomllib
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -177,7 +178,7 @@ class BannerTexts:
 #
 # Each group mirrors a TOML table (or a family of top-level keys) and checks its own values. A field's
 # metadata names its flat setting: the TOML key and the CONSENT_GATEWAY_<NAME> variable, which never
-# change. ``secret`` fields are masked in every repr and summary.
+# change. Fields with a ``mask`` (keys, the ClickHouse URL's password) are masked in every repr and summary.
 
 
 def _flat(name: str, *, mask: str = "") -> dict[str, str]:
@@ -646,6 +647,9 @@ class Settings:
         for name, value in _assemble(values).items():
             object.__setattr__(self, name, value)
         self._check()
+        # Compatibility layer (see the end of the class): the flat names as plain read-only attributes.
+        for flat, read in _FLAT_READERS:
+            object.__setattr__(self, flat, read(self))
 
     def _check(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", self.site_id):
@@ -805,10 +809,11 @@ class Settings:
 
     # -- compatibility layer: DELETE once every module reads the groups --------------------------
     # The flat names of the ungrouped Settings stay readable (``settings.queue_max`` is
-    # ``settings.pipeline.queue_max``) through read-only properties generated below the class from
-    # FLAT_SETTINGS. The annotations here exist only for type checkers (a test keeps them equal to
-    # the groups' fields). To finish the move: switch the readers to the group paths, then delete
-    # this block and the loop after the class.
+    # ``settings.pipeline.queue_max``): __init__ copies each group value to an instance attribute
+    # named as before (frozen like the rest, and as fast to read as before). The annotations here
+    # exist only for type checkers; a test keeps them equal to the groups' fields. To finish the
+    # move: switch the readers to the group paths, then delete this block, _FLAT_READERS and the
+    # loop at the end of __init__.
     if TYPE_CHECKING:
         secret_keys: tuple[str, ...]
         pseudonym_key: str
@@ -930,16 +935,10 @@ _FLAT: dict[str, FlatSetting] = {s.name: s for s in FLAT_SETTINGS}
 _SCALARS: dict[str, type] = {s.name: s.kind for s in FLAT_SETTINGS if s.kind is not None}
 
 
-def _flat_property(path: str) -> property:
-    group, _, attr = path.partition(".")
-    return property(lambda self: getattr(getattr(self, group), attr), doc=f"Same as ``settings.{path}``.")
-
-
 # Compatibility layer (see the end of Settings): delete together with that block.
-for _spec in FLAT_SETTINGS:
-    if "." in _spec.path:
-        setattr(Settings, _spec.name, _flat_property(_spec.path))
-del _spec
+_FLAT_READERS: tuple[tuple[str, Callable[[Settings], Any]], ...] = tuple(
+    (spec.name, operator.attrgetter(spec.path)) for spec in FLAT_SETTINGS if "." in spec.path
+)
 
 
 def _assemble(values: Mapping[str, Any]) -> dict[str, Any]:
