@@ -959,11 +959,11 @@ def _assemble(values: Mapping[str, Any]) -> dict[str, Any]:
     return own
 
 
-def _unknown(name: str, known: Iterable[str], what: str) -> str:
-    """The fix for an unknown name: the closest known one when there is one."""
+def _unknown(name: str, known: Iterable[str], what: str, *, table: str = "") -> str:
+    """The fix for an unknown name: the closest known one (in the same ``table``) when there is one."""
     close = difflib.get_close_matches(name, list(known), n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
-    return f"unknown {what} {name!r}; {hint}see docs/configuration.md for the list"
+    return f"unknown {what} {table + name!r}; {hint}see docs/configuration.md for the list"
 
 
 # -- parsing ----------------------------------------------------------------------------------
@@ -1023,7 +1023,7 @@ def _from_mapping(raw: Mapping[str, Any]) -> dict[str, Any]:
                 name = _FLAT_TABLES[key] + sub
                 if name not in _SCALARS:
                     known = [n[len(_FLAT_TABLES[key]) :] for n in _SCALARS if n.startswith(_FLAT_TABLES[key])]
-                    raise SettingsError(f"{key}.{sub}", subvalue, _unknown(sub, known, "setting"))
+                    raise SettingsError(f"{key}.{sub}", subvalue, _unknown(sub, known, "setting", table=f"{key}."))
                 values[name] = _coerce(f"{key}.{sub}", subvalue, _SCALARS[name])
         elif key == "categories":
             values["categories"] = _categories(value)

@@ -363,7 +363,7 @@ def test_unknown_toml_keys_get_the_closest_name(tmp_path: Path, text: str, key: 
     with pytest.raises(SettingsError) as caught:
         Settings.load(_write(tmp_path, text), environ={})
     assert caught.value.key == key
-    assert "unknown setting" in str(caught.value) and suggestion in str(caught.value)
+    assert f"unknown setting {key!r}" in str(caught.value) and suggestion in str(caught.value)
 
 
 def test_unknown_environment_variables_get_the_closest_name() -> None:
