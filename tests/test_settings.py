@@ -277,3 +277,151 @@ def test_gateway_refuses_to_start_without_keys(tmp_path: Path) -> None:
     with pytest.raises(SettingsError) as caught:
         ConsentGateway(lambda *a: None, Settings(data_dir=tmp_path, secret_keys=(SECRET,)))  # type: ignore[arg-type]
     assert caught.value.key == "pseudonym_key"
+
+
+# -- groups, summary, suggestions, site id, missing keys --------------------------------------------
+
+
+def test_each_group_mirrors_its_toml_table(tmp_path: Path) -> None:
+    s = Settings.load(_write(tmp_path, FULL_TOML), environ={})
+    assert s.cookie.max_age_days == 180 and s.cookie.secure is False
+    assert s.cookie.registry == (("palette_session", "necessary"), ("_ga*", "analytics"))
+    assert s.pipeline.flush_interval == 2.5 and s.pipeline.batch_size == 2000
+    assert s.collect.max_events == 20
+    assert s.retention.receipts_years == 6
+    assert str(s.consent.policy) == "1.2" and str(s.consent.upcoming_policy) == "2.0"
+    assert s.keys.secret_keys == (OLD_SECRET, SECRET)
+    assert s.http.trusted_proxies == ("10.0.0.0/8", "127.0.0.1")
+
+
+def test_groups_are_frozen_keyword_only_and_check_themselves() -> None:
+    from consent_gateway.settings import CookieSettings, JournalSettings, PipelineSettings
+
+    with pytest.raises(TypeError):
+        PipelineSettings(100)  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        PipelineSettings().queue_max = 1  # type: ignore[misc]
+    with pytest.raises(SettingsError) as caught:
+        PipelineSettings(flush_interval=120)
+    assert caught.value.key == "flush_interval" and "0.01 to 60" in str(caught.value)
+    with pytest.raises(SettingsError) as caught:
+        JournalSettings(segment_bytes=8192, max_bytes=4096)
+    assert caught.value.key == "journal_max_bytes" and "8192" in str(caught.value)
+    with pytest.raises(SettingsError) as caught:
+        CookieSettings(name="bad name")
+    assert caught.value.key == "cookie_name"
+
+
+def test_repr_is_grouped_short_and_masks_the_url_password(tmp_path: Path) -> None:
+    s = Settings.load(
+        _write(tmp_path, FULL_TOML),
+        environ={"CONSENT_GATEWAY_CLICKHOUSE_URL": "https://writer:s3cr3t-pw@ch.example.com:8443"},
+    )
+    text = repr(s)
+    assert "url='https://writer:***@ch.example.com:8443'" in text
+    assert "secret_keys=<2 hidden>" in text and "pseudonym_key=<hidden>" in text
+    assert "cookie=CookieSettings(name='cg_consent', max_age_days=180" in text
+    # the long texts (categories, banner) are named, not printed
+    assert "categories=[necessary*,preferences,analytics,marketing]" in text and "name_ko" not in text
+    assert "banner=default-texts" in text and "쿠키 및 추적 동의" not in text
+
+
+def test_summary_has_one_line_a_group_with_secrets_masked(tmp_path: Path) -> None:
+    s = Settings.load(
+        _write(tmp_path, FULL_TOML),
+        environ={"CONSENT_GATEWAY_CLICKHOUSE_URL": "http://gateway:pa55word@clickhouse:8123"},
+    )
+    lines = s.summary()
+    groups = [line.split(":", 1)[0] for line in lines]
+    assert groups == [
+        "site", "keys", "clickhouse", "cookie", "consent", "events", "page", "retention",
+        "http", "collect", "rate_limit", "pipeline", "journal", "log", "analytics",
+    ]  # fmt: skip
+    text = "\n".join(lines)
+    for secret in (SECRET, OLD_SECRET, PSEUDONYM_KEY, "pa55word"):
+        assert secret not in text
+    assert "keys: secret_keys=<2 hidden> pseudonym_key=<hidden>" in lines
+    assert "url=http://gateway:***@clickhouse:8123" in text
+    assert "site: site_id=palette " in text
+    assert "cookie: name=cg_consent max_age_days=180 secure=false" in text
+    assert "policy=1.2@2026-01-01" in text and "upcoming_policy=2.0@2026-12-15" in text
+    assert all("\n" not in line for line in lines)
+    assert "keys: secret_keys=<missing> pseudonym_key=<missing>" in Settings().summary()
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "suggestion"),
+    [
+        ('sit_id = "x"', "sit_id", "did you mean 'site_id'?"),
+        ("queue_maxx = 5", "queue_maxx", "did you mean 'queue_max'?"),
+        ("[cookie]\nmax_age_day = 30", "cookie.max_age_day", "did you mean 'max_age_days'?"),
+        ("[rate_limit]\ncolect_burst = 3", "rate_limit.colect_burst", "did you mean 'collect_burst'?"),
+        ("[cookie]\nflavour = 1", "cookie.flavour", "see docs/configuration.md"),
+    ],
+)
+def test_unknown_toml_keys_get_the_closest_name(tmp_path: Path, text: str, key: str, suggestion: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.load(_write(tmp_path, text), environ={})
+    assert caught.value.key == key
+    assert f"unknown setting {key!r}" in str(caught.value) and suggestion in str(caught.value)
+
+
+def test_unknown_environment_variables_get_the_closest_name() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.load(environ={"CONSENT_GATEWAY_PSEUDONYM_KYE": "x"})
+    assert caught.value.key == "CONSENT_GATEWAY_PSEUDONYM_KYE"
+    assert "did you mean 'CONSENT_GATEWAY_PSEUDONYM_KEY'?" in str(caught.value)
+
+
+def test_site_id_defaults_to_the_config_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "shop.example"
+    folder.mkdir()
+    config = folder / "consent.toml"
+    config.write_text('prefix = "/_consent"\n', encoding="utf-8")
+    assert Settings.load(config, environ={}).site_id == "shop.example"
+    assert Settings.load(config, environ={"CONSENT_GATEWAY_SITE_ID": "env"}).site_id == "env"
+    config.write_text('site_id = "named"\n', encoding="utf-8")
+    assert Settings.load(config, environ={}).site_id == "named"
+    odd = tmp_path / "My Shop (staging)!"
+    odd.mkdir()
+    (odd / "consent.toml").write_text("", encoding="utf-8")
+    assert Settings.load(odd / "consent.toml", environ={}).site_id == "My-Shop-staging"
+    assert Settings.load(environ={}).site_id == "default"  # no file: nothing to name it after
+
+
+def test_all_missing_keys_are_named_in_one_error() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings().require_keys()
+    message = str(caught.value)
+    assert Settings().missing_keys() == ("secret_keys", "pseudonym_key")
+    assert caught.value.key == "secret_keys, pseudonym_key"
+    assert "CONSENT_GATEWAY_SECRET_KEYS and CONSENT_GATEWAY_PSEUDONYM_KEY" in message
+    assert "consent-gateway init" in message and "--local-keys" in message
+    only = Settings(secret_keys=(SECRET,))
+    assert only.missing_keys() == ("pseudonym_key",)
+    with pytest.raises(SettingsError) as caught:
+        only.require_keys()
+    assert caught.value.key == "pseudonym_key" and "SECRET_KEYS" not in str(caught.value)
+    complete = only.replace(pseudonym_key=PSEUDONYM_KEY)
+    assert complete.missing_keys() == ()
+    complete.require_keys()
+
+
+def test_the_groups_table_in_the_docs_matches_the_code() -> None:
+    import re
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text("utf-8")
+    section = doc[doc.index("## In Python: the setting groups") : doc.index("## Every setting")]
+    documented = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) != 2 or not cells[0].startswith(("`", "(top")):
+            continue
+        held = re.sub(r"\([^)]*\)", "", cells[1])
+        documented[cells[0].strip("`")] = re.findall(r"`([a-z_]+)`", held)
+    s = Settings()
+    expected = {"(top level)": ["site_id", "data_dir", "prefix"]}
+    for f in dataclasses.fields(s):
+        if dataclasses.is_dataclass(getattr(s, f.name)):
+            expected[f.name] = [g.name for g in dataclasses.fields(getattr(s, f.name))]
+    assert documented == expected
