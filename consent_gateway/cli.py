@@ -71,11 +71,12 @@ def load_settings(config: str | os.PathLike[str] | None = None, **overrides: Any
     return settings
 
 
-def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
+def _settings(args: argparse.Namespace, *, say: bool = True, **overrides: Any) -> Settings:
     if getattr(args, "data", None):
         overrides["data_dir"] = Path(args.data).resolve()
     settings = load_settings(getattr(args, "config", None), **overrides)
-    _say_data(settings)
+    if say:
+        _say_data(settings)
     return settings
 
 
@@ -308,7 +309,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     }
     # Built here even with several workers: a bad setting, key or app fails once, before any fork.
     gateway, settings = _served_gateway(options)
-    _say_data(settings)
     if workers < 1:
         raise SettingsError("--workers", workers, "use 1 or more worker processes")
     if workers > 1 and settings.embedded:
@@ -324,7 +324,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ[SERVE_OPTIONS_ENV] = json.dumps(options)
         target = "consent_gateway.cli:serve_app"
     banner = f"consent-gateway serving {args.app} on http://{args.host}:{port}/ with {workers} worker(s)"
-    _run(target, args.host, port, settings, [banner], workers=workers, who=f"consent-gateway serve {args.app}")
+    lines = [banner, f"  data: {settings.data_dir}"]
+    _run(target, args.host, port, settings, lines, workers=workers, who=f"consent-gateway serve {args.app}")
     return 0
 
 
@@ -582,7 +583,7 @@ def cmd_analytics(args: argparse.Namespace) -> int:
     from .analytics import create_analytics_app
     from .logs import RequestLogMiddleware, register_secrets
 
-    settings = _settings(args)
+    settings = _settings(args, say=False)  # the banner names it; stderr carries only log lines
     register_secrets([*settings.secret_keys, settings.pseudonym_key])
     base = f"http://{args.host}:{args.port}"
     _run(
