@@ -272,9 +272,10 @@ def _served_gateway(options: dict[str, Any]) -> tuple[Any, Settings]:
     from .logs import RequestLogMiddleware
 
     if already_gated(app):
-        gateway = getattr(app, "settings", None)
-        if isinstance(gateway, Settings):
-            settings = gateway  # the gateway's own settings decide logging and the data directory
+        own = [getattr(app, "settings", None)]
+        own += [(getattr(m, "kwargs", None) or {}).get("settings") for m in getattr(app, "user_middleware", ())]
+        # The gateway's own settings decide logging, proxy trust and the data directory.
+        settings = next((o for o in own if isinstance(o, Settings)), settings)
         logging.getLogger("consent_gateway").info(
             "%s already runs the consent gateway; serving it as it is, not wrapped a second time", options["app"]
         )
