@@ -608,7 +608,7 @@ def cmd_analytics(args: argparse.Namespace) -> int:
 def cmd_stats(args: argparse.Namespace) -> int:
     from .analytics.commands import run_stats
 
-    return run_stats(args, _settings(args))
+    return run_stats(args, _settings(args, say=not args.url))  # with --url the server's store answers
 
 
 def cmd_erase(args: argparse.Namespace) -> int:
