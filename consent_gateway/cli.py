@@ -219,13 +219,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"  site:            {base}/",
             f"  cookie settings: {base}{settings.prefix}/",
             f"  consent state:   {base}{settings.prefix}/state",
-            f"  analytics:       {base}/_analytics/  (token: consent-gateway keys create NAME --data {data})",
+            f"  analytics:       {base}/_analytics/  (token: {_command()} keys create NAME --data {data})",
+            f"  stats:           {_command()} stats aggregate --url {base}/_analytics --token TOKEN",
             f"  data:            {data}",
         ],
         analytics_url=f"{base}/_analytics",
         who="the demo",
     )
     return 0
+
+
+def _command() -> str:
+    """The command as it was typed (``.venv/bin/consent-gateway`` is not on every PATH)."""
+    typed = sys.argv[0] if sys.argv else ""
+    return typed if Path(typed).name == "consent-gateway" else "consent-gateway"
 
 
 def load_app(target: str) -> Any:

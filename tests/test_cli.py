@@ -271,3 +271,22 @@ def test_keys_from_another_folder_name_the_same_store(
     assert main(["keys", "list"]) == 0  # the default ./data of this folder is another, empty store
     empty = capsys.readouterr()
     assert f"data: {other / 'data'}" in empty.err and "no tokens" in empty.out
+
+
+def test_every_option_of_every_command_has_help() -> None:
+    import argparse
+
+    from consent_gateway.cli import build_parser
+
+    missing: list[str] = []
+
+    def walk(parser: argparse.ArgumentParser, name: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    walk(sub, f"{name} {sub_name}")
+            elif not isinstance(action, argparse._HelpAction) and not action.help:
+                missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(build_parser(), "consent-gateway")
+    assert missing == []
