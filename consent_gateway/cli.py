@@ -402,7 +402,7 @@ def default_site_id(config: Path, policy_url: str | None) -> str:
 def catalogue_entry(name: str) -> tuple[str, str] | None:
     """(category, note) for a well-known cookie from the package's cookie catalogue, if it knows it."""
     try:
-        from . import catalogue  # type: ignore[attr-defined]
+        catalogue = importlib.import_module(f"{__package__}.catalogue")
     except ImportError:
         return None
     lookup = getattr(catalogue, "lookup", None)
@@ -419,7 +419,8 @@ def catalogue_entry(name: str) -> tuple[str, str] | None:
     category = field_of("category")
     if not category:
         return None
-    note = ": ".join(part for part in (field_of("provider"), field_of("purpose_en")) if part)
+    purpose = field_of("purpose_en") or field_of("purpose")
+    note = ": ".join(part for part in (field_of("provider"), purpose) if part)
     return category, note
 
 

@@ -290,3 +290,38 @@ def test_every_option_of_every_command_has_help() -> None:
 
     walk(build_parser(), "consent-gateway")
     assert missing == []
+
+
+def test_init_fills_the_cookie_registry_from_the_cookie_catalogue(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The pre-fill asks the catalogue's lookup(name) and writes category and provider for known names.
+
+    The catalogue module is replaced by a two-entry stand-in here, to pin the contract init relies
+    on (lookup(name) -> None or an entry with category, provider, purpose_en) whatever it ships."""
+    import sys
+    import types
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Entry:
+        category: str
+        provider: str
+        purpose_en: str
+
+    known = {
+        "sessionid": Entry("necessary", "Django", "keeps the login session"),
+        "_ga": Entry("analytics", "Google Analytics", "tells visitors apart"),
+    }
+    stand_in = types.ModuleType("consent_gateway.catalogue")
+    stand_in.lookup = known.get  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "consent_gateway.catalogue", stand_in)
+    config = tmp_path / "consent.toml"
+    assert main(["init", "--config", str(config), "--cookie", "sessionid,_ga", "--cookie", "house_made"]) == 0
+    capsys.readouterr()
+    text = config.read_text(encoding="utf-8")
+    assert '"sessionid" = "necessary"   # Django: keeps the login session' in text
+    assert '"_ga" = "analytics"   # Google Analytics: tells visitors apart' in text
+    assert '# "house_made" = "?"' in text
+    settings = Settings.from_toml(config)
+    assert dict(settings.cookie_registry) == {"sessionid": "necessary", "_ga": "analytics"}
