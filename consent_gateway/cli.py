@@ -49,8 +49,10 @@ def read_keys_file(path: Path) -> dict[str, str]:
             continue
         name, sep, value = line.partition("=")
         if not sep or name.strip() not in KEY_VARIABLES:
+            # A line without "=" may be a pasted key: never echo it.
+            shown = name.strip() if sep and re.fullmatch(r"[A-Z_][A-Z0-9_]{0,63}", name.strip()) else "<hidden>"
             raise SettingsError(
-                f"{path}:{number}", name.strip(), f"write only {' and '.join(KEY_VARIABLES)} as NAME=value lines"
+                f"{path}:{number}", shown, f"write only {' and '.join(KEY_VARIABLES)} as NAME=value lines"
             )
         values[name.strip()] = value.strip()
     return values

@@ -325,3 +325,13 @@ def test_init_fills_the_cookie_registry_from_the_cookie_catalogue(
     assert '# "house_made" = "?"' in text
     settings = Settings.from_toml(config)
     assert dict(settings.cookie_registry) == {"sessionid": "necessary", "_ga": "analytics"}
+
+
+def test_a_bad_key_file_line_is_named_but_never_echoed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "consent.toml"
+    config.write_text('site_id = "x"\n', encoding="utf-8")
+    (tmp_path / "consent.keys.env").write_text(f"{SECRET}\n", encoding="utf-8")  # a key pasted alone
+    assert main(["check-config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'consent.keys.env'}:1" in err and SECRET not in err
+    assert "CONSENT_GATEWAY_SECRET_KEYS" in err
