@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -384,10 +385,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     print("Wrap your ASGI app with these three lines:")
     print("    from consent_gateway import ConsentGateway")
     print("    from consent_gateway.cli import load_settings")
-    print(f'    app = ConsentGateway(app, load_settings("{config}"))')
+    print(f"    app = ConsentGateway(app, load_settings({json.dumps(str(config))}))")
     print("")
     print("or serve it as it is:")
-    print(f"    .venv/bin/consent-gateway serve {app} --config {config}")
+    print(f"    .venv/bin/consent-gateway serve {shlex.quote(app)} --config {shlex.quote(str(config))}")
     return 0
 
 
