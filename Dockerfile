@@ -54,5 +54,7 @@ STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s%s/healthz' % (os.environ.get('PORT', '8000'), os.environ.get('CONSENT_GATEWAY_PREFIX', '/_consent')), timeout=4)"]
 # Exec form: consent-gateway is PID 1 and receives SIGTERM itself (no shell in between).
+# `serve` runs uvicorn without its proxy-header handling: only CONSENT_GATEWAY_TRUSTED_PROXIES decides
+# whose X-Forwarded-For is believed. Do not add --proxy-headers or FORWARDED_ALLOW_IPS here.
 ENTRYPOINT ["consent-gateway"]
 CMD ["serve", "consent_gateway.demo:create_demo_app", "--factory", "--host", "0.0.0.0"]

@@ -83,6 +83,12 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = scrub(super().format(record))
+        if getattr(record, "method", None) and hasattr(record, "status"):
+            # An access line: what happened, in the words docs/operations.md promises.
+            fields = record.__dict__
+            line += f" {fields['method']} {scrub(str(fields.get('path', '')))} {fields['status']}"
+            if "duration_ms" in fields:
+                line += f" {fields['duration_ms']} ms"
         request_id = getattr(record, "request_id", None) or REQUEST_ID.get()
         return f"{line} [request_id={request_id}]" if request_id else line
 
@@ -95,7 +101,9 @@ def log_config(level: str = "info", fmt: str = "json") -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"structured": {"()": formatter}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "structured", "stream": "ext://sys.stderr"}},
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "structured", "stream": "ext://sys.stderr"}
+        },
         "root": {"handlers": ["stderr"], "level": upper},
         "loggers": {
             # uvicorn's own loggers propagate to the root handler so they come out as JSON too.
@@ -136,14 +144,21 @@ class RequestLogMiddleware:
         token = REQUEST_ID.set(request_id)
         started = time.perf_counter()
         status = 0
+        logged_id = request_id
 
         async def send_with_id(message: Any) -> None:
-            nonlocal status
+            nonlocal status, logged_id
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-                headers = [h for h in message.get("headers", []) if h[0].lower() != REQUEST_ID_HEADER]
-                headers.append((REQUEST_ID_HEADER, request_id.encode("ascii")))
-                message["headers"] = headers
+                headers = list(message.get("headers", []))
+                # The app's own id wins (it may already have logged it); ours fills the gap.
+                own = _incoming_id(headers)
+                if own is None:
+                    headers = [h for h in headers if h[0].lower() != REQUEST_ID_HEADER]
+                    headers.append((REQUEST_ID_HEADER, request_id.encode("ascii")))
+                    message["headers"] = headers
+                else:
+                    logged_id = own
             await send(message)
 
         failed = False
@@ -151,12 +166,12 @@ class RequestLogMiddleware:
             await self.app(scope, receive, send_with_id)
         except Exception:
             failed = True
-            access_logger.exception("request failed", extra=_request_fields(scope, status or 500, started))
+            access_logger.exception("request failed", extra=_request_fields(scope, status or 500, started, logged_id))
             raise
         finally:
             if not failed:
                 level = logging.INFO if status < 500 else logging.WARNING
-                access_logger.log(level, "request", extra=_request_fields(scope, status, started))
+                access_logger.log(level, "request", extra=_request_fields(scope, status, started, logged_id))
             REQUEST_ID.reset(token)
 
 
@@ -167,8 +182,9 @@ def _incoming_id(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
-def _request_fields(scope: Any, status: int, started: float) -> dict[str, Any]:
+def _request_fields(scope: Any, status: int, started: float, request_id: str) -> dict[str, Any]:
     return {
+        "request_id": request_id,
         "method": scope.get("method", ""),
         "path": redact_path(scope.get("path", "")),
         "status": status,

@@ -172,8 +172,10 @@ def test_stats_says_when_the_data_is_locked(tmp_path: Path) -> None:
         holder.kill()
         holder.wait()
     assert result.returncode == 2
-    assert "locked to one process" in result.stderr
-    assert "--url http://127.0.0.1:8001 --token" in result.stderr
+    # An unknown holder: both ways to ask a server, no engine error text.
+    assert "opens in one process only" in result.stderr
+    assert "--url http://HOST:PORT/_analytics --token" in result.stderr and "8001" in result.stderr
+    assert "DB::Exception" not in result.stderr and "Code:" not in result.stderr
 
 
 def test_demo_mount_routes_only_its_prefix(make_settings: Callable[..., Settings], store: Store) -> None:
@@ -234,3 +236,57 @@ def test_marketing_views(store: Store) -> None:
         )
     )
     assert campaigns["spring"] == 8  # C1..C8 granted marketing; the other "spring" rows are blanked
+
+
+def test_stats_while_the_demo_runs_names_the_demos_url_and_that_url_answers(tmp_path: Path) -> None:
+    """The engine locked by a running demo: no raw engine error, the exact --url to use, and a token
+    made from another folder against the demo's store works there; "-" cells are explained."""
+    import httpx
+
+    from .test_serve_uvicorn import COMMAND, _environment, _stop, _wait_healthy
+    from .test_serve_uvicorn import _free_port as free_port
+
+    data_dir = tmp_path / "data"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    demo = subprocess.Popen(
+        [*COMMAND, "demo", "--port", str(port), "--data", "data"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=_environment(),
+        cwd=tmp_path,
+    )
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*COMMAND, *args], capture_output=True, text=True, timeout=120, env=_environment(), cwd=elsewhere
+        )
+
+    try:
+        _wait_healthy(demo, base)
+        assert httpx.get(f"{base}/", timeout=10).status_code == 200  # one visitor: fewer than k
+
+        locked = cli("stats", "aggregate", "--data", str(data_dir))
+        assert locked.returncode == 2, locked.stdout + locked.stderr
+        assert f"data: {data_dir}" in locked.stderr
+        assert "DB::Exception" not in locked.stderr and "Code: 76" not in locked.stderr
+        assert "Cannot lock" not in locked.stderr and "Traceback" not in locked.stderr
+        suggested = f"--url {base}/_analytics"
+        assert suggested in locked.stderr and "the demo" in locked.stderr
+
+        made = cli("keys", "create", "report", "--data", str(data_dir))
+        assert made.returncode == 0 and f"data: {data_dir}" in made.stderr
+        token = made.stdout.strip()
+        asked = cli("stats", "aggregate", "--url", f"{base}/_analytics", "--token", token)
+        assert asked.returncode == 0, asked.stderr
+        assert "visitors" in asked.stdout.splitlines()[0]
+        assert " - " in f" {asked.stdout.splitlines()[2]} "  # suppressed cells ...
+        assert '"-": suppressed, because fewer than k=5 visitors' in asked.stdout  # ... and why
+        code, output = _stop(demo)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.communicate()
+    assert code in (0, -15), output

@@ -47,7 +47,10 @@ def test_check_config_warns_about_missing_keys(tmp_path: Path, capsys: pytest.Ca
     path.write_text('site_id = "x"\n', encoding="utf-8")
     assert main(["check-config", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "secret_keys is empty" in out and "pseudonym_key is empty" in out
+    warning = next(line for line in out.splitlines() if line.startswith("warning:"))
+    # Both missing keys in one message, with the two ways to get them.
+    assert "secret_keys and pseudonym_key" in warning
+    assert "consent-gateway init" in warning and "--local-keys" in warning
 
 
 @pytest.mark.parametrize(
@@ -154,3 +157,181 @@ def test_check_config_never_prints_secrets(tmp_path: Path, capsys: pytest.Captur
     captured = capsys.readouterr()
     for secret in ("pw-0123456789", SECRET, PSEUDONYM_KEY):
         assert secret not in captured.out + captured.err
+
+
+def test_check_config_prints_one_line_a_group_with_secrets_masked(
+    tmp_path: Path, database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check-config", str(_config(tmp_path, database, '[cookies]\nsessionid = "necessary"\n'))]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert "Settings(" not in out and len(out) < 2500  # a summary, not the repr
+    groups = {line.split(":", 1)[0].strip() for line in lines if line.startswith("  ")}
+    assert {"site", "keys", "data", "clickhouse", "cookie", "cookies", "policy", "proxies", "log"} <= groups
+    keys_line = next(line for line in lines if line.strip().startswith("keys:"))
+    assert "hidden" in keys_line and SECRET not in out and PSEUDONYM_KEY not in out
+    assert "test-site" in out and "sessionid=necessary" in out
+
+
+def test_serve_names_every_missing_key_in_one_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "nokeys.toml"
+    path.write_text('site_id = "x"\n', encoding="utf-8")
+    assert main(["serve", "tests.gateway_support:site_app", "--factory", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1
+    assert "secret_keys and pseudonym_key" in err
+    assert "CONSENT_GATEWAY_SECRET_KEYS" in err and "CONSENT_GATEWAY_PSEUDONYM_KEY" in err
+    assert "consent-gateway init" in err and "--local-keys" in err and str(tmp_path / "nokeys.keys.env") in err
+
+
+def test_init_writes_settings_a_private_key_file_and_the_lines_that_wrap_an_app(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import stat
+
+    from consent_gateway.cli import load_settings
+
+    site = tmp_path / "shop"
+    config = site / "consent.toml"
+    args = ["init", "--config", str(config), "--policy-url", "https://shop.example.kr/privacy", "--cookie", "x_pref"]
+    assert main([*args, "--app", "shop.main:app"]) == 0
+    out = capsys.readouterr().out
+    keys_file = site / "consent.keys.env"
+    assert stat.S_IMODE(keys_file.stat().st_mode) == 0o600
+    text = config.read_text(encoding="utf-8")
+    keys_text = keys_file.read_text(encoding="utf-8")
+    assert "SECRET_KEYS" not in text and "CONSENT_GATEWAY_SECRET_KEYS=" in keys_text
+    assert 'url = "https://shop.example.kr/privacy"' in text
+    assert '# "x_pref" = "?"' in text  # an unknown cookie is left for the site to categorise
+    assert f"data: {site / 'data'}" in out
+    assert f".venv/bin/consent-gateway serve shop.main:app --config {config}" in out
+
+    # The three printed lines, run as printed: a gateway with the file's site and the key file's keys.
+    wrap = [line.strip() for line in out.splitlines() if line.startswith("    ") and "consent-gateway" not in line]
+    assert len(wrap) == 3
+    monkeypatch.chdir(tmp_path)  # the lines hold absolute paths
+    namespace: dict[str, object] = {"app": site_app()}
+    exec("\n".join(wrap), namespace)  # the exact lines a user pastes
+    gateway = namespace["app"]
+    assert isinstance(gateway, ConsentGateway)
+    assert gateway.settings.site_id == "shop.example.kr"
+    assert gateway.settings.secret_keys and gateway.settings.pseudonym_key in keys_text
+    assert gateway.settings.data_dir == site / "data"
+
+    # Writing again needs --force, and keeps the keys (new keys would void every given cookie).
+    assert main(args) == 2
+    assert "--force" in capsys.readouterr().err
+    assert main([*args, "--force"]) == 0
+    assert keys_file.read_text(encoding="utf-8") == keys_text
+    assert load_settings(config).pseudonym_key == gateway.settings.pseudonym_key
+
+
+def test_init_without_a_policy_url_leaves_it_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "blog" / "consent.toml"
+    assert main(["init", "--config", str(config)]) == 0  # stdin is not a terminal here: nothing is asked
+    text = config.read_text(encoding="utf-8")
+    assert '# url = "' in text and "\nurl =" not in text
+    assert 'site_id = "blog"' in text  # the folder's name, not "default"
+    assert main(["init", "--config", str(tmp_path / "bad.toml"), "--site-id", "no spaces please"]) == 2
+    assert "site_id" in capsys.readouterr().err and not (tmp_path / "bad.toml").exists()
+
+
+def test_already_gated_apps_are_recognised(make_settings: Callable[..., Settings]) -> None:
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+
+    from consent_gateway.cli import already_gated
+    from consent_gateway.logs import RequestLogMiddleware
+    from consent_gateway.middleware import ConsentMiddleware
+
+    settings = make_settings()
+    assert not already_gated(site_app())
+    assert already_gated(ConsentGateway(site_app(), settings))
+    assert already_gated(RequestLogMiddleware(ConsentGateway(site_app(), settings)))
+    assert already_gated(Starlette(middleware=[Middleware(ConsentMiddleware, settings=settings)]))
+
+
+def test_keys_from_another_folder_name_the_same_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative --data is resolved once and said; another folder pointed at it finds the same tokens."""
+    site = tmp_path / "site"
+    site.mkdir()
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    monkeypatch.chdir(site)
+    assert main(["keys", "create", "reporting", "--data", "data"]) == 0
+    made = capsys.readouterr()
+    assert f"data: {site / 'data'}" in made.err
+    assert made.out.strip() and made.out.strip() not in made.err  # the token only on stdout
+    monkeypatch.chdir(other)
+    assert main(["keys", "list", "--data", str(site / "data")]) == 0
+    listed = capsys.readouterr()
+    assert f"data: {site / 'data'}" in listed.err and "reporting" in listed.out
+    assert main(["keys", "list"]) == 0  # the default ./data of this folder is another, empty store
+    empty = capsys.readouterr()
+    assert f"data: {other / 'data'}" in empty.err and "no tokens" in empty.out
+
+
+def test_every_option_of_every_command_has_help() -> None:
+    import argparse
+
+    from consent_gateway.cli import build_parser
+
+    missing: list[str] = []
+
+    def walk(parser: argparse.ArgumentParser, name: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    walk(sub, f"{name} {sub_name}")
+            elif not isinstance(action, argparse._HelpAction) and not action.help:
+                missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(build_parser(), "consent-gateway")
+    assert missing == []
+
+
+def test_init_fills_the_cookie_registry_from_the_cookie_catalogue(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The pre-fill asks the catalogue's lookup(name) and writes category and provider for known names.
+
+    The catalogue module is replaced by a two-entry stand-in here, to pin the contract init relies
+    on (lookup(name) -> None or an entry with category, provider, purpose_en) whatever it ships."""
+    import sys
+    import types
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Entry:
+        category: str
+        provider: str
+        purpose_en: str
+
+    known = {
+        "sessionid": Entry("necessary", "Django", "keeps the login session"),
+        "_ga": Entry("analytics", "Google Analytics", "tells visitors apart"),
+    }
+    stand_in = types.ModuleType("consent_gateway.catalogue")
+    stand_in.lookup = known.get  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "consent_gateway.catalogue", stand_in)
+    config = tmp_path / "consent.toml"
+    assert main(["init", "--config", str(config), "--cookie", "sessionid,_ga", "--cookie", "house_made"]) == 0
+    capsys.readouterr()
+    text = config.read_text(encoding="utf-8")
+    assert '"sessionid" = "necessary"   # Django: keeps the login session' in text
+    assert '"_ga" = "analytics"   # Google Analytics: tells visitors apart' in text
+    assert '# "house_made" = "?"' in text
+    settings = Settings.from_toml(config)
+    assert dict(settings.cookie_registry) == {"sessionid": "necessary", "_ga": "analytics"}
+
+
+def test_a_bad_key_file_line_is_named_but_never_echoed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "consent.toml"
+    config.write_text('site_id = "x"\n', encoding="utf-8")
+    (tmp_path / "consent.keys.env").write_text(f"{SECRET}\n", encoding="utf-8")  # a key pasted alone
+    assert main(["check-config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'consent.keys.env'}:1" in err and SECRET not in err
+    assert "CONSENT_GATEWAY_SECRET_KEYS" in err

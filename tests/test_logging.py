@@ -224,3 +224,78 @@ def test_uvicorn_access_log_is_off_in_the_config() -> None:
     config = log_config("info", "json")
     assert config["loggers"]["uvicorn.access"]["level"] == "CRITICAL"
     assert config["loggers"]["uvicorn.access"]["propagate"] is False
+
+
+def _run_through_log_middleware(
+    app: object, scope: dict[str, object]
+) -> tuple[list[logging.LogRecord], list[dict[str, object]]]:
+    """One request through RequestLogMiddleware: the access records logged and the messages sent."""
+    import asyncio
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep()
+    access = logging.getLogger("consent_gateway.access")
+    access.addHandler(handler)
+    old_level = access.level
+    access.setLevel(logging.INFO)
+    sent: list[dict[str, object]] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request"}
+
+    try:
+        asyncio.run(RequestLogMiddleware(app)(scope, receive, send))
+    finally:
+        access.removeHandler(handler)
+        access.setLevel(old_level)
+    return records, sent
+
+
+def test_the_text_access_line_shows_method_path_status_and_duration() -> None:
+    """The terminal line promised by docs/operations.md: method, path without its query, status, duration."""
+    from consent_gateway.logs import TextFormatter
+
+    async def app(scope: dict[str, object], receive: object, send: object) -> None:
+        await send({"type": "http.response.start", "status": 404, "headers": []})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": b"no"})  # type: ignore[operator]
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/students/kim.minsu@example.com",
+        "query_string": b"token=SECRET-IN-QUERY",
+        "headers": [],
+    }
+    records, _ = _run_through_log_middleware(app, scope)
+    assert len(records) == 1
+    line = TextFormatter().format(records[0])
+    assert " POST /students/" in line and " 404 " in line
+    assert line.split(" 404 ", 1)[1].split(" ms", 1)[0].replace(".", "").isdigit()  # a duration in ms
+    assert "SECRET-IN-QUERY" not in line and "token=" not in line and "?" not in line
+    assert EMAIL not in line  # the path's email-like segment is redacted
+    assert "[request_id=" in line
+
+
+def test_an_app_set_request_id_is_kept_and_logged() -> None:
+    """An app that sets its own X-Request-ID keeps it; the access line carries the same id."""
+
+    async def app(scope: dict[str, object], receive: object, send: object) -> None:
+        headers = [(b"x-request-id", b"app-made-id-0042")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": b"ok"})  # type: ignore[operator]
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [(b"x-request-id", b"proxy-id-00000001")]}
+    records, sent = _run_through_log_middleware(app, scope)
+    headers = sent[0]["headers"]
+    assert [v for n, v in headers if n == b"x-request-id"] == [b"app-made-id-0042"]  # type: ignore[union-attr]
+    assert records[0].request_id == "app-made-id-0042"
+    entry = json.loads(JsonFormatter().format(records[0]))
+    assert entry["request_id"] == "app-made-id-0042" and entry["status"] == 200 and entry["method"] == "GET"

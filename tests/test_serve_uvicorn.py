@@ -194,3 +194,106 @@ def test_serve_wraps_any_asgi_app(tmp_path: Path) -> None:
             process.communicate()
     _assert_clean_exit(code, output)
     assert (tmp_path / "data" / "clickhouse").is_dir()  # data_dir relative to the config file
+
+
+def test_init_then_the_printed_serve_command_starts_on_the_first_try(tmp_path: Path) -> None:
+    """`init` in a fresh folder, then its printed serve line as printed: up, wrapped, and trusting no proxy."""
+    site = tmp_path / "mysite-project"
+    site.mkdir()
+    (site / "mysite.py").write_text(SITE_MODULE, encoding="utf-8")
+    made = subprocess.run(
+        [*COMMAND, "init", "--app", "mysite:app", "--cookie", "palette_session,_pa_id"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_environment(),
+        cwd=site,
+        stdin=subprocess.DEVNULL,
+        check=True,
+    )
+    serve_line = next(line.strip() for line in made.stdout.splitlines() if "consent-gateway serve " in line)
+    argv = serve_line.split()
+    assert argv[:3] == [".venv/bin/consent-gateway", "serve", "mysite:app"]
+    port = _free_port()
+    process = subprocess.Popen(
+        [*COMMAND, *argv[1:], "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=_environment(),  # no key variables: the key file beside consent.toml supplies them
+        cwd=site,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(process, base)
+        response = httpx.get(f"{base}/", headers={"X-Forwarded-For": "203.0.113.9"}, timeout=10)
+        assert response.status_code == 200
+        assert "unset" in response.text and response.text.count('id="cg-root"') == 1
+        code, output = _stop(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    _assert_clean_exit(code, output)
+    assert f"data: {site / 'data'}" in output
+    assert "proxy trust: none" in output
+    # uvicorn's own proxy handling is off: the forwarded address from loopback was not believed.
+    stored = _query(site / "data", "SELECT DISTINCT ip_prefix FROM consent_gateway.events")
+    assert stored == "[('127.0.0.0/24',)]"
+
+
+GATED_MODULE = """
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.responses import HTMLResponse
+from starlette.routing import Route
+
+from consent_gateway import ConsentGateway, Settings
+
+
+async def home(request):
+    response = HTMLResponse("<html><head></head><body>" + request.scope["consent"].status + "</body></html>")
+    response.headers["X-Request-ID"] = "app-made-id-0042"
+    return response
+
+
+app = ConsentGateway(
+    Starlette(routes=[Route("/", home)]),
+    Settings(
+        site_id="gated",
+        data_dir=Path(__file__).parent / "data",
+        secret_keys=("SECRET_VALUE",),
+        pseudonym_key="PSEUDONYM_VALUE",
+        cookie_secure=False,
+    ),
+)
+"""
+
+
+def test_serve_keeps_an_app_that_already_runs_the_gateway(tmp_path: Path) -> None:
+    """No second wrapping (one banner), a log line that says so, and the app's own X-Request-ID."""
+    module = GATED_MODULE.replace("SECRET_VALUE", SECRET).replace("PSEUDONYM_VALUE", PSEUDONYM_KEY)
+    (tmp_path / "gatedsite.py").write_text(module, encoding="utf-8")
+    port = _free_port()
+    process = subprocess.Popen(
+        [*COMMAND, "serve", "gatedsite:app", "--port", str(port)],  # no keys given to serve itself
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=_environment(),
+        cwd=tmp_path,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(process, base)
+        response = httpx.get(f"{base}/", headers={"X-Request-ID": "proxy-id-00000001"}, timeout=10)
+        assert response.status_code == 200
+        assert response.text.count('id="cg-root"') == 1
+        assert response.headers.get_list("x-request-id") == ["app-made-id-0042"]
+        code, output = _stop(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    _assert_clean_exit(code, output)
+    assert "already runs the consent gateway" in output and "not wrapped a second time" in output
+    assert f"data: {tmp_path / 'data'}" in output

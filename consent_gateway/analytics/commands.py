@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
 import sys
+import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, TextIO
 
 from ..errors import ConsentGatewayError, SettingsError, StoreError
@@ -23,14 +27,14 @@ STATS_ENDPOINTS = ("aggregate", "timeseries", "breakdown", "funnel", "consent-ra
 
 
 def add_stats_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("endpoint", choices=STATS_ENDPOINTS)
-    p.add_argument("--site")
+    p.add_argument("endpoint", choices=STATS_ENDPOINTS, help="which report to print")
+    p.add_argument("--site", help="site_id to report on (default: the settings' site_id)")
     p.add_argument("--period", help="today, 7d, 30d, 90d, 6mo or 12mo (default 30d)")
-    p.add_argument("--from", dest="start", metavar="YYYY-MM-DD")
-    p.add_argument("--to", dest="end", metavar="YYYY-MM-DD")
+    p.add_argument("--from", dest="start", metavar="YYYY-MM-DD", help="first day (instead of --period)")
+    p.add_argument("--to", dest="end", metavar="YYYY-MM-DD", help="last day (instead of --period)")
     p.add_argument("--interval", help="timeseries: hour, day, week or month")
     p.add_argument("--dimension", help="breakdown: page, entry_page, referrer_host, utm_*, browser, os, device, ...")
-    p.add_argument("--limit")
+    p.add_argument("--limit", help="breakdown: most rows to show")
     p.add_argument("--steps", help="funnel: page:/a,page:/b,event:signup")
     p.add_argument("--window", help="funnel: seconds between the first and last step (default 1800)")
     p.add_argument("--source", help="auto, raw or rollup")
@@ -41,8 +45,12 @@ def add_stats_arguments(p: argparse.ArgumentParser) -> None:
         metavar="DIMENSION=VALUE",
         help=f"one of {', '.join(FILTER_DIMENSIONS)}",
     )
-    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    p.add_argument("--url", help="a running analytics app, e.g. http://127.0.0.1:8001 (needed while it holds the data)")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output (default table)")
+    p.add_argument(
+        "--url",
+        help="ask a running server instead of reading the data: the analytics app (http://127.0.0.1:8001) "
+        "or the demo's http://127.0.0.1:8000/_analytics; needed while it holds the embedded engine",
+    )
     p.add_argument("--token", help=f"API token for --url (or set {TOKEN_ENV})")
 
 
@@ -97,25 +105,104 @@ def _run_locally(settings: Settings, endpoint: str, pairs: list[tuple[str, str]]
     from ..store import migrate, open_store
 
     try:
-        store = open_store(settings.clickhouse_dsn, settings.database)
+        with _engine_output() as engine_said:
+            store = open_store(settings.clickhouse_dsn, settings.database)
         if settings.migrate_at_start:
             migrate(
                 store, events_months=settings.events_retention_months, receipts_years=settings.receipts_retention_years
             )
     except StoreError as exc:
-        if settings.embedded:
-            raise StoreError(
-                f"the embedded ClickHouse at {settings.clickhouse_dsn} could not be opened, most likely because a "
-                "running demo, gateway or analytics app holds it (the embedded engine is locked to one process). "
-                "Ask that app instead: consent-gateway stats ... --url http://127.0.0.1:8001 --token TOKEN "
-                "(`consent-gateway keys create NAME` makes a token), or stop it and run again. "
-                f"Cause: {exc}"
-            ) from exc
+        if settings.embedded and (_LOCKED in engine_said.text or _LOCKED in str(exc) or "Code: 76" in str(exc)):
+            # The engine's own words (a C++ exception text) help no one here: say what to do instead.
+            raise StoreError(locked_message(settings, endpoint, serving_process(settings.data_dir))) from None
         raise
     try:
         return run_query(store, settings, endpoint, pairs)
     finally:
         store.close()
+
+
+_LOCKED = "Cannot lock file"
+
+
+def serving_process(data_dir: Path) -> dict[str, Any] | None:
+    """What the serving command that holds ``data_dir`` noted about itself, if it still runs.
+
+    A stopped server may leave its note behind (a signal ends uvicorn before any clean-up), so
+    the note is read only after the engine refused to open, and only for a process still alive."""
+    from ..cli import SERVING_FILE
+
+    try:
+        noted = json.loads((data_dir / SERVING_FILE).read_text(encoding="utf-8"))
+        pid = int(noted["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None  # it stopped without tidying up
+    except PermissionError:
+        pass  # alive, run by another user
+    return dict(noted)
+
+
+def locked_message(settings: Settings, endpoint: str, holder: dict[str, Any] | None) -> str:
+    """Why the embedded engine cannot be read here, and exactly which command reads it instead."""
+    data = settings.data_dir
+    store = f"the embedded ClickHouse in {data}"
+    token = f"a token: consent-gateway keys create NAME --data {data}"
+    if holder is not None and holder.get("analytics_url"):
+        return (
+            f"{holder.get('who', 'a running gateway')} (pid {holder['pid']}) holds {store}; the engine opens in one "
+            f"process only. Ask it instead:\n  consent-gateway stats {endpoint} --url {holder['analytics_url']} "
+            f"--token TOKEN\n({token}; or set {TOKEN_ENV}), or stop it and run this again."
+        )
+    if holder is not None:
+        return (
+            f"{holder.get('who', 'a running gateway')} (pid {holder['pid']}) holds {store} and serves no analytics "
+            "API; the engine opens in one process only. Stop it and run this again, or run the gateway on a "
+            "ClickHouse server (clickhouse_url) so that `consent-gateway analytics` can read beside it."
+        )
+    return (
+        f"another process holds {store}; the engine opens in one process only. If it is `consent-gateway demo`, "
+        f"ask it: consent-gateway stats {endpoint} --url http://HOST:PORT/_analytics --token TOKEN; if it is "
+        f"`consent-gateway analytics`: --url http://HOST:PORT (default port 8001). {token[0].upper() + token[1:]}. "
+        "Or stop it and run this again."
+    )
+
+
+class _Captured:
+    text = ""
+
+
+@contextlib.contextmanager
+def _engine_output() -> Iterator[_Captured]:
+    """Hold back what the embedded engine writes straight to file descriptor 2 while it opens;
+    pass it on unless the open failed (then the caller explains the failure in its own words)."""
+    captured = _Captured()
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield captured
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        failed = False
+        try:
+            yield captured
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured.text = sink.read(65536).decode("utf-8", "replace")
+            if captured.text and not failed:
+                sys.stderr.write(captured.text)
 
 
 def _fetch(url: str, endpoint: str, pairs: list[tuple[str, str]], token: str) -> dict[str, Any]:
@@ -166,6 +253,11 @@ def render_table(result: Result) -> str:
         lines.append(f"estimates: {', '.join(meta['estimates'])}")
     for key, note in meta.get("notes", {}).items():
         lines.append(f"  {key}: {note}")
+    if any("-" in row for row in cells):
+        lines.append(
+            f'"-": suppressed, because fewer than k={meta.get("k", "k")} visitors are behind that number '
+            "(k-anonymity keeps small groups from pointing at a person)"
+        )
     if meta.get("suppressed_groups"):
         lines.append(
             f"{meta['suppressed_groups']} groups with fewer than k visitors are folded into 'other (suppressed)'"
