@@ -520,45 +520,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _mask(value: str) -> str:
-    return f"set ({len(value)} characters, hidden)" if value else "MISSING"
-
-
 def settings_summary(settings: Settings) -> list[str]:
-    """One readable line a setting group, secrets masked (Settings.summary() when it has one)."""
-    own = getattr(settings, "summary", None)
-    if callable(own):
-        result = own()
-        return list(result) if not isinstance(result, str) else result.splitlines()
-    from .store.client import _redact
-
-    s = settings
-    cookies = ", ".join(f"{name}={category}" for name, category in s.cookie_registry) or "none registered"
-    events = ", ".join(f"{name}={category}" for name, category in s.event_registry) or "none registered"
-    upcoming = f", upcoming {s.upcoming_policy} from {s.upcoming_policy.effective}" if s.upcoming_policy else ""
-    proxies = ", ".join(s.trusted_proxies) or "none (X-Forwarded-For ignored)"
-    return [
-        f"site:       {s.site_id}  prefix {s.prefix}  locale {s.default_locale}",
-        f"keys:       secret_keys {len(s.secret_keys) or 'MISSING'}"
-        f"{' (' + ', '.join(_mask(k) for k in s.secret_keys) + ')' if s.secret_keys else ''}"
-        f"; pseudonym_key {_mask(s.pseudonym_key)}",
-        f"data:       {s.data_dir}  journal {s.journal_root if s.journal_enabled else 'off'}",
-        f"clickhouse: {_redact(s.clickhouse_dsn)}  database {s.database}"
-        f"{'  cluster ' + s.cluster if s.cluster else ''}",
-        f"cookie:     {s.cookie_name}  {s.cookie_max_age_days} days  secure {s.cookie_secure}"
-        f"{'  domain ' + s.cookie_domain if s.cookie_domain else ''}",
-        f"categories: {', '.join(c.key + (' (required)' if c.required else '') for c in s.categories)}",
-        f"cookies:    {cookies}; unknown -> {s.unknown_cookie_category}",
-        f"events:     {events}; unknown -> {s.unknown_event_category}",
-        f"policy:     {s.policy} from {s.policy.effective}{upcoming}  url {s.policy_url or 'none'}",
-        f"banner:     {'injected' if s.inject_banner else 'not injected'}"
-        f"  GPC refuses {', '.join(s.gpc_refuses) or 'nothing'}"
-        f"  Google consent mode {'on' if s.google_consent_mode else 'off'}",
-        f"retention:  events {s.events_retention_months} months, receipts {s.receipts_retention_years} years",
-        f"proxies:    {proxies}  allowed origins {', '.join(s.allowed_origins) or 'same origin only'}",
-        f"analytics:  k-anonymity {s.k_anonymity}  tokens {s.tokens_path}",
-        f"log:        {s.log_level} {s.log_format}",
-    ]
+    """One readable line a setting group, secrets masked, and where the data lives."""
+    return [*settings.summary(), f"data_dir (resolved): {settings.data_dir}"]
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
