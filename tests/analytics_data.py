@@ -242,7 +242,7 @@ def expected_breakdown(
     if dimension in ("utm_campaign", "click_attribution"):
         human = [r for r in human if "marketing" in r["granted"]]
     if dimension == "page":
-        human = [r for r in human if _is_pageview(r)]
+        human = [r for r in human if _is_pageview(r) or r["kind"] == "event"]
     if dimension == "event_name":
         human = [r for r in human if r["kind"] == "event"]
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)

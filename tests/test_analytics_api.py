@@ -141,6 +141,9 @@ def test_a_lone_small_group_is_never_shown_not_even_as_other(client: TestClient,
     # /secret (2 visitors) and /blog (1) fold to 3 people, fewer than k: no "other" row either.
     assert {r["value"] for r in pages["results"]} == {"/", "/pricing", "/signup"}
     assert pages["suppressed_groups"] == 2 and pages["other_shown"] is False
+    # A page's events are the ones sent from it: six sign-ups on /signup (both days), C7's downloads on /pricing.
+    events = {r["value"]: r["events"] for r in pages["results"]}
+    assert events == {"/": 0, "/pricing": 2, "/signup": 12}
     # A filter that narrows the headline numbers to two people suppresses them too.
     rare = get(client, "aggregate", browser="RareBrowser", **rng(base))
     assert rare["suppressed"] is True and rare["results"][0]["visitors"] is None

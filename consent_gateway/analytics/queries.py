@@ -340,7 +340,10 @@ FROM (
             groups = self._entry_groups(q)
             return self._ranked(groups, columns, q.limit, meta, lambda values: self._entry_groups(q, values))
         expr = DIMENSIONS[dim]
-        extra = PAGEVIEW if dim == "page" else ("kind = 'event'" if dim == "event_name" else "")
+        # A page's events are the events sent from it (their path); asset requests are left out.
+        extra = (
+            f"({PAGEVIEW} OR kind = 'event')" if dim == "page" else ("kind = 'event'" if dim == "event_name" else "")
+        )
 
         def as_row(g: Mapping[str, Any], value: Any) -> dict[str, Any]:
             return {
