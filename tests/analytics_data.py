@@ -255,7 +255,7 @@ def expected_breakdown(
     hidden: list[dict[str, Any]] = []
     hidden_groups = 0
     for value, members in groups.items():
-        visitors, bound = visitor_count(members)
+        _, bound = visitor_count(members)
         if bound < k:
             hidden_groups += 1
             hidden.extend(members)
