@@ -123,6 +123,17 @@ def test_other_needs_two_groups_and_k_people_counted_once(client: TestClient, lo
     assert body["suppressed_groups"] == 4 and body["other_shown"] is True
     _, _, other = data.expected_breakdown([*loaded[2], *extra], "page")
     assert other == {"visitors": 9, "pageviews": 11, "events": 0}
+    # Entry pages: /x (people 1-4), /y (5, 6) and /blog (C1's second visit) fold to 7 people and
+    # 7 visits; people 3 and 4 viewed two pages, so 5 of the 7 visits bounced.
+    entry = get(client, "breakdown", dimension="entry_page", limit=100, **rng(base))
+    rows = {r["value"]: r for r in entry["results"]}
+    assert rows["other (suppressed)"] == {
+        "value": "other (suppressed)",
+        "visitors": 7,
+        "visits": 7,
+        "bounce_rate": round(5 / 7, 4),
+    }
+    assert entry["suppressed_groups"] == 3 and "/x" not in rows
 
 
 def _receipt_rows(settings: Settings, base: dt.date, day: int, n: int, user_agent: str, prefix: str) -> list[Any]:
