@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from consent_gateway import Settings, SettingsError, create_analytics_app
@@ -262,3 +264,50 @@ def test_tokens_written_before_sites_read_the_configured_site_only(
     assert "sites" not in again[0] and again[1]["sites"] == ["other-site"]
     tokens.revoke("legacy")
     assert _status(app_client, token, "test-site", base) == 401
+
+
+# -- the rules as a property over many filter sets -------------------------------------------------
+
+FILTER_VALUES = {
+    "browser": ["Chrome", "Firefox", "Safari", "RareBrowser", "WebPositive"],
+    "os": ["Android", "Windows", "iOS", "Haiku"],
+    "device": ["mobile", "desktop", "tablet"],
+    "referrer_host": ["search.example", "leak.example"],
+    "utm_source": ["newsletter"],
+    "page": ["/", "/pricing", "/secret", "/reset/PWRESETTOKEN9f8e7d"],
+}
+COLUMN = {"page": "path"}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    filters=st.dictionaries(st.sampled_from(sorted(FILTER_VALUES)), st.integers(0, 4), max_size=2),
+    dimension=st.sampled_from(["browser", "os", "device", "referrer_host", "page", "utm_source"]),
+)
+@example(filters={"referrer_host": 1}, dimension="os")  # one person: the suppression alone
+@example(filters={"browser": 3}, dimension="page")  # two people
+@example(filters={}, dimension="page")  # small pages, no "other" row
+@example(filters={"device": 1}, dimension="browser")
+def test_no_answer_ever_shows_fewer_than_k_people(
+    client: TestClient,
+    loaded: Loaded,
+    lone: list[dict[str, Any]],
+    base: dt.date,
+    filters: dict[str, int],
+    dimension: str,
+) -> None:
+    chosen = {d: FILTER_VALUES[d][i % len(FILTER_VALUES[d])] for d, i in filters.items()}
+    rows = [r for r in [*loaded[2], *lone] if all(r[COLUMN.get(d, d)] == v for d, v in chosen.items())]
+    human = [r for r in rows if not r["is_bot"]]
+    _, population = data.visitor_count(human)
+    body = get(client, "breakdown", dimension=dimension, limit=100, **chosen, **rng(base))
+    aggregate = get(client, "aggregate", **chosen, **rng(base))
+    if 0 < population < 5:
+        assert body["results"] == [] and body["suppressed"] is True
+        assert aggregate["suppressed"] is True and set(aggregate["results"][0].values()) == {None}
+        return
+    shown, hidden, other = data.expected_breakdown(rows, dimension)
+    got = {r["value"]: {k: r[k] for k in ("visitors", "pageviews", "events")} for r in body["results"]}
+    assert got.pop("other (suppressed)", None) == other
+    assert got == shown and body["suppressed_groups"] == hidden
+    assert aggregate["suppressed"] is False
