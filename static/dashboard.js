@@ -25,6 +25,9 @@
       marketingNote: "캠페인과 광고 클릭은 마케팅에 동의한 방문자에게서만 집계합니다.",
       direct: "(직접 유입)", none: "(없음)", adClick: "광고 클릭", pageStep: "페이지", eventStep: "이벤트",
       funnelNeedsData: "퍼널을 만들 페이지나 이벤트가 아직 충분하지 않습니다.", suppressedTotal: "비공개",
+      http401: "유효한 API 토큰이 필요합니다. consent-gateway keys create NAME 으로 만드세요.",
+      http403: "이 토큰으로는 이 사이트를 볼 수 없습니다. 이 사이트용 토큰을 쓰세요.",
+      http400: "조회 조건이 올바르지 않습니다: {field}", http503: "분석 저장소에 연결할 수 없습니다. 잠시 후 다시 시도하세요.",
       estimateNote: "추정: 가명처리된 방문자는 날마다 새 키를 받으므로 여러 날 방문하면 날마다 한 번씩 셉니다.",
       chartLabel: "{from}부터 {to}까지 {interval} 단위 페이지뷰와 방문자 추이", necessary: "필수",
       preferences: "환경설정", analytics: "통계", marketing: "마케팅", category: "항목", share: "동의 비율",
@@ -120,7 +123,10 @@
       .then(function (r) {
         if (r.status === 200) return r;
         return r.json().catch(function () { return {}; }).then(function (body) {
-          throw new Error((body && body.error) || ("HTTP " + r.status));
+          // The API explains in English; the Korean page says the same in Korean.
+          var english = (body && body.error) || ("HTTP " + r.status);
+          var local = lang === "ko" && TEXT.ko["http" + r.status] ? t("http" + r.status, { field: (body && body.field) || "" }) : english;
+          throw new Error(local);
         });
       });
   }

@@ -163,3 +163,15 @@ def test_layout_in_both_languages(new_context: Callable[..., Any], dashboard: An
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"dashboard-{lang}-{width}.png"), full_page=True)
     assert page.errors == []
+
+
+def test_errors_are_in_the_page_language(new_context: Callable[..., Any], dashboard: Any) -> None:
+    url, _, _ = dashboard
+    context = new_context(viewport={"width": 360, "height": 800})
+    page = context.new_page()
+    page.goto(url + "?lang=ko")
+    page.locator("#token").fill("cga_not-a-real-token")
+    page.locator("#controls button[type=submit]").click()
+    page.wait_for_selector("#status.error")
+    message = page.locator("#status").inner_text()
+    assert "유효한 API 토큰" in message and "valid" not in message
