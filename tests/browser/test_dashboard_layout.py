@@ -104,6 +104,8 @@ def test_hourly_chart_is_readable(new_context: Callable[..., Any], dashboard: An
     assert len({b - a for a, b in itertools.pairwise(ticks)}) == 1
     # Three whole past days: 72 hourly rows in the table under the chart.
     assert page.locator("#series-table tbody tr").count() == 72
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.locator("#chart").screenshot(path=str(SCREENSHOTS / f"dashboard-hourly-ko-{width}.png"))
     assert page.errors == []
 
 
