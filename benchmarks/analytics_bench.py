@@ -163,9 +163,6 @@ def main() -> int:
         ("breakdown device", "breakdown", {"dimension": "device"}),
         ("funnel 3 steps", "funnel", {"steps": "page:/,page:/pricing,event:signup"}),
         ("consent-rates", "consent-rates", {}),
-        ("aggregate (rollup)", "aggregate", {"source": "rollup"}),
-        ("breakdown page (rollup)", "breakdown", {"dimension": "page", "source": "rollup"}),
-        ("timeseries day (rollup)", "timeseries", {"interval": "day", "source": "rollup"}),
     ]
     app = create_analytics_app(settings, store=store)
     results: list[tuple[str, list[float]]] = []

@@ -10,7 +10,7 @@
       custom: "직접 지정", from: "시작일", to: "종료일", interval: "단위", day: "일", week: "주", month: "월",
       hour: "시간", show: "조회", headline: "주요 지표", series: "추이", csv: "CSV 내보내기", asTable: "표로 보기",
       breakdown: "세부 분석", dimension: "기준", dim_page: "페이지", dim_entry_page: "시작 페이지",
-      dim_referrer_host: "유입 사이트", dim_utm_source: "utm_source", dim_utm_medium: "utm_medium",
+      dim_referrer_host: "유입 사이트", dim_utm_source: "유입 소스 (utm_source)", dim_utm_medium: "매체 (utm_medium)",
       dim_utm_campaign: "캠페인 (마케팅 동의자)", dim_click_attribution: "광고 클릭 (마케팅 동의자)",
       dim_device: "기기", dim_browser: "브라우저", dim_os: "운영체제", dim_event_name: "이벤트",
       funnel: "퍼널", steps: "단계 (쉼표로 구분)", window: "시간 창 (초)", consent: "동의율", byDay: "일별 보기",
@@ -18,8 +18,16 @@
       bounce_rate: "이탈률", value: "항목", conversion: "전환율", date: "날짜", step: "단계", choices: "선택 수",
       estimate: "추정", loading: "불러오는 중…", loaded: "불러왔습니다.", needToken: "API 토큰을 입력하세요.",
       suppressedRow: "기타 (소수 집단 비공개)", suppressed: "비공개", nothing: "데이터가 없습니다.",
-      kNote: "방문자가 {k}명 미만인 집단은 개인 식별을 막기 위해 표시하지 않고 '기타'로 합칩니다.",
-      rollup: "장기 집계(일별 익명 롤업)에서 가져온 값입니다. 방문자 수는 제공되지 않습니다.",
+      kNote: "{k}명 미만인 집단은 개인 식별을 막기 위해 표시하지 않습니다. 작은 집단이 둘 이상이고 합쳐서 {k}명 이상일 때만 '기타'로 합쳐 보입니다.",
+      docTitle: "마케팅 분석 · consent-gateway",
+      populationNote: "조건에 맞는 사람이 {k}명 미만이라 세부 수치 없이 비공개로만 답합니다. 기간을 넓히거나 필터를 빼세요.",
+      rangeNote: "원본 이벤트는 {cutoff}부터만 보관되므로 그 날부터의 값입니다.",
+      marketingNote: "캠페인과 광고 클릭은 마케팅에 동의한 방문자에게서만 집계합니다.",
+      direct: "(직접 유입)", none: "(없음)", adClick: "광고 클릭", pageStep: "페이지", eventStep: "이벤트",
+      funnelNeedsData: "퍼널을 만들 페이지나 이벤트가 아직 충분하지 않습니다.", suppressedTotal: "비공개",
+      http401: "유효한 API 토큰이 필요합니다. consent-gateway keys create NAME 으로 만드세요.",
+      http403: "이 토큰으로는 이 사이트를 볼 수 없습니다. 이 사이트용 토큰을 쓰세요.",
+      http400: "조회 조건이 올바르지 않습니다: {field}", http503: "분석 저장소에 연결할 수 없습니다. 잠시 후 다시 시도하세요.",
       estimateNote: "추정: 가명처리된 방문자는 날마다 새 키를 받으므로 여러 날 방문하면 날마다 한 번씩 셉니다.",
       chartLabel: "{from}부터 {to}까지 {interval} 단위 페이지뷰와 방문자 추이", necessary: "필수",
       preferences: "환경설정", analytics: "통계", marketing: "마케팅", category: "항목", share: "동의 비율",
@@ -41,8 +49,13 @@
       value: "Value", conversion: "Conversion", date: "Date", step: "Step", choices: "Choices",
       estimate: "estimate", loading: "Loading…", loaded: "Loaded.", needToken: "Enter an API token.",
       suppressedRow: "Other (small groups hidden)", suppressed: "hidden", nothing: "No data.",
-      kNote: "Groups of fewer than {k} visitors are hidden and folded into 'other' so nobody can be singled out.",
-      rollup: "From the anonymous daily rollup (long range): visitor counts are not available.",
+      kNote: "Groups of fewer than {k} people are hidden so nobody can be singled out; they show as 'other' only when two or more of them together hold {k} people.",
+      docTitle: "Marketing analytics · consent-gateway",
+      populationNote: "Fewer than {k} people match, so the answer is the suppression alone. Widen the range or remove a filter.",
+      rangeNote: "Raw events are kept from {cutoff} only, so the figures start on that day.",
+      marketingNote: "Campaigns and ad clicks are counted only from visitors who granted marketing.",
+      direct: "(direct)", none: "(none)", adClick: "ad click", pageStep: "Page", eventStep: "Event",
+      funnelNeedsData: "There are not yet enough pages or events to build a funnel.", suppressedTotal: "hidden",
       estimateNote: "Estimate: pseudonymised visitors get a new key every day, so a visit on several days counts once per day.",
       chartLabel: "Page views and visitors per {interval} from {from} to {to}", necessary: "Necessary",
       preferences: "Preferences", analytics: "Analytics", marketing: "Marketing", category: "Category",
@@ -91,6 +104,7 @@
     button.textContent = t("other");
     button.setAttribute("lang", lang === "ko" ? "en" : "ko");
     $("k-note").textContent = t("kNote", { k: config.k });
+    document.title = t("docTitle");
     try { localStorage.setItem("cg-analytics-lang", lang); } catch (e) { /* storage may be off */ }
   }
 
@@ -109,7 +123,10 @@
       .then(function (r) {
         if (r.status === 200) return r;
         return r.json().catch(function () { return {}; }).then(function (body) {
-          throw new Error((body && body.error) || ("HTTP " + r.status));
+          // The API explains in English; the Korean page says the same in Korean.
+          var english = (body && body.error) || ("HTTP " + r.status);
+          var local = lang === "ko" && TEXT.ko["http" + r.status] ? t("http" + r.status, { field: (body && body.field) || "" }) : english;
+          throw new Error(local);
         });
       });
   }
@@ -128,12 +145,34 @@
     $("status").className = "status" + (isError ? " error" : "");
   }
 
+  // Notes are written here in the page's language; the API's English notes are only read for their presence.
   function notesFor(body) {
     var notes = [];
-    if (body.source === "rollup") notes.push(t("rollup"));
-    if ((body.estimates || []).indexOf("visitors") >= 0) notes.push(t("estimateNote"));
-    if (body.notes && body.notes.marketing) notes.push(body.notes.marketing);
+    var given = body.notes || {};
+    if (given.suppressed) notes.push(t("populationNote", { k: body.k }));
+    if (given.range) notes.push(t("rangeNote", { cutoff: body.query.from }));
+    if ((body.estimates || []).indexOf("visitors") >= 0 && !given.suppressed) notes.push(t("estimateNote"));
+    if (given.marketing) notes.push(t("marketingNote"));
     return notes.join(" ");
+  }
+
+  // Empty values get a name ("(direct)" for no referrer); the API's fixed labels are translated.
+  function valueLabel(value, dimension) {
+    if (value === "") return dimension === "referrer_host" ? t("direct") : t("none");
+    if (dimension === "click_attribution") {
+      if (value === "(none)") return t("none");
+      if (value === "ad click") return t("adClick");
+    }
+    return value;
+  }
+
+  // A step of 1, 2 or 5 times a power of ten, so that about `count` steps cover `max`.
+  function niceStep(max, count) {
+    var rough = Math.max(max, 1) / count;
+    var power = Math.pow(10, Math.floor(Math.log(rough) / Math.LN10));
+    var steps = [1, 2, 5, 10];
+    for (var i = 0; i < steps.length; i++) if (steps[i] * power >= rough) return Math.max(1, steps[i] * power);
+    return Math.max(1, 10 * power);
   }
 
   function renderHeadline(body) {
@@ -145,35 +184,51 @@
       if ((body.estimates || []).indexOf(m[0]) >= 0) dd.appendChild(el("span", { class: "est", text: "(" + t("estimate") + ")" }));
       box.appendChild(el("div", {}, [el("dt", { text: t(m[0]) }), dd]));
     });
-    $("headline-notes").textContent = (body.suppressed ? t("kNote", { k: body.k }) + " " : "") + notesFor(body);
+    $("headline-notes").textContent = notesFor(body);
   }
 
+  var lastSeries = null;
+
+  // Drawn at the box's own width, so 12 px text stays 12 px on a phone; x labels are thinned to fit.
   function renderChart(body) {
+    lastSeries = body;
     var rows = body.results;
     var box = $("chart");
     box.textContent = "";
-    var W = 760, H = 260, L = 48, R = 12, T = 12, B = 32;
+    var W = Math.max(280, Math.round(box.clientWidth || 760));
+    var narrow = W < 520;
+    var H = narrow ? 220 : 260, L = 44, R = 24, T = 12, B = 34;
     var series = [["pageviews", "s0"], ["visitors", "s1"]];
-    var max = 1;
-    rows.forEach(function (r) { series.forEach(function (s) { if (r[s[0]] > max) max = r[s[0]]; }); });
+    var top = 0;
+    rows.forEach(function (r) { series.forEach(function (s) { if (r[s[0]] > top) top = r[s[0]]; }); });
+    var tick = niceStep(top, narrow ? 3 : 4);
+    var max = Math.max(tick, Math.ceil(top / tick) * tick);
     var title = t("chartLabel", { from: body.query.from, to: body.query.to, interval: t(body.query.interval) });
-    var root = svg("svg", { viewBox: "0 0 " + W + " " + H, role: "img", "aria-labelledby": "chart-title" });
+    var root = svg("svg", { viewBox: "0 0 " + W + " " + H, width: W, height: H, role: "img", "aria-labelledby": "chart-title" });
     root.appendChild(svg("title", { id: "chart-title", text: title }));
     var x = function (i) { return L + (rows.length <= 1 ? 0 : i * (W - L - R) / (rows.length - 1)); };
     var y = function (v) { return T + (H - T - B) * (1 - v / max); };
-    for (var g = 0; g <= 4; g++) {
-      var v = max * g / 4;
+    for (var v = 0; v <= max; v += tick) {
       root.appendChild(svg("line", { class: "grid", x1: L, x2: W - R, y1: y(v), y2: y(v) }));
-      root.appendChild(svg("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end", text: fmt(Math.round(v)) }));
+      root.appendChild(svg("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end", "data-tick": String(v), text: fmt(v) }));
     }
     root.appendChild(svg("line", { class: "axis", x1: L, x2: W - R, y1: H - B, y2: H - B }));
-    var step = Math.max(1, Math.ceil(rows.length / 8));
+    var hourly = body.query.interval === "hour";
+    var slot = hourly ? 50 : 46;
+    var fits = Math.max(2, Math.floor((W - L - R) / slot));
+    var step = Math.max(1, Math.ceil(rows.length / fits));
+    if (hourly) {
+      // Whole hours that divide a day, then whole days.
+      var hours = [1, 2, 3, 4, 6, 12, 24, 48, 72, 168, 336];
+      for (var h = 0; h < hours.length; h++) { if (hours[h] >= step) { step = hours[h]; break; } }
+    }
     rows.forEach(function (r, i) {
       if (r.suppressed) root.appendChild(svg("rect", { class: "gap", x: x(i) - 3, y: T, width: 6, height: H - T - B }));
-      if (i % step === 0) {
-        var anchor = i === 0 ? "start" : (i === rows.length - 1 ? "end" : "middle");
-        root.appendChild(svg("text", { x: x(i), y: H - B + 16, "text-anchor": anchor, text: r.date.slice(5, 16).replace("T", " ") }));
-      }
+      if (i % step !== 0) return;
+      var label = r.date.slice(5, 10);
+      if (hourly && step < 24) label = r.date.slice(11, 13) === "00" || i === 0 ? r.date.slice(5, 10) : r.date.slice(11, 16);
+      // Centred under its point; the margins leave room for half a label at either end.
+      root.appendChild(svg("text", { x: x(i), y: H - B + 18, "text-anchor": "middle", class: "xlabel", text: label }));
     });
     series.forEach(function (s) {
       var d = "", pen = false;
@@ -185,15 +240,18 @@
       });
       if (d) root.appendChild(svg("path", { class: s[1], d: d.trim(), "data-series": s[0] }));
     });
+    if (!rows.length) root.appendChild(svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle", text: body.suppressed ? t("suppressed") : t("nothing") }));
     box.appendChild(root);
     var legend = $("chart-legend");
     legend.textContent = "";
     legend.appendChild(el("span", { class: "l0", text: t("pageviews") }));
     legend.appendChild(el("span", { class: "l1", text: t("visitors") }));
+    var notes = notesFor(body);
+    if (notes) legend.appendChild(el("small", { class: "notes", text: notes }));
     renderTable($("series-table"), ["date", "visitors", "pageviews", "events"], rows);
   }
 
-  function renderTable(box, columns, rows, barColumn) {
+  function renderTable(box, columns, rows, barColumn, dimension) {
     box.textContent = "";
     if (!rows.length) { box.appendChild(el("p", { text: t("nothing") })); return; }
     var max = 0;
@@ -205,7 +263,9 @@
       var tr = el("tr", { class: suppressedRow || r.suppressed ? "suppressed" : "" });
       columns.forEach(function (c, i) {
         var kind = c === "bounce_rate" || c === "conversion" || config.categories.indexOf(c) >= 0 ? "rate" : "";
-        var text = suppressedRow && c === "value" ? t("suppressedRow") : (r.suppressed && r[c] === null ? t("suppressed") : fmt(r[c], kind));
+        var text = suppressedRow && c === "value" ? t("suppressedRow")
+          : (c === "value" ? fmt(valueLabel(r[c], dimension))
+            : (r.suppressed && r[c] === null ? t("suppressed") : fmt(r[c], kind)));
         if (i === 0 && barColumn) {
           var bar = el("span", { class: "bar", "aria-hidden": "true" });
           bar.style.width = (max && !suppressedRow ? Math.round(100 * (r[barColumn] || 0) / max) : 0) + "%";
@@ -216,12 +276,11 @@
       });
       body.appendChild(tr);
     });
-    box.appendChild(el("table", {}, [el("thead", {}, [head]), body]));
+    box.appendChild(el("div", { class: "table-scroll" }, [el("table", {}, [el("thead", {}, [head]), body])]));
   }
 
   function renderBreakdown(body) {
-    var barColumn = body.columns.indexOf("visitors") >= 0 && body.source !== "rollup" ? "visitors" : "pageviews";
-    renderTable($("breakdown"), body.columns, body.results, barColumn);
+    renderTable($("breakdown"), body.columns, body.results, "visitors", body.query.dimension);
     $("breakdown-notes").textContent = notesFor(body);
   }
 
@@ -233,7 +292,7 @@
     body.results.forEach(function (r) {
       var fill = el("div", { class: "fill" });
       fill.style.width = (first && r.visitors ? Math.round(100 * r.visitors / first) : 0) + "%";
-      var label = r.kind + ":" + r.value;
+      var label = (r.kind === "page" ? t("pageStep") : t("eventStep")) + " " + r.value;
       var count = r.suppressed ? t("suppressed") : fmt(r.visitors) + " · " + fmt(r.conversion, "rate");
       list.appendChild(el("li", { class: "funnel-step" }, [
         el("span", { text: label }),
@@ -242,6 +301,7 @@
       ]));
     });
     box.appendChild(list);
+    if (!body.results.length && body.suppressed) box.appendChild(el("p", { class: "notes", text: notesFor(body) }));
   }
 
   function renderConsent(body) {
@@ -249,11 +309,35 @@
     var rows = config.categories.map(function (c) { return { category: t(c), share: total[c] === undefined ? null : total[c] }; });
     var box = $("consent-total");
     box.textContent = "";
-    box.appendChild(el("p", { text: t("choices") + ": " + fmt(total.choices) }));
+    box.appendChild(el("p", { text: t("choices") + ": " + (total.suppressed ? t("suppressedTotal") : fmt(total.choices)) }));
     renderTable(box.appendChild(el("div")), ["category", "share"], rows.map(function (r) {
       return { category: r.category, share: r.share === null ? null : fmt(r.share, "rate") };
     }));
     renderTable($("consent-days"), body.columns.filter(function (c) { return c !== "suppressed"; }), body.results);
+  }
+
+  // The default funnel is offered from the data: the two most visited pages, then the most sent event.
+  function suggestSteps() {
+    if ($("steps").value.trim()) return Promise.resolve($("steps").value.trim());
+    return Promise.all([
+      getJSON("breakdown", { dimension: "page", limit: "3" }),
+      getJSON("breakdown", { dimension: "event_name", limit: "1" })
+    ]).then(function (answers) {
+      var named = function (body) {
+        return body.results.filter(function (r) { return r.value !== "other (suppressed)" && r.value !== ""; });
+      };
+      var steps = named(answers[0]).slice(0, 2).map(function (r) { return "page:" + r.value; });
+      named(answers[1]).slice(0, 1).forEach(function (r) { steps.push("event:" + r.value); });
+      if (steps.length >= 2) $("steps").value = steps.join(",");
+      return steps.length >= 2 ? $("steps").value : "";
+    });
+  }
+
+  function loadFunnel() {
+    return suggestSteps().then(function (steps) {
+      if (!steps) { $("funnel").textContent = t("funnelNeedsData"); return; }
+      return getJSON("funnel", endpointParams("funnel")).then(renderFunnel);
+    });
   }
 
   function loadAll() {
@@ -264,7 +348,7 @@
       getJSON("aggregate").then(renderHeadline),
       getJSON("timeseries", endpointParams("timeseries")).then(renderChart),
       getJSON("breakdown", endpointParams("breakdown")).then(renderBreakdown),
-      getJSON("funnel", endpointParams("funnel")).then(renderFunnel),
+      loadFunnel(),
       getJSON("consent-rates").then(renderConsent)
     ]).then(function () { status(t("loaded")); document.body.setAttribute("data-loaded", "1"); })
       .catch(function (err) { status(t("error") + ": " + err.message, true); });
@@ -316,6 +400,11 @@
     $("funnel-form").addEventListener("submit", function (e) {
       e.preventDefault();
       getJSON("funnel", endpointParams("funnel")).then(renderFunnel).catch(function (err) { status(t("error") + ": " + err.message, true); });
+    });
+    var resizeTimer = 0;
+    window.addEventListener("resize", function () {
+      clearTimeout(resizeTimer);
+      resizeTimer = setTimeout(function () { if (lastSeries) renderChart(lastSeries); }, 100);
     });
     $("dimension").addEventListener("change", function () {
       getJSON("breakdown", endpointParams("breakdown")).then(renderBreakdown).catch(function (err) { status(t("error") + ": " + err.message, true); });

@@ -233,13 +233,16 @@ def expected_aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
 DIMENSION_COLUMN = {"page": "path", "event_name": "name", "click_attribution": "click_id"}
 
 
-def expected_breakdown(rows: list[dict[str, Any]], dimension: str, k: int = 5) -> tuple[dict[str, dict[str, int]], int]:
-    """Shown groups {value: {visitors, pageviews, events}} and the number of suppressed groups."""
+def expected_breakdown(
+    rows: list[dict[str, Any]], dimension: str, k: int = 5
+) -> tuple[dict[str, dict[str, int]], int, dict[str, int] | None]:
+    """Shown groups {value: {visitors, pageviews, events}}, the number of suppressed groups, and the
+    "other" row (None unless it folds at least two groups and at least k people counted once)."""
     human = _human(rows)
     if dimension in ("utm_campaign", "click_attribution"):
         human = [r for r in human if "marketing" in r["granted"]]
     if dimension == "page":
-        human = [r for r in human if _is_pageview(r)]
+        human = [r for r in human if _is_pageview(r) or r["kind"] == "event"]
     if dimension == "event_name":
         human = [r for r in human if r["kind"] == "event"]
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -248,15 +251,25 @@ def expected_breakdown(rows: list[dict[str, Any]], dimension: str, k: int = 5) -
         if dimension == "click_attribution":
             value = "ad click" if value else "(none)"
         groups[value].append(r)
-    shown, hidden = {}, 0
+    shown: dict[str, dict[str, int]] = {}
+    hidden: list[dict[str, Any]] = []
+    hidden_groups = 0
     for value, members in groups.items():
-        visitors, bound = visitor_count(members)
+        _, bound = visitor_count(members)
         if bound < k:
-            hidden += 1
+            hidden_groups += 1
+            hidden.extend(members)
             continue
-        shown[value] = {
-            "visitors": visitors,
-            "pageviews": sum(1 for r in members if _is_pageview(r)),
-            "events": sum(1 for r in members if r["kind"] == "event"),
-        }
-    return shown, hidden
+        shown[value] = _counts(members)
+    other = None
+    if hidden_groups >= 2 and visitor_count(hidden)[1] >= k:
+        other = _counts(hidden)
+    return shown, hidden_groups, other
+
+
+def _counts(members: list[dict[str, Any]]) -> dict[str, int]:
+    return {
+        "visitors": visitor_count(members)[0],
+        "pageviews": sum(1 for r in members if _is_pageview(r)),
+        "events": sum(1 for r in members if r["kind"] == "event"),
+    }

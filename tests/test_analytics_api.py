@@ -123,26 +123,27 @@ def test_timeseries_by_day_and_week(client: TestClient, base: dt.date) -> None:
 )
 def test_breakdown_matches_a_second_computation(client: TestClient, loaded: Any, base: dt.date, dimension: str) -> None:
     body = get(client, "breakdown", dimension=dimension, limit=100, **rng(base))
-    shown, hidden = data.expected_breakdown(loaded[2], dimension)
-    got = {
-        r["value"]: {k: r[k] for k in ("visitors", "pageviews", "events")}
-        for r in body["results"]
-        if r["value"] != "other (suppressed)"
-    }
+    shown, hidden, other = data.expected_breakdown(loaded[2], dimension)
+    got = {r["value"]: {k: r[k] for k in ("visitors", "pageviews", "events")} for r in body["results"]}
+    folded = got.pop("other (suppressed)", None)
     assert got == shown
     assert body["suppressed_groups"] == hidden
-    assert any(r["value"] == "other (suppressed)" for r in body["results"]) == (hidden > 0)
+    assert folded == other and body["other_shown"] is (other is not None)
 
 
-def test_small_groups_are_suppressed_into_one_row(client: TestClient, base: dt.date) -> None:
+def test_a_lone_small_group_is_never_shown_not_even_as_other(client: TestClient, base: dt.date) -> None:
     browsers = get(client, "breakdown", dimension="browser", **rng(base))
     values = [r["value"] for r in browsers["results"]]
-    assert "RareBrowser" not in values
-    other = browsers["results"][-1]
-    assert other == {"value": "other (suppressed)", "visitors": 2, "pageviews": 4, "events": 0}
+    # RareBrowser (2 people) is the only small group: an "other" row would be that group itself.
+    assert sorted(values) == ["Chrome", "Firefox", "Safari"]
+    assert browsers["suppressed_groups"] == 1 and browsers["other_shown"] is False
     pages = get(client, "breakdown", dimension="page", **rng(base))
-    assert {r["value"] for r in pages["results"]} == {"/", "/pricing", "/signup", "other (suppressed)"}
-    assert pages["suppressed_groups"] == 2  # /secret (2 visitors) and /blog (1)
+    # /secret (2 visitors) and /blog (1) fold to 3 people, fewer than k: no "other" row either.
+    assert {r["value"] for r in pages["results"]} == {"/", "/pricing", "/signup"}
+    assert pages["suppressed_groups"] == 2 and pages["other_shown"] is False
+    # A page's events are the ones sent from it: six sign-ups on /signup (both days), C7's downloads on /pricing.
+    events = {r["value"]: r["events"] for r in pages["results"]}
+    assert events == {"/": 0, "/pricing": 2, "/signup": 12}
     # A filter that narrows the headline numbers to two people suppresses them too.
     rare = get(client, "aggregate", browser="RareBrowser", **rng(base))
     assert rare["suppressed"] is True and rare["results"][0]["visitors"] is None
@@ -177,8 +178,9 @@ def test_entry_pages_and_bounces(client: TestClient, base: dt.date) -> None:
     assert rows["/"]["visits"] == 24 + 18 + 2
     # The 18 pseudonymised visits are single page views; C13/C14 viewed two pages.
     assert rows["/"]["bounce_rate"] == round(18 / 44, 4)
-    assert rows["other (suppressed)"]["visits"] == 1  # C1's second visit, entering on /blog
-    assert rows["other (suppressed)"]["bounce_rate"] == 1.0
+    # C1's second visit, entering on /blog, is one person in one group: never shown, not even folded.
+    assert "/blog" not in rows and "other (suppressed)" not in rows
+    assert body["suppressed_groups"] == 1
 
 
 def test_funnel(client: TestClient, base: dt.date) -> None:
@@ -210,7 +212,8 @@ def test_consent_rates(client: TestClient, base: dt.date) -> None:
     }
     assert day1["suppressed"] is True and day1["visitors"] is None
     assert day2["visitors"] == 0
-    assert body["total"]["choices"] == 13 and body["total"]["analytics"] == round(11 / 13, 4)
+    # 13 choices minus day 0's 10 would give day 1's suppressed 3: the total is withheld.
+    assert body["total"] == {"choices": None, "suppressed": True}
 
 
 def test_csv_export(client: TestClient, base: dt.date) -> None:
@@ -226,27 +229,12 @@ def test_csv_export(client: TestClient, base: dt.date) -> None:
 # -- rollups ----------------------------------------------------------------------------------------
 
 
-def test_rollup_agrees_with_raw(client: TestClient, base: dt.date) -> None:
-    raw = get(client, "aggregate", source="raw", **rng(base))["results"][0]
-    rolled = get(client, "aggregate", source="rollup", **rng(base))
-    assert rolled["source"] == "rollup"
-    assert rolled["results"][0]["pageviews"] == raw["pageviews"] == 83
-    assert rolled["results"][0]["events"] == raw["events"]
-    assert rolled["results"][0]["visitors"] is None and "visitors" in rolled["unavailable"]
-    for dimension in ("device", "page", "utm_campaign", "event_name"):
-        raw_b = get(client, "breakdown", dimension=dimension, source="raw", limit=100, **rng(base))
-        roll_b = get(client, "breakdown", dimension=dimension, source="rollup", limit=100, **rng(base))
-        raw_views = {
-            r["value"]: (r["pageviews"], r["events"]) for r in raw_b["results"] if r["value"] != "other (suppressed)"
-        }
-        roll_views = {
-            r["value"]: (r["pageviews"], r["events"]) for r in roll_b["results"] if r["value"] != "other (suppressed)"
-        }
-        for value, counts in raw_views.items():
-            assert roll_views.get(value) == counts, (dimension, value)
-    raw_days = get(client, "timeseries", source="raw", **rng(base))["results"]
-    roll_days = get(client, "timeseries", source="rollup", **rng(base))["results"]
-    assert [r["pageviews"] for r in raw_days] == [r["pageviews"] for r in roll_days]
+def test_the_rollup_cannot_be_forced(client: TestClient, base: dt.date) -> None:
+    # The rollup counts hits, not people: one person with six page views would pass k = 5 there.
+    for endpoint, extra in (("aggregate", {}), ("timeseries", {}), ("breakdown", {"dimension": "page"})):
+        response = client.get(f"/api/v1/{endpoint}", params={"source": "rollup", **extra, **rng(base)})
+        assert response.status_code == 400, endpoint
+        assert response.json()["field"] == "source" and "hits, not people" in response.json()["error"]
 
 
 def test_rollup_holds_no_visitor_keys(loaded: Any) -> None:
@@ -263,7 +251,9 @@ def test_rollup_holds_no_visitor_keys(loaded: Any) -> None:
     assert [t for t in columns.values() if "AggregateFunction" in t] == ["SimpleAggregateFunction(sum, UInt64)"]
 
 
-def test_long_ranges_are_served_from_the_rollup(client: TestClient, loaded: Any, base: dt.date) -> None:
+def test_ranges_before_raw_retention_are_cut_not_served_from_the_rollup(
+    client: TestClient, loaded: Any, base: dt.date
+) -> None:
     # Rows older than raw retention: still in the rollup, never read from the raw table.
     old = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=150)
     data.insert(
@@ -278,19 +268,23 @@ def test_long_ranges_are_served_from_the_rollup(client: TestClient, loaded: Any,
             for i in range(7)
         ],
     )
+    assert (
+        loaded[1].query_rows(
+            f"SELECT sum(hits) FROM {loaded[1].table('events_daily')} WHERE day = {{d:Date}}", {"d": old}
+        )[0][0]
+        == 7
+    )
     body = get(
         client,
         "aggregate",
         **{"from": (old - dt.timedelta(days=1)).isoformat(), "to": (base + dt.timedelta(days=2)).isoformat()},
     )
-    assert body["source"] == "rollup"
-    assert body["results"][0]["pageviews"] == 83 + 7
-    raw = get(client, "aggregate", source="raw", **{"from": old.isoformat(), "to": old.isoformat()})
-    assert raw["results"][0]["pageviews"] == 0
-    refused = client.get(
-        "/api/v1/breakdown", params={"dimension": "entry_page", "from": old.isoformat(), "to": base.isoformat()}
-    )
-    assert refused.status_code == 400 and "entry_page" in refused.json()["error"]
+    assert body["source"] == "raw"
+    assert body["results"][0]["pageviews"] == 83
+    assert body["query"]["from"] > old.isoformat() and "raw events are kept only from" in body["notes"]["range"]
+    refused = client.get("/api/v1/aggregate", params={"from": old.isoformat(), "to": old.isoformat()})
+    assert refused.status_code == 400 and refused.json()["field"] == "to"
+    assert "ask for dates from" in refused.json()["error"]
 
 
 # -- auth and logging -------------------------------------------------------------------------------
@@ -411,8 +405,9 @@ def test_a_few_pseudonymised_people_on_many_days_stay_suppressed(
         for i in range(5)
     ]
     data.insert(loaded[1], "events", rows)
+    other_site = TokenStore(loaded[0].tokens_path).create("other-team", sites=["other-site"])[0]
+    client.headers["Authorization"] = f"Bearer {other_site}"
     body = get(client, "breakdown", site="other-site", dimension="browser", **rng(base))
-    assert [r["value"] for r in body["results"]] == ["Chrome", "other (suppressed)"]
-    assert body["results"][1]["visitors"] == 6  # the estimate, shown only inside the suppressed row
+    assert [r["value"] for r in body["results"]] == ["Chrome"] and body["suppressed_groups"] == 1
     single = get(client, "aggregate", site="other-site", browser="Vivaldi", **rng(base))
     assert single["suppressed"] is True

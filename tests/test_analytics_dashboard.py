@@ -87,24 +87,25 @@ def test_dashboard_renders_the_api_numbers(served: tuple[str, str, dt.date], tmp
         # The chart: one line per series, drawn from the daily series.
         assert page.locator("#chart svg path[data-series='pageviews']").count() == 1
         assert "M" in (page.locator("#chart svg path[data-series='pageviews']").get_attribute("d") or "")
-        # Breakdown by page: the small pages are folded into the suppressed row, with a bar per row.
+        # Breakdown by page: /secret (2 people) and /blog (1) hold 3 people together, under k, so
+        # they are neither listed nor folded into an "other" row.
         rows = page.locator("#breakdown tbody tr")
-        assert rows.count() == 4
-        assert page.locator("#breakdown tbody tr.suppressed").count() == 1
+        assert rows.count() == 3
+        assert page.locator("#breakdown tbody tr.suppressed").count() == 0
         assert "/secret" not in page.locator("#breakdown").inner_text()
         # Funnel and consent rates.
         assert page.locator("#funnel [data-step='1']").inner_text().startswith("32")
         assert page.locator("#funnel [data-step='3']").inner_text().startswith("6")
-        # Over the range: 13 choices, 11 grant analytics, 8 marketing; day 0 alone: 8 of 10.
+        # Day 1's 3 choices are suppressed, so the range total (13 - 10 = 3) is withheld; day 0: 8 of 10.
         consent = page.locator("#consent-total").inner_text()
-        assert "13" in consent and "84.6%" in consent and "61.5%" in consent
+        assert "비공개" in consent and "13" not in consent
         assert "80%" in page.locator("#consent-days").text_content()
 
         with page.expect_download() as download_info:
             page.locator("button.csv[data-endpoint='breakdown']").click()
         csv_text = Path(download_info.value.path()).read_text("utf-8")
         assert csv_text.splitlines()[0] == "value,visitors,pageviews,events"
-        assert "/pricing,12,24,0" in csv_text
+        assert "/pricing,12,24,2" in csv_text
 
         page.get_by_role("button", name="English").click()
         page.wait_for_function("document.documentElement.lang === 'en'")

@@ -21,7 +21,7 @@ from ..settings import Settings
 from ..store import Store, migrate, open_store
 from .params import ENDPOINT_PARAMS, Query
 from .queries import Analytics
-from .tokens import TokenStore
+from .tokens import TokenRecord, TokenStore
 
 logger = logging.getLogger("consent_gateway.analytics")
 
@@ -79,19 +79,19 @@ def create_analytics_app(settings: Settings, *, store: Store | None = None) -> S
     service = AnalyticsService(settings, store)
     static = static_dir()
 
-    def authenticate(request: Request) -> str | None:
+    def authenticate(request: Request) -> TokenRecord | None:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return None
-        record = service.tokens.verify(token.strip())
-        return None if record is None else record.name
+        return service.tokens.verify(token.strip())
 
     async def api(request: Request) -> Response:
         endpoint = request.path_params["endpoint"]
-        name = await asyncio.to_thread(authenticate, request)
+        record = await asyncio.to_thread(authenticate, request)
+        name = None if record is None else record.name
         param_names = sorted(set(request.query_params.keys()))
-        if name is None:
+        if record is None:
             logger.warning("analytics %s refused: missing, unknown, revoked or expired token", endpoint[:40])
             return _error(
                 401,
@@ -106,6 +106,14 @@ def create_analytics_app(settings: Settings, *, store: Store | None = None) -> S
                     f"no endpoint {endpoint[:40]!r}; use one of {', '.join(ENDPOINT_PARAMS)}", status=404
                 )
             query = Query.from_items(endpoint, request.query_params.multi_items(), default_site=settings.site_id)
+            if not record.may_read(query.site, settings.site_id):
+                raise RequestError(
+                    f"token {record.name!r} may not read site {query.site!r}; it reads "
+                    f"{', '.join(record.readable_sites(settings.site_id))} "
+                    "(`consent-gateway keys create NAME --site SITE` makes a token for another site)",
+                    field="site",
+                    status=403,
+                )
             result = await asyncio.to_thread(lambda: service.analytics().run(query))
             status = 200
         except RequestError as exc:

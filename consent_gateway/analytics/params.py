@@ -29,14 +29,11 @@ DIMENSIONS: Mapping[str, str] = {
 MARKETING_DIMENSIONS = frozenset({"utm_campaign", "utm_term", "utm_content", "click_attribution"})
 # entry_page is a property of a visit, not of a row: it can be a breakdown but not a filter.
 FILTER_DIMENSIONS = tuple(d for d in DIMENSIONS if d != "entry_page")
-# Dimensions the daily rollup keeps (it has no visitor keys, so no visits and no entry pages).
-ROLLUP_DIMENSIONS = frozenset(
-    {"page", "referrer_host", "utm_source", "utm_medium", "utm_campaign", "browser", "os", "device", "event_name"}
-)
 
 PERIODS: Mapping[str, int] = {"today": 1, "7d": 7, "30d": 30, "90d": 90, "6mo": 183, "12mo": 365}
 INTERVALS = ("hour", "day", "week", "month")
 FORMATS = ("json", "csv")
+# "rollup" is parsed so that asking for it gets the reason it is refused (queries.Analytics.run).
 SOURCES = ("auto", "raw", "rollup")
 MAX_SPAN_DAYS = 3660
 MAX_LIMIT = 1000

@@ -7,10 +7,16 @@ Counting rules, applied everywhere:
   across days. Pseudonymised rows carry a key salted per day, so the same person is a new key each
   day: they are counted once per day (``uniqExact((visitor, day))``). The sum is an estimate, and
   every response lists it under ``estimates``.
-- k-anonymity: a group is shown only if it provably holds at least k distinct people. The bound
-  used is ``max(consented visitors, largest single-day count of pseudonymised visitors)``, which
-  never counts one pseudonymised person seen on many days as many people.
-- Campaign and click attribution come only from rows whose visitor granted ``marketing``.
+- k-anonymity: a number is shown only if at least k distinct people provably stand behind it. The
+  bound used is ``max(consented visitors, largest single-day count of pseudonymised visitors)``,
+  which never counts one pseudonymised person seen on many days as many people. It applies to the
+  whole filtered population first (under k: the answer is the suppression alone, no rows), then to
+  every row, time bucket and funnel step; groups under k fold into one "other" row only when it
+  holds at least two groups and at least k people (counted over the folded groups together).
+- The daily rollup holds hits, not people, so it cannot prove k people behind a number: the API
+  never answers from it (it stays for operators and trends outside the API).
+- Campaign and click attribution come only from rows whose visitor granted the marketing category.
+- Bots (``is_bot``; receipts: ``device = 'bot'``) are left out of every count, consent rates included.
 - Visits are runs of page views by one visitor key on one day with gaps under 30 minutes; a
   pseudonymised key cannot link across midnight (UTC), so neither can a visit.
 """
@@ -20,17 +26,19 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import RequestError
 from ..settings import Settings
 from ..store import Store
-from .params import DIMENSIONS, ROLLUP_DIMENSIONS, Query
+from .params import DIMENSIONS, Query
 
-ROLLUP_TABLE = "events_daily"
 SUPPRESSED = "other (suppressed)"
+# The category whose grant unlocks campaign and click attribution. Settings may name it
+# (``marketing_category``); until they do, this key of the default categories is used.
+MARKETING_CATEGORY = "marketing"
 VISIT_GAP_SECONDS = 1800
 PAGEVIEW = "kind = 'visit' AND name = 'pageview'"
 
@@ -41,9 +49,13 @@ NOTES = {
     ),
     "visits": "visits end after 30 minutes without a page view and never span midnight (UTC)",
     "marketing": "campaign and click attribution come only from visitors who granted marketing",
-    "rollup": (
-        "served from the anonymous daily rollup (no visitor keys): visitor counts are unavailable and "
-        "groups with fewer than k hits are suppressed"
+    "population": (
+        "fewer than k = {k} people match this query, so it is answered with the suppression alone: "
+        "widen the range or remove a filter"
+    ),
+    "range": (
+        "the range asked for starts on {start}, but raw events are kept only from {cutoff}: the answer "
+        "covers {cutoff} on (the daily rollup counts hits, not people, so k cannot be applied to it)"
     ),
 }
 
@@ -83,35 +95,40 @@ class Analytics:
         self.k = settings.k_anonymity
         self.retention_months = settings.events_retention_months
         self.categories = settings.category_keys
+        self.marketing = str(getattr(settings, "marketing_category", MARKETING_CATEGORY))
         self.events = store.table("events")
-        self.rollup = store.table(ROLLUP_TABLE)
         self.receipts = store.table("consent_receipts")
 
     def __repr__(self) -> str:
         return f"Analytics({self.store!r}, k={self.k})"
 
-    def run(self, q: Query, *, today: dt.date | None = None) -> Result:
-        """Answer ``q``; ``today`` fixes the raw-retention cut-off (tests)."""
-        today = today or dt.datetime.now(dt.UTC).date()
-        rollup = self._use_rollup(q, today)
+    def run(self, q: Query, *, today: dt.date | None = None, now: dt.datetime | None = None) -> Result:
+        """Answer ``q``; ``today`` fixes the raw-retention cut-off and ``now`` the last time bucket (tests)."""
+        now = now or dt.datetime.now(dt.UTC)
+        today = today or now.date()
+        notes: dict[str, str] = {}
+        if q.endpoint != "consent-rates":
+            q, clamped = self._within_raw(q, today)
+            if clamped:
+                notes["range"] = clamped
         if q.endpoint == "aggregate":
-            result = self._aggregate_rollup(q) if rollup else self._aggregate(q)
+            result = self._aggregate(q)
         elif q.endpoint == "timeseries":
-            result = self._timeseries_rollup(q) if rollup else self._timeseries(q)
+            result = self._timeseries(q, now)
         elif q.endpoint == "breakdown":
-            result = self._breakdown_rollup(q) if rollup else self._breakdown(q)
+            result = self._breakdown(q)
         elif q.endpoint == "funnel":
             result = self._funnel(q)
         else:
             result = self._consent_rates(q)
-        notes = dict(result.meta.pop("notes", {}))
+        notes.update(result.meta.pop("notes", {}))
         if q.marketing_only:
             notes["marketing"] = NOTES["marketing"]
-        if rollup:
-            notes["rollup"] = NOTES["rollup"]
+        if result.meta.get("suppressed") and not result.rows:
+            notes["suppressed"] = NOTES["population"].format(k=self.k)
         result.meta = {
             "query": q.as_dict(),
-            "source": "rollup" if rollup else ("receipts" if q.endpoint == "consent-rates" else "raw"),
+            "source": "receipts" if q.endpoint == "consent-rates" else "raw",
             "k": self.k,
             **result.meta,
             "notes": notes,
@@ -120,46 +137,41 @@ class Analytics:
 
     # -- shared pieces ----------------------------------------------------------------------
 
-    def _use_rollup(self, q: Query, today: dt.date) -> bool:
-        if q.endpoint in ("funnel", "consent-rates"):
-            return False
-        if q.source == "raw":
-            return False
-        cutoff = _months_before(today, self.retention_months)
-        if q.source == "auto" and q.start >= cutoff:
-            return False
-        unsupported = [d for d, _ in q.filters if d not in ROLLUP_DIMENSIONS]
-        if q.dimension and q.dimension not in ROLLUP_DIMENSIONS:
-            unsupported.insert(0, q.dimension)
-        if q.endpoint == "timeseries" and q.interval == "hour":
-            unsupported.insert(0, "interval=hour")
-        if unsupported:
-            why = (
-                "source=rollup was asked for"
-                if q.source == "rollup"
-                else f"the range starts before {cutoff} (raw retention)"
-            )
-            raise RequestError(
-                f"{', '.join(unsupported)} cannot be served from the daily rollup, and {why}; "
-                f"use one of {', '.join(sorted(ROLLUP_DIMENSIONS))} or a range from {cutoff} on",
-                field="source" if q.source == "rollup" else "from",
-            )
-        return True
+    def _within_raw(self, q: Query, today: dt.date) -> tuple[Query, str]:
+        """``q`` cut to the dates the raw events still cover, and a note when it was cut.
 
-    def _where(self, q: Query, params: dict[str, Any], *, rollup: bool = False) -> str:
-        params.update(site=q.site, start=q.start, end=q.end)
-        if rollup:
-            clauses = ["site = {site:String}", "day BETWEEN {start:Date} AND {end:Date}"]
-        else:
-            params["keep"] = self.retention_months
-            clauses = [
-                "site = {site:String}",
-                "toDate(ts) BETWEEN {start:Date} AND {end:Date}",
-                "ts >= now() - toIntervalMonth({keep:UInt32})",
-                "is_bot = 0",
-            ]
+        The daily rollup keeps hits, not people, so it cannot show that k people stand behind a
+        number: the API refuses it rather than answer with a weaker rule.
+        """
+        cutoff = _months_before(today, self.retention_months)
+        if q.source == "rollup":
+            raise RequestError(
+                "source=rollup is refused: the daily rollup counts hits, not people, so it cannot show that "
+                f"k = {self.k} people stand behind each number; use source=raw over a range from {cutoff} on",
+                field="source",
+            )
+        if q.end < cutoff:
+            raise RequestError(
+                f"the range {q.start} to {q.end} ends before {cutoff}: raw events are kept "
+                f"{self.retention_months} months and the daily rollup has no visitor counts to apply k to; "
+                f"ask for dates from {cutoff} on",
+                field="to",
+            )
+        if q.start >= cutoff:
+            return q, ""
+        return replace(q, start=cutoff), NOTES["range"].format(start=q.start, cutoff=cutoff)
+
+    def _where(self, q: Query, params: dict[str, Any]) -> str:
+        params.update(site=q.site, start=q.start, end=q.end, keep=self.retention_months)
+        clauses = [
+            "site = {site:String}",
+            "toDate(ts) BETWEEN {start:Date} AND {end:Date}",
+            "ts >= now() - toIntervalMonth({keep:UInt32})",
+            "is_bot = 0",
+        ]
         if q.marketing_only:
-            clauses.append("marketing = 1" if rollup else "has(granted, 'marketing')")
+            params["marketing"] = self.marketing
+            clauses.append("has(granted, {marketing:String})")
         for i, (dim, value) in enumerate(q.filters):
             params[f"f{i}"] = value
             if dim == "event_name":
@@ -168,14 +180,16 @@ class Analytics:
                 clauses.append(f"{DIMENSIONS[dim]} = {{f{i}:String}}")
         return " AND ".join(clauses)
 
-    def _visitor_groups(self, q: Query, group: str, *, extra: str = "") -> Iterator[dict[str, Any]]:
+    def _visitor_groups(
+        self, q: Query, group: str, *, extra: str = "", extra_params: Mapping[str, Any] | None = None
+    ) -> Iterator[dict[str, Any]]:
         """Per group: visitors (estimate), the k bound, page views and events.
 
         One flat pass counts consented keys and pseudonymised (key, day) pairs. The k bound also
         needs each group's busiest day of pseudonymised keys; that second pass reads only
         pseudonymised rows, and runs only when some group's size depends on it.
         """
-        params: dict[str, Any] = {}
+        params: dict[str, Any] = dict(extra_params or {})
         where = self._where(q, params) + (f" AND {extra}" if extra else "")
         rows = self.store.query_rows(
             f"""
@@ -221,6 +235,14 @@ GROUP BY g""",
                 "events": int(events),
             }
 
+    def _population(self, q: Query) -> dict[str, Any]:
+        """The whole filtered population as one group (zeros when nobody matches)."""
+        groups = list(self._visitor_groups(q, "0"))
+        return groups[0] if groups else {"visitors": 0, "k_visitors": 0, "pageviews": 0, "events": 0}
+
+    def _too_few(self, population: Mapping[str, Any]) -> bool:
+        return 0 < population["k_visitors"] < self.k
+
     def _sessions_sql(self, q: Query, params: dict[str, Any], *, paths: bool = False) -> str:
         """One row per visitor key and day: its sorted page views, visit starts and bounces.
 
@@ -246,13 +268,19 @@ FROM (
     # -- aggregate --------------------------------------------------------------------------
 
     def _aggregate(self, q: Query) -> Result:
-        groups = list(self._visitor_groups(q, "0"))
+        top = self._population(q)
+        columns = ["visitors", "visits", "pageviews", "events", "views_per_visit", "bounce_rate"]
+        meta: dict[str, Any] = {
+            "estimates": ["visitors"],
+            "notes": {"visitors": NOTES["visitors"], "visits": NOTES["visits"]},
+        }
+        if self._too_few(top):
+            return Result(columns, [dict.fromkeys(columns)], {**meta, "suppressed": True})
         params: dict[str, Any] = {}
         visits, bounces = self.store.query_rows(
             f"SELECT sum(arraySum(starts)), sum(arraySum(bounced)) FROM ({self._sessions_sql(q, params)})", params
         )[0]
         visits, bounces = int(visits or 0), int(bounces or 0)
-        top = groups[0] if groups else {"visitors": 0, "k_visitors": 0, "pageviews": 0, "events": 0}
         row: dict[str, Any] = {
             "visitors": top["visitors"],
             "visits": visits,
@@ -261,51 +289,15 @@ FROM (
             "views_per_visit": round(top["pageviews"] / visits, 2) if visits else 0.0,
             "bounce_rate": round(bounces / visits, 4) if visits else 0.0,
         }
-        suppressed = 0 < top["k_visitors"] < self.k
-        if suppressed:
-            row = dict.fromkeys(row)
-        return Result(
-            list(row),
-            [row],
-            {
-                "suppressed": suppressed,
-                "estimates": ["visitors"],
-                "notes": {"visitors": NOTES["visitors"], "visits": NOTES["visits"]},
-            },
-        )
-
-    def _aggregate_rollup(self, q: Query) -> Result:
-        params: dict[str, Any] = {}
-        pageviews, events = self.store.query_rows(
-            f"SELECT sumIf(hits, {PAGEVIEW}), sumIf(hits, kind = 'event') FROM {self.rollup} "
-            f"WHERE {self._where(q, params, rollup=True)}",
-            params,
-        )[0]
-        hits = int(pageviews or 0) + int(events or 0)
-        row: dict[str, Any] = {
-            "visitors": None,
-            "visits": None,
-            "pageviews": int(pageviews or 0),
-            "events": int(events or 0),
-            "views_per_visit": None,
-            "bounce_rate": None,
-        }
-        suppressed = 0 < hits < self.k
-        if suppressed:
-            row = dict.fromkeys(row)
-        return Result(
-            list(row),
-            [row],
-            {
-                "suppressed": suppressed,
-                "estimates": [],
-                "unavailable": ["visitors", "visits", "views_per_visit", "bounce_rate"],
-            },
-        )
+        return Result(columns, [row], {**meta, "suppressed": False})
 
     # -- timeseries -------------------------------------------------------------------------
 
-    def _timeseries(self, q: Query) -> Result:
+    def _timeseries(self, q: Query, now: dt.datetime) -> Result:
+        columns = ["date", "visitors", "pageviews", "events", "suppressed"]
+        meta: dict[str, Any] = {"estimates": ["visitors"], "notes": {"visitors": NOTES["visitors"]}}
+        if self._too_few(self._population(q)):
+            return Result(columns, [], {**meta, "suppressed": True})
         bucket = {
             "hour": "toStartOfHour(ts)",
             "day": "toDate(ts)",
@@ -314,7 +306,7 @@ FROM (
         }[q.interval]
         found = {_bucket_key(g["g"], q.interval): g for g in self._visitor_groups(q, bucket)}
         rows = []
-        for key in _buckets(q.start, q.end, q.interval):
+        for key in _buckets(q.start, q.end, q.interval, now):
             g = found.get(key)
             if g is None:
                 rows.append({"date": key, "visitors": 0, "pageviews": 0, "events": 0, "suppressed": False})
@@ -330,70 +322,61 @@ FROM (
                         "suppressed": False,
                     }
                 )
-        return Result(
-            ["date", "visitors", "pageviews", "events", "suppressed"],
-            rows,
-            {"estimates": ["visitors"], "notes": {"visitors": NOTES["visitors"]}},
-        )
-
-    def _timeseries_rollup(self, q: Query) -> Result:
-        bucket = {"day": "day", "week": "toMonday(day)", "month": "toStartOfMonth(day)"}[q.interval]
-        params: dict[str, Any] = {}
-        found = {
-            _bucket_key(b, q.interval): (int(pv), int(ev))
-            for b, pv, ev in self.store.query_rows(
-                f"SELECT {bucket} AS b, sumIf(hits, {PAGEVIEW}), sumIf(hits, kind = 'event') FROM {self.rollup} "
-                f"WHERE {self._where(q, params, rollup=True)} GROUP BY b",
-                params,
-            )
-        }
-        rows = []
-        for key in _buckets(q.start, q.end, q.interval):
-            pv, ev = found.get(key, (0, 0))
-            small = 0 < pv + ev < self.k
-            rows.append(
-                {
-                    "date": key,
-                    "visitors": None,
-                    "pageviews": None if small else pv,
-                    "events": None if small else ev,
-                    "suppressed": small,
-                }
-            )
-        return Result(
-            ["date", "visitors", "pageviews", "events", "suppressed"],
-            rows,
-            {"estimates": [], "unavailable": ["visitors"]},
-        )
+        return Result(columns, rows, {**meta, "suppressed": False})
 
     # -- breakdown --------------------------------------------------------------------------
 
     def _breakdown(self, q: Query) -> Result:
         dim = q.dimension
-        if dim == "entry_page":
-            return self._breakdown_entry(q)
-        extra = PAGEVIEW if dim == "page" else ("kind = 'event'" if dim == "event_name" else "")
-        groups = [
-            {
-                "value": g["g"],
+        entry = dim == "entry_page"
+        columns = (
+            ["value", "visitors", "visits", "bounce_rate"] if entry else ["value", "visitors", "pageviews", "events"]
+        )
+        notes = {"visitors": NOTES["visitors"], **({"visits": NOTES["visits"]} if entry else {})}
+        meta: dict[str, Any] = {"estimates": ["visitors"], "notes": notes}
+        if self._too_few(self._population(q)):
+            return Result(columns, [], {**meta, "suppressed": True, "groups": 0, "suppressed_groups": 0})
+        if entry:
+            groups = self._entry_groups(q)
+            return self._ranked(groups, columns, q.limit, meta, lambda values: self._entry_groups(q, values))
+        expr = DIMENSIONS[dim]
+        # A page's events are the events sent from it (their path); asset requests are left out.
+        extra = (
+            f"({PAGEVIEW} OR kind = 'event')" if dim == "page" else ("kind = 'event'" if dim == "event_name" else "")
+        )
+
+        def as_row(g: Mapping[str, Any], value: Any) -> dict[str, Any]:
+            return {
+                "value": value,
                 "visitors": g["visitors"],
                 "pageviews": g["pageviews"],
                 "events": g["events"],
                 "_k": g["k_visitors"],
             }
-            for g in self._visitor_groups(q, DIMENSIONS[dim], extra=extra)
-        ]
-        columns = ["value", "visitors", "pageviews", "events"]
-        return self._ranked(
-            groups, columns, q.limit, {"estimates": ["visitors"], "notes": {"visitors": NOTES["visitors"]}}
-        )
 
-    def _breakdown_entry(self, q: Query) -> Result:
+        def fold(values: list[Any]) -> list[dict[str, Any]]:
+            inside = f"has({{fold:Array(String)}}, toString({expr}))"
+            return [
+                as_row(g, SUPPRESSED)
+                for g in self._visitor_groups(
+                    q, "0", extra=f"{extra} AND {inside}" if extra else inside, extra_params={"fold": values}
+                )
+            ]
+
+        groups = [as_row(g, g["g"]) for g in self._visitor_groups(q, expr, extra=extra)]
+        return self._ranked(groups, columns, q.limit, meta, fold)
+
+    def _entry_groups(self, q: Query, fold: list[Any] | None = None) -> list[dict[str, Any]]:
+        """Visits by entry page; with ``fold``, the visits entering on any of those pages as one group."""
         params: dict[str, Any] = {}
+        group, keep = "e.2", ""
+        if fold is not None:
+            params["fold"] = fold
+            group, keep = "0", "WHERE has({fold:Array(String)}, e.2)"
         sql = f"""
 SELECT g, uniqExactMerge(ids), sum(pd), max(pd), sum(n), sum(b)
 FROM (
-    SELECT e.2 AS g, d,
+    SELECT {group} AS g, d,
            uniqExactStateIf(visitor, identified = 1) AS ids,
            uniqExactIf(visitor, identified = 0) AS pd,
            count() AS n, countIf(e.3) AS b
@@ -403,6 +386,7 @@ FROM (
                    arrayMap(i -> (starts[i], hits[i].2, bounced[i]), arrayEnumerate(starts)))) AS e
         FROM ({self._sessions_sql(q, params, paths=True)})
     )
+    {keep}
     GROUP BY g, d
 )
 GROUP BY g"""
@@ -410,66 +394,57 @@ GROUP BY g"""
         for g, identified, pseudo_days, pseudo_max, visits, bounces in self.store.query_rows(sql, params):
             groups.append(
                 {
-                    "value": g,
+                    "value": SUPPRESSED if fold is not None else g,
                     "visitors": int(identified) + int(pseudo_days),
                     "visits": int(visits),
                     "bounce_rate": round(int(bounces) / int(visits), 4) if visits else 0.0,
                     "_k": max(int(identified), int(pseudo_max)),
-                    "_bounces": int(bounces),
                 }
             )
-        return self._ranked(
-            groups,
-            ["value", "visitors", "visits", "bounce_rate"],
-            q.limit,
-            {"estimates": ["visitors"], "notes": {"visitors": NOTES["visitors"], "visits": NOTES["visits"]}},
-        )
+        return groups
 
-    def _breakdown_rollup(self, q: Query) -> Result:
-        dim = q.dimension
-        column = {"page": "path", "event_name": "name"}.get(dim, dim)
-        extra = PAGEVIEW if dim == "page" else ("kind = 'event'" if dim == "event_name" else "")
-        params: dict[str, Any] = {}
-        where = self._where(q, params, rollup=True) + (f" AND {extra}" if extra else "")
-        groups = [
-            {"value": v, "visitors": None, "pageviews": int(pv), "events": int(ev), "_k": int(pv) + int(ev)}
-            for v, pv, ev in self.store.query_rows(
-                f"SELECT {column} AS v, sumIf(hits, {PAGEVIEW}), sumIf(hits, kind = 'event') FROM {self.rollup} "
-                f"WHERE {where} GROUP BY v",
-                params,
-            )
-        ]
-        return self._ranked(
-            groups,
-            ["value", "visitors", "pageviews", "events"],
-            q.limit,
-            {"estimates": [], "unavailable": ["visitors"]},
-        )
+    def _ranked(
+        self,
+        groups: list[dict[str, Any]],
+        columns: list[str],
+        limit: int,
+        meta: dict[str, Any],
+        fold: Callable[[list[Any]], list[dict[str, Any]]],
+    ) -> Result:
+        """Groups of k or more people, ranked and cut at ``limit``; smaller ones fold into one "other" row.
 
-    def _ranked(self, groups: list[dict[str, Any]], columns: list[str], limit: int, meta: dict[str, Any]) -> Result:
-        """Groups below k fold into one 'other (suppressed)' row; the rest are ranked and cut at limit."""
+        The "other" row is shown only when it folds at least two groups and the people of all of
+        them together (counted once each) are at least k: one small group alone is never exposed.
+        """
         shown = [g for g in groups if g["_k"] >= self.k]
         hidden = [g for g in groups if g["_k"] < self.k]
         shown.sort(
             key=lambda g: (-(g.get("visitors") or 0), -(g.get("pageviews") or g.get("visits") or 0), str(g["value"]))
         )
         rows = [{c: g[c] for c in columns} for g in shown[:limit]]
-        if hidden:
-            other: dict[str, Any] = {"value": SUPPRESSED}
-            for c in columns[1:]:
-                if c == "bounce_rate":
-                    visits = sum(g["visits"] for g in hidden)
-                    other[c] = round(sum(g["_bounces"] for g in hidden) / visits, 4) if visits else 0.0
-                else:
-                    values = [g[c] for g in hidden]
-                    other[c] = None if any(v is None for v in values) else sum(values)
-            rows.append(other)
-        meta = {**meta, "groups": len(shown), "suppressed_groups": len(hidden), "truncated": len(shown) > limit}
+        other = None
+        if len(hidden) >= 2:
+            folded = fold([str(g["value"]) for g in hidden])
+            if folded and folded[0]["_k"] >= self.k:
+                other = folded[0]
+                rows.append({c: other[c] for c in columns})
+        meta = {
+            **meta,
+            "suppressed": False,
+            "groups": len(shown),
+            "suppressed_groups": len(hidden),
+            "other_shown": other is not None,
+            "truncated": len(shown) > limit,
+        }
         return Result(columns, rows, meta)
 
     # -- funnel -----------------------------------------------------------------------------
 
     def _funnel(self, q: Query) -> Result:
+        columns = ["step", "kind", "value", "visitors", "conversion", "suppressed"]
+        meta: dict[str, Any] = {"estimates": ["visitors"], "notes": {"visitors": NOTES["visitors"]}}
+        if self._too_few(self._population(q)):
+            return Result(columns, [], {**meta, "suppressed": True})
         params: dict[str, Any] = {"window": q.window}
         conditions = []
         for i, step in enumerate(q.steps):
@@ -516,11 +491,7 @@ GROUP BY level, identified, day"""
                     "suppressed": small,
                 }
             )
-        return Result(
-            ["step", "kind", "value", "visitors", "conversion", "suppressed"],
-            rows,
-            {"estimates": ["visitors"], "notes": {"visitors": NOTES["visitors"]}},
-        )
+        return Result(columns, rows, {**meta, "suppressed": False})
 
     # -- consent rates ----------------------------------------------------------------------
 
@@ -530,20 +501,32 @@ GROUP BY level, identified, day"""
         for i, cat in enumerate(self.categories):
             params[f"c{i}"] = cat
             counts.append(f"countIf(has(cats, {{c{i}:String}}))")
-        # Each consent id counts once per day, with its last choice of that day.
+        # Each consent id counts once per day, with its last choice of that day. Receipts of bots
+        # (headless browsers and crawlers: device 'bot') are left out, as they are out of visits.
         sql = f"""
 SELECT d, count(), {", ".join(counts)}
 FROM (
     SELECT toDate(ts) AS d, consent_id, argMax(categories, ts) AS cats
     FROM {self.receipts}
-    WHERE site = {{site:String}} AND toDate(ts) BETWEEN {{start:Date}} AND {{end:Date}}
+    WHERE site = {{site:String}} AND toDate(ts) BETWEEN {{start:Date}} AND {{end:Date}} AND device != 'bot'
     GROUP BY d, consent_id
 )
 GROUP BY d ORDER BY d"""
         found = {row[0]: row[1:] for row in self.store.query_rows(sql, params)}
         columns = ["date", "visitors", *self.categories, "suppressed"]
-        rows: list[dict[str, Any]] = []
+        meta: dict[str, Any] = {
+            "estimates": [],
+            "notes": {"visitors": "visitors who chose that day (one consent id, last choice of the day)"},
+        }
         totals = [0] * (len(self.categories) + 1)
+        hidden_choices = 0
+        for values in found.values():
+            totals = [t + int(v) for t, v in zip(totals, values, strict=True)]
+            if int(values[0]) < self.k:
+                hidden_choices += int(values[0])
+        if 0 < totals[0] < self.k:
+            return Result(columns, [], {**meta, "suppressed": True, "total": {"choices": None, "suppressed": True}})
+        rows: list[dict[str, Any]] = []
         for day in _days(q.start, q.end):
             values = found.get(day)
             row: dict[str, Any] = {"date": day.isoformat()}
@@ -557,21 +540,17 @@ GROUP BY d ORDER BY d"""
                     {c: round(int(v) / int(values[0]), 4) for c, v in zip(self.categories, values[1:], strict=True)}
                 )
                 row["suppressed"] = False
-            if values is not None:
-                totals = [t + int(v) for t, v in zip(totals, values, strict=True)]
             rows.append(row)
-        summary: dict[str, Any] = {"choices": totals[0]}
-        if totals[0] >= self.k:
-            summary.update({c: round(v / totals[0], 4) for c, v in zip(self.categories, totals[1:], strict=True)})
-        return Result(
-            columns,
-            rows,
-            {
-                "estimates": [],
-                "total": summary,
-                "notes": {"visitors": "visitors who chose that day (one consent id, last choice of the day)"},
-            },
-        )
+        # The total minus the shown days is what the suppressed days hold: it is given only when
+        # that remainder is itself k people or more (or nothing is suppressed), as for "other".
+        summary: dict[str, Any]
+        if hidden_choices == 0 or hidden_choices >= self.k:
+            summary = {"choices": totals[0], "suppressed": False}
+            if totals[0]:
+                summary.update({c: round(v / totals[0], 4) for c, v in zip(self.categories, totals[1:], strict=True)})
+        else:
+            summary = {"choices": None, "suppressed": True}
+        return Result(columns, rows, {**meta, "suppressed": False, "total": summary})
 
 
 def _months_before(day: dt.date, months: int) -> dt.date:
@@ -592,11 +571,18 @@ def _days(start: dt.date, end: dt.date) -> Iterator[dt.date]:
         day += dt.timedelta(days=1)
 
 
-def _buckets(start: dt.date, end: dt.date, interval: str) -> list[str]:
+def _buckets(start: dt.date, end: dt.date, interval: str, now: dt.datetime) -> list[str]:
+    """The bucket keys from ``start`` to ``end``, none starting after ``now`` (no future buckets)."""
     if interval == "hour":
-        return [f"{d.isoformat()}T{h:02d}:00:00Z" for d in _days(start, end) for h in range(24)]
+        hour = now.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0, tzinfo=None)
+        return [
+            f"{d.isoformat()}T{h:02d}:00:00Z"
+            for d in _days(start, end)
+            for h in range(24)
+            if dt.datetime.combine(d, dt.time(h)) <= hour
+        ]
     keys: list[str] = []
-    for d in _days(start, end):
+    for d in _days(start, min(end, now.astimezone(dt.UTC).date())):
         if interval == "week":
             d = d - dt.timedelta(days=d.weekday())
         elif interval == "month":
