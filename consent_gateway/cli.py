@@ -686,6 +686,12 @@ def build_parser() -> argparse.ArgumentParser:
     k = keys.add_parser("create", help="make an analytics API token; it is printed once, stored as a hash")
     k.add_argument("name", help="a name to list and revoke the token by")
     k.add_argument("--expires", type=int, metavar="DAYS", help="days until the token stops working")
+    k.add_argument(
+        "--site",
+        action="append",
+        metavar="SITE",
+        help="a site_id the token may read (repeat for several); default: the configured site_id only",
+    )
     k = keys.add_parser("list", help="list analytics API tokens (names and dates, never the tokens)")
     k2 = keys.add_parser("revoke", help="revoke the analytics API token NAME")
     k2.add_argument("name", help="the name given at `keys create`")

@@ -75,6 +75,20 @@ def test_keys_create_list_revoke(config: Path, capsys: pytest.CaptureFixture[str
     assert len(capsys.readouterr().out.strip()) >= 32
 
 
+def test_keys_create_site_names_the_sites_a_token_reads(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keys", "create", "both", "--site", "shop", "--site", "blog", "--config", str(config)]) == 0
+    token = capsys.readouterr().out.strip()
+    assert main(["keys", "create", "own", "--config", str(config)]) == 0
+    capsys.readouterr()
+    settings = Settings.load(config)
+    record = TokenStore(settings.tokens_path).verify(token)
+    assert record is not None and record.readable_sites(settings.site_id) == ("shop", "blog")
+    assert main(["keys", "list", "--config", str(config)]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("both") and "sites shop,blog" in line for line in listing)
+    assert any(line.startswith("own") and f"sites {settings.site_id}" in line for line in listing)
+
+
 def test_stats_reads_the_data_directly(config: Path, base: dt.date, capsys: pytest.CaptureFixture[str]) -> None:
     rng = ["--from", base.isoformat(), "--to", (base + dt.timedelta(days=2)).isoformat()]
     assert main(["stats", "aggregate", "--config", str(config), *rng]) == 0

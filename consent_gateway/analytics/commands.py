@@ -266,11 +266,12 @@ def render_table(result: Result) -> str:
 
 
 def keys_command(args: argparse.Namespace, settings: Settings, out: TextIO | None = None) -> int:
-    """``keys create NAME [--expires DAYS]``, ``keys list``, ``keys revoke NAME``."""
+    """``keys create NAME [--expires DAYS] [--site SITE ...]``, ``keys list``, ``keys revoke NAME``."""
     out = out or sys.stdout
     tokens = TokenStore(settings.tokens_path)
     if args.keys_command == "create":
-        token, record = tokens.create(args.name, expires_days=args.expires)
+        sites = getattr(args, "site", None)
+        token, record = tokens.create(args.name, sites=sites, expires_days=args.expires)
         out.write(f"{token}\n")
         print(
             f"token {record.name!r} created{' (expires ' + record.expires + ')' if record.expires else ''}; "
@@ -284,7 +285,10 @@ def keys_command(args: argparse.Namespace, settings: Settings, out: TextIO | Non
         if not records:
             out.write(f"no tokens in {settings.tokens_path}; `consent-gateway keys create NAME` makes one\n")
         for r in records:
-            out.write(f"{r.name:<24} {r.status(now):<8} created {r.created}  expires {r.expires or 'never'}\n")
+            out.write(
+                f"{r.name:<24} {r.status(now):<8} created {r.created}  expires {r.expires or 'never'}"
+                f"  sites {','.join(r.readable_sites(settings.site_id))}\n"
+            )
         return 0
     if args.keys_command == "revoke":
         count = tokens.revoke(args.name)
