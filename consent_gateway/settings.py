@@ -104,6 +104,9 @@ class PolicyVersion:
         return f"{self.major}.{self.minor}"
 
 
+SETTINGS_BUTTON_PLACES = ("bottom-left", "bottom-right", "none")
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class BannerTexts:
     """The banner's words in Korean and English; their hash goes into each consent receipt."""
@@ -194,6 +197,8 @@ class Settings:
     )
     banner: BannerTexts = BannerTexts()
     inject_banner: bool = True
+    # Where the floating "cookie settings" button sits; "none" when the site shows its own link.
+    settings_button: str = "bottom-left"
     google_consent_mode: bool = False
     default_locale: str = "ko"
     events_retention_months: int = 3
@@ -359,6 +364,7 @@ _SCALARS: dict[str, type] = {
     "gpc_refuses": tuple,
     "policy_url": str,
     "inject_banner": bool,
+    "settings_button": str,
     "google_consent_mode": bool,
     "default_locale": str,
     "events_retention_months": int,
@@ -578,6 +584,8 @@ def _validate(s: Settings) -> None:
         raise SettingsError("database", s.database, "use letters, digits and '_' (a ClickHouse identifier)")
     if not re.fullmatch(r"/[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*", s.prefix):
         raise SettingsError("prefix", s.prefix, 'start with "/" and use no trailing slash, e.g. "/_consent"')
+    if s.settings_button not in SETTINGS_BUTTON_PLACES:
+        raise SettingsError("settings_button", s.settings_button, f"use one of {', '.join(SETTINGS_BUTTON_PLACES)}")
     url = s.clickhouse_url
     if url and not url.startswith(("chdb://", "http://", "https://")):
         raise SettingsError("clickhouse_url", url, "use chdb:///path for the embedded engine or http(s)://host:port")
