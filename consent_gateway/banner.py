@@ -3,7 +3,9 @@
 Two layers. The first (``#cg-banner``) has the short text, the privacy-policy link and three
 controls of equal weight: accept all, reject all, settings. The second (the settings page at
 ``{prefix}/`` without JavaScript, a modal dialog built by ``static/banner.js`` with it) lists one
-toggle per category with its description and the cookies the registry names for it.
+toggle per category with its description and the cookies the registry names for it. In both, the
+text and toggles sit in ``.cg-body`` and the choices in ``.cg-actions`` after it, so the CSS can let
+the text scroll while every choice stays in view, from a 320 px phone to 200% zoom on a desktop.
 
 With JavaScript on, ``static/banner.js`` takes the first layer over (fetch instead of a page load,
 script gating without a reload) and builds the second from ``GET {prefix}/state``; without it, the
@@ -209,13 +211,20 @@ class BannerRenderer:
         needs_choice = consent.status is not ConsentStatus.GIVEN
         granted = " ".join(sorted(consent.categories))
         ret = safe_return_path(return_to) or "/"
+        place = s.settings_button
         parts = [
-            f'<div id="cg-root" class="cg-root" data-cg-prefix="{prefix}" data-cg-status="{consent.status.value}" '
-            f'data-cg-granted="{esc(granted)}" data-cg-locale="{locale}" data-cg-gpc="{"1" if consent.gpc else "0"}" '
-            f'data-cg-track="{self._track}" data-cg-saved="{esc(s.banner.get("saved", locale))}" lang="{locale}">',
-            f'<a class="cg-settings-link" href="{self._settings_url(locale, ret)}" data-cg-open>'
-            f"{esc(s.banner.get('settings_link', locale))}</a>",
+            f'<div id="cg-root" class="cg-root cg-at-{place}" data-cg-prefix="{prefix}" '
+            f'data-cg-status="{consent.status.value}" data-cg-granted="{esc(granted)}" data-cg-locale="{locale}" '
+            f'data-cg-gpc="{"1" if consent.gpc else "0"}" data-cg-track="{self._track}" '
+            f'data-cg-saved="{esc(s.banner.get("saved", locale))}" lang="{locale}">'
         ]
+        if place != "none":
+            # With "none" the site shows its own control: any element with data-cg-open-settings
+            # (banner.js), or a link to {prefix}/?return_to=... that works without JavaScript.
+            parts.append(
+                f'<a class="cg-settings-link" href="{self._settings_url(locale, ret)}" data-cg-open>'
+                f"{esc(s.banner.get('settings_link', locale))}</a>"
+            )
         if needs_choice or open_settings:
             parts.append(self.form(consent, locale, ret, open_settings=open_settings, upcoming=upcoming))
         parts.append("</div>")
@@ -252,10 +261,9 @@ class BannerRenderer:
     def _intro(self, locale: str, text_id: str) -> str:
         s = self.settings
         esc = html.escape
-        return (
-            f'<p id="{text_id}" class="cg-text">{esc(s.banner.text(locale))} '
-            f'<a href="{esc(s.policy_url)}">{esc(s.banner.get("policy_link", locale))}</a></p>'
-        )
+        # No policy URL configured: no link, rather than one to a page the site may not have.
+        link = f' <a href="{esc(s.policy_url)}">{esc(s.banner.get("policy_link", locale))}</a>' if s.policy_url else ""
+        return f'<p id="{text_id}" class="cg-text">{esc(s.banner.text(locale))}{link}</p>'
 
     def form(
         self,
@@ -282,9 +290,11 @@ class BannerRenderer:
             f'<form method="post" action="{prefix}/" class="cg-form">'
             f'<input type="hidden" name="return_to" value="{ret}">'
             f'<input type="hidden" name="locale" value="{locale}">'
+            + '<div class="cg-body">'
             + self._head("cg-title", t.title(locale), locale, return_to)
             + self._intro(locale, "cg-text")
             + self._notices(consent, locale, upcoming)
+            + "</div>"
             + '<div class="cg-actions">'
             + _choice("accept_all", t.get("accept", locale))
             + _choice("reject_all", t.get("reject", locale))
@@ -335,10 +345,11 @@ class BannerRenderer:
             f'<form method="post" action="{prefix}/" class="cg-form">'
             f'<input type="hidden" name="return_to" value="{ret}">'
             f'<input type="hidden" name="locale" value="{locale}">'
+            + '<div class="cg-body">'
             + self._head("cg-prefs-title", t.get("settings_link", locale), locale, return_to, heading)
             + self._intro(locale, "cg-prefs-text")
             + self._notices(consent, locale, upcoming)
-            + f'<div class="cg-categories">{"".join(toggles)}</div>'
+            + f'<div class="cg-categories">{"".join(toggles)}</div></div>'
             + '<div class="cg-actions">'
             + _choice("accept_all", t.get("accept", locale))
             + _choice("reject_all", t.get("reject", locale))

@@ -116,6 +116,9 @@ class PolicyVersion:
         return f"{self.major}.{self.minor}"
 
 
+SETTINGS_BUTTON_PLACES = ("bottom-left", "bottom-right", "none")
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class BannerTexts:
     """The banner's words in Korean and English; their hash goes into each consent receipt."""
@@ -433,6 +436,8 @@ class PageSettings(_Group):
 
     banner: BannerTexts = field(default=BannerTexts(), metadata=_flat("banner"))
     inject_banner: bool = field(default=True, metadata=_flat("inject_banner"))
+    # Where the floating "cookie settings" button sits; "none" when the site shows its own link.
+    settings_button: str = field(default="bottom-left", metadata=_flat("settings_button"))
     google_consent_mode: bool = field(default=False, metadata=_flat("google_consent_mode"))
     default_locale: str = field(default="ko", metadata=_flat("default_locale"))
     log_visit_assets: bool = field(default=False, metadata=_flat("log_visit_assets"))
@@ -440,6 +445,10 @@ class PageSettings(_Group):
     def _check(self) -> None:
         if self.default_locale not in ("ko", "en"):
             raise SettingsError("default_locale", self.default_locale, 'use "ko" or "en"')
+        if self.settings_button not in SETTINGS_BUTTON_PLACES:
+            raise SettingsError(
+                "settings_button", self.settings_button, f"use one of {', '.join(SETTINGS_BUTTON_PLACES)}"
+            )
 
 
 @dataclass(frozen=True, kw_only=True, repr=False)
@@ -841,6 +850,7 @@ class Settings:
         max_event_names: int
         banner: BannerTexts
         inject_banner: bool
+        settings_button: str
         google_consent_mode: bool
         default_locale: str
         log_visit_assets: bool

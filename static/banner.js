@@ -5,7 +5,8 @@
    Page API: consentGateway.get() -> {status, categories, gpc}; .on("change", fn) where fn gets
    {status, categories, revoked[, withdrawn]} (also a "consentgateway:change" DOM event); .open();
    .withdraw(). Gated markup: <script type="text/plain" data-consent="analytics" src|data-src>
-   and <iframe data-consent="marketing" data-src>. */
+   and <iframe data-consent="marketing" data-src>. Any element with data-cg-open-settings opens
+   the settings layer (the site's own control when settings_button = "none"). */
 (function (w, d) {
   "use strict";
   var me = d.currentScript;
@@ -187,15 +188,15 @@
     var id = full ? "cg-prefs" : "cg-banner";
     var title = full ? "cg-prefs-title" : "cg-title";
     var text = full ? "cg-prefs-text" : "cg-text";
+    var policy = state.policy.url ? [" ", h("a", { href: state.policy.url }, [T.policy_link])] : [];
+    // The text scrolls inside .cg-body; the choices below it stay in view on every screen.
     var kids = [
-      h("input", { type: "hidden", name: "return_to", value: here() }),
-      h("input", { type: "hidden", name: "locale", value: locale }),
       h("div", { "class": "cg-head" }, [
         h("h2", { id: title, "class": "cg-title" }, [full ? T.settings_link : T.title]),
         h("a", { "class": "cg-lang", href: settingsUrl(other), lang: other, hreflang: other, "data-cg-lang": other }, [T.other_language]),
         full ? h("button", { type: "button", "class": "cg-close", "data-cg-close": true }, [T.close]) : null
       ]),
-      h("p", { id: text, "class": "cg-text" }, [T.text + " ", h("a", { href: state.policy.url }, [T.policy_link])])
+      h("p", { id: text, "class": "cg-text" }, [T.text].concat(policy))
     ];
     if (state.gpc) kids.push(h("p", { "class": "cg-notice cg-gpc" }, [T.gpc_notice]));
     var up = state.upcoming;
@@ -207,18 +208,23 @@
     if (full) {
       kids.push(h("div", { "class": "cg-categories" }, state.categories_info.map(function (c) { return category(c, T, picks); })));
     }
-    kids.push(h("div", { "class": "cg-actions" }, [
-      choice("accept_all", T.accept),
-      choice("reject_all", T.reject),
-      full ? choice("save", T.save)
-        : h("button", { type: "submit", "class": "cg-button", formmethod: "get", formaction: prefix + "/", "data-cg-settings": true }, [T.settings])
-    ]));
     if (full && status !== "unset") {
       kids.push(h("p", { "class": "cg-extra" }, [
         h("button", { type: "button", "class": "cg-close", "data-cg-withdraw": true }, [T.withdraw]), " ",
         h("a", { href: prefix + "/receipts" }, [T.receipts])
       ]));
     }
+    kids = [
+      h("input", { type: "hidden", name: "return_to", value: here() }),
+      h("input", { type: "hidden", name: "locale", value: locale }),
+      h("div", { "class": "cg-body" }, kids),
+      h("div", { "class": "cg-actions" }, [
+        choice("accept_all", T.accept),
+        choice("reject_all", T.reject),
+        full ? choice("save", T.save)
+          : h("button", { type: "submit", "class": "cg-button", formmethod: "get", formaction: prefix + "/", "data-cg-settings": true }, [T.settings])
+      ])
+    ];
     return h("section", {
       id: id, "class": id, role: "dialog", "aria-modal": full ? "true" : "false", "aria-labelledby": title,
       "aria-describedby": text, lang: locale, tabindex: "-1"
@@ -316,6 +322,8 @@
   }
 
   function onClick(ev) {
+    var own = ev.target.closest && ev.target.closest("[data-cg-open-settings]");
+    if (own && !(wrap && wrap.contains(own))) { ev.preventDefault(); openPrefs(own); return; }
     var el = ev.target.closest && ev.target.closest("[data-cg-open],[data-cg-settings],[data-cg-lang],[data-cg-close],[data-cg-withdraw]");
     if (!el || !(root.contains(el) || (wrap && wrap.contains(el)))) return;
     ev.preventDefault();
