@@ -183,6 +183,9 @@ class Settings:
     unknown_cookie_category: str = "preferences"
     event_registry: tuple[tuple[str, str], ...] = (("pageview", "analytics"),)
     unknown_event_category: str = "analytics"
+    # The category visits are governed by, and the one whose grant lets click ids be stored.
+    visit_category: str = "analytics"
+    marketing_category: str = "marketing"
     gpc_refuses: tuple[str, ...] = ("marketing",)
     policy: PolicyVersion = PolicyVersion(1, 0, dt.date(2026, 1, 1))
     upcoming_policy: PolicyVersion | None = None
@@ -356,6 +359,8 @@ _SCALARS: dict[str, type] = {
     "cookie_domain": str,
     "unknown_cookie_category": str,
     "unknown_event_category": str,
+    "visit_category": str,
+    "marketing_category": str,
     "gpc_refuses": tuple,
     "policy_url": str,
     "inject_banner": bool,
