@@ -96,6 +96,8 @@ class Policy:
         # and visitors share a few of those: one table for given consents, one for the others.
         self._given_visits: dict[frozenset[str], Decision | None] = {}
         self._other_visits: dict[frozenset[str], Decision | None] = {}
+        self._identified: dict[str, Decision] = {}
+        self._pseudonymised: dict[str, Decision] = {}
 
     def __repr__(self) -> str:
         return f"Policy(rows={self._rows!r}, visit_category={self._visit_category!r})"
@@ -126,7 +128,13 @@ class Policy:
         if action == DROP:
             return None
         identified = action == KEEP and given
-        return Decision(category, KEEP if identified else PSEUDONYMISE, identified)
+        # Decisions are values: one per category and outcome, shared by every request. Categories
+        # come from the settings (registered or unknown), so these tables stay small.
+        shared = self._identified if identified else self._pseudonymised
+        decision = shared.get(category)
+        if decision is None:
+            decision = shared[category] = Decision(category, KEEP if identified else PSEUDONYMISE, identified)
+        return decision
 
 
 class RowBuilder:

@@ -34,6 +34,8 @@ def test_a_granted_category_keeps_the_record_with_its_consent_id(settings: Setti
     assert visit == Decision("analytics", KEEP, True)
     assert visit is not None and visit.consent_id(consent) == "c" * 22
     assert policy.decide(EVENT, "signup", consent, CHROME) == Decision("marketing", KEEP, True)
+    # Decisions are shared values: events of one category and outcome get the same one.
+    assert policy.decide(EVENT, "pageview", consent, CHROME) is policy.decide(EVENT, "portfolio_view", consent, CHROME)
 
 
 def test_a_refused_category_is_pseudonymised_or_dropped_by_its_row(settings: Settings) -> None:
