@@ -144,7 +144,8 @@ class ConsentResolver:
     def __repr__(self) -> str:
         return f"ConsentResolver(cached={len(self._resolved)}, max={self._max})"
 
-    def __len__(self) -> int:
+    @property
+    def cached(self) -> int:
         """How many resolved consents are remembered."""
         return len(self._resolved)
 

@@ -44,4 +44,4 @@ def test_resolved_consents_are_bounded_like_the_verify_cache(make_settings: Call
         cookie = sign_cookie(SECRET, consent_id=f"cid-{n:016d}")
         consent, _ = runtime.consents.consent_for(cookie, False, 1)
         assert consent.consent_id == f"cid-{n:016d}"
-    assert len(runtime.consents) == 4
+    assert runtime.consents.cached == 4
