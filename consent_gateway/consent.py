@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -180,3 +183,29 @@ class ConsentResolver:
             del resolved[next(iter(resolved))]  # the oldest entry
         resolved[key] = (verified, consent)
         return consent, verified
+
+
+class MajorInForce:
+    """MAJOR of the privacy policy in force today, as ``major_on(day)`` gives it.
+
+    Called on every request; looked up once per UTC day, since the policy changes at most daily:
+    one float comparison per request, the date arithmetic once a day.
+    """
+
+    __slots__ = ("_major", "_major_on", "_until")
+
+    def __init__(self, major_on: Callable[[dt.date], int]) -> None:
+        self._major_on = major_on
+        self._major = 0
+        self._until = 0.0  # epoch seconds of the next UTC midnight, when the lookup is redone
+
+    def __repr__(self) -> str:
+        return f"MajorInForce(major={self._major}, until={self._until})"
+
+    def __call__(self) -> int:
+        if time.time() >= self._until:
+            now = dt.datetime.now(dt.UTC)
+            self._major = self._major_on(now.date())
+            midnight = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), dt.UTC)
+            self._until = midnight.timestamp()
+        return self._major

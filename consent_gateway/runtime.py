@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
-import time
 
 from .banner import BannerRenderer
 from .clientip import TrustedProxies
-from .consent import ConsentResolver
+from .consent import ConsentResolver, MajorInForce
 from .cookies import ConsentCookie
 from .errors import SettingsError, StoreError
 from .pipeline import Journal, Pipeline, PipelineMetrics, Writer, WriterConfig
@@ -79,14 +77,14 @@ class GatewayRuntime:
         self.query_store: Store | None = None
         self._start_lock = asyncio.Lock()
         self.started = False
-        self._policy_until = 0.0  # epoch seconds of the next UTC midnight, when the lookup is redone
-        self._policy_major = settings.policy.major
+        # The MAJOR of the policy in force, for each request's consent (see MajorInForce).
+        self.policy_major = MajorInForce(lambda day: settings.policy_in_force(day).major)
         self.consents = ConsentResolver(
             self.codec,
             required=self.required,
             known=self.known,
             gpc_refuses=self.gpc_refuses,
-            policy_major=self._policy_major,
+            policy_major=settings.policy.major,
             cache_size=settings.verify_cache_size,
         )
 
@@ -198,19 +196,6 @@ class GatewayRuntime:
             visits=pipeline.visits,
             visits_taken=pipeline.visits_taken,
         )
-
-    # -- per request ----------------------------------------------------------------------
-
-    def policy_major(self) -> int:
-        """MAJOR of the policy in force; looked up once per UTC day since it changes at most daily."""
-        # One float comparison per request; the date arithmetic runs once a day.
-        if time.time() >= self._policy_until:
-            now = dt.datetime.now(dt.UTC)
-            self._policy_major = self.settings.policy_in_force(now.date()).major
-            midnight = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), dt.UTC)
-            self._policy_until = midnight.timestamp()
-        return self._policy_major
-
 
 def _require_keys(settings: Settings) -> None:
     """Refuse settings without the keys a gateway needs, naming every missing one in one error."""

@@ -45,3 +45,21 @@ def test_resolved_consents_are_bounded_like_the_verify_cache(make_settings: Call
         consent, _ = runtime.consents.consent_for(cookie, False, 1)
         assert consent.consent_id == f"cid-{n:016d}"
     assert runtime.consents.cached == 4
+
+
+def test_the_policy_major_is_looked_up_once_a_day(monkeypatch: pytest.MonkeyPatch) -> None:
+    from consent_gateway import consent as consent_module
+    from consent_gateway.consent import MajorInForce
+
+    days: list[object] = []
+
+    def major_on(day: object) -> int:
+        days.append(day)
+        return len(days)
+
+    major = MajorInForce(major_on)
+    assert major() == 1 and major() == 1 and len(days) == 1
+    # Past the next UTC midnight the policy in force is looked up again.
+    tomorrow = time.time() + 86400 + 1
+    monkeypatch.setattr(consent_module, "time", SimpleNamespace(time=lambda: tomorrow))
+    assert major() == 2 and len(days) == 2
