@@ -113,5 +113,3 @@ def _cookie_values(header: bytes, name: bytes) -> list[str]:
             continue
         values.append(match.group(1).strip().strip(b'"').decode("latin-1"))
     return values
-
-
