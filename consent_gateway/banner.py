@@ -85,7 +85,8 @@ def tracker_config(settings: Settings) -> dict[str, Any]:
         else:
             exact[name] = category
     rows = {kind: refused for kind, _granted, refused in settings.policy_matrix}
-    fallback = rows.get("analytics", "pseudonymise")
+    # Categories without a row of their own follow the visit category's row, as in Policy.
+    fallback = rows.get(settings.visit_category, "pseudonymise")
     dropped = [c.key for c in settings.categories if not c.required and rows.get(c.key, fallback) == "drop"]
     return {"e": exact, "p": patterns, "u": settings.unknown_event_category, "d": dropped}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 _EXPIRED = "Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0"
 
@@ -54,3 +55,27 @@ def expire_headers(names: Iterable[str], *, domain: str = "", secure: bool = Fal
             # A cookie set without Domain is host-only and needs a deletion without Domain too.
             out.append(f"{name}=; {_EXPIRED}; Path=/".encode("latin-1"))
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentCookie:
+    """How the signed consent cookie is set: its name, lifetime, domain and Secure flag."""
+
+    name: str
+    max_age: int
+    domain: str = ""
+    secure: bool = True
+    _attributes: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        parts = [f"Max-Age={self.max_age}", "Path=/", "HttpOnly", "SameSite=Lax"]
+        if self.domain:
+            parts.append(f"Domain={self.domain}")
+        if self.secure:
+            parts.append("Secure")
+        # The attributes are the same on every header: joined once here.
+        object.__setattr__(self, "_attributes", "; ".join(parts))
+
+    def header(self, value: str) -> bytes:
+        """The Set-Cookie value that stores the signed ``value`` in the browser."""
+        return f"{self.name}={value}; {self._attributes}".encode("latin-1")

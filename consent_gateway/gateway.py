@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .middleware import ASGIApp, ConsentMiddleware, Receive, Scope, Send, lifespan_with_runtime
+from .asgi import ASGIApp, Receive, Scope, Send
+from .middleware import ConsentMiddleware, lifespan_with_runtime
 from .routes import ConsentRoutes
 from .runtime import GatewayRuntime
 from .settings import Settings

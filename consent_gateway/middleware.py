@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from .consent import ConsentStatus
+from .asgi import ASGIApp, Message, Receive, Scope, Send
+from .consent import Consent
 from .cookies import set_cookie_names
-from .pseudonymize import reduce_user_agent
+from .policy import VISIT
 from .records import RawRecord
+from .request import RequestFacts
 from .runtime import GatewayRuntime
 from .settings import Settings
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _ASSET_SUFFIXES = (
     ".css", ".js", ".mjs", ".map", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp", ".avif",
@@ -36,116 +30,6 @@ _RESPONSE_HEADERS = {
 }
 # HTML bodies larger than this are passed through without the banner rather than held in memory.
 MAX_INJECT_BODY = 2 * 1024 * 1024
-
-
-class RequestFacts:
-    """The request headers the gateway reads, gathered in one pass over ``scope["headers"]``.
-
-    Values stay bytes until they are read: a page reads the consent cookie on every request, the
-    others only when a visit is logged or a banner has to pick a language.
-    """
-
-    __slots__ = (
-        "_accept_language",
-        "_cookies",
-        "_forwarded_for",
-        "_host",
-        "_referer",
-        "_user_agent",
-        "consent_alternatives",
-        "consent_cookie",
-        "gpc",
-    )
-
-    def __init__(self, headers: list[tuple[bytes, bytes]], cookie_name: bytes) -> None:
-        if type(headers) is not list:
-            headers = list(headers)
-        # dict() reads the pairs in C; a name sent twice keeps its last value, as a loop would.
-        found = dict(headers)
-        cookie = found.get(b"cookie")
-        if len(found) == len(headers):
-            cookies = None if cookie is None else [cookie]
-        else:  # a repeated header: every Cookie header counts, in order
-            cookies = [value for key, value in headers if key == b"cookie"] or None
-        consent_cookie: str | None = None
-        alternatives: tuple[str, ...] = ()
-        if cookies is not None:
-            for value in cookies:
-                if cookie_name in value:
-                    for text in _cookie_values(value, cookie_name):
-                        if consent_cookie is None:
-                            consent_cookie = text
-                        else:
-                            # Further cg_consent values (a browser keeps one per domain/path after a
-                            # cookie_domain change).
-                            alternatives += (text,)
-        self.consent_cookie = consent_cookie
-        self.consent_alternatives = alternatives
-        gpc = found.get(b"sec-gpc")
-        self.gpc = gpc is not None and gpc.strip() == b"1"
-        self._cookies = cookies
-        self._user_agent = found.get(b"user-agent", b"")
-        self._referer = found.get(b"referer", b"")
-        self._host = found.get(b"host", b"")
-        self._forwarded_for = found.get(b"x-forwarded-for", b"")
-        self._accept_language = found.get(b"accept-language", b"")
-
-    @property
-    def cookie(self) -> str:
-        """Every Cookie header of the request, joined with "; "."""
-        joined = ""
-        for value in self._cookies or ():
-            text = value.decode("latin-1")
-            joined = f"{joined}; {text}" if joined else text
-        return joined
-
-    @property
-    def user_agent(self) -> str:
-        return self._user_agent.decode("latin-1")
-
-    @property
-    def referer(self) -> str:
-        return self._referer.decode("latin-1")
-
-    @property
-    def host(self) -> str:
-        return self._host.decode("latin-1")
-
-    @property
-    def forwarded_for(self) -> str:
-        return self._forwarded_for.decode("latin-1")
-
-    @property
-    def accept_language(self) -> str:
-        return self._accept_language.decode("latin-1")
-
-
-_COOKIE_PATTERNS: dict[bytes, re.Pattern[bytes]] = {}
-_WHITESPACE = b" \t\n\r\x0b\x0c"
-
-
-def _cookie_pattern(name: bytes) -> re.Pattern[bytes]:
-    pattern = _COOKIE_PATTERNS.get(name)
-    if pattern is None:
-        # Starting with the name itself lets the engine jump from one occurrence to the next.
-        pattern = _COOKIE_PATTERNS[name] = re.compile(re.escape(name) + b"[" + re.escape(_WHITESPACE) + b"]*=([^;]*)")
-    return pattern
-
-
-def _cookie_values(header: bytes, name: bytes) -> list[str]:
-    """Values of every ``name`` pair in one Cookie header, whitespace and quotes stripped.
-
-    The header reads as pairs split on ";" and then on the first "="; a pair is ``name``'s when
-    its name, whitespace stripped, is exactly ``name``.
-    """
-    values = []
-    for match in _cookie_pattern(name).finditer(header):
-        at = match.start()
-        # Only whitespace may stand between the pair's start (a ";" or the header's) and the name.
-        if at and header[header.rfind(b";", 0, at) + 1 : at].strip(_WHITESPACE):
-            continue
-        values.append(match.group(1).strip().strip(b'"').decode("latin-1"))
-    return values
 
 
 class ConsentMiddleware:
@@ -179,7 +63,8 @@ class ConsentMiddleware:
         self._site = s.site_id
         self._inject_banner = s.inject_banner
         self._skip_assets = not s.log_visit_assets
-        self._drop_bots = s.drop_bots
+        self._consent_for = runtime.consents.consent_for
+        self._decide = runtime.policy.decide
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -193,13 +78,13 @@ class ConsentMiddleware:
         if not runtime.started:
             await runtime.start()
         facts = RequestFacts(scope["headers"], self._cookie_name)
-        consent, verified = runtime.consent_for(
+        consent, verified = self._consent_for(
             facts.consent_cookie, facts.gpc, runtime.policy_major(), facts.consent_alternatives
         )
         scope["consent"] = consent
         started = time.perf_counter()
         reissue = (
-            runtime.consent_cookie_header(runtime.codec.encode(verified.record))
+            runtime.consent_cookie.header(runtime.codec.encode(verified.record))
             if verified is not None and verified.stale_key
             else None
         )
@@ -320,7 +205,7 @@ class ConsentMiddleware:
         self,
         scope: Scope,
         facts: RequestFacts,
-        consent: Any,
+        consent: Consent,
         is_html: bool,
         status: int,
         started: float,
@@ -329,18 +214,16 @@ class ConsentMiddleware:
         if self._skip_assets and path.endswith(_ASSET_SUFFIXES):
             return
         user_agent = facts.user_agent
-        if self._drop_bots and reduce_user_agent(user_agent).is_bot:
-            return  # crawlers and headless browsers are not visitors (SECURITY.md)
-        runtime = self.runtime
-        action = runtime.policy.decide_visit(consent)
-        if action == "drop":
+        decision = self._decide(VISIT, "", consent, user_agent)
+        if decision is None:
             return
+        runtime = self.runtime
         runtime.pipeline.submit(
             RawRecord(
-                "visit",
+                VISIT,
                 "pageview" if is_html else "request",
-                "analytics",
-                action,
+                decision.category,
+                decision.action,
                 time.time(),
                 self._site,
                 facts.host,
@@ -348,8 +231,8 @@ class ConsentMiddleware:
                 scope.get("query_string", b"").decode("latin-1"),
                 facts.referer,
                 user_agent,
-                runtime.client_ip(scope, facts.forwarded_for),
-                consent.consent_id if consent.status is ConsentStatus.GIVEN else None,
+                runtime.proxies.client_ip(scope, facts.forwarded_for),
+                consent.consent_id if decision.identified else None,
                 consent.categories,
                 status,
                 int((time.perf_counter() - started) * 1000),

@@ -1,4 +1,4 @@
-"""The policy matrix (keep / pseudonymise / drop) and the rows it produces."""
+"""The policy: the one decision (keep / pseudonymise / drop) per record, and the rows it produces."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import datetime as dt
 import hashlib
 import uuid
 from collections.abc import Container
+from dataclasses import dataclass
 from functools import lru_cache, partial
 from typing import Any
 
 import orjson
 
-from .consent import Consent
+from .consent import Consent, ConsentStatus
 from .pseudonymize import (
     SaltStore,
     consented_visitor,
@@ -23,48 +24,117 @@ from .pseudonymize import (
     truncate_ip,
 )
 from .records import CollectedEvents, RawRecord, ReceiptRecord, new_record_hex, new_record_hex_bytes, props_text
+from .registry import CategoryRegistry
 from .settings import Settings
 
 KEEP = "keep"
 PSEUDONYMISE = "pseudonymise"
 DROP = "drop"
 
+VISIT = "visit"
+EVENT = "event"
 
-# Distinct sets of granted categories whose visit decision is remembered (2**categories at most).
+# Distinct sets of granted categories whose visit decision is remembered, given consents and
+# others apart (2**categories each at most).
 _VISIT_DECISIONS = 256
 
 
-class Policy:
-    """Decides what happens to a record of a given kind for a given consent.
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What happens to one record: stored under ``category`` as ``action``.
 
-    Visits are governed by the ``analytics`` category under the ``visit`` row of the matrix;
-    an event is governed by its registered category under that category's row (categories with
-    no row of their own use the ``analytics`` row). Required categories are always kept.
+    ``action`` is ``keep`` only when the record is identified (stored with the visitor key of
+    the consent id); everything else is ``pseudonymise``. Records that are dropped get no Decision.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    category: str
+    action: str
+    identified: bool
+
+    def consent_id(self, consent: Consent) -> str | None:
+        """The consent id the record carries: the visitor's when it is identified, else none."""
+        return consent.consent_id if self.identified else None
+
+    def without_identity(self) -> Decision:
+        """The decision once the record's consent id is withdrawn: the statistics stay, the identity goes."""
+        return Decision(self.category, withdrawn(self.action), False)
+
+
+def withdrawn(action: str) -> str:
+    """The action of a record whose consent id was withdrawn after it was decided.
+
+    Withdrawal erases identities, not statistics: such a record is stored pseudonymised.
+    """
+    return PSEUDONYMISE if action in (KEEP, PSEUDONYMISE) else action
+
+
+class Policy:
+    """The one place that decides what happens to a visit or an event for a given consent.
+
+    Visits are governed by the visit category (setting ``visit_category``) under the ``visit``
+    row of the matrix; an event by its registered category under that category's row. A
+    category with no row of its own uses the visit category's row. Required categories are
+    always kept. A KEEP is identified only under a given consent: without one (unset or
+    outdated) the record is stored pseudonymised. With ``drop_bots`` a bot's records are dropped.
+    """
+
+    def __init__(self, settings: Settings, events: CategoryRegistry | None = None) -> None:
         self._rows = {kind: (granted, refused) for kind, granted, refused in settings.policy_matrix}
         self._required = settings.required_categories
-        self._fallback = self._rows.get("analytics", (KEEP, PSEUDONYMISE))
-        # A visit's fate depends only on the granted categories, and visitors share a few sets.
-        self._visits: dict[frozenset[str], str] = {}
+        self._visit_category = settings.visit_category
+        self._fallback = self._rows.get(settings.visit_category, (KEEP, PSEUDONYMISE))
+        self._drop_bots = settings.drop_bots
+        if events is None:
+            events = CategoryRegistry(
+                settings.event_registry,
+                unknown_category=settings.unknown_event_category,
+                label="event",
+                section="events",
+            )
+        self._category_of = events.category_of
+        # A visit's fate depends only on the granted categories and whether the consent is given,
+        # and visitors share a few of those: one table for given consents, one for the others.
+        self._given_visits: dict[frozenset[str], Decision | None] = {}
+        self._other_visits: dict[frozenset[str], Decision | None] = {}
+        self._identified: dict[str, Decision] = {}
+        self._pseudonymised: dict[str, Decision] = {}
 
-    def decide(self, kind: str, category: str, consent: Consent) -> str:
+    def __repr__(self) -> str:
+        return f"Policy(rows={self._rows!r}, visit_category={self._visit_category!r})"
+
+    def decide(self, kind: str, name: str, consent: Consent, user_agent: str) -> Decision | None:
+        """The decision for a record of ``kind`` (``visit`` or ``event``) named ``name``; None drops it."""
+        if self._drop_bots and reduce_user_agent(user_agent).is_bot:
+            return None  # crawlers and headless browsers are not visitors (SECURITY.md)
+        given = consent.status is ConsentStatus.GIVEN
+        if kind == VISIT:
+            visits = self._given_visits if given else self._other_visits
+            try:
+                return visits[consent.categories]
+            except KeyError:
+                decision = self._decision(VISIT, self._visit_category, consent, given)
+                if len(visits) < _VISIT_DECISIONS:
+                    visits[consent.categories] = decision
+                return decision
+        category = self._category_of(name)
+        return self._decision(category, category, consent, given)
+
+    def _decision(self, row: str, category: str, consent: Consent, given: bool) -> Decision | None:
         if category in self._required:
-            return KEEP
-        granted, refused = self._rows.get(kind) or self._rows.get(category) or self._fallback
-        return granted if consent.allows(category) else refused
-
-    def decide_visit(self, consent: Consent) -> str:
-        action = self._visits.get(consent.categories)
-        if action is None:
-            action = self.decide("visit", "analytics", consent)
-            if len(self._visits) < _VISIT_DECISIONS:
-                self._visits[consent.categories] = action
-        return action
-
-    def decide_event(self, category: str, consent: Consent) -> str:
-        return self.decide(category, category, consent)
+            action = KEEP
+        else:
+            granted, refused = self._rows.get(row) or self._rows.get(category) or self._fallback
+            action = granted if consent.allows(category) else refused
+        if action == DROP:
+            return None
+        identified = action == KEEP and given
+        # Decisions are values: one per category and outcome, shared by every request. Categories
+        # come from the settings (registered or unknown), so these tables stay small.
+        shared = self._identified if identified else self._pseudonymised
+        decision = shared.get(category)
+        if decision is None:
+            decision = shared[category] = Decision(category, KEEP if identified else PSEUDONYMISE, identified)
+        return decision
 
 
 class RowBuilder:

@@ -16,17 +16,18 @@ from starlette.datastructures import FormData
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from .asgi import Receive, Scope, Send
 from .assets import static_dir
 from .banner import choose_locale, safe_return_path
 from .consent import Consent, ConsentRecord, ConsentStatus, Method
 from .cookies import expire_headers, request_cookie_names
 from .errors import RequestError, StoreError
-from .middleware import RequestFacts
 from .pipeline.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from .policy import DROP, KEEP, PSEUDONYMISE, banner_hash
-from .pseudonymize import reduce_user_agent, split_url
+from .policy import EVENT, Decision, banner_hash
+from .pseudonymize import split_url
 from .ratelimit import RateLimited
 from .records import CollectedEvents, EventFields, ReceiptRecord, parse_collect_body, props_text
+from .request import RequestFacts
 from .runtime import GatewayRuntime
 
 logger = logging.getLogger("consent_gateway.routes")
@@ -74,16 +75,17 @@ class ConsentRoutes:
             ("POST", "/"): choose,
             ("POST", "/withdraw"): withdraw,
             ("GET", "/receipts"): receipts,
-            ("POST", "/collect"): collect,
             ("GET", "/healthz"): healthz,
             ("GET", "/readyz"): readyz,
             ("GET", "/metrics"): metrics,
         }
+        # POST /collect is answered before this table (see _collect); other methods on it get 405.
+        self._paths = frozenset({p for _, p in self._routes} | {"/collect"})
 
     def __repr__(self) -> str:
         return f"ConsentRoutes(prefix={self.prefix!r})"
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sub = scope["path"][len(self.prefix):] or "/"
         method = scope["method"]
         if sub == "/collect" and method == "POST":
@@ -99,13 +101,12 @@ class ConsentRoutes:
             else:
                 handler = self._routes.get(("GET" if method == "HEAD" else method, sub))
                 if handler is None:
-                    known = sorted({p for _, p in self._routes})
-                    if any(p == sub for p in known):
+                    if sub in self._paths:
                         raise RequestError(f"{method} is not allowed on {self.prefix}{sub}", status=405)
                     raise RequestError(f"no gateway route {self.prefix}{sub}", status=404)
                 bucket = _LIMITED.get(("GET" if method == "HEAD" else method, sub))
                 if bucket is not None:
-                    ip = self.runtime.client_ip(scope, request.headers.get("x-forwarded-for", ""))
+                    ip = self.runtime.proxies.client_ip(scope, request.headers.get("x-forwarded-for", ""))
                     self.runtime.rate_limits.check(bucket, ip)
                 if method == "POST":
                     check_same_origin(request, self.runtime.settings.allowed_origins)
@@ -118,8 +119,8 @@ class ConsentRoutes:
             response.headers.setdefault(key, value)
         await response(scope, receive, send)
 
-    async def _collect(self, scope: Any, receive: Any, send: Any) -> None:
-        """POST /collect: what __call__ and collect() do together, with the same checks in the same order."""
+    async def _collect(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """POST /collect, read straight from the ASGI scope: the checks of every POST route, in the same order."""
         runtime = self.runtime
         try:
             if not runtime.started:
@@ -128,7 +129,7 @@ class ConsentRoutes:
             for key, value in scope["headers"]:
                 if key in _COLLECT_HEADERS and key not in first:
                     first[key] = value
-            ip = runtime.client_ip(scope, first.get(b"x-forwarded-for", b"").decode("latin-1"))
+            ip = runtime.proxies.client_ip(scope, first.get(b"x-forwarded-for", b"").decode("latin-1"))
             runtime.rate_limits.check("collect", ip)
             _check_origin(
                 first.get(b"host", b"").decode("latin-1"),
@@ -237,7 +238,7 @@ def facts_of(runtime: GatewayRuntime, request: Request) -> RequestFacts:
 
 
 def consent_of(runtime: GatewayRuntime, facts: RequestFacts) -> Consent:
-    consent, _ = runtime.consent_for(
+    consent, _ = runtime.consents.consent_for(
         facts.consent_cookie, facts.gpc, runtime.policy_major(), facts.consent_alternatives
     )
     return consent
@@ -372,7 +373,7 @@ def _receipt(
         method=method,
         banner_hash=banner_hash(s.banner.title(locale), s.banner.text(locale)),
         locale=locale,
-        ip=runtime.client_ip(request.scope, facts.forwarded_for),
+        ip=runtime.proxies.client_ip(request.scope, facts.forwarded_for),
         user_agent=facts.user_agent,
     )
 
@@ -491,7 +492,7 @@ async def choose(runtime: GatewayRuntime, request: Request) -> Response:
     locale = _locale(runtime, request, data.get("locale"))
     receipt = _receipt(runtime, request, facts, record, locale, categories, method.value)
     runtime.pipeline.submit_receipt(receipt)
-    cookies = [runtime.consent_cookie_header(runtime.codec.encode(record))]
+    cookies = [runtime.consent_cookie.header(runtime.codec.encode(record))]
     cookies += _cookie_headers_for_refused(runtime, facts, frozenset(categories))
     payload = {
         "status": ConsentStatus.GIVEN.value,
@@ -566,23 +567,11 @@ async def receipts(runtime: GatewayRuntime, request: Request) -> Response:
     )
 
 
-async def collect(runtime: GatewayRuntime, request: Request) -> Response:
-    """Accept one event or a list; answer how many were kept, pseudonymised and dropped.
-
-    ConsentRoutes answers POST /collect through its own lean path; this is the same route for a Request.
-    """
-    headers = request.headers
-    answer = await accept_events(
-        runtime, request.scope, request.receive, headers.get("content-type", ""), headers.get("content-length")
-    )
-    return Response(answer, status_code=202, media_type="application/json")
-
-
 _UNDECIDED: Any = object()
 
 
 async def accept_events(
-    runtime: GatewayRuntime, scope: Any, receive: Any, content_type: str, content_length: str | None
+    runtime: GatewayRuntime, scope: Scope, receive: Receive, content_type: str, content_length: str | None
 ) -> bytes:
     """Read, validate and hand over a /collect body; the body of the 202 answer.
 
@@ -598,44 +587,32 @@ async def accept_events(
     events = parse_collect_body(body, max_events=s.collect_max_events)
     facts = RequestFacts(scope["headers"], s.cookie_name.encode("latin-1"))
     consent = consent_of(runtime, facts)
-    ip = runtime.client_ip(scope, facts.forwarded_for)
+    ip = runtime.proxies.client_ip(scope, facts.forwarded_for)
     now = time.time()
     site = s.site_id
     host = facts.host
     user_agent = facts.user_agent
     granted = consent.categories
-    given = consent.status is ConsentStatus.GIVEN
-    bot = s.drop_bots and reduce_user_agent(user_agent).is_bot
     kept = dropped = 0
     records: list[EventFields] = []
-    # The category, decision and stored name depend only on the event's name, and a batch repeats
-    # a few names and URLs: each is worked out once per request.
-    decided: dict[str, tuple[str, str, str | None, bool, str] | None] = {}
+    # The decision and stored name depend only on the event's name, and a batch repeats a few
+    # names and URLs: each is worked out once per request.
+    decided: dict[str, tuple[Decision, str | None, str] | None] = {}
     urls: dict[str, tuple[str, str]] = {}
     admit = runtime.event_names.admit
+    decide = runtime.policy.decide
     for event in events:
         name = event.name
-        decision = decided.get(name, _UNDECIDED)
-        if decision is _UNDECIDED:
-            category = runtime.events.category_of(name)
-            action = runtime.policy.decide_event(category, consent)
-            identified = action == KEEP and given
-            decision = decided[name] = (
-                None
-                if action == DROP or bot
-                else (
-                    category,
-                    # A KEEP without a given consent (unset or outdated) is stored pseudonymised.
-                    action if identified or action != KEEP else PSEUDONYMISE,
-                    consent.consent_id if identified else None,
-                    identified,
-                    admit(name),
-                )
+        found = decided.get(name, _UNDECIDED)
+        if found is _UNDECIDED:
+            decision = decide(EVENT, name, consent, user_agent)
+            found = decided[name] = (
+                None if decision is None else (decision, decision.consent_id(consent), admit(name))
             )
-        if decision is None:
+        if found is None:
             dropped += 1
             continue
-        category, stored_action, consent_id, identified, stored_name = decision
+        decision, consent_id, stored_name = found
         if stored_name != name:
             # Folded into "(other)" by the cap, which counts every such event.
             stored_name = admit(name)
@@ -644,10 +621,10 @@ async def accept_events(
         if split is None:
             split = urls[url] = split_url(url)
         records.append(
-            (stored_name, category, stored_action, consent_id, split[0], split[1], event.referrer,
+            (stored_name, decision.category, decision.action, consent_id, split[0], split[1], event.referrer,
              props_text(event.props) if event.props else None)
         )
-        if identified:
+        if consent_id is not None:
             kept += 1
     pseudonymised = len(records) - kept
     accepted = len(events)
@@ -663,7 +640,7 @@ async def accept_events(
     ).encode()
 
 
-async def _receive_body(receive: Any, declared: str | None, limit: int) -> bytes:
+async def _receive_body(receive: Receive, declared: str | None, limit: int) -> bytes:
     """read_body() on the ASGI receive channel: refused with 413 as soon as it passes ``limit`` bytes."""
     _check_declared_length(declared, limit)
     chunks = bytearray()

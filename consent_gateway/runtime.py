@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import ipaddress
 import logging
-import time
-from collections.abc import Mapping
-from typing import Any
 
 from .banner import BannerRenderer
-from .consent import Consent, resolve
+from .clientip import TrustedProxies
+from .consent import ConsentResolver, MajorInForce
+from .cookies import ConsentCookie
 from .errors import SettingsError, StoreError
 from .pipeline import Journal, Pipeline, PipelineMetrics, Writer, WriterConfig
 from .pipeline.periodic import Periodic
@@ -20,7 +17,7 @@ from .pseudonymize import SaltStore
 from .ratelimit import EventNameCap, RateLimits
 from .registry import CategoryRegistry
 from .settings import Settings
-from .signing import ConsentCodec, Verified
+from .signing import ConsentCodec
 from .store import Store, migrate, open_store
 
 logger = logging.getLogger("consent_gateway")
@@ -30,16 +27,7 @@ class GatewayRuntime:
     """Built once per gateway from Settings; opened in lifespan startup, closed in shutdown."""
 
     def __init__(self, settings: Settings) -> None:
-        if not settings.secret_keys:
-            raise SettingsError(
-                "secret_keys", (), "give at least one signing key (CONSENT_GATEWAY_SECRET_KEYS); "
-                "`consent-gateway keys secret` prints a new one"
-            )
-        if not settings.pseudonym_key:
-            raise SettingsError(
-                "pseudonym_key", "", "give a pseudonymisation key kept apart from the data "
-                "(CONSENT_GATEWAY_PSEUDONYM_KEY); `consent-gateway keys secret` prints a new one"
-            )
+        _require_keys(settings)
         self.settings = settings
         self.codec = ConsentCodec(
             settings.secret_keys,
@@ -57,7 +45,7 @@ class GatewayRuntime:
             label="event",
             section="events",
         )
-        self.policy = Policy(settings)
+        self.policy = Policy(settings, self.events)
         self.salts = SaltStore(settings.keys_dir)
         self.rows = RowBuilder(settings, self.salts)
         self.banner = BannerRenderer(settings, self.cookies)
@@ -72,7 +60,13 @@ class GatewayRuntime:
         self.required = settings.required_categories
         self.known = frozenset(settings.category_keys)
         self.gpc_refuses = frozenset(settings.gpc_refuses)
-        self.trusted = tuple(ipaddress.ip_network(c, strict=False) for c in settings.trusted_proxies)
+        self.proxies = TrustedProxies(settings.trusted_proxies)
+        self.consent_cookie = ConsentCookie(
+            settings.cookie_name,
+            max_age=settings.cookie_max_age_days * 86400,
+            domain=settings.cookie_domain,
+            secure=settings.cookie_secure,
+        )
         self.rate_limits = RateLimits(
             collect_per_minute=settings.rate_limit_collect_per_minute,
             collect_burst=settings.rate_limit_collect_burst,
@@ -83,22 +77,16 @@ class GatewayRuntime:
         self.query_store: Store | None = None
         self._start_lock = asyncio.Lock()
         self.started = False
-        self._policy_until = 0.0  # epoch seconds of the next UTC midnight, when the lookup is redone
-        self._policy_major = settings.policy.major
-        # Consent values are immutable, so requests with the same verified cookie can share one.
-        self._no_choice = {
-            gpc: resolve(
-                None,
-                required=self.required,
-                known=self.known,
-                policy_major=self._policy_major,
-                gpc=gpc,
-                gpc_refuses=self.gpc_refuses,
-            )
-            for gpc in (False, True)
-        }
-        self._resolved: dict[tuple[int, bool, int], tuple[Verified, Consent]] = {}
-        self._resolved_max = max(1, settings.verify_cache_size)
+        # The MAJOR of the policy in force, for each request's consent (see MajorInForce).
+        self.policy_major = MajorInForce(lambda day: settings.policy_in_force(day).major)
+        self.consents = ConsentResolver(
+            self.codec,
+            required=self.required,
+            known=self.known,
+            gpc_refuses=self.gpc_refuses,
+            policy_major=settings.policy.major,
+            cache_size=settings.verify_cache_size,
+        )
 
     def __repr__(self) -> str:
         return f"GatewayRuntime(site={self.settings.site_id!r}, started={self.started})"
@@ -209,78 +197,18 @@ class GatewayRuntime:
             visits_taken=pipeline.visits_taken,
         )
 
-    # -- per request ----------------------------------------------------------------------
-
-    def policy_major(self) -> int:
-        """MAJOR of the policy in force; looked up once per UTC day since it changes at most daily."""
-        # One float comparison per request; the date arithmetic runs once a day.
-        if time.time() >= self._policy_until:
-            now = dt.datetime.now(dt.UTC)
-            self._policy_major = self.settings.policy_in_force(now.date()).major
-            midnight = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), dt.UTC)
-            self._policy_until = midnight.timestamp()
-        return self._policy_major
-
-    def consent_for(
-        self, cookie_value: str | None, gpc: bool, policy_major: int, alternatives: tuple[str, ...] = ()
-    ) -> tuple[Consent, Verified | None]:
-        verified = self.codec.decode(cookie_value) if cookie_value else None
-        for other in alternatives:
-            # Several consent cookies: the newest valid choice is the visitor's current one.
-            candidate = self.codec.decode(other)
-            if candidate is not None and (verified is None or candidate.record.issued_at > verified.record.issued_at):
-                verified = candidate
-        if verified is None:
-            return self._no_choice[gpc], None
-        # The codec hands out one Verified per cached cookie, so a returning visitor's consent is
-        # resolved once; the entry keeps its Verified alive, so the id cannot be reused meanwhile.
-        key = (id(verified), gpc, policy_major)
-        entry = self._resolved.get(key)
-        if entry is not None and entry[0] is verified:
-            return entry[1], verified
-        consent = resolve(
-            verified.record,
-            required=self.required,
-            known=self.known,
-            policy_major=policy_major,
-            gpc=gpc,
-            gpc_refuses=self.gpc_refuses,
-        )
-        resolved = self._resolved
-        if len(resolved) >= self._resolved_max:
-            del resolved[next(iter(resolved))]  # the oldest entry
-        resolved[key] = (verified, consent)
-        return consent, verified
-
-    def client_ip(self, scope: Mapping[str, Any], forwarded_for: str) -> str:
-        client = scope.get("client")
-        ip = client[0] if client else ""
-        if not self.trusted or not forwarded_for or not self._is_trusted(ip):
-            return ip
-        # Walk right to left past our own proxies; the first untrusted hop is the visitor.
-        for hop in reversed([h.strip() for h in forwarded_for.split(",")]):
-            if not self._is_trusted(hop):
-                return hop
-        return ip
-
-    def _is_trusted(self, ip: str) -> bool:
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        return any(addr in net for net in self.trusted)
-
-    def consent_cookie_header(self, value: str) -> bytes:
-        s = self.settings
-        parts = [
-            f"{s.cookie_name}={value}",
-            f"Max-Age={s.cookie_max_age_days * 86400}",
-            "Path=/",
-            "HttpOnly",
-            "SameSite=Lax",
-        ]
-        if s.cookie_domain:
-            parts.append(f"Domain={s.cookie_domain}")
-        if s.cookie_secure:
-            parts.append("Secure")
-        return "; ".join(parts).encode("latin-1")
+def _require_keys(settings: Settings) -> None:
+    """Refuse settings without the keys a gateway needs, naming every missing one in one error."""
+    env = {"secret_keys": "CONSENT_GATEWAY_SECRET_KEYS", "pseudonym_key": "CONSENT_GATEWAY_PSEUDONYM_KEY"}
+    missing = [name for name in env if not getattr(settings, name)]
+    if not missing:
+        return
+    # The first missing key is the error's key; the message names all of them.
+    raise SettingsError(
+        missing[0],
+        getattr(settings, missing[0]),
+        f"missing {' and '.join(f'{name} ({env[name]})' for name in missing)}; the signing keys and the "
+        "pseudonymisation key are kept apart from the data. `consent-gateway init` writes both, "
+        "`consent-gateway serve --local-keys` (or `demo --local-keys`) makes local ones for a trial, "
+        "and `consent-gateway keys secret` prints one new key",
+    )

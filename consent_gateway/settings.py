@@ -354,6 +354,9 @@ class ConsentSettings(_Group):
     """The categories offered, the privacy-policy versions and the keep / pseudonymise / drop matrix."""
 
     categories: tuple[Category, ...] = field(default=DEFAULT_CATEGORIES, metadata=_flat("categories"))
+    # The category visits are governed by, and the one whose grant lets click ids be stored.
+    visit_category: str = field(default="analytics", metadata=_flat("visit_category"))
+    marketing_category: str = field(default="marketing", metadata=_flat("marketing_category"))
     gpc_refuses: tuple[str, ...] = field(default=("marketing",), metadata=_flat("gpc_refuses"))
     policy: PolicyVersion = field(default=PolicyVersion(1, 0, dt.date(2026, 1, 1)), metadata=_flat("policy"))
     upcoming_policy: PolicyVersion | None = field(default=None, metadata=_flat("upcoming_policy"))
@@ -375,6 +378,10 @@ class ConsentSettings(_Group):
 
     def _check(self) -> None:
         self._check_categories()
+        keys = self.category_keys
+        for name, value in (("visit_category", self.visit_category), ("marketing_category", self.marketing_category)):
+            if value not in keys:
+                raise SettingsError(name, value, f"use one of the categories: {', '.join(keys)}")
         for kind, granted, refused in self.matrix:
             for action in (granted, refused):
                 if action not in ACTIONS:
@@ -839,6 +846,8 @@ class Settings:
         unknown_cookie_category: str
         verify_cache_size: int
         categories: tuple[Category, ...]
+        visit_category: str
+        marketing_category: str
         gpc_refuses: tuple[str, ...]
         policy: PolicyVersion
         upcoming_policy: PolicyVersion | None

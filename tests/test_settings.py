@@ -274,6 +274,10 @@ def test_gateway_refuses_to_start_without_keys(tmp_path: Path) -> None:
     with pytest.raises(SettingsError) as caught:
         ConsentGateway(lambda *a: None, Settings(data_dir=tmp_path))  # type: ignore[arg-type]
     assert caught.value.key == "secret_keys" and "keys secret" in str(caught.value)
+    # Every missing key is named in that one error, with the commands that make keys.
+    message = str(caught.value)
+    assert "secret_keys" in message and "pseudonym_key" in message
+    assert "consent-gateway init" in message and "--local-keys" in message
     with pytest.raises(SettingsError) as caught:
         ConsentGateway(lambda *a: None, Settings(data_dir=tmp_path, secret_keys=(SECRET,)))  # type: ignore[arg-type]
     assert caught.value.key == "pseudonym_key"

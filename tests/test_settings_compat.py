@@ -17,7 +17,7 @@ from consent_gateway.settings import _SCALARS, FLAT_SETTINGS, PipelineSettings
 from tests.conftest import PSEUDONYM_KEY, SECRET
 
 OLD_NAMES = """
-site_id data_dir clickhouse_url database prefix secret_keys pseudonym_key cookie_name cookie_max_age_days
+site_id data_dir clickhouse_url database prefix visit_category marketing_category secret_keys pseudonym_key cookie_name cookie_max_age_days
 cookie_secure cookie_domain categories cookie_registry unknown_cookie_category event_registry
 unknown_event_category gpc_refuses policy upcoming_policy policy_url policy_matrix banner inject_banner settings_button
 google_consent_mode default_locale events_retention_months receipts_retention_years trusted_proxies

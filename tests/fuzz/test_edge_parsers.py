@@ -26,7 +26,7 @@ from consent_gateway.banner import safe_return_path
 from consent_gateway.consent import Consent, ConsentRecord, ConsentStatus
 from consent_gateway.cookies import request_cookie_names, set_cookie_name
 from consent_gateway.errors import RequestError
-from consent_gateway.middleware import ConsentMiddleware, RequestFacts
+from consent_gateway.middleware import ConsentMiddleware
 from consent_gateway.policy import RowBuilder
 from consent_gateway.pseudonymize import (
     _EMAIL,
@@ -49,6 +49,7 @@ from consent_gateway.records import (
     parse_collect_body,
 )
 from consent_gateway.registry import CategoryRegistry
+from consent_gateway.request import RequestFacts
 from consent_gateway.runtime import GatewayRuntime
 from consent_gateway.signing import COOKIE_SALT, ConsentCodec
 from consent_gateway.store import EVENT_COLUMNS
@@ -631,7 +632,7 @@ _COOKIE_TEXT = st.lists(
 @MANY
 @given(_COOKIE_TEXT)
 def test_consent_cookie_values_are_those_of_the_split_header(header: bytes) -> None:
-    from consent_gateway.middleware import _cookie_values
+    from consent_gateway.request import _cookie_values
 
     want = []
     for part in header.split(b";"):
