@@ -36,9 +36,6 @@ from ..store import Store
 from .params import DIMENSIONS, Query
 
 SUPPRESSED = "other (suppressed)"
-# The category whose grant unlocks campaign and click attribution. Settings may name it
-# (``marketing_category``); until they do, this key of the default categories is used.
-MARKETING_CATEGORY = "marketing"
 VISIT_GAP_SECONDS = 1800
 PAGEVIEW = "kind = 'visit' AND name = 'pageview'"
 
@@ -95,7 +92,7 @@ class Analytics:
         self.k = settings.k_anonymity
         self.retention_months = settings.events_retention_months
         self.categories = settings.category_keys
-        self.marketing = str(getattr(settings, "marketing_category", MARKETING_CATEGORY))
+        self.marketing = settings.consent.marketing_category
         self.events = store.table("events")
         self.receipts = store.table("consent_receipts")
 
