@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConsentGatewayError, SettingsError
+from .serving import mark_serving, unmark_serving
 from .settings import Settings
 
 DEMO_CONFIG = Path(__file__).resolve().parent / "demo" / "demo.toml"
@@ -28,7 +29,6 @@ KEYS_FILE_SUFFIX = ".keys.env"
 KEY_VARIABLES = ("CONSENT_GATEWAY_SECRET_KEYS", "CONSENT_GATEWAY_PSEUDONYM_KEY")
 # Written by every command that serves the data directory, so that `stats` can name the URL to ask
 # while the embedded engine is locked by that process.
-SERVING_FILE = "serving.json"
 
 
 def keys_file_for(config: str | os.PathLike[str]) -> Path:
@@ -144,7 +144,7 @@ def _run(
     for line in banner:
         print(line, flush=True)
     logging.getLogger("consent_gateway").info(proxy_trust_line(settings))
-    serving = _mark_serving(settings, who, analytics_url)
+    serving = mark_serving(settings, who, analytics_url)
     try:
         uvicorn.run(
             app,
@@ -163,7 +163,7 @@ def _run(
             timeout_graceful_shutdown=int(settings.shutdown_timeout),
         )
     finally:
-        _unmark_serving(serving)
+        unmark_serving(serving)
 
 
 def proxy_trust_line(settings: Settings) -> str:
@@ -179,27 +179,8 @@ def proxy_trust_line(settings: Settings) -> str:
     )
 
 
-def _mark_serving(settings: Settings, who: str, analytics_url: str | None) -> Path | None:
-    """Note in the data directory which process holds its embedded engine and where it serves analytics."""
-    if not settings.embedded:
-        return None
-    path = settings.data_dir / SERVING_FILE
-    try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"pid": os.getpid(), "who": who, "analytics_url": analytics_url}), encoding="utf-8")
-    except OSError:
-        return None  # a read-only data directory fails later with its own message
-    return path
 
 
-def _unmark_serving(path: Path | None) -> None:
-    if path is None:
-        return
-    try:
-        if json.loads(path.read_text(encoding="utf-8")).get("pid") == os.getpid():
-            path.unlink()
-    except (OSError, ValueError):
-        pass
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

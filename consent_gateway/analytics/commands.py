@@ -13,10 +13,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, TextIO
 
 from ..errors import ConsentGatewayError, SettingsError, StoreError
+from ..serving import serving_process
 from ..settings import Settings
 from .params import FILTER_DIMENSIONS
 from .queries import Result, run_query
@@ -125,27 +125,6 @@ def _run_locally(settings: Settings, endpoint: str, pairs: list[tuple[str, str]]
 _LOCKED = "Cannot lock file"
 
 
-def serving_process(data_dir: Path) -> dict[str, Any] | None:
-    """What the serving command that holds ``data_dir`` noted about itself, if it still runs.
-
-    A stopped server may leave its note behind (a signal ends uvicorn before any clean-up), so
-    the note is read only after the engine refused to open, and only for a process still alive."""
-    from ..cli import SERVING_FILE
-
-    try:
-        noted = json.loads((data_dir / SERVING_FILE).read_text(encoding="utf-8"))
-        pid = int(noted["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if pid == os.getpid():
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None  # it stopped without tidying up
-    except PermissionError:
-        pass  # alive, run by another user
-    return dict(noted)
 
 
 def locked_message(settings: Settings, endpoint: str, holder: dict[str, Any] | None) -> str:
