@@ -40,7 +40,7 @@ TOP_PATHS = 5
 
 
 CatalogueLookup = Callable[[str], Sequence[Any] | None]
-"""name -> (provider, category, purpose_ko, purpose_en, lifetime) or None."""
+"""name -> (provider, category, purpose_ko, purpose_en, lifetime) or None; lifetime: words or seconds."""
 
 
 def no_catalogue(name: str) -> None:
@@ -56,14 +56,16 @@ class CatalogueEntry:
     category: str
     purpose_ko: str
     purpose_en: str
-    lifetime: str
+    lifetime: str | int
+    """Words ("2 years") or seconds; a declaration turns seconds into words in each language."""
 
     @classmethod
     def from_hit(cls, hit: Sequence[Any] | None) -> CatalogueEntry | None:
         if hit is None:
             return None
         provider, category, purpose_ko, purpose_en, lifetime = (hit[i] for i in range(5))
-        return cls(str(provider), str(category), str(purpose_ko), str(purpose_en), str(lifetime))
+        life = lifetime if isinstance(lifetime, int) and not isinstance(lifetime, bool) else str(lifetime)
+        return cls(str(provider), str(category), str(purpose_ko), str(purpose_en), life)
 
 
 class Classifier:

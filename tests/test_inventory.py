@@ -30,7 +30,7 @@ from consent_gateway.store.schema import migrate
 from .conftest import REGISTRY
 
 CATALOGUE = {
-    "_ga": ("Google Analytics", "analytics", "방문자 구분", "Distinguishes visitors", "2 years"),
+    "_ga": ("Google Analytics", "analytics", "방문자 구분", "Distinguishes visitors", 63_072_000),
     "csrftoken": ("Django", "necessary", "요청 위조 방지", "Cross-site request forgery protection", "1 year"),
 }
 
@@ -42,7 +42,7 @@ def store(store: Store) -> Store:
     return store
 
 
-def catalogue(name: str) -> tuple[str, ...] | None:
+def catalogue(name: str) -> tuple[Any, ...] | None:
     return CATALOGUE.get(name)
 
 
