@@ -163,7 +163,8 @@ def build_declaration(
         names[name] = None
     for name, summary in seen.items():
         # Script-only names nobody knows are left out of the public page (see the module's docstring).
-        if summary.source != SOURCE_UNCLASSIFIED or summary.set_count:
+        # Classified again with today's registry and catalogue: either may know more than when it was seen.
+        if classifier.classify(name)[1] != SOURCE_UNCLASSIFIED or summary.set_count:
             names[name] = None
     declared: dict[str, list[DeclaredCookie]] = {}
     for name in names:
@@ -196,8 +197,6 @@ def _declare(
             lifetime_en=f"{gateway_days} days",
             party=FIRST_PARTY,
         )
-    elif summary is not None:
-        category, source = summary.category, summary.source
     else:
         category, source = classifier.classify(name)
     entry = classifier.catalogue_entry(name)

@@ -39,13 +39,23 @@ PATH_SLOTS = 8
 TOP_PATHS = 5
 
 
-CatalogueLookup = Callable[[str], Sequence[Any] | None]
+CatalogueLookup = Callable[[str], Any]
 """name -> (provider, category, purpose_ko, purpose_en, lifetime) or None; lifetime: words or seconds."""
 
 
 def no_catalogue(name: str) -> None:
     """The lookup used when no catalogue is installed: it knows no names."""
     return None
+
+
+def installed_catalogue() -> CatalogueLookup:
+    """``consent_gateway.catalogue.lookup`` when the package has a catalogue, else ``no_catalogue``."""
+    try:
+        from . import catalogue  # type: ignore[attr-defined, unused-ignore]
+    except ImportError:
+        return no_catalogue
+    lookup: CatalogueLookup = getattr(catalogue, "lookup", no_catalogue)
+    return lookup
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +70,15 @@ class CatalogueEntry:
     """Words ("2 years") or seconds; a declaration turns seconds into words in each language."""
 
     @classmethod
-    def from_hit(cls, hit: Sequence[Any] | None) -> CatalogueEntry | None:
+    def from_hit(cls, hit: Any) -> CatalogueEntry | None:
+        """From a 5-sequence, or an object with those five attributes; None stays None."""
         if hit is None:
             return None
-        provider, category, purpose_ko, purpose_en, lifetime = (hit[i] for i in range(5))
+        fields = ("provider", "category", "purpose_ko", "purpose_en", "lifetime")
+        if all(hasattr(hit, f) for f in fields):
+            provider, category, purpose_ko, purpose_en, lifetime = (getattr(hit, f) for f in fields)
+        else:
+            provider, category, purpose_ko, purpose_en, lifetime = (hit[i] for i in range(5))
         life = lifetime if isinstance(lifetime, int) and not isinstance(lifetime, bool) else str(lifetime)
         return cls(str(provider), str(category), str(purpose_ko), str(purpose_en), life)
 
