@@ -32,34 +32,10 @@ from .inventory import (
     CookieSummary,
     InventoryReport,
 )
-from .settings import Category, Settings
+from .settings import Category, CookieDescription, Settings
 
 FIRST_PARTY = "first"
 THIRD_PARTY = "third"
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class CookieDescription:
-    """What the site says of one of its cookies (all optional; the catalogue fills the gaps)."""
-
-    provider: str = ""
-    purpose_ko: str = ""
-    purpose_en: str = ""
-    lifetime_ko: str = ""
-    lifetime_en: str = ""
-    party: str = ""
-
-    @classmethod
-    def from_mapping(cls, name: str, value: Mapping[str, Any]) -> CookieDescription:
-        """One ``[cookie_descriptions."name"]`` table; unknown keys or a wrong party raise ``ValueError``."""
-        allowed = {"provider", "purpose_ko", "purpose_en", "lifetime_ko", "lifetime_en", "party"}
-        unknown = sorted(set(value) - allowed)
-        if unknown:
-            raise ValueError(f"cookie_descriptions.{name}.{unknown[0]} is not a description key; use {sorted(allowed)}")
-        party = str(value.get("party", ""))
-        if party not in ("", FIRST_PARTY, THIRD_PARTY):
-            raise ValueError(f'cookie_descriptions.{name}.party is {party!r}; use "first" or "third"')
-        return cls(**{k: str(v) for k, v in value.items()})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -150,10 +126,10 @@ def build_declaration(
 ) -> Declaration:
     """The declaration of what the site uses: the registry, its descriptions, the catalogue, the inventory.
 
-    ``descriptions`` default to ``settings.cookie.descriptions`` when the settings have them.
+    ``descriptions`` default to the settings' ``[cookie_descriptions]``.
     """
     if descriptions is None:
-        descriptions = dict(getattr(settings.cookie, "descriptions", ()) or ())
+        descriptions = dict(settings.cookie.descriptions)
     seen = {c.name: c for c in (report.cookies if report else ())}
     names: dict[str, None] = {}
     names[settings.cookie.name] = None

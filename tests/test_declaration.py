@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,7 +12,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from consent_gateway import Settings
+from consent_gateway import Settings, SettingsError
 from consent_gateway.declaration import (
     CookieDeclarationEndpoint,
     CookieDescription,
@@ -131,10 +132,25 @@ def test_policy_section_lists_what_is_set_and_how_to_refuse(settings: Settings, 
         policy_section(d, locale="en", fmt="pdf")
 
 
-def test_description_from_toml_mapping() -> None:
-    d = CookieDescription.from_mapping("sid", {"provider": "Us", "purpose_en": "Session", "party": "first"})
-    assert d.provider == "Us" and d.party == "first"
-    with pytest.raises(ValueError, match=r"cookie_descriptions\.sid\.colour"):
-        CookieDescription.from_mapping("sid", {"colour": "red"})
-    with pytest.raises(ValueError, match='use "first" or "third"'):
-        CookieDescription.from_mapping("sid", {"party": "fourth"})
+def test_descriptions_from_the_settings_file(tmp_path: Path) -> None:
+    path = tmp_path / "consent.toml"
+    path.write_text(
+        '[cookies]\n"sid" = "necessary"\n'
+        '[cookie_descriptions."sid"]\nprovider = "Palette"\npurpose_ko = "로그인 유지"\npurpose_en = "Sign-in"\n'
+        'party = "first"\n',
+        encoding="utf-8",
+    )
+    settings = Settings.load(path)
+    assert dict(settings.cookie_descriptions)["sid"] == CookieDescription(
+        provider="Palette", purpose_ko="로그인 유지", purpose_en="Sign-in", party="first"
+    )
+    (sid,) = [c for c in build_declaration(settings, Classifier.from_settings(settings)).cookies() if c.name == "sid"]
+    assert (sid.provider, sid.purpose_ko) == ("Palette", "로그인 유지")
+    for table, key in (
+        ('colour = "red"', "cookie_descriptions.sid.colour"),
+        ('party = "fourth"', "cookie_descriptions.sid.party"),
+    ):
+        path.write_text(f'[cookie_descriptions."sid"]\n{table}\n', encoding="utf-8")
+        with pytest.raises(SettingsError) as caught:
+            Settings.load(path)
+        assert caught.value.key == key
