@@ -258,7 +258,7 @@ def render_html(declaration: Declaration, locale: str, prefix: str) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(t['title'])}</title>"
         f'<link rel="stylesheet" href="{esc(prefix)}/static/banner.css"></head>'
-        f'<body class="cg-page cg-declaration"><main><h1>{esc(t["title"])}</h1><p>{esc(t["intro"])}</p>'
+        f'<body class="cg-page cg-declaration"><main class="cg-wide"><h1>{esc(t["title"])}</h1><p>{esc(t["intro"])}</p>'
         f'<p><a href="{esc(prefix)}/cookies?lang={other}" hreflang="{other}" lang="{other}">{esc(t["other"])}</a>'
         f' · <a href="{esc(prefix)}/?lang={locale}">{esc(t["settings"])}</a></p>'
     ]
@@ -270,7 +270,7 @@ def render_html(declaration: Declaration, locale: str, prefix: str) -> str:
             parts.append(f"<p>{esc(t['none'])}</p></section>")
             continue
         parts.append(
-            "<table><thead><tr>"
+            '<div class="cg-scroll"><table><thead><tr>'
             + "".join(f'<th scope="col">{esc(t[k])}</th>' for k in ("name", "provider", "purpose", "lifetime", "party"))
             + "</tr></thead><tbody>"
         )
@@ -279,7 +279,7 @@ def render_html(declaration: Declaration, locale: str, prefix: str) -> str:
                 f"<tr><td><code>{esc(c.name)}</code></td><td>{esc(c.provider)}</td><td>{esc(c.purpose(locale))}</td>"
                 f"<td>{esc(c.lifetime(locale))}</td><td>{esc(t[c.party])}</td></tr>"
             )
-        parts.append("</tbody></table></section>")
+        parts.append("</tbody></table></div></section>")
     parts.append("</main></body></html>")
     return "".join(parts)
 

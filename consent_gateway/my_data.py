@@ -229,7 +229,7 @@ def render_html(data: MyData, locale: str, prefix: str) -> str:
         f'<!doctype html><html lang="{locale}"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f'<title>{esc(t["title"])}</title><link rel="stylesheet" href="{base}/static/banner.css"></head>'
-        f'<body class="cg-page cg-my-data"><main><h1>{esc(t["title"])}</h1>'
+        f'<body class="cg-page cg-my-data"><main class="cg-wide"><h1>{esc(t["title"])}</h1>'
         f'<p>{esc(t["export"])}: <a href="{base}/my-data?format=json">JSON</a> · '
         f'<a href="{base}/my-data?format=csv">CSV</a> · '
         f'<a href="{base}/my-data?format=csv&amp;part=receipts">CSV ({esc(t["receipts"])})</a></p>'
@@ -253,7 +253,7 @@ def _table(rows: tuple[dict[str, Any], ...], fields: tuple[str, ...]) -> str:
     esc = html.escape
     head = "".join(f'<th scope="col">{esc(f)}</th>' for f in fields)
     body = "".join("<tr>" + "".join(f"<td>{esc(_cell(r.get(f)))}</td>" for f in fields) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="cg-scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 class MyDataEndpoint:
