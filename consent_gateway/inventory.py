@@ -22,6 +22,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge
 
+from .cookies import set_cookie_name
 from .store.client import Store
 
 TABLE = "cookie_inventory"
@@ -35,6 +36,7 @@ SOURCE_GATEWAY = "gateway"
 
 MAX_NAME_CHARS = 128
 MAX_PATH_CHARS = 200
+MAX_ATTRIBUTES_CHARS = 256
 PATH_SLOTS = 8
 TOP_PATHS = 5
 
@@ -206,7 +208,9 @@ class _Entry:
     request_count: int = 0
     blocked: int = 0
     before_consent: int = 0
-    attributes: CookieAttributes | None = None
+    # The Set-Cookie's attributes as sent (the text after the value), parsed only when drained.
+    attributes: str | None = None
+    attributes_at: int = 0
     paths: dict[str, int] = field(default_factory=dict)
 
     def add_path(self, path: str) -> None:
@@ -282,40 +286,46 @@ class CookieInventory:
     def observe_set_cookie(self, header_value: str | bytes, *, path: str, granted: bool, blocked: bool) -> None:
         """Count one Set-Cookie of the app: ``granted``: the visitor had granted its category;
         ``blocked``: the gateway removed it."""
-        from .cookies import set_cookie_name
-
+        if isinstance(header_value, bytes):
+            header_value = header_value.decode("latin-1")
         name = set_cookie_name(header_value)
-        attributes = CookieAttributes.from_set_cookie(header_value, self._clock())
+        # Only what follows the value is kept; parsing it waits for the flush, once per name.
+        attributes = header_value.partition(";")[2][:MAX_ATTRIBUTES_CHARS]
+        now = int(self._clock())
         with self._lock:
-            entry = self._entry(name)
+            entry = self._entry(name, now)
             if entry is None:
                 return
             entry.set_count += 1
             entry.blocked += int(blocked)
             entry.before_consent += int(not granted)
             entry.attributes = attributes
+            entry.attributes_at = now
             self._add_path(entry, path)
 
     def observe_request_cookies(self, names: Iterable[str], *, path: str, granted: Iterable[str]) -> None:
         """Count the cookie names of one request's Cookie header, for a visitor who granted ``granted``."""
-        allowed = frozenset(granted)
+        allowed = granted if isinstance(granted, frozenset) else frozenset(granted)
+        now = int(self._clock())
         with self._lock:
             for name in dict.fromkeys(names):
-                entry = self._entry(name)
+                entry = self._entry(name, now)
                 if entry is None:
                     continue
                 entry.request_count += 1
                 if entry.category != "necessary" and entry.category not in allowed:
                     entry.before_consent += 1
 
-    def _entry(self, name: str) -> _Entry | None:
-        name = name[:MAX_NAME_CHARS]
+    def _entry(self, name: str, now: int) -> _Entry | None:
         entry = self._entries.get(name)
-        now = int(self._clock())
+        if entry is None and len(name) > MAX_NAME_CHARS:
+            name = name[:MAX_NAME_CHARS]
+            entry = self._entries.get(name)
         if entry is not None:
             entry.last_seen = now
             return entry
-        size = len(name.encode("utf-8", "surrogatepass")) + 64
+        # Counted at its largest: the attributes text it may hold later is bounded too.
+        size = len(name.encode("utf-8", "surrogatepass")) + 64 + MAX_ATTRIBUTES_CHARS
         if len(self._entries) >= self.max_names or self._bytes + size > self.max_bytes:
             self._overflow += 1
             return None
@@ -356,7 +366,7 @@ class CookieInventory:
                 e.before_consent,
                 e.first_seen,
                 e.last_seen,
-                e.attributes,
+                None if e.attributes is None else CookieAttributes.from_set_cookie(";" + e.attributes, e.attributes_at),
                 tuple(sorted(e.paths.items(), key=lambda kv: -kv[1])),
             )
             for name, e in entries.items()
