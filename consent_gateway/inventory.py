@@ -537,7 +537,7 @@ def read_inventory(store: Store, site: str, *, days: int = 90) -> InventoryRepor
        sum(set_count), sum(request_count), sum(blocked), sum(before_consent), sum(overflow),
        min(first_seen), max(last_seen),
        argMaxIf(domain, last_seen, set_count > 0), argMaxIf(cookie_path, last_seen, set_count > 0),
-       maxIf(lifetime_seconds, set_count > 0), max(http_only), max(secure),
+       argMaxIf(lifetime_seconds, last_seen, set_count > 0), max(http_only), max(secure),
        argMaxIf(same_site, last_seen, set_count > 0), sumMap(paths)
 FROM {store.table(TABLE)}
 WHERE site = {{site:String}} AND day >= today() - {{days:UInt32}}

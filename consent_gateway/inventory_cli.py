@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .declaration import build_declaration, policy_section
-from .errors import StoreError
+from .errors import SettingsError, StoreError
 from .inventory import (
     SESSION,
     SOURCE_CATALOGUE,
@@ -39,6 +39,9 @@ def _load_settings(args: argparse.Namespace) -> Settings:
 
 def _report(settings: Settings, days: int) -> InventoryReport:
     from .store import open_store
+
+    if not 1 <= days <= 3660:
+        raise SettingsError("--days", days, "use 1 to 3660 days")
 
     store = open_store(settings.clickhouse_dsn, settings.database)
     try:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from consent_gateway import Settings, inventory_cli
+from consent_gateway import Settings, SettingsError, inventory_cli
 from consent_gateway.inventory import Classifier, CookieInventory, create_inventory_table, flush_inventory
 from consent_gateway.store import Store
 from consent_gateway.store.schema import migrate
@@ -112,3 +112,8 @@ def test_policy_section_command(config: Path) -> None:
         inventory_cli.add_policy_section_parser, ["policy-section", "--config", str(config), "--format", "html"]
     )
     assert both.count("<section>") == 2 and "Refusing cookies" in both
+
+
+def test_days_out_of_range_name_the_fix(config: Path) -> None:
+    with pytest.raises(SettingsError, match="1 to 3660 days"):
+        _run(inventory_cli.add_cookies_parser, ["cookies", "--config", str(config), "--days", "0"])
