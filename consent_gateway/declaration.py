@@ -188,9 +188,10 @@ def _declare(
     return DeclaredCookie(
         name=name,
         category=category,
-        provider=provider or settings.site_id,
-        purpose_ko=d.purpose_ko or (entry.purpose_ko if entry else ""),
-        purpose_en=d.purpose_en or (entry.purpose_en if entry else ""),
+        provider=provider,
+        # Without a purpose of its own a cookie serves its category's purpose.
+        purpose_ko=d.purpose_ko or (entry.purpose_ko if entry else "") or _category_text(settings, category, "ko"),
+        purpose_en=d.purpose_en or (entry.purpose_en if entry else "") or _category_text(settings, category, "en"),
         lifetime_ko=d.lifetime_ko or seen_ko,
         lifetime_en=d.lifetime_en or seen_en,
         party=party,
@@ -201,6 +202,13 @@ def _declare(
         else source,
         set_by=set_by,
     )
+
+
+def _category_text(settings: Settings, key: str, locale: str) -> str:
+    for category in settings.consent.categories:
+        if category.key == key:
+            return category.description(locale)
+    return ""
 
 
 def _catalogue_lifetime(lifetime: str | int) -> tuple[str, str]:
@@ -227,6 +235,7 @@ _TEXTS = {
         "first": "자사",
         "third": "제3자",
         "none": "이 종류의 쿠키는 사용하지 않습니다.",
+        "this_site": "이 사이트",
         "settings": "쿠키 설정 바꾸기",
         "other": "English",
     },
@@ -242,6 +251,7 @@ _TEXTS = {
         "first": "First party",
         "third": "Third party",
         "none": "No cookies of this kind are used.",
+        "this_site": "This site",
         "settings": "Change cookie settings",
         "other": "한국어",
     },
@@ -276,7 +286,8 @@ def render_html(declaration: Declaration, locale: str, prefix: str) -> str:
         )
         for c in cookies:
             parts.append(
-                f"<tr><td><code>{esc(c.name)}</code></td><td>{esc(c.provider)}</td><td>{esc(c.purpose(locale))}</td>"
+                f"<tr><td><code>{esc(c.name)}</code></td><td>{esc(c.provider or t['this_site'])}</td>"
+                f"<td>{esc(c.purpose(locale))}</td>"
                 f"<td>{esc(c.lifetime(locale))}</td><td>{esc(t[c.party])}</td></tr>"
             )
         parts.append("</tbody></table></div></section>")
@@ -389,6 +400,7 @@ _SECTION = {
         "거부해도 서비스 이용에는 제한이 없습니다.",
         "full": "전체 쿠키 목록",
         "none": "없음",
+        "this_site": "회사",
         "cols": ("이름", "제공자", "목적", "보존 기간", "구분"),
         "first": "자사",
         "third": "제3자",
@@ -407,6 +419,7 @@ _SECTION = {
         "unavailable. Refusing any other cookie does not limit the service.",
         "full": "Full cookie list",
         "none": "None",
+        "this_site": "Us",
         "cols": ("Name", "Provider", "Purpose", "Lifetime", "Party"),
         "first": "First party",
         "third": "Third party",
@@ -424,7 +437,10 @@ def policy_section(declaration: Declaration, *, locale: str, fmt: str = "markdow
         rows.append(
             (
                 category.name(locale),
-                [(c.name, c.provider, c.purpose(locale), c.lifetime(locale), str(t[c.party])) for c in cookies],
+                [
+                    (c.name, c.provider or str(t["this_site"]), c.purpose(locale), c.lifetime(locale), str(t[c.party]))
+                    for c in cookies
+                ],
             )
         )
     browsers = [(b, ko if locale == "ko" else en) for b, ko, en in _BROWSERS]

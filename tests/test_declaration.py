@@ -88,6 +88,10 @@ def test_declaration_merges_registry_catalogue_and_inventory(settings: Settings,
     assert (ga.provider, ga.party, ga.set_by, ga.lifetime_en) == ("Google Analytics", "third", "script", "2 years")
     assert by_cat["marketing"]["_mk_pixel"].lifetime_en == "3 months"
     assert "_mk_*" in by_cat["marketing"]  # a registered pattern is declared as written
+    # Nothing said of ui_lang: the site is its provider and its category's purpose is its purpose.
+    lang = by_cat["preferences"]["ui_lang"]
+    assert lang.provider == "" and lang.purpose_en == "Remember settings such as your language and tailor the service."
+    assert "| ui_lang | 회사 | 언어 같은 환경설정을 기억하고" in policy_section(d, locale="ko")
     # A name only strangers' requests carried, unknown to registry and catalogue, is not published.
     assert all("<script>" not in c.name for c in d.cookies())
 
