@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,7 @@ from itsdangerous import BadData, URLSafeTimedSerializer
 
 from .consent import Consent
 from .errors import ConsentGatewayError
+from .settings import Settings
 
 HEADER = "x-consent-child"
 HEADER_BYTES = HEADER.encode("latin-1")
@@ -187,6 +188,8 @@ class ChildSlot:
     """The place in an ASGI scope where ``mark_child`` leaves its mark for the gateway to read."""
 
     mark: ChildMark | None = field(default=None)
+    previous: ChildMark | None = field(default=None)  # what the request's cookie said
+    unrestricted: Consent | None = field(default=None)  # the visitor's own choice, before the mark
 
 
 def open_slot(scope: MutableMapping[str, Any]) -> ChildSlot:
@@ -253,3 +256,94 @@ class ChildCookieCodec:
         if not isinstance(guardian, list) or not all(isinstance(g, str) and _CATEGORY.match(g) for g in guardian):
             return None
         return ChildMark(bool(payload[0]), frozenset(guardian))
+
+
+# -- what the gateway calls ------------------------------------------------------------------------
+
+CHILD_COOKIE = "cg_child"
+
+
+class ChildGuard:
+    """The gateway's side of the children's rule, in two calls around the app.
+
+    ``on_request(scope, consent)`` reads the mark from the ``cg_child`` cookie, opens the slot that
+    ``mark_child`` fills, and returns the consent to enforce. ``on_response(scope, headers, consent)``
+    takes ``X-Consent-Child`` out of the app's response headers, applies a new mark (header or call)
+    to this very response, and adds the ``cg_child`` cookie that keeps it.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._codec = ChildCookieCodec(settings.secret_keys, max_age=settings.cookie.max_age_days * 86400)
+        self.behavioural = tuple(settings.consent.behavioural)
+        self._max_age = settings.cookie.max_age_days * 86400
+        attributes = ["Path=/", "HttpOnly", "SameSite=Lax"]
+        if settings.cookie.domain:
+            attributes.append(f"Domain={settings.cookie.domain}")
+        if settings.cookie.secure:
+            attributes.append("Secure")
+        self._attributes = "; ".join(attributes)
+        self._needle = CHILD_COOKIE.encode("latin-1") + b"="
+
+    def __repr__(self) -> str:
+        return f"ChildGuard(behavioural={self.behavioural!r})"
+
+    def mark_of_headers(self, headers: Iterable[tuple[bytes, bytes]]) -> ChildMark | None:
+        """The mark the request's ``cg_child`` cookie carries (None without a valid one)."""
+        for key, value in headers:
+            if key == b"cookie" and self._needle in value:
+                for part in value.decode("latin-1").split(";"):
+                    name, _, text = part.strip(" \t").partition("=")
+                    if name == CHILD_COOKIE:
+                        mark = self._codec.decode(text)
+                        if mark is not None:
+                            return mark
+        return None
+
+    def restrict_request(self, headers: Iterable[tuple[bytes, bytes]], consent: Consent) -> Consent:
+        """The consent to enforce for a request by its cookie alone (``/collect``, the settings page)."""
+        return restrict_consent(consent, self.mark_of_headers(headers), self.behavioural)
+
+    def on_request(self, scope: MutableMapping[str, Any], consent: Consent) -> Consent:
+        """Before the app: the consent to enforce and to put in ``scope["consent"]``."""
+        mark = self.mark_of_headers(scope.get("headers", ()))
+        slot = open_slot(scope)
+        slot.previous = mark
+        slot.unrestricted = consent
+        return restrict_consent(consent, mark, self.behavioural)
+
+    def on_response(
+        self, scope: MutableMapping[str, Any], headers: list[tuple[bytes, bytes]], consent: Consent
+    ) -> tuple[list[tuple[bytes, bytes]], Consent]:
+        """At ``http.response.start``: the headers without ``X-Consent-Child`` (plus ``cg_child`` when
+        the mark changed) and the consent to filter this response's cookies with."""
+        headers, from_header = consume_child_header(headers)
+        slot = scope.get(SCOPE_KEY)
+        from_call = slot.mark if isinstance(slot, ChildSlot) else None
+        marks = [m for m in (from_header, from_call) if m is not None]
+        if not marks:
+            return headers, consent
+        mark = _most_protective(marks)
+        previous = slot.previous if isinstance(slot, ChildSlot) else None
+        if isinstance(slot, ChildSlot):
+            slot.mark = mark
+        if mark != previous:
+            headers = [*headers, (b"set-cookie", self.cookie_header(mark))]
+        # A new mark replaces the cookie's: an adult mark gives back what the visitor chose.
+        chosen = slot.unrestricted if isinstance(slot, ChildSlot) and slot.unrestricted is not None else consent
+        return headers, restrict_consent(chosen, mark, self.behavioural)
+
+    def cookie_header(self, mark: ChildMark) -> bytes:
+        """The Set-Cookie that keeps ``mark`` (an adult mark deletes the cookie)."""
+        if not mark.child:
+            return f"{CHILD_COOKIE}=; Max-Age=0; {self._attributes}".encode("latin-1")
+        return f"{CHILD_COOKIE}={self._codec.encode(mark)}; Max-Age={self._max_age}; {self._attributes}".encode(
+            "latin-1"
+        )
+
+    @staticmethod
+    def mark_of(scope: Mapping[str, Any]) -> ChildMark | None:
+        """The mark in force for this request (for receipts and the banner's notice)."""
+        slot = scope.get(SCOPE_KEY)
+        if not isinstance(slot, ChildSlot):
+            return None
+        return slot.mark if slot.mark is not None else slot.previous

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
 import pytest
@@ -17,6 +18,7 @@ from consent_gateway.children import (
     CHILD,
     NOTICE,
     ChildCookieCodec,
+    ChildGuard,
     ChildHeaderError,
     ChildMark,
     consume_child_header,
@@ -30,7 +32,9 @@ from consent_gateway.children import (
     restrict_consent,
 )
 from consent_gateway.consent import Consent, ConsentStatus
+from consent_gateway.cookies import set_cookie_name
 from consent_gateway.policy import DROP, KEEP, Policy
+from consent_gateway.registry import CategoryRegistry
 from consent_gateway.store import Store
 from consent_gateway.store.schema import migrate
 
@@ -150,3 +154,93 @@ def test_receipts_record_the_mark(store: Store) -> None:
         )
     )
     assert columns["child"] == "UInt8" and columns["guardian_categories"] == "Array(LowCardinality(String))"
+
+
+# -- the gateway's two calls, around a real Starlette app ---------------------------------------------
+
+
+def _site() -> Starlette:
+    async def page(request: Request) -> PlainTextResponse:
+        response = PlainTextResponse("ok")
+        response.set_cookie("_mk_pixel", "1")
+        response.set_cookie("palette_session", "s")
+        if request.query_params.get("header"):
+            response.headers["X-Consent-Child"] = request.query_params["header"]
+        if request.query_params.get("call"):
+            mark_child(request.scope, guardian=request.query_params.getlist("guardian"))
+        return response
+
+    return Starlette(routes=[Route("/", page)])
+
+
+def _through_guard(settings: Settings, url: str, cookie: str = "") -> tuple[dict[str, Any], Consent]:
+    """One request through the guard's two call sites, as ConsentMiddleware makes them, and the
+    gateway's own Set-Cookie filter (its CategoryRegistry) applied with the consent the guard returns."""
+    guard = ChildGuard(settings)
+    registry = CategoryRegistry(settings.cookie_registry, unknown_category="preferences")
+    everything = Consent(ConsentStatus.GIVEN, ALL, consent_id="cid-child")
+    start: dict[str, Any] = {}
+    enforced: list[Consent] = []
+
+    async def gateway(scope: Any, receive: Any, send: Any) -> None:
+        consent = guard.on_request(scope, everything)
+        scope["consent"] = consent
+
+        async def send_wrapper(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers, final = guard.on_response(scope, list(message["headers"]), consent)
+                enforced.append(final)
+                message["headers"] = [
+                    (k, v)
+                    for k, v in headers
+                    if k != b"set-cookie"
+                    or v.startswith(b"cg_child=")
+                    or final.allows(registry.category_of(set_cookie_name(v)))
+                ]
+                start.update(message)
+            await send(message)
+
+        await _site()(scope, receive, send_wrapper)
+
+    async def go() -> None:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gateway), base_url="http://t") as client:
+            await client.get(url, headers={"cookie": cookie} if cookie else {})
+
+    asyncio.run(go())
+    return start, enforced[0]
+
+
+def _cookies(start: dict[str, Any]) -> dict[str, bytes]:
+    return {v.split(b"=", 1)[0].decode(): v for k, v in start["headers"] if k == b"set-cookie"}
+
+
+def test_a_header_mark_strips_marketing_now_and_is_kept_in_a_cookie(settings: Settings) -> None:
+    start, consent = _through_guard(settings, "/?header=1")
+    assert not any(k.lower() == b"x-consent-child" for k, _ in start["headers"])
+    cookies = _cookies(start)
+    assert "_mk_pixel" not in cookies and "palette_session" in cookies
+    assert b"HttpOnly" in cookies["cg_child"] and b"Max-Age=31536000" in cookies["cg_child"]
+    assert not consent.allows("marketing") and consent.allows("analytics")
+    assert Policy(settings).decide_event("marketing", consent) == DROP
+    # The next request carries the cookie: marketing stays refused, and no new cookie is sent.
+    kept = cookies["cg_child"].split(b";", 1)[0].decode()
+    start, consent = _through_guard(settings, "/", cookie=kept)
+    assert set(_cookies(start)) == {"palette_session"} and not consent.allows("marketing")
+
+
+def test_a_guardians_consent_through_the_python_call(settings: Settings) -> None:
+    start, consent = _through_guard(settings, "/?call=1&guardian=marketing")
+    assert {"_mk_pixel", "cg_child"} <= set(_cookies(start)) and consent.allows("marketing")
+    start, consent = _through_guard(settings, "/?call=1")
+    assert "_mk_pixel" not in _cookies(start)
+
+
+def test_an_adult_mark_deletes_the_cookie(settings: Settings) -> None:
+    start, _ = _through_guard(settings, "/?header=1")
+    child = _cookies(start)["cg_child"].split(b";", 1)[0].decode()
+    start, consent = _through_guard(settings, "/?header=0", cookie=child)
+    assert _cookies(start)["cg_child"].startswith(b"cg_child=; Max-Age=0") and consent.allows("marketing")
+    # A forged cookie is no mark.
+    _, consent = _through_guard(settings, "/", cookie="cg_child=forged.value")
+    assert consent.allows("marketing")
+    assert ChildGuard.mark_of({}) is None
