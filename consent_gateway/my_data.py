@@ -203,6 +203,7 @@ _TEXTS = {
         "truncated": "처음 {shown}건만 표시합니다(전체 {total}건). 전체는 내보내기로 받으세요.",
         "export": "내보내기",
         "total": "전체 {n}건",
+        "no_rows": "없습니다.",
     },
     "en": {
         "title": "My data",
@@ -215,6 +216,7 @@ _TEXTS = {
         "truncated": "Showing the first {shown} of {total}. Use an export for all of them.",
         "export": "Export",
         "total": "{n} in all",
+        "no_rows": "None.",
     },
 }
 _HTML_ROWS = 200
@@ -237,23 +239,31 @@ def render_html(data: MyData, locale: str, prefix: str) -> str:
     if not data.consent_id:
         out.append(f"<p>{esc(t['none'])}</p>")
     else:
-        out.append(f"<h2>{esc(t['receipts'])}</h2>" + _table(data.receipts, RECEIPT_FIELDS))
+        out.append(f"<h2>{esc(t['receipts'])}</h2>" + _table(data.receipts, RECEIPT_FIELDS, t["no_rows"]))
         out.append(f"<h2>{esc(t['events'])}</h2><p>{esc(t['total'].format(n=data.events_total))}</p>")
         shown = data.events[:_HTML_ROWS]
         if data.events_total > len(shown):
             out.append(f"<p>{esc(t['truncated'].format(shown=len(shown), total=data.events_total))}</p>")
-        out.append(_table(shown, EVENT_FIELDS))
-    out.append(f"<h2>{esc(t['pseudo'])}</h2><p>{esc(t['pseudo_note'])}</p><ul>")
-    out += [f"<li>{esc(day)}: {count}</li>" for day, count in data.pseudonymised]
-    out.append("</ul></main></body></html>")
+        out.append(_table(shown, EVENT_FIELDS, t["no_rows"]))
+    out.append(f"<h2>{esc(t['pseudo'])}</h2><p>{esc(t['pseudo_note'])}</p>")
+    if data.pseudonymised:
+        out.append("<ul>" + "".join(f"<li>{esc(day)}: {count}</li>" for day, count in data.pseudonymised) + "</ul>")
+    else:
+        out.append(f"<p>{esc(t['no_rows'])}</p>")
+    out.append("</main></body></html>")
     return "".join(out)
 
 
-def _table(rows: tuple[dict[str, Any], ...], fields: tuple[str, ...]) -> str:
+def _table(rows: tuple[dict[str, Any], ...], fields: tuple[str, ...], empty: str) -> str:
+    """Rows as a table of the columns that hold anything (an export has them all)."""
     esc = html.escape
-    head = "".join(f'<th scope="col">{esc(f)}</th>' for f in fields)
-    body = "".join("<tr>" + "".join(f"<td>{esc(_cell(r.get(f)))}</td>" for f in fields) + "</tr>" for r in rows)
-    return f'<div class="cg-scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+    if not rows:
+        return f"<p>{esc(empty)}</p>"
+    shown = [f for f in fields if any(r.get(f) not in (None, "", []) for r in rows)]
+    head = "".join(f'<th scope="col">{esc(f)}</th>' for f in shown)
+    body = "".join("<tr>" + "".join(f"<td>{esc(_cell(r.get(f)))}</td>" for f in shown) + "</tr>" for r in rows)
+    table = f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody>"
+    return f'<div class="cg-scroll"><table class="cg-data">{table}</table></div>'
 
 
 class MyDataEndpoint:

@@ -92,3 +92,51 @@ def test_declaration_in_korean_and_english(declaration_site: LiveServer, new_con
     assert page.locator("h1").inner_text() == "Cookie declaration"
     assert page.get_by_role("heading", name="Marketing and advertising").is_visible()
     screenshot(page, "cookie-declaration-en")
+
+
+def test_my_data_page(
+    make_settings: Callable[..., Settings], store: Store, tmp_path: Any, new_context: Callable[..., Any]
+) -> None:
+    import time
+
+    from consent_gateway.my_data import MyDataEndpoint, Visitor
+    from consent_gateway.policy import KEEP, RowBuilder
+    from consent_gateway.pseudonymize import SaltStore
+    from consent_gateway.records import RawRecord
+    from consent_gateway.store.schema import EVENT_COLUMNS
+
+    settings = make_settings()
+    migrate(store)
+    salts = SaltStore(tmp_path / "keys")
+    raw = RawRecord(
+        kind="visit",
+        name="request",
+        category="analytics",
+        action=KEEP,
+        ts=time.time(),
+        site=settings.site_id,
+        host="t",
+        path="/courses/피아노",
+        query="",
+        referrer="",
+        user_agent="Mozilla/5.0",
+        ip="203.0.113.9",
+        consent_id="cid-browser-0000001",
+        granted=frozenset({"necessary", "analytics"}),
+        status=200,
+    )
+    lines, _ = RowBuilder(settings, salts).event_lines([raw])
+    store.insert_lines("events", lines, [n for n, _ in EVENT_COLUMNS])
+    endpoint = MyDataEndpoint(
+        settings, salts, lambda: store, lambda request: Visitor("cid-browser-0000001", "203.0.113.9", "Mozilla/5.0")
+    )
+    app = Starlette(routes=[Route("/my-data-page", endpoint.handle)])
+    server = LiveServer(ConsentGateway(app, settings)).start()
+    try:
+        page = new_context(locale="ko-KR").new_page()
+        page.goto(f"http://127.0.0.1:{server.port}/my-data-page")
+        assert page.locator("h1").inner_text() == "내 정보 조회"
+        assert page.get_by_text("/courses/피아노").is_visible()
+        screenshot(page, "my-data-ko")
+    finally:
+        server.stop()
