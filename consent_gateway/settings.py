@@ -94,6 +94,35 @@ DEFAULT_CATEGORIES: tuple[Category, ...] = (
 )
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CookieDescription:
+    """What the site says of one of its cookies for the public declaration; empty fields fall back
+    to the well-known-cookie catalogue and the inventory."""
+
+    provider: str = ""
+    purpose_ko: str = ""
+    purpose_en: str = ""
+    lifetime_ko: str = ""
+    lifetime_en: str = ""
+    party: str = ""  # "first", "third" or "" (worked out)
+
+    @classmethod
+    def from_mapping(cls, name: str, value: Any) -> CookieDescription:
+        """One ``[cookie_descriptions."name"]`` table."""
+        key = f"cookie_descriptions.{name}"
+        if not isinstance(value, Mapping):
+            raise SettingsError(key, value, 'write a table, e.g. provider = "Us", purpose_en = "Keeps you signed in"')
+        allowed = [f.name for f in dataclasses.fields(cls)]
+        for sub, text in value.items():
+            if sub not in allowed:
+                raise SettingsError(f"{key}.{sub}", text, _unknown(sub, allowed, "description key"))
+            if not isinstance(text, str) or len(text) > 500:
+                raise SettingsError(f"{key}.{sub}", text, "use a string of at most 500 characters")
+        if value.get("party", "") not in ("", "first", "third"):
+            raise SettingsError(f"{key}.party", value["party"], 'use "first" or "third"')
+        return cls(**dict(value))
+
+
 @dataclass(frozen=True, slots=True)
 class PolicyVersion:
     """A privacy-policy version ``MAJOR.MINOR`` with the date it takes effect."""
@@ -335,6 +364,7 @@ class CookieSettings(_Group):
     secure: bool = field(default=True, metadata=_flat("cookie_secure"))
     domain: str = field(default="", metadata=_flat("cookie_domain"))
     registry: tuple[tuple[str, str], ...] = field(default=(), metadata=_flat("cookie_registry"))
+    descriptions: tuple[tuple[str, CookieDescription], ...] = field(default=(), metadata=_flat("cookie_descriptions"))
     unknown_category: str = field(default="preferences", metadata=_flat("unknown_cookie_category"))
     verify_cache_size: int = field(default=4096, metadata=_flat("verify_cache_size"))
 
@@ -346,6 +376,7 @@ class CookieSettings(_Group):
                 "cookie_max_age_days", self.max_age_days, "use 1 to 400 days (browsers cap cookies at 400)"
             )
         _check_patterns("cookies", self.registry)
+        _check_patterns("cookie_descriptions", tuple((name, "") for name, _ in self.descriptions))
         _check_positive(self, verify_cache_size="verify_cache_size")
 
 
@@ -358,6 +389,8 @@ class ConsentSettings(_Group):
     visit_category: str = field(default="analytics", metadata=_flat("visit_category"))
     marketing_category: str = field(default="marketing", metadata=_flat("marketing_category"))
     gpc_refuses: tuple[str, ...] = field(default=("marketing",), metadata=_flat("gpc_refuses"))
+    # Refused for a visitor the app marks as under 14 unless a legal representative consented (children.py).
+    behavioural: tuple[str, ...] = field(default=("marketing",), metadata=_flat("behavioural_categories"))
     policy: PolicyVersion = field(default=PolicyVersion(1, 0, dt.date(2026, 1, 1)), metadata=_flat("policy"))
     upcoming_policy: PolicyVersion | None = field(default=None, metadata=_flat("upcoming_policy"))
     policy_url: str = field(default="/privacy", metadata=_flat("policy_url"))
@@ -403,6 +436,13 @@ class ConsentSettings(_Group):
                 raise SettingsError("gpc_refuses", refused, f"use categories from {keys}")
             if refused in required:
                 raise SettingsError("gpc_refuses", refused, "a required category cannot be refused; remove it")
+        for behavioural in self.behavioural:
+            if behavioural not in keys:
+                raise SettingsError("behavioural_categories", behavioural, f"use categories from {keys}")
+            if behavioural in required:
+                raise SettingsError(
+                    "behavioural_categories", behavioural, "a required category cannot be refused; remove it"
+                )
 
     def _check_upcoming(self) -> None:
         up, cur = self.upcoming_policy, self.policy
@@ -843,12 +883,14 @@ class Settings:
         cookie_secure: bool
         cookie_domain: str
         cookie_registry: tuple[tuple[str, str], ...]
+        cookie_descriptions: tuple[tuple[str, CookieDescription], ...]
         unknown_cookie_category: str
         verify_cache_size: int
         categories: tuple[Category, ...]
         visit_category: str
         marketing_category: str
         gpc_refuses: tuple[str, ...]
+        behavioural_categories: tuple[str, ...]
         policy: PolicyVersion
         upcoming_policy: PolicyVersion | None
         policy_url: str
@@ -997,7 +1039,7 @@ _FLAT_TABLES = {
     "rate_limit": "rate_limit_",
 }
 # Every top-level TOML name that is not a plain setting (for "did you mean").
-_TABLES = (*_FLAT_TABLES, "categories", "cookies", "events", "policy", "banner")
+_TABLES = (*_FLAT_TABLES, "categories", "cookies", "cookie_descriptions", "events", "policy", "banner")
 
 
 def _coerce(key: str, value: Any, kind: type) -> Any:
@@ -1048,6 +1090,12 @@ def _from_mapping(raw: Mapping[str, Any]) -> dict[str, Any]:
             values["categories"] = _categories(value)
         elif key == "cookies":
             values["cookie_registry"] = _registry("cookies", value)
+        elif key == "cookie_descriptions":
+            if not isinstance(value, Mapping):
+                raise SettingsError(key, value, 'write one [cookie_descriptions."name"] table per cookie')
+            values["cookie_descriptions"] = tuple(
+                (str(name), CookieDescription.from_mapping(str(name), table)) for name, table in value.items()
+            )
         elif key == "events":
             values["event_registry"] = _registry("events", value)
         elif key == "policy":

@@ -1,0 +1,579 @@
+"""A live inventory of the cookie names the site sets and browsers send back (names only, never values).
+
+The gateway sees every ``Set-Cookie`` the app sends and every ``Cookie`` header browsers send, on real
+traffic. ``CookieInventory`` counts them in memory, bounded in names and bytes, and ``flush_inventory``
+writes the counts as one aggregate row per day and name to the ``cookie_inventory`` table (no visitor
+keys, a TTL like the events'). ``read_inventory`` merges those rows back for the CLI and the declaration.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import fnmatch
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Gauge
+
+from .cookies import set_cookie_name
+from .store.client import Store
+
+TABLE = "cookie_inventory"
+SESSION = -1
+"""``lifetime_seconds`` of a cookie set without Max-Age or Expires (it ends with the browser session)."""
+
+SOURCE_REGISTRY = "registry"
+SOURCE_CATALOGUE = "catalogue"
+SOURCE_UNCLASSIFIED = "unclassified"
+SOURCE_GATEWAY = "gateway"
+
+MAX_NAME_CHARS = 128
+MAX_PATH_CHARS = 200
+MAX_ATTRIBUTES_CHARS = 256
+PATH_SLOTS = 8
+TOP_PATHS = 5
+
+
+CatalogueLookup = Callable[[str], Any]
+"""name -> (provider, category, purpose_ko, purpose_en, lifetime) or None; lifetime: words or seconds."""
+
+
+def no_catalogue(name: str) -> None:
+    """The lookup used when no catalogue is installed: it knows no names."""
+    return None
+
+
+def installed_catalogue() -> CatalogueLookup:
+    """``consent_gateway.catalogue.lookup`` when the package has a catalogue, else ``no_catalogue``."""
+    try:
+        from . import catalogue  # type: ignore[attr-defined, unused-ignore]
+    except ImportError:
+        return no_catalogue
+    lookup: CatalogueLookup = getattr(catalogue, "lookup", no_catalogue)
+    return lookup
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogueEntry:
+    """One catalogue answer, read from whatever sequence the catalogue returns."""
+
+    provider: str
+    category: str
+    purpose_ko: str
+    purpose_en: str
+    lifetime: str | int
+    """Words ("2 years") or seconds; a declaration turns seconds into words in each language."""
+
+    @classmethod
+    def from_hit(cls, hit: Any) -> CatalogueEntry | None:
+        """From a 5-sequence, or an object with those five attributes; None stays None."""
+        if hit is None:
+            return None
+        fields = ("provider", "category", "purpose_ko", "purpose_en", "lifetime")
+        if all(hasattr(hit, f) for f in fields):
+            provider, category, purpose_ko, purpose_en, lifetime = (getattr(hit, f) for f in fields)
+        else:
+            provider, category, purpose_ko, purpose_en, lifetime = (hit[i] for i in range(5))
+        life = lifetime if isinstance(lifetime, int) and not isinstance(lifetime, bool) else str(lifetime)
+        return cls(str(provider), str(category), str(purpose_ko), str(purpose_en), life)
+
+
+class Classifier:
+    """Sorts a cookie name into a category and says where that came from: registry, catalogue or neither.
+
+    The site's registry wins (exact names, then its glob patterns in order), then the catalogue; a name
+    neither knows gets ``unknown_category`` with the source ``unclassified``. Answers are memoised in a
+    bounded cache; names longer than ``MAX_NAME_CHARS`` are cut first, so the cache is bounded in bytes too.
+    """
+
+    def __init__(
+        self,
+        registry: Sequence[tuple[str, str]],
+        *,
+        unknown_category: str,
+        catalogue: CatalogueLookup = no_catalogue,
+        fixed: Mapping[str, str] | None = None,
+        cache_size: int = 4096,
+    ) -> None:
+        self._exact = {name: category for name, category in registry if not _is_glob(name)}
+        self._globs = [(re.compile(fnmatch.translate(p)), c) for p, c in registry if _is_glob(p)]
+        self._fixed = dict(fixed or {})
+        self._catalogue = catalogue
+        self.unknown_category = unknown_category
+        self.classify = lru_cache(maxsize=cache_size)(self._classify)
+
+    def __repr__(self) -> str:
+        return f"Classifier({len(self._exact)} names, {len(self._globs)} patterns)"
+
+    def catalogue_entry(self, name: str) -> CatalogueEntry | None:
+        """The catalogue's entry for ``name`` (None when the catalogue does not know it)."""
+        return CatalogueEntry.from_hit(self._catalogue(name))
+
+    def _classify(self, name: str) -> tuple[str, str]:
+        if name in self._fixed:
+            return self._fixed[name], SOURCE_GATEWAY
+        if name in self._exact:
+            return self._exact[name], SOURCE_REGISTRY
+        for regex, category in self._globs:
+            if regex.match(name):
+                return category, SOURCE_REGISTRY
+        entry = self.catalogue_entry(name)
+        if entry is not None:
+            return entry.category, SOURCE_CATALOGUE
+        return self.unknown_category, SOURCE_UNCLASSIFIED
+
+    @classmethod
+    def from_settings(cls, settings: Any, catalogue: CatalogueLookup = no_catalogue) -> Classifier:
+        """The classifier of a gateway's settings; the gateway's own consent cookie is necessary."""
+        return cls(
+            settings.cookie.registry,
+            unknown_category=settings.cookie.unknown_category,
+            catalogue=catalogue,
+            fixed={settings.cookie.name: "necessary"},
+        )
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(ch in pattern for ch in "*?[")
+
+
+@dataclass(frozen=True, slots=True)
+class CookieAttributes:
+    """A Set-Cookie's attributes as the app set them (``lifetime_seconds``: -1 for a session cookie)."""
+
+    domain: str = ""
+    path: str = ""
+    lifetime_seconds: int = SESSION
+    http_only: bool = False
+    secure: bool = False
+    same_site: str = ""
+
+    @classmethod
+    def from_set_cookie(cls, header_value: str | bytes, now: float | None = None) -> CookieAttributes:
+        """Read the attributes of one Set-Cookie value; unknown or malformed attributes are ignored."""
+        if isinstance(header_value, bytes):
+            header_value = header_value.decode("latin-1")
+        domain = path = same_site = ""
+        http_only = secure = False
+        max_age: int | None = None
+        expires: int | None = None
+        for part in header_value.split(";")[1:]:
+            key, _, value = part.partition("=")
+            key = key.strip(" \t").lower()
+            value = value.strip(" \t")
+            if key == "domain":
+                domain = value.lstrip(".").lower()[:MAX_NAME_CHARS]
+            elif key == "path":
+                path = value[:MAX_PATH_CHARS]
+            elif key == "max-age":
+                try:
+                    max_age = max(0, int(value))
+                except ValueError:
+                    pass
+            elif key == "expires":
+                try:
+                    when = email.utils.parsedate_to_datetime(value)
+                except (TypeError, ValueError, IndexError):
+                    continue
+                if when.tzinfo is None:
+                    when = when.replace(tzinfo=dt.UTC)
+                expires = max(0, int(when.timestamp() - (time.time() if now is None else now)))
+            elif key == "httponly":
+                http_only = True
+            elif key == "secure":
+                secure = True
+            elif key == "samesite":
+                same_site = value.capitalize()[:8]
+        # Max-Age wins over Expires (RFC 6265 5.3, step 3).
+        lifetime = max_age if max_age is not None else expires if expires is not None else SESSION
+        return cls(domain, path, lifetime, http_only, secure, same_site)
+
+
+@dataclass(slots=True)
+class _Entry:
+    """Counts of one name since the last flush (mutable; lives only inside the inventory's lock)."""
+
+    category: str
+    source: str
+    first_seen: int
+    last_seen: int
+    set_count: int = 0
+    request_count: int = 0
+    blocked: int = 0
+    before_consent: int = 0
+    # The Set-Cookie's attributes as sent (the text after the value), parsed only when drained.
+    attributes: str | None = None
+    attributes_at: int = 0
+    paths: dict[str, int] = field(default_factory=dict)
+
+    def add_path(self, path: str) -> None:
+        # Space-saving: a new path on full slots takes the least counted one's place (and its count),
+        # so the top few paths stay right while the slots stay bounded.
+        if path in self.paths or len(self.paths) < PATH_SLOTS:
+            self.paths[path] = self.paths.get(path, 0) + 1
+            return
+        low = min(self.paths, key=self.paths.__getitem__)
+        self.paths[path] = self.paths.pop(low) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryRow:
+    """One aggregate row of ``cookie_inventory``: one day, one name."""
+
+    day: dt.date
+    name: str
+    category: str
+    source: str
+    set_count: int
+    request_count: int
+    blocked: int
+    before_consent: int
+    first_seen: int
+    last_seen: int
+    attributes: CookieAttributes | None
+    paths: tuple[tuple[str, int], ...]
+    overflow: int = 0
+
+
+class CookieInventory:
+    """Counts cookie names seen in responses and requests, bounded in names and bytes; thread-safe.
+
+    At most ``max_names`` distinct names are held between flushes, and at most ``max_bytes`` of names
+    and paths; names beyond either are counted in ``overflow`` only. Names and paths are cut to
+    ``MAX_NAME_CHARS`` and ``MAX_PATH_CHARS``, and each name keeps at most ``PATH_SLOTS`` paths.
+    """
+
+    def __init__(
+        self,
+        classifier: Classifier,
+        *,
+        max_names: int = 2000,
+        max_bytes: int = 1 << 20,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if max_names < 1 or max_bytes < 1:
+            raise ValueError(f"max_names ({max_names}) and max_bytes ({max_bytes}) must be at least 1")
+        self.classifier = classifier
+        self.max_names = max_names
+        self.max_bytes = max_bytes
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: dict[str, _Entry] = {}
+        self._bytes = 0
+        self._overflow = 0
+        # Names ever found unclassified by this process (bounded like the entries), for the gauge.
+        self._unclassified: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"CookieInventory({len(self._entries)} names, overflow={self._overflow})"
+
+    @property
+    def overflow(self) -> int:
+        """Sightings of names refused since the last flush because a bound was reached."""
+        return self._overflow
+
+    def unclassified_count(self) -> int:
+        """Distinct names neither the registry nor the catalogue knows, seen by this process."""
+        return len(self._unclassified)
+
+    def observe_set_cookie(self, header_value: str | bytes, *, path: str, granted: bool, blocked: bool) -> None:
+        """Count one Set-Cookie of the app: ``granted``: the visitor had granted its category;
+        ``blocked``: the gateway removed it."""
+        if isinstance(header_value, bytes):
+            header_value = header_value.decode("latin-1")
+        name = set_cookie_name(header_value)
+        # Only what follows the value is kept; parsing it waits for the flush, once per name.
+        attributes = header_value.partition(";")[2][:MAX_ATTRIBUTES_CHARS]
+        now = int(self._clock())
+        with self._lock:
+            entry = self._entry(name, now)
+            if entry is None:
+                return
+            entry.set_count += 1
+            entry.blocked += int(blocked)
+            entry.before_consent += int(not granted)
+            entry.attributes = attributes
+            entry.attributes_at = now
+            self._add_path(entry, path)
+
+    def observe_request_cookies(self, names: Iterable[str], *, path: str, granted: Iterable[str]) -> None:
+        """Count the cookie names of one request's Cookie header, for a visitor who granted ``granted``."""
+        allowed = granted if isinstance(granted, frozenset) else frozenset(granted)
+        now = int(self._clock())
+        with self._lock:
+            for name in dict.fromkeys(names):
+                entry = self._entry(name, now)
+                if entry is None:
+                    continue
+                entry.request_count += 1
+                if entry.category != "necessary" and entry.category not in allowed:
+                    entry.before_consent += 1
+
+    def _entry(self, name: str, now: int) -> _Entry | None:
+        entry = self._entries.get(name)
+        if entry is None and len(name) > MAX_NAME_CHARS:
+            name = name[:MAX_NAME_CHARS]
+            entry = self._entries.get(name)
+        if entry is not None:
+            entry.last_seen = now
+            return entry
+        # Counted at its largest: the attributes text it may hold later is bounded too.
+        size = len(name.encode("utf-8", "surrogatepass")) + 64 + MAX_ATTRIBUTES_CHARS
+        if len(self._entries) >= self.max_names or self._bytes + size > self.max_bytes:
+            self._overflow += 1
+            return None
+        category, source = self.classifier.classify(name)
+        if source == SOURCE_UNCLASSIFIED and len(self._unclassified) < self.max_names:
+            self._unclassified.add(name)
+        entry = self._entries[name] = _Entry(category, source, now, now)
+        self._bytes += size
+        return entry
+
+    def _add_path(self, entry: _Entry, path: str) -> None:
+        path = path[:MAX_PATH_CHARS]
+        if path not in entry.paths:
+            size = len(path.encode("utf-8", "surrogatepass")) + 16
+            if len(entry.paths) < PATH_SLOTS:
+                if self._bytes + size > self.max_bytes:
+                    return
+                self._bytes += size
+        entry.add_path(path)
+
+    def drain(self) -> list[InventoryRow]:
+        """Take the counts gathered since the last drain as rows, and start counting afresh."""
+        with self._lock:
+            entries, self._entries = self._entries, {}
+            overflow, self._overflow = self._overflow, 0
+            self._bytes = 0
+            now = int(self._clock())
+        day = dt.datetime.fromtimestamp(now, dt.UTC).date()
+        rows = [
+            InventoryRow(
+                day,
+                name,
+                e.category,
+                e.source,
+                e.set_count,
+                e.request_count,
+                e.blocked,
+                e.before_consent,
+                e.first_seen,
+                e.last_seen,
+                None if e.attributes is None else CookieAttributes.from_set_cookie(";" + e.attributes, e.attributes_at),
+                tuple(sorted(e.paths.items(), key=lambda kv: -kv[1])),
+            )
+            for name, e in entries.items()
+        ]
+        if overflow:
+            rows.append(InventoryRow(day, "", "", "overflow", 0, 0, 0, 0, now, now, None, (), overflow))
+        return rows
+
+
+def watch_unclassified(inventory: CookieInventory, registry: CollectorRegistry) -> Gauge:
+    """A gauge ``cg_cookie_unclassified_names`` on ``registry`` that reads ``inventory`` when scraped."""
+    gauge = Gauge(
+        "cg_cookie_unclassified_names",
+        "Distinct cookie names seen that neither the registry nor the catalogue knows",
+        registry=registry,
+    )
+    gauge.set_function(inventory.unclassified_count)
+    return gauge
+
+
+# -- ClickHouse ------------------------------------------------------------------------------------
+
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("day", "Date"),
+    ("site", "LowCardinality(String)"),
+    ("name", "String"),
+    ("category", "LowCardinality(String)"),
+    ("source", "LowCardinality(String)"),
+    ("set_count", "SimpleAggregateFunction(sum, UInt64)"),
+    ("request_count", "SimpleAggregateFunction(sum, UInt64)"),
+    ("blocked", "SimpleAggregateFunction(sum, UInt64)"),
+    ("before_consent", "SimpleAggregateFunction(sum, UInt64)"),
+    ("overflow", "SimpleAggregateFunction(sum, UInt64)"),
+    ("first_seen", "SimpleAggregateFunction(min, DateTime('UTC'))"),
+    ("last_seen", "SimpleAggregateFunction(max, DateTime('UTC'))"),
+    ("domain", "SimpleAggregateFunction(anyLast, String)"),
+    ("cookie_path", "SimpleAggregateFunction(anyLast, String)"),
+    ("lifetime_seconds", "SimpleAggregateFunction(max, Int64)"),
+    ("http_only", "SimpleAggregateFunction(max, UInt8)"),
+    ("secure", "SimpleAggregateFunction(max, UInt8)"),
+    ("same_site", "SimpleAggregateFunction(anyLast, String)"),
+    ("paths", "SimpleAggregateFunction(sumMap, Tuple(Array(String), Array(UInt64)))"),
+)
+
+
+def inventory_ddl(store: Store, *, events_months: int = 3) -> list[str]:
+    """The additive DDL of ``cookie_inventory``: counts per day and name, no visitor keys, the events' TTL."""
+    columns = ",\n    ".join(f"`{n}` {t}" for n, t in COLUMNS)
+    return [
+        f"""CREATE TABLE IF NOT EXISTS {store.table(TABLE)} (
+    {columns}
+)
+ENGINE = AggregatingMergeTree
+PARTITION BY toYYYYMM(day)
+ORDER BY (site, day, name, category, source)
+TTL day + toIntervalMonth({int(events_months)}) DELETE"""
+    ]
+
+
+def create_inventory_table(store: Store, *, events_months: int = 3) -> None:
+    """Create ``cookie_inventory`` when it is missing (safe to run again)."""
+    for statement in inventory_ddl(store, events_months=events_months):
+        store.command(statement)
+
+
+def _line(site: str, row: InventoryRow) -> bytes:
+    a = row.attributes
+    paths = [[p for p, _ in row.paths], [c for _, c in row.paths]]
+    values = [
+        row.day.isoformat(),
+        site,
+        row.name,
+        row.category,
+        row.source,
+        row.set_count,
+        row.request_count,
+        row.blocked,
+        row.before_consent,
+        row.overflow,
+        row.first_seen,
+        row.last_seen,
+        a.domain if a else "",
+        a.path if a else "",
+        a.lifetime_seconds if a else SESSION,
+        int(a.http_only) if a else 0,
+        int(a.secure) if a else 0,
+        a.same_site if a else "",
+        paths,
+    ]
+    return json.dumps(values, ensure_ascii=False).encode("utf-8", "surrogatepass")
+
+
+def flush_inventory(store: Store, inventory: CookieInventory, site: str) -> int:
+    """Write what ``inventory`` gathered since the last flush; returns the rows written.
+
+    On a ClickHouse error the counts are lost (they are statistics, not records) and the error is raised.
+    """
+    rows = inventory.drain()
+    if rows:
+        store.insert_lines(TABLE, [_line(site, r) for r in rows], [n for n, _ in COLUMNS])
+    return len(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class CookieSummary:
+    """One cookie name over the days read: what the CLI, the gauge and the declaration show."""
+
+    name: str
+    category: str
+    source: str
+    set_count: int
+    request_count: int
+    blocked: int
+    before_consent: int
+    first_seen: dt.datetime
+    last_seen: dt.datetime
+    domain: str
+    cookie_path: str
+    lifetime_seconds: int
+    http_only: bool
+    secure: bool
+    same_site: str
+    top_paths: tuple[tuple[str, int], ...]
+
+    @property
+    def set_by(self) -> str:
+        """Who set it: ``server`` (the app's responses) or ``script`` (seen only in requests)."""
+        return "server" if self.set_count else "script"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "category": self.category,
+            "source": self.source,
+            "set_by": self.set_by,
+            "set_count": self.set_count,
+            "request_count": self.request_count,
+            "blocked": self.blocked,
+            "before_consent": self.before_consent,
+            "first_seen": self.first_seen.isoformat(),
+            "last_seen": self.last_seen.isoformat(),
+            "domain": self.domain,
+            "path": self.cookie_path,
+            "lifetime_seconds": self.lifetime_seconds,
+            "http_only": self.http_only,
+            "secure": self.secure,
+            "same_site": self.same_site,
+            "top_paths": [{"path": p, "count": c} for p, c in self.top_paths],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryReport:
+    """Every name seen over ``days`` days, and how many sightings the bounds refused."""
+
+    cookies: tuple[CookieSummary, ...]
+    overflow: int
+
+    def unclassified(self) -> tuple[CookieSummary, ...]:
+        return tuple(c for c in self.cookies if c.source == SOURCE_UNCLASSIFIED)
+
+
+def read_inventory(store: Store, site: str, *, days: int = 90) -> InventoryReport:
+    """The inventory of ``site`` over the last ``days`` days, merged across days and flushes."""
+    rows = store.query_rows(
+        # The table name is fixed; values are bound parameters.
+        f"""SELECT name, argMax(category, last_seen), argMax(source, last_seen),
+       sum(set_count), sum(request_count), sum(blocked), sum(before_consent), sum(overflow),
+       min(first_seen), max(last_seen),
+       argMaxIf(domain, last_seen, set_count > 0), argMaxIf(cookie_path, last_seen, set_count > 0),
+       argMaxIf(lifetime_seconds, last_seen, set_count > 0), max(http_only), max(secure),
+       argMaxIf(same_site, last_seen, set_count > 0), sumMap(paths)
+FROM {store.table(TABLE)}
+WHERE site = {{site:String}} AND day >= today() - {{days:UInt32}}
+GROUP BY name
+ORDER BY name""",  # noqa: S608
+        {"site": site, "days": int(days)},
+    )
+    cookies = []
+    overflow = 0
+    for r in rows:
+        if r[2] == "overflow":
+            overflow += int(r[7])
+            continue
+        paths = sorted(zip(r[16][0], r[16][1], strict=True), key=lambda pc: (-pc[1], pc[0]))[:TOP_PATHS]
+        cookies.append(
+            CookieSummary(
+                name=r[0],
+                category=r[1],
+                source=r[2],
+                set_count=int(r[3]),
+                request_count=int(r[4]),
+                blocked=int(r[5]),
+                before_consent=int(r[6]),
+                first_seen=_utc(r[8]),
+                last_seen=_utc(r[9]),
+                domain=r[10],
+                cookie_path=r[11],
+                lifetime_seconds=int(r[12]) if int(r[3]) else SESSION,
+                http_only=bool(r[13]),
+                secure=bool(r[14]),
+                same_site=r[15],
+                top_paths=tuple((str(p), int(c)) for p, c in paths),
+            )
+        )
+    return InventoryReport(tuple(cookies), overflow)
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)

@@ -1,0 +1,185 @@
+"""The cookie inventory: counting names (never values), its bounds, and the round trip through ClickHouse."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import tracemalloc
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from consent_gateway.inventory import (
+    SESSION,
+    SOURCE_CATALOGUE,
+    SOURCE_GATEWAY,
+    SOURCE_REGISTRY,
+    SOURCE_UNCLASSIFIED,
+    Classifier,
+    CookieAttributes,
+    CookieInventory,
+    create_inventory_table,
+    flush_inventory,
+    read_inventory,
+    watch_unclassified,
+)
+from consent_gateway.store import Store
+from consent_gateway.store.schema import migrate
+
+from .conftest import REGISTRY
+
+CATALOGUE = {
+    "_ga": ("Google Analytics", "analytics", "방문자 구분", "Distinguishes visitors", 63_072_000),
+    "csrftoken": ("Django", "necessary", "요청 위조 방지", "Cross-site request forgery protection", "1 year"),
+}
+
+
+@pytest.fixture
+def store(store: Store) -> Store:
+    """The test's database with the gateway's migrations applied, as a started gateway has it."""
+    migrate(store)
+    return store
+
+
+def catalogue(name: str) -> tuple[Any, ...] | None:
+    return CATALOGUE.get(name)
+
+
+def classifier() -> Classifier:
+    return Classifier(REGISTRY, unknown_category="preferences", catalogue=catalogue, fixed={"cg_consent": "necessary"})
+
+
+def test_classifier_prefers_registry_then_catalogue() -> None:
+    c = classifier()
+    assert c.classify("palette_session") == ("necessary", SOURCE_REGISTRY)
+    assert c.classify("_mk_pixel") == ("marketing", SOURCE_REGISTRY)
+    assert c.classify("_ga") == ("analytics", SOURCE_CATALOGUE)
+    assert c.classify("mystery") == ("preferences", SOURCE_UNCLASSIFIED)
+    assert c.classify("cg_consent") == ("necessary", SOURCE_GATEWAY)
+    # The site's registry overrides the catalogue's category.
+    over = Classifier((("_ga", "marketing"),), unknown_category="preferences", catalogue=catalogue)
+    assert over.classify("_ga") == ("marketing", SOURCE_REGISTRY)
+
+
+def test_attributes_are_read_as_set() -> None:
+    now = dt.datetime(2026, 12, 4, tzinfo=dt.UTC).timestamp()
+    a = CookieAttributes.from_set_cookie(
+        "_ga=GA1.2.secret; Domain=.Example.com; Path=/shop; Max-Age=63072000; Secure; HttpOnly; SameSite=lax", now
+    )
+    assert a == CookieAttributes("example.com", "/shop", 63072000, True, True, "Lax")
+    b = CookieAttributes.from_set_cookie("x=1; Expires=Sat, 05 Dec 2026 00:00:00 GMT", now)
+    assert b.lifetime_seconds == 86400
+    assert CookieAttributes.from_set_cookie("x=1; Path=/").lifetime_seconds == SESSION
+    # Max-Age wins over Expires, and garbage is ignored.
+    c = CookieAttributes.from_set_cookie("x=1; Expires=never; Max-Age=60; Max-Age=zz", now)
+    assert c.lifetime_seconds == 60
+
+
+def _fill(inventory: CookieInventory) -> None:
+    inventory.observe_set_cookie("palette_session=s3cr3t; Path=/; HttpOnly", path="/login", granted=True, blocked=False)
+    inventory.observe_set_cookie("_ga=GA1.1.99; Max-Age=63072000", path="/", granted=False, blocked=True)
+    inventory.observe_set_cookie("_ga=GA1.1.98; Max-Age=63072000", path="/news", granted=True, blocked=False)
+    inventory.observe_set_cookie("_ga=GA1.1.97; Max-Age=63072000", path="/news", granted=True, blocked=False)
+    inventory.observe_set_cookie("mystery=v; SameSite=None; Secure", path="/", granted=True, blocked=False)
+    # Set by a script on the page: only ever seen coming back.
+    inventory.observe_request_cookies(["_hjid", "palette_session", "_ga"], path="/", granted=["necessary"])
+    inventory.observe_request_cookies(["_hjid"], path="/", granted=["necessary", "preferences"])
+
+
+def test_inventory_round_trip_through_clickhouse(store: Store) -> None:
+    inventory = CookieInventory(classifier())
+    create_inventory_table(store)
+    create_inventory_table(store)  # idempotent
+    _fill(inventory)
+    assert flush_inventory(store, inventory, "site-a") == 4
+    # A second flush later the same day adds to the same names.
+    inventory.observe_set_cookie("_ga=x; Max-Age=100", path="/other", granted=True, blocked=False)
+    flush_inventory(store, inventory, "site-a")
+    flush_inventory(store, CookieInventory(classifier()), "site-a")  # nothing to write
+    report = read_inventory(store, "site-a")
+    by = {c.name: c for c in report.cookies}
+    assert set(by) == {"palette_session", "_ga", "mystery", "_hjid"}
+    ga = by["_ga"]
+    assert (ga.category, ga.source, ga.set_by) == ("analytics", SOURCE_CATALOGUE, "server")
+    assert (ga.set_count, ga.request_count, ga.blocked, ga.before_consent) == (4, 1, 1, 2)
+    assert ga.top_paths[0] == ("/news", 2)
+    assert {p for p, _ in ga.top_paths} == {"/", "/news", "/other"}
+    hj = by["_hjid"]
+    assert (hj.set_by, hj.source, hj.request_count, hj.before_consent) == ("script", SOURCE_UNCLASSIFIED, 2, 1)
+    session = by["palette_session"]
+    assert (session.http_only, session.cookie_path, session.lifetime_seconds) == (True, "/", SESSION)
+    assert session.before_consent == 0
+    assert by["mystery"].same_site == "None" and by["mystery"].secure
+    assert [c.name for c in report.unclassified()] == ["_hjid", "mystery"]
+    # Never a value, and nothing of another site.
+    dump = repr(store.query_rows(f"SELECT * FROM {store.table('cookie_inventory')}"))
+    assert "s3cr3t" not in dump and "GA1.1" not in dump
+    assert read_inventory(store, "site-b").cookies == ()
+
+
+def test_the_table_has_a_ttl_and_no_visitor_keys(store: Store) -> None:
+    create_inventory_table(store, events_months=7)
+    ddl = store.query_rows(
+        "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = 'cookie_inventory'",
+        {"db": store.database},
+    )[0][0]
+    assert "toIntervalMonth(7)" in ddl
+    assert "visitor" not in ddl and "consent_id" not in ddl and "ip" not in ddl.replace("Tuple", "")
+
+
+def test_bounds_count_overflow_and_are_read_back(store: Store) -> None:
+    inventory = CookieInventory(classifier(), max_names=3)
+    for i in range(10):
+        inventory.observe_request_cookies([f"n{i}"], path="/", granted=[])
+    assert inventory.overflow == 7
+    create_inventory_table(store)
+    flush_inventory(store, inventory, "s")
+    report = read_inventory(store, "s")
+    assert len(report.cookies) == 3 and report.overflow == 7
+    assert inventory.overflow == 0  # a flush starts counting afresh
+
+
+def test_unclassified_gauge() -> None:
+    inventory = CookieInventory(classifier())
+    registry = CollectorRegistry()
+    watch_unclassified(inventory, registry)
+    _fill(inventory)
+    assert b"cg_cookie_unclassified_names 2.0" in generate_latest(registry)
+
+
+def _flood(inventory: CookieInventory, start: int, count: int) -> None:
+    long = "x" * 5000
+    for i in range(start, start + count):
+        inventory.observe_set_cookie(f"{long}{i}=v", path=f"/p/{i}/{long}", granted=False, blocked=True)
+        inventory.observe_request_cookies([f"req{i}{long}"], path="/", granted=[])
+
+
+def test_a_flood_of_distinct_names_stays_bounded() -> None:
+    inventory = CookieInventory(Classifier((), unknown_category="preferences", cache_size=256), max_names=500)
+    _fill(inventory)
+    _flood(inventory, 0, 2_000)  # warm up: the caps are reached
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        _flood(inventory, 2_000, 20_000)
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # 20,000 more names of 5 kB each (200 MB if kept) leave memory where the caps put it.
+    assert grown < 512 * 1024, grown
+    assert len(inventory.drain()) == 501  # 500 names and the overflow row
+    assert inventory.unclassified_count() <= 500
+
+
+def _names(rows: list[Any]) -> set[str]:
+    return {r.name for r in rows}
+
+
+def test_names_and_paths_are_cut() -> None:
+    inventory = CookieInventory(classifier())
+    inventory.observe_set_cookie("a" * 1000 + "=v", path="/" + "p" * 1000, granted=True, blocked=False)
+    (row,) = inventory.drain()
+    assert len(row.name) == 128 and len(row.paths[0][0]) == 200
