@@ -39,13 +39,14 @@ class BoundedLRU(Generic[K, V]):
     """A least-recently-used map capped at ``max_entries`` entries and ``max_bytes`` bytes of keys.
 
     The byte count is of the keys (the part a client controls); values should be small, fixed-size
-    results such as a parsed user agent. A key larger than ``max_bytes`` on its own is never stored.
+    results such as a parsed user agent. A key larger than ``max_bytes`` on its own is never stored;
+    ``max_entries = 0`` stores nothing (caching off).
     Thread-safe: workers run the ASGI app on one loop, but the writer thread may read too.
     """
 
     def __init__(self, max_entries: int, max_bytes: int) -> None:
-        if max_entries < 1 or max_bytes < 1:
-            raise ValueError(f"max_entries ({max_entries}) and max_bytes ({max_bytes}) must be at least 1")
+        if max_entries < 0 or max_bytes < 0:
+            raise ValueError(f"max_entries ({max_entries}) and max_bytes ({max_bytes}) must be 0 or more")
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self._data: OrderedDict[K, tuple[V, int]] = OrderedDict()
@@ -76,7 +77,7 @@ class BoundedLRU(Generic[K, V]):
 
     def put(self, key: K, value: V) -> None:
         size = _size_of(key)
-        if size > self.max_bytes:
+        if size > self.max_bytes or self.max_entries == 0:
             return
         with self._lock:
             old = self._data.pop(key, None)

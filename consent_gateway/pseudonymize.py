@@ -49,7 +49,8 @@ _EMAIL = re.compile(r"[^/@\s]+@[^/@\s]+\.[A-Za-z]{2,}")
 _PHONE = re.compile(r"\+?[\d(][\d\-. ()]{7,18}\d")
 _PHONE_MIN_DIGITS = 9
 # Secret-looking path segments: a UUID, a run of 16+ letters and digits mixing both (reset and
-# invitation tokens, hashes), or 10+ digits in a row (account, order or card numbers).
+# invitation tokens, hashes; 20+ with mixed case for base64), or 10+ digits in a row (account,
+# order or card numbers).
 _UUID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
 _ALNUM_RUN = re.compile(r"[A-Za-z0-9]{16,}")
 _DIGIT_RUN = re.compile(r"[0-9]{10,}")
@@ -163,6 +164,10 @@ def _looks_secret(segment: str) -> bool:
     for run in _ALNUM_RUN.findall(segment):
         digits = sum(ch.isdigit() for ch in run)
         if digits >= 2 and len(run) - digits >= 2:
+            return True
+        # base64-like: long, mixed case and a digit (a slug or a word is neither)
+        upper = sum(ch.isupper() for ch in run)
+        if len(run) >= 20 and digits and upper >= 2 and len(run) - digits - upper >= 2:
             return True
     return False
 
