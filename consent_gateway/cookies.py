@@ -23,11 +23,19 @@ def set_cookie_name(header_value: bytes | str) -> str:
 
 def set_cookie_names(header_value: bytes | str) -> tuple[str, ...]:
     """Every name a Set-Cookie may be read back under: a pair without '=' is stored by browsers
-    as a cookie with an empty name, and sent back as a bare token that servers read as a name."""
+    as a cookie with an empty name, and sent back as a bare token that servers read as a name.
+    A nameless pair (``=_mk_d=1``) is stored with an empty name too and sent back as its value
+    alone (``_mk_d=1``), which servers read as the cookie ``_mk_d``: that name counts as well."""
     if isinstance(header_value, bytes):
         header_value = header_value.decode("latin-1")
+    first = header_value.split(";", 1)[0]
     name = set_cookie_name(header_value)
-    return (name,) if "=" in header_value.split(";", 1)[0] else (name, "")
+    if "=" not in first:
+        return (name, "")
+    if name:
+        return (name,)
+    value = first.partition("=")[2]
+    return ("", value.partition("=")[0].strip(" \t"))
 
 
 def request_cookie_names(cookie_header: str) -> list[str]:

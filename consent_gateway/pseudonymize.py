@@ -7,7 +7,9 @@
 - IPs truncated to /24 (IPv4) or /48 (IPv6) and never stored raw;
 - user agents reduced to browser family and major version, OS family, device class and bot flag;
 - URLs without query strings except ``utm_*``; referrers reduced to their host; click ids
-  removed; email- and phone-like path segments redacted.
+  removed; email- and phone-like path segments redacted, and so are secret-looking ones (UUIDs,
+  long random tokens, long digit runs); emails and phone numbers redacted in every stored text;
+- props of pseudonymised rows limited to the keys the site declares for each event.
 """
 
 from __future__ import annotations
@@ -22,12 +24,15 @@ import os
 import re
 import secrets
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from user_agents import parse as parse_user_agent
+
+from .bounded import BoundedLRU, truncate_key
 
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
 CLICK_ID_KEYS = frozenset(
@@ -38,8 +43,17 @@ CLICK_ID_KEYS = frozenset(
 )
 SALT_LIFETIME = dt.timedelta(hours=48)
 _EMAIL = re.compile(r"[^/@\s]+@[^/@\s]+\.[A-Za-z]{2,}")
-# Phone-like: 9-15 digits, optionally split by '-', '.', ' ' or '+' prefixed (010-1234-5678).
-_PHONE = re.compile(r"\+?\d[\d\-. ]{7,18}\d")
+# Phone-like: 9-15 digits, optionally split by '-', '.', ' ', '(' or ')' and '+' prefixed: Korean
+# mobiles (010-1234-5678, 01012345678), +82 10 1234 5678, E.164 (+14155552671). Any script's
+# digits count (Korean IMEs can type full-width digits).
+_PHONE = re.compile(r"\+?[\d(][\d\-. ()]{7,18}\d")
+_PHONE_MIN_DIGITS = 9
+# Secret-looking path segments: a UUID, a run of 16+ letters and digits mixing both (reset and
+# invitation tokens, hashes; 20+ with mixed case for base64), or 10+ digits in a row (account,
+# order or card numbers).
+_UUID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
+_ALNUM_RUN = re.compile(r"[A-Za-z0-9]{16,}")
+_DIGIT_RUN = re.compile(r"[0-9]{10,}")
 _HEADLESS = ("headless", "phantomjs", "puppeteer", "playwright", "selenium", "lighthouse")
 REDACTED = "[redacted]"
 MAX_PATH = 1024
@@ -78,12 +92,30 @@ class ReducedAgent:
     is_bot: bool
 
 
-@lru_cache(maxsize=4096)
+# A user agent is reduced from its first MAX_USER_AGENT characters (real ones are under 300): the
+# parse cache is then bounded in bytes as well as entries, whatever size of header a server admits.
+MAX_USER_AGENT = 512
+_AGENTS: BoundedLRU[str, ReducedAgent] = BoundedLRU(4096, 4096 * (MAX_USER_AGENT + 128))
+
+
 def reduce_user_agent(ua: str) -> ReducedAgent:
-    """Parse once per distinct user agent (the parse is slow; agents repeat a lot)."""
+    """Parse once per distinct user agent (the parse is slow; agents repeat a lot).
+
+    Only the first ``MAX_USER_AGENT`` characters count, so a huge header neither costs more to
+    parse nor sits in the cache whole.
+    """
+    return _AGENTS.get_or_compute(truncate_key(ua, MAX_USER_AGENT), _reduce)
+
+
+def user_agent_cache() -> BoundedLRU[str, ReducedAgent]:
+    """The process's user-agent cache (for metrics and tests)."""
+    return _AGENTS
+
+
+def _reduce(ua: str) -> ReducedAgent:
     if not ua:
         return ReducedAgent("Unknown", "", "Unknown", "other", False)
-    parsed = parse_user_agent(ua[:512])
+    parsed = parse_user_agent(ua)
     lowered = ua.lower()
     is_bot = bool(parsed.is_bot) or any(marker in lowered for marker in _HEADLESS)
     if is_bot:
@@ -107,7 +139,7 @@ def reduce_user_agent(ua: str) -> ReducedAgent:
 
 
 def redact_path(path: str) -> str:
-    """The path with email- and phone-like segments replaced, cut to a sane length."""
+    """The path with email-, phone- and secret-looking segments replaced, cut to a sane length."""
     path = path[:MAX_PATH]
     # str.isdigit() on ASCII text is exactly [0-9]; only other text needs the per-character test.
     if "@" not in path and not (
@@ -117,9 +149,69 @@ def redact_path(path: str) -> str:
     segments = path.split("/")
     for i, segment in enumerate(segments):
         decoded = unquote(segment)
-        if _EMAIL.search(decoded) or (_PHONE.search(decoded) and sum(ch.isdigit() for ch in decoded) >= 9):
+        if _EMAIL.search(decoded) or _has_phone(decoded) or _looks_secret(decoded):
             segments[i] = REDACTED
     return "/".join(segments)
+
+
+def _has_phone(text: str) -> bool:
+    return any(sum(ch.isdigit() for ch in m.group()) >= _PHONE_MIN_DIGITS for m in _PHONE.finditer(text))
+
+
+def _looks_secret(segment: str) -> bool:
+    if _UUID.search(segment) or _DIGIT_RUN.search(segment):
+        return True
+    for run in _ALNUM_RUN.findall(segment):
+        digits = sum(ch.isdigit() for ch in run)
+        if digits >= 2 and len(run) - digits >= 2:
+            return True
+        # base64-like: long, mixed case and a digit (a slug or a word is neither)
+        upper = sum(ch.isupper() for ch in run)
+        if len(run) >= 20 and digits and upper >= 2 and len(run) - digits - upper >= 2:
+            return True
+    return False
+
+
+def redact_text(value: str) -> str:
+    """``value`` with email addresses and phone numbers replaced by ``[redacted]``.
+
+    For every free text a row stores (UTM values, titles, string props): such text is written by
+    people, and people paste their contact details into search boxes and forms.
+    """
+    if "@" in value:
+        value = _EMAIL.sub(REDACTED, value)
+    if _has_phone(value):
+        value = _PHONE.sub(
+            lambda m: REDACTED if sum(ch.isdigit() for ch in m.group()) >= _PHONE_MIN_DIGITS else m.group(),
+            value,
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class FilteredProps:
+    """Props cut to the declared keys, and how many keys were dropped."""
+
+    props: dict[str, Any]
+    dropped: int
+
+
+def declared_props(
+    props: Mapping[str, Any], event: str, declared: Mapping[str, frozenset[str]] | None
+) -> FilteredProps:
+    """The props of a pseudonymised row: only keys the site declares for ``event`` are kept.
+
+    ``declared`` maps an event name to its allowed keys (``"*"`` for events not listed). With no
+    declaration at all (``None``) nothing is filtered, as before; an event with no entry and no
+    ``"*"`` keeps no props. Dropped keys are counted so the operator can see what was cut.
+    """
+    if declared is None:
+        return FilteredProps(dict(props), 0)
+    allowed = declared.get(event)
+    if allowed is None:
+        allowed = declared.get("*", frozenset())
+    kept = {k: v for k, v in props.items() if k in allowed}
+    return FilteredProps(kept, len(props) - len(kept))
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +239,7 @@ def split_query(query: str) -> QueryParts:
 
 
 def _clean_text(value: str) -> str:
-    if _EMAIL.search(value):
+    if _EMAIL.search(value) or _has_phone(value):
         return REDACTED
     return value
 

@@ -59,6 +59,16 @@ class TokenBucket:
     def __repr__(self) -> str:
         return f"TokenBucket(per_minute={self.rate * 60:g}, burst={self.burst:g}, tracked={len(self._buckets)})"
 
+    def peek(self, key: str) -> float:
+        """What ``take`` would answer, without taking anything: 0.0 when a token is available."""
+        now = self._clock()
+        with self._lock:
+            found = self._buckets.get(key)
+        if found is None:
+            return 0.0
+        tokens = min(self.burst, found[0] + (now - found[1]) * self.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
     def take(self, key: str) -> float:
         """Take one token for ``key``: 0.0 when allowed, else the seconds until one is available."""
         now = self._clock()
@@ -95,9 +105,21 @@ def client_key(ip: str) -> str | None:
     return None if addr.is_loopback else str(addr)
 
 
+# Page views through the wrapped app: generous, since one page may pull a dozen assets through
+# the gateway and a school or office shares one address; it stops a single client's flood only.
+PAGE_PER_MINUTE = 1200.0
+PAGE_BURST = 600
+
+
 class RateLimits:
     """The buckets of the gateway's routes: ``collect`` for ``/collect``, ``consent`` for choices,
-    withdrawals and receipts. A limit of 0 per minute switches that bucket off."""
+    withdrawals and receipts, ``page`` for requests passed to the wrapped app. A limit of 0 per
+    minute switches that bucket off.
+
+    ``check`` both tests and charges. Where a request can still be refused for another reason (the
+    origin check), call ``peek`` first and ``charge`` only once the request is accepted: refused
+    requests then cost nothing, so a third-party page cannot spend a visitor's allowance.
+    """
 
     def __init__(
         self,
@@ -106,6 +128,8 @@ class RateLimits:
         collect_burst: int,
         consent_per_minute: float,
         consent_burst: int,
+        page_per_minute: float = PAGE_PER_MINUTE,
+        page_burst: int = PAGE_BURST,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._buckets: dict[str, TokenBucket] = {}
@@ -113,24 +137,40 @@ class RateLimits:
             self._buckets["collect"] = TokenBucket(collect_per_minute, collect_burst, clock=clock)
         if consent_per_minute > 0:
             self._buckets["consent"] = TokenBucket(consent_per_minute, consent_burst, clock=clock)
+        if page_per_minute > 0:
+            self._buckets["page"] = TokenBucket(page_per_minute, page_burst, clock=clock)
 
     def __repr__(self) -> str:
         return f"RateLimits({sorted(self._buckets)})"
 
-    def check(self, bucket: str, ip: str) -> None:
-        """Raise RateLimited when ``ip`` has used up ``bucket``."""
+    def _limiter(self, bucket: str, ip: str) -> tuple[TokenBucket, str] | None:
         limiter = self._buckets.get(bucket)
         if limiter is None:
-            return
+            return None
         key = client_key(ip)
-        if key is None:
-            return
-        wait = limiter.take(key)
-        if wait > 0:
-            seconds = max(1, math.ceil(wait))
-            raise RateLimited(
-                f"too many {bucket} requests from this address; retry in {seconds} s", retry_after=seconds
-            )
+        return None if key is None else (limiter, key)
+
+    def check(self, bucket: str, ip: str) -> None:
+        """Raise RateLimited when ``ip`` has used up ``bucket``; otherwise charge one request."""
+        found = self._limiter(bucket, ip)
+        if found is not None:
+            _raise_if_waiting(bucket, found[0].take(found[1]))
+
+    def peek(self, bucket: str, ip: str) -> None:
+        """Raise RateLimited when ``ip`` has used up ``bucket``, charging nothing."""
+        found = self._limiter(bucket, ip)
+        if found is not None:
+            _raise_if_waiting(bucket, found[0].peek(found[1]))
+
+    def charge(self, bucket: str, ip: str) -> None:
+        """Count one accepted request against ``bucket`` (raises RateLimited if it ran out meanwhile)."""
+        self.check(bucket, ip)
+
+
+def _raise_if_waiting(bucket: str, wait: float) -> None:
+    if wait > 0:
+        seconds = max(1, math.ceil(wait))
+        raise RateLimited(f"too many {bucket} requests from this address; retry in {seconds} s", retry_after=seconds)
 
 
 class EventNameCap:

@@ -6,7 +6,8 @@ import fnmatch
 import logging
 import re
 from collections.abc import Sequence
-from functools import lru_cache
+
+from .bounded import BoundedLRU, RateLimitedWarner, truncate_key
 
 logger = logging.getLogger("consent_gateway.registry")
 
@@ -14,9 +15,14 @@ logger = logging.getLogger("consent_gateway.registry")
 class CategoryRegistry:
     """Maps cookie or event names to categories: exact names first, then glob patterns in order.
 
-    A name the registry does not know counts as ``unknown_category``; the first time each unknown
-    name is seen a warning says so, so that the site's developers can register it.
+    A name the registry does not know counts as ``unknown_category``; a warning says so, so that
+    the site's developers can register it. Names are looked up from their first ``MAX_NAME``
+    characters (a cookie or event name is short), the lookup cache is bounded in entries and bytes,
+    and warnings are rate-limited, not budget-exhausted: a flood of invented names cannot grow
+    memory or silence the warning for good.
     """
+
+    MAX_NAME = 256
 
     def __init__(
         self,
@@ -42,8 +48,12 @@ class CategoryRegistry:
             else:
                 self._exact[pattern] = category
         self._exact.update(fixed or {})
-        self._warned: set[str] = set()
-        self.category_of = lru_cache(maxsize=cache_size)(self._lookup)
+        self._warner = RateLimitedWarner(logger)
+        self._cache: BoundedLRU[str, str] = BoundedLRU(cache_size, cache_size * (self.MAX_NAME + 64))
+
+    def category_of(self, name: str) -> str:
+        """The category of ``name`` (``unknown_category`` for names the registry does not know)."""
+        return self._cache.get_or_compute(truncate_key(name, self.MAX_NAME), self._lookup)
 
     def _lookup(self, name: str) -> str:
         found = self._exact.get(name)
@@ -52,15 +62,12 @@ class CategoryRegistry:
         for regex, category in self._patterns:
             if regex.match(name):
                 return category
-        if name not in self._warned and len(self._warned) < 10_000:
-            self._warned.add(name)
-            logger.warning(
-                "%s %r is not in the registry; treating it as %r. Add it under [%s].",
-                self._label,
-                name[:64],
-                self.unknown_category,
-                self._section,
-            )
+        self._warner.warn(
+            name,
+            f"{self._label} %r is not in the registry; treating it as %r. Add it under [%s].",
+            self.unknown_category,
+            self._section,
+        )
         return self.unknown_category
 
     def names_for(self, category: str) -> list[str]:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consent_gateway.ratelimit import OTHER_EVENT, EventNameCap, RateLimits, TokenBucket, client_key
+from consent_gateway.ratelimit import OTHER_EVENT, EventNameCap, RateLimited, RateLimits, TokenBucket, client_key
 from consent_gateway.store import Store
 
 from .asgi import Driver
@@ -246,3 +246,40 @@ def test_forwarded_for_cannot_dodge_the_limit(make_gateway: Build) -> None:
         for i in range(4)
     ]
     assert proxied == [202, 202, 202, 202]
+
+
+def test_refused_requests_cost_nothing_when_checked_with_peek_then_charged() -> None:
+    # Finding 4: a third-party page's refused POSTs spent the visitor's allowance. With peek()
+    # before the origin check and charge() only for accepted requests, they cost nothing.
+    clock = Clock()
+    limits = RateLimits(collect_per_minute=0, collect_burst=1, consent_per_minute=1, consent_burst=2, clock=clock)
+    visitor = "203.0.113.7"
+    for _ in range(50):  # cross-site POSTs: peeked, then refused by the origin check, never charged
+        limits.peek("consent", visitor)
+    limits.peek("consent", visitor)
+    limits.charge("consent", visitor)  # the visitor's own withdrawal passes
+    limits.charge("consent", visitor)
+    try:
+        limits.peek("consent", visitor)
+    except RateLimited as limited:
+        assert limited.status == 429 and limited.retry_after >= 1
+    else:
+        raise AssertionError("a used-up bucket must refuse on peek")
+
+
+def test_page_views_have_a_generous_per_ip_limit() -> None:
+    clock = Clock()
+    limits = RateLimits(
+        collect_per_minute=1, collect_burst=1, consent_per_minute=1, consent_burst=1, page_burst=600, clock=clock
+    )
+    for _ in range(600):  # a busy office behind one address browsing at once
+        limits.check("page", "198.51.100.20")
+    try:
+        limits.check("page", "198.51.100.20")
+    except RateLimited:
+        pass
+    else:
+        raise AssertionError("page views past the burst must be limited")
+    limits.check("page", "198.51.100.21")  # other clients are untouched
+    clock.now += 60.0
+    limits.check("page", "198.51.100.20")  # and the bucket refills

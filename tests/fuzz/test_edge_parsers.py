@@ -270,6 +270,25 @@ def browser_cookie_name(value: bytes) -> str:
     return pair.split("=", 1)[0].strip(" \t")
 
 
+def read_back_name(value: bytes) -> str:
+    """The name a server reads when the browser sends the cookie back: a cookie stored with an
+    empty name is sent as its value alone, so ``=_mk_d=1`` comes back as the cookie ``_mk_d``."""
+    pair = value.decode("latin-1").split(";", 1)[0]
+    if "=" not in pair or pair.split("=", 1)[0].strip(" \t"):
+        return browser_cookie_name(value)
+    return pair.split("=", 1)[1].split("=", 1)[0].strip(" \t")
+
+
+def test_a_nameless_set_cookie_is_judged_by_the_name_it_comes_back_under() -> None:
+    # Finding 9: "=_mk_d=1" passed with only preferences granted; browsers send it back as _mk_d=1.
+    consent = _consent(frozenset({"necessary", "preferences"}))
+    headers = [(b"set-cookie", b"=_mk_d=1; Path=/"), (b"set-cookie", b"=ui_lang=ko; Path=/")]
+    out = _MIDDLEWARE._filter_headers(list(headers), consent, None)[0]
+    passed = [v for k, v in out if k == b"set-cookie"]
+    assert b"=_mk_d=1; Path=/" not in passed
+    assert b"=ui_lang=ko; Path=/" in passed
+
+
 _MIDDLEWARE = ConsentMiddleware(lambda *a: None, runtime=_RUNTIME)  # type: ignore[arg-type, return-value]
 
 
@@ -290,11 +309,14 @@ def test_no_refused_category_cookie_passes(headers: list[tuple[bytes, bytes]], g
         # Neither the name the gateway sees nor the name the browser will store is refused.
         assert consent.allows(category_of(set_cookie_name(value))), value
         assert consent.allows(category_of(browser_cookie_name(value))), value
+        assert consent.allows(category_of(read_back_name(value))), value
     # Allowed cookies are not lost on the way, and other headers pass untouched and in order.
     for key, value in headers:
         if key.lower() == b"set-cookie":
-            if consent.allows(category_of(set_cookie_name(value))) and consent.allows(
-                category_of(browser_cookie_name(value))
+            if (
+                consent.allows(category_of(set_cookie_name(value)))
+                and consent.allows(category_of(browser_cookie_name(value)))
+                and consent.allows(category_of(read_back_name(value)))
             ):
                 assert value in passed
         elif key.lower() != b"vary":
