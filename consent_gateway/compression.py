@@ -1,0 +1,194 @@
+"""Incremental decoders and encoders for the Content-Encodings a page can arrive in.
+
+The gateway puts the banner into compressed pages by decoding the app's body as it streams,
+inserting, and encoding again in the same coding (the one the app chose from what the browser
+accepted). Every encoder flushes at the end of each chunk, so a streamed page stays streamed.
+Brotli and Zstandard come from the ``brotli`` and ``zstandard`` packages; without them a page in
+that coding is passed on untouched, as before.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any, Protocol
+
+MAX_CODINGS = 4  # more Content-Encoding tokens than this is no page a browser would read
+
+
+class Codec(Protocol):
+    """One direction of one coding, fed chunk by chunk."""
+
+    def feed(self, data: bytes) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+
+class DecodeError(ValueError):
+    """The app's body is not valid in the coding its Content-Encoding names."""
+
+
+def content_codings(values: list[bytes]) -> list[bytes]:
+    """The codings of every Content-Encoding header, in order, ``identity`` and blanks left out.
+
+    ``Content-Encoding: gzip`` plus ``Content-Encoding: identity`` reads as ``[b"gzip"]``.
+    """
+    codings = []
+    for value in values:
+        for token in value.split(b","):
+            token = token.strip().lower()
+            if token and token != b"identity":
+                codings.append(token)
+    return codings
+
+
+def _brotli() -> Any:
+    try:
+        import brotli
+    except ImportError:  # the optional dependency is not installed
+        return None
+    return brotli
+
+
+def _zstandard() -> Any:
+    try:
+        import zstandard
+    except ImportError:
+        return None
+    return zstandard
+
+
+def supported(coding: bytes) -> bool:
+    """Whether the gateway can decode and re-encode ``coding`` here."""
+    if coding in (b"gzip", b"x-gzip", b"deflate"):
+        return True
+    if coding == b"br":
+        return _brotli() is not None
+    if coding == b"zstd":
+        return _zstandard() is not None
+    return False
+
+
+class _ZlibDecoder:
+    __slots__ = ("_inner", "_raw_fallback", "_seen")
+
+    def __init__(self, wbits: int) -> None:
+        self._inner = zlib.decompressobj(wbits)
+        # HTTP "deflate" is the zlib format, but some servers send raw deflate: read either.
+        self._raw_fallback = wbits == zlib.MAX_WBITS
+        self._seen = False
+
+    def feed(self, data: bytes) -> bytes:
+        try:
+            out = self._inner.decompress(data)
+        except zlib.error as exc:
+            if self._raw_fallback and not self._seen:
+                self._inner = zlib.decompressobj(-zlib.MAX_WBITS)
+                self._raw_fallback = False
+                return self.feed(data)
+            raise DecodeError(f"the body is not valid for its Content-Encoding: {exc}") from None
+        self._seen = self._seen or bool(data)
+        return out
+
+    def finish(self) -> bytes:
+        return self._inner.flush()
+
+
+class _ZlibEncoder:
+    __slots__ = ("_inner",)
+
+    def __init__(self, wbits: int) -> None:
+        self._inner = zlib.compressobj(6, zlib.DEFLATED, wbits)
+
+    def feed(self, data: bytes) -> bytes:
+        return self._inner.compress(data) + self._inner.flush(zlib.Z_SYNC_FLUSH)
+
+    def finish(self) -> bytes:
+        return self._inner.flush(zlib.Z_FINISH)
+
+
+class _BrotliDecoder:
+    __slots__ = ("_inner",)
+
+    def __init__(self) -> None:
+        self._inner = _brotli().Decompressor()
+
+    def feed(self, data: bytes) -> bytes:
+        try:
+            return bytes(self._inner.process(data))
+        except Exception as exc:  # brotli.error is not exported under one name across versions
+            raise DecodeError(f"the body is not valid brotli: {exc}") from None
+
+    def finish(self) -> bytes:
+        return b""
+
+
+class _BrotliEncoder:
+    __slots__ = ("_inner",)
+
+    def __init__(self) -> None:
+        # Quality 5: near gzip's speed with brotli's ratio; 11 (the package default) is for static files.
+        brotli = _brotli()
+        self._inner = brotli.Compressor(mode=brotli.MODE_TEXT, quality=5)
+
+    def feed(self, data: bytes) -> bytes:
+        return bytes(self._inner.process(data)) + bytes(self._inner.flush())
+
+    def finish(self) -> bytes:
+        return bytes(self._inner.finish())
+
+
+class _ZstdDecoder:
+    __slots__ = ("_inner",)
+
+    def __init__(self) -> None:
+        self._inner = _zstandard().ZstdDecompressor().decompressobj()
+
+    def feed(self, data: bytes) -> bytes:
+        try:
+            return bytes(self._inner.decompress(data))
+        except Exception as exc:  # zstandard.ZstdError
+            raise DecodeError(f"the body is not valid zstd: {exc}") from None
+
+    def finish(self) -> bytes:
+        return b""
+
+
+class _ZstdEncoder:
+    __slots__ = ("_block", "_inner")
+
+    def __init__(self) -> None:
+        zstandard = _zstandard()
+        self._inner = zstandard.ZstdCompressor(level=3).compressobj()
+        self._block = zstandard.COMPRESSOBJ_FLUSH_BLOCK
+
+    def feed(self, data: bytes) -> bytes:
+        return bytes(self._inner.compress(data)) + bytes(self._inner.flush(self._block))
+
+    def finish(self) -> bytes:
+        return bytes(self._inner.flush())
+
+
+def decoder(coding: bytes) -> Codec:
+    """An incremental decoder for one coding ``supported`` accepts."""
+    if coding in (b"gzip", b"x-gzip"):
+        return _ZlibDecoder(16 + zlib.MAX_WBITS)
+    if coding == b"deflate":
+        return _ZlibDecoder(zlib.MAX_WBITS)
+    if coding == b"br":
+        return _BrotliDecoder()
+    if coding == b"zstd":
+        return _ZstdDecoder()
+    raise ValueError(f"Content-Encoding {coding!r} is not one the gateway decodes; check supported() first")
+
+
+def encoder(coding: bytes) -> Codec:
+    """An incremental encoder for one coding ``supported`` accepts, flushing after every chunk."""
+    if coding in (b"gzip", b"x-gzip"):
+        return _ZlibEncoder(16 + zlib.MAX_WBITS)
+    if coding == b"deflate":
+        return _ZlibEncoder(zlib.MAX_WBITS)
+    if coding == b"br":
+        return _BrotliEncoder()
+    if coding == b"zstd":
+        return _ZstdEncoder()
+    raise ValueError(f"Content-Encoding {coding!r} is not one the gateway encodes; check supported() first")
