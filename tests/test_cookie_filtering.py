@@ -196,7 +196,7 @@ def test_websocket_and_lifespan_pass_through(make_settings: Callable[..., Settin
         assert site.state.events == ["startup"]
         assert gateway.runtime.started  # the gateway's own resources open in the same lifespan
         with client.websocket_connect("/ws") as ws:
-            assert ws.receive_json() == {"has_consent": False}
+            assert ws.receive_json() == {"has_consent": True}
             ws.send_text("abc")
             assert ws.receive_text() == "cba"
     assert site.state.events == ["startup", "shutdown"]
