@@ -149,6 +149,8 @@ class HtmlInjector:
 
     def feed(self, chunk: bytes) -> bytes:
         """The part of the page that can go on now, with whatever markup belongs in it."""
+        if self._done_banner and self._done_assets and not self._carry:
+            return chunk  # every point is placed: the rest of the page passes as it is
         if len(self._sniff) < SNIFF_BYTES:
             self._sniff += chunk[: SNIFF_BYTES - len(self._sniff)]
         data = self._carry + chunk if self._carry else chunk
@@ -187,6 +189,9 @@ class HtmlInjector:
         end = len(data)
         emitted = 0  # data[emitted:i] is read and not yet in ``out``
         while i < end:
+            if self._done_banner and self._done_assets:
+                i = end  # nothing left to place: the rest goes on unread
+                break
             state = self._state
             if state == _DATA:
                 j = data.find(b"<", i)
