@@ -9,6 +9,7 @@ that coding is passed on untouched, as before.
 
 from __future__ import annotations
 
+import importlib
 import zlib
 from typing import Any, Protocol
 
@@ -41,20 +42,19 @@ def content_codings(values: list[bytes]) -> list[bytes]:
     return codings
 
 
-def _brotli() -> Any:
+def _optional(module: str) -> Any:
     try:
-        import brotli
-    except ImportError:  # the optional dependency is not installed
+        return importlib.import_module(module)
+    except ImportError:  # installed without it: pages in that coding pass on untouched
         return None
-    return brotli
+
+
+def _brotli() -> Any:
+    return _optional("brotli")
 
 
 def _zstandard() -> Any:
-    try:
-        import zstandard
-    except ImportError:
-        return None
-    return zstandard
+    return _optional("zstandard")
 
 
 def supported(coding: bytes) -> bool:
