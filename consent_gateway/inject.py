@@ -31,6 +31,8 @@ SNIFF_BYTES = 2048
 # Elements whose content is text up to their own end tag: no tag, comment or injection point inside.
 _RAW_TEXT = frozenset({b"script", b"style", b"textarea", b"title", b"xmp", b"iframe", b"noembed", b"noframes"})
 _NAME_END = b" \t\n\r\x0c/>"
+_SPACE = b" \t\n\r\x0c"
+_TAG_STOP = re.compile(rb"[>\"']")
 _LETTERS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _META_CHARSET = re.compile(rb"<meta[^>]+charset\s*=\s*[\"']?\s*([A-Za-z0-9_.:\-]+)", re.IGNORECASE)
 _HEADER_CHARSET = re.compile(rb";\s*charset\s*=\s*[\"']?([A-Za-z0-9_.:\-]+)", re.IGNORECASE)
@@ -306,19 +308,31 @@ class HtmlInjector:
         quote = self._quote
         last = self._last
         while i < end:
-            byte = data[i]
-            i += 1
             if quote:
-                if byte == quote:
-                    quote = 0
-                    last = 0x22
+                j = data.find(b'"' if quote == 0x22 else b"'", i)
+                if j < 0:
+                    i = end
+                    break
+                i = j + 1
+                quote = 0
+                last = 0x22
                 continue
+            found = _TAG_STOP.search(data, i)
+            j = end if found is None else found.start()
+            before = data[i:j].rstrip(_SPACE)
+            if before:
+                last = before[-1]
+            if found is None:
+                i = end
+                break
+            byte = data[j]
+            i = j + 1
             if byte == 0x3E:  # ">"
                 self._state = _DATA
                 break
-            if (byte == 0x22 or byte == 0x27) and last == 0x3D:  # a value opens after "="
+            if last == 0x3D:  # a quote right after "=" (spaces between) opens a value
                 quote = byte
-            elif byte not in b" \t\n\r\x0c":
+            else:
                 last = byte
         self._quote = quote
         self._last = last

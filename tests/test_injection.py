@@ -80,6 +80,13 @@ def test_fall_backs_and_fragments() -> None:
     assert run_split(b"<div>a partial</div>", 100) == b"<div>a partial</div>"  # a fragment: untouched
 
 
+def test_quoted_values_after_spaced_equals_and_stray_quotes() -> None:
+    page = b"<html><head></head><body data-a = \"x>y\" it's title='<p>'>z</body></html>"
+    expected = b"<html><head>[script][assets]</head><body data-a = \"x>y\" it's title='<p>'>[banner]z</body></html>"
+    for size in (1, 2, 3, len(page)):
+        assert run_split(page, size) == expected
+
+
 def test_look_ahead_is_bounded() -> None:
     """Only a tag name or marker cut at a chunk's end is held, never the page."""
     injector = HtmlInjector(b"", b"[assets]", lambda start: b"[banner]")
