@@ -407,8 +407,12 @@ class _Responder:
             self._done()
 
     async def send_websocket(self, message: Message) -> None:
-        """A WebSocket's accept has its Set-Cookie headers filtered exactly like a response's."""
-        if message["type"] == "websocket.accept" and (message.get("headers") or self.reissue is not None):
+        """A WebSocket's accept (or the HTTP response that denies it, with the ASGI extension for
+        that) has its Set-Cookie headers filtered exactly like a response's."""
+        mtype = message["type"]
+        if mtype in ("websocket.accept", "websocket.http.response.start") and (
+            message.get("headers") or self.reissue is not None
+        ):
             message["headers"], _ = self.gateway._filter_headers(
                 list(message.get("headers") or []), self.consent, self.reissue, websocket=True
             )

@@ -349,3 +349,15 @@ def test_websocket_accept_cookies_are_filtered_and_scope_has_consent(make_settin
         accepted = socket.extra_headers
     cookies = [v for k, v in accepted if k.lower() == b"set-cookie"]
     assert cookies == [b"palette_session=s; Path=/"]
+
+
+def test_websocket_denial_response_cookies_are_filtered(make_settings: Callable[..., Settings]) -> None:
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        headers = [(b"set-cookie", b"_mk_pixel=1"), (b"set-cookie", b"palette_session=s")]
+        await send({"type": "websocket.http.response.start", "status": 403, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": b"no"})
+
+    scope = {**http_scope("/ws"), "type": "websocket", "extensions": {"websocket.http.response": {}}}
+    messages = run_asgi(ConsentGateway(app, make_settings()), scope)
+    assert [v for k, v in messages[0]["headers"] if k == b"set-cookie"] == [b"palette_session=s"]
+    assert messages[1]["body"] == b"no"
