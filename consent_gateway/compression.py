@@ -11,17 +11,26 @@ from __future__ import annotations
 
 import importlib
 import zlib
+from collections.abc import Iterator
 from typing import Any, Protocol
 
-MAX_CODINGS = 4  # more Content-Encoding tokens than this is no page a browser would read
+# Decoded output comes in pieces of at most this size (zlib and brotli), so a small compressed
+# chunk that expands a thousandfold is passed on piece by piece rather than held whole.
+PIECE = 256 * 1024
 
 
 class Codec(Protocol):
-    """One direction of one coding, fed chunk by chunk."""
+    """An encoder of one coding, fed chunk by chunk."""
 
     def feed(self, data: bytes) -> bytes: ...
 
     def finish(self) -> bytes: ...
+
+
+class Decoder(Protocol):
+    """A decoder of one coding: each chunk comes out as pieces of decoded bytes."""
+
+    def pieces(self, data: bytes, last: bool) -> Iterator[bytes]: ...
 
 
 class DecodeError(ValueError):
@@ -77,20 +86,24 @@ class _ZlibDecoder:
         self._raw_fallback = wbits == zlib.MAX_WBITS
         self._seen = False
 
-    def feed(self, data: bytes) -> bytes:
-        try:
-            out = self._inner.decompress(data)
-        except zlib.error as exc:
-            if self._raw_fallback and not self._seen:
-                self._inner = zlib.decompressobj(-zlib.MAX_WBITS)
-                self._raw_fallback = False
-                return self.feed(data)
-            raise DecodeError(f"the body is not valid for its Content-Encoding: {exc}") from None
-        self._seen = self._seen or bool(data)
-        return out
-
-    def finish(self) -> bytes:
-        return self._inner.flush()
+    def pieces(self, data: bytes, last: bool) -> Iterator[bytes]:
+        while True:
+            try:
+                out = self._inner.decompress(data, PIECE)
+            except zlib.error as exc:
+                if self._raw_fallback and not self._seen:
+                    self._inner = zlib.decompressobj(-zlib.MAX_WBITS)
+                    self._raw_fallback = False
+                    continue
+                raise DecodeError(f"the body is not valid for its Content-Encoding: {exc}") from None
+            self._seen = True
+            if out:
+                yield out
+            data = self._inner.unconsumed_tail
+            if not data and len(out) < PIECE:  # a full piece may leave output still pending
+                break
+        if last:
+            yield self._inner.flush()
 
 
 class _ZlibEncoder:
@@ -112,14 +125,19 @@ class _BrotliDecoder:
     def __init__(self) -> None:
         self._inner = _brotli().Decompressor()
 
-    def feed(self, data: bytes) -> bytes:
+    def pieces(self, data: bytes, last: bool) -> Iterator[bytes]:
+        inner = self._inner
         try:
-            return bytes(self._inner.process(data))
+            out = bytes(inner.process(data, output_buffer_limit=PIECE))
+            # The limit is approximate, and output can still be pending while more input would
+            # be accepted: ask again until nothing more comes.
+            while out:
+                yield out
+                if inner.is_finished():
+                    break
+                out = bytes(inner.process(b"", output_buffer_limit=PIECE))
         except Exception as exc:  # brotli.error is not exported under one name across versions
             raise DecodeError(f"the body is not valid brotli: {exc}") from None
-
-    def finish(self) -> bytes:
-        return b""
 
 
 class _BrotliEncoder:
@@ -143,14 +161,12 @@ class _ZstdDecoder:
     def __init__(self) -> None:
         self._inner = _zstandard().ZstdDecompressor().decompressobj()
 
-    def feed(self, data: bytes) -> bytes:
+    def pieces(self, data: bytes, last: bool) -> Iterator[bytes]:
+        # zstandard's decompressobj has no output limit: a chunk comes out whole.
         try:
-            return bytes(self._inner.decompress(data))
+            yield bytes(self._inner.decompress(data))
         except Exception as exc:  # zstandard.ZstdError
             raise DecodeError(f"the body is not valid zstd: {exc}") from None
-
-    def finish(self) -> bytes:
-        return b""
 
 
 class _ZstdEncoder:
@@ -168,7 +184,7 @@ class _ZstdEncoder:
         return bytes(self._inner.flush())
 
 
-def decoder(coding: bytes) -> Codec:
+def decoder(coding: bytes) -> Decoder:
     """An incremental decoder for one coding ``supported`` accepts."""
     if coding in (b"gzip", b"x-gzip"):
         return _ZlibDecoder(16 + zlib.MAX_WBITS)

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from . import compression
-from .compression import Codec, content_codings
+from .compression import Codec, Decoder, content_codings
 from .consent import ConsentStatus
 from .cookies import set_cookie_names
 from .inject import HtmlInjector, UnsupportedCharset, charset_of, encode_markup, meta_charset
@@ -376,7 +376,7 @@ class _Responder:
         self._held: Message | None = None  # a page's start, sent with the page's first bytes
         self._changed: list[tuple[bytes, bytes]] = []  # the held start's headers once the body changes
         self._injector: HtmlInjector | None = None
-        self._decoder: Codec | None = None
+        self._decoder: Decoder | None = None
         self._encoder: Codec | None = None
         self._failed = False  # the body stopped decoding: the rest of the app's body is dropped
 
@@ -475,50 +475,60 @@ class _Responder:
         more = message.get("more_body", False)
         if self._failed:
             return
-        held = self._held
-        if held is not None and not chunk:
+        if self._held is not None and not chunk:
             if not more:
                 await self._pass_unchanged(message)  # an empty body gets no banner
             return  # otherwise the page's first bytes decide; none has come yet
+        if type(chunk) is not bytes:
+            chunk = bytes(chunk)
+        pieces = (chunk,) if self._decoder is None else self._decoder.pieces(chunk, not more)
+        injector = self._injector
+        encoder = self._encoder
+        assert injector is not None
+        pending = b""  # the last piece's output, sent with the app's more_body
         try:
-            if self._decoder is not None:
-                page = self._decoder.feed(chunk)
-                if not more:
-                    page += self._decoder.finish()
-            else:
-                page = chunk if type(chunk) is bytes else bytes(chunk)
+            for page in pieces:
+                if self._held is not None and not await self._first_bytes(page, message):
+                    return
+                if pending:
+                    await self.send_on({"type": "http.response.body", "body": pending, "more_body": True})
+                out = injector.feed(page)
+                pending = encoder.feed(out) if encoder is not None and out else out
         except compression.DecodeError as exc:
-            if held is not None:
+            if self._held is not None:
                 await self._pass_unchanged(message)  # not what its Content-Encoding says: left alone
                 return
             logger.warning("page %s: %s; the response ends here", self.scope.get("path"), exc)
             self._failed = True
-            out = self._encoder.finish() if self._encoder is not None else b""
-            await self.send_on({"type": "http.response.body", "body": out, "more_body": False})
+            tail = encoder.finish() if encoder is not None else b""
+            await self.send_on({"type": "http.response.body", "body": pending + tail, "more_body": False})
             self._done()
             return
-        if held is not None:
-            if page[:2] in (b"\xff\xfe", b"\xfe\xff"):
-                # A UTF-16 page (byte order mark): no ASCII tag syntax to put the banner into.
-                await self._pass_unchanged(message)
-                self._decoder = self._encoder = None
-                return
-            self._held = None
-            held["headers"] = self._changed
-            await self.send_on(held)
-        injector = self._injector
-        assert injector is not None
-        out = injector.feed(page)
+        if self._held is not None and not await self._first_bytes(b"", message):
+            return
         if not more:
-            out += injector.finish()
-        if self._encoder is not None:
-            out = self._encoder.feed(out) if out else b""
-            if not more:
-                out += self._encoder.finish()
-        if out or not more:
-            await self.send_on({"type": "http.response.body", "body": out, "more_body": more})
+            tail = injector.finish()
+            if encoder is not None:
+                tail = (encoder.feed(tail) if tail else b"") + encoder.finish()
+            pending += tail
+        if pending or not more:
+            await self.send_on({"type": "http.response.body", "body": pending, "more_body": more})
         if not more:
             self._done()
+
+    async def _first_bytes(self, page: bytes, message: Message) -> bool:
+        """Send the held start, changed for the banner, unless the page's first bytes rule it out."""
+        held = self._held
+        assert held is not None
+        if page[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            # A UTF-16 page (byte order mark): no ASCII tag syntax to put the banner into.
+            self._decoder = self._encoder = None
+            await self._pass_unchanged(message)
+            return False
+        self._held = None
+        held["headers"] = self._changed
+        await self.send_on(held)
+        return True
 
     async def _pass_unchanged(self, message: Message) -> None:
         """Give up on the banner for this response: the start and the rest go on as the app made them."""

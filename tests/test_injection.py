@@ -183,6 +183,28 @@ def test_streamed_compressed_page_stays_streamed(make_settings: Callable[..., Se
         assert ROOT in zlib.decompressobj(31 if coding == "gzip" else 15).decompress(first)
 
 
+@pytest.mark.parametrize("coding", ["gzip", "br"])
+def test_a_highly_compressed_chunk_is_decoded_piece_by_piece(
+    make_settings: Callable[..., Settings], coding: str
+) -> None:
+    from consent_gateway.compression import PIECE
+
+    page = b"<!doctype html><html><head></head><body>" + b"<p>same</p>" * (PIECE // 2) + b"</body></html>"
+    compressed = gzip.compress(page) if coding == "gzip" else brotli.compress(page)
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        headers = [(b"content-type", b"text/html"), (b"content-encoding", coding.encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": compressed})
+
+    messages = run_asgi(ConsentGateway(app, make_settings()), http_scope("/"))
+    bodies = [m for m in messages if m["type"] == "http.response.body"]
+    assert len(bodies) >= len(page) // (2 * PIECE)  # one app chunk, passed on in pieces
+    assert [m["more_body"] for m in bodies] == [True] * (len(bodies) - 1) + [False]
+    out = decode(coding, body_of(messages))
+    assert out.count(ROOT) == 1 and out.endswith(b"<p>same</p></body></html>")
+
+
 def test_gzip_plus_identity_headers_are_read_as_gzip(make_settings: Callable[..., Settings]) -> None:
     compressed = gzip.compress(PAGE.encode(), mtime=0)
 
