@@ -15,8 +15,10 @@ forms post to the gateway and redirect back. Every dynamic value here goes throu
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import enum
+import hashlib
 import html
 import json
 import re
@@ -25,7 +27,9 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
+from .assets import static_dir
 from .consent import Consent, ConsentStatus
+from .csp import csp_needs
 from .registry import CategoryRegistry
 from .settings import PolicyVersion, Settings
 
@@ -33,7 +37,6 @@ from .settings import PolicyVersion, Settings
 # a literal ("<", "</") lets the engine skip ahead to it, which IGNORECASE prevents (ASCII only
 # either way: these are bytes patterns).
 _LANG_ATTR = re.compile(rb"<[hH][tT][mM][lL][^>]*\b[lL][aA][nN][gG]=[\"']?([A-Za-z]{2})")
-_NONCE = re.compile(rb"'nonce-([A-Za-z0-9+/=_\-]{8,128})'")
 _HEAD_START = re.compile(rb"<[hH][eE][aA][dD](\s[^>]*)?>")
 _HEAD_END = re.compile(rb"</[hH][eE][aA][dD]\s*>")
 _BODY_END = re.compile(rb"</[bB][oO][dD][yY]\s*>")
@@ -103,11 +106,11 @@ class BannerRenderer:
         self.settings = settings
         self._cookies = cookies
         prefix = html.escape(settings.prefix)
-        self._css = f'<link rel="stylesheet" href="{prefix}/static/banner.css">'
-        self._css_bytes = self._css.encode("utf-8")
+        self._css_href = f"{prefix}/static/banner.css"
+        self._css = f'<link rel="stylesheet" href="{self._css_href}">'
         self._script_src = f"{prefix}/static/banner.js"
-        self._deferred_script = f'<script src="{self._script_src}" defer></script>'.encode()
-        self._default_assets = self._css_bytes + self._deferred_script
+        self._script_hashes = _file_hashes("banner.js")
+        self._style_hashes = _file_hashes("banner.css")
         self._track = html.escape(json.dumps(tracker_config(settings), separators=(",", ":")))
         # The upcoming-policy notice shows until the UTC midnight its version takes effect.
         up = settings.upcoming_policy
@@ -121,13 +124,10 @@ class BannerRenderer:
     def __repr__(self) -> str:
         return f"BannerRenderer(prefix={self.settings.prefix!r})"
 
-    def inject(self, body: bytes, consent: Consent, facts: Any, scope: Any, csp: bytes = b"") -> bytes:
-        """The page with the banner assets in ``<head>`` and the banner before ``</body>``.
-
-        With Google Consent Mode on, banner.js loads synchronously at the top of ``<head>`` so its
-        ``consent default`` reaches the data layer before any tag; otherwise it is deferred.
-        """
-        match = _LANG_ATTR.search(body, 0, 2048)
+    def root_html(self, consent: Consent, facts: Any, scope: Any, page_start: bytes = b"") -> bytes:
+        """The banner's root (UTF-8) for this visitor and page; ``page_start`` (the page's first bytes) may
+        name the page's language in ``<html lang>``, which then wins over Accept-Language."""
+        match = _LANG_ATTR.search(page_start, 0, 2048)
         locale = _PAGE_LOCALES.get(match.group(1).lower()) if match else None
         if locale is None:
             locale = choose_locale(facts.accept_language, self.settings.default_locale)
@@ -138,29 +138,45 @@ class BannerRenderer:
             # Query strings can carry personal data (?email=...): such a page's root is rendered for
             # it alone and not remembered.
             here = f"{path}?{query.decode('latin-1')}"
-            snippet = self._render_root(consent.status, consent.categories, consent.gpc, locale, here, upcoming)
-        else:
-            snippet = self._root(consent.status, consent.categories, consent.gpc, locale, path, upcoming)
-        nonce = ""
-        if csp:
-            found = _NONCE.search(csp)
-            if found:
-                nonce = f' nonce="{html.escape(found.group(1).decode("ascii"))}"'
+            return self._render_root(consent.status, consent.categories, consent.gpc, locale, here, upcoming)
+        return self._root(consent.status, consent.categories, consent.gpc, locale, path, upcoming)
+
+    def asset_tags(self, consent: Consent, csp: list[bytes] | bytes = b"") -> tuple[str, str]:
+        """The Google Consent Mode script for the top of ``<head>`` (empty when that mode is off),
+        and the stylesheet and script tags for its end.
+
+        Each tag carries what the page's Content-Security-Policy needs: the policy's nonce for
+        scripts on the script, its nonce for styles on the stylesheet, and an ``integrity`` hash
+        where the policy allows sources by hash (CSP Level 3 matches external files that way).
+        """
+        needs = csp_needs(csp if isinstance(csp, list) else [csp] if csp else [])
+        script_attrs = needs.script_attrs(self._script_hashes)
+        style_attrs = needs.style_attrs(self._style_hashes)
+        css = f'<link rel="stylesheet" href="{self._css_href}"{style_attrs}>'
         if self.settings.google_consent_mode:
             granted = html.escape(" ".join(sorted(consent.categories)))
-            script = (
-                f'<script src="{self._script_src}"{nonce} data-cg-gcm data-cg-status="{consent.status.value}" '
+            head_script = (
+                f'<script src="{self._script_src}"{script_attrs} data-cg-gcm data-cg-status="{consent.status.value}" '
                 f'data-cg-granted="{granted}"></script>'
-            ).encode()
+            )
+            return head_script, css
+        return "", f'{css}<script src="{self._script_src}" defer{script_attrs}></script>'
+
+    def inject(self, body: bytes, consent: Consent, facts: Any, scope: Any, csp: bytes = b"") -> bytes:
+        """The page with the banner assets in ``<head>`` and the banner before ``</body>``.
+
+        With Google Consent Mode on, banner.js loads synchronously at the top of ``<head>`` so its
+        ``consent default`` reaches the data layer before any tag; otherwise it is deferred.
+        """
+        snippet = self.root_html(consent, facts, scope, body[:2048])
+        head_script, css = self.asset_tags(consent, csp)
+        script = head_script.encode()
+        if script:
             head_start = _HEAD_START.search(body, 0, 4096)
             if head_start:
                 body = body[: head_start.end()] + script + body[head_start.end() :]
                 script = b""
-            assets = self._css_bytes + script
-        elif nonce:
-            assets = self._css_bytes + f'<script src="{self._script_src}" defer{nonce}></script>'.encode()
-        else:
-            assets = self._default_assets
+        assets = css.encode() + script
         at = _head_end(body)
         end = _last_body_end(body)
         # One copy of the page: the positions were found in ``body``, and neither insertion can
@@ -406,6 +422,18 @@ def _last_body_end(body: bytes) -> int:
     for match in _BODY_END.finditer(body):
         found = match.start()
     return found
+
+
+def _file_hashes(name: str) -> dict[str, str]:
+    """Base64 SHA-2 digests of a static file, for ``integrity`` under a hash-based policy."""
+    try:
+        data = (static_dir() / name).read_bytes()
+    except OSError:
+        return {}
+    return {
+        algorithm: base64.b64encode(hashlib.new(algorithm, data).digest()).decode("ascii")
+        for algorithm in ("sha256", "sha384", "sha512")
+    }
 
 
 def _choice(action: str, text: str) -> str:

@@ -37,4 +37,7 @@ class ConsentGateway:
         if kind == "lifespan":
             await lifespan_with_runtime(self.app, self.runtime, scope, receive, send)
             return
+        if kind == "websocket":  # consent in the scope, Set-Cookie of the handshake filtered
+            await self.middleware(scope, receive, send)
+            return
         await self.app(scope, receive, send)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
+from . import compression
 from .asgi import ASGIApp, Message, Receive, Scope, Send
+from .compression import Codec, Decoder, content_codings
 from .consent import Consent
 from .cookies import set_cookie_names
+from .inject import HtmlInjector, UnsupportedCharset, charset_of, encode_markup, meta_charset
 from .policy import VISIT
 from .records import RawRecord
 from .request import RequestFacts
@@ -28,8 +32,7 @@ _RESPONSE_HEADERS = {
     b"content-security-policy": _CSP,
     b"content-encoding": _ENCODING,
 }
-# HTML bodies larger than this are passed through without the banner rather than held in memory.
-MAX_INJECT_BODY = 2 * 1024 * 1024
+logger = logging.getLogger("consent_gateway.middleware")
 
 
 class ConsentMiddleware:
@@ -68,7 +71,7 @@ class ConsentMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind != "http":
+        if kind != "http" and kind != "websocket":
             if kind == "lifespan" and self._owns_runtime:
                 await lifespan_with_runtime(self.app, self.runtime, scope, receive, send)
             else:
@@ -88,87 +91,21 @@ class ConsentMiddleware:
             if verified is not None and verified.stale_key
             else None
         )
-        inject = self._inject_banner and scope.get("method") in ("GET", "HEAD")
-        # What the response start said, read once by _filter_headers: status, html, csp, and where
-        # its Content-Length stands (rewritten when a banner goes into the body).
-        status = 0
-        is_html = False
-        csp = b""
-        length_at = -1
-        held: Message | None = None
-        body: bytearray | None = None  # a held HTML body that came in more than one message
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status, is_html, csp, length_at, held, body
-            mtype = message["type"]
-            if mtype == "http.response.body":
-                if held is None:
-                    await send(message)
-                    if not message.get("more_body", False):
-                        self._record_visit(scope, facts, consent, is_html, status, started)
-                    return
-                chunk = message.get("body", b"")
-                if message.get("more_body", False):
-                    if body is None:
-                        body = bytearray()
-                    body.extend(chunk)
-                    if len(body) <= MAX_INJECT_BODY:
-                        return
-                    # Too large to hold: let it stream on untouched from here.
-                    start, held = held, None
-                    await send(start)
-                    await send({"type": "http.response.body", "body": bytes(body), "more_body": True})
-                    body = None
-                    return
-                start, held = held, None
-                if body is not None:
-                    body.extend(chunk)
-                    chunk = bytes(body)
-                    body = None
-                elif type(chunk) is not bytes:
-                    chunk = bytes(chunk)
-                new_body = runtime.banner.inject(chunk, consent, facts, scope, csp)
-                _set_content_length(start, length_at, len(new_body))
-                await send(start)
-                await send({"type": "http.response.body", "body": new_body, "more_body": False})
-                self._record_visit(scope, facts, consent, is_html, status, started)
-                return
-            if mtype == "http.response.start":
-                status = message["status"]
-                message["headers"], is_html, encoded, csp, length_at = self._filter_headers(
-                    message.get("headers", []), consent, reissue
-                )
-                # 204, 205 and 304 responses carry no body: a banner there breaks the HTTP framing.
-                if inject and is_html and not encoded and status not in (204, 205, 304):
-                    held = message
-                    return
-                await send(message)
-                return
-            if held is not None:
-                # A body the gateway cannot rewrite (http.response.pathsend of a FileResponse on
-                # servers with that extension): the held start must still go out, unchanged.
-                start, held = held, None
-                await send(start)
-            await send(message)
-            if mtype == "http.response.pathsend":
-                self._record_visit(scope, facts, consent, is_html, status, started)
-
-        await self.app(scope, receive, send_wrapper)
+        responder = _Responder(self, scope, send, facts, consent, reissue, started)
+        await self.app(scope, receive, responder.send if kind == "http" else responder.send_websocket)
 
     def _filter_headers(
         self,
         headers: list[tuple[bytes, bytes]],
         consent: Any,
         reissue: bytes | None,
-    ) -> tuple[list[tuple[bytes, bytes]], bool, bool, bytes, int]:
-        """The response headers as sent; whether the body is HTML and is encoded; the CSP; and the
-        index of the Content-Length header (-1 without one, -2 when there are several)."""
+        websocket: bool = False,
+    ) -> tuple[list[tuple[bytes, bytes]], _StartFacts]:
+        """The response headers as sent (refused Set-Cookie removed, Vary: Cookie added), and what
+        they say about the body."""
         out: list[tuple[bytes, bytes]] = []
-        vary_done = False
-        is_html = False
-        encoded = False
-        csp = b""
-        length_at = -1
+        start = _StartFacts()
+        vary_done = websocket  # a handshake's answer is not cached: no Vary to add
         for key, value in headers:
             kind = _RESPONSE_HEADERS.get(key)
             if kind is None:
@@ -177,9 +114,9 @@ class ConsentMiddleware:
                     out.append((key, value))
                     continue
             if kind == _LENGTH:
-                length_at = len(out) if length_at == -1 else -2
+                start.length = value.strip() if start.length is None else b"several"
             elif kind == _TYPE:
-                is_html = value[:9].lower() == b"text/html"
+                start.content_type = value
             elif kind == _SET_COOKIE:
                 category_of = self.runtime.cookies.category_of
                 if not all(consent.allows(category_of(name)) for name in set_cookie_names(value)):
@@ -191,15 +128,15 @@ class ConsentMiddleware:
                     value = value + b", Cookie"
                 vary_done = True
             elif kind == _CSP:
-                csp = value
-            else:  # Content-Encoding
-                encoded = value.strip().lower() not in (b"", b"identity")
+                start.csp.append(value)
+            else:  # Content-Encoding: every header counts, as the list it is
+                start.encodings.append(value)
             out.append((key, value))
         if not vary_done:
             out.append((b"vary", b"Cookie"))
         if reissue is not None:
             out.append((b"set-cookie", reissue))
-        return out, is_html, encoded, csp, length_at
+        return out, start
 
     def _record_visit(
         self,
@@ -240,15 +177,250 @@ class ConsentMiddleware:
         )
 
 
-def _set_content_length(message: Message, length_at: int, length: int) -> None:
-    """Give the held response start the length of the body that replaces the app's."""
-    headers = message["headers"]
-    if length_at >= 0:
-        headers[length_at] = (headers[length_at][0], b"%d" % length)
-        return
-    if length_at == -2:  # several Content-Length headers: keep none of them
-        headers = message["headers"] = [h for h in headers if h[0].lower() != b"content-length"]
-    headers.append((b"content-length", b"%d" % length))
+class _StartFacts:
+    """What a response start says about its body, read while its headers are filtered."""
+
+    __slots__ = ("content_type", "csp", "encodings", "length")
+
+    def __init__(self) -> None:
+        self.content_type = b""
+        self.length: bytes | None = None  # the Content-Length value, b"several" for conflicting ones
+        self.csp: list[bytes] = []
+        self.encodings: list[bytes] = []
+
+    @property
+    def is_html(self) -> bool:
+        return self.content_type[:9].lower() == b"text/html"
+
+
+# Statuses whose HTML is a page a visitor reads: the banner goes there and nowhere else (not into
+# 206 ranges, redirects' stubs, 1xx, 204 or 304).
+def _page_status(status: int) -> bool:
+    return status == 200 or 400 <= status <= 599
+
+
+def _changed_body_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Headers for a body the gateway changes as it streams: no Content-Length (the server frames
+    the body itself), and a strong ETag made weak (the bytes differ from the app's)."""
+    out = []
+    for key, value in headers:
+        name = key.lower()
+        if name == b"content-length":
+            continue
+        if name == b"etag" and not value.startswith(b"W/"):
+            value = b"W/" + value
+        out.append((key, value))
+    return out
+
+
+class _Responder:
+    """One response on its way out: filters its headers and, for a page, streams the banner into it.
+
+    Per-request state lives here (as in Starlette's GZip responder), never on the middleware.
+    """
+
+    __slots__ = (
+        "_changed",
+        "_decoder",
+        "_encoder",
+        "_failed",
+        "_held",
+        "_injector",
+        "consent",
+        "facts",
+        "gateway",
+        "is_html",
+        "reissue",
+        "scope",
+        "send_on",
+        "started",
+        "status",
+    )
+
+    def __init__(
+        self,
+        gateway: ConsentMiddleware,
+        scope: Scope,
+        send: Send,
+        facts: RequestFacts,
+        consent: Any,
+        reissue: bytes | None,
+        started: float,
+    ) -> None:
+        self.gateway = gateway
+        self.scope = scope
+        self.send_on = send
+        self.facts = facts
+        self.consent = consent
+        self.reissue = reissue
+        self.started = started
+        self.status = 0
+        self.is_html = False
+        self._held: Message | None = None  # a page's start, sent with the page's first bytes
+        self._changed: list[tuple[bytes, bytes]] = []  # the held start's headers once the body changes
+        self._injector: HtmlInjector | None = None
+        self._decoder: Decoder | None = None
+        self._encoder: Codec | None = None
+        self._failed = False  # the body stopped decoding: the rest of the app's body is dropped
+
+    def __repr__(self) -> str:
+        injecting = self._injector is not None
+        return f"_Responder(path={self.scope.get('path')!r}, status={self.status}, injecting={injecting})"
+
+    async def send(self, message: Message) -> None:
+        mtype = message["type"]
+        if mtype == "http.response.body":
+            if self._injector is not None:
+                await self._page_body(message)
+                return
+            await self.send_on(message)
+            if not message.get("more_body", False):
+                self._done()
+            return
+        if mtype == "http.response.start":
+            await self._start(message)
+            return
+        if self._held is not None:
+            # A body the gateway cannot rewrite (http.response.pathsend of a FileResponse on
+            # servers with that extension): the held start goes out as the app made it.
+            held, self._held, self._injector = self._held, None, None
+            await self.send_on(held)
+        await self.send_on(message)
+        if mtype == "http.response.pathsend":
+            self._done()
+
+    async def send_websocket(self, message: Message) -> None:
+        """A WebSocket's accept (or the HTTP response that denies it, with the ASGI extension for
+        that) has its Set-Cookie headers filtered exactly like a response's."""
+        mtype = message["type"]
+        if mtype in ("websocket.accept", "websocket.http.response.start") and (
+            message.get("headers") or self.reissue is not None
+        ):
+            message["headers"], _ = self.gateway._filter_headers(
+                list(message.get("headers") or []), self.consent, self.reissue, websocket=True
+            )
+        await self.send_on(message)
+
+    def _done(self) -> None:
+        self.gateway._record_visit(self.scope, self.facts, self.consent, self.is_html, self.status, self.started)
+
+    async def _start(self, message: Message) -> None:
+        gateway = self.gateway
+        self.status = status = message["status"]
+        headers, start = gateway._filter_headers(message.get("headers", []), self.consent, self.reissue)
+        message["headers"] = headers
+        self.is_html = start.is_html
+        method = self.scope.get("method")
+        if not (
+            gateway._inject_banner
+            and start.is_html
+            and method in ("GET", "HEAD")
+            and _page_status(status)
+            and start.length not in (b"0", b"several")
+        ):
+            await self.send_on(message)
+            return
+        codings = content_codings(start.encodings)
+        if len(codings) > 1 or (codings and not compression.supported(codings[0])):
+            await self.send_on(message)  # stacked or unknown codings: passed on as they are
+            return
+        try:
+            charset = charset_of(start.content_type)
+        except UnsupportedCharset:
+            await self.send_on(message)
+            return
+        changed = _changed_body_headers(headers)
+        if method == "HEAD":
+            # The headers a GET of the same page gets, without reading a body there is none of.
+            message["headers"] = changed
+            await self.send_on(message)
+            return
+        banner = gateway.runtime.banner
+        head_script, assets = banner.asset_tags(self.consent, start.csp)
+        consent, facts, scope = self.consent, self.facts, self.scope
+
+        def render_banner(page_start: bytes) -> bytes:
+            root = banner.root_html(consent, facts, scope, page_start)
+            codec = charset or meta_charset(page_start)
+            if codec is None or codec in ("utf-8", "utf_8"):
+                return root if codec else encode_markup(root.decode("utf-8"), None)
+            return encode_markup(root.decode("utf-8"), codec)
+
+        self._injector = HtmlInjector(encode_markup(head_script, None), encode_markup(assets, None), render_banner)
+        if codings:
+            self._decoder = compression.decoder(codings[0])
+            self._encoder = compression.encoder(codings[0])
+        self._held = message
+        self._changed = changed
+
+    async def _page_body(self, message: Message) -> None:
+        chunk = message.get("body", b"")
+        more = message.get("more_body", False)
+        if self._failed:
+            return
+        if self._held is not None and not chunk:
+            if not more:
+                await self._pass_unchanged(message)  # an empty body gets no banner
+            return  # otherwise the page's first bytes decide; none has come yet
+        if type(chunk) is not bytes:
+            chunk = bytes(chunk)
+        pieces = (chunk,) if self._decoder is None else self._decoder.pieces(chunk, not more)
+        injector = self._injector
+        encoder = self._encoder
+        assert injector is not None
+        pending = b""  # the last piece's output, sent with the app's more_body
+        try:
+            for page in pieces:
+                if self._held is not None and not await self._first_bytes(page, message):
+                    return
+                if pending:
+                    await self.send_on({"type": "http.response.body", "body": pending, "more_body": True})
+                out = injector.feed(page)
+                pending = encoder.feed(out) if encoder is not None and out else out
+        except compression.DecodeError as exc:
+            if self._held is not None:
+                await self._pass_unchanged(message)  # not what its Content-Encoding says: left alone
+                return
+            logger.warning("page %s: %s; the response ends here", self.scope.get("path"), exc)
+            self._failed = True
+            tail = encoder.finish() if encoder is not None else b""
+            await self.send_on({"type": "http.response.body", "body": pending + tail, "more_body": False})
+            self._done()
+            return
+        if self._held is not None and not await self._first_bytes(b"", message):
+            return
+        if not more:
+            tail = injector.finish()
+            if encoder is not None:
+                tail = (encoder.feed(tail) if tail else b"") + encoder.finish()
+            pending += tail
+        if pending or not more:
+            await self.send_on({"type": "http.response.body", "body": pending, "more_body": more})
+        if not more:
+            self._done()
+
+    async def _first_bytes(self, page: bytes, message: Message) -> bool:
+        """Send the held start, changed for the banner, unless the page's first bytes rule it out."""
+        held = self._held
+        assert held is not None
+        if page[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            # A UTF-16 page (byte order mark): no ASCII tag syntax to put the banner into.
+            self._decoder = self._encoder = None
+            await self._pass_unchanged(message)
+            return False
+        self._held = None
+        held["headers"] = self._changed
+        await self.send_on(held)
+        return True
+
+    async def _pass_unchanged(self, message: Message) -> None:
+        """Give up on the banner for this response: the start and the rest go on as the app made them."""
+        held, self._held, self._injector = self._held, None, None
+        if held is not None:
+            await self.send_on(held)
+        await self.send_on(message)
+        if not message.get("more_body", False):
+            self._done()
 
 
 async def lifespan_with_runtime(

@@ -21,3 +21,14 @@ def test_insert_cpu_benchmark_alternates_both_inserts_and_stores_every_row() -> 
     rounds = re.findall(r"round (\d): plain [\d.]+ µs a row, converting [\d.]+ µs a row, ratio [\d.]+", proc.stdout)
     assert rounds == ["1", "2"], proc.stdout
     assert "480 rows stored of 480 inserted" in proc.stdout, proc.stdout
+
+
+def test_inject_benchmark_reports_bare_and_wrapped_for_both_pages() -> None:
+    script = str(ROOT / "benchmarks" / "inject_bench.py")
+    proc = subprocess.run(
+        [sys.executable, script, "--rounds", "1", "--pages", "3"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    medians = re.findall(r"^(\w+): median ratio wrapped/bare [\d.]+ over 1 rounds$", proc.stdout, re.MULTILINE)
+    assert medians == ["gzip", "stream"], proc.stdout

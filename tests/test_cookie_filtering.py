@@ -121,11 +121,12 @@ def test_existing_vary_cookie_not_duplicated(make_settings: Callable[..., Settin
     assert [v for k, v in start["headers"] if k == b"vary"] == [b"Accept-Language, Cookie"]
 
 
-def test_html_injection_keeps_content_length_right(make_settings: Callable[..., Settings]) -> None:
+def test_html_injection_drops_the_apps_content_length(make_settings: Callable[..., Settings]) -> None:
+    """The banner goes in as the page streams: the server frames the changed body (chunked)."""
     gateway = ConsentGateway(site_app(), make_settings())
     with client_for(gateway) as client:
         response = client.get("/")
-    assert int(response.headers["content-length"]) == len(response.content)
+    assert "content-length" not in response.headers
     assert len(response.content) > len(PAGE.encode())
     text = response.text
     assert "<main>원생 관리</main>" in text
@@ -148,10 +149,10 @@ def test_non_html_and_gzip_responses_pass_byte_for_byte(make_settings: Callable[
     body = b"".join(m.get("body", b"") for m in json_messages if m["type"] == "http.response.body")
     assert body == b'{"a": "</body>"}'
 
-    gateway = ConsentGateway(site_app(), make_settings())
+    gateway = ConsentGateway(site_app(), make_settings(inject_banner=False))
     gzip_messages = run_asgi(gateway, http_scope("/gzip"))
     raw = b"".join(m.get("body", b"") for m in gzip_messages if m["type"] == "http.response.body")
-    assert raw == gzip.compress(PAGE.encode(), mtime=0)  # not decoded, not injected, not re-encoded
+    assert raw == gzip.compress(PAGE.encode(), mtime=0)  # without a banner: not decoded, not re-encoded
     headers = dict(gzip_messages[0]["headers"])
     assert headers[b"content-encoding"] == b"gzip"
     assert int(headers[b"content-length"]) == len(raw)
@@ -169,11 +170,9 @@ def test_streaming_response_passes_chunk_by_chunk_in_order(make_settings: Callab
     assert messages[-1]["type"] == "http.response.body" and not messages[-1].get("more_body", False)
 
 
-def test_large_streamed_html_is_passed_on_rather_than_held(make_settings: Callable[..., Settings]) -> None:
-    from consent_gateway.middleware import MAX_INJECT_BODY
-
+def test_large_streamed_html_is_passed_on_chunk_by_chunk(make_settings: Callable[..., Settings]) -> None:
     chunk = b"<p>" + b"x" * 65536 + b"</p>"
-    count = MAX_INJECT_BODY // len(chunk) + 4
+    count = 40
 
     async def app(scope, receive, send):  # type: ignore[no-untyped-def]
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/html")]})
@@ -183,8 +182,10 @@ def test_large_streamed_html_is_passed_on_rather_than_held(make_settings: Callab
         await send({"type": "http.response.body", "body": b"</body></html>", "more_body": False})
 
     messages = run_asgi(ConsentGateway(app, make_settings()), http_scope("/big"))
-    body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
-    assert body == b"<html><body>" + chunk * count + b"</body></html>"
+    bodies = [m["body"] for m in messages if m["type"] == "http.response.body"]
+    # Every chunk after the banner goes on as it came, none held back.
+    assert bodies[1:] == [chunk] * count + [b"</body></html>"]
+    assert bodies[0].startswith(b"<html>") and b"<body>" in bodies[0] and bodies[0].count(b'id="cg-root"') == 1
     assert messages[-1].get("more_body", False) is False
 
 
@@ -195,7 +196,7 @@ def test_websocket_and_lifespan_pass_through(make_settings: Callable[..., Settin
         assert site.state.events == ["startup"]
         assert gateway.runtime.started  # the gateway's own resources open in the same lifespan
         with client.websocket_connect("/ws") as ws:
-            assert ws.receive_json() == {"has_consent": False}
+            assert ws.receive_json() == {"has_consent": True}
             ws.send_text("abc")
             assert ws.receive_text() == "cba"
     assert site.state.events == ["startup", "shutdown"]
@@ -247,7 +248,10 @@ def test_head_gets_the_same_headers_as_get(make_settings: Callable[..., Settings
         get = client.get("/")
         head = client.head("/")
     assert head.status_code == 200 and head.content == b""
-    assert head.headers["content-length"] == get.headers["content-length"]
+    assert "content-length" not in head.headers and "content-length" not in get.headers
+    assert {k: v for k, v in head.headers.items() if k != "set-cookie"} == {
+        k: v for k, v in get.headers.items() if k not in ("set-cookie", "transfer-encoding")
+    }
     assert set(set_cookie_map(head)) == set(set_cookie_map(get)) == {"palette_session"}
 
 
@@ -289,7 +293,7 @@ def test_bodiless_html_responses_get_no_banner(make_settings: Callable[..., Sett
     assert b"".join(m.get("body", b"") for m in messages[1:]) == b""
 
 
-def test_html_sent_in_chunks_is_injected_once_with_the_right_length(make_settings: Callable[..., Settings]) -> None:
+def test_html_sent_in_chunks_is_injected_once_and_streamed(make_settings: Callable[..., Settings]) -> None:
     parts = [b"<html><head></head><body>", "<p>출결</p>".encode(), b"</body></html>"]
 
     async def app(scope, receive, send):  # type: ignore[no-untyped-def]
@@ -299,7 +303,8 @@ def test_html_sent_in_chunks_is_injected_once_with_the_right_length(make_setting
 
     messages = run_asgi(ConsentGateway(app, make_settings()), http_scope("/"))
     bodies = [m for m in messages if m["type"] == "http.response.body"]
-    assert len(bodies) == 1 and bodies[0].get("more_body", False) is False
-    body = bodies[0]["body"]
-    assert int(dict(messages[0]["headers"])[b"content-length"]) == len(body)
+    assert [m.get("more_body", False) for m in bodies] == [True, True, False]
+    assert [m["body"] for m in bodies[1:]] == parts[1:]  # the banner went in with the first part
+    body = b"".join(m["body"] for m in bodies)
+    assert b"content-length" not in dict(messages[0]["headers"])
     assert body.count(b'id="cg-root"') == 1 and "<p>출결</p>".encode() in body
