@@ -336,6 +336,8 @@ class CookieSettings(_Group):
     domain: str = field(default="", metadata=_flat("cookie_domain"))
     registry: tuple[tuple[str, str], ...] = field(default=(), metadata=_flat("cookie_registry"))
     unknown_category: str = field(default="preferences", metadata=_flat("unknown_cookie_category"))
+    # Cookies not in the registry are looked up in the well-known cookie catalogue (catalogue.py).
+    catalogue: bool = field(default=True, metadata=_flat("cookie_catalogue"))
     verify_cache_size: int = field(default=4096, metadata=_flat("verify_cache_size"))
 
     def _check(self) -> None:
@@ -844,6 +846,7 @@ class Settings:
         cookie_domain: str
         cookie_registry: tuple[tuple[str, str], ...]
         unknown_cookie_category: str
+        cookie_catalogue: bool
         verify_cache_size: int
         categories: tuple[Category, ...]
         visit_category: str
