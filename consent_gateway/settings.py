@@ -362,7 +362,8 @@ class ConsentSettings(_Group):
     gpc_refuses: tuple[str, ...] = field(default=("marketing",), metadata=_flat("gpc_refuses"))
     policy: PolicyVersion = field(default=PolicyVersion(1, 0, dt.date(2026, 1, 1)), metadata=_flat("policy"))
     upcoming_policy: PolicyVersion | None = field(default=None, metadata=_flat("upcoming_policy"))
-    policy_url: str = field(default="/privacy", metadata=_flat("policy_url"))
+    # Empty: the banner has no policy link (a site without such a page would get a broken link).
+    policy_url: str = field(default="", metadata=_flat("policy_url"))
     matrix: tuple[tuple[str, str, str], ...] = field(
         default=(
             ("visit", "keep", "pseudonymise"),
