@@ -384,28 +384,15 @@ def default_site_id(config: Path, policy_url: str | None) -> str:
 
 
 def catalogue_entry(name: str) -> tuple[str, str] | None:
-    """(category, note) for a well-known cookie from the package's cookie catalogue, if it knows it."""
-    try:
-        catalogue = importlib.import_module(f"{__package__}.catalogue")
-    except ImportError:
-        return None
-    lookup = getattr(catalogue, "lookup", None)
-    entry = lookup(name) if callable(lookup) else None
+    """(category, "provider: purpose") of a well-known cookie from the package's catalogue, or None."""
+    from .catalogue import Catalogue
+
+    entry = Catalogue.load().lookup(name)
     if entry is None:
         return None
-    if isinstance(entry, str):
-        return entry, ""
-
-    def field_of(key: str) -> str:
-        value = entry.get(key) if isinstance(entry, dict) else getattr(entry, key, None)
-        return str(value) if value else ""
-
-    category = field_of("category")
-    if not category:
-        return None
-    purpose = field_of("purpose_en") or field_of("purpose")
-    note = ": ".join(part for part in (field_of("provider"), purpose) if part)
-    return category, note
+    # One line in the written file: a purpose never carries a newline, but be sure.
+    note = " ".join(f"{entry.provider}: {entry.purpose_en}".split())
+    return entry.category, note
 
 
 def init_toml(site_id: str, policy_url: str | None, cookies: list[str], today: dt.date, keys_name: str) -> str:
@@ -444,7 +431,9 @@ def init_toml(site_id: str, policy_url: str | None, cookies: list[str], today: d
     lines += [
         "",
         "# Your cookies and their categories: necessary, preferences, analytics, marketing.",
-        '# A cookie not listed counts as "preferences" and is removed until the visitor allows that.',
+        "# A cookie not listed here is looked up in the well-known cookie catalogue (Django, Rails,",
+        '# Laravel, Google Analytics, ...); one unknown to both counts as "preferences" and is removed',
+        "# until the visitor allows that. An entry here overrides the catalogue.",
         '# Patterns work too: "_ga_*" = "analytics".',
         "[cookies]",
     ]

@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from .banner import BannerRenderer
+from .catalogue import Catalogue
 from .clientip import TrustedProxies
 from .consent import ConsentResolver, MajorInForce
 from .cookies import ConsentCookie
@@ -38,6 +39,9 @@ class GatewayRuntime:
             settings.cookie_registry,
             unknown_category=settings.unknown_cookie_category,
             fixed={settings.cookie_name: next(iter(sorted(settings.required_categories)))},
+            # Well-known framework and vendor cookies, after the site's own registry.
+            catalogue=Catalogue.load() if settings.cookie.catalogue else None,
+            categories=settings.category_keys,
         )
         self.events = CategoryRegistry(
             settings.event_registry,

@@ -366,6 +366,8 @@ class CookieSettings(_Group):
     registry: tuple[tuple[str, str], ...] = field(default=(), metadata=_flat("cookie_registry"))
     descriptions: tuple[tuple[str, CookieDescription], ...] = field(default=(), metadata=_flat("cookie_descriptions"))
     unknown_category: str = field(default="preferences", metadata=_flat("unknown_cookie_category"))
+    # Cookies not in the registry are looked up in the well-known cookie catalogue (catalogue.py).
+    catalogue: bool = field(default=True, metadata=_flat("cookie_catalogue"))
     verify_cache_size: int = field(default=4096, metadata=_flat("verify_cache_size"))
 
     def _check(self) -> None:
@@ -393,7 +395,8 @@ class ConsentSettings(_Group):
     behavioural: tuple[str, ...] = field(default=("marketing",), metadata=_flat("behavioural_categories"))
     policy: PolicyVersion = field(default=PolicyVersion(1, 0, dt.date(2026, 1, 1)), metadata=_flat("policy"))
     upcoming_policy: PolicyVersion | None = field(default=None, metadata=_flat("upcoming_policy"))
-    policy_url: str = field(default="/privacy", metadata=_flat("policy_url"))
+    # Empty: the banner has no policy link (a site without such a page would get a broken link).
+    policy_url: str = field(default="", metadata=_flat("policy_url"))
     matrix: tuple[tuple[str, str, str], ...] = field(
         default=(
             ("visit", "keep", "pseudonymise"),
@@ -885,6 +888,7 @@ class Settings:
         cookie_registry: tuple[tuple[str, str], ...]
         cookie_descriptions: tuple[tuple[str, CookieDescription], ...]
         unknown_cookie_category: str
+        cookie_catalogue: bool
         verify_cache_size: int
         categories: tuple[Category, ...]
         visit_category: str

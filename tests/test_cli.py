@@ -293,38 +293,21 @@ def test_every_option_of_every_command_has_help() -> None:
 
 
 def test_init_fills_the_cookie_registry_from_the_cookie_catalogue(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The pre-fill asks the catalogue's lookup(name) and writes category and provider for known names.
-
-    The catalogue module is replaced by a two-entry stand-in here, to pin the contract init relies
-    on (lookup(name) -> None or an entry with category, provider, purpose_en) whatever it ships."""
-    import sys
-    import types
-    from dataclasses import dataclass
-
-    @dataclass(frozen=True)
-    class Entry:
-        category: str
-        provider: str
-        purpose_en: str
-
-    known = {
-        "sessionid": Entry("necessary", "Django", "keeps the login session"),
-        "_ga": Entry("analytics", "Google Analytics", "tells visitors apart"),
-    }
-    stand_in = types.ModuleType("consent_gateway.catalogue")
-    stand_in.lookup = known.get  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "consent_gateway.catalogue", stand_in)
+    """Names the shipped catalogue knows (exactly or by a pattern) are written with their category and a
+    comment naming provider and purpose; unknown ones are left commented out for the site to decide."""
     config = tmp_path / "consent.toml"
-    assert main(["init", "--config", str(config), "--cookie", "sessionid,_ga", "--cookie", "house_made"]) == 0
+    args = ["init", "--config", str(config), "--cookie", "sessionid,_ga_4XJ2", "--cookie", "house_made"]
+    assert main(args) == 0
     capsys.readouterr()
     text = config.read_text(encoding="utf-8")
-    assert '"sessionid" = "necessary"   # Django: keeps the login session' in text
-    assert '"_ga" = "analytics"   # Google Analytics: tells visitors apart' in text
+    django = '"sessionid" = "necessary"   # Django: Links the browser to its server-side session, including the login.'
+    assert django in text
+    assert '"_ga_4XJ2" = "analytics"   # Google Analytics 4: Keeps the session state of one GA4 property.' in text
     assert '# "house_made" = "?"' in text
     settings = Settings.from_toml(config)
-    assert dict(settings.cookie_registry) == {"sessionid": "necessary", "_ga": "analytics"}
+    assert dict(settings.cookie_registry) == {"sessionid": "necessary", "_ga_4XJ2": "analytics"}
 
 
 def test_a_bad_key_file_line_is_named_but_never_echoed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 from starlette.middleware.gzip import GZipMiddleware
 
 from consent_gateway import ConsentGateway, Settings
+from tests import django_site
 from tests.gateway_support import http_scope, run_asgi
 
 PAGE = (
@@ -136,61 +137,9 @@ def test_fastapi_behind_gzip_middleware_matches_once_decoded(make_settings: Call
 # -- Django ----------------------------------------------------------------------------------
 
 
-def _django_app() -> Any:
-    import django
-    from django.conf import settings as django_settings
-
-    if not django_settings.configured:
-        django_settings.configure(
-            DEBUG=False,
-            SECRET_KEY="test-only-secret-key-for-the-django-fixture",
-            ROOT_URLCONF=__name__,
-            ALLOWED_HOSTS=["*"],
-            INSTALLED_APPS=[],
-            MIDDLEWARE=[
-                "django.middleware.common.CommonMiddleware",
-                "django.middleware.csrf.CsrfViewMiddleware",
-                "django.middleware.http.ConditionalGetMiddleware",
-            ],
-            USE_TZ=True,
-        )
-        django.setup()
-    from django.core.asgi import get_asgi_application
-
-    return get_asgi_application()
-
-
-def _django_page(request: Any) -> Any:
-    from django.http import HttpResponse
-    from django.middleware.csrf import get_token
-
-    token = get_token(request)  # sets the csrftoken cookie, as a login form does
-    return HttpResponse(PAGE.replace("<h1>Orders</h1>", f'<form><input name="t" value="{token[:4]}"></form>'))
-
-
-def _django_redirect(request: Any) -> Any:
-    from django.http import HttpResponseRedirect
-
-    return HttpResponseRedirect("/")
-
-
-def _urlpatterns() -> list[Any]:
-    from django.urls import path
-
-    return [path("", _django_page), path("go", _django_redirect)]
-
-
-def __getattr__(name: str) -> Any:
-    # Django reads ROOT_URLCONF's urlpatterns lazily; building them on demand keeps the import of
-    # this module free of Django setup.
-    if name == "urlpatterns":
-        return _urlpatterns()
-    raise AttributeError(name)
-
-
 @pytest.fixture(scope="module")
 def django_app() -> Any:
-    return _django_app()
+    return django_site.asgi_app(PAGE)
 
 
 def test_django_page_matches_bare_but_for_the_banner(make_settings: Callable[..., Settings], django_app: Any) -> None:

@@ -28,10 +28,8 @@ visit_shed_fraction collect_ack_timeout insert_retry_initial insert_retry_max cl
 salt_check_interval rate_limit_collect_per_minute rate_limit_collect_burst rate_limit_consent_per_minute
 rate_limit_consent_burst drop_bots max_event_names
 """.split()
-
-
 # Settings added since the groups: they have flat names too, but no ungrouped attribute ever read them.
-NEW_NAMES = ["cookie_descriptions", "behavioural_categories"]
+NEW_NAMES = ["cookie_catalogue", "cookie_descriptions", "behavioural_categories"]
 
 
 def _resolve(settings: Settings, path: str) -> object:

@@ -6,7 +6,8 @@ third-party-laden web app so the gateway has something realistic to wrap:
 * every HTML page sets an analytics id (``_pa_id``) and a marketing pixel id
   (``_mk_px``) from the server when the visitor does not have them yet;
 * logging in sets a necessary session cookie (``palette_session``);
-* the language switch sets a preference cookie (``ui_lang``);
+* the language switch sets a language cookie (``ui_lang``), necessary in the demo's settings
+  because only the visitor's own button press sets it;
 * every page carries two consent-gated ``<script type="text/plain">`` tags that
   only a consent banner may activate.
 
@@ -51,7 +52,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 SESSION_COOKIE = "palette_session"
 """Necessary: login session token (HttpOnly, SameSite=Lax)."""
 LANGUAGE_COOKIE = "ui_lang"
-"""Preferences: UI language, ``ko`` or ``en``."""
+"""UI language, ``ko`` or ``en``, set by the visitor's language button (necessary in demo.toml)."""
 ANALYTICS_COOKIE = "_pa_id"
 """Analytics: server-set visitor id (HttpOnly)."""
 MARKETING_COOKIE = "_mk_px"

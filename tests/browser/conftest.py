@@ -107,7 +107,8 @@ def serve(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., Live
     servers: list[LiveServer] = []
 
     def start(**overrides: Any) -> LiveServer:
-        settings = make_settings(**overrides)
+        # The demo has a /privacy page, so its banner links to it (as in demo.toml; the default is none).
+        settings = make_settings(**{"policy_url": "/privacy", **overrides})
         server = LiveServer(ConsentGateway(demo_with_lab(), settings)).start()
         servers.append(server)
         return server
