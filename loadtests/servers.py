@@ -1,4 +1,14 @@
-"""Start and stop uvicorn servers of the load-test apps, and talk to them with the standard library."""
+"""The one live-server helper of the tests and the load tests: real uvicorn on 127.0.0.1, polled until healthy.
+
+- ``Server``: a load-test app (``loadtests.apps:<name>``, or any ``module:factory``) in a uvicorn
+  child process, stopped with SIGTERM so the gateway flushes; the load tests and the bench use it.
+- ``ThreadServer``: any ASGI app under uvicorn in a thread of this process (browser tests, the
+  analytics API), so the test can reach the app's objects.
+- ``wait_healthy``: poll a URL until it answers 200, failing early if the server's process died;
+  for tests that start a command of their own (``consent-gateway serve``, the image's command).
+
+Only the standard library talks HTTP here, so the load tests need no client package.
+"""
 
 from __future__ import annotations
 
@@ -10,18 +20,115 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Sequence
+import urllib.parse
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+HEALTH_PATH = "/_consent/healthz"
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def wait_healthy(
+    url: str,
+    proc: subprocess.Popen[Any] | None = None,
+    timeout: float = 60.0,
+    *,
+    ready: Callable[[bytes], bool] | None = None,
+) -> None:
+    """Poll ``url`` until it answers 200 (and ``ready(body)`` holds, if given).
+
+    Fails at once if ``proc`` exited, and after ``timeout`` seconds otherwise; the error names the
+    URL, the last answer and what to look at.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.hostname is None or parts.port is None:
+        raise ValueError(f"wait_healthy needs an http://host:port/path URL, got {url!r}")
+    target = parts.path or "/"
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode} before {url} answered; see its output")
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=2)
+        try:
+            conn.request("GET", target)
+            response = conn.getresponse()
+            body = response.read()
+            if response.status == 200 and (ready is None or ready(body)):
+                return
+            last = f"{response.status} {body[:200]!r}"
+        except OSError as exc:
+            last = repr(exc)
+        finally:
+            conn.close()
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} was not healthy within {timeout}s (last: {last}); see the server's output")
+
+
+def writer_running(body: bytes) -> bool:
+    """A ``ready`` check for ``wait_healthy``: the gateway's healthz says its writer runs."""
+    return bool(json.loads(body).get("writer") is True)
+
+
+class ThreadServer:
+    """uvicorn serving ``app`` on 127.0.0.1 (a free port) in a thread of this process.
+
+    ``lifespan`` is uvicorn's option: "on" starts the gateway's writer with the server, "off" for
+    apps the test has already started. Use as a context manager, or ``start()`` / ``stop()``.
+    """
+
+    def __init__(self, app: Any, *, lifespan: str = "on", health_path: str | None = None) -> None:
+        import uvicorn
+
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self.port = int(self._sock.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.health_path = health_path
+        config = uvicorn.Config(app, lifespan=lifespan, log_level="warning", access_log=False)
+        self.server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url})"
+
+    @property
+    def base(self) -> str:
+        return self.url
+
+    def start(self, timeout: float = 60.0) -> ThreadServer:
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self._sock.close()
+                raise RuntimeError(f"uvicorn did not start on {self.url} within {timeout}s; see the log above")
+            time.sleep(0.02)
+        if self.health_path is not None:
+            wait_healthy(self.url + self.health_path, timeout=timeout)
+        return self
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout)
+        self._sock.close()
+
+    def __enter__(self) -> ThreadServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 class Server:
@@ -69,20 +176,13 @@ class Server:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)  # noqa: S603
         log.close()
-        deadline = time.monotonic() + timeout
-        probe = "/_consent/healthz" if self.app != "bare" else "/privacy"
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self!r} exited with {self.proc.returncode}; see {self.log_path}")
-            try:
-                status, _, _ = request(self.port, "GET", probe, timeout=2)
-                if status == 200:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"{self!r} did not answer {probe} within {timeout}s; see {self.log_path}")
+        probe = HEALTH_PATH if self.app != "bare" else "/privacy"
+        try:
+            wait_healthy(self.base + probe, self.proc, timeout)
+        except RuntimeError as exc:
+            self.stop()
+            raise RuntimeError(f"{self!r}: {exc} ({self.log_path})") from None
+        return self
 
     def stop(self, timeout: float = 90.0) -> float:
         """SIGTERM (uvicorn's graceful shutdown: the gateway flushes its pipeline); seconds it took."""
@@ -186,7 +286,7 @@ def consent_cookie(port: int, action: str = "accept_all", categories: list[str] 
 
 
 def health(port: int) -> dict[str, Any]:
-    status, _, body = request(port, "GET", "/_consent/healthz", timeout=10)
+    status, _, body = request(port, "GET", HEALTH_PATH, timeout=10)
     if status != 200:
-        raise RuntimeError(f"/_consent/healthz answered {status}: {body[:200]!r}")
+        raise RuntimeError(f"{HEALTH_PATH} answered {status}: {body[:200]!r}")
     return dict(json.loads(body))

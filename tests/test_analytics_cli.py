@@ -8,14 +8,11 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from starlette.testclient import TestClient
 
 from consent_gateway import Settings, create_analytics_app
@@ -26,7 +23,7 @@ from consent_gateway.store.schema import marketing_views
 
 from . import analytics_data as data
 from .conftest import CHDB_URL
-from .test_analytics_dashboard import _free_port
+from .support import ThreadServer
 
 
 @pytest.fixture
@@ -108,22 +105,9 @@ def test_stats_reads_the_data_directly(config: Path, base: dt.date, capsys: pyte
 def test_stats_over_http(config: Path, base: dt.date, store: Store, capsys: pytest.CaptureFixture[str]) -> None:
     settings = Settings.load(config)
     token, _ = TokenStore(settings.tokens_path).create("cli")
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_analytics_app(settings, store=store),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            lifespan="off",
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
+    server = ThreadServer(create_analytics_app(settings, store=store), lifespan="off").start()
     try:
-        url = f"http://127.0.0.1:{port}"
+        url = server.url
         rng = ["--from", base.isoformat(), "--to", (base + dt.timedelta(days=2)).isoformat()]
         assert main(["stats", "breakdown", "--dimension", "device", "--url", url, "--token", token, *rng]) == 0
         out = capsys.readouterr().out
@@ -134,8 +118,7 @@ def test_stats_over_http(config: Path, base: dt.date, store: Store, capsys: pyte
         assert main(["stats", "aggregate", "--url", url, "--token", token, "--limit", "3"]) == 2
         assert "'limit'" in capsys.readouterr().err
     finally:
-        server.should_exit = True
-        thread.join(10)
+        server.stop()
 
 
 def test_stats_says_when_the_data_is_locked(tmp_path: Path) -> None:
@@ -243,8 +226,8 @@ def test_stats_while_the_demo_runs_names_the_demos_url_and_that_url_answers(tmp_
     made from another folder against the demo's store works there; "-" cells are explained."""
     import httpx
 
-    from .test_serve_uvicorn import COMMAND, _environment, _stop, _wait_healthy
-    from .test_serve_uvicorn import _free_port as free_port
+    from .support import HEALTH_PATH, free_port, wait_healthy, writer_running
+    from .test_serve_uvicorn import COMMAND, _environment, _stop
 
     data_dir = tmp_path / "data"
     elsewhere = tmp_path / "elsewhere"
@@ -265,7 +248,7 @@ def test_stats_while_the_demo_runs_names_the_demos_url_and_that_url_answers(tmp_
         )
 
     try:
-        _wait_healthy(demo, base)
+        wait_healthy(base + HEALTH_PATH, demo, ready=writer_running)
         assert httpx.get(f"{base}/", timeout=10).status_code == 200  # one visitor: fewer than k
 
         locked = cli("stats", "aggregate", "--data", str(data_dir))

@@ -25,7 +25,7 @@ import pytest
 from packaging.requirements import Requirement
 
 from tests.conftest import PSEUDONYM_KEY, SECRET
-from tests.test_workers import free_port, wait_healthy
+from tests.support import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"

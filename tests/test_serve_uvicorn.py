@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,35 +17,15 @@ import httpx
 import pytest
 
 from tests.conftest import PSEUDONYM_KEY, SECRET
+from tests.support import HEALTH_PATH, free_port, wait_healthy, writer_running
 
 COMMAND = [sys.executable, "-m", "consent_gateway.cli"]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _environment() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_GATEWAY_")}
     env["PYTHONUNBUFFERED"] = "1"
     return env
-
-
-def _wait_healthy(process: subprocess.Popen[bytes], base: str) -> None:
-    """Poll /_consent/healthz until it answers (bounded), failing early if the server died."""
-    for _ in range(600):
-        if process.poll() is not None:
-            raise AssertionError(f"the server exited with {process.returncode} before it was healthy")
-        try:
-            response = httpx.get(f"{base}/_consent/healthz", timeout=2)
-            if response.status_code == 200 and response.json()["writer"] is True:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("the server did not become healthy")
 
 
 def _assert_clean_exit(code: int, output: str) -> None:
@@ -90,7 +68,7 @@ def _stop(process: subprocess.Popen[bytes]) -> tuple[int, str]:
 
 @pytest.fixture
 def demo(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [*COMMAND, "demo", "--host", "127.0.0.1", "--port", str(port), "--data", str(tmp_path / "data")],
         stdout=subprocess.PIPE,
@@ -108,7 +86,7 @@ def demo(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
 
 def test_demo_serves_filters_records_and_stops_cleanly(demo: tuple[subprocess.Popen[bytes], str]) -> None:
     process, base = demo
-    _wait_healthy(process, base)
+    wait_healthy(base + HEALTH_PATH, process, ready=writer_running)
     with httpx.Client(base_url=base, follow_redirects=False, timeout=10) as client:
         first = client.get("/")
         assert first.status_code == 200
@@ -173,7 +151,7 @@ def test_serve_wraps_any_asgi_app(tmp_path: Path) -> None:
         '[cookie]\nsecure = false\n[cookies]\npalette_session = "necessary"\n_pa_id = "analytics"\n',
         encoding="utf-8",
     )
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [*COMMAND, "serve", "mysite:app", "--config", str(config), "--port", str(port)],
         stdout=subprocess.PIPE,
@@ -183,7 +161,7 @@ def test_serve_wraps_any_asgi_app(tmp_path: Path) -> None:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(process, base)
+        wait_healthy(base + HEALTH_PATH, process, ready=writer_running)
         response = httpx.get(f"{base}/", timeout=10)
         assert "unset" in response.text and 'id="cg-root"' in response.text
         assert [h.split("=", 1)[0] for h in response.headers.get_list("set-cookie")] == ["palette_session"]
@@ -214,7 +192,7 @@ def test_init_then_the_printed_serve_command_starts_on_the_first_try(tmp_path: P
     serve_line = next(line.strip() for line in made.stdout.splitlines() if "consent-gateway serve " in line)
     argv = serve_line.split()
     assert argv[:3] == [".venv/bin/consent-gateway", "serve", "mysite:app"]
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [*COMMAND, *argv[1:], "--port", str(port)],
         stdout=subprocess.PIPE,
@@ -224,7 +202,7 @@ def test_init_then_the_printed_serve_command_starts_on_the_first_try(tmp_path: P
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(process, base)
+        wait_healthy(base + HEALTH_PATH, process, ready=writer_running)
         response = httpx.get(f"{base}/", headers={"X-Forwarded-For": "203.0.113.9"}, timeout=10)
         assert response.status_code == 200
         assert "unset" in response.text and response.text.count('id="cg-root"') == 1
@@ -274,7 +252,7 @@ def test_serve_keeps_an_app_that_already_runs_the_gateway(tmp_path: Path) -> Non
     """No second wrapping (one banner), a log line that says so, and the app's own X-Request-ID."""
     module = GATED_MODULE.replace("SECRET_VALUE", SECRET).replace("PSEUDONYM_VALUE", PSEUDONYM_KEY)
     (tmp_path / "gatedsite.py").write_text(module, encoding="utf-8")
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [*COMMAND, "serve", "gatedsite:app", "--port", str(port)],  # no keys given to serve itself
         stdout=subprocess.PIPE,
@@ -284,7 +262,7 @@ def test_serve_keeps_an_app_that_already_runs_the_gateway(tmp_path: Path) -> Non
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(process, base)
+        wait_healthy(base + HEALTH_PATH, process, ready=writer_running)
         response = httpx.get(f"{base}/", headers={"X-Request-ID": "proxy-id-00000001"}, timeout=10)
         assert response.status_code == 200
         assert response.text.count('id="cg-root"') == 1

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from consent_gateway.cli import main
 from consent_gateway.store import Store
 from tests.conftest import CHDB_URL, PSEUDONYM_KEY, SECRET
 from tests.gateway_support import client_for, site_app
+from tests.support import free_port, wait_healthy
 
 APP = "consent_gateway.demo:create_demo_app"
 
@@ -71,12 +71,6 @@ CONSENT_GATEWAY = str(Path(sys.executable).parent / "consent-gateway")
 EVENTS = 240
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_for_line(proc: subprocess.Popen[str], text: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     assert proc.stdout is not None
@@ -87,20 +81,6 @@ def wait_for_line(proc: subprocess.Popen[str], text: str, timeout: float) -> Non
         if not line and proc.poll() is not None:
             raise AssertionError(f"process exited with {proc.returncode} before printing {text!r}")
     raise AssertionError(f"no {text!r} within {timeout}s")
-
-
-def wait_healthy(url: str, proc: subprocess.Popen[str], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"gateway exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} not healthy within {timeout}s")
 
 
 @pytest.fixture
