@@ -24,8 +24,9 @@ from starlette.testclient import TestClient
 
 from consent_gateway import ConsentGateway, Settings
 
-from .clickhouse_http_server import FixtureServer, free_port
+from .clickhouse_http_server import FixtureServer
 from .conftest import PSEUDONYM_KEY, SECRET
+from .support import HEALTH_PATH, flush, free_port, wait_healthy
 
 ORIGIN = {"origin": "http://testserver"}
 
@@ -83,7 +84,7 @@ def test_a_clickhouse_outage_mid_stream_loses_and_duplicates_nothing(
             assert response.status_code == 202, response.text
             acked.extend(e["props"]["m"] for e in batch)
         assert client.portal is not None
-        assert client.portal.call(gateway.runtime.pipeline.flush, 60.0), "everything reached ClickHouse"
+        flush(client, gateway, 60.0, "everything reached ClickHouse")
         assert client.get("/_consent/readyz").status_code == 200
         metrics = client.get("/_consent/metrics").text
     found = _markers(clickhouse, settings.database)
@@ -146,16 +147,7 @@ class GatewayProcess:
         self.process = subprocess.Popen(
             [sys.executable, str(self.script), str(self.port), str(self.data), *self.args], env=env
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, "the gateway process exited during start"
-            try:
-                if httpx.get(f"{self.url}/_consent/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("the gateway did not start in time")
+        wait_healthy(self.url + HEALTH_PATH, self.process, timeout)
 
     def signal(self, sig: int, timeout: float = 60.0) -> int:
         assert self.process is not None
@@ -274,7 +266,7 @@ def test_withdrawal_during_an_outage_erases_rows_queued_journaled_and_stored(
         mine = [{"name": "pageview", "url": "/m", "props": {"m": f"mine-{i}"}} for i in range(20)]
         assert client.post("/_consent/collect", json=mine[:10], headers=ORIGIN).json()["kept"] == 10
         assert client.portal is not None
-        assert client.portal.call(gateway.runtime.pipeline.flush, 30.0), "the first ten are stored"
+        flush(client, gateway, 30.0, "the first ten are stored")
         clickhouse.kill()
         assert client.post("/_consent/collect", json=mine[10:], headers=ORIGIN).json()["kept"] == 10
         withdrawn = client.post("/_consent/withdraw", json={}, headers=ORIGIN)
@@ -283,7 +275,7 @@ def test_withdrawal_during_an_outage_erases_rows_queued_journaled_and_stored(
         others = [{"name": "pageview", "url": "/o", "props": {"m": f"other-{i}"}} for i in range(5)]
         assert client.post("/_consent/collect", json=others, headers=ORIGIN).json()["pseudonymised"] == 5
         clickhouse.start()
-        assert client.portal.call(gateway.runtime.pipeline.flush, 60.0)
+        flush(client, gateway, 60.0)
     found = _markers(clickhouse, settings.database)
     assert not any(m.startswith("mine-") for m in found), "stored, journaled and queued rows are all gone"
     assert {m for m in found if m.startswith("other-")} == {f"other-{i}" for i in range(5)}
@@ -315,7 +307,7 @@ def test_shutdown_during_an_outage_keeps_the_journal_and_the_next_start_replays_
     restarted = ConsentGateway(Starlette(), settings)
     with TestClient(restarted) as client:
         assert client.portal is not None
-        assert client.portal.call(restarted.runtime.pipeline.flush, 60.0)
+        flush(client, restarted, 60.0)
         assert restarted.runtime.pipeline.stats is not None
         replayed = restarted.runtime.pipeline.stats.replayed
     found = _markers(clickhouse, settings.database)
@@ -332,7 +324,7 @@ def test_async_inserts_can_be_switched_on_for_servers(
         batch = [{"name": "pageview", "url": "/a", "props": {"m": f"async-{i}"}} for i in range(25)]
         assert client.post("/_consent/collect", json=batch, headers=ORIGIN).status_code == 202
         assert client.portal is not None
-        assert client.portal.call(gateway.runtime.pipeline.flush, 30.0)
+        flush(client, gateway, 30.0)
     found = _markers(clickhouse, settings.database)
     assert set(found) == {f"async-{i}" for i in range(25)}
     sent = [i["settings"] for i in clickhouse.inserts() if i["table"].split(" ")[0].endswith(".`events`")]
