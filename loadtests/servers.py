@@ -87,7 +87,7 @@ class ThreadServer:
     apps the test has already started. Use as a context manager, or ``start()`` / ``stop()``.
     """
 
-    def __init__(self, app: Any, *, lifespan: str = "on", health_path: str | None = None) -> None:
+    def __init__(self, app: Any, *, lifespan: str = "on") -> None:
         import uvicorn
 
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -95,17 +95,12 @@ class ThreadServer:
         self._sock.bind(("127.0.0.1", 0))
         self.port = int(self._sock.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
-        self.health_path = health_path
         config = uvicorn.Config(app, lifespan=lifespan, log_level="warning", access_log=False)
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url})"
-
-    @property
-    def base(self) -> str:
-        return self.url
 
     def start(self, timeout: float = 60.0) -> ThreadServer:
         self._thread.start()
@@ -115,8 +110,6 @@ class ThreadServer:
                 self._sock.close()
                 raise RuntimeError(f"uvicorn did not start on {self.url} within {timeout}s; see the log above")
             time.sleep(0.02)
-        if self.health_path is not None:
-            wait_healthy(self.url + self.health_path, timeout=timeout)
         return self
 
     def stop(self, timeout: float = 60.0) -> None:
