@@ -124,29 +124,37 @@ class ThreadServer:
         self.stop()
 
 
-class Server:
-    """One uvicorn process serving ``loadtests.apps:<app>`` (or a ``module:factory``) on 127.0.0.1, one worker.
+class ServerProcess:
+    """A server command in a child process on 127.0.0.1:``port``: polled until healthy, stopped with SIGTERM.
 
-    Both variants run with the same uvicorn options (no access log), so the only difference
-    measured is the gateway itself.
+    stdout and stderr go to ``log_path`` (``output()`` reads them back). The probe is ``probe``
+    answering 200 and, if given, ``ready(body)`` holding. As a context manager it starts, and at the
+    end stops the server if it still runs (killing it if that fails).
     """
 
     def __init__(
-        self, app: str, data_dir: Path, *, port: int | None = None, env: dict[str, str] | None = None,
-        command_prefix: Sequence[str] = (),
+        self,
+        argv: Sequence[str],
+        *,
+        port: int,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        probe: str = HEALTH_PATH,
+        ready: Callable[[bytes], bool] | None = None,
     ) -> None:
-        self.app = app
-        self.data_dir = data_dir
-        self.port = port or free_port()
-        self.env = env or {}
-        # A program the server runs under (valgrind for benchmarks/page_instructions.py --server).
-        self.command_prefix = list(command_prefix)
+        self.argv = list(argv)
+        self.port = port
+        self.log_path = log_path
+        self.env = env
+        self.cwd = cwd
+        self.probe = probe
+        self.ready = ready
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = data_dir / f"uvicorn-{app}-{self.port}.log"
         self.exit_seconds = 0.0
 
     def __repr__(self) -> str:
-        return f"Server({self.app!r}, port={self.port}, pid={self.pid})"
+        return f"{type(self).__name__}(port={self.port}, pid={self.pid}, log={str(self.log_path)!r})"
 
     @property
     def base(self) -> str:
@@ -156,24 +164,24 @@ class Server:
     def pid(self) -> int | None:
         return None if self.proc is None else self.proc.pid
 
-    def start(self, timeout: float = 60.0) -> Server:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "CG_LOAD_DATA": str(self.data_dir), "PYTHONPATH": str(ROOT), **self.env}
-        target = self.app if ":" in self.app else f"loadtests.apps:{self.app}"
-        cmd = [
-            *self.command_prefix, sys.executable, "-m", "uvicorn", target, "--factory",
-            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-            "--no-access-log", "--log-level", "warning", "--lifespan", "on",
-            "--timeout-graceful-shutdown", "30", "--app-dir", str(ROOT),
-        ]
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)  # noqa: S603
-        log.close()
-        probe = HEALTH_PATH if self.app != "bare" else "/privacy"
+    @property
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.returncode
+
+    def output(self) -> str:
+        """Everything the server printed so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def start(self, timeout: float = 60.0) -> ServerProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(  # noqa: S603
+                self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd
+            )
         try:
-            wait_healthy(self.base + probe, self.proc, timeout)
+            wait_healthy(self.base + self.probe, self.proc, timeout, ready=self.ready)
         except RuntimeError as exc:
-            self.stop()
+            self.kill()
             raise RuntimeError(f"{self!r}: {exc} ({self.log_path})") from None
         return self
 
@@ -186,11 +194,70 @@ class Server:
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+            self.kill()
             raise RuntimeError(f"{self!r} did not stop within {timeout}s and was killed; see {self.log_path}") from None
         self.exit_seconds = time.monotonic() - started
         return self.exit_seconds
+
+    def kill(self) -> None:
+        """SIGKILL if it still runs, and reap it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.stop()
+        finally:
+            self.kill()
+
+
+class Server(ServerProcess):
+    """One uvicorn process serving ``loadtests.apps:<app>`` (or a ``module:factory``) on 127.0.0.1, one worker.
+
+    Both variants run with the same uvicorn options (no access log), so the only difference
+    measured is the gateway itself.
+    """
+
+    def __init__(
+        self,
+        app: str,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        command_prefix: Sequence[str] = (),
+    ) -> None:
+        self.app = app
+        self.data_dir = data_dir
+        port = port or free_port()
+        target = app if ":" in app else f"loadtests.apps:{app}"
+        argv = [
+            # A program the server runs under (valgrind for benchmarks/page_instructions.py --server).
+            *command_prefix, sys.executable, "-m", "uvicorn", target, "--factory",
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "--no-access-log", "--log-level", "warning", "--lifespan", "on",
+            "--timeout-graceful-shutdown", "30", "--app-dir", str(ROOT),
+        ]  # fmt: skip
+        super().__init__(
+            argv,
+            port=port,
+            log_path=data_dir / f"uvicorn-{app}-{port}.log",
+            env={**os.environ, "CG_LOAD_DATA": str(data_dir), "PYTHONPATH": str(ROOT), **(env or {})},
+            cwd=ROOT,
+            probe=HEALTH_PATH if app != "bare" else "/privacy",
+        )
+
+    def __repr__(self) -> str:
+        return f"Server({self.app!r}, port={self.port}, pid={self.pid})"
+
+    def start(self, timeout: float = 60.0) -> Server:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        super().start(timeout)
+        return self
 
     def pin_event_loop(self, cpu: int | None) -> None:
         """Keep the server's event loop (its main thread) on ``cpu``, and only that thread.
@@ -205,9 +272,6 @@ class Server:
 
     def __enter__(self) -> Server:
         return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def default_loop_cpu() -> int | None:

@@ -226,29 +226,19 @@ def test_stats_while_the_demo_runs_names_the_demos_url_and_that_url_answers(tmp_
     made from another folder against the demo's store works there; "-" cells are explained."""
     import httpx
 
-    from .support import HEALTH_PATH, free_port, wait_healthy, writer_running
-    from .test_serve_uvicorn import COMMAND, _environment, _stop
+    from .test_serve_uvicorn import COMMAND, _environment, _serve, _stop
 
     data_dir = tmp_path / "data"
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    demo = subprocess.Popen(
-        [*COMMAND, "demo", "--port", str(port), "--data", "data"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=_environment(),
-        cwd=tmp_path,
-    )
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [*COMMAND, *args], capture_output=True, text=True, timeout=120, env=_environment(), cwd=elsewhere
         )
 
-    try:
-        wait_healthy(base + HEALTH_PATH, demo, ready=writer_running)
+    with _serve(["demo", "--data", "data"], cwd=tmp_path) as demo:
+        base = demo.base
         assert httpx.get(f"{base}/", timeout=10).status_code == 200  # one visitor: fewer than k
 
         locked = cli("stats", "aggregate", "--data", str(data_dir))
@@ -268,8 +258,4 @@ def test_stats_while_the_demo_runs_names_the_demos_url_and_that_url_answers(tmp_
         assert " - " in f" {asked.stdout.splitlines()[2]} "  # suppressed cells ...
         assert '"-": suppressed, because fewer than k=5 visitors' in asked.stdout  # ... and why
         code, output = _stop(demo)
-    finally:
-        if demo.poll() is None:
-            demo.kill()
-            demo.communicate()
     assert code in (0, -15), output

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import textwrap
 import threading
@@ -26,7 +25,7 @@ from consent_gateway import ConsentGateway, Settings
 
 from .clickhouse_http_server import FixtureServer
 from .conftest import PSEUDONYM_KEY, SECRET
-from .support import HEALTH_PATH, flush, free_port, wait_healthy
+from .support import ServerProcess, flush, free_port
 
 ORIGIN = {"origin": "http://testserver"}
 
@@ -127,39 +126,29 @@ _GATEWAY = textwrap.dedent(
 )
 
 
-class GatewayProcess:
+class GatewayProcess(ServerProcess):
     """The gateway under uvicorn in a child process, so the test can SIGKILL or SIGTERM it."""
 
     def __init__(self, tmp_path: Path, clickhouse: FixtureServer, database: str, flush_interval: float) -> None:
-        self.script = tmp_path / "gateway_app.py"
-        self.script.write_text(_GATEWAY)
+        script = tmp_path / "gateway_app.py"
+        script.write_text(_GATEWAY)
         self.data = tmp_path / "gateway-data"
-        self.args = [clickhouse.url, database, SECRET, PSEUDONYM_KEY, str(flush_interval)]
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
+        port = free_port()
+        args = [clickhouse.url, database, SECRET, PSEUDONYM_KEY, str(flush_interval)]
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        argv = [sys.executable, str(script), str(port), str(self.data), *args]
+        super().__init__(argv, port=port, log_path=tmp_path / "gateway.log", env=env)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 60.0) -> None:
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-        self.process = subprocess.Popen(
-            [sys.executable, str(self.script), str(self.port), str(self.data), *self.args], env=env
-        )
-        wait_healthy(self.url + HEALTH_PATH, self.process, timeout)
+        return self.base
 
     def signal(self, sig: int, timeout: float = 60.0) -> int:
-        assert self.process is not None
-        self.process.send_signal(sig)
-        code = self.process.wait(timeout)
-        self.process = None
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout)
+        self.proc = None
         return code
-
-    def kill_if_running(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(30)
 
     def segments(self) -> list[Path]:
         return sorted((self.data / "journal").glob("*/*.seg"))
@@ -210,7 +199,7 @@ def test_a_sigkilled_gateway_replays_its_journal_exactly_once(
         found = _wait_for_markers(clickhouse, database, set(acked))
         metrics = httpx.get(f"{gateway.url}/_consent/metrics", timeout=5).text
     finally:
-        gateway.kill_if_running()
+        gateway.kill()
     assert set(acked) <= set(found), "every acknowledged event is in ClickHouse after the restart"
     assert all(count == 1 for count in found.values()), "exactly once, also for events that raced the kill"
     replayed = [line for line in metrics.splitlines() if line.startswith("cg_pipeline_replayed_rows_total")]
@@ -241,7 +230,7 @@ def test_sigterm_flushes_queue_and_journal_before_exit(
         assert gateway.segments(), "acknowledged events wait in the journal (the flush interval is 30 s)"
         code = gateway.signal(signal.SIGTERM)
     finally:
-        gateway.kill_if_running()
+        gateway.kill()
     # uvicorn shuts down gracefully, then re-raises the signal so the exit status still says SIGTERM.
     assert code in (0, -signal.SIGTERM)
     found = _markers(clickhouse, database)

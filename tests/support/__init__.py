@@ -5,8 +5,9 @@
   ``json_body`` for one hand-made call; ``client_for``, Starlette's TestClient, for lifespan);
 - ``flush``: waiting for the pipeline (``flush``, ``wait_for_count``, ``wait_until``);
 - the live-server helper, shared with the load tests (``loadtests/servers.py``): ``ThreadServer``
-  (uvicorn in a thread), ``Server`` (a load-test app in a uvicorn process), ``wait_healthy`` and
-  ``free_port`` for tests that start a command of their own.
+  (uvicorn in a thread), ``ServerProcess`` (a command of the test's own, such as ``consent-gateway
+  serve``, in a child process), ``Server`` (a load-test app under uvicorn), and ``wait_healthy`` and
+  ``free_port`` for tests that start and read a process themselves.
 
 Nothing here fakes ClickHouse: gateways under test write to the embedded engine of
 ``tests/conftest.py`` and tests read it back through the ``store`` fixture.
@@ -14,7 +15,15 @@ Nothing here fakes ClickHouse: gateways under test write to the embedded engine 
 
 from __future__ import annotations
 
-from loadtests.servers import HEALTH_PATH, Server, ThreadServer, free_port, wait_healthy, writer_running
+from loadtests.servers import (
+    HEALTH_PATH,
+    Server,
+    ServerProcess,
+    ThreadServer,
+    free_port,
+    wait_healthy,
+    writer_running,
+)
 
 from .driver import Driver, Reply, client_for, http_scope, json_body, run_asgi
 from .flush import flush, wait_for_count, wait_until
@@ -28,6 +37,7 @@ __all__ = [
     "Driver",
     "Reply",
     "Server",
+    "ServerProcess",
     "ThreadServer",
     "client_for",
     "flush",
