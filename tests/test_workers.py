@@ -20,7 +20,7 @@ from consent_gateway.cli import main
 from consent_gateway.store import Store
 from tests.conftest import CHDB_URL, PSEUDONYM_KEY, SECRET
 from tests.gateway_support import client_for, site_app
-from tests.support import free_port, wait_healthy
+from tests.support import ServerProcess, free_port
 
 APP = "consent_gateway.demo:create_demo_app"
 
@@ -117,32 +117,29 @@ def test_two_workers_against_a_clickhouse_server_store_every_event_once(
     assert migrated.returncode == 0, migrated.stderr
     port = free_port()
     log_path = tmp_path / "gateway.log"
-    with log_path.open("w") as log:
-        gateway = subprocess.Popen(
-            [CONSENT_GATEWAY, "serve", APP, "--factory", "--workers", "2", "--port", str(port)],
-            env=env, stdout=log, stderr=log, text=True, cwd=tmp_path,
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            wait_healthy(f"{base}/_consent/healthz", gateway, 120)
+    argv = [CONSENT_GATEWAY, "serve", APP, "--factory", "--workers", "2", "--port", str(port)]
+    gateway = ServerProcess(argv, port=port, log_path=log_path, env=env, cwd=tmp_path).start(120)
+    try:
+        base = gateway.base
 
-            async def send_all() -> list[int]:
-                limits = httpx.Limits(max_keepalive_connections=0)  # a new connection each: spread over workers
-                async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
-                    gate = asyncio.Semaphore(16)
+        async def send_all() -> list[int]:
+            limits = httpx.Limits(max_keepalive_connections=0)  # a new connection each: spread over workers
+            async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
+                gate = asyncio.Semaphore(16)
 
-                    async def one(seq: int) -> int:
-                        async with gate:
-                            body = {"name": "worker_probe", "url": "/probe", "props": {"seq": seq}}
-                            return (await client.post("/_consent/collect", json=body)).status_code
+                async def one(seq: int) -> int:
+                    async with gate:
+                        body = {"name": "worker_probe", "url": "/probe", "props": {"seq": seq}}
+                        return (await client.post("/_consent/collect", json=body)).status_code
 
-                    return await asyncio.gather(*(one(i) for i in range(EVENTS)))
+                return await asyncio.gather(*(one(i) for i in range(EVENTS)))
 
-            statuses = asyncio.run(send_all())
-            assert statuses == [202] * EVENTS
-        finally:
-            gateway.send_signal(signal.SIGTERM)  # graceful: each worker flushes its queue
-            code = gateway.wait(120)
+        statuses = asyncio.run(send_all())
+        assert statuses == [202] * EVENTS
+    finally:
+        gateway.stop(120)  # graceful: each worker flushes its queue
+        gateway.kill()
+    code = gateway.returncode
     assert code in (0, -signal.SIGTERM)  # uvicorn re-raises the handled SIGTERM after a clean stop
 
     lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
