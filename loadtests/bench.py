@@ -6,14 +6,16 @@
 It starts its own uvicorn servers (one worker each, no access log, 127.0.0.1 only) and measures:
 
 - page throughput of the bare demo site vs the same site wrapped in the gateway, with a valid
-  consent cookie and visit logging to the embedded ClickHouse; A and B alternate every round and
-  the median of the per-round ratios is reported (wrk when /usr/bin/wrk exists, else pyload);
+  consent cookie and visit logging to the embedded ClickHouse, and in the same rounds the demo's
+  light JSON endpoint; A and B alternate every round and the median of the per-round ratios is
+  reported (wrk when /usr/bin/wrk exists, else pyload's closed loop);
 - server CPU per page with the gateway's features switched on one at a time (middleware alone,
   + banner, + visit log), to show what each costs;
 - ``/_consent/collect`` events persisted per second, single events and batches of 50, counted in
   ClickHouse after the server has exited (``loadtests.stored`` in a separate process); in the same
-  rounds, the floor of one uvicorn worker under the single-event load, with no gateway: an app
-  that answers 202 after an fsynced group commit, and one that answers at once (loadtests/floor.py);
+  rounds, the floor of one uvicorn worker under the same load with no gateway (loadtests/floor.py):
+  an app that answers 202 after an fsynced group commit, for single events and for the same
+  50-event bodies, and one that answers single events at once;
 - latency p50/p99 at a fixed request rate (pyload's open loop: wrk cannot hold a rate);
 - peak RSS of the gateway under page load, under collect load, and while ``/collect`` is
   flooded until the queue is full (the gateway answers 503 then).
@@ -56,6 +58,7 @@ BROWSER_UA = (
     "Chrome/124.0.0.0 Safari/537.36"
 )
 PAGE_PATH = "/"
+JSON_PATH = "/api/attendance"  # the demo's light JSON endpoint: a small document, no template
 EVENT_NAME = "portfolio_view"  # analytics category: kept with consent, pseudonymised without
 BATCH = 50
 
@@ -318,15 +321,20 @@ def page_throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             if server is gw:
                 sent_to_gateway += warm.requests
         wait_drained(gw.port)
+        json_headers = {**headers, "Accept": "application/json"}
+        for server in (bare, gw):
+            status, _, body = request(server.port, "GET", JSON_PATH, headers=json_headers)
+            if status != 200 or not body.startswith((b"{", b"[")):
+                raise RuntimeError(f"{server!r} answered {status} to GET {JSON_PATH}; expected a 200 JSON document")
         peak = 0
         for r in range(args.rounds):
-            pair: dict[str, Any] = {}
-            for name in (("bare", "gateway") if r % 2 == 0 else ("gateway", "bare")):
+            order = ("bare", "gateway") if r % 2 == 0 else ("gateway", "bare")
+            pair: dict[str, Any] = {"json": {}}
+            for name in order:
                 server = bare if name == "bare" else gw
                 cpu_before = cpu_seconds(server.proc.pid)  # type: ignore[union-attr]
                 with RssSampler(server.proc.pid) as rss:  # type: ignore[union-attr]
-                    result = load(server.port, "GET", PAGE_PATH, headers, b"", seconds=args.seconds,
-                                  connections=args.connections, use_wrk=args.wrk)
+                    result = _page_load(args, server, PAGE_PATH, headers, name)
                 if name == "gateway":
                     sent_to_gateway += result.requests
                     peak = max(peak, rss.peak)
@@ -335,19 +343,26 @@ def page_throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     wait_drained(gw.port)
                 cpu = cpu_seconds(server.proc.pid) - cpu_before  # type: ignore[union-attr]
                 time.sleep(args.settle)
-                if result.bad_status or result.errors or not result.requests:
-                    raise RuntimeError(f"{name}: {result.bad_status} bad statuses, {result.errors} errors of "
-                                       f"{result.requests} requests; the run is not comparable")
                 pair[name] = {"rps": result.rps, "requests": result.requests, "p50_ms": result.p50_ms,
                               "p99_ms": result.p99_ms, "generator": result.generator,
                               "cpu_us_per_request": cpu / result.requests * 1e6}
+            # The light JSON endpoint, the same servers and order: the gateway's fixed cost where
+            # the app's own work is smallest.
+            for name in order:
+                server = bare if name == "bare" else gw
+                result = _page_load(args, server, JSON_PATH, json_headers, f"{name} JSON")
+                if name == "gateway":
+                    wait_drained(gw.port)
+                time.sleep(args.settle)
+                pair["json"][name] = {"rps": result.rps, "requests": result.requests}
             pair["ratio"] = pair["gateway"]["rps"] / pair["bare"]["rps"]
             pair["cpu_ratio"] = pair["bare"]["cpu_us_per_request"] / pair["gateway"]["cpu_us_per_request"]
+            pair["json"]["ratio"] = pair["json"]["gateway"]["rps"] / pair["json"]["bare"]["rps"]
             rounds.append(pair)
             b, g = pair["bare"], pair["gateway"]
             print(f"  pages round {r + 1}: bare {b['rps']:.0f}/s, gateway {g['rps']:.0f}/s, ratio {pair['ratio']:.3f}; "
                   f"server CPU per request: bare {b['cpu_us_per_request']:.0f} µs, "
-                  f"gateway {g['cpu_us_per_request']:.0f} µs", flush=True)
+                  f"gateway {g['cpu_us_per_request']:.0f} µs; JSON ratio {pair['json']['ratio']:.3f}", flush=True)
     visits = count_in_subprocess(gw.data_dir, []).get(VISITS, 0)
     return {
         "path": PAGE_PATH,
@@ -365,7 +380,23 @@ def page_throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "visits_stored": visits,
         "gateway_peak_rss": peak,
         "loop_cpu": args.loop_cpu,
+        "json": {
+            "path": JSON_PATH,
+            "bare_rps": median([p["json"]["bare"]["rps"] for p in rounds]),
+            "gateway_rps": median([p["json"]["gateway"]["rps"] for p in rounds]),
+            "ratio": median([p["json"]["ratio"] for p in rounds]),
+        },
     }
+
+
+def _page_load(args: argparse.Namespace, server: Server, path: str, headers: dict[str, str], what: str) -> Load:
+    """One closed-loop run of GET ``path``; every answer must be a success, or the rounds are not comparable."""
+    result = load(server.port, "GET", path, headers, b"", seconds=args.seconds, connections=args.connections,
+                  use_wrk=args.wrk)
+    if result.bad_status or result.errors or not result.requests:
+        raise RuntimeError(f"{what}: {result.bad_status} bad statuses, {result.errors} errors of "
+                           f"{result.requests} requests to {path}; the run is not comparable")
+    return result
 
 
 BREAKDOWN = (
@@ -411,8 +442,13 @@ def cost_breakdown(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return {"seconds": args.breakdown_seconds, "variants": out}
 
 
-# The floors measured with the gateway's single events (loadtests/floor.py): mode -> app.
-FLOORS = {"floor_durable": "loadtests.floor:durable", "floor_ack": "loadtests.floor:ack"}
+# The floors (loadtests/floor.py) under the gateway's own load: mode -> (app, events a request).
+# The durable floor runs twice: with the single events and with the 50-event bodies.
+FLOORS = {
+    "floor_durable": ("loadtests.floor:durable", 1),
+    "floor_ack": ("loadtests.floor:ack", 1),
+    "floor_durable_batch": ("loadtests.floor:durable", BATCH),
+}
 
 
 def collect_throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -423,8 +459,8 @@ def collect_throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         for mode in order if r % 2 == 0 else order[::-1]:
             if mode in FLOORS:
                 runs[mode].append(_floor_run(args, work / f"collect-{mode}-{r}", mode, cookie))
-                print(f"  collect {mode} round {r + 1}: {runs[mode][-1]['acked_per_s']:.0f} single-event "
-                      f"requests/s acknowledged", flush=True)
+                print(f"  collect {mode} round {r + 1}: {runs[mode][-1]['acked_per_s']:.0f} "
+                      f"{FLOORS[mode][1]}-event requests/s acknowledged", flush=True)
                 continue
             size = 1 if mode == "single" else BATCH
             server = Server("gateway", work / f"collect-{mode}-{r}")
@@ -482,34 +518,44 @@ def collect_throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         out[mode] = {"rounds": runs[mode], "acked_per_s": median([i["acked_per_s"] for i in runs[mode]])}
     # Per round, the gateway's acknowledged single events over the durable floor's: rounds alternate
     # their order, so a slower minute of the machine weighs on both.
-    out["single_of_floor"] = median([
-        g["acked_per_s"] / f["acked_per_s"]
-        for g, f in zip(runs["single"], runs["floor_durable"], strict=True) if f["acked_per_s"]
-    ])
+    out["single_of_floor"] = _of_floor(runs["single"], runs["floor_durable"])
+    # Batches: events persisted a second over the events the floor made durable a second.
+    out["batch_of_floor"] = _of_floor(runs["batch"], runs["floor_durable_batch"])
     return out | {"connections": args.collect_connections, "seconds": args.collect_seconds}
 
 
+def _of_floor(gateway: list[dict[str, Any]], floor: list[dict[str, Any]]) -> float:
+    """Median per round of the gateway's acknowledged events a second over the floor's.
+
+    Rounds alternate their order, so a slower minute of the machine weighs on both.
+    """
+    pairs = zip(gateway, floor, strict=True)
+    return median([g["acked_per_s"] / f["acked_per_s"] for g, f in pairs if f["acked_per_s"]])
+
+
 def _floor_run(args: argparse.Namespace, data_dir: Path, mode: str, cookie: str) -> dict[str, Any]:
-    """One floor app (loadtests/floor.py) under the single-event load the gateway gets."""
-    server = Server(FLOORS[mode], data_dir)
+    """One floor app (loadtests/floor.py) under the load the gateway gets: the same bodies and headers."""
+    app, size = FLOORS[mode]
+    server = Server(app, data_dir)
     with server:
         # The gateway's headers and body, so uvicorn parses as much; the floor reads no cookie.
         headers = collect_headers(server.port, cookie or "x" * 120)
-        body = event_body(run_id("floor"), 1)
+        body = event_body(run_id("floor"), size)
         with RssSampler(server.proc.pid) as rss:  # type: ignore[union-attr]
             result = load(server.port, "POST", "/_consent/collect", headers, body,
                           seconds=args.collect_seconds, connections=args.collect_connections, use_wrk=args.wrk)
     run = {
+        "events_per_request": size,
         "requests": result.requests,
-        "acked_events": result.ok,
+        "acked_events": result.ok * size,
         "refused_requests": result.bad_status,
         "load_seconds": result.seconds,
-        "acked_per_s": result.ok / result.seconds,
+        "acked_per_s": result.ok * size / result.seconds,
         "p50_ms": result.p50_ms,
         "p99_ms": result.p99_ms,
         "peak_rss": rss.peak,
     }
-    if mode == "floor_durable":
+    if app.endswith(":durable"):
         # Proof it did the work it stands for: every acknowledged body is in its fsynced file.
         run["journaled"] = journaled_bodies(data_dir)
         if run["journaled"] < result.ok:
@@ -657,6 +703,12 @@ def table(res: dict[str, Any]) -> str:
             ("**gateway / bare (median of rounds)**", f"**{p['ratio']:.3f}**", "≥ 0.85"),
             ("server CPU per page, bare / gateway", f"{p['bare_cpu_us']:.0f} µs / {p['gateway_cpu_us']:.0f} µs "
              f"(ratio {p['cpu_ratio']:.3f})", ""),
+            *(
+                [(f"light JSON endpoint ({p['json']['path']}), bare / gateway",
+                  f"{p['json']['bare_rps']:.0f} / {p['json']['gateway_rps']:.0f} req/s", ""),
+                 ("**JSON endpoint: gateway / bare (median of rounds)**", f"**{p['json']['ratio']:.3f}**", "≥ 0.85")]
+                if "json" in p else []
+            ),
             ("visit records stored / pages answered", f"{p['visits_stored']} / {p['gateway_requests']}", "all"),
             ("each server's event loop", "not pinned" if p.get("loop_cpu") is None else f"kept on CPU {p['loop_cpu']}",
              ""),
@@ -675,6 +727,14 @@ def table(res: dict[str, Any]) -> str:
             ]
         rows += [
             ("`/collect` batches of 50 persisted", f"{c['batch']['persisted_per_s']:.0f} events/s", "≥ 100,000"),
+        ]
+        if "floor_durable_batch" in c:
+            rows += [
+                ("floor, no gateway: 50-event bodies after an fsynced group commit",
+                 f"{c['floor_durable_batch']['acked_per_s']:.0f} events/s", ""),
+                ("batches of 50 acknowledged: gateway / fsync floor", f"{c['batch_of_floor']:.3f}", ""),
+            ]
+        rows += [
             ("acknowledged (202) but not stored", f"{c['single']['lost'] + c['batch']['lost']}", "0"),
         ]
     lat = res.get("latency")

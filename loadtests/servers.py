@@ -1,4 +1,14 @@
-"""Start and stop uvicorn servers of the load-test apps, and talk to them with the standard library."""
+"""The one live-server helper of the tests and the load tests: real uvicorn on 127.0.0.1, polled until healthy.
+
+- ``Server``: a load-test app (``loadtests.apps:<name>``, or any ``module:factory``) in a uvicorn
+  child process, stopped with SIGTERM so the gateway flushes; the load tests and the bench use it.
+- ``ThreadServer``: any ASGI app under uvicorn in a thread of this process (browser tests, the
+  analytics API), so the test can reach the app's objects.
+- ``wait_healthy``: poll a URL until it answers 200, failing early if the server's process died;
+  for tests that start a command of their own (``consent-gateway serve``, the image's command).
+
+Only the standard library talks HTTP here, so the load tests need no client package.
+"""
 
 from __future__ import annotations
 
@@ -10,43 +20,141 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Sequence
+import urllib.parse
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+HEALTH_PATH = "/_consent/healthz"
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-class Server:
-    """One uvicorn process serving ``loadtests.apps:<app>`` (or a ``module:factory``) on 127.0.0.1, one worker.
+def wait_healthy(
+    url: str,
+    proc: subprocess.Popen[Any] | None = None,
+    timeout: float = 60.0,
+    *,
+    ready: Callable[[bytes], bool] | None = None,
+) -> None:
+    """Poll ``url`` until it answers 200 (and ``ready(body)`` holds, if given).
 
-    Both variants run with the same uvicorn options (no access log), so the only difference
-    measured is the gateway itself.
+    Fails at once if ``proc`` exited, and after ``timeout`` seconds otherwise; the error names the
+    URL, the last answer and what to look at.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.hostname is None or parts.port is None:
+        raise ValueError(f"wait_healthy needs an http://host:port/path URL, got {url!r}")
+    target = parts.path or "/"
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode} before {url} answered; see its output")
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=2)
+        try:
+            conn.request("GET", target)
+            response = conn.getresponse()
+            body = response.read()
+            if response.status == 200 and (ready is None or ready(body)):
+                return
+            last = f"{response.status} {body[:200]!r}"
+        except OSError as exc:
+            last = repr(exc)
+        finally:
+            conn.close()
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} was not healthy within {timeout}s (last: {last}); see the server's output")
+
+
+def writer_running(body: bytes) -> bool:
+    """A ``ready`` check for ``wait_healthy``: the gateway's healthz says its writer runs."""
+    return bool(json.loads(body).get("writer") is True)
+
+
+class ThreadServer:
+    """uvicorn serving ``app`` on 127.0.0.1 (a free port) in a thread of this process.
+
+    ``lifespan`` is uvicorn's option: "on" starts the gateway's writer with the server, "off" for
+    apps the test has already started. Use as a context manager, or ``start()`` / ``stop()``.
+    """
+
+    def __init__(self, app: Any, *, lifespan: str = "on") -> None:
+        import uvicorn
+
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self.port = int(self._sock.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, lifespan=lifespan, log_level="warning", access_log=False)
+        self.server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url})"
+
+    def start(self, timeout: float = 60.0) -> ThreadServer:
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self._sock.close()
+                raise RuntimeError(f"uvicorn did not start on {self.url} within {timeout}s; see the log above")
+            time.sleep(0.02)
+        return self
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout)
+        self._sock.close()
+
+    def __enter__(self) -> ThreadServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class ServerProcess:
+    """A server command in a child process on 127.0.0.1:``port``: polled until healthy, stopped with SIGTERM.
+
+    stdout and stderr go to ``log_path`` (``output()`` reads them back). The probe is ``probe``
+    answering 200 and, if given, ``ready(body)`` holding. As a context manager it starts, and at the
+    end stops the server if it still runs (killing it if that fails).
     """
 
     def __init__(
-        self, app: str, data_dir: Path, *, port: int | None = None, env: dict[str, str] | None = None,
-        command_prefix: Sequence[str] = (),
+        self,
+        argv: Sequence[str],
+        *,
+        port: int,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        probe: str = HEALTH_PATH,
+        ready: Callable[[bytes], bool] | None = None,
     ) -> None:
-        self.app = app
-        self.data_dir = data_dir
-        self.port = port or free_port()
-        self.env = env or {}
-        # A program the server runs under (valgrind for benchmarks/page_instructions.py --server).
-        self.command_prefix = list(command_prefix)
+        self.argv = list(argv)
+        self.port = port
+        self.log_path = log_path
+        self.env = env
+        self.cwd = cwd
+        self.probe = probe
+        self.ready = ready
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = data_dir / f"uvicorn-{app}-{self.port}.log"
         self.exit_seconds = 0.0
 
     def __repr__(self) -> str:
-        return f"Server({self.app!r}, port={self.port}, pid={self.pid})"
+        return f"{type(self).__name__}(port={self.port}, pid={self.pid}, log={str(self.log_path)!r})"
 
     @property
     def base(self) -> str:
@@ -56,33 +164,26 @@ class Server:
     def pid(self) -> int | None:
         return None if self.proc is None else self.proc.pid
 
-    def start(self, timeout: float = 60.0) -> Server:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "CG_LOAD_DATA": str(self.data_dir), "PYTHONPATH": str(ROOT), **self.env}
-        target = self.app if ":" in self.app else f"loadtests.apps:{self.app}"
-        cmd = [
-            *self.command_prefix, sys.executable, "-m", "uvicorn", target, "--factory",
-            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-            "--no-access-log", "--log-level", "warning", "--lifespan", "on",
-            "--timeout-graceful-shutdown", "30", "--app-dir", str(ROOT),
-        ]
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)  # noqa: S603
-        log.close()
-        deadline = time.monotonic() + timeout
-        probe = "/_consent/healthz" if self.app != "bare" else "/privacy"
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self!r} exited with {self.proc.returncode}; see {self.log_path}")
-            try:
-                status, _, _ = request(self.port, "GET", probe, timeout=2)
-                if status == 200:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"{self!r} did not answer {probe} within {timeout}s; see {self.log_path}")
+    @property
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.returncode
+
+    def output(self) -> str:
+        """Everything the server printed so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def start(self, timeout: float = 60.0) -> ServerProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(  # noqa: S603
+                self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd
+            )
+        try:
+            wait_healthy(self.base + self.probe, self.proc, timeout, ready=self.ready)
+        except RuntimeError as exc:
+            self.kill()
+            raise RuntimeError(f"{self!r}: {exc} ({self.log_path})") from None
+        return self
 
     def stop(self, timeout: float = 90.0) -> float:
         """SIGTERM (uvicorn's graceful shutdown: the gateway flushes its pipeline); seconds it took."""
@@ -93,11 +194,70 @@ class Server:
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+            self.kill()
             raise RuntimeError(f"{self!r} did not stop within {timeout}s and was killed; see {self.log_path}") from None
         self.exit_seconds = time.monotonic() - started
         return self.exit_seconds
+
+    def kill(self) -> None:
+        """SIGKILL if it still runs, and reap it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.stop()
+        finally:
+            self.kill()
+
+
+class Server(ServerProcess):
+    """One uvicorn process serving ``loadtests.apps:<app>`` (or a ``module:factory``) on 127.0.0.1, one worker.
+
+    Both variants run with the same uvicorn options (no access log), so the only difference
+    measured is the gateway itself.
+    """
+
+    def __init__(
+        self,
+        app: str,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        command_prefix: Sequence[str] = (),
+    ) -> None:
+        self.app = app
+        self.data_dir = data_dir
+        port = port or free_port()
+        target = app if ":" in app else f"loadtests.apps:{app}"
+        argv = [
+            # A program the server runs under (valgrind for benchmarks/page_instructions.py --server).
+            *command_prefix, sys.executable, "-m", "uvicorn", target, "--factory",
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "--no-access-log", "--log-level", "warning", "--lifespan", "on",
+            "--timeout-graceful-shutdown", "30", "--app-dir", str(ROOT),
+        ]  # fmt: skip
+        super().__init__(
+            argv,
+            port=port,
+            log_path=data_dir / f"uvicorn-{app}-{port}.log",
+            env={**os.environ, "CG_LOAD_DATA": str(data_dir), "PYTHONPATH": str(ROOT), **(env or {})},
+            cwd=ROOT,
+            probe=HEALTH_PATH if app != "bare" else "/privacy",
+        )
+
+    def __repr__(self) -> str:
+        return f"Server({self.app!r}, port={self.port}, pid={self.pid})"
+
+    def start(self, timeout: float = 60.0) -> Server:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        super().start(timeout)
+        return self
 
     def pin_event_loop(self, cpu: int | None) -> None:
         """Keep the server's event loop (its main thread) on ``cpu``, and only that thread.
@@ -112,9 +272,6 @@ class Server:
 
     def __enter__(self) -> Server:
         return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def default_loop_cpu() -> int | None:
@@ -186,7 +343,7 @@ def consent_cookie(port: int, action: str = "accept_all", categories: list[str] 
 
 
 def health(port: int) -> dict[str, Any]:
-    status, _, body = request(port, "GET", "/_consent/healthz", timeout=10)
+    status, _, body = request(port, "GET", HEALTH_PATH, timeout=10)
     if status != 200:
-        raise RuntimeError(f"/_consent/healthz answered {status}: {body[:200]!r}")
+        raise RuntimeError(f"{HEALTH_PATH} answered {status}: {body[:200]!r}")
     return dict(json.loads(body))

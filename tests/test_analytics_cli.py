@@ -8,14 +8,11 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from starlette.testclient import TestClient
 
 from consent_gateway import Settings, create_analytics_app
@@ -26,7 +23,7 @@ from consent_gateway.store.schema import marketing_views
 
 from . import analytics_data as data
 from .conftest import CHDB_URL
-from .test_analytics_dashboard import _free_port
+from .support import ThreadServer
 
 
 @pytest.fixture
@@ -123,22 +120,9 @@ def test_stats_reads_the_data_directly(config: Path, base: dt.date, capsys: pyte
 def test_stats_over_http(config: Path, base: dt.date, store: Store, capsys: pytest.CaptureFixture[str]) -> None:
     settings = Settings.load(config)
     token, _ = TokenStore(settings.tokens_path).create("cli")
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_analytics_app(settings, store=store),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            lifespan="off",
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
+    server = ThreadServer(create_analytics_app(settings, store=store), lifespan="off").start()
     try:
-        url = f"http://127.0.0.1:{port}"
+        url = server.url
         rng = ["--from", base.isoformat(), "--to", (base + dt.timedelta(days=2)).isoformat()]
         assert main(["stats", "breakdown", "--dimension", "device", "--url", url, "--token", token, *rng]) == 0
         out = capsys.readouterr().out
@@ -149,8 +133,7 @@ def test_stats_over_http(config: Path, base: dt.date, store: Store, capsys: pyte
         assert main(["stats", "aggregate", "--url", url, "--token", token, "--limit", "3"]) == 2
         assert "'limit'" in capsys.readouterr().err
     finally:
-        server.should_exit = True
-        thread.join(10)
+        server.stop()
 
 
 def test_stats_says_when_the_data_is_locked(tmp_path: Path) -> None:
@@ -258,29 +241,19 @@ def test_stats_while_the_demo_runs_names_the_demos_url_and_that_url_answers(tmp_
     made from another folder against the demo's store works there; "-" cells are explained."""
     import httpx
 
-    from .test_serve_uvicorn import COMMAND, _environment, _stop, _wait_healthy
-    from .test_serve_uvicorn import _free_port as free_port
+    from .test_serve_uvicorn import COMMAND, _environment, _serve, _stop
 
     data_dir = tmp_path / "data"
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    demo = subprocess.Popen(
-        [*COMMAND, "demo", "--port", str(port), "--data", "data"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=_environment(),
-        cwd=tmp_path,
-    )
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [*COMMAND, *args], capture_output=True, text=True, timeout=120, env=_environment(), cwd=elsewhere
         )
 
-    try:
-        _wait_healthy(demo, base)
+    with _serve(["demo", "--data", "data"], cwd=tmp_path) as demo:
+        base = demo.base
         assert httpx.get(f"{base}/", timeout=10).status_code == 200  # one visitor: fewer than k
 
         locked = cli("stats", "aggregate", "--data", str(data_dir))
@@ -300,8 +273,4 @@ def test_stats_while_the_demo_runs_names_the_demos_url_and_that_url_answers(tmp_
         assert " - " in f" {asked.stdout.splitlines()[2]} "  # suppressed cells ...
         assert '"-": suppressed, because fewer than k=5 visitors' in asked.stdout  # ... and why
         code, output = _stop(demo)
-    finally:
-        if demo.poll() is None:
-            demo.kill()
-            demo.communicate()
     assert code in (0, -15), output

@@ -3,31 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from consent_gateway import Settings, create_analytics_app
 from consent_gateway.analytics import AnalyticsMount, TokenStore
 from consent_gateway.store import Store, migrate
 
 from . import analytics_data as data
+from .support import ThreadServer
 
 OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture
@@ -46,17 +36,8 @@ def served(make_settings: Callable[..., Settings], store: Store) -> Iterator[tup
             await send({"type": "http.response.body", "body": b""})
 
     app = AnalyticsMount(not_found, create_analytics_app(settings, store=store), "/_analytics")
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}/_analytics/", token, base
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with ThreadServer(app, lifespan="off") as server:
+        yield f"{server.url}/_analytics/", token, base
 
 
 @pytest.mark.browser

@@ -25,7 +25,7 @@ import pytest
 from packaging.requirements import Requirement
 
 from tests.conftest import PSEUDONYM_KEY, SECRET
-from tests.test_workers import free_port, wait_healthy
+from tests.support import ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -249,22 +249,21 @@ def test_the_image_command_serves_checks_health_and_flushes_on_sigterm(tmp_path:
     argv, env, health = _image_command(tmp_path)
     base = f"http://127.0.0.1:{env['PORT']}"
     log_path = tmp_path / "container.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=log, cwd=tmp_path)
-        try:
-            wait_healthy(f"{base}/_consent/healthz", proc, 120)
-            # The HEALTHCHECK command itself, as Docker runs it inside the container.
-            assert subprocess.run(health, env=env, timeout=30).returncode == 0
-            with httpx.Client(base_url=base, timeout=30) as client:
-                page = client.get("/")
-                assert page.status_code == 200 and "consent" in page.text.lower()
-                sent = client.post(
-                    "/_consent/collect", json=[{"name": "pageview", "url": f"/sigterm/{i}"} for i in range(25)]
-                )
-                assert sent.status_code == 202 and sent.json()["accepted"] == 25
-        finally:
-            proc.send_signal(signal.SIGTERM)  # docker stop
-            code = proc.wait(60)
+    server = ServerProcess(argv, port=int(env["PORT"]), log_path=log_path, env=env, cwd=tmp_path).start(120)
+    try:
+        # The HEALTHCHECK command itself, as Docker runs it inside the container.
+        assert subprocess.run(health, env=env, timeout=30).returncode == 0
+        with httpx.Client(base_url=base, timeout=30) as client:
+            page = client.get("/")
+            assert page.status_code == 200 and "consent" in page.text.lower()
+            sent = client.post(
+                "/_consent/collect", json=[{"name": "pageview", "url": f"/sigterm/{i}"} for i in range(25)]
+            )
+            assert sent.status_code == 202 and sent.json()["accepted"] == 25
+    finally:
+        server.stop(60)  # docker stop
+        server.kill()
+    code = server.returncode
     assert code in (0, -signal.SIGTERM), log_path.read_text()
     # The health check fails once the server is gone, so an orchestrator would notice.
     assert subprocess.run(health, env=env, timeout=30, capture_output=True).returncode != 0

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import textwrap
 import threading
@@ -24,8 +23,9 @@ from starlette.testclient import TestClient
 
 from consent_gateway import ConsentGateway, Settings
 
-from .clickhouse_http_server import FixtureServer, free_port
+from .clickhouse_http_server import FixtureServer
 from .conftest import PSEUDONYM_KEY, SECRET
+from .support import ServerProcess, flush, free_port
 
 ORIGIN = {"origin": "http://testserver"}
 
@@ -83,7 +83,7 @@ def test_a_clickhouse_outage_mid_stream_loses_and_duplicates_nothing(
             assert response.status_code == 202, response.text
             acked.extend(e["props"]["m"] for e in batch)
         assert client.portal is not None
-        assert client.portal.call(gateway.runtime.pipeline.flush, 60.0), "everything reached ClickHouse"
+        flush(client, gateway, 60.0, "everything reached ClickHouse")
         assert client.get("/_consent/readyz").status_code == 200
         metrics = client.get("/_consent/metrics").text
     found = _markers(clickhouse, settings.database)
@@ -126,48 +126,29 @@ _GATEWAY = textwrap.dedent(
 )
 
 
-class GatewayProcess:
+class GatewayProcess(ServerProcess):
     """The gateway under uvicorn in a child process, so the test can SIGKILL or SIGTERM it."""
 
     def __init__(self, tmp_path: Path, clickhouse: FixtureServer, database: str, flush_interval: float) -> None:
-        self.script = tmp_path / "gateway_app.py"
-        self.script.write_text(_GATEWAY)
+        script = tmp_path / "gateway_app.py"
+        script.write_text(_GATEWAY)
         self.data = tmp_path / "gateway-data"
-        self.args = [clickhouse.url, database, SECRET, PSEUDONYM_KEY, str(flush_interval)]
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
+        port = free_port()
+        args = [clickhouse.url, database, SECRET, PSEUDONYM_KEY, str(flush_interval)]
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        argv = [sys.executable, str(script), str(port), str(self.data), *args]
+        super().__init__(argv, port=port, log_path=tmp_path / "gateway.log", env=env)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 60.0) -> None:
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-        self.process = subprocess.Popen(
-            [sys.executable, str(self.script), str(self.port), str(self.data), *self.args], env=env
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, "the gateway process exited during start"
-            try:
-                if httpx.get(f"{self.url}/_consent/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("the gateway did not start in time")
+        return self.base
 
     def signal(self, sig: int, timeout: float = 60.0) -> int:
-        assert self.process is not None
-        self.process.send_signal(sig)
-        code = self.process.wait(timeout)
-        self.process = None
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout)
+        self.proc = None
         return code
-
-    def kill_if_running(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(30)
 
     def segments(self) -> list[Path]:
         return sorted((self.data / "journal").glob("*/*.seg"))
@@ -218,7 +199,7 @@ def test_a_sigkilled_gateway_replays_its_journal_exactly_once(
         found = _wait_for_markers(clickhouse, database, set(acked))
         metrics = httpx.get(f"{gateway.url}/_consent/metrics", timeout=5).text
     finally:
-        gateway.kill_if_running()
+        gateway.kill()
     assert set(acked) <= set(found), "every acknowledged event is in ClickHouse after the restart"
     assert all(count == 1 for count in found.values()), "exactly once, also for events that raced the kill"
     replayed = [line for line in metrics.splitlines() if line.startswith("cg_pipeline_replayed_rows_total")]
@@ -249,7 +230,7 @@ def test_sigterm_flushes_queue_and_journal_before_exit(
         assert gateway.segments(), "acknowledged events wait in the journal (the flush interval is 30 s)"
         code = gateway.signal(signal.SIGTERM)
     finally:
-        gateway.kill_if_running()
+        gateway.kill()
     # uvicorn shuts down gracefully, then re-raises the signal so the exit status still says SIGTERM.
     assert code in (0, -signal.SIGTERM)
     found = _markers(clickhouse, database)
@@ -274,7 +255,7 @@ def test_withdrawal_during_an_outage_erases_rows_queued_journaled_and_stored(
         mine = [{"name": "pageview", "url": "/m", "props": {"m": f"mine-{i}"}} for i in range(20)]
         assert client.post("/_consent/collect", json=mine[:10], headers=ORIGIN).json()["kept"] == 10
         assert client.portal is not None
-        assert client.portal.call(gateway.runtime.pipeline.flush, 30.0), "the first ten are stored"
+        flush(client, gateway, 30.0, "the first ten are stored")
         clickhouse.kill()
         assert client.post("/_consent/collect", json=mine[10:], headers=ORIGIN).json()["kept"] == 10
         withdrawn = client.post("/_consent/withdraw", json={}, headers=ORIGIN)
@@ -283,7 +264,7 @@ def test_withdrawal_during_an_outage_erases_rows_queued_journaled_and_stored(
         others = [{"name": "pageview", "url": "/o", "props": {"m": f"other-{i}"}} for i in range(5)]
         assert client.post("/_consent/collect", json=others, headers=ORIGIN).json()["pseudonymised"] == 5
         clickhouse.start()
-        assert client.portal.call(gateway.runtime.pipeline.flush, 60.0)
+        flush(client, gateway, 60.0)
     found = _markers(clickhouse, settings.database)
     assert not any(m.startswith("mine-") for m in found), "stored, journaled and queued rows are all gone"
     assert {m for m in found if m.startswith("other-")} == {f"other-{i}" for i in range(5)}
@@ -315,7 +296,7 @@ def test_shutdown_during_an_outage_keeps_the_journal_and_the_next_start_replays_
     restarted = ConsentGateway(Starlette(), settings)
     with TestClient(restarted) as client:
         assert client.portal is not None
-        assert client.portal.call(restarted.runtime.pipeline.flush, 60.0)
+        flush(client, restarted, 60.0)
         assert restarted.runtime.pipeline.stats is not None
         replayed = restarted.runtime.pipeline.stats.replayed
     found = _markers(clickhouse, settings.database)
@@ -332,7 +313,7 @@ def test_async_inserts_can_be_switched_on_for_servers(
         batch = [{"name": "pageview", "url": "/a", "props": {"m": f"async-{i}"}} for i in range(25)]
         assert client.post("/_consent/collect", json=batch, headers=ORIGIN).status_code == 202
         assert client.portal is not None
-        assert client.portal.call(gateway.runtime.pipeline.flush, 30.0)
+        flush(client, gateway, 30.0)
     found = _markers(clickhouse, settings.database)
     assert set(found) == {f"async-{i}" for i in range(25)}
     sent = [i["settings"] for i in clickhouse.inserts() if i["table"].split(" ")[0].endswith(".`events`")]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,11 +15,7 @@ from starlette.testclient import TestClient
 
 from consent_gateway import ConsentGateway, Settings, StoreError
 
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from .support import free_port
 
 
 async def _hello(request: Any) -> PlainTextResponse:
@@ -28,7 +23,8 @@ async def _hello(request: Any) -> PlainTextResponse:
 
 
 def test_unreachable_clickhouse_fails_startup_instead_of_hanging(make_settings: Callable[..., Settings]) -> None:
-    settings = make_settings(clickhouse_url=f"http://127.0.0.1:{_closed_port()}", auto_migrate=True)
+    # A free port: nothing listens there.
+    settings = make_settings(clickhouse_url=f"http://127.0.0.1:{free_port()}", auto_migrate=True)
     gateway = ConsentGateway(Starlette(routes=[Route("/", _hello)]), settings)
     with pytest.raises(StoreError) as info, TestClient(gateway):
         pass

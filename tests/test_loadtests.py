@@ -39,6 +39,9 @@ def test_bench_quick_run_measures_every_part_and_writes_its_files(tmp_path: Path
     # deadline may still be logged, so more visits than counted answers is fine).
     assert pages["visits_stored"] >= pages["gateway_requests"] > 0
     assert pages["loop_cpu"] == default_loop_cpu()  # the event loops' CPU is part of the result
+    # The light JSON endpoint ran in the same rounds, on the same two servers.
+    assert all(r["json"]["bare"]["requests"] > 0 and r["json"]["gateway"]["requests"] > 0 for r in pages["rounds"])
+    assert pages["json"]["path"] == bench.JSON_PATH and math.isfinite(pages["json"]["ratio"])
 
     variants = result["breakdown"]["variants"]
     assert list(variants) == [label for label, _, _ in bench.BREAKDOWN]
@@ -58,6 +61,13 @@ def test_bench_quick_run_measures_every_part_and_writes_its_files(tmp_path: Path
     assert durable["acked_events"] > 0 and durable["refused_requests"] == 0
     assert durable["journaled"] >= durable["acked_events"]
     assert at_once["acked_events"] > 0 and "journaled" not in at_once
+    # The durable floor for the same 50-event bodies as the gateway's batches wrote every body it acknowledged.
+    (durable_batch,) = result["collect"]["floor_durable_batch"]["rounds"]
+    assert durable_batch["events_per_request"] == bench.BATCH and durable_batch["acked_events"] > 0
+    assert durable_batch["journaled"] * bench.BATCH >= durable_batch["acked_events"]
+    assert result["collect"]["batch_of_floor"] == pytest.approx(
+        result["collect"]["batch"]["rounds"][0]["acked_per_s"] / durable_batch["acked_per_s"]
+    )
     single = result["collect"]["single"]
     assert result["collect"]["single_of_floor"] == pytest.approx(
         single["rounds"][0]["acked_per_s"] / durable["acked_per_s"]
@@ -108,6 +118,23 @@ def test_table_and_chart_render_a_result_without_running_anything(tmp_path: Path
     assert "latency" not in text  # parts that did not run are left out, not shown as zeros
     bench.chart(result, tmp_path / "chart.png")
     assert (tmp_path / "chart.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_table_shows_the_json_endpoint_and_the_batch_floor_when_measured() -> None:
+    pages = {
+        "bare_rps": 1000.0, "gateway_rps": 900.0, "ratio": 0.9, "bare_cpu_us": 200.0, "gateway_cpu_us": 250.0,
+        "cpu_ratio": 0.8, "visits_stored": 10, "gateway_requests": 10, "gateway_peak_rss": 2**20,
+        "json": {"path": "/api/attendance", "bare_rps": 2000.0, "gateway_rps": 1500.0, "ratio": 0.75},
+    }
+    collect = {
+        "single": {"persisted_per_s": 9000.0, "lost": 0, "peak_rss": 2**20},
+        "batch": {"persisted_per_s": 120000.0, "lost": 0, "peak_rss": 2**20},
+        "floor_durable_batch": {"acked_per_s": 150000.0},
+        "batch_of_floor": 0.8,
+    }
+    text = bench.table({"pages": pages, "collect": collect})
+    assert "2000 / 1500 req/s" in text and "**0.750**" in text and "/api/attendance" in text
+    assert "150000 events/s" in text and "| 0.800" in text
 
 
 def test_lua_strings_survive_any_closing_bracket() -> None:

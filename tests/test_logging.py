@@ -17,7 +17,7 @@ import pytest
 from consent_gateway.cli import DEMO_CONFIG
 from consent_gateway.logs import JsonFormatter, RequestLogMiddleware, log_config, register_secrets, scrub
 from tests.conftest import PSEUDONYM_KEY, SECRET
-from tests.test_workers import free_port, wait_healthy
+from tests.support import free_port, wait_healthy
 
 CONSENT_GATEWAY = str(Path(sys.executable).parent / "consent-gateway")
 VISITOR_IP = "203.0.113.77"

@@ -15,6 +15,8 @@ from starlette.testclient import TestClient
 
 from consent_gateway import ConsentGateway, Settings
 
+from .support import flush
+
 ORIGIN = {"origin": "http://testserver"}
 
 
@@ -38,7 +40,7 @@ def test_metrics_count_queued_journaled_and_inserted_records(make_settings: Call
         events = [{"name": "pageview", "url": f"/e/{i}"} for i in range(7)]
         assert client.post("/_consent/collect", json=events, headers=ORIGIN).status_code == 202
         assert client.portal is not None
-        assert client.portal.call(gateway.runtime.pipeline.flush, 30.0)
+        flush(client, gateway, 30.0)
         response = client.get("/_consent/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")

@@ -8,7 +8,6 @@ killed, so inserts fail fast and the journal grows to its limit.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -20,6 +19,7 @@ from starlette.testclient import TestClient
 from consent_gateway import ConsentGateway, Settings
 
 from .clickhouse_http_server import FixtureServer
+from .support import flush, wait_until
 
 ORIGIN = {"origin": "http://testserver"}
 
@@ -41,15 +41,6 @@ def _events(prefix: str, n: int) -> list[dict[str, object]]:
     return [{"name": "pageview", "url": "/e", "props": {"m": f"{prefix}-{i}"}} for i in range(n)]
 
 
-def _wait(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
-
 def test_a_full_queue_sheds_visits_first_then_refuses_events_with_503(
     make_settings: Callable[..., Settings],
 ) -> None:
@@ -65,7 +56,7 @@ def test_a_full_queue_sheds_visits_first_then_refuses_events_with_503(
             # The writer takes waiting visits every visit window. Let it take one now and block on
             # the lock with it, so no window can empty the queue in the middle of the count below.
             assert client.get("/").status_code == 200
-            assert _wait(lambda: pipeline.queued == 0), "the writer takes visits at its window"
+            assert wait_until(lambda: pipeline.queued == 0), "the writer takes visits at its window"
             for _ in range(14):
                 assert client.get("/").status_code == 200, "pages never wait for the pipeline"
             assert pipeline.queued == 10, "visits stop at half the queue (visit_shed_fraction)"
@@ -132,10 +123,10 @@ def test_a_full_journal_sheds_visits_then_answers_503_and_keeps_receipts(
 
         clickhouse.start()
         assert client.portal is not None
-        assert client.portal.call(gateway.runtime.pipeline.flush, 60.0)
+        flush(client, gateway, 60.0)
         after = client.post("/_consent/collect", json=_events("after", 1), headers=ORIGIN)
         assert after.status_code == 202, "room again once the journal drained into ClickHouse"
-        assert client.portal.call(gateway.runtime.pipeline.flush, 60.0)
+        flush(client, gateway, 60.0)
     shed = _shed(metrics)
     assert shed[("visit", "journal")] == 5
     assert shed[("event", "journal")] == 2

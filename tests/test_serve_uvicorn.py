@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,35 +17,15 @@ import httpx
 import pytest
 
 from tests.conftest import PSEUDONYM_KEY, SECRET
+from tests.support import ServerProcess, free_port, writer_running
 
 COMMAND = [sys.executable, "-m", "consent_gateway.cli"]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _environment() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_GATEWAY_")}
     env["PYTHONUNBUFFERED"] = "1"
     return env
-
-
-def _wait_healthy(process: subprocess.Popen[bytes], base: str) -> None:
-    """Poll /_consent/healthz until it answers (bounded), failing early if the server died."""
-    for _ in range(600):
-        if process.poll() is not None:
-            raise AssertionError(f"the server exited with {process.returncode} before it was healthy")
-        try:
-            response = httpx.get(f"{base}/_consent/healthz", timeout=2)
-            if response.status_code == 200 and response.json()["writer"] is True:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("the server did not become healthy")
 
 
 def _assert_clean_exit(code: int, output: str) -> None:
@@ -76,39 +54,35 @@ def _query(data_dir: Path, sql: str) -> str:
     return done.stdout.strip()
 
 
-def _stop(process: subprocess.Popen[bytes]) -> tuple[int, str]:
+def _serve(args: list[str], cwd: Path) -> ServerProcess:
+    """``consent-gateway ARGS --port PORT`` in ``cwd``, healthy once its writer runs (use in ``with``)."""
+    port = free_port()
+    argv = [*COMMAND, *args, "--port", str(port)]
+    log = cwd / f"server-{port}.log"
+    return ServerProcess(argv, port=port, log_path=log, env=_environment(), cwd=cwd, ready=writer_running)
+
+
+def _stop(server: ServerProcess) -> tuple[int, str]:
     """SIGTERM, then the exit code and everything the server printed."""
-    process.send_signal(signal.SIGTERM)
-    try:
-        out, _ = process.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, _ = process.communicate()
-        raise AssertionError(f"the server ignored SIGTERM:\n{out.decode(errors='replace')}") from None
-    return process.returncode, out.decode(errors="replace")
+    server.stop(60)
+    assert server.returncode is not None
+    return server.returncode, server.output()
 
 
 @pytest.fixture
-def demo(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    port = _free_port()
-    process = subprocess.Popen(
-        [*COMMAND, "demo", "--host", "127.0.0.1", "--port", str(port), "--data", str(tmp_path / "data")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=_environment(),
-        cwd=tmp_path,
+def demo(tmp_path: Path) -> Iterator[ServerProcess]:
+    """``consent-gateway demo`` on a free port, its data under ``tmp_path/data`` (the last argument)."""
+    port = free_port()
+    argv = [*COMMAND, "demo", "--host", "127.0.0.1", "--port", str(port), "--data", str(tmp_path / "data")]
+    server = ServerProcess(
+        argv, port=port, log_path=tmp_path / "demo.log", env=_environment(), cwd=tmp_path, ready=writer_running
     )
-    try:
-        yield process, f"http://127.0.0.1:{port}"
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+    with server:
+        yield server
 
 
-def test_demo_serves_filters_records_and_stops_cleanly(demo: tuple[subprocess.Popen[bytes], str]) -> None:
-    process, base = demo
-    _wait_healthy(process, base)
+def test_demo_serves_filters_records_and_stops_cleanly(demo: ServerProcess) -> None:
+    base = demo.base
     with httpx.Client(base_url=base, follow_redirects=False, timeout=10) as client:
         first = client.get("/")
         assert first.status_code == 200
@@ -137,10 +111,10 @@ def test_demo_serves_filters_records_and_stops_cleanly(demo: tuple[subprocess.Po
         receipts = client.get("/_consent/receipts").json()["receipts"]
         assert [r["method"] for r in receipts] == ["accept_all"]
 
-    code, output = _stop(process)
+    code, output = _stop(demo)
     _assert_clean_exit(code, output)
     assert f"{base}/" in output and f"{base}/_consent/" in output  # the URLs printed at start
-    data = Path(str(process.args[-1]))
+    data = Path(demo.argv[-1])
     assert (data / "keys").is_dir()  # keys made on first run, under --data
     # What the server wrote before it stopped: both page visits, the receipt, no raw address.
     visits = _query(data, "SELECT path, identified, ip_prefix FROM consent_gateway.events ORDER BY ts")
@@ -173,25 +147,12 @@ def test_serve_wraps_any_asgi_app(tmp_path: Path) -> None:
         '[cookie]\nsecure = false\n[cookies]\npalette_session = "necessary"\n_pa_id = "analytics"\n',
         encoding="utf-8",
     )
-    port = _free_port()
-    process = subprocess.Popen(
-        [*COMMAND, "serve", "mysite:app", "--config", str(config), "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=_environment(),
-        cwd=tmp_path,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(process, base)
+    with _serve(["serve", "mysite:app", "--config", str(config)], cwd=tmp_path) as server:
+        base = server.base
         response = httpx.get(f"{base}/", timeout=10)
         assert "unset" in response.text and 'id="cg-root"' in response.text
         assert [h.split("=", 1)[0] for h in response.headers.get_list("set-cookie")] == ["palette_session"]
-        code, output = _stop(process)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+        code, output = _stop(server)
     _assert_clean_exit(code, output)
     assert (tmp_path / "data" / "clickhouse").is_dir()  # data_dir relative to the config file
 
@@ -214,25 +175,13 @@ def test_init_then_the_printed_serve_command_starts_on_the_first_try(tmp_path: P
     serve_line = next(line.strip() for line in made.stdout.splitlines() if "consent-gateway serve " in line)
     argv = serve_line.split()
     assert argv[:3] == [".venv/bin/consent-gateway", "serve", "mysite:app"]
-    port = _free_port()
-    process = subprocess.Popen(
-        [*COMMAND, *argv[1:], "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=_environment(),  # no key variables: the key file beside consent.toml supplies them
-        cwd=site,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(process, base)
+    # no key variables: the key file beside consent.toml supplies them
+    with _serve([*argv[1:]], cwd=site) as server:
+        base = server.base
         response = httpx.get(f"{base}/", headers={"X-Forwarded-For": "203.0.113.9"}, timeout=10)
         assert response.status_code == 200
         assert "unset" in response.text and response.text.count('id="cg-root"') == 1
-        code, output = _stop(process)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+        code, output = _stop(server)
     _assert_clean_exit(code, output)
     assert f"data: {site / 'data'}" in output
     assert "proxy trust: none" in output
@@ -274,26 +223,14 @@ def test_serve_keeps_an_app_that_already_runs_the_gateway(tmp_path: Path) -> Non
     """No second wrapping (one banner), a log line that says so, and the app's own X-Request-ID."""
     module = GATED_MODULE.replace("SECRET_VALUE", SECRET).replace("PSEUDONYM_VALUE", PSEUDONYM_KEY)
     (tmp_path / "gatedsite.py").write_text(module, encoding="utf-8")
-    port = _free_port()
-    process = subprocess.Popen(
-        [*COMMAND, "serve", "gatedsite:app", "--port", str(port)],  # no keys given to serve itself
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=_environment(),
-        cwd=tmp_path,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(process, base)
+    # no keys given to serve itself
+    with _serve(["serve", "gatedsite:app"], cwd=tmp_path) as server:
+        base = server.base
         response = httpx.get(f"{base}/", headers={"X-Request-ID": "proxy-id-00000001"}, timeout=10)
         assert response.status_code == 200
         assert response.text.count('id="cg-root"') == 1
         assert response.headers.get_list("x-request-id") == ["app-made-id-0042"]
-        code, output = _stop(process)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+        code, output = _stop(server)
     _assert_clean_exit(code, output)
     assert "already runs the consent gateway" in output and "not wrapped a second time" in output
     assert f"data: {tmp_path / 'data'}" in output

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from consent_gateway.cli import main
 from consent_gateway.store import Store
 from tests.conftest import CHDB_URL, PSEUDONYM_KEY, SECRET
 from tests.gateway_support import client_for, site_app
+from tests.support import ServerProcess, free_port
 
 APP = "consent_gateway.demo:create_demo_app"
 
@@ -71,12 +71,6 @@ CONSENT_GATEWAY = str(Path(sys.executable).parent / "consent-gateway")
 EVENTS = 240
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_for_line(proc: subprocess.Popen[str], text: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     assert proc.stdout is not None
@@ -87,20 +81,6 @@ def wait_for_line(proc: subprocess.Popen[str], text: str, timeout: float) -> Non
         if not line and proc.poll() is not None:
             raise AssertionError(f"process exited with {proc.returncode} before printing {text!r}")
     raise AssertionError(f"no {text!r} within {timeout}s")
-
-
-def wait_healthy(url: str, proc: subprocess.Popen[str], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"gateway exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} not healthy within {timeout}s")
 
 
 @pytest.fixture
@@ -137,32 +117,29 @@ def test_two_workers_against_a_clickhouse_server_store_every_event_once(
     assert migrated.returncode == 0, migrated.stderr
     port = free_port()
     log_path = tmp_path / "gateway.log"
-    with log_path.open("w") as log:
-        gateway = subprocess.Popen(
-            [CONSENT_GATEWAY, "serve", APP, "--factory", "--workers", "2", "--port", str(port)],
-            env=env, stdout=log, stderr=log, text=True, cwd=tmp_path,
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            wait_healthy(f"{base}/_consent/healthz", gateway, 120)
+    argv = [CONSENT_GATEWAY, "serve", APP, "--factory", "--workers", "2", "--port", str(port)]
+    gateway = ServerProcess(argv, port=port, log_path=log_path, env=env, cwd=tmp_path).start(120)
+    try:
+        base = gateway.base
 
-            async def send_all() -> list[int]:
-                limits = httpx.Limits(max_keepalive_connections=0)  # a new connection each: spread over workers
-                async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
-                    gate = asyncio.Semaphore(16)
+        async def send_all() -> list[int]:
+            limits = httpx.Limits(max_keepalive_connections=0)  # a new connection each: spread over workers
+            async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
+                gate = asyncio.Semaphore(16)
 
-                    async def one(seq: int) -> int:
-                        async with gate:
-                            body = {"name": "worker_probe", "url": "/probe", "props": {"seq": seq}}
-                            return (await client.post("/_consent/collect", json=body)).status_code
+                async def one(seq: int) -> int:
+                    async with gate:
+                        body = {"name": "worker_probe", "url": "/probe", "props": {"seq": seq}}
+                        return (await client.post("/_consent/collect", json=body)).status_code
 
-                    return await asyncio.gather(*(one(i) for i in range(EVENTS)))
+                return await asyncio.gather(*(one(i) for i in range(EVENTS)))
 
-            statuses = asyncio.run(send_all())
-            assert statuses == [202] * EVENTS
-        finally:
-            gateway.send_signal(signal.SIGTERM)  # graceful: each worker flushes its queue
-            code = gateway.wait(120)
+        statuses = asyncio.run(send_all())
+        assert statuses == [202] * EVENTS
+    finally:
+        gateway.stop(120)  # graceful: each worker flushes its queue
+        gateway.kill()
+    code = gateway.returncode
     assert code in (0, -signal.SIGTERM)  # uvicorn re-raises the handled SIGTERM after a clean stop
 
     lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]

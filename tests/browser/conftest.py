@@ -10,16 +10,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
-import socket
 import subprocess
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse
@@ -28,6 +24,7 @@ from starlette.routing import Route
 from consent_gateway import ConsentGateway, Settings
 from consent_gateway.demo.site import create_demo_app
 from consent_gateway.settings import PolicyVersion
+from tests.support import ThreadServer
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
@@ -70,35 +67,8 @@ def demo_with_lab() -> Starlette:
     return app
 
 
-class LiveServer:
-    """uvicorn serving one app on 127.0.0.1 in a background thread (lifespan on)."""
-
-    def __init__(self, app: Any) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self.port = self._sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False)
-        self.server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True)
-
-    def __repr__(self) -> str:
-        return f"LiveServer({self.url})"
-
-    def start(self) -> LiveServer:
-        self._thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"uvicorn did not start on {self.url}; see the log above")
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self._thread.join(60)
-        self._sock.close()
+# The browser tests' name for the one live-server helper (uvicorn in a thread, lifespan on).
+LiveServer = ThreadServer
 
 
 @pytest.fixture

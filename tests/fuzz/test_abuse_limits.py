@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from consent_gateway.ratelimit import OTHER_EVENT, EventNameCap, RateLimited, RateLimits, TokenBucket, client_key
 from consent_gateway.store import Store
 
+from ..support import flush
 from .asgi import Driver
 from .conftest import ScriptedApp
 from .strategies import PARSER_CASES
@@ -145,7 +146,7 @@ def test_bot_and_headless_traffic_is_flagged_and_left_out_of_analytics(make_gate
     for ua in BOTS:
         assert driver.request("GET", "/crawled", headers=[(b"user-agent", ua)]).status == 200
     driver.request("GET", "/visited", headers=[(b"user-agent", BROWSER)])
-    assert driver.run(driver.app.runtime.pipeline.flush(20.0))
+    flush(driver, timeout=20.0)
     rows = store.query_rows(f"SELECT path, is_bot, device FROM {store.table('events')} ORDER BY path, is_bot")
     assert rows == [("/crawled", 1, "bot")] * len(BOTS) + [("/visited", 0, "desktop")]
     daily = store.query_rows(f"SELECT path, sum(hits) FROM {store.table('events_daily')} GROUP BY path")
@@ -170,7 +171,7 @@ def test_bots_can_be_dropped_entirely(make_gateway: Build, store: Store) -> None
         headers=[*JSON, (b"user-agent", BROWSER)],
         body=b'{"name":"pageview","url":"/visited"}',
     )
-    assert driver.run(driver.app.runtime.pipeline.flush(20.0))
+    flush(driver, timeout=20.0)
     rows = store.query_rows(f"SELECT path, kind, is_bot FROM {store.table('events')} ORDER BY kind")
     assert rows == [("/visited", "event", 0), ("/visited", "visit", 0)]
 
@@ -187,7 +188,7 @@ def test_event_names_beyond_the_cap_are_folded(make_gateway: Build, store: Store
     assert reply.status == 202
     # A marketing event without consent is still dropped: the category follows the real name.
     assert json.loads(reply.body) == {"accepted": 9, "kept": 0, "pseudonymised": 8, "dropped": 1}
-    assert driver.run(driver.app.runtime.pipeline.flush(20.0))
+    flush(driver, timeout=20.0)
     stored = [r[0] for r in store.query_rows(f"SELECT name FROM {store.table('events')} WHERE kind = 'event'")]
     assert sorted(stored) == sorted(["pageview", "a1", "a2", "a3", OTHER_EVENT, OTHER_EVENT, "a1", "pageview"])
     # A restarted worker counts the names already stored: the cap does not open again.
@@ -195,7 +196,7 @@ def test_event_names_beyond_the_cap_are_folded(make_gateway: Build, store: Store
     again, _ = make_gateway(**overrides)
     reply = again.request("POST", "/_consent/collect", headers=JSON, body=b'[{"name":"a9"},{"name":"a2"}]')
     assert reply.status == 202, reply.body
-    assert again.run(again.app.runtime.pipeline.flush(20.0))
+    flush(again, timeout=20.0)
     later = store.query_rows(
         f"SELECT name, count() FROM {store.table('events')} WHERE kind = 'event' GROUP BY name ORDER BY name"
     )

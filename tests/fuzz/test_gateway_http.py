@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from consent_gateway.store import Store
 
+from ..support import flush
 from .asgi import Driver, Reply
 from .conftest import ScriptedApp
 from .strategies import PARSER_CASES, choice_requests, collect_bodies, url_strings
@@ -122,7 +123,7 @@ def test_collect_with_lone_surrogates_is_refused_and_does_not_block_the_writer(
     assert driver.request("POST", "/_consent/collect", headers=SAME, body=bad_props).status == 422
     ok = b'{"name":"pageview","url":"/fine"}'
     assert driver.request("POST", "/_consent/collect", headers=SAME, body=ok).status == 202
-    assert driver.run(driver.app.runtime.pipeline.flush(20.0))
+    flush(driver, timeout=20.0)
     rows = store.query_rows(f"SELECT path FROM {store.table('events')} WHERE kind = 'event'")
     assert rows == [("/fine",)]
 
@@ -403,7 +404,7 @@ def test_stored_rows_hold_no_raw_identifiers(make_gateway: Build, store: Store) 
             assert reply.status == 202
 
     run()
-    assert driver.run(driver.app.runtime.pipeline.flush(30.0))
+    flush(driver, timeout=30.0)
     rows = store.query_dicts(f"SELECT * FROM {store.table('events')}")
     assert len(rows) >= STORE_CASES
     for row in rows:

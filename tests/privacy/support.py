@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..fuzz.asgi import Driver, Reply
+from ..support import flush as wait_flushed
+from ..support.driver import Driver, Reply
 
 SAME = [(b"origin", b"http://site.example")]
 JSON = [(b"content-type", b"application/json"), *SAME]
@@ -80,4 +81,4 @@ def page(
 
 
 def flush(driver: Driver) -> None:
-    assert driver.run(driver.app.runtime.pipeline.flush(30.0)), "the pipeline did not flush"
+    wait_flushed(driver, timeout=30.0, what="the pipeline did not flush")
