@@ -15,8 +15,8 @@ import pytest
 
 from consent_gateway import ConsentGateway, Settings
 
-from . import django_site
 from .gateway_support import client_for, set_cookie_map
+from .support import django_site
 
 PASSWORD = django_site.PASSWORD
 @pytest.fixture(scope="module")

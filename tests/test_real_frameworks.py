@@ -18,8 +18,8 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 from starlette.middleware.gzip import GZipMiddleware
 
 from consent_gateway import ConsentGateway, Settings
-from tests import django_site
 from tests.gateway_support import http_scope, run_asgi
+from tests.support import django_site
 
 PAGE = (
     '<!doctype html><html lang="en"><head><title>Orders</title>'

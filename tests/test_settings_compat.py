@@ -17,9 +17,9 @@ from consent_gateway.settings import _SCALARS, FLAT_SETTINGS, PipelineSettings
 from tests.conftest import PSEUDONYM_KEY, SECRET
 
 OLD_NAMES = """
-site_id data_dir clickhouse_url database prefix visit_category marketing_category secret_keys pseudonym_key cookie_name cookie_max_age_days
+site_id data_dir clickhouse_url database prefix secret_keys pseudonym_key cookie_name cookie_max_age_days
 cookie_secure cookie_domain categories cookie_registry unknown_cookie_category event_registry
-unknown_event_category gpc_refuses policy upcoming_policy policy_url policy_matrix banner inject_banner settings_button
+unknown_event_category gpc_refuses policy upcoming_policy policy_url policy_matrix banner inject_banner
 google_consent_mode default_locale events_retention_months receipts_retention_years trusted_proxies
 allowed_origins log_visit_assets batch_size flush_interval queue_max shutdown_timeout collect_max_body
 collect_max_events verify_cache_size auto_migrate cluster log_level log_format k_anonymity
@@ -29,7 +29,14 @@ salt_check_interval rate_limit_collect_per_minute rate_limit_collect_burst rate_
 rate_limit_consent_burst drop_bots max_event_names
 """.split()
 # Settings added since the groups: they have flat names too, but no ungrouped attribute ever read them.
-NEW_NAMES = ["cookie_catalogue", "cookie_descriptions", "behavioural_categories"]
+NEW_NAMES = [
+    "visit_category",
+    "marketing_category",
+    "cookie_catalogue",
+    "cookie_descriptions",
+    "behavioural_categories",
+    "settings_button",
+]
 
 
 def _resolve(settings: Settings, path: str) -> object:
