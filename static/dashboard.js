@@ -88,6 +88,7 @@
       realtime: "Visitors in the last 30 minutes: {n}",
       sharedNote: "A shared, read-only view: it shows this site's figures and nothing else.",
       hiddenGroups: "{n} values with fewer than {k} people are not shown.",
+      hiddenGroup: "1 value with fewer than {k} people is not shown.",
       goalsNote: "Visitors who reached each goal, and their share of all visitors.",
       http404: "No such report.", compareNote: "The previous period is older than the raw events kept: no comparison.",
       direct_src: "(direct)", mobile: "Mobile", desktop: "Desktop", tablet: "Tablet",
@@ -222,7 +223,9 @@
     if (!brief && (body.estimates || []).indexOf("visitors") >= 0 && !given.suppressed) notes.push(t("estimateNote"));
     if (given.marketing) notes.push(t("marketingNote"));
     if (given.compare) notes.push(t("compareNote"));
-    if (body.suppressed_groups) notes.push(t("hiddenGroups", { n: body.suppressed_groups, k: body.k }));
+    if (body.suppressed_groups) {
+      notes.push(t(body.suppressed_groups === 1 && lang === "en" ? "hiddenGroup" : "hiddenGroups", { n: body.suppressed_groups, k: body.k }));
+    }
     return notes.join(" ");
   }
 
