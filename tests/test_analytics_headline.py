@@ -308,3 +308,18 @@ def test_shared_link_rules(loaded: tuple[Settings, Store]) -> None:
     assert api.kind == "api" and '"kind"' not in settings.tokens_path.read_text()
     _, shared = tokens.create_share(data.SITE, name="for-agency")
     assert shared.name == "for-agency" and tokens.shares() == (shared,)
+
+
+def test_filters_select_whole_visits(client: TestClient, base: dt.date) -> None:
+    # A page filter keeps the visits that saw the page: C1-C12 on two days (C1's later /blog visit
+    # is left out), none of them a bounce; page views are those of the page.
+    row = get(client, "aggregate", page="/pricing", **rng(base))["results"][0]
+    assert (row["visitors"], row["visits"], row["pageviews"], row["bounce_rate"]) == (12, 24, 24, 0.0)
+    assert row["visit_duration"] == 90  # 12 visits of 120 s and 12 of 60 s
+    # The campaign's landing page view carries utm_source: its visit goes on to the next pages.
+    # Day 0: C1-C12 (one visit each, no bounce) and the 18 one-page visits of P1-P6.
+    row = get(client, "aggregate", utm_source="newsletter", **rng(base))["results"][0]
+    assert (row["visits"], row["bounce_rate"], row["visit_duration"]) == (30, 0.6, 36)
+    # Entry pages under a page filter are those of the visits that saw it.
+    entries = get(client, "breakdown", dimension="entry_page", page="/pricing", **rng(base))["results"]
+    assert entries == [{"value": "/", "visitors": 12, "visits": 24, "bounce_rate": 0.0}]

@@ -175,7 +175,8 @@ class Analytics:
             return q, ""
         return replace(q, start=cutoff), NOTES["range"].format(start=q.start, cutoff=cutoff)
 
-    def _where(self, q: Query, params: dict[str, Any]) -> str:
+    def _where(self, q: Query, params: dict[str, Any], *, filters: bool = True) -> str:
+        """The rows of ``q``'s site, range and consent; with ``filters``, only those matching its filters."""
         params.update(site=q.site, start=q.start, end=q.end, keep=self.retention_months)
         clauses = [
             "site = {site:String}",
@@ -186,6 +187,12 @@ class Analytics:
         if q.marketing_only:
             params["marketing"] = self.marketing
             clauses.append("has(granted, {marketing:String})")
+        if filters:
+            clauses.extend(self._filter_clauses(q, params))
+        return " AND ".join(clauses)
+
+    def _filter_clauses(self, q: Query, params: dict[str, Any]) -> list[str]:
+        clauses = []
         for i, (dim, value) in enumerate(q.filters):
             # "(none)" names the empty value; click attribution's own "(none)" is a value of its expression.
             params[f"f{i}"] = "" if value == EMPTY_VALUE and dim != "click_attribution" else value
@@ -193,7 +200,7 @@ class Analytics:
                 clauses.append(f"(kind = 'event' AND name = {{f{i}:String}})")
             else:
                 clauses.append(f"{DIMENSIONS[dim]} = {{f{i}:String}}")
-        return " AND ".join(clauses)
+        return clauses
 
     def _visitor_groups(
         self, q: Query, group: str, *, extra: str = "", extra_params: Mapping[str, Any] | None = None
@@ -259,29 +266,49 @@ GROUP BY g""",
         return 0 < population["k_visitors"] < self.k
 
     def _sessions_sql(self, q: Query, params: dict[str, Any], *, paths: bool = False) -> str:
-        """One row per visitor key and day: its sorted page views, visit starts and bounces.
+        """One row per visitor key and day: its sorted page views, visit starts, ends and bounces.
 
-        Without ``paths`` the hits are bare timestamps, which halves the cost of the aggregate.
+        Filters select visits, not page views: a visit counts when one of its page views matches
+        them (a visit that landed from a campaign and went on to three pages is one visit of three
+        pages, not a bounce). Its start, end and bounce marks are kept; the other visits' are
+        cleared. A filter on an event name still selects rows, as events are not page views.
+        Without ``paths`` and filters the hits are bare timestamps, which halves the cost of the aggregate.
         """
-        where = self._where(q, params)
-        hit = "(toUnixTimestamp(ts), path)" if paths else "toUnixTimestamp(ts)"
-        seconds = "arrayMap(h -> h.1, hits)" if paths else "hits"
+        by_visit = bool(q.filters) and all(d != "event_name" for d, _ in q.filters)
+        if by_visit:
+            where = self._where(q, params, filters=False)
+            hit = f"(toUnixTimestamp(ts), path, {' AND '.join(self._filter_clauses(q, params))})"
+        else:
+            where = self._where(q, params)
+            hit = "(toUnixTimestamp(ts), path, 1)" if paths else "toUnixTimestamp(ts)"
+        seconds = "arrayMap(h -> h.1, hits)" if (paths or by_visit) else "hits"
+        # With filters, a visit is kept when one of its hits matches (h.3); vis numbers each hit's visit.
+        keep = "arrayDistinct(arrayFilter((v, h) -> h.3, arrayCumSum(starts0), hits))" if by_visit else "[]"
+        mask = "has(keep, v)" if by_visit else "1"
         return f"""
-SELECT ident AS identified, vkey AS visitor, d, hits,
-       arrayMap((gap, i) -> i = 1 OR gap > {VISIT_GAP_SECONDS},
-                arrayDifference({seconds}), arrayEnumerate(hits)) AS starts,
-       arrayMap(i -> i = length(starts) OR starts[i + 1], arrayEnumerate(starts)) AS ends,
-       arrayMap(i -> starts[i] AND ends[i], arrayEnumerate(starts)) AS bounced,
+SELECT identified, visitor, d, hits,
+       arrayMap((x, v) -> x AND {mask}, starts0, vis) AS starts,
+       arrayMap((x, v) -> x AND {mask}, ends0, vis) AS ends,
+       arrayMap((x, v) -> x AND {mask}, bounced0, vis) AS bounced,
        -- a visit lasts from its first page view to its last: the sum of its ends minus its starts
        arraySum(arrayMap((t, e) -> if(e, toInt64(t), 0), {seconds}, ends))
          - arraySum(arrayMap((t, s) -> if(s, toInt64(t), 0), {seconds}, starts)) AS seconds_in_visits
 FROM (
-    SELECT any(identified) AS ident, any(visitor) AS vkey, any(toDate(ts)) AS d,
-           arraySort(groupArray({hit})) AS hits
-    FROM {self.events}
-    WHERE {where} AND {PAGEVIEW}
-    -- one 64-bit key per (key, day) groups about twice as fast as the three columns
-    GROUP BY cityHash64(identified, visitor, toDate(ts))
+    SELECT ident AS identified, vkey AS visitor, d, hits,
+           arrayMap((gap, i) -> i = 1 OR gap > {VISIT_GAP_SECONDS},
+                    arrayDifference({seconds}), arrayEnumerate(hits)) AS starts0,
+           arrayMap(i -> i = length(starts0) OR starts0[i + 1], arrayEnumerate(starts0)) AS ends0,
+           arrayMap(i -> starts0[i] AND ends0[i], arrayEnumerate(starts0)) AS bounced0,
+           arrayCumSum(starts0) AS vis,
+           {keep} AS keep
+    FROM (
+        SELECT any(identified) AS ident, any(visitor) AS vkey, any(toDate(ts)) AS d,
+               arraySort(groupArray({hit})) AS hits
+        FROM {self.events}
+        WHERE {where} AND {PAGEVIEW}
+        -- one 64-bit key per (key, day) groups about twice as fast as the three columns
+        GROUP BY cityHash64(identified, visitor, toDate(ts))
+    )
 )"""
 
     # -- aggregate --------------------------------------------------------------------------
