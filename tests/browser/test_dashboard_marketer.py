@@ -226,3 +226,17 @@ def test_every_panel_fits_and_is_in_the_chosen_language(
     if width != 320:
         page.screenshot(path=str(SCREENSHOTS / f"dashboard-marketer-{lang}-{width}.png"), full_page=True)
     assert page.errors == []
+
+
+@pytest.mark.parametrize("width", [360, 1280])
+def test_axe_finds_no_violations_on_the_dashboard(
+    new_context: Callable[..., Any], served: Any, axe_script: Any, width: int
+) -> None:
+    from .test_accessibility import audit
+
+    url, tokens, base = served
+    token, _ = tokens.create("marketing")
+    # The page's CSP refuses inline scripts, as it should; the audit's own script is let in.
+    page = new_context(viewport={"width": width, "height": 900}, bypass_csp=True).new_page()
+    _load(page, f"{url}?lang=ko&{_days(base, 0, 3)}&page=/pricing", token)
+    assert audit(page, axe_script) == []
