@@ -39,7 +39,7 @@
       dim_utm_term: "검색어 (utm_term)", visit_duration: "평균 방문 시간", conversions: "전환 방문자",
       conversion_rate: "전환율", goal: "목표", exits: "종료 방문", entries: "시작 방문",
       vsPrevious: "이전 기간 대비", noChange: "변화 없음", noCompare: "비교할 이전 기간 데이터가 없습니다.",
-      points: "%p", seconds: "{s}초", minutes: "{m}분 {s}초", realtime: "최근 30분 방문자: {n}",
+      points: "%p", previousLine: "이전 기간 페이지뷰 ({from} – {to})", seconds: "{s}초", minutes: "{m}분 {s}초", realtime: "최근 30분 방문자: {n}",
       sharedNote: "공유된 읽기 전용 보기입니다. 토큰 없이 이 사이트의 수치만 볼 수 있습니다.",
       hiddenGroups: "{k}명 미만인 항목 {n}개는 표시하지 않았습니다.",
       goalsNote: "목표를 달성한 방문자 수와 전체 방문자 대비 비율입니다.", http404: "요청한 보고서가 없습니다.",
@@ -84,7 +84,7 @@
       pick: "Choose…", dim_exit_page: "Exit page", dim_utm_content: "utm_content", dim_utm_term: "utm_term",
       visit_duration: "Visit duration", conversions: "Converted visitors", conversion_rate: "Conversion rate",
       goal: "Goal", exits: "Exits", entries: "Entries", vsPrevious: "vs previous period", noChange: "no change",
-      noCompare: "No earlier data to compare with.", points: " pts", seconds: "{s}s", minutes: "{m}m {s}s",
+      noCompare: "No earlier data to compare with.", previousLine: "Page views, previous period ({from} – {to})", points: " pts", seconds: "{s}s", minutes: "{m}m {s}s",
       realtime: "Visitors in the last 30 minutes: {n}",
       sharedNote: "A shared, read-only view: it shows this site's figures and nothing else.",
       hiddenGroups: "{n} values with fewer than {k} people are not shown.",
@@ -197,7 +197,9 @@
   }
 
   function endpointParams(endpoint, dimension) {
-    if (endpoint === "timeseries") return { interval: $("interval").value };
+    if (endpoint === "timeseries") {
+      return $("compare").checked ? { interval: $("interval").value, compare: "previous" } : { interval: $("interval").value };
+    }
     if (endpoint === "breakdown") return { dimension: dimension, limit: "100" };
     if (endpoint === "funnel") return { steps: $("steps").value, window: $("window").value };
     if (endpoint === "goals") return $("goals").value.trim() ? { goals: $("goals").value.trim() } : {};
@@ -387,8 +389,11 @@
     var narrow = W < 520;
     var H = narrow ? 220 : 260, L = 44, R = 24, T = 12, B = 34;
     var series = [["pageviews", "s0"], ["visitors", "s1"]];
+    // The previous period's page views, bucket for bucket, as a faint line behind.
+    var before = body.comparison && body.comparison.available ? body.comparison.results.slice(0, rows.length) : [];
     var top = 0;
     rows.forEach(function (r) { series.forEach(function (s) { if (r[s[0]] > top) top = r[s[0]]; }); });
+    before.forEach(function (r) { if (r.pageviews > top) top = r.pageviews; });
     var tick = niceStep(top, narrow ? 3 : 4);
     var max = Math.max(tick, Math.ceil(top / tick) * tick);
     var title = t("chartLabel", { from: body.query.from, to: body.query.to, interval: t(body.query.interval) });
@@ -418,15 +423,17 @@
       // Centred under its point; the margins leave room for half a label at either end.
       root.appendChild(svg("text", { x: x(i), y: H - B + 18, "text-anchor": "middle", class: "xlabel", text: label }));
     });
-    series.forEach(function (s) {
+    var lines = before.length ? [["pageviews", "s2", before]] : [];
+    series.forEach(function (s) { lines.push([s[0], s[1], rows]); });
+    lines.forEach(function (s) {
       var d = "", pen = false;
-      rows.forEach(function (r, i) {
+      s[2].forEach(function (r, i) {
         var value = r[s[0]];
         if (value === null || value === undefined) { pen = false; return; }
         d += (pen ? " L" : " M") + x(i).toFixed(1) + " " + y(value).toFixed(1);
         pen = true;
       });
-      if (d) root.appendChild(svg("path", { class: s[1], d: d.trim(), "data-series": s[0] }));
+      if (d) root.appendChild(svg("path", { class: s[1], d: d.trim(), "data-series": s[1] === "s2" ? "previous" : s[0] }));
     });
     if (!rows.length) root.appendChild(svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle", text: body.suppressed ? t("suppressed") : t("nothing") }));
     box.appendChild(root);
@@ -434,6 +441,9 @@
     legend.textContent = "";
     legend.appendChild(el("span", { class: "l0", text: t("pageviews") }));
     legend.appendChild(el("span", { class: "l1", text: t("visitors") }));
+    if (before.length) {
+      legend.appendChild(el("span", { class: "l2", text: t("previousLine", { from: body.comparison.from, to: body.comparison.to }) }));
+    }
     var notes = notesFor(body);
     if (notes) legend.appendChild(el("small", { class: "notes", text: notes }));
     renderTable($("series-table"), ["date", "visitors", "pageviews", "events"], rows);

@@ -323,3 +323,14 @@ def test_filters_select_whole_visits(client: TestClient, base: dt.date) -> None:
     # Entry pages under a page filter are those of the visits that saw it.
     entries = get(client, "breakdown", dimension="entry_page", page="/pricing", **rng(base))["results"]
     assert entries == [{"value": "/", "visitors": 12, "visits": 24, "bounce_rate": 0.0}]
+
+
+def test_the_series_of_the_previous_period(client: TestClient, base: dt.date) -> None:
+    body = get(client, "timeseries", compare="previous", **rng(base + dt.timedelta(days=1), 2))
+    assert [r["pageviews"] for r in body["results"]] == [37, 10]
+    before = body["comparison"]
+    assert (before["from"], before["to"]) == ((base - dt.timedelta(days=1)).isoformat(), base.isoformat())
+    assert [(r["date"], r["pageviews"]) for r in before["results"]] == [
+        ((base - dt.timedelta(days=1)).isoformat(), 0),
+        (base.isoformat(), 36),
+    ]

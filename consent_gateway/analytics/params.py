@@ -51,7 +51,7 @@ _STEP = re.compile(r"^(page|event):(.{1,512})$", re.DOTALL)
 COMMON = ("site", "period", "from", "to", "format")
 ENDPOINT_PARAMS: Mapping[str, tuple[str, ...]] = {
     "aggregate": (*COMMON, "source", "compare", "goals", *FILTER_DIMENSIONS),
-    "timeseries": (*COMMON, "source", "interval", *FILTER_DIMENSIONS),
+    "timeseries": (*COMMON, "source", "interval", "compare", *FILTER_DIMENSIONS),
     "breakdown": (*COMMON, "source", "dimension", "limit", *FILTER_DIMENSIONS),
     "funnel": (*COMMON, "steps", "window", *FILTER_DIMENSIONS),
     "goals": (*COMMON, "source", "goals", *FILTER_DIMENSIONS),

@@ -129,6 +129,8 @@ class Analytics:
             result = self._realtime(q, now)
         elif q.endpoint == "timeseries":
             result = self._timeseries(q, now)
+            if q.compare:
+                result.meta["comparison"] = self._series_comparison(q, now, today, notes)
         elif q.endpoint == "breakdown":
             result = self._breakdown(q)
         elif q.endpoint == "funnel":
@@ -395,6 +397,28 @@ FROM (
             "results": before.rows,
             "change": change,
         }
+
+    def _series_comparison(self, q: Query, now: dt.datetime, today: dt.date, notes: dict[str, str]) -> dict[str, Any]:
+        """The previous period's series, bucket for bucket (the n-th bucket before the n-th now)."""
+        prev = q.previous()
+        cutoff = _months_before(today, self.retention_months)
+        out: dict[str, Any] = {"from": prev.start.isoformat(), "to": prev.end.isoformat()}
+        if prev.end < cutoff:
+            notes["compare"] = NOTES["compare"].format(start=prev.start, end=prev.end)
+            return {**out, "available": False, "suppressed": False, "results": []}
+        if prev.start < cutoff:
+            prev = replace(prev, start=cutoff)
+            out["from"] = cutoff.isoformat()
+            notes["compare_range"] = NOTES["compare_range"].format(cutoff=cutoff)
+        before = self._timeseries(prev, now)
+        # Buckets cut off at the start are padded with nulls, so the n-th bucket stays the n-th.
+        missing = len(_buckets(q.previous().start, prev.end, q.interval, now)) - len(before.rows)
+        gap = [
+            {"date": key, "visitors": None, "pageviews": None, "events": None, "suppressed": False}
+            for key in _buckets(q.previous().start, prev.end, q.interval, now)[: max(0, missing)]
+        ]
+        rows = gap + before.rows if before.rows else []
+        return {**out, "available": True, "suppressed": bool(before.meta.get("suppressed")), "results": rows}
 
     # -- goals ------------------------------------------------------------------------------
 

@@ -116,10 +116,15 @@ def test_headline_against_the_previous_period(new_context: Callable[..., Any], s
     assert _metric(page, "conversions").startswith("7")
     notes = page.locator("#headline-notes").inner_text()
     assert base.isoformat() in notes
+    # The chart draws the previous period's page views behind this one's.
+    assert page.locator("#chart path[data-series='previous']").count() == 1
+    assert base.isoformat() in page.locator("#chart-legend").inner_text()
     # Without the comparison, no change is shown.
     page.locator("#compare").uncheck()
     page.locator("#controls button[type=submit]").click()
     page.wait_for_function("() => !document.querySelector('dd[data-change]')")
+    page.wait_for_selector("body[data-loaded='1']")
+    assert page.locator("#chart path[data-series='previous']").count() == 0
     assert parse_qs(urlsplit(page.url).query)["compare"] == ["off"]
     assert page.errors == []
 
