@@ -472,10 +472,11 @@
           var bar = el("span", { class: "bar", "aria-hidden": "true" });
           bar.style.width = (max && !suppressedRow ? Math.round(100 * (r[barColumn] || 0) / max) : 0) + "%";
           var label;
-          if (clickable && !suppressedRow) {
-            label = el("button", { type: "button", class: "text filter-link", "data-value": r.value,
+          var by = r.filterDim ? [r.filterDim, r.filterValue] : (clickable ? [dimension, r.value] : null);
+          if (by && !suppressedRow) {
+            label = el("button", { type: "button", class: "text filter-link", "data-value": by[1],
               title: t("filterBy", { value: text }), text: text });
-            label.addEventListener("click", function () { addFilter(dimension, r.value); });
+            label.addEventListener("click", function () { addFilter(by[0], by[1]); });
           } else {
             label = el("span", { class: "text", text: text });
           }
@@ -554,8 +555,9 @@
   function renderGoals(body) {
     var rows = body.results.map(function (r) {
       var label = (r.kind === "page" ? t("pageStep") : t("eventStep")) + " " + r.value;
+      // A goal filters everything by its page or its event, like any other value.
       return { value: label, visitors: r.visitors, conversions: r.conversions, conversion_rate: r.conversion_rate,
-        suppressed: r.suppressed };
+        suppressed: r.suppressed, filterDim: r.kind === "page" ? "page" : "event_name", filterValue: r.value };
     });
     renderTable($("goals-table"), ["value", "visitors", "conversions", "conversion_rate"], rows, "visitors", "",
       { value: "goal", conversions: "events" });

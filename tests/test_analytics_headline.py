@@ -242,6 +242,7 @@ def test_visitors_in_the_last_30_minutes(loaded: tuple[Settings, Store]) -> None
     shown = analytics.run(query, now=now)
     assert shown.rows == [{"visitors": 7, "pageviews": 7, "suppressed": False}]
     assert shown.meta["since"] == "2029-12-31T23:40:00+00:00"
+    assert shown.meta["query"] == {"site": data.SITE}  # a range would mean nothing here
 
 
 # -- shared links ------------------------------------------------------------------------------------

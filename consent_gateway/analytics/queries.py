@@ -143,7 +143,7 @@ class Analytics:
         if result.meta.get("suppressed") and not result.rows:
             notes["suppressed"] = NOTES["population"].format(k=self.k)
         result.meta = {
-            "query": q.as_dict(),
+            "query": {"site": q.site} if q.endpoint == "realtime" else q.as_dict(),
             "source": "receipts" if q.endpoint == "consent-rates" else "raw",
             "k": self.k,
             **result.meta,

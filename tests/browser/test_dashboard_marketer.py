@@ -163,6 +163,10 @@ def test_goals_and_a_funnel_from_the_sites_own_data(new_context: Callable[..., A
     page.wait_for_function(f"() => {last_step}.includes('/signup')")
     assert page.locator("#funnel [data-step='2']").inner_text().startswith("12")
     assert page.locator("#funnel [data-step='3']").inner_text().startswith("6")
+    # A goal is a filter too: its visitors are those who reached it.
+    page.locator("#goals-table button.filter-link[data-value='/pricing']").click()
+    page.wait_for_function("() => document.querySelector(\"dd[data-metric='visitors']\").textContent.startsWith('12')")
+    assert parse_qs(urlsplit(page.url).query)["page"] == ["/pricing"]
     assert page.errors == []
 
 
