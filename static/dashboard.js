@@ -39,7 +39,7 @@
       dim_utm_term: "검색어 (utm_term)", visit_duration: "평균 방문 시간", conversions: "전환 방문자",
       conversion_rate: "전환율", goal: "목표", exits: "종료 방문", entries: "시작 방문",
       vsPrevious: "이전 기간 대비", noChange: "변화 없음", noCompare: "비교할 이전 기간 데이터가 없습니다.",
-      points: "%p", previousLine: "이전 기간 페이지뷰 ({from} – {to})", seconds: "{s}초", minutes: "{m}분 {s}초", realtime: "최근 30분 방문자: {n}",
+      completions: "달성 횟수", points: "%p", previousLine: "이전 기간 페이지뷰 ({from} – {to})", seconds: "{s}초", minutes: "{m}분 {s}초", realtime: "최근 30분 방문자: {n}",
       sharedNote: "공유된 읽기 전용 보기입니다. 토큰 없이 이 사이트의 수치만 볼 수 있습니다.",
       hiddenGroups: "{k}명 미만인 항목 {n}개는 표시하지 않았습니다.",
       goalsNote: "목표를 달성한 방문자 수와 전체 방문자 대비 비율입니다.", http404: "요청한 보고서가 없습니다.",
@@ -84,7 +84,7 @@
       pick: "Choose…", dim_exit_page: "Exit page", dim_utm_content: "utm_content", dim_utm_term: "utm_term",
       visit_duration: "Visit duration", conversions: "Converted visitors", conversion_rate: "Conversion rate",
       goal: "Goal", exits: "Exits", entries: "Entries", vsPrevious: "vs previous period", noChange: "no change",
-      noCompare: "No earlier data to compare with.", previousLine: "Page views, previous period ({from} – {to})", points: " pts", seconds: "{s}s", minutes: "{m}m {s}s",
+      completions: "Completions", noCompare: "No earlier data to compare with.", previousLine: "Page views, previous period ({from} – {to})", points: " pts", seconds: "{s}s", minutes: "{m}m {s}s",
       realtime: "Visitors in the last 30 minutes: {n}",
       sharedNote: "A shared, read-only view: it shows this site's figures and nothing else.",
       hiddenGroups: "{n} values with fewer than {k} people are not shown.",
@@ -560,7 +560,7 @@
         suppressed: r.suppressed, filterDim: r.kind === "page" ? "page" : "event_name", filterValue: r.value };
     });
     renderTable($("goals-table"), ["value", "visitors", "conversions", "conversion_rate"], rows, "visitors", "",
-      { value: "goal", conversions: "events" });
+      { value: "goal", conversions: "completions" });
     $("goals-notes").textContent = [t("goalsNote"), notesFor(body, true)].join(" ");
   }
 
