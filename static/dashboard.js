@@ -39,7 +39,8 @@
       dim_utm_term: "검색어 (utm_term)", visit_duration: "평균 방문 시간", conversions: "전환 방문자",
       conversion_rate: "전환율", goal: "목표", exits: "종료 방문", entries: "시작 방문",
       vsPrevious: "이전 기간 대비", noChange: "변화 없음", noCompare: "비교할 이전 기간 데이터가 없습니다.",
-      completions: "달성 횟수", points: "%p", previousLine: "이전 기간 페이지뷰 ({from} – {to})", seconds: "{s}초", minutes: "{m}분 {s}초", realtime: "최근 30분 방문자: {n}",
+      completions: "달성 횟수", shareEnded: "이 공유 링크는 만료되었거나 취소되었습니다. 링크를 준 사람에게 새 링크를 요청하세요.",
+      conversionsHidden: "목표를 달성한 사람이 {k}명 미만이라 전환 수는 표시하지 않습니다.", points: "%p", previousLine: "이전 기간 페이지뷰 ({from} – {to})", seconds: "{s}초", minutes: "{m}분 {s}초", realtime: "최근 30분 방문자: {n}",
       sharedNote: "공유된 읽기 전용 보기입니다. 토큰 없이 이 사이트의 수치만 볼 수 있습니다.",
       hiddenGroups: "{k}명 미만인 항목 {n}개는 표시하지 않았습니다.",
       goalsNote: "목표를 달성한 방문자 수와 전체 방문자 대비 비율입니다.", http404: "요청한 보고서가 없습니다.",
@@ -84,7 +85,8 @@
       pick: "Choose…", dim_exit_page: "Exit page", dim_utm_content: "utm_content", dim_utm_term: "utm_term",
       visit_duration: "Visit duration", conversions: "Converted visitors", conversion_rate: "Conversion rate",
       goal: "Goal", exits: "Exits", entries: "Entries", vsPrevious: "vs previous period", noChange: "no change",
-      completions: "Completions", noCompare: "No earlier data to compare with.", previousLine: "Page views, previous period ({from} – {to})", points: " pts", seconds: "{s}s", minutes: "{m}m {s}s",
+      completions: "Completions", shareEnded: "This shared link has expired or was revoked: ask whoever sent it for a new one.",
+      conversionsHidden: "Fewer than {k} people reached a goal, so conversions are not shown.", noCompare: "No earlier data to compare with.", previousLine: "Page views, previous period ({from} – {to})", points: " pts", seconds: "{s}s", minutes: "{m}m {s}s",
       realtime: "Visitors in the last 30 minutes: {n}",
       sharedNote: "A shared, read-only view: it shows this site's figures and nothing else.",
       hiddenGroups: "{n} values with fewer than {k} people are not shown.",
@@ -178,6 +180,7 @@
         if (r.status === 200) return r;
         return r.json().catch(function () { return {}; }).then(function (body) {
           // The API explains in English; the Korean page says the same in Korean.
+          if (shareToken && r.status === 401) throw new Error(t("shareEnded"));
           var english = (body && body.error) || ("HTTP " + r.status);
           var local = lang === "ko" && TEXT.ko["http" + r.status] ? t("http" + r.status, { field: (body && body.field) || "" }) : english;
           throw new Error(local);
@@ -352,6 +355,7 @@
       box.appendChild(card);
     });
     var notes = notesFor(body);
+    if (!body.suppressed && row.conversions === null) notes = t("conversionsHidden", { k: body.k }) + " " + notes;
     if (comparison && comparison.available) {
       notes = t("vsPrevious") + ": " + comparison.from + " – " + comparison.to + ". " + notes;
     }

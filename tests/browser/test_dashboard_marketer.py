@@ -197,7 +197,7 @@ def test_a_shared_link_shows_one_sites_dashboard_read_only(new_context: Callable
     tokens.revoke(record.name)
     page.reload()
     page.wait_for_selector("#status.error")
-    assert "유효한 API 토큰" in page.locator("#status").inner_text()
+    assert "공유 링크는 만료되었거나 취소되었습니다" in page.locator("#status").inner_text()
     assert page.errors == [] or all("401" in e for e in page.errors)
 
 
