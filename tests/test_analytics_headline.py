@@ -317,10 +317,11 @@ def test_filters_select_whole_visits(client: TestClient, base: dt.date) -> None:
     row = get(client, "aggregate", page="/pricing", **rng(base))["results"][0]
     assert (row["visitors"], row["visits"], row["pageviews"], row["bounce_rate"]) == (12, 24, 24, 0.0)
     assert row["visit_duration"] == 90  # 12 visits of 120 s and 12 of 60 s
+    assert row["views_per_visit"] == 2.5  # 12 visits of three pages and 12 of two
     # The campaign's landing page view carries utm_source: its visit goes on to the next pages.
     # Day 0: C1-C12 (one visit each, no bounce) and the 18 one-page visits of P1-P6.
     row = get(client, "aggregate", utm_source="newsletter", **rng(base))["results"][0]
-    assert (row["visits"], row["bounce_rate"], row["visit_duration"]) == (30, 0.6, 36)
+    assert (row["visits"], row["bounce_rate"], row["visit_duration"], row["views_per_visit"]) == (30, 0.6, 36, 1.6)
     # Entry pages under a page filter are those of the visits that saw it.
     entries = get(client, "breakdown", dimension="entry_page", page="/pricing", **rng(base))["results"]
     assert entries == [{"value": "/", "visitors": 12, "visits": 24, "bounce_rate": 0.0}]
@@ -335,3 +336,11 @@ def test_the_series_of_the_previous_period(client: TestClient, base: dt.date) ->
         ((base - dt.timedelta(days=1)).isoformat(), 0),
         (base.isoformat(), 36),
     ]
+
+
+def test_an_event_filter_selects_the_visits_that_sent_it(client: TestClient, base: dt.date) -> None:
+    # C1-C6 sent "signup" in their first visit of each day: 12 visits of three pages, 120 s each.
+    row = get(client, "aggregate", event_name="signup", **rng(base))["results"][0]
+    got = (row["visitors"], row["visits"], row["events"], row["bounce_rate"], row["visit_duration"])
+    assert got == (6, 12, 12, 0.0, 120)
+    assert row["views_per_visit"] == 3.0

@@ -270,23 +270,30 @@ GROUP BY g""",
     def _sessions_sql(self, q: Query, params: dict[str, Any], *, paths: bool = False) -> str:
         """One row per visitor key and day: its sorted page views, visit starts, ends and bounces.
 
-        Filters select visits, not page views: a visit counts when one of its page views matches
-        them (a visit that landed from a campaign and went on to three pages is one visit of three
-        pages, not a bounce). Its start, end and bounce marks are kept; the other visits' are
-        cleared. A filter on an event name still selects rows, as events are not page views.
+        Filters select visits, not page views: a visit counts, whole, when one of its page views
+        or events matches them (a visit that landed from a campaign and went on to three pages is
+        one visit of three pages, not a bounce; a visit that sent "signup" is one of the visits
+        with that event). An event belongs to the visit in progress when it was sent. The kept
+        visits' start, end and bounce marks stay; the others' are cleared.
         Without ``paths`` and filters the hits are bare timestamps, which halves the cost of the aggregate.
         """
-        by_visit = bool(q.filters) and all(d != "event_name" for d, _ in q.filters)
-        if by_visit:
+        if q.filters:
             where = self._where(q, params, filters=False)
-            hit = f"(toUnixTimestamp(ts), path, {' AND '.join(self._filter_clauses(q, params))})"
+            match = " AND ".join(self._filter_clauses(q, params))
+            hit = f"(toUnixTimestamp(ts), path, {match}, {PAGEVIEW})"
+            rows = f"({PAGEVIEW} OR kind = 'event')"
+            pageviews = "arrayFilter(h -> h.4, all_hits)"
+            # A matching hit's visit: the number of visit starts at or before it (0: before any page view).
+            keep = (
+                "arrayDistinct(arrayMap(h -> arrayCount((p, s) -> s AND p.1 <= h.1, hits, starts0), "
+                "arrayFilter(h -> h.3, all_hits)))"
+            )
+            mask = "has(keep, v)"
         else:
             where = self._where(q, params)
-            hit = "(toUnixTimestamp(ts), path, 1)" if paths else "toUnixTimestamp(ts)"
-        seconds = "arrayMap(h -> h.1, hits)" if (paths or by_visit) else "hits"
-        # With filters, a visit is kept when one of its hits matches (h.3); vis numbers each hit's visit.
-        keep = "arrayDistinct(arrayFilter((v, h) -> h.3, arrayCumSum(starts0), hits))" if by_visit else "[]"
-        mask = "has(keep, v)" if by_visit else "1"
+            hit = "(toUnixTimestamp(ts), path)" if paths else "toUnixTimestamp(ts)"
+            rows, pageviews, keep, mask = PAGEVIEW, "all_hits", "[]", "1"
+        seconds = "arrayMap(h -> h.1, hits)" if (paths or q.filters) else "hits"
         return f"""
 SELECT identified, visitor, d, hits,
        arrayMap((x, v) -> x AND {mask}, starts0, vis) AS starts,
@@ -294,9 +301,10 @@ SELECT identified, visitor, d, hits,
        arrayMap((x, v) -> x AND {mask}, bounced0, vis) AS bounced,
        -- a visit lasts from its first page view to its last: the sum of its ends minus its starts
        arraySum(arrayMap((t, e) -> if(e, toInt64(t), 0), {seconds}, ends))
-         - arraySum(arrayMap((t, s) -> if(s, toInt64(t), 0), {seconds}, starts)) AS seconds_in_visits
+         - arraySum(arrayMap((t, s) -> if(s, toInt64(t), 0), {seconds}, starts)) AS seconds_in_visits,
+       arrayCount(v -> {mask}, vis) AS views_in_visits
 FROM (
-    SELECT ident AS identified, vkey AS visitor, d, hits,
+    SELECT ident AS identified, vkey AS visitor, d, {pageviews} AS hits,
            arrayMap((gap, i) -> i = 1 OR gap > {VISIT_GAP_SECONDS},
                     arrayDifference({seconds}), arrayEnumerate(hits)) AS starts0,
            arrayMap(i -> i = length(starts0) OR starts0[i + 1], arrayEnumerate(starts0)) AS ends0,
@@ -305,9 +313,9 @@ FROM (
            {keep} AS keep
     FROM (
         SELECT any(identified) AS ident, any(visitor) AS vkey, any(toDate(ts)) AS d,
-               arraySort(groupArray({hit})) AS hits
+               arraySort(groupArray({hit})) AS all_hits
         FROM {self.events}
-        WHERE {where} AND {PAGEVIEW}
+        WHERE {where} AND {rows}
         -- one 64-bit key per (key, day) groups about twice as fast as the three columns
         GROUP BY cityHash64(identified, visitor, toDate(ts))
     )
@@ -335,12 +343,12 @@ FROM (
         if self._too_few(top):
             return Result(columns, [dict.fromkeys(columns)], {**meta, "suppressed": True})
         params: dict[str, Any] = {}
-        visits, bounces, seconds = self.store.query_rows(
-            "SELECT sum(arraySum(starts)), sum(arraySum(bounced)), sum(seconds_in_visits) "
+        visits, bounces, seconds, views = self.store.query_rows(
+            "SELECT sum(arraySum(starts)), sum(arraySum(bounced)), sum(seconds_in_visits), sum(views_in_visits) "
             f"FROM ({self._sessions_sql(q, params)})",
             params,
         )[0]
-        visits, bounces, seconds = int(visits or 0), int(bounces or 0), int(seconds or 0)
+        visits, bounces, seconds, views = int(visits or 0), int(bounces or 0), int(seconds or 0), int(views or 0)
         goal_params: dict[str, Any] = {}
         converted = list(
             self._visitor_groups(q, "0", extra=_goal_condition(q.goals, goal_params), extra_params=goal_params)
@@ -353,7 +361,8 @@ FROM (
             "visits": visits,
             "pageviews": top["pageviews"],
             "events": top["events"],
-            "views_per_visit": round(top["pageviews"] / visits, 2) if visits else 0.0,
+            # the page views of the visits counted (with filters: all pages of the visits they select)
+            "views_per_visit": round(views / visits, 2) if visits else 0.0,
             "bounce_rate": round(bounces / visits, 4) if visits else 0.0,
             "visit_duration": round(seconds / visits) if visits else 0,
             "conversions": conversions,
