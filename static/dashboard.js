@@ -31,7 +31,25 @@
       estimateNote: "추정: 가명처리된 방문자는 날마다 새 키를 받으므로 여러 날 방문하면 날마다 한 번씩 셉니다.",
       chartLabel: "{from}부터 {to}까지 {interval} 단위 페이지뷰와 방문자 추이", necessary: "필수",
       preferences: "환경설정", analytics: "통계", marketing: "마케팅", category: "항목", share: "동의 비율",
-      error: "오류", other: "English"
+      error: "오류", other: "English",
+      today: "오늘", compare: "이전 기간과 비교", filters: "필터", removeFilter: "필터 제거: {name}",
+      filterBy: "{value}(으)로 필터", sources: "유입 경로", campaigns: "캠페인", pages: "페이지", devices: "기기",
+      goals: "목표 전환", goalsField: "목표 (쉼표로 구분, 비우면 모든 이벤트)", addFromData: "데이터에서 추가",
+      pick: "고르세요…", dim_exit_page: "종료 페이지", dim_utm_content: "광고 소재 (utm_content)",
+      dim_utm_term: "검색어 (utm_term)", visit_duration: "평균 방문 시간", conversions: "전환 방문자",
+      conversion_rate: "전환율", goal: "목표", exits: "종료 방문", entries: "시작 방문",
+      vsPrevious: "이전 기간 대비", noChange: "변화 없음", noCompare: "비교할 이전 기간 데이터가 없습니다.",
+      completions: "달성 횟수", shareEnded: "이 공유 링크는 만료되었거나 취소되었습니다. 링크를 준 사람에게 새 링크를 요청하세요.",
+      conversionsHidden: "목표를 달성한 사람이 {k}명 미만이라 전환 수는 표시하지 않습니다.", points: "%p", previousLine: "이전 기간 페이지뷰 ({from} – {to})", seconds: "{s}초", minutes: "{m}분 {s}초", realtime: "최근 30분 방문자: {n}",
+      sharedNote: "공유된 읽기 전용 보기입니다. 토큰 없이 이 사이트의 수치만 볼 수 있습니다.",
+      hiddenGroups: "{k}명 미만인 항목 {n}개는 표시하지 않았습니다.",
+      goalsNote: "목표를 달성한 방문자 수와 전체 방문자 대비 비율입니다.", http404: "요청한 보고서가 없습니다.",
+      compareNote: "비교 기간이 원본 이벤트 보관 기간보다 앞서 비교하지 않았습니다.", direct_src: "(직접 유입)",
+      mobile: "모바일", desktop: "데스크톱", tablet: "태블릿",
+      tab_referrer_host: "유입 사이트", tab_utm_source: "소스", tab_utm_medium: "매체", tab_utm_campaign: "캠페인",
+      tab_utm_content: "소재", tab_utm_term: "검색어", tab_click_attribution: "광고 클릭", tab_page: "페이지",
+      tab_entry_page: "시작 페이지", tab_exit_page: "종료 페이지", tab_device: "기기", tab_browser: "브라우저",
+      tab_os: "운영체제"
     },
     en: {
       skip: "Skip to content", title: "Marketing analytics", controls: "Query", token: "API token",
@@ -59,12 +77,42 @@
       estimateNote: "Estimate: pseudonymised visitors get a new key every day, so a visit on several days counts once per day.",
       chartLabel: "Page views and visitors per {interval} from {from} to {to}", necessary: "Necessary",
       preferences: "Preferences", analytics: "Analytics", marketing: "Marketing", category: "Category",
-      share: "Share granting", error: "Error", other: "한국어"
+      share: "Share granting", error: "Error", other: "한국어",
+      today: "Today", compare: "Compare with the previous period", filters: "Filters",
+      removeFilter: "Remove filter: {name}", filterBy: "Filter by {value}", sources: "Sources",
+      campaigns: "Campaigns", pages: "Pages", devices: "Devices", goals: "Goal conversions",
+      goalsField: "Goals (comma-separated; empty: every event)", addFromData: "Add from the data",
+      pick: "Choose…", dim_exit_page: "Exit page", dim_utm_content: "utm_content", dim_utm_term: "utm_term",
+      visit_duration: "Visit duration", conversions: "Converted visitors", conversion_rate: "Conversion rate",
+      goal: "Goal", exits: "Exits", entries: "Entries", vsPrevious: "vs previous period", noChange: "no change",
+      completions: "Completions", shareEnded: "This shared link has expired or was revoked: ask whoever sent it for a new one.",
+      conversionsHidden: "Fewer than {k} people reached a goal, so conversions are not shown.", noCompare: "No earlier data to compare with.", previousLine: "Page views, previous period ({from} – {to})", points: " pts", seconds: "{s}s", minutes: "{m}m {s}s",
+      realtime: "Visitors in the last 30 minutes: {n}",
+      sharedNote: "A shared, read-only view: it shows this site's figures and nothing else.",
+      hiddenGroups: "{n} values with fewer than {k} people are not shown.",
+      hiddenGroup: "1 value with fewer than {k} people is not shown.",
+      goalsNote: "Visitors who reached each goal, and their share of all visitors.",
+      http404: "No such report.", compareNote: "The previous period is older than the raw events kept: no comparison.",
+      direct_src: "(direct)", mobile: "Mobile", desktop: "Desktop", tablet: "Tablet",
+      tab_referrer_host: "Referrers", tab_utm_source: "Sources", tab_utm_medium: "Media",
+      tab_utm_campaign: "Campaigns", tab_utm_content: "Content", tab_utm_term: "Terms",
+      tab_click_attribution: "Ad clicks", tab_page: "Pages", tab_entry_page: "Entry pages",
+      tab_exit_page: "Exit pages", tab_device: "Devices", tab_browser: "Browsers", tab_os: "OS"
     }
   };
   var lang = "ko";
   var config = { site: "", k: 5, categories: [], today: new Date().toISOString().slice(0, 10) };
   var $ = function (id) { return document.getElementById(id); };
+  // Filters in force, {dimension: value}; "(none)" names an empty value. Kept in the address bar.
+  var filters = {};
+  var shareToken = "";
+  var OTHER = "other (suppressed)";
+  var EMPTY = "(none)";
+  var FILTERABLE = ["page", "referrer_host", "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content",
+    "click_attribution", "browser", "os", "device", "event_name"];
+  var HEADLINE = [["visitors"], ["visits"], ["pageviews"], ["views_per_visit"], ["bounce_rate", "rate"],
+    ["visit_duration", "duration"], ["conversions"], ["conversion_rate", "rate"]];
+  var RATES = ["bounce_rate", "conversion_rate"];
 
   function t(key, vars) {
     var s = (TEXT[lang] && TEXT[lang][key]) || TEXT.en[key] || key;
@@ -92,6 +140,10 @@
   function fmt(value, kind) {
     if (value === null || value === undefined) return "—";
     if (kind === "rate") return new Intl.NumberFormat(lang, { style: "percent", maximumFractionDigits: 1 }).format(value);
+    if (kind === "duration") {
+      var m = Math.floor(value / 60), s = Math.round(value % 60);
+      return m ? t("minutes", { m: m, s: s }) : t("seconds", { s: s });
+    }
     if (typeof value === "number") return new Intl.NumberFormat(lang, { maximumFractionDigits: 2 }).format(value);
     return String(value);
   }
@@ -105,25 +157,30 @@
     button.setAttribute("lang", lang === "ko" ? "en" : "ko");
     $("k-note").textContent = t("kNote", { k: config.k });
     document.title = t("docTitle");
+    document.querySelectorAll(".step-options").forEach(function (s) { if (s.options[0]) s.options[0].textContent = t("pick"); });
+    renderFilters();
     try { localStorage.setItem("cg-analytics-lang", lang); } catch (e) { /* storage may be off */ }
   }
 
-  function params(extra) {
+  function params(extra, withFilters) {
     var p = new URLSearchParams();
     if ($("site").value) p.set("site", $("site").value);
     p.set("from", $("from").value);
     p.set("to", $("to").value);
+    if (withFilters !== false) Object.keys(filters).forEach(function (d) { p.set(d, filters[d]); });
     Object.keys(extra || {}).forEach(function (k) { p.set(k, extra[k]); });
     return p;
   }
 
+  function token() { return shareToken || $("token").value.trim(); }
+
   function call(endpoint, p) {
-    var token = $("token").value.trim();
-    return fetch("api/v1/" + endpoint + "?" + p.toString(), { headers: { Authorization: "Bearer " + token } })
+    return fetch("api/v1/" + endpoint + "?" + p.toString(), { headers: { Authorization: "Bearer " + token() } })
       .then(function (r) {
         if (r.status === 200) return r;
         return r.json().catch(function () { return {}; }).then(function (body) {
           // The API explains in English; the Korean page says the same in Korean.
+          if (shareToken && r.status === 401) throw new Error(t("shareEnded"));
           var english = (body && body.error) || ("HTTP " + r.status);
           var local = lang === "ko" && TEXT.ko["http" + r.status] ? t("http" + r.status, { field: (body && body.field) || "" }) : english;
           throw new Error(local);
@@ -131,12 +188,29 @@
       });
   }
 
-  function getJSON(endpoint, extra) { return call(endpoint, params(extra)).then(function (r) { return r.json(); }); }
+  function getJSON(endpoint, extra, withFilters) {
+    return call(endpoint, params(extra, withFilters)).then(function (r) { return r.json(); });
+  }
 
-  function endpointParams(endpoint) {
-    if (endpoint === "timeseries") return { interval: $("interval").value };
-    if (endpoint === "breakdown") return { dimension: $("dimension").value, limit: "100" };
+  // Right now: the last 30 minutes of the site, whatever the range and filters.
+  function getRealtime() {
+    var p = new URLSearchParams();
+    if ($("site").value) p.set("site", $("site").value);
+    return call("realtime", p).then(function (r) { return r.json(); }).then(renderRealtime);
+  }
+
+  function endpointParams(endpoint, dimension) {
+    if (endpoint === "timeseries") {
+      return $("compare").checked ? { interval: $("interval").value, compare: "previous" } : { interval: $("interval").value };
+    }
+    if (endpoint === "breakdown") return { dimension: dimension, limit: "100" };
     if (endpoint === "funnel") return { steps: $("steps").value, window: $("window").value };
+    if (endpoint === "goals") return $("goals").value.trim() ? { goals: $("goals").value.trim() } : {};
+    if (endpoint === "aggregate") {
+      var p = $("goals").value.trim() ? { goals: $("goals").value.trim() } : {};
+      if ($("compare").checked) p.compare = "previous";
+      return p;
+    }
     return {};
   }
 
@@ -146,24 +220,156 @@
   }
 
   // Notes are written here in the page's language; the API's English notes are only read for their presence.
-  function notesFor(body) {
+  function notesFor(body, brief) {
     var notes = [];
     var given = body.notes || {};
     if (given.suppressed) notes.push(t("populationNote", { k: body.k }));
     if (given.range) notes.push(t("rangeNote", { cutoff: body.query.from }));
-    if ((body.estimates || []).indexOf("visitors") >= 0 && !given.suppressed) notes.push(t("estimateNote"));
+    if (!brief && (body.estimates || []).indexOf("visitors") >= 0 && !given.suppressed) notes.push(t("estimateNote"));
     if (given.marketing) notes.push(t("marketingNote"));
+    if (given.compare) notes.push(t("compareNote"));
+    if (body.suppressed_groups) {
+      notes.push(t(body.suppressed_groups === 1 && lang === "en" ? "hiddenGroup" : "hiddenGroups", { n: body.suppressed_groups, k: body.k }));
+    }
     return notes.join(" ");
   }
 
   // Empty values get a name ("(direct)" for no referrer); the API's fixed labels are translated.
   function valueLabel(value, dimension) {
-    if (value === "") return dimension === "referrer_host" ? t("direct") : t("none");
+    if (value === "" || (value === EMPTY && dimension !== "click_attribution")) {
+      return dimension === "referrer_host" ? t("direct") : t("none");
+    }
     if (dimension === "click_attribution") {
       if (value === "(none)") return t("none");
       if (value === "ad click") return t("adClick");
     }
+    if (dimension === "device" && TEXT.en[value]) return t(value);
     return value;
+  }
+
+  // -- filters and the address bar -------------------------------------------------------------
+
+  function filterDimension(dimension) {
+    return dimension === "entry_page" || dimension === "exit_page" ? "page" : dimension;
+  }
+
+  function addFilter(dimension, value) {
+    filters[filterDimension(dimension)] = value === "" ? EMPTY : value;
+    renderFilters();
+    loadAll();
+  }
+
+  function removeFilter(dimension) {
+    delete filters[dimension];
+    renderFilters();
+    loadAll();
+    var next = document.querySelector("#filters button") || $("h-headline");
+    if (next && next.focus) { next.setAttribute("tabindex", next.tagName === "H2" ? "-1" : "0"); next.focus(); }
+  }
+
+  function renderFilters() {
+    var list = $("filters");
+    if (!list) return;
+    list.textContent = "";
+    var names = Object.keys(filters);
+    $("filter-bar").hidden = !names.length;
+    names.forEach(function (d) {
+      var name = t("dim_" + d) + ": " + valueLabel(filters[d], d);
+      var button = el("button", { type: "button", class: "chip", "data-filter": d, "aria-label": t("removeFilter", { name: name }) }, [
+        el("span", { text: name }), el("span", { class: "x", "aria-hidden": "true", text: "×" })
+      ]);
+      button.addEventListener("click", function () { removeFilter(d); });
+      list.appendChild(el("li", {}, [button]));
+    });
+  }
+
+  function saveUrl() {
+    var p = new URLSearchParams();
+    p.set("lang", lang);
+    if ($("site").value && $("site").value !== config.site) p.set("site", $("site").value);
+    if ($("preset").value === "custom") { p.set("from", $("from").value); p.set("to", $("to").value); }
+    else p.set("period", $("preset").value);
+    if ($("interval").value !== "day") p.set("interval", $("interval").value);
+    if (!$("compare").checked) p.set("compare", "off");
+    Object.keys(filters).forEach(function (d) { p.set(d, filters[d]); });
+    if ($("goals").value.trim()) p.set("goals", $("goals").value.trim());
+    if ($("steps").value.trim()) p.set("steps", $("steps").value.trim());
+    // The fragment (a shared link's token) is kept as it is: it never reaches the server.
+    history.replaceState(null, "", location.pathname + "?" + p.toString() + location.hash);
+  }
+
+  function readUrl(query) {
+    if (query.get("site")) $("site").value = query.get("site");
+    if (query.get("from") && query.get("to")) {
+      $("preset").value = "custom";
+      $("from").value = query.get("from");
+      $("to").value = query.get("to");
+    } else {
+      if (query.get("period") && document.querySelector("#preset option[value='" + CSS.escape(query.get("period")) + "']")) {
+        $("preset").value = query.get("period");
+      }
+      setPreset();
+    }
+    if (["day", "week", "month", "hour"].indexOf(query.get("interval")) >= 0) $("interval").value = query.get("interval");
+    if (query.get("compare") === "off") $("compare").checked = false;
+    FILTERABLE.forEach(function (d) { if (query.get(d)) filters[d] = query.get(d); });
+    if (query.get("goals")) $("goals").value = query.get("goals");
+    if (query.get("steps")) $("steps").value = query.get("steps");
+  }
+
+  // -- headline ---------------------------------------------------------------------------------
+
+  function changeText(metric, change) {
+    if (change === null || change === undefined) return "";
+    if (change === 0) return "± 0 · " + t("noChange");
+    var arrow = change > 0 ? "▲ " : "▼ ";
+    var size = Math.abs(change);
+    var text = RATES.indexOf(metric) >= 0
+      ? new Intl.NumberFormat(lang, { maximumFractionDigits: 1 }).format(100 * size) + t("points")
+      : new Intl.NumberFormat(lang, { style: "percent", maximumFractionDigits: 1 }).format(size);
+    return arrow + text;
+  }
+
+  function renderHeadline(body) {
+    var row = body.results[0] || {};
+    var comparison = body.comparison;
+    var box = $("headline");
+    box.textContent = "";
+    HEADLINE.forEach(function (m) {
+      var dd = el("dd", { "data-metric": m[0], text: fmt(row[m[0]], m[1]) });
+      if ((body.estimates || []).indexOf(m[0]) >= 0) dd.appendChild(el("span", { class: "est", text: "(" + t("estimate") + ")" }));
+      var card = el("div", {}, [el("dt", { text: t(m[0]) }), dd]);
+      if (comparison && comparison.available) {
+        var change = comparison.change[m[0]];
+        var before = (comparison.results[0] || {})[m[0]];
+        var text = changeText(m[0], change);
+        if (text) {
+          var up = change > 0, good = m[0] === "bounce_rate" ? !up : up;
+          card.appendChild(el("dd", {
+            class: "delta " + (change === 0 ? "flat" : good ? "good" : "bad"), "data-change": m[0],
+            title: t("vsPrevious") + ": " + fmt(before, m[1]),
+            text: text
+          }, [el("span", { class: "visually-hidden", text: " " + t("vsPrevious") + " (" + fmt(before, m[1]) + ")" })]));
+        }
+      }
+      box.appendChild(card);
+    });
+    var notes = notesFor(body);
+    if (!body.suppressed && row.conversions === null) notes = t("conversionsHidden", { k: body.k }) + " " + notes;
+    if (comparison && comparison.available) {
+      notes = t("vsPrevious") + ": " + comparison.from + " – " + comparison.to + ". " + notes;
+    }
+    $("headline-notes").textContent = notes;
+  }
+
+  function renderRealtime(body) {
+    var row = body.results[0] || {};
+    var box = $("realtime");
+    box.hidden = false;
+    box.textContent = "";
+    box.appendChild(el("span", { class: "dot", "aria-hidden": "true" }));
+    box.appendChild(el("span", { "data-realtime": row.suppressed ? "suppressed" : String(row.visitors),
+      text: t("realtime", { n: row.suppressed ? t("suppressed") : fmt(row.visitors) }) }));
   }
 
   // A step of 1, 2 or 5 times a power of ten, so that about `count` steps cover `max`.
@@ -173,18 +379,6 @@
     var steps = [1, 2, 5, 10];
     for (var i = 0; i < steps.length; i++) if (steps[i] * power >= rough) return Math.max(1, steps[i] * power);
     return Math.max(1, 10 * power);
-  }
-
-  function renderHeadline(body) {
-    var row = body.results[0] || {};
-    var box = $("headline");
-    box.textContent = "";
-    [["visitors"], ["visits"], ["pageviews"], ["events"], ["views_per_visit"], ["bounce_rate", "rate"]].forEach(function (m) {
-      var dd = el("dd", { "data-metric": m[0], text: fmt(row[m[0]], m[1]) });
-      if ((body.estimates || []).indexOf(m[0]) >= 0) dd.appendChild(el("span", { class: "est", text: "(" + t("estimate") + ")" }));
-      box.appendChild(el("div", {}, [el("dt", { text: t(m[0]) }), dd]));
-    });
-    $("headline-notes").textContent = notesFor(body);
   }
 
   var lastSeries = null;
@@ -199,8 +393,11 @@
     var narrow = W < 520;
     var H = narrow ? 220 : 260, L = 44, R = 24, T = 12, B = 34;
     var series = [["pageviews", "s0"], ["visitors", "s1"]];
+    // The previous period's page views, bucket for bucket, as a faint line behind.
+    var before = body.comparison && body.comparison.available ? body.comparison.results.slice(0, rows.length) : [];
     var top = 0;
     rows.forEach(function (r) { series.forEach(function (s) { if (r[s[0]] > top) top = r[s[0]]; }); });
+    before.forEach(function (r) { if (r.pageviews > top) top = r.pageviews; });
     var tick = niceStep(top, narrow ? 3 : 4);
     var max = Math.max(tick, Math.ceil(top / tick) * tick);
     var title = t("chartLabel", { from: body.query.from, to: body.query.to, interval: t(body.query.interval) });
@@ -230,15 +427,17 @@
       // Centred under its point; the margins leave room for half a label at either end.
       root.appendChild(svg("text", { x: x(i), y: H - B + 18, "text-anchor": "middle", class: "xlabel", text: label }));
     });
-    series.forEach(function (s) {
+    var lines = before.length ? [["pageviews", "s2", before]] : [];
+    series.forEach(function (s) { lines.push([s[0], s[1], rows]); });
+    lines.forEach(function (s) {
       var d = "", pen = false;
-      rows.forEach(function (r, i) {
+      s[2].forEach(function (r, i) {
         var value = r[s[0]];
         if (value === null || value === undefined) { pen = false; return; }
         d += (pen ? " L" : " M") + x(i).toFixed(1) + " " + y(value).toFixed(1);
         pen = true;
       });
-      if (d) root.appendChild(svg("path", { class: s[1], d: d.trim(), "data-series": s[0] }));
+      if (d) root.appendChild(svg("path", { class: s[1], d: d.trim(), "data-series": s[1] === "s2" ? "previous" : s[0] }));
     });
     if (!rows.length) root.appendChild(svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle", text: body.suppressed ? t("suppressed") : t("nothing") }));
     box.appendChild(root);
@@ -246,30 +445,47 @@
     legend.textContent = "";
     legend.appendChild(el("span", { class: "l0", text: t("pageviews") }));
     legend.appendChild(el("span", { class: "l1", text: t("visitors") }));
+    if (before.length) {
+      legend.appendChild(el("span", { class: "l2", text: t("previousLine", { from: body.comparison.from, to: body.comparison.to }) }));
+    }
     var notes = notesFor(body);
     if (notes) legend.appendChild(el("small", { class: "notes", text: notes }));
     renderTable($("series-table"), ["date", "visitors", "pageviews", "events"], rows);
   }
 
-  function renderTable(box, columns, rows, barColumn, dimension) {
+  // A table; with `dimension`, the first column's values are buttons that filter everything by them.
+  function renderTable(box, columns, rows, barColumn, dimension, headers) {
     box.textContent = "";
-    if (!rows.length) { box.appendChild(el("p", { text: t("nothing") })); return; }
+    if (!rows.length) { box.appendChild(el("p", { class: "empty", text: t("nothing") })); return; }
     var max = 0;
-    if (barColumn) rows.forEach(function (r) { if (r.value !== "other (suppressed)" && r[barColumn] > max) max = r[barColumn]; });
-    var head = el("tr", {}, columns.map(function (c) { return el("th", { scope: "col", class: c === columns[0] ? "" : "num", text: t(c) }); }));
+    if (barColumn) rows.forEach(function (r) { if (r.value !== OTHER && r[barColumn] > max) max = r[barColumn]; });
+    var head = el("tr", {}, columns.map(function (c) {
+      return el("th", { scope: "col", class: c === columns[0] ? "" : "num", text: t((headers || {})[c] || c) });
+    }));
     var body = el("tbody");
+    var clickable = dimension && (FILTERABLE.indexOf(filterDimension(dimension)) >= 0);
     rows.forEach(function (r) {
-      var suppressedRow = r.value === "other (suppressed)";
+      var suppressedRow = r.value === OTHER;
       var tr = el("tr", { class: suppressedRow || r.suppressed ? "suppressed" : "" });
       columns.forEach(function (c, i) {
-        var kind = c === "bounce_rate" || c === "conversion" || config.categories.indexOf(c) >= 0 ? "rate" : "";
+        var kind = c === "bounce_rate" || c === "conversion" || c === "conversion_rate" || config.categories.indexOf(c) >= 0 ? "rate" : "";
         var text = suppressedRow && c === "value" ? t("suppressedRow")
           : (c === "value" ? fmt(valueLabel(r[c], dimension))
             : (r.suppressed && r[c] === null ? t("suppressed") : fmt(r[c], kind)));
         if (i === 0 && barColumn) {
           var bar = el("span", { class: "bar", "aria-hidden": "true" });
           bar.style.width = (max && !suppressedRow ? Math.round(100 * (r[barColumn] || 0) / max) : 0) + "%";
-          tr.appendChild(el("td", { class: "label" }, [bar, el("span", { class: "text", text: text })]));
+          var label;
+          var by = r.filterDim ? [r.filterDim, r.filterValue] : (clickable ? [dimension, r.value] : null);
+          if (by && !suppressedRow) {
+            label = el("button", { type: "button", class: "text filter-link", "data-value": by[1],
+              title: t("filterBy", { value: text }), text: text });
+            label.addEventListener("click", function () { addFilter(by[0], by[1]); });
+          } else {
+            label = el("span", { class: "text", text: text });
+          }
+          if (suppressedRow) label.setAttribute("title", t("kNote", { k: config.k }));
+          tr.appendChild(el("td", { class: "label" }, [bar, label]));
         } else {
           tr.appendChild(el(i === 0 ? "th" : "td", i === 0 ? { scope: "row", text: text } : { class: "num", text: text }));
         }
@@ -279,9 +495,77 @@
     box.appendChild(el("div", { class: "table-scroll" }, [el("table", {}, [el("thead", {}, [head]), body])]));
   }
 
-  function renderBreakdown(body) {
-    renderTable($("breakdown"), body.columns, body.results, "visitors", body.query.dimension);
-    $("breakdown-notes").textContent = notesFor(body);
+  // -- panels: several breakdowns at once, each with its own tabs ----------------------------------
+
+  var panelDims = {};
+
+  function buildPanels() {
+    document.querySelectorAll(".panel").forEach(function (panel) {
+      var dims = panel.getAttribute("data-dims").split(",");
+      panelDims[panel.id] = dims[0];
+      var tabs = el("div", { class: "tabs", role: "tablist", "aria-labelledby": panel.querySelector("h2").id });
+      dims.forEach(function (d, i) {
+        var tab = el("button", { type: "button", role: "tab", id: panel.id + "-tab-" + d, "data-dim": d,
+          "aria-selected": i === 0 ? "true" : "false", tabindex: i === 0 ? "0" : "-1",
+          "aria-controls": panel.id + "-body", "data-i18n": "tab_" + d, text: t("tab_" + d) });
+        tab.addEventListener("click", function () { selectTab(panel, d); });
+        tab.addEventListener("keydown", function (e) {
+          var step = e.key === "ArrowRight" ? 1 : e.key === "ArrowLeft" ? -1 : 0;
+          if (!step) return;
+          e.preventDefault();
+          var next = dims[(dims.indexOf(panelDims[panel.id]) + step + dims.length) % dims.length];
+          selectTab(panel, next);
+          $(panel.id + "-tab-" + next).focus();
+        });
+        tabs.appendChild(tab);
+      });
+      var csv = el("button", { type: "button", class: "csv", "data-endpoint": "breakdown", "data-panel": panel.id, "data-i18n": "csv", text: t("csv") });
+      csv.addEventListener("click", function () { exportCsv("breakdown", panelDims[panel.id]); });
+      panel.querySelector(".section-head").appendChild(csv);
+      panel.appendChild(tabs);
+      panel.appendChild(el("div", { id: panel.id + "-body", class: "panel-body", role: "tabpanel", "aria-live": "polite" }));
+      panel.appendChild(el("p", { id: panel.id + "-notes", class: "notes" }));
+    });
+  }
+
+  function selectTab(panel, dimension) {
+    panelDims[panel.id] = dimension;
+    panel.querySelectorAll("[role=tab]").forEach(function (tab) {
+      var on = tab.getAttribute("data-dim") === dimension;
+      tab.setAttribute("aria-selected", on ? "true" : "false");
+      tab.setAttribute("tabindex", on ? "0" : "-1");
+    });
+    $(panel.id + "-body").setAttribute("aria-labelledby", panel.id + "-tab-" + dimension);
+    if (token()) loadPanel(panel).catch(function (err) { status(t("error") + ": " + err.message, true); });
+  }
+
+  function loadPanel(panel) {
+    var dimension = panelDims[panel.id];
+    return getJSON("breakdown", endpointParams("breakdown", dimension)).then(function (body) {
+      if (panelDims[panel.id] !== dimension) return;
+      var visits = dimension === "entry_page" ? "entries" : dimension === "exit_page" ? "exits" : "visits";
+      renderTable($(panel.id + "-body"), body.columns, body.results, "visitors", dimension, { visits: visits });
+      panel.setAttribute("data-dimension", dimension);
+      $(panel.id + "-notes").textContent = notesFor(body, true);
+    });
+  }
+
+  function loadPanels() {
+    return Promise.all([].map.call(document.querySelectorAll(".panel"), loadPanel));
+  }
+
+  // -- goals and funnels -------------------------------------------------------------------------
+
+  function renderGoals(body) {
+    var rows = body.results.map(function (r) {
+      var label = (r.kind === "page" ? t("pageStep") : t("eventStep")) + " " + r.value;
+      // A goal filters everything by its page or its event, like any other value.
+      return { value: label, visitors: r.visitors, conversions: r.conversions, conversion_rate: r.conversion_rate,
+        suppressed: r.suppressed, filterDim: r.kind === "page" ? "page" : "event_name", filterValue: r.value };
+    });
+    renderTable($("goals-table"), ["value", "visitors", "conversions", "conversion_rate"], rows, "visitors", "",
+      { value: "goal", conversions: "completions" });
+    $("goals-notes").textContent = [t("goalsNote"), notesFor(body, true)].join(" ");
   }
 
   function renderFunnel(body) {
@@ -295,7 +579,7 @@
       var label = (r.kind === "page" ? t("pageStep") : t("eventStep")) + " " + r.value;
       var count = r.suppressed ? t("suppressed") : fmt(r.visitors) + " · " + fmt(r.conversion, "rate");
       list.appendChild(el("li", { class: "funnel-step" }, [
-        el("span", { text: label }),
+        el("span", { class: "step-label", text: label }),
         el("div", { class: "track", role: "img", "aria-label": label + ": " + count }, [fill]),
         el("span", { class: "num", "data-step": String(r.step), text: count })
       ]));
@@ -316,48 +600,84 @@
     renderTable($("consent-days"), body.columns.filter(function (c) { return c !== "suppressed"; }), body.results);
   }
 
-  // The default funnel is offered from the data: the two most visited pages, then the most sent event.
-  function suggestSteps() {
-    if ($("steps").value.trim()) return Promise.resolve($("steps").value.trim());
+  // The pages and events the data holds (k applied by the API): offered for goals and funnel steps.
+  var offered = [];
+
+  function loadOptions() {
     return Promise.all([
-      getJSON("breakdown", { dimension: "page", limit: "3" }),
-      getJSON("breakdown", { dimension: "event_name", limit: "1" })
+      getJSON("breakdown", { dimension: "page", limit: "20" }, false),
+      getJSON("breakdown", { dimension: "event_name", limit: "20" }, false)
     ]).then(function (answers) {
       var named = function (body) {
-        return body.results.filter(function (r) { return r.value !== "other (suppressed)" && r.value !== ""; });
+        return body.results.filter(function (r) { return r.value !== OTHER && r.value !== ""; });
       };
-      var steps = named(answers[0]).slice(0, 2).map(function (r) { return "page:" + r.value; });
-      named(answers[1]).slice(0, 1).forEach(function (r) { steps.push("event:" + r.value); });
-      if (steps.length >= 2) $("steps").value = steps.join(",");
-      return steps.length >= 2 ? $("steps").value : "";
+      var pages = named(answers[0]).map(function (r) { return "page:" + r.value; });
+      var events = named(answers[1]).map(function (r) { return "event:" + r.value; });
+      offered = { pages: pages, events: events };
+      document.querySelectorAll(".step-options").forEach(function (select) {
+        select.textContent = "";
+        select.appendChild(el("option", { value: "", text: t("pick") }));
+        pages.concat(events).forEach(function (v) {
+          var kind = v.slice(0, 5) === "page:" ? t("pageStep") : t("eventStep");
+          select.appendChild(el("option", { value: v, text: kind + " " + v.slice(v.indexOf(":") + 1) }));
+        });
+      });
+      return offered;
     });
+  }
+
+  // The default funnel is offered from the data: the two most visited pages, then the most sent event.
+  function suggestSteps() {
+    if ($("steps").value.trim()) return $("steps").value.trim();
+    var steps = offered.pages.slice(0, 2).concat(offered.events.slice(0, 1));
+    if (steps.length >= 2) $("steps").value = steps.join(",");
+    return steps.length >= 2 ? $("steps").value : "";
   }
 
   function loadFunnel() {
-    return suggestSteps().then(function (steps) {
-      if (!steps) { $("funnel").textContent = t("funnelNeedsData"); return; }
-      return getJSON("funnel", endpointParams("funnel")).then(renderFunnel);
-    });
+    if (!suggestSteps()) { $("funnel").textContent = t("funnelNeedsData"); return Promise.resolve(); }
+    return getJSON("funnel", endpointParams("funnel")).then(renderFunnel);
   }
+
+  function appendTo(input, value) {
+    if (!value) return;
+    var parts = input.value.split(",").map(function (s) { return s.trim(); }).filter(Boolean);
+    if (parts.indexOf(value) < 0 || input.id === "steps") parts.push(value);
+    input.value = parts.join(",");
+  }
+
+  var loading = 0;
 
   function loadAll() {
-    if (!$("token").value.trim()) { status(t("needToken"), true); $("token").focus(); return Promise.resolve(); }
-    try { sessionStorage.setItem("cg-analytics-token", $("token").value.trim()); } catch (e) { /* storage may be off */ }
+    if (!token()) { status(t("needToken"), true); $("token").focus(); return Promise.resolve(); }
+    if (!shareToken) {
+      try { sessionStorage.setItem("cg-analytics-token", token()); } catch (e) { /* storage may be off */ }
+    }
+    saveUrl();
+    var run = ++loading;
+    document.body.removeAttribute("data-loaded");
     status(t("loading"));
     return Promise.all([
-      getJSON("aggregate").then(renderHeadline),
+      getJSON("aggregate", endpointParams("aggregate")).then(renderHeadline),
+      getRealtime(),
       getJSON("timeseries", endpointParams("timeseries")).then(renderChart),
-      getJSON("breakdown", endpointParams("breakdown")).then(renderBreakdown),
-      loadFunnel(),
-      getJSON("consent-rates").then(renderConsent)
-    ]).then(function () { status(t("loaded")); document.body.setAttribute("data-loaded", "1"); })
-      .catch(function (err) { status(t("error") + ": " + err.message, true); });
+      loadPanels(),
+      getJSON("goals", endpointParams("goals")).then(renderGoals),
+      loadOptions().then(loadFunnel),
+      getJSON("consent-rates", {}, false).then(renderConsent)
+    ]).then(function () {
+      if (run !== loading) return;
+      status(t("loaded"));
+      document.body.setAttribute("data-loaded", "1");
+    }).catch(function (err) { status(t("error") + ": " + err.message, true); });
   }
 
-  function exportCsv(endpoint) {
-    var extra = endpointParams(endpoint);
+  function exportCsv(endpoint, dimension) {
+    var extra = endpointParams(endpoint, dimension);
+    delete extra.compare;
     extra.format = "csv";
-    call(endpoint, params(extra)).then(function (r) { return r.blob(); }).then(function (blob) {
+    var withFilters = endpoint !== "consent-rates";
+    call(endpoint, params(extra, withFilters)).then(function (r) { return r.blob(); }).then(function (blob) {
       var a = el("a", { href: URL.createObjectURL(blob), download: endpoint + "-" + $("from").value + "-" + $("to").value + ".csv" });
       document.body.appendChild(a);
       a.click();
@@ -374,24 +694,32 @@
     $("to").value = end.toISOString().slice(0, 10);
   }
 
+  // A shared link carries its token in the fragment (#share=…), which the browser never sends to a server.
+  function readShare() {
+    var hash = new URLSearchParams(location.hash.slice(1));
+    shareToken = hash.get("share") || "";
+    if (!shareToken) return;
+    $("token-field").hidden = true;
+    $("site").readOnly = true;
+    $("shared-note").hidden = false;
+  }
+
   function init() {
     var saved = null;
     try { saved = localStorage.getItem("cg-analytics-lang"); } catch (e) { /* ignore */ }
-    try { $("token").value = sessionStorage.getItem("cg-analytics-token") || ""; } catch (e) { /* ignore */ }
+    readShare();
+    if (!shareToken) {
+      try { $("token").value = sessionStorage.getItem("cg-analytics-token") || ""; } catch (e) { /* ignore */ }
+    }
+    buildPanels();
     fetch("config").then(function (r) { return r.json(); }).then(function (c) {
       config = c;
       $("site").value = c.site;
       var query = new URLSearchParams(location.search);
-      if (query.get("from") && query.get("to")) {
-        $("preset").value = "custom";
-        $("from").value = query.get("from");
-        $("to").value = query.get("to");
-      } else {
-        setPreset();
-      }
+      readUrl(query);
       var wanted = query.get("lang") || saved || c.locale || "ko";
       applyLang(wanted === "en" ? "en" : "ko");
-      if ($("token").value) loadAll();
+      if (token()) loadAll();
     });
     $("lang").addEventListener("click", function () { applyLang(lang === "ko" ? "en" : "ko"); if (document.body.getAttribute("data-loaded")) loadAll(); });
     $("preset").addEventListener("change", setPreset);
@@ -399,19 +727,26 @@
     $("controls").addEventListener("submit", function (e) { e.preventDefault(); loadAll(); });
     $("funnel-form").addEventListener("submit", function (e) {
       e.preventDefault();
+      saveUrl();
       getJSON("funnel", endpointParams("funnel")).then(renderFunnel).catch(function (err) { status(t("error") + ": " + err.message, true); });
     });
+    $("goals-form").addEventListener("submit", function (e) { e.preventDefault(); loadAll(); });
+    $("step-add").addEventListener("change", function () { appendTo($("steps"), this.value); this.value = ""; });
+    $("goal-add").addEventListener("change", function () { appendTo($("goals"), this.value); this.value = ""; });
     var resizeTimer = 0;
     window.addEventListener("resize", function () {
       clearTimeout(resizeTimer);
       resizeTimer = setTimeout(function () { if (lastSeries) renderChart(lastSeries); }, 100);
     });
-    $("dimension").addEventListener("change", function () {
-      getJSON("breakdown", endpointParams("breakdown")).then(renderBreakdown).catch(function (err) { status(t("error") + ": " + err.message, true); });
-    });
-    document.querySelectorAll("button.csv").forEach(function (b) {
+    document.querySelectorAll("button.csv[data-endpoint]:not([data-panel])").forEach(function (b) {
       b.addEventListener("click", function () { exportCsv(b.getAttribute("data-endpoint")); });
     });
+    // Visitors right now, refreshed every minute while the page is shown.
+    setInterval(function () {
+      if (token() && !document.hidden && document.body.getAttribute("data-loaded")) {
+        getRealtime().catch(function () { /* shown on the next full load */ });
+      }
+    }, 60000);
   }
 
   document.addEventListener("DOMContentLoaded", init);

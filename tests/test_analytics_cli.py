@@ -91,8 +91,18 @@ def test_stats_reads_the_data_directly(config: Path, base: dt.date, capsys: pyte
     assert main(["stats", "aggregate", "--config", str(config), *rng]) == 0
     table = capsys.readouterr().out
     header, _, values = table.splitlines()[:3]
-    assert header.split() == ["visitors", "visits", "pageviews", "events", "views_per_visit", "bounce_rate"]
-    assert values.split() == ["32", "45", "83", "14", "1.84", "0.4222"]
+    assert header.split() == [
+        "visitors",
+        "visits",
+        "pageviews",
+        "events",
+        "views_per_visit",
+        "bounce_rate",
+        "visit_duration",
+        "conversions",
+        "conversion_rate",
+    ]
+    assert values.split() == ["32", "45", "83", "14", "1.84", "0.4222", "48", "7", "0.2188"]
     assert "estimates: visitors" in table
     assert main(["stats", "breakdown", "--dimension", "browser", "--format", "csv", "--config", str(config), *rng]) == 0
     lines = capsys.readouterr().out.splitlines()

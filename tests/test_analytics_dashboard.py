@@ -70,10 +70,10 @@ def test_dashboard_renders_the_api_numbers(served: tuple[str, str, dt.date], tmp
         assert "M" in (page.locator("#chart svg path[data-series='pageviews']").get_attribute("d") or "")
         # Breakdown by page: /secret (2 people) and /blog (1) hold 3 people together, under k, so
         # they are neither listed nor folded into an "other" row.
-        rows = page.locator("#breakdown tbody tr")
+        rows = page.locator("#panel-pages-body tbody tr")
         assert rows.count() == 3
-        assert page.locator("#breakdown tbody tr.suppressed").count() == 0
-        assert "/secret" not in page.locator("#breakdown").inner_text()
+        assert page.locator("#panel-pages-body tbody tr.suppressed").count() == 0
+        assert "/secret" not in page.locator("#panel-pages-body").inner_text()
         # Funnel and consent rates.
         assert page.locator("#funnel [data-step='1']").inner_text().startswith("32")
         assert page.locator("#funnel [data-step='3']").inner_text().startswith("6")
@@ -83,7 +83,7 @@ def test_dashboard_renders_the_api_numbers(served: tuple[str, str, dt.date], tmp
         assert "80%" in page.locator("#consent-days").text_content()
 
         with page.expect_download() as download_info:
-            page.locator("button.csv[data-endpoint='breakdown']").click()
+            page.locator("#panel-pages button.csv").click()
         csv_text = Path(download_info.value.path()).read_text("utf-8")
         assert csv_text.splitlines()[0] == "value,visitors,pageviews,events"
         assert "/pricing,12,24,2" in csv_text
@@ -91,7 +91,7 @@ def test_dashboard_renders_the_api_numbers(served: tuple[str, str, dt.date], tmp
         page.get_by_role("button", name="English").click()
         page.wait_for_function("document.documentElement.lang === 'en'")
         assert page.locator("h1").inner_text() == "Marketing analytics"
-        page.wait_for_selector("#breakdown th:has-text('Visitors')")
+        page.wait_for_selector("#panel-pages-body th:has-text('Visitors')")
 
         OUTPUT.mkdir(exist_ok=True)
         page.screenshot(path=str(OUTPUT / "analytics-dashboard.png"), full_page=True)

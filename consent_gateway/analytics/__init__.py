@@ -3,7 +3,7 @@
 from .app import AnalyticsMount, create_analytics_app
 from .params import DIMENSIONS, Query
 from .queries import Analytics, Result, run_query
-from .tokens import TokenRecord, TokenStore
+from .tokens import TokenRecord, TokenStore, share_link
 
 __all__ = [
     "DIMENSIONS",
@@ -15,4 +15,5 @@ __all__ = [
     "TokenStore",
     "create_analytics_app",
     "run_query",
+    "share_link",
 ]

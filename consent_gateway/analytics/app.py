@@ -21,7 +21,7 @@ from ..settings import Settings
 from ..store import Store, migrate, open_store
 from .params import ENDPOINT_PARAMS, Query
 from .queries import Analytics
-from .tokens import TokenRecord, TokenStore
+from .tokens import SHARE_ENDPOINTS, TokenRecord, TokenStore
 
 logger = logging.getLogger("consent_gateway.analytics")
 
@@ -101,6 +101,12 @@ def create_analytics_app(settings: Settings, *, store: Store | None = None) -> S
             )
         status = 500  # until the query has run: an unexpected error is logged as such
         try:
+            if not record.may_call(endpoint):
+                raise RequestError(
+                    f"token {record.name!r} is a read-only shared link: it reads the dashboard's figures "
+                    f"({', '.join(sorted(SHARE_ENDPOINTS))}), not {endpoint[:40]!r}; use an API token",
+                    status=403,
+                )
             if endpoint not in ENDPOINT_PARAMS:
                 raise RequestError(
                     f"no endpoint {endpoint[:40]!r}; use one of {', '.join(ENDPOINT_PARAMS)}", status=404

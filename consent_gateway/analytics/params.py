@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import RequestError
 
@@ -13,6 +13,7 @@ from ..errors import RequestError
 DIMENSIONS: Mapping[str, str] = {
     "page": "path",
     "entry_page": "path",
+    "exit_page": "path",
     "referrer_host": "referrer_host",
     "utm_source": "utm_source",
     "utm_medium": "utm_medium",
@@ -27,8 +28,12 @@ DIMENSIONS: Mapping[str, str] = {
 }
 # Campaign and click attribution: read only from rows whose visitor granted marketing.
 MARKETING_DIMENSIONS = frozenset({"utm_campaign", "utm_term", "utm_content", "click_attribution"})
-# entry_page is a property of a visit, not of a row: it can be a breakdown but not a filter.
-FILTER_DIMENSIONS = tuple(d for d in DIMENSIONS if d != "entry_page")
+# Entry and exit pages are properties of a visit, not of a row: breakdowns, never filters.
+VISIT_DIMENSIONS = frozenset({"entry_page", "exit_page"})
+FILTER_DIMENSIONS = tuple(d for d in DIMENSIONS if d not in VISIT_DIMENSIONS)
+# A filter of this value matches the empty value (no referrer, no campaign): an empty filter value
+# is refused, so "(direct)" and "(none)" rows need a name to be filtered by.
+EMPTY_VALUE = "(none)"
 
 PERIODS: Mapping[str, int] = {"today": 1, "7d": 7, "30d": 30, "90d": 90, "6mo": 183, "12mo": 365}
 INTERVALS = ("hour", "day", "week", "month")
@@ -38,15 +43,19 @@ SOURCES = ("auto", "raw", "rollup")
 MAX_SPAN_DAYS = 3660
 MAX_LIMIT = 1000
 MAX_STEPS = 8
+MAX_GOALS = 20
+COMPARES = ("previous",)
 _SITE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _STEP = re.compile(r"^(page|event):(.{1,512})$", re.DOTALL)
 
 COMMON = ("site", "period", "from", "to", "format")
 ENDPOINT_PARAMS: Mapping[str, tuple[str, ...]] = {
-    "aggregate": (*COMMON, "source", *FILTER_DIMENSIONS),
-    "timeseries": (*COMMON, "source", "interval", *FILTER_DIMENSIONS),
+    "aggregate": (*COMMON, "source", "compare", "goals", *FILTER_DIMENSIONS),
+    "timeseries": (*COMMON, "source", "interval", "compare", *FILTER_DIMENSIONS),
     "breakdown": (*COMMON, "source", "dimension", "limit", *FILTER_DIMENSIONS),
     "funnel": (*COMMON, "steps", "window", *FILTER_DIMENSIONS),
+    "goals": (*COMMON, "source", "goals", *FILTER_DIMENSIONS),
+    "realtime": ("site", "format"),
     "consent-rates": COMMON,
 }
 
@@ -78,6 +87,8 @@ class Query:
     limit: int = 10
     steps: tuple[FunnelStep, ...] = ()
     window: int = 1800
+    compare: str = ""
+    goals: tuple[FunnelStep, ...] = ()
 
     @property
     def days(self) -> int:
@@ -129,6 +140,8 @@ class Query:
         if endpoint == "funnel":
             steps = _steps(values.get("steps", ""))
             window = _int(values, "window", 1800, 1, 7 * 86400)
+        compare = _choice(values, "compare", COMPARES, "") if "compare" in values else ""
+        goals = _goals(values["goals"]) if "goals" in values else ()
         return cls(
             endpoint=endpoint,
             site=site,
@@ -142,7 +155,14 @@ class Query:
             limit=limit,
             steps=steps,
             window=window,
+            compare=compare,
+            goals=goals,
         )
+
+    def previous(self) -> Query:
+        """The same query over the period of the same length just before this one."""
+        span = dt.timedelta(days=self.days)
+        return replace(self, start=self.start - span, end=self.end - span, compare="")
 
     def as_dict(self) -> dict[str, object]:
         """The parameters in force, echoed in every response."""
@@ -157,6 +177,10 @@ class Query:
         if self.endpoint == "funnel":
             out["steps"] = [str(s) for s in self.steps]
             out["window"] = self.window
+        if self.compare:
+            out["compare"] = self.compare
+        if self.goals:
+            out["goals"] = [str(g) for g in self.goals]
         return out
 
 
@@ -210,6 +234,19 @@ def _filter_value(dimension: str, value: str) -> str:
     if not value or len(value) > 512:
         raise _bad(dimension, value, "give a value of 1-512 characters")
     return value
+
+
+def _goals(raw: str) -> tuple[FunnelStep, ...]:
+    parts = list(dict.fromkeys(p for p in raw.split(",") if p))
+    if not 1 <= len(parts) <= MAX_GOALS:
+        raise _bad("goals", raw, f"give 1-{MAX_GOALS} comma-separated goals like event:signup,page:/thanks")
+    goals = []
+    for part in parts:
+        match = _STEP.match(part)
+        if match is None:
+            raise _bad("goals", part, "write each goal as page:/path or event:name")
+        goals.append(FunnelStep(match.group(1), match.group(2)))
+    return tuple(goals)
 
 
 def _steps(raw: str) -> tuple[FunnelStep, ...]:

@@ -33,10 +33,11 @@ from typing import Any
 from ..errors import RequestError
 from ..settings import Settings
 from ..store import Store
-from .params import DIMENSIONS, Query
+from .params import DIMENSIONS, EMPTY_VALUE, FunnelStep, Query
 
 SUPPRESSED = "other (suppressed)"
 VISIT_GAP_SECONDS = 1800
+REALTIME_SECONDS = 1800
 PAGEVIEW = "kind = 'visit' AND name = 'pageview'"
 
 NOTES = {
@@ -50,6 +51,13 @@ NOTES = {
         "fewer than k = {k} people match this query, so it is answered with the suppression alone: "
         "widen the range or remove a filter"
     ),
+    "goals": (
+        "a conversion is a visitor who reached a goal (an event name or a page); without 'goals' every "
+        "event name is a goal; the conversion rate is converted visitors over all visitors"
+    ),
+    "compare": "the comparison period ({start} to {end}) is not covered by raw events: no comparison",
+    "compare_range": "the comparison period starts on {cutoff}, where raw events begin: it is shorter",
+    "realtime": "visitors in the last 30 minutes, shown only when at least k = {k} people stand behind the number",
     "range": (
         "the range asked for starts on {start}, but raw events are kept only from {cutoff}: the answer "
         "covers {cutoff} on (the daily rollup counts hits, not people, so k cannot be applied to it)"
@@ -104,14 +112,22 @@ class Analytics:
         now = now or dt.datetime.now(dt.UTC)
         today = today or now.date()
         notes: dict[str, str] = {}
-        if q.endpoint != "consent-rates":
+        if q.endpoint not in ("consent-rates", "realtime"):
             q, clamped = self._within_raw(q, today)
             if clamped:
                 notes["range"] = clamped
         if q.endpoint == "aggregate":
             result = self._aggregate(q)
+            if q.compare:
+                result.meta["comparison"] = self._comparison(q, result, today, notes)
+        elif q.endpoint == "goals":
+            result = self._goals(q)
+        elif q.endpoint == "realtime":
+            result = self._realtime(q, now)
         elif q.endpoint == "timeseries":
             result = self._timeseries(q, now)
+            if q.compare:
+                result.meta["comparison"] = self._series_comparison(q, now, today, notes)
         elif q.endpoint == "breakdown":
             result = self._breakdown(q)
         elif q.endpoint == "funnel":
@@ -124,7 +140,7 @@ class Analytics:
         if result.meta.get("suppressed") and not result.rows:
             notes["suppressed"] = NOTES["population"].format(k=self.k)
         result.meta = {
-            "query": q.as_dict(),
+            "query": {"site": q.site} if q.endpoint == "realtime" else q.as_dict(),
             "source": "receipts" if q.endpoint == "consent-rates" else "raw",
             "k": self.k,
             **result.meta,
@@ -158,7 +174,8 @@ class Analytics:
             return q, ""
         return replace(q, start=cutoff), NOTES["range"].format(start=q.start, cutoff=cutoff)
 
-    def _where(self, q: Query, params: dict[str, Any]) -> str:
+    def _where(self, q: Query, params: dict[str, Any], *, filters: bool = True) -> str:
+        """The rows of ``q``'s site, range and consent; with ``filters``, only those matching its filters."""
         params.update(site=q.site, start=q.start, end=q.end, keep=self.retention_months)
         clauses = [
             "site = {site:String}",
@@ -169,13 +186,20 @@ class Analytics:
         if q.marketing_only:
             params["marketing"] = self.marketing
             clauses.append("has(granted, {marketing:String})")
+        if filters:
+            clauses.extend(self._filter_clauses(q, params))
+        return " AND ".join(clauses)
+
+    def _filter_clauses(self, q: Query, params: dict[str, Any]) -> list[str]:
+        clauses = []
         for i, (dim, value) in enumerate(q.filters):
-            params[f"f{i}"] = value
+            # "(none)" names the empty value; click attribution's own "(none)" is a value of its expression.
+            params[f"f{i}"] = "" if value == EMPTY_VALUE and dim != "click_attribution" else value
             if dim == "event_name":
                 clauses.append(f"(kind = 'event' AND name = {{f{i}:String}})")
             else:
                 clauses.append(f"{DIMENSIONS[dim]} = {{f{i}:String}}")
-        return " AND ".join(clauses)
+        return clauses
 
     def _visitor_groups(
         self, q: Query, group: str, *, extra: str = "", extra_params: Mapping[str, Any] | None = None
@@ -241,52 +265,275 @@ GROUP BY g""",
         return 0 < population["k_visitors"] < self.k
 
     def _sessions_sql(self, q: Query, params: dict[str, Any], *, paths: bool = False) -> str:
-        """One row per visitor key and day: its sorted page views, visit starts and bounces.
+        """One row per visitor key and day: its sorted page views, visit starts, ends and bounces.
 
-        Without ``paths`` the hits are bare timestamps, which halves the cost of the aggregate.
+        Filters select visits, not page views: a visit counts, whole, when one of its page views
+        or events matches them (a visit that landed from a campaign and went on to three pages is
+        one visit of three pages, not a bounce; a visit that sent "signup" is one of the visits
+        with that event). An event belongs to the visit in progress when it was sent. The kept
+        visits' start, end and bounce marks stay; the others' are cleared.
+        Without ``paths`` and filters the hits are bare timestamps, which halves the cost of the aggregate.
         """
-        where = self._where(q, params)
-        hit = "(toUnixTimestamp(ts), path)" if paths else "toUnixTimestamp(ts)"
-        seconds = "arrayMap(h -> h.1, hits)" if paths else "hits"
+        if q.filters:
+            where = self._where(q, params, filters=False)
+            match = " AND ".join(self._filter_clauses(q, params))
+            hit = f"(toUnixTimestamp(ts), path, {match}, {PAGEVIEW})"
+            rows = f"({PAGEVIEW} OR kind = 'event')"
+            pageviews = "arrayFilter(h -> h.4, all_hits)"
+            # A matching hit's visit: the number of visit starts at or before it (0: before any page view).
+            keep = (
+                "arrayDistinct(arrayMap(h -> arrayCount((p, s) -> s AND p.1 <= h.1, hits, starts0), "
+                "arrayFilter(h -> h.3, all_hits)))"
+            )
+            mask = "has(keep, v)"
+        else:
+            where = self._where(q, params)
+            hit = "(toUnixTimestamp(ts), path)" if paths else "toUnixTimestamp(ts)"
+            rows, pageviews, keep, mask = PAGEVIEW, "all_hits", "[]", "1"
+        seconds = "arrayMap(h -> h.1, hits)" if (paths or q.filters) else "hits"
         return f"""
-SELECT ident AS identified, vkey AS visitor, d, hits,
-       arrayMap((gap, i) -> i = 1 OR gap > {VISIT_GAP_SECONDS},
-                arrayDifference({seconds}), arrayEnumerate(hits)) AS starts,
-       arrayMap(i -> starts[i] AND (i = length(starts) OR starts[i + 1]), arrayEnumerate(starts)) AS bounced
+SELECT identified, visitor, d, hits,
+       arrayMap((x, v) -> x AND {mask}, starts0, vis) AS starts,
+       arrayMap((x, v) -> x AND {mask}, ends0, vis) AS ends,
+       arrayMap((x, v) -> x AND {mask}, bounced0, vis) AS bounced,
+       -- a visit lasts from its first page view to its last: the sum of its ends minus its starts
+       arraySum(arrayMap((t, e) -> if(e, toInt64(t), 0), {seconds}, ends))
+         - arraySum(arrayMap((t, s) -> if(s, toInt64(t), 0), {seconds}, starts)) AS seconds_in_visits,
+       arrayCount(v -> {mask}, vis) AS views_in_visits
 FROM (
-    SELECT any(identified) AS ident, any(visitor) AS vkey, any(toDate(ts)) AS d,
-           arraySort(groupArray({hit})) AS hits
-    FROM {self.events}
-    WHERE {where} AND {PAGEVIEW}
-    -- one 64-bit key per (key, day) groups about twice as fast as the three columns
-    GROUP BY cityHash64(identified, visitor, toDate(ts))
+    SELECT ident AS identified, vkey AS visitor, d, {pageviews} AS hits,
+           arrayMap((gap, i) -> i = 1 OR gap > {VISIT_GAP_SECONDS},
+                    arrayDifference({seconds}), arrayEnumerate(hits)) AS starts0,
+           arrayMap(i -> i = length(starts0) OR starts0[i + 1], arrayEnumerate(starts0)) AS ends0,
+           arrayMap(i -> starts0[i] AND ends0[i], arrayEnumerate(starts0)) AS bounced0,
+           arrayCumSum(starts0) AS vis,
+           {keep} AS keep
+    FROM (
+        SELECT any(identified) AS ident, any(visitor) AS vkey, any(toDate(ts)) AS d,
+               arraySort(groupArray({hit})) AS all_hits
+        FROM {self.events}
+        WHERE {where} AND {rows}
+        -- one 64-bit key per (key, day) groups about twice as fast as the three columns
+        GROUP BY cityHash64(identified, visitor, toDate(ts))
+    )
 )"""
 
     # -- aggregate --------------------------------------------------------------------------
 
     def _aggregate(self, q: Query) -> Result:
         top = self._population(q)
-        columns = ["visitors", "visits", "pageviews", "events", "views_per_visit", "bounce_rate"]
+        columns = [
+            "visitors",
+            "visits",
+            "pageviews",
+            "events",
+            "views_per_visit",
+            "bounce_rate",
+            "visit_duration",
+            "conversions",
+            "conversion_rate",
+        ]
         meta: dict[str, Any] = {
-            "estimates": ["visitors"],
-            "notes": {"visitors": NOTES["visitors"], "visits": NOTES["visits"]},
+            "estimates": ["visitors", "conversions"],
+            "notes": {"visitors": NOTES["visitors"], "visits": NOTES["visits"], "goals": NOTES["goals"]},
         }
         if self._too_few(top):
             return Result(columns, [dict.fromkeys(columns)], {**meta, "suppressed": True})
         params: dict[str, Any] = {}
-        visits, bounces = self.store.query_rows(
-            f"SELECT sum(arraySum(starts)), sum(arraySum(bounced)) FROM ({self._sessions_sql(q, params)})", params
+        visits, bounces, seconds, views = self.store.query_rows(
+            "SELECT sum(arraySum(starts)), sum(arraySum(bounced)), sum(seconds_in_visits), sum(views_in_visits) "
+            f"FROM ({self._sessions_sql(q, params)})",
+            params,
         )[0]
-        visits, bounces = int(visits or 0), int(bounces or 0)
+        visits, bounces, seconds, views = int(visits or 0), int(bounces or 0), int(seconds or 0), int(views or 0)
+        goal_params: dict[str, Any] = {}
+        converted = list(
+            self._visitor_groups(q, "0", extra=_goal_condition(q.goals, goal_params), extra_params=goal_params)
+        )
+        conversions: int | None = converted[0]["visitors"] if converted else 0
+        if converted and converted[0]["k_visitors"] < self.k:
+            conversions = None  # fewer than k people converted: the count would single them out
         row: dict[str, Any] = {
             "visitors": top["visitors"],
             "visits": visits,
             "pageviews": top["pageviews"],
             "events": top["events"],
-            "views_per_visit": round(top["pageviews"] / visits, 2) if visits else 0.0,
+            # the page views of the visits counted (with filters: all pages of the visits they select)
+            "views_per_visit": round(views / visits, 2) if visits else 0.0,
             "bounce_rate": round(bounces / visits, 4) if visits else 0.0,
+            "visit_duration": round(seconds / visits) if visits else 0,
+            "conversions": conversions,
+            "conversion_rate": (
+                None if conversions is None else (round(conversions / top["visitors"], 4) if top["visitors"] else 0.0)
+            ),
         }
         return Result(columns, [row], {**meta, "suppressed": False})
+
+    def _comparison(self, q: Query, current: Result, today: dt.date, notes: dict[str, str]) -> dict[str, Any]:
+        """The previous period of the same length, and each headline figure's change against it.
+
+        Counts change by a ratio ((now - before) / before); rates (bounce, conversion) by their
+        difference, in shares. A change is null when either side is hidden or the earlier one is 0.
+        """
+        prev = q.previous()
+        cutoff = _months_before(today, self.retention_months)
+        out: dict[str, Any] = {"from": prev.start.isoformat(), "to": prev.end.isoformat()}
+        if prev.end < cutoff:
+            notes["compare"] = NOTES["compare"].format(start=prev.start, end=prev.end)
+            return {**out, "suppressed": False, "available": False, "results": [], "change": {}}
+        if prev.start < cutoff:
+            prev = replace(prev, start=cutoff)
+            out["from"] = cutoff.isoformat()
+            notes["compare_range"] = NOTES["compare_range"].format(cutoff=cutoff)
+        before = self._aggregate(prev)
+        now_row, before_row = current.rows[0], before.rows[0]
+        change: dict[str, float | None] = {}
+        for column in current.columns:
+            a, b = now_row.get(column), before_row.get(column)
+            if a is None or b is None:
+                change[column] = None
+            elif column in RATES:
+                change[column] = round(a - b, 4)
+            else:
+                change[column] = round((a - b) / b, 4) if b else None
+        return {
+            **out,
+            "available": True,
+            "suppressed": bool(before.meta.get("suppressed")),
+            "results": before.rows,
+            "change": change,
+        }
+
+    def _series_comparison(self, q: Query, now: dt.datetime, today: dt.date, notes: dict[str, str]) -> dict[str, Any]:
+        """The previous period's series, bucket for bucket (the n-th bucket before the n-th now)."""
+        prev = q.previous()
+        cutoff = _months_before(today, self.retention_months)
+        out: dict[str, Any] = {"from": prev.start.isoformat(), "to": prev.end.isoformat()}
+        if prev.end < cutoff:
+            notes["compare"] = NOTES["compare"].format(start=prev.start, end=prev.end)
+            return {**out, "available": False, "suppressed": False, "results": []}
+        if prev.start < cutoff:
+            prev = replace(prev, start=cutoff)
+            out["from"] = cutoff.isoformat()
+            notes["compare_range"] = NOTES["compare_range"].format(cutoff=cutoff)
+        before = self._timeseries(prev, now)
+        # Buckets cut off at the start are padded with nulls, so the n-th bucket stays the n-th.
+        missing = len(_buckets(q.previous().start, prev.end, q.interval, now)) - len(before.rows)
+        gap = [
+            {"date": key, "visitors": None, "pageviews": None, "events": None, "suppressed": False}
+            for key in _buckets(q.previous().start, prev.end, q.interval, now)[: max(0, missing)]
+        ]
+        rows = gap + before.rows if before.rows else []
+        return {**out, "available": True, "suppressed": bool(before.meta.get("suppressed")), "results": rows}
+
+    # -- goals ------------------------------------------------------------------------------
+
+    def _goals(self, q: Query) -> Result:
+        """Per goal: the visitors who reached it, how often, and the share of all visitors.
+
+        Goals named in the query are listed each (hidden when fewer than k people reached one);
+        without them every event name is a goal, and names reached by fewer than k people are
+        left out and counted, as in breakdowns (their names would say that someone sent them).
+        """
+        columns = ["goal", "kind", "value", "visitors", "conversions", "conversion_rate", "suppressed"]
+        meta: dict[str, Any] = {
+            "estimates": ["visitors"],
+            "notes": {"visitors": NOTES["visitors"], "goals": NOTES["goals"]},
+        }
+        top = self._population(q)
+        if self._too_few(top):
+            return Result(columns, [], {**meta, "suppressed": True, "groups": 0, "suppressed_groups": 0})
+        total = top["visitors"]
+
+        def rate(visitors: int) -> float:
+            return round(visitors / total, 4) if total else 0.0
+
+        rows: list[dict[str, Any]] = []
+        hidden = 0
+        if q.goals:
+            params: dict[str, Any] = {}
+            parts = []
+            for i, goal in enumerate(q.goals):
+                parts.append(f"{_goal_condition((goal,), params, prefix=f'g{i}')}, {i}")
+            found = {
+                int(g["g"]): g
+                for g in self._visitor_groups(
+                    q, f"multiIf({', '.join(parts)}, -1)", extra=_goal_condition(q.goals, params), extra_params=params
+                )
+            }
+            for i, goal in enumerate(q.goals):
+                g = found.get(i, {"visitors": 0, "k_visitors": 0, "pageviews": 0, "events": 0})
+                small = 0 < g["k_visitors"] < self.k
+                hits = g["pageviews"] if goal.kind == "page" else g["events"]
+                rows.append(
+                    {
+                        "goal": str(goal),
+                        "kind": goal.kind,
+                        "value": goal.value,
+                        "visitors": None if small else g["visitors"],
+                        "conversions": None if small else hits,
+                        "conversion_rate": None if small else rate(g["visitors"]),
+                        "suppressed": small,
+                    }
+                )
+        else:
+            for g in self._visitor_groups(q, "name", extra="kind = 'event'"):
+                if g["k_visitors"] < self.k:
+                    hidden += 1
+                    continue
+                rows.append(
+                    {
+                        "goal": f"event:{g['g']}",
+                        "kind": "event",
+                        "value": g["g"],
+                        "visitors": g["visitors"],
+                        "conversions": g["events"],
+                        "conversion_rate": rate(g["visitors"]),
+                        "suppressed": False,
+                    }
+                )
+            rows.sort(key=lambda r: (-r["visitors"], -r["conversions"], r["value"]))
+        return Result(
+            columns,
+            rows,
+            {**meta, "suppressed": False, "visitors": total, "groups": len(rows), "suppressed_groups": hidden},
+        )
+
+    # -- realtime ---------------------------------------------------------------------------
+
+    def _realtime(self, q: Query, now: dt.datetime) -> Result:
+        """Visitors and page views of the last 30 minutes, shown only when k people stand behind them."""
+        columns = ["visitors", "pageviews", "suppressed"]
+        since = int(now.timestamp()) - REALTIME_SECONDS
+        params = {"site": q.site, "since": since, "until": int(now.timestamp()), "today": now.astimezone(dt.UTC).date()}
+        ident, pseudo, pseudo_today, pseudo_before, pageviews = self.store.query_rows(
+            f"""
+SELECT uniqExactIf(visitor, identified = 1),
+       uniqExactIf(cityHash64(visitor, toDate(ts)), identified = 0),
+       uniqExactIf(visitor, identified = 0 AND toDate(ts) = {{today:Date}}),
+       uniqExactIf(visitor, identified = 0 AND toDate(ts) != {{today:Date}}),
+       countIf({PAGEVIEW})
+FROM {self.events}
+WHERE site = {{site:String}} AND is_bot = 0
+  AND ts >= toDateTime({{since:UInt32}}, 'UTC') AND ts <= toDateTime({{until:UInt32}}, 'UTC')""",
+            params,
+        )[0]
+        visitors = int(ident) + int(pseudo)
+        bound = max(int(ident), int(pseudo_today), int(pseudo_before))
+        small = 0 < bound < self.k
+        row = {
+            "visitors": None if small else visitors,
+            "pageviews": None if small else int(pageviews),
+            "suppressed": small,
+        }
+        since_text = dt.datetime.fromtimestamp(since, dt.UTC).isoformat(timespec="seconds")
+        meta: dict[str, Any] = {
+            "estimates": ["visitors"],
+            "notes": {"realtime": NOTES["realtime"].format(k=self.k)},
+            "suppressed": False,
+            "since": since_text,
+        }
+        return Result(columns, [row], meta)
 
     # -- timeseries -------------------------------------------------------------------------
 
@@ -325,7 +572,7 @@ FROM (
 
     def _breakdown(self, q: Query) -> Result:
         dim = q.dimension
-        entry = dim == "entry_page"
+        entry = dim in ("entry_page", "exit_page")
         columns = (
             ["value", "visitors", "visits", "bounce_rate"] if entry else ["value", "visitors", "pageviews", "events"]
         )
@@ -334,8 +581,9 @@ FROM (
         if self._too_few(self._population(q)):
             return Result(columns, [], {**meta, "suppressed": True, "groups": 0, "suppressed_groups": 0})
         if entry:
-            groups = self._entry_groups(q)
-            return self._ranked(groups, columns, q.limit, meta, lambda values: self._entry_groups(q, values))
+            ends = dim == "exit_page"
+            groups = self._entry_groups(q, exit=ends)
+            return self._ranked(groups, columns, q.limit, meta, lambda values: self._entry_groups(q, values, exit=ends))
         expr = DIMENSIONS[dim]
         # A page's events are the events sent from it (their path); asset requests are left out.
         extra = (
@@ -363,8 +611,10 @@ FROM (
         groups = [as_row(g, g["g"]) for g in self._visitor_groups(q, expr, extra=extra)]
         return self._ranked(groups, columns, q.limit, meta, fold)
 
-    def _entry_groups(self, q: Query, fold: list[Any] | None = None) -> list[dict[str, Any]]:
-        """Visits by entry page; with ``fold``, the visits entering on any of those pages as one group."""
+    def _entry_groups(self, q: Query, fold: list[Any] | None = None, *, exit: bool = False) -> list[dict[str, Any]]:
+        """Visits by entry page (``exit``: by exit page); with ``fold``, the visits entering (or leaving)
+        on any of those pages as one group. An exit page's bounce rate is that of the visits ending there."""
+        marks = "ends" if exit else "starts"
         params: dict[str, Any] = {}
         group, keep = "e.2", ""
         if fold is not None:
@@ -380,7 +630,7 @@ FROM (
     FROM (
         SELECT identified, visitor, d,
                arrayJoin(arrayFilter(x -> x.1,
-                   arrayMap(i -> (starts[i], hits[i].2, bounced[i]), arrayEnumerate(starts)))) AS e
+                   arrayMap(i -> ({marks}[i], hits[i].2, bounced[i]), arrayEnumerate(starts)))) AS e
         FROM ({self._sessions_sql(q, params, paths=True)})
     )
     {keep}
@@ -548,6 +798,26 @@ GROUP BY d ORDER BY d"""
         else:
             summary = {"choices": None, "suppressed": True}
         return Result(columns, rows, {**meta, "suppressed": False, "total": summary})
+
+
+RATES = frozenset({"bounce_rate", "conversion_rate"})
+
+
+def _goal_condition(goals: Sequence[FunnelStep], params: dict[str, Any], prefix: str = "goal") -> str:
+    """The rows that reach any of ``goals``: page views of a goal's page or events of its name.
+
+    Without goals every event is one (each event name is a goal)."""
+    if not goals:
+        return "kind = 'event'"
+    parts = []
+    for i, goal in enumerate(goals):
+        name = f"{prefix}_{i}"
+        params[name] = goal.value
+        if goal.kind == "page":
+            parts.append(f"({PAGEVIEW} AND path = {{{name}:String}})")
+        else:
+            parts.append(f"(kind = 'event' AND name = {{{name}:String}})")
+    return "(" + " OR ".join(parts) + ")"
 
 
 def _months_before(day: dt.date, months: int) -> dt.date:

@@ -5,7 +5,12 @@ Why a file and not a ClickHouse table: the embedded engine locks its data to one
 when it changes, so a revocation takes effect on the next request without a restart. A token
 carries 256 random bits, so a fast hash is enough: there is nothing to brute-force.
 
-A token reads only the sites it names. Records written before tokens named their sites have no
+A token reads only the sites it names. A *share* token (``keys share``) reads one site's dashboard
+and the API calls the dashboard makes, nothing else; it always expires. It is handed out as a link
+whose token sits in the URL fragment (``#share=…``), which browsers never send to a server or in a
+``Referer``, so it stays out of access logs.
+
+ Records written before tokens named their sites have no
 ``sites`` entry: they read only the site the app is configured for (``site_id``), never every site.
 """
 
@@ -25,6 +30,12 @@ from pathlib import Path
 from ..errors import SettingsError
 
 TOKEN_PREFIX = "cga_"  # noqa: S105 - a recognisable prefix (secret scanners), not a secret
+SHARE_PREFIX = "cgs_"  # the same for read-only shared links
+KINDS = ("api", "share")
+# What a shared link may call: the dashboard's own reads. A new endpoint is not readable by a
+# shared link until it is added here on purpose.
+SHARE_ENDPOINTS = frozenset({"aggregate", "timeseries", "breakdown", "goals", "funnel", "realtime", "consent-rates"})
+MAX_SHARE_DAYS = 365
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 _SITE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 MAX_SITES = 64
@@ -43,10 +54,12 @@ class TokenRecord:
     expires: str | None = None
     revoked: str | None = None
     sites: tuple[str, ...] | None = None
+    kind: str = "api"
 
     def __repr__(self) -> str:
         return (
-            f"TokenRecord(name={self.name!r}, sites={self.sites!r}, expires={self.expires!r}, revoked={self.revoked!r})"
+            f"TokenRecord(name={self.name!r}, kind={self.kind!r}, sites={self.sites!r}, "
+            f"expires={self.expires!r}, revoked={self.revoked!r})"
         )
 
     @classmethod
@@ -59,6 +72,7 @@ class TokenRecord:
             expires=None if data.get("expires") is None else str(data["expires"]),
             revoked=None if data.get("revoked") is None else str(data["revoked"]),
             sites=None if sites is None else tuple(str(x) for x in sites),  # type: ignore[union-attr]
+            kind=str(data.get("kind", "api")),
         )
 
     def readable_sites(self, default_site: str) -> tuple[str, ...]:
@@ -67,6 +81,10 @@ class TokenRecord:
 
     def may_read(self, site: str, default_site: str) -> bool:
         return site in self.readable_sites(default_site)
+
+    def may_call(self, endpoint: str) -> bool:
+        """API tokens call every endpoint; a shared link only what the dashboard reads."""
+        return self.kind == "api" or (self.kind == "share" and endpoint in SHARE_ENDPOINTS)
 
     def status(self, now: dt.datetime) -> str:
         if self.revoked:
@@ -113,6 +131,7 @@ class TokenStore:
         sites: tuple[str, ...] | list[str] | None = None,
         expires_days: int | None = None,
         now: dt.datetime | None = None,
+        kind: str = "api",
     ) -> tuple[str, TokenRecord]:
         """A new token named ``name`` reading ``sites`` (None: the configured site only).
 
@@ -135,16 +154,44 @@ class TokenStore:
         records = list(self.records())
         if any(r.name == name and not r.revoked for r in records):
             raise SettingsError("token name", name, "a token of that name exists; revoke it first or pick another name")
-        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        if kind not in KINDS:
+            raise SettingsError("token kind", kind, f"use one of {', '.join(KINDS)}")
+        if kind == "share" and (expires_days is None or sites is None or len(sites) != 1):
+            raise SettingsError("shared link", name, "a shared link reads exactly one site and always expires")
+        token = (SHARE_PREFIX if kind == "share" else TOKEN_PREFIX) + secrets.token_urlsafe(32)
         record = TokenRecord(
             name=name,
             sha256=_hash(token),
             created=now.isoformat(timespec="seconds"),
             expires=(now + dt.timedelta(days=expires_days)).isoformat(timespec="seconds") if expires_days else None,
             sites=sites,
+            kind=kind,
         )
         self._write([*records, record])
         return token, record
+
+    def create_share(
+        self,
+        site: str,
+        *,
+        expires_days: int = 30,
+        name: str | None = None,
+        now: dt.datetime | None = None,
+    ) -> tuple[str, TokenRecord]:
+        """A read-only shared link's token for one ``site``'s dashboard, expiring after ``expires_days``.
+
+        Its name (default ``share-<site>-<6 hex digits>``) is what ``keys revoke`` takes.
+        """
+        if not _SITE.match(site):
+            raise SettingsError("--site", site[:80], "use 1-64 letters, digits, '.', '-' or '_'")
+        if not 1 <= expires_days <= MAX_SHARE_DAYS:
+            raise SettingsError("--expires", expires_days, f"a shared link expires after 1 to {MAX_SHARE_DAYS} days")
+        name = name or f"share-{site[:48].lstrip('._-') or 'site'}-{secrets.token_hex(3)}"
+        return self.create(name, sites=(site,), expires_days=expires_days, now=now, kind="share")
+
+    def shares(self, *, site: str | None = None, now: dt.datetime | None = None) -> tuple[TokenRecord, ...]:
+        """The shared links' records (of ``site`` only when given), active, expired and revoked alike."""
+        return tuple(r for r in self.records() if r.kind == "share" and (site is None or site in (r.sites or ())))
 
     def revoke(self, name: str, *, now: dt.datetime | None = None) -> int:
         """Revoke every active token named ``name``; returns how many."""
@@ -189,4 +236,11 @@ def _as_json(record: TokenRecord) -> dict[str, object]:
         del data["sites"]  # an older record stays as it was: scoped to the configured site
     else:
         data["sites"] = list(record.sites)
+    if record.kind == "api":
+        del data["kind"]  # API tokens are written as they were before shared links existed
     return data
+
+
+def share_link(base_url: str, site: str, token: str) -> str:
+    """The link to give out: the dashboard at ``base_url`` for ``site``, the token in the fragment."""
+    return f"{base_url.rstrip('/')}/?site={site}#share={token}"

@@ -35,6 +35,8 @@ ALLOWED_LATIN = {
     "NAME",
     "utm_source",
     "utm_medium",
+    "utm_content",
+    "utm_term",
     "page",
     "event",
 }
@@ -135,13 +137,12 @@ def test_layout_in_both_languages(new_context: Callable[..., Any], dashboard: An
     # The funnel is offered from the data: its two most visited pages and its most sent event.
     assert page.locator("#steps").input_value() == "page:/,page:/pricing,event:signup"
     assert page.locator("#funnel [data-step='3']").inner_text().startswith("6")
-    # Empty referrers are named, in the page's language.
-    page.select_option("#dimension", "referrer_host")
+    # Empty referrers are named, in the page's language (the sources panel opens on referrers).
     direct = "(직접 유입)" if lang == "ko" else "(direct)"
-    page.locator("#breakdown td.label", has_text=direct).wait_for()
+    page.locator("#panel-sources-body td.label", has_text=direct).wait_for()
     # Headers are never broken inside a word.
     broken = page.evaluate(
-        """() => [...document.querySelectorAll('#breakdown thead th, #series-table thead th')]
+        """() => [...document.querySelectorAll('.panel-body thead th, #series-table thead th, #goals-table thead th')]
             .filter(th => getComputedStyle(th).wordBreak !== 'keep-all' || (!th.textContent.includes(' ')
                 && (() => { const r = document.createRange(); r.selectNodeContents(th);
                             return new Set([...r.getClientRects()].map(x => Math.round(x.top))).size > 1; })()))
@@ -149,19 +150,17 @@ def test_layout_in_both_languages(new_context: Callable[..., Any], dashboard: An
     )
     assert broken == []
     # The page breakdown counts events sent from each page.
-    page.select_option("#dimension", "page")
-    page.locator("#breakdown td.label", has_text="/signup").wait_for()
-    signup = page.locator("#breakdown tbody tr", has_text="/signup").locator("td").all_inner_texts()
+    page.locator("#panel-pages-body td.label", has_text="/signup").wait_for()
+    signup = page.locator("#panel-pages-body tbody tr", has_text="/signup").locator("td").all_inner_texts()
     assert signup[-1] == "12"
     # Campaigns: the consent note is in the page's language too.
-    page.select_option("#dimension", "utm_campaign")
-    page.locator("#breakdown td.label", has_text="spring").wait_for()
+    page.locator("#panel-campaigns-body td.label", has_text="spring").wait_for()
     if lang == "ko":
         text = page.evaluate("document.body.innerText")
         words = set(re.findall(r"[A-Za-z][A-Za-z_]{3,}", text)) - ALLOWED_LATIN
-        values = {"pricing", "signup", "spring", "blog", "secret", "Chrome", "Firefox", "Safari"}
+        values = {"pricing", "signup", "spring", "blog", "secret", "Chrome", "Firefox", "Safari", "search", "example"}
         assert words - values == set(), words - values
-        assert "마케팅에 동의한" in page.locator("#breakdown-notes").inner_text()
+        assert "마케팅에 동의한" in page.locator("#panel-campaigns-notes").inner_text()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"dashboard-{lang}-{width}.png"), full_page=True)
     assert page.errors == []
