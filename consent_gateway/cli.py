@@ -662,6 +662,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SITE",
         help="a site_id the token may read (repeat for several); default: the configured site_id only",
     )
+    k = keys.add_parser("share", help="make a read-only shared link to one site's dashboard (printed once)")
+    k.add_argument("--site", metavar="SITE", help="the site_id the link shows; default: the configured site_id")
+    k.add_argument("--expires", type=int, default=30, metavar="DAYS", help="days until the link stops working (1-365)")
+    k.add_argument("--name", help="a name to list and revoke the link by; default: share-SITE-<random>")
+    k.add_argument(
+        "--url",
+        default="http://127.0.0.1:8001",
+        help="where the dashboard is served (the analytics app; the demo's is http://HOST:PORT/_analytics)",
+    )
     k = keys.add_parser("list", help="list analytics API tokens (names and dates, never the tokens)")
     k2 = keys.add_parser("revoke", help="revoke the analytics API token NAME")
     k2.add_argument("name", help="the name given at `keys create`")

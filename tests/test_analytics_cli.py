@@ -72,6 +72,27 @@ def test_keys_create_list_revoke(config: Path, capsys: pytest.CaptureFixture[str
     assert len(capsys.readouterr().out.strip()) >= 32
 
 
+def test_keys_share_prints_a_read_only_link_once(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = "https://stats.example/_analytics"
+    assert (
+        main(
+            ["keys", "share", "--site", "shop", "--expires", "7", "--name", "q4", "--url", url, "--config", str(config)]
+        )
+        == 0
+    )
+    link = capsys.readouterr().out.strip()
+    assert link.startswith(f"{url}/?site=shop#share=")
+    token = link.split("#share=", 1)[1]
+    settings = Settings.load(config)
+    record = TokenStore(settings.tokens_path).verify(token)
+    assert record is not None and record.kind == "share" and record.sites == ("shop",) and record.expires
+    assert main(["keys", "list", "--config", str(config)]) == 0
+    listing = capsys.readouterr().out
+    assert token not in listing and any(line.startswith("q4") and "share" in line for line in listing.splitlines())
+    assert main(["keys", "revoke", "q4", "--config", str(config)]) == 0
+    assert TokenStore(settings.tokens_path).verify(token) is None
+
+
 def test_keys_create_site_names_the_sites_a_token_reads(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["keys", "create", "both", "--site", "shop", "--site", "blog", "--config", str(config)]) == 0
     token = capsys.readouterr().out.strip()

@@ -20,7 +20,7 @@ from ..serving import serving_process
 from ..settings import Settings
 from .params import FILTER_DIMENSIONS
 from .queries import Result, run_query
-from .tokens import TokenStore
+from .tokens import TokenStore, share_link
 
 TOKEN_ENV = "CONSENT_ANALYTICS_TOKEN"  # noqa: S105 - the name of a variable, not a secret
 STATS_ENDPOINTS = ("aggregate", "timeseries", "breakdown", "funnel", "consent-rates")
@@ -265,12 +265,22 @@ def keys_command(args: argparse.Namespace, settings: Settings, out: TextIO | Non
             out.write(f"no tokens in {settings.tokens_path}; `consent-gateway keys create NAME` makes one\n")
         for r in records:
             out.write(
-                f"{r.name:<24} {r.status(now):<8} created {r.created}  expires {r.expires or 'never'}"
+                f"{r.name:<24} {r.kind:<6} {r.status(now):<8} created {r.created}  expires {r.expires or 'never'}"
                 f"  sites {','.join(r.readable_sites(settings.site_id))}\n"
             )
+        return 0
+    if args.keys_command == "share":
+        site = args.site or settings.site_id
+        token, record = tokens.create_share(site, expires_days=args.expires, name=args.name)
+        out.write(f"{share_link(args.url, site, token)}\n")
+        print(
+            f"shared link {record.name!r} for site {site!r} created (expires {record.expires}); it reads that "
+            f"site's dashboard only and is shown only this once; `consent-gateway keys revoke {record.name}` ends it",
+            file=sys.stderr,
+        )
         return 0
     if args.keys_command == "revoke":
         count = tokens.revoke(args.name)
         out.write(f"revoked {count} token(s) named {args.name!r}\n")
         return 0
-    raise SettingsError("keys", args.keys_command, "use keys secret|create|list|revoke")
+    raise SettingsError("keys", args.keys_command, "use keys secret|create|share|list|revoke")
