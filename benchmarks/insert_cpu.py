@@ -28,9 +28,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from consent_gateway.pipeline.writer import INSERT_DEDUP_SETTINGS
-from consent_gateway.policy import RowBuilder
 from consent_gateway.pseudonymize import SaltStore
 from consent_gateway.records import CollectedEvents
+from consent_gateway.rows import RowBuilder
 from consent_gateway.settings import Settings
 from consent_gateway.store import EVENT_COLUMNS, migrate, open_store
 

@@ -15,10 +15,11 @@ from .consent import Consent, resolve
 from .errors import SettingsError, StoreError
 from .pipeline import Journal, Pipeline, PipelineMetrics, Writer, WriterConfig
 from .pipeline.periodic import Periodic
-from .policy import Policy, RowBuilder
+from .policy import Policy
 from .pseudonymize import SaltStore
 from .ratelimit import EventNameCap, RateLimits
 from .registry import CategoryRegistry
+from .rows import RowBuilder
 from .settings import Settings
 from .signing import ConsentCodec, Verified
 from .store import Store, migrate, open_store

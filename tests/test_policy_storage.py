@@ -6,8 +6,9 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import orjson
 import pytest
 
 from consent_gateway import ConsentGateway, Settings
@@ -15,6 +16,24 @@ from consent_gateway.store import EVENT_COLUMNS, RECEIPT_COLUMNS, Store, migrate
 from consent_gateway.store.schema import MIGRATIONS
 from tests.conftest import PSEUDONYM_KEY, SECRET
 from tests.gateway_support import client_for, sign_cookie, site_app
+
+if TYPE_CHECKING:
+    from consent_gateway.records import RawRecord
+    from consent_gateway.rows import RowBuilder
+
+
+def _stored_line(rows: RowBuilder, raw: RawRecord) -> tuple[bytes, int]:
+    """One record's stored line and erasure key, as the writer builds them."""
+    lines, keys = rows.event_lines([raw])
+    return lines[0], keys[0]
+
+
+def _stored_row(rows: RowBuilder, raw: RawRecord) -> list[Any]:
+    """One record's stored row read back from its line: the id a UUID, the time a UTC datetime."""
+    row = orjson.loads(_stored_line(rows, raw)[0])
+    row[0] = uuid.UUID(hex=row[0])
+    row[1] = dt.datetime.fromtimestamp(row[1], dt.UTC)
+    return row
 
 VISITOR_IP = "203.0.113.7"
 CHROME = (
@@ -308,21 +327,21 @@ def _raw(ts: float, *, consent_id: str | None = None, action: str = "pseudonymis
 def test_pseudonymous_visitor_key_is_stable_within_a_day_only(
     make_settings: Callable[..., Settings], tmp_path: Any
 ) -> None:
-    from consent_gateway.policy import RowBuilder
     from consent_gateway.pseudonymize import SaltStore
+    from consent_gateway.rows import RowBuilder
 
     rows = RowBuilder(make_settings(), SaltStore(tmp_path / "salts"))
     visitor = [c for c, _ in EVENT_COLUMNS].index("visitor")
     now = dt.datetime.now(dt.UTC).replace(hour=12).timestamp()
-    same_day = {rows.event_row(_raw(now + i))[visitor] for i in range(3)}
-    yesterday = rows.event_row(_raw(now - 86400))[visitor]
+    same_day = {_stored_row(rows, _raw(now + i))[visitor] for i in range(3)}
+    yesterday = _stored_row(rows, _raw(now - 86400))[visitor]
     assert len(same_day) == 1  # unique visitors per day ...
     assert yesterday not in same_day  # ... but no linking across days
-    kept = rows.event_row(_raw(now, consent_id=CID, action="keep"))
+    kept = _stored_row(rows, _raw(now, consent_id=CID, action="keep"))
     assert (
         kept[visitor]
         == rows.visitor_of(CID)
-        == rows.event_row(_raw(now - 86400, consent_id=CID, action="keep"))[visitor]
+        == _stored_row(rows, _raw(now - 86400, consent_id=CID, action="keep"))[visitor]
     )
     assert "<keys hidden>" in repr(rows) and PSEUDONYM_KEY not in repr(rows)
 
@@ -330,35 +349,35 @@ def test_pseudonymous_visitor_key_is_stable_within_a_day_only(
 def test_cached_pseudonymous_keys_equal_the_computed_ones_and_the_cache_is_bounded(
     make_settings: Callable[..., Settings], tmp_path: Any
 ) -> None:
-    from consent_gateway import policy
+    from consent_gateway import rows as row_module
     from consent_gateway.pseudonymize import SaltStore, pseudonymous_visitor, truncate_ip
 
     salts = SaltStore(tmp_path / "salts")
-    rows = policy.RowBuilder(make_settings(), salts)
+    rows = row_module.RowBuilder(make_settings(), salts)
     visitor = [c for c, _ in EVENT_COLUMNS].index("visitor")
     now = dt.datetime.now(dt.UTC).replace(hour=12)
     for ts in (now.timestamp(), now.timestamp() + 1, now.timestamp() - 86400):
         expected = pseudonymous_visitor(
             salts.salt_for(dt.datetime.fromtimestamp(ts, dt.UTC).date()), "test-site", truncate_ip(VISITOR_IP), CHROME
         )
-        assert rows.event_row(_raw(ts))[visitor] == expected
+        assert _stored_row(rows, _raw(ts))[visitor] == expected
     assert all(isinstance(key[0], int) for key in rows._pseudonyms), "keyed by day number: no salt is kept"
-    for i in range(policy._PSEUDONYM_CACHE + 10):
+    for i in range(row_module._PSEUDONYM_CACHE + 10):
         raw = _raw(now.timestamp())
         raw.user_agent = f"agent {i}"
-        rows.event_line(raw)
-    assert len(rows._pseudonyms) <= policy._PSEUDONYM_CACHE
+        _stored_line(rows, raw)
+    assert len(rows._pseudonyms) <= row_module._PSEUDONYM_CACHE
 
 
 def test_row_ids_are_distinct_version_4_uuids(make_settings: Callable[..., Settings], tmp_path: Any) -> None:
-    from consent_gateway.policy import RowBuilder
     from consent_gateway.pseudonymize import SaltStore
+    from consent_gateway.rows import RowBuilder
 
     rows = RowBuilder(make_settings(), SaltStore(tmp_path / "salts"))
-    ids = [rows.event_row(_raw(1_795_000_000.0))[0] for _ in range(1000)]
+    ids = [_stored_row(rows, _raw(1_795_000_000.0))[0] for _ in range(1000)]
     assert len(set(ids)) == 1000
     assert all(isinstance(i, uuid.UUID) and i.version == 4 and i.variant == uuid.RFC_4122 for i in ids)
-    line, _ = rows.event_line(_raw(1_795_000_000.0))
+    line, _ = _stored_line(rows, _raw(1_795_000_000.0))
     assert uuid.UUID(hex=json.loads(line)[0]).version == 4
 
 
@@ -380,8 +399,8 @@ def test_daily_salts_are_destroyed_after_48_hours(tmp_path: Any) -> None:
 
 def test_rows_of_a_batch_equal_the_rows_built_one_by_one(make_settings: Callable[..., Settings], tmp_path: Any) -> None:
     """event_lines works shared values out once per batch; each row must still be its own."""
-    from consent_gateway.policy import RowBuilder
     from consent_gateway.pseudonymize import SaltStore
+    from consent_gateway.rows import RowBuilder
 
     rows = RowBuilder(make_settings(), SaltStore(tmp_path / "salts"))
     now = dt.datetime.now(dt.UTC).replace(hour=12).timestamp()
@@ -396,7 +415,7 @@ def test_rows_of_a_batch_equal_the_rows_built_one_by_one(make_settings: Callable
         raw.event_id = uuid.uuid4()
         batch.append(raw)
     lines, keys = rows.event_lines(batch)
-    singles = [rows.event_line(raw) for raw in batch]
+    singles = [_stored_line(rows, raw) for raw in batch]
     assert lines == [line for line, _ in singles]
     assert keys == [key for _, key in singles]
     assert len(set(lines)) == len(lines)
@@ -425,8 +444,8 @@ def test_rows_of_collected_events_equal_the_rows_of_their_records(
 ) -> None:
     """The writer encodes a /collect request's events straight from their tuples; the rows must be
     those of the same events as RawRecords, with erased consent ids stored pseudonymised."""
-    from consent_gateway.policy import RowBuilder
     from consent_gateway.pseudonymize import SaltStore
+    from consent_gateway.rows import RowBuilder
 
     rows = RowBuilder(make_settings(), SaltStore(tmp_path / "salts"))
     batch = _collected(dt.datetime.now(dt.UTC).replace(hour=12).timestamp())
@@ -457,8 +476,8 @@ def test_the_embedded_engines_converting_insert_stores_what_a_plain_insert_store
     import tempfile
 
     from consent_gateway.pipeline.writer import INSERT_DEDUP_SETTINGS
-    from consent_gateway.policy import RowBuilder
     from consent_gateway.pseudonymize import SaltStore
+    from consent_gateway.rows import RowBuilder
 
     migrate(store)
     rows = RowBuilder(make_settings(), SaltStore(tmp_path / "salts"))

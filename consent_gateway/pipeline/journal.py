@@ -7,7 +7,7 @@ numbered segment files. Each entry is a frame ``<length u32><crc32 u32><JSON pay
   agents or query strings: the writer builds rows through the policy before journaling). The
   payload is a JSON header line, then one JSONCompactEachRow line per row, exactly the bytes the
   insert sends to ClickHouse; the header names how many are events and receipts and each event
-  row's erasure key. (``g`` groups of earlier versions, rows as JSON lists, are still read.)
+  row's erasure key.
 - ``p`` plan: which groups one ClickHouse insert carries, and its deduplication token; written
   and fsynced before the insert, so a replay repeats exactly the same insert with the same token;
 - ``c`` commit: that plan is in ClickHouse;
@@ -37,16 +37,13 @@ from typing import Any, BinaryIO
 import orjson
 
 from ..errors import ConsentGatewayError
-from ..policy import encode_line
+from ..rows import IDENTIFIED, VISITOR, encode_line
 
 logger = logging.getLogger("consent_gateway.pipeline")
 
 _FRAME = struct.Struct("<II")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _SUFFIX = ".seg"
-# Event rows: ``identified`` and ``visitor`` columns (see store.schema.EVENT_COLUMNS).
-IDENTIFIED = 6
-VISITOR = 7
 
 
 class JournalError(ConsentGatewayError):
@@ -55,7 +52,7 @@ class JournalError(ConsentGatewayError):
 
 @dataclass(slots=True)
 class Group:
-    """Rows of one group commit, in arrival order, as encoded lines (``policy.encode_line``).
+    """Rows of one group commit, in arrival order, as encoded lines (``rows.encode_line``).
 
     ``keys[i]`` is the visitor of ``events[i]`` when that row is identified, else -1: erasure
     filters on it without decoding the rows.
@@ -121,18 +118,6 @@ def encode_rows(rows: list[list[Any]]) -> tuple[list[bytes], list[int]]:
         lines.append(encode_line(values))
         keys.append(int(row[VISITOR]) if len(row) > VISITOR and row[IDENTIFIED] == 1 else -1)
     return lines, keys
-
-
-def _legacy_lines(raw_rows: list[list[Any]], *, events: bool) -> tuple[list[bytes], list[int]]:
-    """Rows of a ``g`` entry (column 0 a UUID in hex, column 1 microseconds) as lines and keys."""
-    rows = []
-    for raw in raw_rows:
-        out = list(raw)
-        out[0] = uuid.UUID(hex=raw[0])
-        out[1] = _EPOCH + dt.timedelta(microseconds=raw[1])
-        rows.append(out)
-    lines, keys = encode_rows(rows)
-    return lines, keys if events else []
 
 
 def erase_rows(group: Group, visitors: set[int] | frozenset[int]) -> int:
@@ -229,10 +214,6 @@ class Journal:
                         number,
                         replayed=True,
                     )
-                elif kind == "g":
-                    events, keys = _legacy_lines(entry.get("e", []), events=True)
-                    receipts, _ = _legacy_lines(entry.get("r", []), events=False)
-                    groups[seq] = Group(seq, events, keys, receipts, number, replayed=True)
                 elif kind == "p":
                     plans[seq] = ([int(g) for g in entry["g"]], str(entry["t"]), number)
                 elif kind == "c":

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import StoreError
-from ..policy import RowBuilder
 from ..records import CollectedEvents, RawRecord, ReceiptRecord
+from ..rows import RowBuilder
 from ..store import EVENT_COLUMNS, RECEIPT_COLUMNS, Store
 from ..store.cluster import render
 from .journal import Group, Journal, Plan, Recovered, erase_rows

@@ -86,7 +86,7 @@ class Store:
         *,
         column_types: Sequence[str] | None = None,
     ) -> None:
-        """Insert rows already encoded as JSONCompactEachRow lines (``policy.encode_line``).
+        """Insert rows already encoded as JSONCompactEachRow lines (``rows.encode_line``).
 
         ClickHouse parses them itself; nothing is converted row by row in Python, and the embedded
         engine does that work without holding the interpreter lock. With ``column_types`` (the
