@@ -16,7 +16,6 @@ import collections
 import logging
 import queue
 import random
-import re
 import threading
 import time
 import uuid
@@ -28,8 +27,8 @@ from typing import Any
 from ..errors import StoreError
 from ..records import CollectedEvents, RawRecord, ReceiptRecord
 from ..rows import RowBuilder
-from ..store import EVENT_COLUMNS, RECEIPT_COLUMNS, Store
-from ..store.cluster import render
+from ..store import DATA_ERRORS, EVENT_COLUMNS, RECEIPT_COLUMNS, Store, error_code
+from ..store.statements import erase_visitor
 from .journal import Group, Journal, Plan, Recovered, erase_rows
 from .metrics import PipelineMetrics
 
@@ -39,12 +38,6 @@ _EVENT_NAMES = [n for n, _ in EVENT_COLUMNS]
 _RECEIPT_NAMES = [n for n, _ in RECEIPT_COLUMNS]
 # The tables' column types, for the embedded engine's converting insert (Store.insert_lines).
 _COLUMN_TYPES = {"events": [t for _, t in EVENT_COLUMNS], "consent_receipts": [t for _, t in RECEIPT_COLUMNS]}
-# ClickHouse error codes that blame the data rather than the server: CANNOT_PARSE_TEXT,
-# INCORRECT_NUMBER_OF_COLUMNS, CANNOT_PARSE_QUOTED_STRING, CANNOT_PARSE_INPUT_ASSERTION_FAILED,
-# CANNOT_PARSE_DATE, CANNOT_PARSE_DATETIME, TYPE_MISMATCH, ARGUMENT_OUT_OF_BOUND, CANNOT_CONVERT_TYPE,
-# CANNOT_PARSE_NUMBER, INCORRECT_DATA, TOO_LARGE_STRING_SIZE, CANNOT_PARSE_UUID (errorCodeToName).
-_DATA_ERRORS = frozenset({6, 7, 26, 27, 38, 41, 53, 69, 70, 72, 117, 131, 376})
-_CODE = re.compile(r"Code: (\d+)")
 # More refused rows than this in one plan means the table changed, not the rows: retry instead.
 _MAX_REFUSED = 16
 
@@ -52,11 +45,6 @@ _MAX_REFUSED = 16
 # A repeated insert (same token) must not reach the daily rollup either: its materialized view
 # derives a token of its own from the insert's, which events_daily then remembers (store/schema.py).
 INSERT_DEDUP_SETTINGS = {"deduplicate_blocks_in_dependent_materialized_views": 1}
-
-
-def _error_code(exc: Exception) -> int:
-    found = _CODE.search(str(exc))
-    return int(found.group(1)) if found else 0
 
 
 # How long a withdrawn consent id stays on the list that turns late records anonymous.
@@ -619,8 +607,8 @@ class Writer(threading.Thread):
             store.insert_lines(table, lines, names, settings=settings, column_types=_COLUMN_TYPES.get(table))
             return 0
         except StoreError as exc:
-            code = _error_code(exc)
-            if code not in _DATA_ERRORS:
+            code = error_code(exc)
+            if code not in DATA_ERRORS:
                 raise
             if len(lines) == 1:
                 self._refused_in_plan += 1
@@ -689,11 +677,7 @@ class Writer(threading.Thread):
             owed = list(self._tombstones.items())
         for seq, visitor in owed:
             try:
-                store = self._ensure_store()
-                delete = f"DELETE FROM {store.table('events')} WHERE identified = 1 AND visitor = {{v:UInt64}}"  # noqa: S608
-                # On a cluster, `events` is a Distributed table, which cannot delete: the shards' local tables do.
-                for statement in render([delete], self._cfg.cluster):
-                    store.command(statement, {"v": visitor})
+                erase_visitor(self._ensure_store(), visitor, self._cfg.cluster)
             except StoreError as exc:
                 logger.error("erasure of a visitor's rows in ClickHouse failed; will retry: %s", exc)
                 with self._lock:
