@@ -16,7 +16,7 @@ import orjson
 from consent_gateway import Settings
 from consent_gateway.pipeline import Journal, PipelineMetrics, Writer, WriterConfig
 from consent_gateway.pipeline.journal import encode_rows
-from consent_gateway.pipeline.writer import Command
+from consent_gateway.pipeline.messages import Command
 from consent_gateway.pseudonymize import SaltStore
 from consent_gateway.records import RawRecord
 from consent_gateway.rows import RowBuilder
@@ -142,7 +142,7 @@ def _writer(settings: Settings, journal: Journal, recovered: Any, source: queue.
         source,
         connect=lambda: open_store(CHDB_URL, settings.database),
         rows=RowBuilder(settings, SaltStore(settings.keys_dir)),
-        config=WriterConfig(batch_size=100, flush_interval=0.05),
+        config=WriterConfig.from_settings(settings, batch_size=100, flush_interval=0.05),
         journal=journal,
         recovered=recovered,
         metrics=PipelineMetrics(),
@@ -222,10 +222,10 @@ def test_an_insert_repeated_after_a_crash_lands_exactly_once(
     plan = journal.append_plan(groups)
     journal.sync()
     events = [r for g in groups for r in g.events]
-    from consent_gateway.pipeline.writer import _EVENT_NAMES, INSERT_DEDUP_SETTINGS
+    from consent_gateway.pipeline.inserter import EVENT_NAMES, INSERT_DEDUP_SETTINGS
 
     as_the_writer = {**INSERT_DEDUP_SETTINGS, "insert_deduplication_token": f"{plan.token}:e"}
-    store.insert_lines("events", events, _EVENT_NAMES, settings=as_the_writer)
+    store.insert_lines("events", events, EVENT_NAMES, settings=as_the_writer)
     rollup = f"SELECT sum(hits) FROM {store.table('events_daily')}"
     assert store.query_rows(rollup)[0][0] == 20
     lines, keys = rows.event_lines([_record("after")])
@@ -288,10 +288,10 @@ def test_a_row_clickhouse_refuses_is_isolated_and_the_rest_of_its_batch_is_store
     assert list(journal.directory.glob("*.seg")) == [], "nothing is left to retry"
 
     # A crash before the plan's commit entry repeats the isolation with the same tokens: nothing twice.
-    from consent_gateway.pipeline.writer import _EVENT_NAMES
+    from consent_gateway.pipeline.inserter import EVENT_NAMES
 
-    assert writer._insert_lines(store, "events", _EVENT_NAMES, poisoned, "replayed-token:e") == 1
-    assert writer._insert_lines(store, "events", _EVENT_NAMES, poisoned, "replayed-token:e") == 1
+    assert writer.inserter.insert_lines(store, "events", EVENT_NAMES, poisoned, "replayed-token:e") == 1
+    assert writer.inserter.insert_lines(store, "events", EVENT_NAMES, poisoned, "replayed-token:e") == 1
     counts = dict(store.query_rows(by_marker))
     assert counts == {f"ok-{i}": 2 for i in range(9) if i != 4}, "the second pass was deduplicated"
 
@@ -301,16 +301,16 @@ def test_a_table_that_refuses_every_row_drops_nothing_and_keeps_the_plan(
 ) -> None:
     """Row after row refused means the table changed (a column's type): retry, never drop them all."""
     from consent_gateway.errors import StoreError
-    from consent_gateway.pipeline.writer import _EVENT_NAMES, _MAX_REFUSED
+    from consent_gateway.pipeline.inserter import EVENT_NAMES, MAX_REFUSED
 
     settings, rows = _migrated(make_settings, store)
-    bad = [_refused(line) for line in rows.event_lines([_record(f"bad-{i}") for i in range(_MAX_REFUSED + 4)])[0]]
+    bad = [_refused(line) for line in rows.event_lines([_record(f"bad-{i}") for i in range(MAX_REFUSED + 4)])[0]]
     source: queue.SimpleQueue[Any] = queue.SimpleQueue()
     journal, recovered = Journal.open(tmp_path / "journal", segment_bytes=1 << 20)
     writer = _writer(settings, journal, recovered, source)
     try:
-        writer._refused_in_plan = 0
-        writer._insert_lines(store, "events", _EVENT_NAMES, bad, "all-bad:e")
+        writer.inserter._refused_in_plan = 0
+        writer.inserter.insert_lines(store, "events", EVENT_NAMES, bad, "all-bad:e")
     except StoreError as exc:
         assert "check the table's schema" in str(exc)
     else:

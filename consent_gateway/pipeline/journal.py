@@ -137,6 +137,9 @@ def erase_rows(group: Group, visitors: set[int] | frozenset[int]) -> int:
 class Journal:
     """Append-only, fsynced on ``sync()``; owned by the writer thread (not thread-safe)."""
 
+    # What is appended and synced survives a crash: a /collect request is acknowledged then.
+    durable = True
+
     def __init__(self, directory: Path, lock_fd: int, *, segment_bytes: int) -> None:
         self.directory = directory
         self.name = directory.name
@@ -459,3 +462,48 @@ def _read_entries(path: Path) -> Iterator[tuple[dict[str, Any], list[bytes]]]:
         pos = start + length
     if pos < len(data):
         logger.warning("journal segment %s ends in a torn header at byte %d (never acknowledged)", path, pos)
+
+
+class MemoryJournal:
+    """The journal's interface without a disk (``journal_enabled = false``): numbers entries and
+    names plans, keeps nothing. Nothing survives the process, so a ``/collect`` request is only
+    acknowledged once its rows are in ClickHouse (``durable`` is False)."""
+
+    durable = False
+    bytes = 0
+
+    def __init__(self) -> None:
+        self._seq = 0
+        self.name = f"m-{uuid.uuid4().hex[:12]}"
+
+    def __repr__(self) -> str:
+        return f"MemoryJournal({self.name!r})"
+
+    def append_group(
+        self, events: list[bytes], keys: list[int], receipts: list[bytes], *, replayed: bool = False
+    ) -> Group:
+        self._seq += 1
+        return Group(self._seq, events, keys, receipts, replayed=replayed)
+
+    def append_plan(self, groups: list[Group], *, token: str | None = None) -> Plan:
+        self._seq += 1
+        return Plan(self._seq, groups, token or f"{self.name}-{self._seq}")
+
+    def append_commit(self, plan: Plan) -> None:
+        pass
+
+    def append_tombstone(self, visitor: int) -> int:
+        self._seq += 1
+        return self._seq
+
+    def append_done(self, tombstone: int) -> None:
+        pass
+
+    def sync(self) -> None:
+        pass
+
+    def release(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
