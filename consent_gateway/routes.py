@@ -644,8 +644,8 @@ async def accept_events(
         if split is None:
             split = urls[url] = split_url(url)
         records.append(
-            (stored_name, category, stored_action, consent_id, split[0], split[1], event.referrer,
-             props_text(event.props) if event.props else None)
+            EventFields(stored_name, category, stored_action, consent_id, split[0], split[1], event.referrer,
+                        props_text(event.props) if event.props else None)
         )
         if identified:
             kept += 1

@@ -90,10 +90,11 @@ class RowBuilder:
             # the erasure key and whether the row is identified (props are kept as sent).
             templates: dict[tuple[Any, ...], tuple[bytes, int, bool]] = {}
             for event in batch.events:
-                consent_id = event[3]
+                consent_id = event.consent_id
+                action = event.action
                 if consent_id is not None and consent_id in erased:
-                    event = (event[0], event[1], withdrawn_action(event[2]), None, *event[4:])
-                shape = event[:7]
+                    consent_id, action = None, withdrawn_action(action)
+                shape = (event.name, event.category, action, consent_id, event.path, event.query, event.referrer)
                 template = templates.get(shape)
                 if template is None:
                     name, category, action, consent_id, path, query, referrer = shape
@@ -111,7 +112,7 @@ class RowBuilder:
                     identified = bool(row[IDENTIFIED])
                     template = templates[shape] = (line[4:-3], row[VISITOR] if identified else -1, identified)
                 middle, key, keep = template
-                props = _stored_props(event[7], keep)
+                props = _stored_props(event.props, keep)
                 lines.append(b"".join((b'["', new_record_hex_bytes(), b'",', middle, orjson.dumps(props), b"]")))
                 keys.append(key)
         return lines, keys

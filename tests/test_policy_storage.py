@@ -422,17 +422,19 @@ def test_rows_of_a_batch_equal_the_rows_built_one_by_one(make_settings: Callable
 
 
 def _collected(now: float) -> Any:
-    from consent_gateway.records import CollectedEvents, props_text
+    from consent_gateway.records import CollectedEvents, EventFields, props_text
 
     props = '{"plan":"pro","contact":"kim@example.com","n":3}'
     events = [
-        ("signup", "marketing", "keep", CID, "/join", "utm_source=news&gclid=abc", "https://search.example/", props),
-        ("signup", "marketing", "keep", CID, "/join", "", "", None),
-        ("scroll", "analytics", "pseudonymise", None, "/students/kim@example.com", "", "", props),
-        ("scroll", "analytics", "keep", "withdrawn-id", "/a", "utm_source=mail", "http://testserver/back", props),
+        EventFields("signup", "marketing", "keep", CID, "/join", "utm_source=news&gclid=abc", "https://search.example/",
+                    props),
+        EventFields("signup", "marketing", "keep", CID, "/join", "", "", None),
+        EventFields("scroll", "analytics", "pseudonymise", None, "/students/kim@example.com", "", "", props),
+        EventFields("scroll", "analytics", "keep", "withdrawn-id", "/a", "utm_source=mail", "http://testserver/back",
+                    props),
         # The same shape as the first (one template) with props that JSON must escape.
-        ("signup", "marketing", "keep", CID, "/join", "utm_source=news&gclid=abc", "https://search.example/",
-         props_text({"q": 'say "hi" \\ 한국어 \u2028 \x01', "n": 1.5})),
+        EventFields("signup", "marketing", "keep", CID, "/join", "utm_source=news&gclid=abc", "https://search.example/",
+                    props_text({"q": 'say "hi" \\ 한국어 \u2028 \x01', "n": 1.5})),
     ]
     return CollectedEvents(
         now, "test-site", "testserver", CHROME, VISITOR_IP, frozenset({"necessary", "analytics", "marketing"}), events

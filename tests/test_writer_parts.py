@@ -12,7 +12,7 @@ from consent_gateway import Settings
 from consent_gateway.pipeline import MemoryJournal, Writer, WriterConfig
 from consent_gateway.pipeline.messages import Command, EventBatch
 from consent_gateway.pseudonymize import SaltStore
-from consent_gateway.records import CollectedEvents
+from consent_gateway.records import CollectedEvents, EventFields
 from consent_gateway.rows import RowBuilder
 from consent_gateway.store import Store, migrate, open_store
 from tests.conftest import CHDB_URL
@@ -57,7 +57,7 @@ def test_without_a_journal_a_request_is_answered_only_once_its_rows_are_in_click
 
     batch = CollectedEvents(
         1_795_000_000.0, "test-site", "example.test", "Mozilla/5.0", "203.0.113.9", frozenset(),
-        [("signup", "analytics", "pseudonymise", None, "/p", "", "", None)] * 3,
+        [EventFields("signup", "analytics", "pseudonymise", None, "/p", "", "", None)] * 3,
     )
     try:
         source.put(EventBatch(batch, done))
