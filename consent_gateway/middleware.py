@@ -337,22 +337,22 @@ class ConsentMiddleware:
             return
         runtime.pipeline.submit(
             RawRecord(
-                "visit",
-                "pageview" if is_html else "request",
-                "analytics",
-                action,
-                time.time(),
-                self._site,
-                facts.host,
-                path,
-                scope.get("query_string", b"").decode("latin-1"),
-                facts.referer,
-                user_agent,
-                runtime.client_ip(scope, facts.forwarded_for),
-                consent.consent_id if consent.status is ConsentStatus.GIVEN else None,
-                consent.categories,
-                status,
-                int((time.perf_counter() - started) * 1000),
+                kind="visit",
+                name="pageview" if is_html else "request",
+                category="analytics",
+                action=action,
+                ts=time.time(),
+                site=self._site,
+                host=facts.host,
+                path=path,
+                query=scope.get("query_string", b"").decode("latin-1"),
+                referrer=facts.referer,
+                user_agent=user_agent,
+                ip=runtime.client_ip(scope, facts.forwarded_for),
+                consent_id=consent.consent_id if consent.status is ConsentStatus.GIVEN else None,
+                granted=consent.categories,
+                status=status,
+                duration_ms=int((time.perf_counter() - started) * 1000),
             )
         )
 

@@ -62,12 +62,13 @@ def new_record_hex_bytes() -> bytes:
     return hexlify(_random_id())
 
 
-@dataclass(slots=True)
-class RawRecord:
-    """A visit or an event as captured on the request path, before the policy is applied.
+class RawRecord(Struct, frozen=True, gc=False, array_like=True, kw_only=True):
+    """A visit or an event as captured on the request path, with the policy's decision (``action``).
 
     Raw values (IP, user agent, query) live only in memory; the writer thread turns the record into
-    a stored row through the policy, so nothing raw reaches ClickHouse or disk.
+    a stored row (``rows.RowBuilder``), so nothing raw reaches ClickHouse or disk. Immutable once
+    decided (a changed decision is a copy: ``msgspec.structs.replace``), built by keyword, and never
+    tracked by the garbage collector: visit records wait for the writer in a deque.
     """
 
     kind: str  # "visit" | "event"

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
+from msgspec import structs
 
 from consent_gateway import ConsentGateway, Settings
 from consent_gateway.store import EVENT_COLUMNS, RECEIPT_COLUMNS, Store, migrate
@@ -363,8 +364,7 @@ def test_cached_pseudonymous_keys_equal_the_computed_ones_and_the_cache_is_bound
         assert _stored_row(rows, _raw(ts))[visitor] == expected
     assert all(isinstance(key[0], int) for key in rows._pseudonyms), "keyed by day number: no salt is kept"
     for i in range(row_module._PSEUDONYM_CACHE + 10):
-        raw = _raw(now.timestamp())
-        raw.user_agent = f"agent {i}"
+        raw = structs.replace(_raw(now.timestamp()), user_agent=f"agent {i}")
         _stored_line(rows, raw)
     assert len(rows._pseudonyms) <= row_module._PSEUDONYM_CACHE
 
@@ -406,13 +406,15 @@ def test_rows_of_a_batch_equal_the_rows_built_one_by_one(make_settings: Callable
     now = dt.datetime.now(dt.UTC).replace(hour=12).timestamp()
     batch = []
     for i in range(12):
-        raw = _raw(now, consent_id=CID if i % 3 == 0 else None, action="keep" if i % 3 == 0 else "pseudonymise")
-        raw.ip = ("203.0.113.9", "198.51.100.7", "2001:db8::1")[i % 3]
-        raw.path = ("/", "/students/kim@example.com", "/a", "/")[i % 4]
-        raw.query = ("", "utm_source=news&gclid=abc", "utm_source=mail")[i % 3]
-        raw.referrer = ("", "https://search.example/?q=1", "http://testserver/back")[i % 3]
-        raw.host = ("testserver", "other.example")[i % 2]
-        raw.event_id = uuid.uuid4()
+        raw = structs.replace(
+            _raw(now, consent_id=CID if i % 3 == 0 else None, action="keep" if i % 3 == 0 else "pseudonymise"),
+            ip=("203.0.113.9", "198.51.100.7", "2001:db8::1")[i % 3],
+            path=("/", "/students/kim@example.com", "/a", "/")[i % 4],
+            query=("", "utm_source=news&gclid=abc", "utm_source=mail")[i % 3],
+            referrer=("", "https://search.example/?q=1", "http://testserver/back")[i % 3],
+            host=("testserver", "other.example")[i % 2],
+            event_id=uuid.uuid4(),
+        )
         batch.append(raw)
     lines, keys = rows.event_lines(batch)
     singles = [_stored_line(rows, raw) for raw in batch]
@@ -444,7 +446,7 @@ def _collected(now: float) -> Any:
 def test_rows_of_collected_events_equal_the_rows_of_their_records(
     make_settings: Callable[..., Settings], tmp_path: Any
 ) -> None:
-    """The writer encodes a /collect request's events straight from their tuples; the rows must be
+    """The writer encodes a /collect request's events straight from their structs; the rows must be
     those of the same events as RawRecords, with erased consent ids stored pseudonymised."""
     from consent_gateway.pseudonymize import SaltStore
     from consent_gateway.rows import RowBuilder
@@ -454,7 +456,8 @@ def test_rows_of_collected_events_equal_the_rows_of_their_records(
     records = batch.records()
     assert [r.name for r in records] == ["signup", "signup", "scroll", "scroll", "signup"]
     assert all(r.kind == "event" and r.site == "test-site" and r.ip == VISITOR_IP for r in records)
-    records[3].consent_id, records[3].action = None, "pseudonymise"  # what the writer does for an erased id
+    # What the writer does for an erased id: a copy without the identity.
+    records[3] = structs.replace(records[3], consent_id=None, action="pseudonymise")
     lines, keys = rows.collected_lines([batch, batch], {"withdrawn-id"})
     expected, expected_keys = rows.event_lines(records + records)
     assert [json.loads(line)[1:] for line in lines] == [json.loads(line)[1:] for line in expected]  # ids are random

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import queue
 import threading
 from collections.abc import Callable
 from typing import Any
+
+from msgspec import structs
 
 from consent_gateway import Settings
 from consent_gateway.pipeline import MemoryJournal, Writer, WriterConfig
@@ -85,7 +86,7 @@ def test_a_record_of_a_consent_withdrawn_meanwhile_is_stored_anonymous_and_left_
     migrate(store)
     source: queue.SimpleQueue[Any] = queue.SimpleQueue()
     writer = _running_writer(settings, source)
-    late = dataclasses.replace(_record("late"), action="keep", consent_id=CID, granted=frozenset({"analytics"}))
+    late = structs.replace(_record("late"), action="keep", consent_id=CID, granted=frozenset({"analytics"}))
     erased = threading.Event()
     try:
         source.put(Command("erase", CID, lambda ok: erased.set()))

@@ -5,11 +5,12 @@ and answers the waiting ``/collect`` requests."""
 from __future__ import annotations
 
 import collections
-import dataclasses
 import queue
 import time
 from collections.abc import Callable
 from typing import Any
+
+from msgspec import structs
 
 from ..policy import withdrawn_action
 from ..records import CollectedEvents, RawRecord, ReceiptRecord
@@ -186,7 +187,7 @@ class Committer:
                 continue
             if withdrawn and rec.consent_id is not None and rec.consent_id in withdrawn:
                 # A request that raced the withdrawal: keep the statistics, lose the identity.
-                rec = dataclasses.replace(rec, consent_id=None, action=withdrawn_action(rec.action))
+                rec = structs.replace(rec, consent_id=None, action=withdrawn_action(rec.action))
             to_store.append(rec)
         events, keys = self._rows.event_lines(to_store)
         if collected:
