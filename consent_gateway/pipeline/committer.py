@@ -160,13 +160,25 @@ class Committer:
         if not records:
             notify(waiters, True)
             return
+        full = self._backlog.journal.bytes >= self._cfg.journal_max_bytes
+        events, keys, receipts, refused_events = self._lines(records, full=full)
+        if full and refused_events:
+            # The requests awaiting these records get 503 (nothing acknowledged is lost).
+            self._stats.shed("event", "journal", refused_events)
+            notify(waiters, False)
+            waiters = []
+        if not events and not receipts:
+            notify(waiters, False)
+            return
+        self._append(events, keys, receipts, waiters)
+
+    def _lines(self, records: list[_Record], *, full: bool) -> tuple[list[bytes], list[int], list[bytes], int]:
+        """The event lines, their erasure keys and the receipt lines of ``records``, and how many
+        events were refused because the journal is ``full`` (visits are shed and counted here)."""
         receipts: list[bytes] = []
         to_store: list[RawRecord] = []
         collected: list[CollectedEvents] = []
         withdrawn = self._erasure.withdrawn
-        b = self._backlog
-        journal = b.journal
-        full = journal.bytes >= self._cfg.journal_max_bytes
         refused_events = 0
         for rec in records:
             if isinstance(rec, CollectedEvents):
@@ -195,14 +207,13 @@ class Committer:
             lines, collected_keys = self._rows.collected_lines(collected, withdrawn)
             events += lines
             keys += collected_keys
-        if full and refused_events:
-            # The requests awaiting these records get 503 (nothing acknowledged is lost).
-            self._stats.shed("event", "journal", refused_events)
-            notify(waiters, False)
-            waiters = []
-        if not events and not receipts:
-            notify(waiters, False)
-            return
+        return events, keys, receipts, refused_events
+
+    def _append(
+        self, events: list[bytes], keys: list[int], receipts: list[bytes], waiters: list[Callable[[Any], None]]
+    ) -> None:
+        b = self._backlog
+        journal = b.journal
         started = time.perf_counter()
         with b.lock:
             group = journal.append_group(events, keys, receipts)

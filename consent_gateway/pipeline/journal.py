@@ -209,14 +209,8 @@ class Journal:
                 self._seq = max(self._seq, seq)
                 if kind == "G":
                     n_events = int(entry.get("e", 0))
-                    groups[seq] = Group(
-                        seq,
-                        lines[:n_events],
-                        [int(k) for k in entry.get("v", ())],
-                        lines[n_events:],
-                        number,
-                        replayed=True,
-                    )
+                    keys = [int(k) for k in entry.get("v", ())]
+                    groups[seq] = Group(seq, lines[:n_events], keys, lines[n_events:], number, replayed=True)
                 elif kind == "p":
                     plans[seq] = ([int(g) for g in entry["g"]], str(entry["t"]), number)
                 elif kind == "c":
