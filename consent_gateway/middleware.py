@@ -336,23 +336,24 @@ class ConsentMiddleware:
         if action == "drop":
             return
         runtime.pipeline.submit(
+            # By position (in RawRecord field order): keywords cost a page 7,000 instructions.
             RawRecord(
-                kind="visit",
-                name="pageview" if is_html else "request",
-                category="analytics",
-                action=action,
-                ts=time.time(),
-                site=self._site,
-                host=facts.host,
-                path=path,
-                query=scope.get("query_string", b"").decode("latin-1"),
-                referrer=facts.referer,
-                user_agent=user_agent,
-                ip=runtime.client_ip(scope, facts.forwarded_for),
-                consent_id=consent.consent_id if consent.status is ConsentStatus.GIVEN else None,
-                granted=consent.categories,
-                status=status,
-                duration_ms=int((time.perf_counter() - started) * 1000),
+                "visit",  # kind
+                "pageview" if is_html else "request",  # name
+                "analytics",  # category
+                action,  # action
+                time.time(),  # ts
+                self._site,  # site
+                facts.host,  # host
+                path,  # path
+                scope.get("query_string", b"").decode("latin-1"),  # query
+                facts.referer,  # referrer
+                user_agent,  # user_agent
+                runtime.client_ip(scope, facts.forwarded_for),  # ip
+                consent.consent_id if consent.status is ConsentStatus.GIVEN else None,  # consent_id
+                consent.categories,  # granted
+                status,  # status
+                int((time.perf_counter() - started) * 1000),  # duration_ms
             )
         )
 
