@@ -28,9 +28,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from consent_gateway.pipeline.writer import INSERT_DEDUP_SETTINGS
-from consent_gateway.policy import RowBuilder
 from consent_gateway.pseudonymize import SaltStore
-from consent_gateway.records import CollectedEvents
+from consent_gateway.records import CollectedEvents, EventFields
+from consent_gateway.rows import RowBuilder
 from consent_gateway.settings import Settings
 from consent_gateway.store import EVENT_COLUMNS, migrate, open_store
 
@@ -44,8 +44,8 @@ def lines_of(rows: RowBuilder, count: int) -> list[bytes]:
     batches = []
     for i in range(0, count, 50):
         n = min(50, count - i)
-        event = ("spa_view", "analytics", "keep", f"consent-{i % 250}", "/portfolio",
-                 "utm_source=newsletter&utm_campaign=spring", "https://search.example/", props)
+        event = EventFields("spa_view", "analytics", "keep", f"consent-{i % 250}", "/portfolio",
+                            "utm_source=newsletter&utm_campaign=spring", "https://search.example/", props)
         batches.append(CollectedEvents(time.time(), "demo", "127.0.0.1:8000", BROWSER, f"10.0.{i % 250}.1",
                                        granted, [event] * n))
     return rows.collected_lines(batches)[0]

@@ -557,8 +557,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_erase(args: argparse.Namespace) -> int:
-    from .policy import RowBuilder
     from .pseudonymize import SaltStore
+    from .rows import RowBuilder
     from .store import open_store
 
     settings = _settings(args)

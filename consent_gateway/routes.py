@@ -621,8 +621,8 @@ async def accept_events(
         if split is None:
             split = urls[url] = split_url(url)
         records.append(
-            (stored_name, decision.category, decision.action, consent_id, split[0], split[1], event.referrer,
-             props_text(event.props) if event.props else None)
+            EventFields(stored_name, decision.category, decision.action, consent_id, split[0], split[1],
+                        event.referrer, props_text(event.props) if event.props else None)
         )
         if consent_id is not None:
             kept += 1

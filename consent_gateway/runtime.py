@@ -13,10 +13,11 @@ from .cookies import ConsentCookie
 from .errors import SettingsError, StoreError
 from .pipeline import Journal, Pipeline, PipelineMetrics, Writer, WriterConfig
 from .pipeline.periodic import Periodic
-from .policy import Policy, RowBuilder
+from .policy import Policy
 from .pseudonymize import SaltStore
 from .ratelimit import EventNameCap, RateLimits
 from .registry import CategoryRegistry
+from .rows import RowBuilder
 from .settings import Settings
 from .signing import ConsentCodec
 from .store import Store, migrate, open_store
@@ -172,26 +173,11 @@ class GatewayRuntime:
         journal, recovered = (None, None)
         if s.journal_enabled:
             journal, recovered = Journal.open(s.journal_root, segment_bytes=s.journal_segment_bytes)
-        insert_settings: tuple[tuple[str, str], ...] = ()
-        if s.clickhouse_async_insert:
-            # The server batches small inserts; waiting for it keeps "inserted" meaning inserted.
-            insert_settings = (("async_insert", "1"), ("wait_for_async_insert", "1"))
         return Writer(
             pipeline.queue,
             connect=lambda: open_store(s.clickhouse_dsn, s.database),
             rows=self.rows,
-            config=WriterConfig(
-                batch_size=s.batch_size,
-                flush_interval=s.flush_interval,
-                max_pending=s.queue_max,
-                commit_window=s.commit_window,
-                journal_max_bytes=s.journal_max_bytes,
-                visit_shed_fraction=s.visit_shed_fraction,
-                retry_initial=s.insert_retry_initial,
-                retry_max=s.insert_retry_max,
-                insert_settings=insert_settings,
-                cluster=s.cluster,
-            ),
+            config=WriterConfig.from_settings(s),
             journal=journal,
             recovered=recovered,
             metrics=pipeline.metrics,

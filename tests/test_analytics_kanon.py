@@ -20,9 +20,9 @@ from consent_gateway import Settings, SettingsError, create_analytics_app
 from consent_gateway.analytics import TokenStore
 from consent_gateway.analytics.params import Query
 from consent_gateway.analytics.queries import Analytics
-from consent_gateway.policy import RowBuilder
 from consent_gateway.pseudonymize import SaltStore
 from consent_gateway.records import ReceiptRecord
+from consent_gateway.rows import RowBuilder
 from consent_gateway.store import RECEIPT_COLUMNS, Store
 
 from . import analytics_data as data
@@ -138,11 +138,11 @@ def test_other_needs_two_groups_and_k_people_counted_once(client: TestClient, lo
     assert entry["suppressed_groups"] == 3 and "/x" not in rows
 
 
-def _receipt_rows(settings: Settings, base: dt.date, day: int, n: int, user_agent: str, prefix: str) -> list[Any]:
+def _receipt_rows(settings: Settings, base: dt.date, day: int, n: int, user_agent: str, prefix: str) -> list[bytes]:
     builder = RowBuilder(settings, SaltStore(settings.keys_dir))
     when = dt.datetime.combine(base + dt.timedelta(days=day), dt.time(11), dt.UTC).timestamp()
     return [
-        builder.receipt_row(
+        builder.receipt_line(
             ReceiptRecord(
                 ts=when + i,
                 site=data.SITE,
@@ -160,8 +160,8 @@ def _receipt_rows(settings: Settings, base: dt.date, day: int, n: int, user_agen
     ]
 
 
-def _insert_receipts(store: Store, rows: list[Any]) -> None:
-    store.insert("consent_receipts", rows, [n for n, _ in RECEIPT_COLUMNS], [t for _, t in RECEIPT_COLUMNS])
+def _insert_receipts(store: Store, lines: list[bytes]) -> None:
+    store.insert_lines("consent_receipts", lines, [n for n, _ in RECEIPT_COLUMNS])
 
 
 def test_consent_rates_leave_bots_out(client: TestClient, loaded: Loaded, base: dt.date) -> None:

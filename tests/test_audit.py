@@ -13,9 +13,10 @@ import pytest
 
 from consent_gateway import Settings, SettingsError
 from consent_gateway.audit import add_audit_parser, processing_record, record_markdown
-from consent_gateway.policy import PSEUDONYMISE, RowBuilder
+from consent_gateway.policy import PSEUDONYMISE
 from consent_gateway.pseudonymize import SaltStore
 from consent_gateway.records import ReceiptRecord
+from consent_gateway.rows import RowBuilder
 from consent_gateway.store import Store
 from consent_gateway.store.schema import EVENT_COLUMNS, RECEIPT_COLUMNS, migrate
 

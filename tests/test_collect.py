@@ -175,8 +175,8 @@ def test_answers_carry_the_gateway_headers_and_bodies_may_come_in_chunks(
 
 
 def test_queued_events_hold_nothing_the_garbage_collector_walks(make_settings: Callable[..., Settings]) -> None:
-    """While a request waits for the group commit, its events are tuples of strings, which CPython
-    stops tracking at their first collection; the parsed body is gone by then."""
+    """While a request waits for the group commit, its events are structs the garbage collector
+    never tracks; the parsed body is gone by then."""
     import gc
 
     gateway = ConsentGateway(site_app(), make_settings())
@@ -194,7 +194,7 @@ def test_queued_events_hold_nothing_the_garbage_collector_walks(make_settings: C
         response = client.post("/_consent/collect", json=EVENTS)
     assert response.status_code == 202 and len(queued) == 1
     batch = queued[0]
-    assert len(batch) == 4 and [event[0] for event in batch.events][:3] == ["pageview", "portfolio_view", "signup"]
-    assert batch.events[1][7] == '{"item":3}', "props travel as their JSON text"
+    assert len(batch) == 4 and [event.name for event in batch.events][:3] == ["pageview", "portfolio_view", "signup"]
+    assert batch.events[1].props == '{"item":3}', "props travel as their JSON text"
     gc.collect()
     assert not any(gc.is_tracked(event) for event in batch.events)

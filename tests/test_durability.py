@@ -324,7 +324,7 @@ def test_encoded_rows_reach_a_server_with_each_body_compression(clickhouse: Fixt
     """The JSONCompactEachRow lines travel LZ4-framed, gzipped or plain, as the URL's compress asks."""
     import orjson
 
-    from consent_gateway.pipeline.writer import _EVENT_NAMES
+    from consent_gateway.pipeline.inserter import EVENT_NAMES
     from consent_gateway.store import migrate, open_store
 
     for n, compress in enumerate(("lz4", "gzip", "false")):
@@ -336,7 +336,7 @@ def test_encoded_rows_reach_a_server_with_each_body_compression(clickhouse: Fixt
              "/요금제", 0, 0, "", "", "", "", "", "", "", "203.0.113.0/24", "Chrome", "124", "Linux", "desktop", 0,
              '{"plan":"연간"}']
         )  # fmt: skip
-        store.insert_lines("events", [line, line.replace(b"signup", b"trial")], _EVENT_NAMES)
+        store.insert_lines("events", [line, line.replace(b"signup", b"trial")], EVENT_NAMES)
         table = store.table("events")
         rows = store.query_rows(f"SELECT name, path, props, toUnixTimestamp64Milli(ts) FROM {table} ORDER BY name")
         assert rows == [("signup", "/요금제", '{"plan":"연간"}', 1_795_000_000_250),

@@ -4,12 +4,9 @@ the embedded ClickHouse exactly once."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import queue
-import struct
 import threading
 import uuid
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,10 +16,10 @@ import orjson
 from consent_gateway import Settings
 from consent_gateway.pipeline import Journal, PipelineMetrics, Writer, WriterConfig
 from consent_gateway.pipeline.journal import encode_rows
-from consent_gateway.pipeline.writer import Command
-from consent_gateway.policy import RowBuilder
+from consent_gateway.pipeline.messages import Command
 from consent_gateway.pseudonymize import SaltStore
 from consent_gateway.records import RawRecord
+from consent_gateway.rows import RowBuilder
 from consent_gateway.store import Store, migrate, open_store
 
 from .conftest import CHDB_URL
@@ -61,21 +58,6 @@ def test_rows_are_lines_clickhouse_reads_with_their_erasure_keys() -> None:
     assert values[1] == 1_795_608_000.123456, "seconds since the epoch, microseconds kept"
     assert values[6:8] == [1, 2**63 + 5]
     assert keys == [2**63 + 5, -1], "only identified rows carry their visitor as erasure key"
-
-
-def test_groups_written_by_the_earlier_row_format_are_replayed(tmp_path: Path) -> None:
-    """A journal left by a version that stored rows as JSON lists is still read after an upgrade."""
-    directory = tmp_path / "w-legacy"
-    directory.mkdir()
-    row = _row(1, 42)
-    legacy = [row[0].hex, (row[1] - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1), *row[2:]]
-    payload = json.dumps({"k": "g", "e": [legacy], "n": 1}).encode()
-    (directory / "000000000001.seg").write_bytes(struct.pack("<II", len(payload), zlib.crc32(payload)) + payload)
-
-    journal, recovered = Journal.open(tmp_path, segment_bytes=1 << 20)
-    assert [g.events for g in recovered.groups] == [_lines([row])]
-    assert recovered.groups[0].keys == [42]
-    journal.close()
 
 
 def test_acknowledged_groups_survive_a_crash_and_a_torn_tail_is_ignored(tmp_path: Path) -> None:
@@ -160,7 +142,7 @@ def _writer(settings: Settings, journal: Journal, recovered: Any, source: queue.
         source,
         connect=lambda: open_store(CHDB_URL, settings.database),
         rows=RowBuilder(settings, SaltStore(settings.keys_dir)),
-        config=WriterConfig(batch_size=100, flush_interval=0.05),
+        config=WriterConfig.from_settings(settings, batch_size=100, flush_interval=0.05),
         journal=journal,
         recovered=recovered,
         metrics=PipelineMetrics(),
@@ -235,19 +217,19 @@ def test_an_insert_repeated_after_a_crash_lands_exactly_once(
     journal, _ = Journal.open(tmp_path / "journal", segment_bytes=1 << 20)
     groups = []
     for i in range(4):
-        lines, keys = zip(*(rows.event_line(_record(f"m{i}-{j}")) for j in range(5)), strict=True)
+        lines, keys = rows.event_lines([_record(f"m{i}-{j}") for j in range(5)])
         groups.append(journal.append_group(list(lines), list(keys), []))
     plan = journal.append_plan(groups)
     journal.sync()
     events = [r for g in groups for r in g.events]
-    from consent_gateway.pipeline.writer import _EVENT_NAMES, INSERT_DEDUP_SETTINGS
+    from consent_gateway.pipeline.inserter import EVENT_NAMES, INSERT_DEDUP_SETTINGS
 
     as_the_writer = {**INSERT_DEDUP_SETTINGS, "insert_deduplication_token": f"{plan.token}:e"}
-    store.insert_lines("events", events, _EVENT_NAMES, settings=as_the_writer)
+    store.insert_lines("events", events, EVENT_NAMES, settings=as_the_writer)
     rollup = f"SELECT sum(hits) FROM {store.table('events_daily')}"
     assert store.query_rows(rollup)[0][0] == 20
-    line, key = rows.event_line(_record("after"))
-    journal.append_group([line], [key], [])  # acknowledged, never inserted
+    lines, keys = rows.event_lines([_record("after")])
+    journal.append_group(lines, keys, [])  # acknowledged, never inserted
     journal.sync()
     _crash(journal)
 
@@ -291,7 +273,7 @@ def test_a_row_clickhouse_refuses_is_isolated_and_the_rest_of_its_batch_is_store
     """One invalid row must not hold back, nor take down, the rows journaled with it."""
     settings, rows = _migrated(make_settings, store)
     journal, _ = Journal.open(tmp_path / "journal", segment_bytes=1 << 20)
-    lines, keys = zip(*(rows.event_line(_record(f"ok-{i}")) for i in range(9)), strict=True)
+    lines, keys = rows.event_lines([_record(f"ok-{i}") for i in range(9)])
     poisoned = list(lines)
     poisoned[4] = _refused(poisoned[4])
     journal.append_group(poisoned, list(keys), [])
@@ -306,10 +288,10 @@ def test_a_row_clickhouse_refuses_is_isolated_and_the_rest_of_its_batch_is_store
     assert list(journal.directory.glob("*.seg")) == [], "nothing is left to retry"
 
     # A crash before the plan's commit entry repeats the isolation with the same tokens: nothing twice.
-    from consent_gateway.pipeline.writer import _EVENT_NAMES
+    from consent_gateway.pipeline.inserter import EVENT_NAMES
 
-    assert writer._insert_lines(store, "events", _EVENT_NAMES, poisoned, "replayed-token:e") == 1
-    assert writer._insert_lines(store, "events", _EVENT_NAMES, poisoned, "replayed-token:e") == 1
+    assert writer.inserter.insert_lines(store, "events", EVENT_NAMES, poisoned, "replayed-token:e") == 1
+    assert writer.inserter.insert_lines(store, "events", EVENT_NAMES, poisoned, "replayed-token:e") == 1
     counts = dict(store.query_rows(by_marker))
     assert counts == {f"ok-{i}": 2 for i in range(9) if i != 4}, "the second pass was deduplicated"
 
@@ -319,16 +301,16 @@ def test_a_table_that_refuses_every_row_drops_nothing_and_keeps_the_plan(
 ) -> None:
     """Row after row refused means the table changed (a column's type): retry, never drop them all."""
     from consent_gateway.errors import StoreError
-    from consent_gateway.pipeline.writer import _EVENT_NAMES, _MAX_REFUSED
+    from consent_gateway.pipeline.inserter import EVENT_NAMES, MAX_REFUSED
 
     settings, rows = _migrated(make_settings, store)
-    bad = [_refused(rows.event_line(_record(f"bad-{i}"))[0]) for i in range(_MAX_REFUSED + 4)]
+    bad = [_refused(line) for line in rows.event_lines([_record(f"bad-{i}") for i in range(MAX_REFUSED + 4)])[0]]
     source: queue.SimpleQueue[Any] = queue.SimpleQueue()
     journal, recovered = Journal.open(tmp_path / "journal", segment_bytes=1 << 20)
     writer = _writer(settings, journal, recovered, source)
     try:
-        writer._refused_in_plan = 0
-        writer._insert_lines(store, "events", _EVENT_NAMES, bad, "all-bad:e")
+        writer.inserter._refused_in_plan = 0
+        writer.inserter.insert_lines(store, "events", EVENT_NAMES, bad, "all-bad:e")
     except StoreError as exc:
         assert "check the table's schema" in str(exc)
     else:

@@ -15,10 +15,11 @@ from starlette.routing import Route
 
 from consent_gateway import Settings
 from consent_gateway.my_data import MyDataEndpoint, Visitor, cookie_identify, to_csv
-from consent_gateway.policy import KEEP, PSEUDONYMISE, RowBuilder
+from consent_gateway.policy import KEEP, PSEUDONYMISE
 from consent_gateway.pseudonymize import SaltStore
 from consent_gateway.ratelimit import TokenBucket
 from consent_gateway.records import RawRecord, ReceiptRecord
+from consent_gateway.rows import RowBuilder
 from consent_gateway.signing import ConsentCodec
 from consent_gateway.store import Store
 from consent_gateway.store.schema import EVENT_COLUMNS, RECEIPT_COLUMNS, migrate

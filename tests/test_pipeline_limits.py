@@ -51,7 +51,7 @@ def test_a_full_queue_sheds_visits_first_then_refuses_events_with_503(
         writer = pipeline._writer
         assert writer is not None
         # Stall the group commit (as a disk that stopped answering would): hold the writer's lock.
-        writer._lock.acquire()
+        writer._backlog.lock.acquire()
         try:
             # The writer takes waiting visits every visit window. Let it take one now and block on
             # the lock with it, so no window can empty the queue in the middle of the count below.
@@ -68,7 +68,7 @@ def test_a_full_queue_sheds_visits_first_then_refuses_events_with_503(
             assert stalled.status_code == 503
             metrics = client.get("/_consent/metrics").text
         finally:
-            writer._lock.release()
+            writer._backlog.lock.release()
         assert client.portal is not None
         assert client.portal.call(pipeline.flush, 30.0)
         assert pipeline.queued == 0

@@ -6,15 +6,35 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import orjson
 import pytest
+from msgspec import structs
 
 from consent_gateway import ConsentGateway, Settings
 from consent_gateway.store import EVENT_COLUMNS, RECEIPT_COLUMNS, Store, migrate
 from consent_gateway.store.schema import MIGRATIONS
 from tests.conftest import PSEUDONYM_KEY, SECRET
 from tests.gateway_support import client_for, sign_cookie, site_app
+
+if TYPE_CHECKING:
+    from consent_gateway.records import RawRecord
+    from consent_gateway.rows import RowBuilder
+
+
+def _stored_line(rows: RowBuilder, raw: RawRecord) -> tuple[bytes, int]:
+    """One record's stored line and erasure key, as the writer builds them."""
+    lines, keys = rows.event_lines([raw])
+    return lines[0], keys[0]
+
+
+def _stored_row(rows: RowBuilder, raw: RawRecord) -> list[Any]:
+    """One record's stored row read back from its line: the id a UUID, the time a UTC datetime."""
+    row = orjson.loads(_stored_line(rows, raw)[0])
+    row[0] = uuid.UUID(hex=row[0])
+    row[1] = dt.datetime.fromtimestamp(row[1], dt.UTC)
+    return row
 
 VISITOR_IP = "203.0.113.7"
 CHROME = (
@@ -308,21 +328,21 @@ def _raw(ts: float, *, consent_id: str | None = None, action: str = "pseudonymis
 def test_pseudonymous_visitor_key_is_stable_within_a_day_only(
     make_settings: Callable[..., Settings], tmp_path: Any
 ) -> None:
-    from consent_gateway.policy import RowBuilder
     from consent_gateway.pseudonymize import SaltStore
+    from consent_gateway.rows import RowBuilder
 
     rows = RowBuilder(make_settings(), SaltStore(tmp_path / "salts"))
     visitor = [c for c, _ in EVENT_COLUMNS].index("visitor")
     now = dt.datetime.now(dt.UTC).replace(hour=12).timestamp()
-    same_day = {rows.event_row(_raw(now + i))[visitor] for i in range(3)}
-    yesterday = rows.event_row(_raw(now - 86400))[visitor]
+    same_day = {_stored_row(rows, _raw(now + i))[visitor] for i in range(3)}
+    yesterday = _stored_row(rows, _raw(now - 86400))[visitor]
     assert len(same_day) == 1  # unique visitors per day ...
     assert yesterday not in same_day  # ... but no linking across days
-    kept = rows.event_row(_raw(now, consent_id=CID, action="keep"))
+    kept = _stored_row(rows, _raw(now, consent_id=CID, action="keep"))
     assert (
         kept[visitor]
         == rows.visitor_of(CID)
-        == rows.event_row(_raw(now - 86400, consent_id=CID, action="keep"))[visitor]
+        == _stored_row(rows, _raw(now - 86400, consent_id=CID, action="keep"))[visitor]
     )
     assert "<keys hidden>" in repr(rows) and PSEUDONYM_KEY not in repr(rows)
 
@@ -330,35 +350,34 @@ def test_pseudonymous_visitor_key_is_stable_within_a_day_only(
 def test_cached_pseudonymous_keys_equal_the_computed_ones_and_the_cache_is_bounded(
     make_settings: Callable[..., Settings], tmp_path: Any
 ) -> None:
-    from consent_gateway import policy
+    from consent_gateway import rows as row_module
     from consent_gateway.pseudonymize import SaltStore, pseudonymous_visitor, truncate_ip
 
     salts = SaltStore(tmp_path / "salts")
-    rows = policy.RowBuilder(make_settings(), salts)
+    rows = row_module.RowBuilder(make_settings(), salts)
     visitor = [c for c, _ in EVENT_COLUMNS].index("visitor")
     now = dt.datetime.now(dt.UTC).replace(hour=12)
     for ts in (now.timestamp(), now.timestamp() + 1, now.timestamp() - 86400):
         expected = pseudonymous_visitor(
             salts.salt_for(dt.datetime.fromtimestamp(ts, dt.UTC).date()), "test-site", truncate_ip(VISITOR_IP), CHROME
         )
-        assert rows.event_row(_raw(ts))[visitor] == expected
+        assert _stored_row(rows, _raw(ts))[visitor] == expected
     assert all(isinstance(key[0], int) for key in rows._pseudonyms), "keyed by day number: no salt is kept"
-    for i in range(policy._PSEUDONYM_CACHE + 10):
-        raw = _raw(now.timestamp())
-        raw.user_agent = f"agent {i}"
-        rows.event_line(raw)
-    assert len(rows._pseudonyms) <= policy._PSEUDONYM_CACHE
+    for i in range(row_module._PSEUDONYM_CACHE + 10):
+        raw = structs.replace(_raw(now.timestamp()), user_agent=f"agent {i}")
+        _stored_line(rows, raw)
+    assert len(rows._pseudonyms) <= row_module._PSEUDONYM_CACHE
 
 
 def test_row_ids_are_distinct_version_4_uuids(make_settings: Callable[..., Settings], tmp_path: Any) -> None:
-    from consent_gateway.policy import RowBuilder
     from consent_gateway.pseudonymize import SaltStore
+    from consent_gateway.rows import RowBuilder
 
     rows = RowBuilder(make_settings(), SaltStore(tmp_path / "salts"))
-    ids = [rows.event_row(_raw(1_795_000_000.0))[0] for _ in range(1000)]
+    ids = [_stored_row(rows, _raw(1_795_000_000.0))[0] for _ in range(1000)]
     assert len(set(ids)) == 1000
     assert all(isinstance(i, uuid.UUID) and i.version == 4 and i.variant == uuid.RFC_4122 for i in ids)
-    line, _ = rows.event_line(_raw(1_795_000_000.0))
+    line, _ = _stored_line(rows, _raw(1_795_000_000.0))
     assert uuid.UUID(hex=json.loads(line)[0]).version == 4
 
 
@@ -380,40 +399,44 @@ def test_daily_salts_are_destroyed_after_48_hours(tmp_path: Any) -> None:
 
 def test_rows_of_a_batch_equal_the_rows_built_one_by_one(make_settings: Callable[..., Settings], tmp_path: Any) -> None:
     """event_lines works shared values out once per batch; each row must still be its own."""
-    from consent_gateway.policy import RowBuilder
     from consent_gateway.pseudonymize import SaltStore
+    from consent_gateway.rows import RowBuilder
 
     rows = RowBuilder(make_settings(), SaltStore(tmp_path / "salts"))
     now = dt.datetime.now(dt.UTC).replace(hour=12).timestamp()
     batch = []
     for i in range(12):
-        raw = _raw(now, consent_id=CID if i % 3 == 0 else None, action="keep" if i % 3 == 0 else "pseudonymise")
-        raw.ip = ("203.0.113.9", "198.51.100.7", "2001:db8::1")[i % 3]
-        raw.path = ("/", "/students/kim@example.com", "/a", "/")[i % 4]
-        raw.query = ("", "utm_source=news&gclid=abc", "utm_source=mail")[i % 3]
-        raw.referrer = ("", "https://search.example/?q=1", "http://testserver/back")[i % 3]
-        raw.host = ("testserver", "other.example")[i % 2]
-        raw.event_id = uuid.uuid4()
+        raw = structs.replace(
+            _raw(now, consent_id=CID if i % 3 == 0 else None, action="keep" if i % 3 == 0 else "pseudonymise"),
+            ip=("203.0.113.9", "198.51.100.7", "2001:db8::1")[i % 3],
+            path=("/", "/students/kim@example.com", "/a", "/")[i % 4],
+            query=("", "utm_source=news&gclid=abc", "utm_source=mail")[i % 3],
+            referrer=("", "https://search.example/?q=1", "http://testserver/back")[i % 3],
+            host=("testserver", "other.example")[i % 2],
+            event_id=uuid.uuid4(),
+        )
         batch.append(raw)
     lines, keys = rows.event_lines(batch)
-    singles = [rows.event_line(raw) for raw in batch]
+    singles = [_stored_line(rows, raw) for raw in batch]
     assert lines == [line for line, _ in singles]
     assert keys == [key for _, key in singles]
     assert len(set(lines)) == len(lines)
 
 
 def _collected(now: float) -> Any:
-    from consent_gateway.records import CollectedEvents, props_text
+    from consent_gateway.records import CollectedEvents, EventFields, props_text
 
     props = '{"plan":"pro","contact":"kim@example.com","n":3}'
     events = [
-        ("signup", "marketing", "keep", CID, "/join", "utm_source=news&gclid=abc", "https://search.example/", props),
-        ("signup", "marketing", "keep", CID, "/join", "", "", None),
-        ("scroll", "analytics", "pseudonymise", None, "/students/kim@example.com", "", "", props),
-        ("scroll", "analytics", "keep", "withdrawn-id", "/a", "utm_source=mail", "http://testserver/back", props),
+        EventFields("signup", "marketing", "keep", CID, "/join", "utm_source=news&gclid=abc", "https://search.example/",
+                    props),
+        EventFields("signup", "marketing", "keep", CID, "/join", "", "", None),
+        EventFields("scroll", "analytics", "pseudonymise", None, "/students/kim@example.com", "", "", props),
+        EventFields("scroll", "analytics", "keep", "withdrawn-id", "/a", "utm_source=mail", "http://testserver/back",
+                    props),
         # The same shape as the first (one template) with props that JSON must escape.
-        ("signup", "marketing", "keep", CID, "/join", "utm_source=news&gclid=abc", "https://search.example/",
-         props_text({"q": 'say "hi" \\ 한국어 \u2028 \x01', "n": 1.5})),
+        EventFields("signup", "marketing", "keep", CID, "/join", "utm_source=news&gclid=abc", "https://search.example/",
+                    props_text({"q": 'say "hi" \\ 한국어 \u2028 \x01', "n": 1.5})),
     ]
     return CollectedEvents(
         now, "test-site", "testserver", CHROME, VISITOR_IP, frozenset({"necessary", "analytics", "marketing"}), events
@@ -423,17 +446,18 @@ def _collected(now: float) -> Any:
 def test_rows_of_collected_events_equal_the_rows_of_their_records(
     make_settings: Callable[..., Settings], tmp_path: Any
 ) -> None:
-    """The writer encodes a /collect request's events straight from their tuples; the rows must be
+    """The writer encodes a /collect request's events straight from their structs; the rows must be
     those of the same events as RawRecords, with erased consent ids stored pseudonymised."""
-    from consent_gateway.policy import RowBuilder
     from consent_gateway.pseudonymize import SaltStore
+    from consent_gateway.rows import RowBuilder
 
     rows = RowBuilder(make_settings(), SaltStore(tmp_path / "salts"))
     batch = _collected(dt.datetime.now(dt.UTC).replace(hour=12).timestamp())
     records = batch.records()
     assert [r.name for r in records] == ["signup", "signup", "scroll", "scroll", "signup"]
     assert all(r.kind == "event" and r.site == "test-site" and r.ip == VISITOR_IP for r in records)
-    records[3].consent_id, records[3].action = None, "pseudonymise"  # what the writer does for an erased id
+    # What the writer does for an erased id: a copy without the identity.
+    records[3] = structs.replace(records[3], consent_id=None, action="pseudonymise")
     lines, keys = rows.collected_lines([batch, batch], {"withdrawn-id"})
     expected, expected_keys = rows.event_lines(records + records)
     assert [json.loads(line)[1:] for line in lines] == [json.loads(line)[1:] for line in expected]  # ids are random
@@ -457,8 +481,8 @@ def test_the_embedded_engines_converting_insert_stores_what_a_plain_insert_store
     import tempfile
 
     from consent_gateway.pipeline.writer import INSERT_DEDUP_SETTINGS
-    from consent_gateway.policy import RowBuilder
     from consent_gateway.pseudonymize import SaltStore
+    from consent_gateway.rows import RowBuilder
 
     migrate(store)
     rows = RowBuilder(make_settings(), SaltStore(tmp_path / "salts"))

@@ -7,7 +7,7 @@ numbered segment files. Each entry is a frame ``<length u32><crc32 u32><JSON pay
   agents or query strings: the writer builds rows through the policy before journaling). The
   payload is a JSON header line, then one JSONCompactEachRow line per row, exactly the bytes the
   insert sends to ClickHouse; the header names how many are events and receipts and each event
-  row's erasure key. (``g`` groups of earlier versions, rows as JSON lists, are still read.)
+  row's erasure key.
 - ``p`` plan: which groups one ClickHouse insert carries, and its deduplication token; written
   and fsynced before the insert, so a replay repeats exactly the same insert with the same token;
 - ``c`` commit: that plan is in ClickHouse;
@@ -37,16 +37,13 @@ from typing import Any, BinaryIO
 import orjson
 
 from ..errors import ConsentGatewayError
-from ..policy import encode_line
+from ..rows import IDENTIFIED, VISITOR, encode_line
 
 logger = logging.getLogger("consent_gateway.pipeline")
 
 _FRAME = struct.Struct("<II")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _SUFFIX = ".seg"
-# Event rows: ``identified`` and ``visitor`` columns (see store.schema.EVENT_COLUMNS).
-IDENTIFIED = 6
-VISITOR = 7
 
 
 class JournalError(ConsentGatewayError):
@@ -55,7 +52,7 @@ class JournalError(ConsentGatewayError):
 
 @dataclass(slots=True)
 class Group:
-    """Rows of one group commit, in arrival order, as encoded lines (``policy.encode_line``).
+    """Rows of one group commit, in arrival order, as encoded lines (``rows.encode_line``).
 
     ``keys[i]`` is the visitor of ``events[i]`` when that row is identified, else -1: erasure
     filters on it without decoding the rows.
@@ -123,18 +120,6 @@ def encode_rows(rows: list[list[Any]]) -> tuple[list[bytes], list[int]]:
     return lines, keys
 
 
-def _legacy_lines(raw_rows: list[list[Any]], *, events: bool) -> tuple[list[bytes], list[int]]:
-    """Rows of a ``g`` entry (column 0 a UUID in hex, column 1 microseconds) as lines and keys."""
-    rows = []
-    for raw in raw_rows:
-        out = list(raw)
-        out[0] = uuid.UUID(hex=raw[0])
-        out[1] = _EPOCH + dt.timedelta(microseconds=raw[1])
-        rows.append(out)
-    lines, keys = encode_rows(rows)
-    return lines, keys if events else []
-
-
 def erase_rows(group: Group, visitors: set[int] | frozenset[int]) -> int:
     """Remove identified event rows of ``visitors`` from ``group`` in place; returns how many went."""
     if not visitors or not group.events:
@@ -151,6 +136,9 @@ def erase_rows(group: Group, visitors: set[int] | frozenset[int]) -> int:
 
 class Journal:
     """Append-only, fsynced on ``sync()``; owned by the writer thread (not thread-safe)."""
+
+    # What is appended and synced survives a crash: a /collect request is acknowledged then.
+    durable = True
 
     def __init__(self, directory: Path, lock_fd: int, *, segment_bytes: int) -> None:
         self.directory = directory
@@ -221,18 +209,8 @@ class Journal:
                 self._seq = max(self._seq, seq)
                 if kind == "G":
                     n_events = int(entry.get("e", 0))
-                    groups[seq] = Group(
-                        seq,
-                        lines[:n_events],
-                        [int(k) for k in entry.get("v", ())],
-                        lines[n_events:],
-                        number,
-                        replayed=True,
-                    )
-                elif kind == "g":
-                    events, keys = _legacy_lines(entry.get("e", []), events=True)
-                    receipts, _ = _legacy_lines(entry.get("r", []), events=False)
-                    groups[seq] = Group(seq, events, keys, receipts, number, replayed=True)
+                    keys = [int(k) for k in entry.get("v", ())]
+                    groups[seq] = Group(seq, lines[:n_events], keys, lines[n_events:], number, replayed=True)
                 elif kind == "p":
                     plans[seq] = ([int(g) for g in entry["g"]], str(entry["t"]), number)
                 elif kind == "c":
@@ -478,3 +456,48 @@ def _read_entries(path: Path) -> Iterator[tuple[dict[str, Any], list[bytes]]]:
         pos = start + length
     if pos < len(data):
         logger.warning("journal segment %s ends in a torn header at byte %d (never acknowledged)", path, pos)
+
+
+class MemoryJournal:
+    """The journal's interface without a disk (``journal_enabled = false``): numbers entries and
+    names plans, keeps nothing. Nothing survives the process, so a ``/collect`` request is only
+    acknowledged once its rows are in ClickHouse (``durable`` is False)."""
+
+    durable = False
+    bytes = 0
+
+    def __init__(self) -> None:
+        self._seq = 0
+        self.name = f"m-{uuid.uuid4().hex[:12]}"
+
+    def __repr__(self) -> str:
+        return f"MemoryJournal({self.name!r})"
+
+    def append_group(
+        self, events: list[bytes], keys: list[int], receipts: list[bytes], *, replayed: bool = False
+    ) -> Group:
+        self._seq += 1
+        return Group(self._seq, events, keys, receipts, replayed=replayed)
+
+    def append_plan(self, groups: list[Group], *, token: str | None = None) -> Plan:
+        self._seq += 1
+        return Plan(self._seq, groups, token or f"{self.name}-{self._seq}")
+
+    def append_commit(self, plan: Plan) -> None:
+        pass
+
+    def append_tombstone(self, visitor: int) -> int:
+        self._seq += 1
+        return self._seq
+
+    def append_done(self, tombstone: int) -> None:
+        pass
+
+    def sync(self) -> None:
+        pass
+
+    def release(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass

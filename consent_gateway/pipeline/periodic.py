@@ -21,7 +21,6 @@ class Periodic(threading.Thread):
         self._job = job
         self._interval = interval
         self._stopped = threading.Event()
-        self.runs = 0
 
     def __repr__(self) -> str:
         return f"Periodic({self.name!r}, every {self._interval}s)"
@@ -32,7 +31,6 @@ class Periodic(threading.Thread):
                 self._job()
             except Exception:
                 logger.exception("%s failed; it runs again in %.0fs", self.name, self._interval)
-            self.runs += 1
             self._stopped.wait(self._interval)
 
     def stop(self, timeout: float = 5.0) -> None:

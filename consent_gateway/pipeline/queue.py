@@ -11,8 +11,10 @@ from collections.abc import Callable
 from typing import Any
 
 from ..records import CollectedEvents, RawRecord, ReceiptRecord
+from .messages import Command, EventBatch
 from .metrics import PipelineMetrics
-from .writer import Command, EventBatch, PipelineState, Writer, WriterStats
+from .stats import PipelineStats
+from .writer import Writer
 
 
 class _Waiter:
@@ -57,8 +59,8 @@ class Pipeline:
         writer_factory: Callable[[Pipeline], Writer],
         *,
         queue_max: int,
-        visit_shed_fraction: float = 0.9,
-        ack_timeout: float = 10.0,
+        visit_shed_fraction: float,
+        ack_timeout: float,
         metrics: PipelineMetrics | None = None,
     ) -> None:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -70,8 +72,11 @@ class Pipeline:
         self.queue_max = queue_max
         self._visit_max = max(1, int(queue_max * visit_shed_fraction))
         self.ack_timeout = ack_timeout
-        self.metrics = metrics or PipelineMetrics()
-        self.state = PipelineState()
+        # The one stats object: the writer updates it, the request side reads it, Prometheus renders it.
+        self.stats = PipelineStats(metrics)
+        # The same object under the name the request side reads it by (a plain attribute: pages read it).
+        self.state = self.stats
+        self.metrics = self.stats.metrics
         self._queued = 0
         self._count = threading.Lock()
         # Labelled children looked up once, not on every record.
@@ -101,18 +106,6 @@ class Pipeline:
         # Visits are counted by their deque alone: a page takes no lock and no counter.
         return self._queued + len(self._visits)
 
-    @property
-    def shed(self) -> int:
-        """Records shed so far, all kinds and reasons."""
-        total = 0.0
-        for metric in self.metrics.shed.collect():
-            total += sum(s.value for s in metric.samples if s.name.endswith("_total"))
-        return int(total)
-
-    @property
-    def stats(self) -> WriterStats | None:
-        return None if self._writer is None else self._writer.stats
-
     def start(self) -> None:
         if self.running:
             return
@@ -139,10 +132,6 @@ class Pipeline:
         if counter is None:
             counter = self._queued_counters[kind] = self.metrics.queued.labels(kind)
         return counter
-
-    def has_room(self, count: int = 1) -> bool:
-        """Whether ``count`` events would be accepted now (queue and journal both below their limits)."""
-        return self.queued + count <= self.queue_max and not self.state.journal_full
 
     def submit(self, record: RawRecord) -> bool:
         """Hand a visit record to the writer without waiting; False when it was shed (and counted)."""

@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import clickhouse_connect
 import lz4.frame
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from ..errors import StoreError
 
@@ -86,7 +87,7 @@ class Store:
         *,
         column_types: Sequence[str] | None = None,
     ) -> None:
-        """Insert rows already encoded as JSONCompactEachRow lines (``policy.encode_line``).
+        """Insert rows already encoded as JSONCompactEachRow lines (``rows.encode_line``).
 
         ClickHouse parses them itself; nothing is converted row by row in Python, and the embedded
         engine does that work without holding the interpreter lock. With ``column_types`` (the
@@ -164,6 +165,30 @@ class Store:
 
 
 _LOW_CARDINALITY_STRING = "LowCardinality(String)"
+
+# ClickHouse error codes that blame the data rather than the server: CANNOT_PARSE_TEXT,
+# INCORRECT_NUMBER_OF_COLUMNS, CANNOT_PARSE_QUOTED_STRING, CANNOT_PARSE_INPUT_ASSERTION_FAILED,
+# CANNOT_PARSE_DATE, CANNOT_PARSE_DATETIME, TYPE_MISMATCH, ARGUMENT_OUT_OF_BOUND, CANNOT_CONVERT_TYPE,
+# CANNOT_PARSE_NUMBER, INCORRECT_DATA, TOO_LARGE_STRING_SIZE, CANNOT_PARSE_UUID (errorCodeToName).
+DATA_ERRORS = frozenset({6, 7, 26, 27, 38, 41, 53, 69, 70, 72, 117, 131, 376})
+
+
+def error_code(exc: BaseException) -> int:
+    """The ClickHouse error code behind ``exc`` (a ``StoreError`` or the driver's own error), 0 when
+    there is none (a refused connection, a timeout). Taken from the exception the driver raised,
+    which carries the server's or the embedded engine's code, never from message text."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ClickHouseError):
+            code = getattr(seen, "code", None)
+            return code if isinstance(code, int) else 0
+        seen = seen.__cause__
+    return 0
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """Whether ClickHouse refused a statement for its data (a parse or type error), not an outage."""
+    return error_code(exc) in DATA_ERRORS
 
 
 def _identifier(name: str) -> str:

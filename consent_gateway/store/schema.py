@@ -42,6 +42,9 @@ EVENT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("props", "String"),
 )
 
+# Each event column's position in a row, by name: rows are read by name, never by a bare number.
+EVENT_INDEX: dict[str, int] = {name: i for i, (name, _) in enumerate(EVENT_COLUMNS)}
+
 RECEIPT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("receipt_id", "UUID"),
     ("ts", "DateTime64(3, 'UTC')"),

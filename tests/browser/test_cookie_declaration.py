@@ -100,9 +100,10 @@ def test_my_data_page(
     import time
 
     from consent_gateway.my_data import MyDataEndpoint, Visitor
-    from consent_gateway.policy import KEEP, RowBuilder
+    from consent_gateway.policy import KEEP
     from consent_gateway.pseudonymize import SaltStore
     from consent_gateway.records import RawRecord
+    from consent_gateway.rows import RowBuilder
     from consent_gateway.store.schema import EVENT_COLUMNS
 
     settings = make_settings()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+import orjson
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from itsdangerous import URLSafeTimedSerializer
@@ -27,7 +28,6 @@ from consent_gateway.consent import Consent, ConsentRecord, ConsentStatus
 from consent_gateway.cookies import request_cookie_names, set_cookie_name
 from consent_gateway.errors import RequestError
 from consent_gateway.middleware import ConsentMiddleware
-from consent_gateway.policy import RowBuilder
 from consent_gateway.pseudonymize import (
     _EMAIL,
     CLICK_ID_KEYS,
@@ -50,6 +50,7 @@ from consent_gateway.records import (
 )
 from consent_gateway.registry import CategoryRegistry
 from consent_gateway.request import RequestFacts
+from consent_gateway.rows import RowBuilder
 from consent_gateway.runtime import GatewayRuntime
 from consent_gateway.signing import COOKIE_SALT, ConsentCodec
 from consent_gateway.store import EVENT_COLUMNS
@@ -578,7 +579,7 @@ def raw_records(draw: st.DrawFn) -> RawRecord:
 @settings(MANY, max_examples=max(1, PARSER_CASES // 2))
 @given(raw_records())
 def test_rows_hold_no_raw_identifier(raw: RawRecord) -> None:
-    row = _ROWS.event_row(raw)
+    row = orjson.loads(_ROWS.event_lines([raw])[0][0])
     names = [name for name, _ in EVENT_COLUMNS]
     assert len(row) == len(names)
     stored = dict(zip(names, row, strict=True))

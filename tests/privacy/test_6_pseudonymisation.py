@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from consent_gateway.policy import RowBuilder
 from consent_gateway.pseudonymize import SaltStore, consented_visitor
 from consent_gateway.records import RawRecord
+from consent_gateway.rows import RowBuilder
 from consent_gateway.store import Store
 
 from ..conftest import PSEUDONYM_KEY

@@ -1,0 +1,337 @@
+"""Stored rows: the only place where a record's raw values are read and turned into columns.
+
+The policy (``policy.py``) has already decided each record's fate; ``RowBuilder`` applies that
+decision to the values (pseudonymous visitor keys, truncated IPs, redacted paths, scrubbed props)
+and encodes rows as the JSONCompactEachRow lines the journal keeps and ClickHouse receives.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Container
+from functools import lru_cache, partial
+from typing import Any
+
+import orjson
+
+from .policy import KEEP, withdrawn
+from .pseudonymize import (
+    SaltStore,
+    consented_visitor,
+    pseudonymous_visitor,
+    redact_path,
+    reduce_user_agent,
+    referrer_host,
+    split_query,
+    truncate_ip,
+)
+from .records import CollectedEvents, RawRecord, ReceiptRecord, new_record_hex, new_record_hex_bytes, props_text
+from .settings import Settings
+from .store.schema import EVENT_INDEX
+
+# Positions of the event row's columns the pipeline reads (store/schema.py EVENT_COLUMNS).
+IDENTIFIED = EVENT_INDEX["identified"]
+VISITOR = EVENT_INDEX["visitor"]
+
+
+class RowBuilder:
+    """Turns raw records into stored rows: the only place where raw values are read."""
+
+    def __init__(self, settings: Settings, salts: SaltStore) -> None:
+        self._key = settings.pseudonym_key.encode("utf-8")
+        self._salts = salts
+        # One keyed hash per consent id, not per row: a visitor's rows arrive together.
+        self._consented = lru_cache(maxsize=8192)(partial(consented_visitor, self._key))
+        # Pseudonymous keys of today, by (day, site, IP prefix, user agent): the events of one
+        # /collect batch share them. Keyed by the day number, not the salt, so that no salt
+        # outlives its destruction in here; emptied when it grows past its bound.
+        self._pseudonyms: dict[tuple[int, str, str, str], int] = {}
+        self._marketing = settings.marketing_category
+
+    def __repr__(self) -> str:
+        return "RowBuilder(<keys hidden>)"
+
+    def event_lines(self, records: list[RawRecord]) -> tuple[list[bytes], list[int]]:
+        """Each record's stored row as one JSONCompactEachRow line, and its erasure key (the visitor
+        when the row is identified, else -1): what the journal keeps and ClickHouse receives.
+        Values repeated within the call (one visitor's IP, a page's query string and referrer) are
+        worked out once; nothing is remembered after it."""
+        memo = _Memo()
+        lines: list[bytes] = []
+        keys: list[int] = []
+        for raw in records:
+            row = self._event_values(raw, memo)
+            lines.append(encode_line(row))
+            keys.append(row[VISITOR] if row[IDENTIFIED] else -1)
+        return lines, keys
+
+    def collected_lines(
+        self, batches: list[CollectedEvents], erased: Container[str] = ()
+    ) -> tuple[list[bytes], list[int]]:
+        """``event_lines`` of the batches' records, without building the records. A consent id in
+        ``erased`` was withdrawn while its events waited: they are stored pseudonymised instead.
+
+        The events of one request that share a name, category, decision, URL and referrer differ
+        in their stored row only by the row id and the props: their line is encoded once as a
+        template, and each event's line is the template with its id and props put in.
+        """
+        memo = _Memo()
+        # Who sent an event varies only with the request and the consent id and action its category
+        # gave it; where from with its URL and referrer. Both are worked out once per call: one
+        # visitor's requests of a group commit share them too.
+        whos: dict[tuple[Any, str | None, str], tuple[bool, int, list[str], bool, str, Any]] = {}
+        wheres: dict[tuple[str, str, str, str], tuple[str, str, Any, str]] = {}
+        lines: list[bytes] = []
+        keys: list[int] = []
+        for batch in batches:
+            ts, site, host, user_agent, ip = batch.ts, batch.site, batch.host, batch.user_agent, batch.ip
+            sender = (ip, user_agent, site, batch.granted, int(ts // _DAY))
+            # (name, category, action, consent id, path, query, referrer) -> the line's middle,
+            # the erasure key and whether the row is identified (props are kept as sent).
+            templates: dict[tuple[Any, ...], tuple[bytes, int, bool]] = {}
+            for event in batch.events:
+                consent_id = event.consent_id
+                action = event.action
+                if consent_id is not None and consent_id in erased:
+                    consent_id, action = None, withdrawn(action)
+                shape = (event.name, event.category, action, consent_id, event.path, event.query, event.referrer)
+                template = templates.get(shape)
+                if template is None:
+                    name, category, action, consent_id, path, query, referrer = shape
+                    who = whos.get((sender, consent_id, action))
+                    if who is None:
+                        who = whos[(sender, consent_id, action)] = self._who(
+                            ip, user_agent, site, consent_id, action, sender[3], sender[4], memo
+                        )
+                    where = wheres.get((path, query, referrer, host))
+                    if where is None:
+                        where = wheres[(path, query, referrer, host)] = _where(path, query, referrer, host, memo)
+                    row = self._row("", ts, site, "event", name, category, who, where, 0, 0, None)
+                    # '["",<the other columns>,""]': the id first, the props last, both empty here.
+                    line = encode_line(row)
+                    identified = bool(row[IDENTIFIED])
+                    template = templates[shape] = (line[4:-3], row[VISITOR] if identified else -1, identified)
+                middle, key, keep = template
+                props = _stored_props(event.props, keep)
+                lines.append(b"".join((b'["', new_record_hex_bytes(), b'",', middle, orjson.dumps(props), b"]")))
+                keys.append(key)
+        return lines, keys
+
+    def _event_values(self, raw: RawRecord, memo: _Memo) -> list[Any]:
+        ts = raw.ts
+        # The events of one /collect request come in a row and share who sent them and, mostly,
+        # where from: both are worked out again only when they differ from the previous record's.
+        who_key = (raw.ip, raw.user_agent, raw.site, raw.consent_id, raw.action, raw.granted, int(ts // _DAY))
+        if who_key == memo.who_key:
+            who = memo.who
+        else:
+            who = memo.who = self._who(*who_key, memo)
+            memo.who_key = who_key
+        where_key = (raw.path, raw.query, raw.referrer, raw.host)
+        if where_key == memo.where_key:
+            where = memo.where
+        else:
+            where = memo.where = _where(*where_key, memo)
+            memo.where_key = where_key
+        return self._row(
+            raw.event_id or new_record_hex(), ts, raw.site, raw.kind, raw.name, raw.category, who, where,
+            raw.status, raw.duration_ms, raw.props,
+        )
+
+    @staticmethod
+    def _row(
+        event_id: Any, ts: float, site: str, kind: str, name: str, category: str,
+        who: tuple[bool, int, list[str], bool, str, Any], where: tuple[str, str, Any, str],
+        status: int, duration_ms: int, props: dict[str, Any] | str | None,
+    ) -> list[Any]:
+        """A stored row in ``EVENT_COLUMNS`` order from a record's own values, who and where."""
+        keep, visitor, granted, marketing, ip_prefix, agent = who
+        path, referrer, utm, click_id = where
+        # Click ids are marketing attribution: only a visitor who granted marketing keeps them.
+        if not (keep and marketing):
+            click_id = ""
+        return [
+            event_id,
+            ts,
+            site,
+            kind,
+            name,
+            category,
+            1 if keep else 0,
+            visitor,
+            granted,
+            path,
+            status,
+            duration_ms,
+            referrer,
+            utm[0],
+            utm[1],
+            utm[2],
+            utm[3],
+            utm[4],
+            click_id,
+            ip_prefix,
+            agent.browser,
+            agent.browser_version,
+            agent.os,
+            agent.device,
+            1 if agent.is_bot else 0,
+            _stored_props(props, keep),
+        ]
+
+    def _who(
+        self, ip: str, user_agent: str, site: str, consent_id: str | None, action: str, granted: frozenset[str],
+        day: int, memo: _Memo,
+    ) -> tuple[bool, int, list[str], bool, str, Any]:
+        """Identified or not, the visitor key, the granted categories as stored, marketing granted,
+        the IP prefix and the reduced user agent of a record."""
+        ip_prefix = memo.ip_prefix(ip)
+        keep = action == KEEP and consent_id is not None
+        if keep:
+            visitor = self._consented(consent_id or "")
+            stored_granted = _sorted_categories(granted)
+        else:
+            key = (day, site, ip_prefix, user_agent)
+            visitor = self._pseudonyms.get(key)
+            if visitor is None:
+                if len(self._pseudonyms) >= _PSEUDONYM_CACHE:
+                    self._pseudonyms.clear()
+                salt = self._salts.salt_for(_day_of(day))
+                visitor = self._pseudonyms[key] = pseudonymous_visitor(salt, site, ip_prefix, user_agent)
+            stored_granted = _NONE
+        return keep, visitor, stored_granted, self._marketing in granted, ip_prefix, reduce_user_agent(user_agent)
+
+    def receipt_line(self, rec: ReceiptRecord) -> bytes:
+        return encode_line(self._receipt_values(rec))
+
+    def _receipt_values(self, rec: ReceiptRecord) -> list[Any]:
+        agent = reduce_user_agent(rec.user_agent)
+        return [
+            rec.receipt_id,
+            rec.ts,
+            rec.site,
+            rec.consent_id,
+            rec.version,
+            list(rec.categories),
+            rec.method,
+            rec.banner_hash,
+            rec.locale,
+            truncate_ip(rec.ip),
+            agent.browser,
+            agent.os,
+            agent.device,
+        ]
+
+    def visitor_of(self, consent_id: str) -> int:
+        """The visitor key under which a consent id's identifiable rows are stored (for erasure)."""
+        return consented_visitor(self._key, consent_id)
+
+
+class _Memo:
+    """Derived values of one batch of records, by their raw inputs; dropped with the batch."""
+
+    __slots__ = ("_ips", "_paths", "_queries", "_referrers", "where", "where_key", "who", "who_key")
+
+    def __init__(self) -> None:
+        # The previous record's inputs and what was worked out from them (RowBuilder._event_values).
+        self.who_key: tuple[Any, ...] | None = None
+        self.who: tuple[bool, int, list[str], bool, str, Any] | None = None
+        self.where_key: tuple[str, str, str, str] | None = None
+        self.where: tuple[str, str, Any, str] | None = None
+        self._ips: dict[str, str] = {}
+        self._queries: dict[str, Any] = {}
+        self._referrers: dict[tuple[str, str], str] = {}
+        self._paths: dict[str, str] = {}
+
+    def ip_prefix(self, ip: str) -> str:
+        found = self._ips.get(ip)
+        if found is None:
+            found = self._ips[ip] = truncate_ip(ip)
+        return found
+
+    def query(self, query: str) -> Any:
+        found = self._queries.get(query)
+        if found is None:
+            found = self._queries[query] = split_query(query)
+        return found
+
+    def referrer(self, referrer: str, host: str) -> str:
+        key = (referrer, host)
+        found = self._referrers.get(key)
+        if found is None:
+            found = self._referrers[key] = referrer_host(referrer, host)
+        return found
+
+    def path(self, path: str) -> str:
+        found = self._paths.get(path)
+        if found is None:
+            found = self._paths[path] = redact_path(path)
+        return found
+
+
+def _stored_props(props: dict[str, Any] | str | None, keep: bool) -> str:
+    """The ``props`` column of a row: the props as sent when the row is identified, else scrubbed.
+    ``props`` is a dict or its JSON text (``CollectedEvents``)."""
+    if not props:
+        return ""
+    if keep:
+        return props if type(props) is str else props_text(props)
+    scrubbed = _scrub_props(orjson.loads(props) if type(props) is str else props)
+    return props_text(scrubbed) if scrubbed else ""
+
+
+def _where(path: str, query: str, referrer: str, host: str, memo: _Memo) -> tuple[str, str, Any, str]:
+    """The stored path, referrer host, UTM values and click id of a record's URL and referrer."""
+    parts = memo.query(query) if query else _NO_QUERY
+    return memo.path(path), memo.referrer(referrer, host) if referrer else "", parts.utm, parts.click_id
+
+
+_NONE: list[str] = []
+_PSEUDONYM_CACHE = 4096
+_NO_QUERY = split_query("")
+_DAY = 86400
+
+
+@lru_cache(maxsize=64)
+def _sorted_categories(granted: frozenset[str]) -> list[str]:
+    return sorted(granted)
+
+
+@lru_cache(maxsize=8)
+def _day_of(day_number: int) -> dt.date:
+    return dt.date(1970, 1, 1) + dt.timedelta(days=day_number)
+
+
+def encode_line(row: list[Any]) -> bytes:
+    """A row as one JSONCompactEachRow line: column 0 a UUID, column 1 seconds since the epoch.
+
+    Text that cannot be UTF-8 (a lone surrogate) has it replaced rather than failing the row:
+    one bad value must never cost a whole batch.
+    """
+    try:
+        return orjson.dumps(row)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(_clean_row(row))
+
+
+def _clean_row(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, list):
+        return [_clean_row(v) for v in value]
+    if isinstance(value, dict):
+        return {_clean_row(k): _clean_row(v) for k, v in value.items()}
+    return value
+
+
+def _scrub_props(props: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Props of a pseudonymised row lose values that could identify someone."""
+    if not props:
+        return None
+    out: dict[str, Any] = {}
+    for key, value in props.items():
+        if isinstance(value, str):
+            if "@" in value or sum(ch.isdigit() for ch in value) >= 9:
+                value = "[redacted]"
+        out[key] = value
+    return out
