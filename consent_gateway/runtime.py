@@ -7,10 +7,12 @@ import logging
 
 from .banner import BannerRenderer
 from .catalogue import Catalogue
+from .children import ChildGuard
 from .clientip import TrustedProxies
 from .consent import ConsentResolver, MajorInForce
 from .cookies import ConsentCookie
 from .errors import SettingsError, StoreError
+from .inventory import Classifier, CookieInventory, installed_catalogue, no_catalogue, watch_unclassified
 from .pipeline import Journal, Pipeline, PipelineMetrics, Writer, WriterConfig
 from .pipeline.periodic import Periodic
 from .policy import Policy, RowBuilder
@@ -91,6 +93,12 @@ class GatewayRuntime:
             policy_major=settings.policy.major,
             cache_size=settings.verify_cache_size,
         )
+        # Every cookie name the site sets or gets back, counted by the gateway's inventory middleware.
+        catalogue = installed_catalogue() if settings.cookie.catalogue else no_catalogue
+        self.inventory = CookieInventory(Classifier.from_settings(settings, catalogue))
+        watch_unclassified(self.inventory, self.pipeline.metrics.registry)
+        # Children under 14 marked by the app: behavioural categories refused (children.py).
+        self.child_guard = ChildGuard(settings)
 
     def __repr__(self) -> str:
         return f"GatewayRuntime(site={self.settings.site_id!r}, started={self.started})"
