@@ -248,10 +248,10 @@ def add_audit_parser(sub: Any) -> argparse.ArgumentParser:
     r.add_argument("--from", dest="start", required=True, help="first day, YYYY-MM-DD (UTC)")
     r.add_argument("--to", dest="end", required=True, help="last day, YYYY-MM-DD (UTC), included")
     r.add_argument("--consent-id", help="only the receipts of this consent id")
-    r.add_argument("--format", choices=("csv", "json"), default="csv")
+    r.add_argument("--format", choices=("csv", "json"), default="csv", help="csv (default) or json")
     r.add_argument("--output", help="write to this file instead of standard output")
     s = audit.add_parser("pseudonymisation", help="the pseudonymised-data processing record (Decree Art. 29-5)")
-    s.add_argument("--format", choices=("markdown", "json"), default="markdown")
+    s.add_argument("--format", choices=("markdown", "json"), default="markdown", help="markdown (default) or json")
     s.add_argument("--output", help="write to this file instead of standard output")
     for q in (r, s):
         q.add_argument("--config", help="settings TOML (default: CONSENT_GATEWAY_CONFIG)")
