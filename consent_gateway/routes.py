@@ -18,8 +18,9 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Redire
 
 from .asgi import Receive, Scope, Send
 from .assets import static_dir
-from .banner import choose_locale, safe_return_path
-from .children import GUARDIAN_METHOD, refused_for_child
+from .banner import SETTINGS_LINKS, choose_locale, safe_return_path
+from .children import GUARDIAN_METHOD, refused_for_child, restrict_consent
+from .children import NOTICE as CHILD_NOTICE
 from .consent import Consent, ConsentRecord, ConsentStatus, Method
 from .cookies import expire_headers, request_cookie_names
 from .declaration import CookieDeclarationEndpoint
@@ -435,7 +436,10 @@ async def state(runtime: GatewayRuntime, request: Request) -> Response:
     """The visitor's consent and everything a banner needs to render in either language."""
     s = runtime.settings
     facts = facts_of(runtime, request)
-    consent = runtime.child_guard.restrict_request(request.scope["headers"], consent_of(runtime, facts))
+    guard = runtime.child_guard
+    child_mark = guard.mark_of_headers(request.scope["headers"])
+    consent = restrict_consent(consent_of(runtime, facts), child_mark, guard.behavioural)
+    child = refused_for_child(child_mark, guard.behavioural)
     upcoming = s.announced_policy()
     in_force = s.policy_in_force()
     texts = {
@@ -461,9 +465,16 @@ async def state(runtime: GatewayRuntime, request: Request) -> Response:
                     "cookies": runtime.cookies.names_for(c.key),
                     "granted": consent.allows(c.key),
                     "refused_by_gpc": consent.gpc and c.key in runtime.gpc_refuses,
+                    "refused_for_child": c.key in child,
                 }
                 for c in s.categories
             ],
+            # Shown when the app marked the visitor as under 14 (docs/cookies.md).
+            "child_notice": dict(CHILD_NOTICE) if child else None,
+            "links": {
+                loc: {"cookies": declaration, "my_data": my_data}
+                for loc, (declaration, my_data) in SETTINGS_LINKS.items()
+            },
             "texts": texts,
             "locale": _locale(runtime, request, None),
             "prefix": s.prefix,
@@ -482,7 +493,9 @@ async def settings_page(runtime: GatewayRuntime, request: Request) -> Response:
     facts = facts_of(runtime, request)
     consent = runtime.child_guard.restrict_request(request.scope["headers"], consent_of(runtime, facts))
     locale = _locale(runtime, request, request.query_params.get("locale"))
-    page = runtime.banner.page(consent, locale, request.query_params.get("return_to") or "/")
+    guard = runtime.child_guard
+    child = refused_for_child(guard.mark_of_headers(request.scope["headers"]), guard.behavioural)
+    page = runtime.banner.page(consent, locale, request.query_params.get("return_to") or "/", child)
     # No script rules here: the page has none of its own, and audit tools (axe) inject theirs.
     return HTMLResponse(page, headers={"Content-Security-Policy": _PAGE_CSP})
 
