@@ -19,7 +19,7 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Redire
 from .asgi import Receive, Scope, Send
 from .assets import static_dir
 from .banner import SETTINGS_LINKS, choose_locale, safe_return_path
-from .children import GUARDIAN_METHOD, refused_for_child, restrict_consent
+from .children import GUARDIAN_METHOD, receipt_fields, refused_for_child, restrict_consent
 from .children import NOTICE as CHILD_NOTICE
 from .consent import Consent, ConsentRecord, ConsentStatus, Method
 from .cookies import expire_headers, request_cookie_names
@@ -398,6 +398,8 @@ def _receipt(
     method: str,
 ) -> ReceiptRecord:
     s = runtime.settings
+    # A receipt records whether the app marked the visitor as a child, and the guardian's categories.
+    child = receipt_fields(runtime.child_guard.mark_of_headers(request.scope["headers"]))
     return ReceiptRecord(
         ts=time.time(),
         site=s.site_id,
@@ -409,6 +411,8 @@ def _receipt(
         locale=locale,
         ip=runtime.proxies.client_ip(request.scope, facts.forwarded_for),
         user_agent=facts.user_agent,
+        child=bool(child["child"]),
+        guardian_categories=tuple(child["guardian_categories"]),
     )
 
 

@@ -17,7 +17,7 @@ from starlette.routing import Route
 from consent_gateway import ConsentGateway, Settings, cli
 from consent_gateway.children import NOTICE, mark_child
 from consent_gateway.inventory import read_inventory
-from consent_gateway.store import Store
+from consent_gateway.store import Store, migrate
 
 from .conftest import CHDB_URL, PSEUDONYM_KEY, SECRET
 from .support.driver import client_for
@@ -200,7 +200,7 @@ def test_the_first_layer_shown_to_a_marked_child_carries_the_notice(make_setting
 
 
 def test_a_guardians_consent_lets_a_child_grant_marketing_and_is_receipted(
-    make_settings: Callable[..., Settings],
+    make_settings: Callable[..., Settings], store: Store
 ) -> None:
     gateway = _gateway(make_settings())
     with client_for(gateway) as client:
@@ -214,6 +214,31 @@ def test_a_guardians_consent_lets_a_child_grant_marketing_and_is_receipted(
         consent = set_cookie_map(chosen)["cg_consent"].split(";", 1)[0]
         after = client.get("/students", headers={"cookie": f"{consent}; {child}"})
         assert "_mk_pixel" in set_cookie_map(after)
+        adult = client.post("/_consent/", json={"action": "accept_all"}, headers={"cookie": "", **ORIGIN}).json()
+        flush(client, gateway)
+    rows = store.query_rows(
+        f"SELECT consent_id, method, child, guardian_categories FROM {store.table('consent_receipts')} ORDER BY ts"
+    )
+    assert [tuple(r[1:]) for r in rows] == [("guardian", 1, ["marketing"]), ("accept_all", 0, [])]
+    assert rows[1][0] == adult["receipt"]["consent_id"] and body["receipt"]["guardian_categories"] == ["marketing"]
+
+
+def test_receipts_journaled_before_the_child_columns_are_still_stored(store: Store, settings: Settings) -> None:
+    from consent_gateway.pipeline.writer import _RECEIPT_NAMES, _current_receipt
+    from consent_gateway.policy import RowBuilder
+    from consent_gateway.pseudonymize import SaltStore
+    from consent_gateway.records import ReceiptRecord
+
+    rows = RowBuilder(settings, SaltStore(settings.keys_dir))
+    migrate(store)
+    receipt = ReceiptRecord(1.7e9, "test-site", "cid-old", "1.0", ("necessary",), "custom", "h", "ko", "10.0.0.1", "")
+    line = rows.receipt_line(receipt)
+    old = json.dumps(json.loads(line)[:-2], ensure_ascii=False, separators=(",", ":")).encode()
+    assert _current_receipt(line) is line
+    store.insert_lines("consent_receipts", [_current_receipt(old)], _RECEIPT_NAMES)
+    assert store.query_rows(
+        f"SELECT consent_id, child, guardian_categories FROM {store.table('consent_receipts')}"
+    ) == [("cid-old", 0, [])]
 
 
 def test_the_settings_layer_links_the_declaration_and_my_data(make_settings: Callable[..., Settings]) -> None:

@@ -550,7 +550,7 @@ class Writer(threading.Thread):
         with self._lock:
             plan = self._next_plan()
             events = [line for g in plan.groups for line in g.events]
-            receipts = [line for g in plan.groups for line in g.receipts]
+            receipts = [_current_receipt(line) for g in plan.groups for line in g.receipts]
         started = time.perf_counter()
         try:
             store = self._ensure_store()
@@ -724,3 +724,9 @@ class Writer(threading.Thread):
             self.state.journal_full = size >= self._cfg.journal_max_bytes
             self.state.visits_full = size >= self._cfg.journal_max_bytes * self._cfg.visit_shed_fraction
             self.metrics.journal_bytes.set(size)
+
+
+def _current_receipt(line: bytes) -> bytes:
+    """A receipt line with today's columns: one journaled before receipts had the child columns ends
+    with its device (a string), today's with the guardian categories (an array); defaults are added."""
+    return line if line.endswith(b"]]") else line[:-1] + b",0,[]]"

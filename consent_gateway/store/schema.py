@@ -58,6 +58,9 @@ RECEIPT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("browser", "LowCardinality(String)"),
     ("os", "LowCardinality(String)"),
     ("device", "LowCardinality(String)"),
+    # Added by migration 6 on older databases (children.receipt_columns_ddl).
+    ("child", "UInt8"),
+    ("guardian_categories", "Array(LowCardinality(String))"),
 )
 
 _CODECS = {"path": "CODEC(ZSTD(3))", "props": "CODEC(ZSTD(3))", "ts": "CODEC(Delta, ZSTD(1))"}
