@@ -37,7 +37,10 @@ RECEIPT_FIELDS = (
     "browser",
     "os",
     "device",
+    "child",
+    "guardian_categories",
 )
+_LISTS = ("categories", "guardian_categories")
 MAX_RANGE_DAYS = 3660
 
 
@@ -64,12 +67,13 @@ def read_receipts(
     rows = store.query_dicts(
         "SELECT toString(receipt_id) AS receipt_id, "  # noqa: S608 - the table name is ours; values are bound
         "toUnixTimestamp64Milli(ts) AS ts_ms, consent_id, version, categories, method, "
-        f"banner_hash, locale, ip_prefix, browser, os, device FROM {store.table('consent_receipts')} "
+        "banner_hash, locale, ip_prefix, browser, os, device, child, guardian_categories "
+        f"FROM {store.table('consent_receipts')} "
         f"WHERE {where} ORDER BY ts, receipt_id",
         params,
     )
     return [
-        {f: _iso_ms(r["ts_ms"]) if f == "ts" else list(r[f]) if f == "categories" else r[f] for f in RECEIPT_FIELDS}
+        {f: _iso_ms(r["ts_ms"]) if f == "ts" else list(r[f]) if f in _LISTS else r[f] for f in RECEIPT_FIELDS}
         for r in rows
     ]
 
@@ -88,7 +92,7 @@ def write_receipts(rows: list[dict[str, Any]], fmt: str, out: TextIO) -> None:
     writer = csv.writer(out)
     writer.writerow(RECEIPT_FIELDS)
     for r in rows:
-        writer.writerow(["|".join(r[f]) if f == "categories" else r[f] for f in RECEIPT_FIELDS])
+        writer.writerow(["|".join(r[f]) if f in _LISTS else r[f] for f in RECEIPT_FIELDS])
 
 
 # -- the processing record ----------------------------------------------------------------------

@@ -15,6 +15,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from consent_gateway import ConsentGateway, Settings, cli
+from consent_gateway.audit import read_receipts
 from consent_gateway.children import NOTICE, mark_child
 from consent_gateway.inventory import read_inventory
 from consent_gateway.store import Store, migrate
@@ -221,6 +222,11 @@ def test_a_guardians_consent_lets_a_child_grant_marketing_and_is_receipted(
     )
     assert [tuple(r[1:]) for r in rows] == [("guardian", 1, ["marketing"]), ("accept_all", 0, [])]
     assert rows[1][0] == adult["receipt"]["consent_id"] and body["receipt"]["guardian_categories"] == ["marketing"]
+    # The audit export carries it too: the regulator sees which consents a legal representative gave.
+    today = dt.datetime.now(dt.UTC).date()
+    exported = read_receipts(store, "test-site", today - dt.timedelta(days=1), today + dt.timedelta(days=1))
+    found = [(r["method"], r["child"], r["guardian_categories"]) for r in exported]
+    assert found == [("guardian", 1, ["marketing"]), ("accept_all", 0, [])]
 
 
 def test_receipts_journaled_before_the_child_columns_are_still_stored(store: Store, settings: Settings) -> None:
@@ -289,12 +295,14 @@ def test_my_data_for_a_consented_and_a_pseudonymised_visitor_and_the_audit_expor
     assert html.status_code == 200 and consent_id not in html.text.split("<h2")[0]
 
     config = str(_config(tmp_path, database))
-    today = dt.datetime.now(dt.UTC).date().isoformat()
+    # A range around today: the receipts were written moments ago, whichever side of midnight.
+    today = dt.datetime.now(dt.UTC).date()
+    start, end = (today - dt.timedelta(days=1)).isoformat(), (today + dt.timedelta(days=1)).isoformat()
     exported = json.loads(
-        _run(capsys, "audit", "receipts", "--config", config, "--from", today, "--to", today, "--format", "json")
+        _run(capsys, "audit", "receipts", "--config", config, "--from", start, "--to", end, "--format", "json")
     )
-    assert [(r["consent_id"], r["method"]) for r in exported] == [(consent_id, "accept_all")]
-    as_csv = _run(capsys, "audit", "receipts", "--config", config, "--from", today, "--to", today)
+    assert [(r["consent_id"], r["method"], r["child"]) for r in exported] == [(consent_id, "accept_all", 0)]
+    as_csv = _run(capsys, "audit", "receipts", "--config", config, "--from", start, "--to", end)
     assert consent_id in as_csv and as_csv.splitlines()[0].startswith("receipt_id")
     record = json.loads(_run(capsys, "audit", "pseudonymisation", "--config", config, "--format", "json"))
     salts = record["salts"]
