@@ -307,3 +307,19 @@ def test_my_data_for_a_consented_and_a_pseudonymised_visitor_and_the_audit_expor
     record = json.loads(_run(capsys, "audit", "pseudonymisation", "--config", config, "--format", "json"))
     salts = record["salts"]
     assert [s["pseudonymised_rows"] for s in salts if s["salt_exists"]] == [2], salts
+
+
+def test_a_flood_of_invented_cookie_names_stays_within_the_inventory_bounds(
+    make_settings: Callable[..., Settings],
+) -> None:
+    gateway = _gateway(make_settings())
+    inventory = gateway.runtime.inventory
+    with client_for(gateway) as client:
+        for batch in range(30):
+            names = "; ".join(f"zz_{batch}_{n}_{'x' * 40}=1" for n in range(100))
+            assert client.get("/consent", headers={"cookie": names}).status_code == 200
+        metrics = client.get("/_consent/metrics").text
+        # 3,000 names were sent; the inventory holds at most its 2,000 and counts names past that.
+        assert inventory.overflow > 0 and inventory.unclassified_count() == 2000
+        gauge = next(line for line in metrics.splitlines() if line.startswith("cg_cookie_unclassified_names "))
+        assert float(gauge.split()[1]) == 2000
