@@ -37,7 +37,10 @@ RECEIPT_FIELDS = (
     "browser",
     "os",
     "device",
+    "child",
+    "guardian_categories",
 )
+_LISTS = ("categories", "guardian_categories")
 MAX_RANGE_DAYS = 3660
 
 
@@ -64,12 +67,13 @@ def read_receipts(
     rows = store.query_dicts(
         "SELECT toString(receipt_id) AS receipt_id, "  # noqa: S608 - the table name is ours; values are bound
         "toUnixTimestamp64Milli(ts) AS ts_ms, consent_id, version, categories, method, "
-        f"banner_hash, locale, ip_prefix, browser, os, device FROM {store.table('consent_receipts')} "
+        "banner_hash, locale, ip_prefix, browser, os, device, child, guardian_categories "
+        f"FROM {store.table('consent_receipts')} "
         f"WHERE {where} ORDER BY ts, receipt_id",
         params,
     )
     return [
-        {f: _iso_ms(r["ts_ms"]) if f == "ts" else list(r[f]) if f == "categories" else r[f] for f in RECEIPT_FIELDS}
+        {f: _iso_ms(r["ts_ms"]) if f == "ts" else list(r[f]) if f in _LISTS else r[f] for f in RECEIPT_FIELDS}
         for r in rows
     ]
 
@@ -88,7 +92,7 @@ def write_receipts(rows: list[dict[str, Any]], fmt: str, out: TextIO) -> None:
     writer = csv.writer(out)
     writer.writerow(RECEIPT_FIELDS)
     for r in rows:
-        writer.writerow(["|".join(r[f]) if f == "categories" else r[f] for f in RECEIPT_FIELDS])
+        writer.writerow(["|".join(r[f]) if f in _LISTS else r[f] for f in RECEIPT_FIELDS])
 
 
 # -- the processing record ----------------------------------------------------------------------
@@ -248,10 +252,10 @@ def add_audit_parser(sub: Any) -> argparse.ArgumentParser:
     r.add_argument("--from", dest="start", required=True, help="first day, YYYY-MM-DD (UTC)")
     r.add_argument("--to", dest="end", required=True, help="last day, YYYY-MM-DD (UTC), included")
     r.add_argument("--consent-id", help="only the receipts of this consent id")
-    r.add_argument("--format", choices=("csv", "json"), default="csv")
+    r.add_argument("--format", choices=("csv", "json"), default="csv", help="csv (default) or json")
     r.add_argument("--output", help="write to this file instead of standard output")
     s = audit.add_parser("pseudonymisation", help="the pseudonymised-data processing record (Decree Art. 29-5)")
-    s.add_argument("--format", choices=("markdown", "json"), default="markdown")
+    s.add_argument("--format", choices=("markdown", "json"), default="markdown", help="markdown (default) or json")
     s.add_argument("--output", help="write to this file instead of standard output")
     for q in (r, s):
         q.add_argument("--config", help="settings TOML (default: CONSENT_GATEWAY_CONFIG)")

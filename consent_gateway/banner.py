@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .assets import static_dir
+from .children import NOTICE, ChildGuard, refused_for_child
 from .consent import Consent, ConsentStatus
 from .csp import csp_needs
 from .registry import CategoryRegistry
@@ -44,6 +45,11 @@ LOCALES = ("ko", "en")
 _PAGE_LOCALES = {code.encode("ascii"): code for code in LOCALES}  # a page's lang="..", lower-cased
 # Distinct banner roots kept rendered: one per consent state, locale and page (with its query).
 ROOT_CACHE_SIZE = 1024
+# The settings layer's links to the cookie declaration and to the visitor's own data (docs/cookies.md).
+SETTINGS_LINKS = {
+    "ko": ("사용하는 쿠키 목록", "내 정보 조회"),
+    "en": ("Cookies this site uses", "Your data"),
+}
 
 
 class _Announced(enum.Enum):
@@ -134,12 +140,14 @@ class BannerRenderer:
         path = scope.get("path", "/")
         query = scope.get("query_string", b"")
         upcoming = self.settings.upcoming_policy if time.time() < self._announced_until else None
+        # A child's behavioural categories are shown as unavailable, with the reason.
+        child = refused_for_child(ChildGuard.mark_of(scope), self.settings.consent.behavioural)
         if query:
             # Query strings can carry personal data (?email=...): such a page's root is rendered for
             # it alone and not remembered.
             here = f"{path}?{query.decode('latin-1')}"
-            return self._render_root(consent.status, consent.categories, consent.gpc, locale, here, upcoming)
-        return self._root(consent.status, consent.categories, consent.gpc, locale, path, upcoming)
+            return self._render_root(consent.status, consent.categories, consent.gpc, locale, here, upcoming, child)
+        return self._root(consent.status, consent.categories, consent.gpc, locale, path, upcoming, child)
 
     def asset_tags(self, consent: Consent, csp: list[bytes] | bytes = b"") -> tuple[str, str]:
         """The Google Consent Mode script for the top of ``<head>`` (empty when that mode is off),
@@ -201,9 +209,11 @@ class BannerRenderer:
         locale: str,
         here: str,
         upcoming: PolicyVersion | None,
+        child: frozenset[str] = frozenset(),
     ) -> bytes:
         # Everything the root reads from the consent is in the arguments (they are the cache key).
-        return self.render(Consent(status, categories, gpc=gpc), locale, here, upcoming=upcoming).encode("utf-8")
+        consent = Consent(status, categories, gpc=gpc)
+        return self.render(consent, locale, here, upcoming=upcoming, child=child).encode("utf-8")
 
     def root_cache_info(self) -> object:
         """Hits, misses and size of the rendered banner roots."""
@@ -217,10 +227,12 @@ class BannerRenderer:
         *,
         open_settings: bool = False,
         upcoming: PolicyVersion | _Announced | None = _Announced.TODAY,
+        child: frozenset[str] = frozenset(),
     ) -> str:
         """The banner root: the persistent settings link always, the first layer while a choice is needed.
 
-        ``upcoming`` is the policy change to announce; by default the one announced today.
+        ``upcoming`` is the policy change to announce; by default the one announced today. ``child``:
+        the categories refused to a visitor the app marked as under 14 (``children.refused_for_child``).
         """
         s = self.settings
         esc = html.escape
@@ -243,7 +255,7 @@ class BannerRenderer:
                 f"{esc(s.banner.get('settings_link', locale))}</a>"
             )
         if needs_choice or open_settings:
-            parts.append(self.form(consent, locale, ret, open_settings=open_settings, upcoming=upcoming))
+            parts.append(self.form(consent, locale, ret, open_settings=open_settings, upcoming=upcoming, child=child))
         parts.append("</div>")
         return "".join(parts)
 
@@ -262,10 +274,18 @@ class BannerRenderer:
             f'data-cg-lang="{other}">{esc(t.get("other_language", locale))}</a></div>'
         )
 
-    def _notices(self, consent: Consent, locale: str, upcoming: PolicyVersion | _Announced | None) -> str:
+    def _notices(
+        self,
+        consent: Consent,
+        locale: str,
+        upcoming: PolicyVersion | _Announced | None,
+        child: frozenset[str] = frozenset(),
+    ) -> str:
         t = self.settings.banner
         esc = html.escape
         out = []
+        if child:
+            out.append(f'<p class="cg-notice cg-child">{esc(NOTICE["ko" if locale == "ko" else "en"])}</p>')
         if consent.gpc:
             out.append(f'<p class="cg-notice cg-gpc">{esc(t.get("gpc_notice", locale))}</p>')
         if isinstance(upcoming, _Announced):
@@ -290,10 +310,11 @@ class BannerRenderer:
         *,
         open_settings: bool = False,
         upcoming: PolicyVersion | _Announced | None = _Announced.TODAY,
+        child: frozenset[str] = frozenset(),
     ) -> str:
         """The first layer (a non-modal dialog), or with ``open_settings`` the second layer's form."""
         if open_settings:
-            return self.settings_form(consent, locale, return_to, upcoming=upcoming)
+            return self.settings_form(consent, locale, return_to, upcoming=upcoming, child=child)
         s = self.settings
         t = s.banner
         esc = html.escape
@@ -310,7 +331,7 @@ class BannerRenderer:
             + '<div class="cg-body">'
             + self._head("cg-title", t.title(locale), locale, return_to)
             + self._intro(locale, "cg-text")
-            + self._notices(consent, locale, upcoming)
+            + self._notices(consent, locale, upcoming, child)
             + "</div>"
             + '<div class="cg-actions">'
             + _choice("accept_all", t.get("accept", locale))
@@ -327,8 +348,10 @@ class BannerRenderer:
         *,
         heading: str = "h2",
         upcoming: PolicyVersion | _Announced | None = _Announced.TODAY,
+        child: frozenset[str] = frozenset(),
     ) -> str:
-        """The second layer as a plain form: one toggle per category, then the three choices."""
+        """The second layer as a plain form: one toggle per category, then the three choices; ``child``
+        lists the categories shown as unavailable to a visitor marked as under 14."""
         s = self.settings
         t = s.banner
         esc = html.escape
@@ -341,7 +364,7 @@ class BannerRenderer:
             gpc_blocked = consent.gpc and cat.key in s.gpc_refuses
             if cat.required:
                 attrs = " checked disabled"
-            elif gpc_blocked:
+            elif gpc_blocked or cat.key in child:
                 attrs = " disabled"
             else:
                 attrs = " checked" if checked else ""
@@ -365,8 +388,10 @@ class BannerRenderer:
             + '<div class="cg-body">'
             + self._head("cg-prefs-title", t.get("settings_link", locale), locale, return_to, heading)
             + self._intro(locale, "cg-prefs-text")
-            + self._notices(consent, locale, upcoming)
-            + f'<div class="cg-categories">{"".join(toggles)}</div></div>'
+            + self._notices(consent, locale, upcoming, child)
+            + f'<div class="cg-categories">{"".join(toggles)}</div>'
+            + self._links(locale)
+            + "</div>"
             + '<div class="cg-actions">'
             + _choice("accept_all", t.get("accept", locale))
             + _choice("reject_all", t.get("reject", locale))
@@ -374,7 +399,15 @@ class BannerRenderer:
             + "</div></form></section>"
         )
 
-    def page(self, consent: Consent, locale: str, return_to: str) -> str:
+    def _links(self, locale: str) -> str:
+        declaration, my_data = SETTINGS_LINKS["ko" if locale == "ko" else "en"]
+        prefix = html.escape(self.settings.prefix)
+        return (
+            f'<p class="cg-links"><a href="{prefix}/cookies?lang={locale}">{html.escape(declaration)}</a> · '
+            f'<a href="{prefix}/my-data">{html.escape(my_data)}</a></p>'
+        )
+
+    def page(self, consent: Consent, locale: str, return_to: str, child: frozenset[str] = frozenset()) -> str:
         """A standalone settings page (the 'cookie settings' link without JavaScript)."""
         s = self.settings
         t = s.banner
@@ -390,13 +423,14 @@ class BannerRenderer:
                 f'<button type="submit" class="cg-button cg-secondary">{esc(t.get("withdraw", locale))}</button></form>'
                 f'<p><a href="{prefix}/receipts">{esc(t.get("receipts", locale))}</a></p>'
             )
+        form = self.settings_form(consent, locale, return_to, heading="h1", child=child)
         return (
             f'<!doctype html><html lang="{locale}"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             '<meta name="color-scheme" content="light dark">'
             f"<title>{esc(t.get('settings_link', locale))}</title>"
             f"{self._css}</head>"
-            f'<body class="cg-page"><main>{self.settings_form(consent, locale, return_to, heading="h1")}{withdraw}'
+            f'<body class="cg-page"><main>{form}{withdraw}'
             f'<p><a href="{ret}" class="cg-back">← {esc(t.get("close", locale))}</a></p></main></body></html>'
         )
 

@@ -696,6 +696,14 @@ def build_parser() -> argparse.ArgumentParser:
     _store_options(p)
     p.add_argument("--local-keys", action="store_true", help="read the keys kept under data_dir/keys (development)")
     p.set_defaults(func=cmd_erase)
+
+    # The cookie inventory, the policy's cookie section and the audit exports (docs/cookies.md).
+    from .audit import add_audit_parser
+    from .inventory_cli import add_cookies_parser, add_policy_section_parser
+
+    add_cookies_parser(sub)
+    add_policy_section_parser(sub)
+    add_audit_parser(sub)
     return parser
 
 

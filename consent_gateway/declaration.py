@@ -270,7 +270,7 @@ def render_html(declaration: Declaration, locale: str, prefix: str) -> str:
         f'<link rel="stylesheet" href="{esc(prefix)}/static/banner.css"></head>'
         f'<body class="cg-page cg-declaration"><main class="cg-wide"><h1>{esc(t["title"])}</h1><p>{esc(t["intro"])}</p>'
         f'<p><a href="{esc(prefix)}/cookies?lang={other}" hreflang="{other}" lang="{other}">{esc(t["other"])}</a>'
-        f' · <a href="{esc(prefix)}/?lang={locale}">{esc(t["settings"])}</a></p>'
+        f' · <a href="{esc(prefix)}/?locale={locale}">{esc(t["settings"])}</a></p>'
     ]
     for category, cookies in declaration.categories:
         parts.append(f'<section id="cat-{esc(category.key)}"><h2>{esc(category.name(locale))}</h2>')

@@ -51,12 +51,10 @@ def no_catalogue(name: str) -> None:
 
 
 def installed_catalogue() -> CatalogueLookup:
-    """``consent_gateway.catalogue.lookup`` when the package has a catalogue, else ``no_catalogue``."""
-    try:
-        from . import catalogue  # type: ignore[attr-defined, unused-ignore]
-    except ImportError:
-        return no_catalogue
-    lookup: CatalogueLookup = getattr(catalogue, "lookup", no_catalogue)
+    """The lookup of the catalogue shipped with the package (``Catalogue.load().lookup``)."""
+    from .catalogue import Catalogue
+
+    lookup: CatalogueLookup = Catalogue.load().lookup
     return lookup
 
 

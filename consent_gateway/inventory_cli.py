@@ -193,8 +193,8 @@ def add_policy_section_parser(sub: Any) -> argparse.ArgumentParser:
         help="print the privacy policy's cookie section (PIPA Art. 30(1)7) from what the site really sets",
     )
     _common(p)
-    p.add_argument("--lang", choices=("ko", "en", "both"), default="both")
-    p.add_argument("--format", choices=("markdown", "html"), default="markdown")
+    p.add_argument("--lang", choices=("ko", "en", "both"), default="both", help="ko, en or both (default)")
+    p.add_argument("--format", choices=("markdown", "html"), default="markdown", help="markdown (default) or html")
     p.add_argument(
         "--no-inventory", action="store_true", help="use only the registry and catalogue (no ClickHouse read)"
     )

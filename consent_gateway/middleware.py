@@ -84,6 +84,7 @@ class ConsentMiddleware:
         consent, verified = self._consent_for(
             facts.consent_cookie, facts.gpc, runtime.policy_major(), facts.consent_alternatives
         )
+        consent = runtime.child_guard.on_request(scope, consent)  # a child's behavioural categories refused
         scope["consent"] = consent
         started = time.perf_counter()
         reissue = (
@@ -308,7 +309,10 @@ class _Responder:
     async def _start(self, message: Message) -> None:
         gateway = self.gateway
         self.status = status = message["status"]
-        headers, start = gateway._filter_headers(message.get("headers", []), self.consent, self.reissue)
+        # The app may mark a child in this very response (X-Consent-Child or mark_child).
+        child_guard = gateway.runtime.child_guard
+        raw, self.consent = child_guard.on_response(self.scope, message.get("headers", []), self.consent)
+        headers, start = gateway._filter_headers(raw, self.consent, self.reissue)
         message["headers"] = headers
         self.is_html = start.is_html
         method = self.scope.get("method")

@@ -169,6 +169,9 @@ class ReceiptRecord:
     ip: str
     user_agent: str
     receipt_id: uuid.UUID = field(default_factory=new_record_id)
+    # A visitor the app marked as under 14, and the categories the legal representative consented to.
+    child: bool = False
+    guardian_categories: tuple[str, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -180,6 +183,8 @@ class ReceiptRecord:
             "method": self.method,
             "banner_hash": self.banner_hash,
             "locale": self.locale,
+            "child": self.child,
+            "guardian_categories": list(self.guardian_categories),
         }
 
 

@@ -18,10 +18,15 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Redire
 
 from .asgi import Receive, Scope, Send
 from .assets import static_dir
-from .banner import choose_locale, safe_return_path
+from .banner import SETTINGS_LINKS, choose_locale, safe_return_path
+from .children import GUARDIAN_METHOD, receipt_fields, refused_for_child, restrict_consent
+from .children import NOTICE as CHILD_NOTICE
 from .consent import Consent, ConsentRecord, ConsentStatus, Method
 from .cookies import expire_headers, request_cookie_names
+from .declaration import CookieDeclarationEndpoint
 from .errors import RequestError, StoreError
+from .inventory import read_inventory
+from .my_data import MyDataEndpoint, Visitor
 from .pipeline.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .policy import EVENT, Decision, banner_hash
 from .pseudonymize import split_url
@@ -78,12 +83,41 @@ class ConsentRoutes:
             ("GET", "/healthz"): healthz,
             ("GET", "/readyz"): readyz,
             ("GET", "/metrics"): metrics,
+            ("GET", "/cookies"): self._declaration(runtime),
+            ("GET", "/my-data"): self._my_data(runtime),
         }
         # POST /collect is answered before this table (see _collect); other methods on it get 405.
         self._paths = frozenset({p for _, p in self._routes} | {"/collect"})
 
     def __repr__(self) -> str:
         return f"ConsentRoutes(prefix={self.prefix!r})"
+
+    @staticmethod
+    def _declaration(runtime: GatewayRuntime) -> Handler:
+        """GET /cookies: the public cookie declaration, from the registry, catalogue and inventory."""
+        s = runtime.settings
+        endpoint = CookieDeclarationEndpoint(
+            s, runtime.inventory.classifier, lambda: read_inventory(runtime.store(), s.site_id)
+        )
+        return lambda _runtime, request: endpoint.handle(request)
+
+    @staticmethod
+    def _my_data(runtime: GatewayRuntime) -> Handler:
+        """GET /my-data: what is held for the visitor's consent id, identified as the other routes do."""
+
+        def identify(request: Request) -> Visitor:
+            facts = facts_of(runtime, request)
+            ip = runtime.proxies.client_ip(request.scope, facts.forwarded_for)
+            return Visitor(consent_of(runtime, facts).consent_id, ip, facts.user_agent)
+
+        endpoint = MyDataEndpoint(
+            runtime.settings,
+            runtime.salts,
+            runtime.store,
+            identify,
+            before_read=lambda: runtime.pipeline.flush(10.0),
+        )
+        return lambda _runtime, request: endpoint.handle(request)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sub = scope["path"][len(self.prefix):] or "/"
@@ -364,6 +398,8 @@ def _receipt(
     method: str,
 ) -> ReceiptRecord:
     s = runtime.settings
+    # A receipt records whether the app marked the visitor as a child, and the guardian's categories.
+    child = receipt_fields(runtime.child_guard.mark_of_headers(request.scope["headers"]))
     return ReceiptRecord(
         ts=time.time(),
         site=s.site_id,
@@ -375,6 +411,8 @@ def _receipt(
         locale=locale,
         ip=runtime.proxies.client_ip(request.scope, facts.forwarded_for),
         user_agent=facts.user_agent,
+        child=bool(child["child"]),
+        guardian_categories=tuple(child["guardian_categories"]),
     )
 
 
@@ -402,7 +440,10 @@ async def state(runtime: GatewayRuntime, request: Request) -> Response:
     """The visitor's consent and everything a banner needs to render in either language."""
     s = runtime.settings
     facts = facts_of(runtime, request)
-    consent = consent_of(runtime, facts)
+    guard = runtime.child_guard
+    child_mark = guard.mark_of_headers(request.scope["headers"])
+    consent = restrict_consent(consent_of(runtime, facts), child_mark, guard.behavioural)
+    child = refused_for_child(child_mark, guard.behavioural)
     upcoming = s.announced_policy()
     in_force = s.policy_in_force()
     texts = {
@@ -428,9 +469,16 @@ async def state(runtime: GatewayRuntime, request: Request) -> Response:
                     "cookies": runtime.cookies.names_for(c.key),
                     "granted": consent.allows(c.key),
                     "refused_by_gpc": consent.gpc and c.key in runtime.gpc_refuses,
+                    "refused_for_child": c.key in child,
                 }
                 for c in s.categories
             ],
+            # Shown when the app marked the visitor as under 14 (docs/cookies.md).
+            "child_notice": dict(CHILD_NOTICE) if child else None,
+            "links": {
+                loc: {"cookies": declaration, "my_data": my_data}
+                for loc, (declaration, my_data) in SETTINGS_LINKS.items()
+            },
             "texts": texts,
             "locale": _locale(runtime, request, None),
             "prefix": s.prefix,
@@ -447,9 +495,11 @@ _TEXT_KEYS = (
 
 async def settings_page(runtime: GatewayRuntime, request: Request) -> Response:
     facts = facts_of(runtime, request)
-    consent = consent_of(runtime, facts)
+    consent = runtime.child_guard.restrict_request(request.scope["headers"], consent_of(runtime, facts))
     locale = _locale(runtime, request, request.query_params.get("locale"))
-    page = runtime.banner.page(consent, locale, request.query_params.get("return_to") or "/")
+    guard = runtime.child_guard
+    child = refused_for_child(guard.mark_of_headers(request.scope["headers"]), guard.behavioural)
+    page = runtime.banner.page(consent, locale, request.query_params.get("return_to") or "/", child)
     # No script rules here: the page has none of its own, and audit tools (axe) inject theirs.
     return HTMLResponse(page, headers={"Content-Security-Policy": _PAGE_CSP})
 
@@ -486,18 +536,27 @@ async def choose(runtime: GatewayRuntime, request: Request) -> Response:
     if facts.gpc and chosen & runtime.gpc_refuses:
         chosen -= runtime.gpc_refuses
         method = Method.GPC
+    method_value = method.value
+    child = runtime.child_guard.mark_of_headers(request.scope["headers"])
+    if child is not None and child.child:
+        # A child cannot grant behavioural categories; those the legal representative consented to
+        # (recorded by the app) make it the representative's choice.
+        chosen -= refused_for_child(child, runtime.child_guard.behavioural)
+        if chosen & child.guardian & set(runtime.child_guard.behavioural):
+            method_value = GUARDIAN_METHOD
     categories = tuple(k for k in s.category_keys if k in chosen)
     consent_id = current.consent_id or _new_consent_id()
+    # The cookie keeps the choice's own method; the receipt says who made it.
     record = ConsentRecord(consent_id, str(s.policy_in_force()), categories, method.value, int(time.time()))
     locale = _locale(runtime, request, data.get("locale"))
-    receipt = _receipt(runtime, request, facts, record, locale, categories, method.value)
+    receipt = _receipt(runtime, request, facts, record, locale, categories, method_value)
     runtime.pipeline.submit_receipt(receipt)
     cookies = [runtime.consent_cookie.header(runtime.codec.encode(record))]
     cookies += _cookie_headers_for_refused(runtime, facts, frozenset(categories))
     payload = {
         "status": ConsentStatus.GIVEN.value,
         "categories": list(categories),
-        "method": method.value,
+        "method": method_value,
         "version": record.version,
         "gpc": facts.gpc,
         "receipt": receipt.as_json(),
@@ -586,7 +645,8 @@ async def accept_events(
     body = await _receive_body(receive, content_length, s.collect_max_body)
     events = parse_collect_body(body, max_events=s.collect_max_events)
     facts = RequestFacts(scope["headers"], s.cookie_name.encode("latin-1"))
-    consent = consent_of(runtime, facts)
+    # A child's behavioural categories are refused here too, so their events are dropped.
+    consent = runtime.child_guard.restrict_request(scope["headers"], consent_of(runtime, facts))
     ip = runtime.proxies.client_ip(scope, facts.forwarded_for)
     now = time.time()
     site = s.site_id

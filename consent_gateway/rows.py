@@ -220,6 +220,8 @@ class RowBuilder:
             agent.browser,
             agent.os,
             agent.device,
+            int(rec.child),
+            list(rec.guardian_categories),
         ]
 
     def visitor_of(self, consent_id: str) -> int:

@@ -7,10 +7,12 @@ import logging
 
 from .banner import BannerRenderer
 from .catalogue import Catalogue
+from .children import CHILD_COOKIE, ChildGuard
 from .clientip import TrustedProxies
 from .consent import ConsentResolver, MajorInForce
 from .cookies import ConsentCookie
 from .errors import SettingsError, StoreError
+from .inventory import Classifier, CookieInventory, installed_catalogue, no_catalogue, watch_unclassified
 from .pipeline import Journal, Pipeline, PipelineMetrics, Writer, WriterConfig
 from .pipeline.periodic import Periodic
 from .policy import Policy
@@ -39,7 +41,8 @@ class GatewayRuntime:
         self.cookies = CategoryRegistry(
             settings.cookie_registry,
             unknown_category=settings.unknown_cookie_category,
-            fixed={settings.cookie_name: next(iter(sorted(settings.required_categories)))},
+            # The gateway's own cookies: the consent, and the mark of a child under 14 (children.py).
+            fixed=dict.fromkeys((settings.cookie_name, CHILD_COOKIE), next(iter(sorted(settings.required_categories)))),
             # Well-known framework and vendor cookies, after the site's own registry.
             catalogue=Catalogue.load() if settings.cookie.catalogue else None,
             categories=settings.category_keys,
@@ -92,6 +95,18 @@ class GatewayRuntime:
             policy_major=settings.policy.major,
             cache_size=settings.verify_cache_size,
         )
+        # Every cookie name the site sets or gets back, counted by the gateway's inventory middleware.
+        catalogue = installed_catalogue() if settings.cookie.catalogue else no_catalogue
+        classifier = Classifier(
+            settings.cookie.registry,
+            unknown_category=settings.cookie.unknown_category,
+            catalogue=catalogue,
+            fixed=dict.fromkeys((settings.cookie.name, CHILD_COOKIE), "necessary"),
+        )
+        self.inventory = CookieInventory(classifier)
+        watch_unclassified(self.inventory, self.pipeline.metrics.registry)
+        # Children under 14 marked by the app: behavioural categories refused (children.py).
+        self.child_guard = ChildGuard(settings)
 
     def __repr__(self) -> str:
         return f"GatewayRuntime(site={self.settings.site_id!r}, started={self.started})"

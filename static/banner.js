@@ -165,11 +165,12 @@
 
   function category(c, T, picks) {
     var k = c.key;
-    var on = c.required || (!c.refused_by_gpc && (picks ? has(picks, k) : status === "given" && c.granted));
+    var off = c.refused_by_gpc || c.refused_for_child;
+    var on = c.required || (!off && (picks ? has(picks, k) : status === "given" && c.granted));
     return h("div", { "class": "cg-category" }, [
       h("input", {
         type: "checkbox", "class": "cg-switch", id: "cg-cat-" + k, name: "categories", value: k,
-        "aria-describedby": "cg-desc-" + k, checked: on, disabled: c.required || c.refused_by_gpc
+        "aria-describedby": "cg-desc-" + k, checked: on, disabled: c.required || off
       }),
       h("label", { "for": "cg-cat-" + k, "class": "cg-category-name" }, [
         c.name[locale], c.required ? h("span", { "class": "cg-always" }, [" (" + T.always_on + ")"]) : null
@@ -198,6 +199,7 @@
       ]),
       h("p", { id: text, "class": "cg-text" }, [T.text].concat(policy))
     ];
+    if (state.child_notice) kids.push(h("p", { "class": "cg-notice cg-child" }, [state.child_notice[locale]]));
     if (state.gpc) kids.push(h("p", { "class": "cg-notice cg-gpc" }, [T.gpc_notice]));
     var up = state.upcoming;
     if (up) {
@@ -207,6 +209,11 @@
     }
     if (full) {
       kids.push(h("div", { "class": "cg-categories" }, state.categories_info.map(function (c) { return category(c, T, picks); })));
+      var L = state.links[locale];
+      kids.push(h("p", { "class": "cg-links" }, [
+        h("a", { href: prefix + "/cookies?lang=" + locale }, [L.cookies]), " · ",
+        h("a", { href: prefix + "/my-data" }, [L.my_data])
+      ]));
     }
     if (full && status !== "unset") {
       kids.push(h("p", { "class": "cg-extra" }, [

@@ -159,6 +159,8 @@ def build_receipts(base: dt.date) -> list[dict[str, Any]]:
             "browser": "",
             "os": "",
             "device": "",
+            "child": 0,
+            "guardian_categories": [],
         }
 
     for n in range(10):

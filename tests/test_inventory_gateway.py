@@ -16,7 +16,7 @@ from starlette.routing import Route
 from consent_gateway import ConsentGateway, Settings, inventory_cli
 from consent_gateway.inventory import Classifier, CookieInventory, read_inventory
 from consent_gateway.inventory_middleware import CookieInventoryMiddleware
-from consent_gateway.store import Store, open_store
+from consent_gateway.store import Store
 
 from .conftest import CHDB_URL, PSEUDONYM_KEY, SECRET
 from .gateway_support import client_for, set_cookie_map, sign_cookie, site_app
@@ -33,12 +33,11 @@ async def _django_like(request: Request) -> PlainTextResponse:
 def _gateway(settings: Settings, database: str) -> tuple[ConsentGateway, CookieInventoryMiddleware]:
     app = site_app()
     app.router.routes.append(Route("/login", _django_like))
-    inventory = CookieInventory(Classifier.from_settings(settings, catalogue))
-    middleware = CookieInventoryMiddleware(
-        app, inventory, open_store=lambda: open_store(CHDB_URL, database), site=settings.site_id, flush_interval=3600
-    )
-    gateway = ConsentGateway(middleware, settings)
-    middleware.category_of = gateway.runtime.cookies.category_of
+    gateway = ConsentGateway(app, settings)
+    # The gateway counts into its own inventory; this one classifies with the test catalogue.
+    middleware = gateway.app
+    assert isinstance(middleware, CookieInventoryMiddleware)
+    middleware.inventory = gateway.runtime.inventory = CookieInventory(Classifier.from_settings(settings, catalogue))
     return gateway, middleware
 
 

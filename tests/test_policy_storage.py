@@ -252,7 +252,14 @@ def _event_row(ts: dt.datetime, name: str) -> list[Any]:
 
 
 def _receipt_row(ts: dt.datetime, consent_id: str) -> list[Any]:
-    values = {"receipt_id": uuid.uuid4(), "ts": ts, "consent_id": consent_id, "categories": ["necessary"]}
+    values = {
+        "receipt_id": uuid.uuid4(),
+        "ts": ts,
+        "consent_id": consent_id,
+        "categories": ["necessary"],
+        "child": 0,
+        "guardian_categories": [],
+    }
     return [values.get(column, "") for column, _ in RECEIPT_COLUMNS]
 
 

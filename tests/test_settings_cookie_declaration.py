@@ -48,6 +48,8 @@ def test_custom_categories_without_marketing_set_their_own() -> None:
     with pytest.raises(SettingsError, match="behavioural_categories"):
         Settings(
             categories=cats,
+            visit_category="ads",
+            marketing_category="ads",
             gpc_refuses=("ads",),
             unknown_cookie_category="ads",
             unknown_event_category="ads",
@@ -55,6 +57,8 @@ def test_custom_categories_without_marketing_set_their_own() -> None:
         )
     s = Settings(
         categories=cats,
+        visit_category="ads",
+        marketing_category="ads",
         gpc_refuses=("ads",),
         behavioural_categories=("ads",),
         unknown_cookie_category="ads",

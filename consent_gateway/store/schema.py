@@ -7,6 +7,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..children import receipt_columns_ddl
+from ..inventory import inventory_ddl
 from .client import Store
 from .cluster import local_table, render
 
@@ -59,6 +61,9 @@ RECEIPT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("browser", "LowCardinality(String)"),
     ("os", "LowCardinality(String)"),
     ("device", "LowCardinality(String)"),
+    # Added by migration 6 on older databases (children.receipt_columns_ddl).
+    ("child", "UInt8"),
+    ("guardian_categories", "Array(LowCardinality(String))"),
 )
 
 _CODECS = {"path": "CODEC(ZSTD(3))", "props": "CODEC(ZSTD(3))", "ts": "CODEC(Delta, ZSTD(1))"}
@@ -192,6 +197,8 @@ MIGRATIONS: tuple[tuple[int, str, Migration], ...] = (
     (2, "consent receipts", _m2_receipts),
     (3, "anonymous daily rollup", _m3_daily_rollup),
     (4, "marketing role and views (servers only)", _m4_marketing_role),
+    (5, "cookie inventory", lambda st, r: inventory_ddl(st, events_months=r.events_months)),
+    (6, "child columns in receipts", lambda st, r: receipt_columns_ddl(st.table("consent_receipts"))),
 )
 
 
@@ -250,13 +257,18 @@ def _apply_retention(store: Store, retention: Retention, cluster: str = "") -> N
     for table, months_or_years, expected in (
         ("events", retention.events_months, f"toIntervalMonth({retention.events_months})"),
         ("consent_receipts", retention.receipts_years, f"toIntervalYear({retention.receipts_years})"),
+        ("cookie_inventory", retention.events_months, f"toIntervalMonth({retention.events_months})"),
     ):
         rows = store.query_rows(
             "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = {t:String}",
             {"db": store.database, "t": local_table(table, cluster)},
         )
         if rows and expected not in rows[0][0]:
-            ttl = retention.events_ttl if table == "events" else retention.receipts_ttl
+            ttl = {
+                "events": retention.events_ttl,
+                "consent_receipts": retention.receipts_ttl,
+                "cookie_inventory": f"day + toIntervalMonth({int(retention.events_months)})",
+            }[table]
             for statement in render([f"ALTER TABLE {store.table(table)} MODIFY TTL {ttl} DELETE"], cluster):
                 store.command(statement)
             logger.info("retention of %s set to %s", table, months_or_years)
