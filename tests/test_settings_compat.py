@@ -115,7 +115,13 @@ def test_text_coercion_follows_the_field_types() -> None:
     assert _SCALARS["journal_dir"] is Path  # Path | None
     assert _SCALARS["secret_keys"] is tuple and _SCALARS["trusted_proxies"] is tuple
     table_only = (
-        "categories", "cookie_registry", "cookie_descriptions", "event_registry", "event_props", "policy", "policy_matrix"
+        "categories",
+        "cookie_registry",
+        "cookie_descriptions",
+        "event_registry",
+        "event_props",
+        "policy",
+        "policy_matrix",
     )
     for name in (*table_only, "banner"):
         assert name not in _SCALARS
