@@ -323,3 +323,17 @@ def test_the_runtime_says_which_proxies_it_trusts_at_start(
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("proxy trust")]
     assert any("X-Forwarded-For is ignored" in line for line in lines)
     assert any("believed only from 10.0.0.0/8" in line for line in lines)
+
+
+def test_a_client_address_the_server_rewrote_from_forwarded_for_is_warned_about(
+    make_driver: Callable[..., Driver], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Finding 2: uvicorn's own proxy handling rewrote the client address before the gateway looked."""
+    driver = make_driver()
+    with caplog.at_level(logging.WARNING, logger="consent_gateway"):
+        # What uvicorn's ProxyHeadersMiddleware leaves: the last hop as the client, port 0.
+        driver.request("GET", "/", headers=[(b"x-forwarded-for", b"203.0.113.77")], client=("203.0.113.77", 0))
+        driver.request("GET", "/", headers=[(b"x-forwarded-for", b"203.0.113.78")], client=("203.0.113.78", 0))
+    warnings = [r.getMessage() for r in caplog.records if "--no-proxy-headers" in r.getMessage()]
+    assert len(warnings) == 1  # said once, not per request
+    assert "203.0.113" not in warnings[0]  # no visitor address in the log
