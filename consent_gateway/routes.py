@@ -37,6 +37,8 @@ MAX_CHOICE_BODY = 16_384
 # At most this many deletion Set-Cookie headers in one answer: a request carrying thousands of
 # cookies must not make a response many times its own size.
 MAX_DELETIONS = 64
+# Unclassified cookie names longer than this are never echoed back in a deletion.
+DELETED_NAME_MAX = 128
 # How long a choice or /collect body may take to arrive when no setting says (collect_body_timeout).
 BODY_TIMEOUT = 10.0
 ERASE_TIMEOUT = 30.0
@@ -377,24 +379,28 @@ def _locale(runtime: GatewayRuntime, request: Request, given: object) -> str:
 
 
 def _cookie_headers_for_refused(runtime: GatewayRuntime, facts: RequestFacts, granted: frozenset[str]) -> list[bytes]:
-    """Deletions for the request's cookies whose category is not granted.
+    """Deletions for the request's cookies whose category is not granted, at most MAX_DELETIONS.
 
-    Only names the registry or the cookie catalogue know are deleted, at most MAX_DELETIONS of
-    them: a cookie nobody classified was not set by the site through the gateway (it would have
-    been refused as unknown), and deleting every made-up name a request carries would let one
-    request make a response many times its size.
+    Names the registry or the cookie catalogue knows come first, so made-up names can never crowd
+    out a real cookie; unclassified names follow (a site's unknown cookie passes while the visitor
+    grants the unknown category, and must go when they refuse it) if they are at most
+    DELETED_NAME_MAX characters. A request full of invented cookies thus gets a small answer.
     """
     s = runtime.settings
     classify = runtime.cookies.classify
-    names: list[str] = []
+    known: list[str] = []
+    unclassified: list[str] = []
     for n in dict.fromkeys(request_cookie_names(facts.cookie)):
-        if n == runtime.cookie_name:
+        if n == runtime.cookie_name or len(known) >= MAX_DELETIONS:
             continue
         found = classify(n)
-        if found.source is not Source.UNCLASSIFIED and found.category not in granted:
-            names.append(n)
-            if len(names) >= MAX_DELETIONS:
-                break
+        if found.category in granted:
+            continue
+        if found.source is not Source.UNCLASSIFIED:
+            known.append(n)
+        elif len(n) <= DELETED_NAME_MAX and len(unclassified) < MAX_DELETIONS:
+            unclassified.append(n)
+    names = (known + unclassified)[:MAX_DELETIONS]
     return expire_headers(names, domain=s.cookie_domain, secure=s.cookie_secure)
 
 
