@@ -21,7 +21,7 @@ from .ratelimit import EventNameCap, RateLimits
 from .registry import CategoryRegistry
 from .revocation import Revocations
 from .settings import Settings
-from .signing import ConsentCodec, Verified, consent_cookie_name
+from .signing import ConsentCodec, Verified
 from .store import Store, migrate, open_store
 
 logger = logging.getLogger("consent_gateway")
@@ -46,12 +46,7 @@ class GatewayRuntime:
         )
         # The consent cookie's name as browsers send it back ("__Host-" prefixed when configured):
         # the name read from requests, set, deleted and fixed as necessary in the registry.
-        self.cookie_name = consent_cookie_name(
-            settings.cookie_name,
-            host_prefix=settings.cookie_host_prefix,
-            secure=settings.cookie_secure,
-            domain=settings.cookie_domain,
-        )
+        self.cookie_name = settings.consent_cookie_name
         self.cookies = CategoryRegistry(
             settings.cookie_registry,
             unknown_category=settings.unknown_cookie_category,

@@ -831,6 +831,13 @@ class Settings:
         return self.consent.category_keys
 
     @property
+    def consent_cookie_name(self) -> str:
+        """The consent cookie's name as browsers send it back: ``cookie_name``, with ``__Host-``
+        in front when ``cookie_host_prefix`` is on. Read, set and delete the cookie under this name."""
+        name = self.cookie.name
+        return f"__Host-{name}" if self.cookie.host_prefix and not name.startswith("__Host-") else name
+
+    @property
     def declared_props(self) -> dict[str, frozenset[str]] | None:
         """``[event_props]`` as ``pseudonymize.declared_props`` reads it; None when the site declares none."""
         if not self.events.props:

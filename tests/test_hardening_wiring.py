@@ -350,3 +350,17 @@ def test_a_client_address_the_server_rewrote_from_forwarded_for_is_warned_about(
     warnings = [r.getMessage() for r in caplog.records if "--no-proxy-headers" in r.getMessage()]
     assert len(warnings) == 1  # said once, not per request
     assert "203.0.113" not in warnings[0]  # no visitor address in the log
+
+
+def test_the_my_data_page_reads_the_host_prefixed_cookie(make_settings: Callable[..., Settings]) -> None:
+    """Finding 6: every reader of the consent cookie uses the same (prefixed) name."""
+    from starlette.requests import Request
+
+    from consent_gateway.my_data import cookie_identify
+
+    settings = make_settings(cookie_host_prefix=True, cookie_secure=True)
+    assert settings.consent_cookie_name == "__Host-cg_consent"
+    codec = ConsentCodec([SECRET], max_age=YEAR, site_id="test-site")
+    value = codec.encode(ConsentRecord("cid-my-data-prefixed-01", "1.0", ("necessary",), "reject_all", 1))
+    scope = {"type": "http", "headers": [(b"cookie", f"__Host-cg_consent={value}".encode())], "client": VISITOR}
+    assert cookie_identify(settings, codec)(Request(scope)).consent_id == "cid-my-data-prefixed-01"
