@@ -364,3 +364,32 @@ def test_the_my_data_page_reads_the_host_prefixed_cookie(make_settings: Callable
     value = codec.encode(ConsentRecord("cid-my-data-prefixed-01", "1.0", ("necessary",), "reject_all", 1))
     scope = {"type": "http", "headers": [(b"cookie", f"__Host-cg_consent={value}".encode())], "client": VISITOR}
     assert cookie_identify(settings, codec)(Request(scope)).consent_id == "cid-my-data-prefixed-01"
+
+
+# -- the new settings ----------------------------------------------------------------------------------
+
+
+def test_the_new_settings_read_from_toml_and_the_environment(tmp_path: Path) -> None:
+    config = tmp_path / "site" / "consent.toml"
+    config.parent.mkdir()
+    config.write_text(
+        "max_header_bytes = 32768\n[cookie]\nhost_prefix = true\naccept_unbound = false\n"
+        "[collect]\nbody_timeout = 5\n[rate_limit]\npage_per_minute = 100\npage_burst = 50\n"
+        '[event_props]\nsignup = ["plan", "step"]\n"*" = []\n',
+        encoding="utf-8",
+    )
+    s = Settings.load(config, environ={})
+    assert (s.cookie_host_prefix, s.cookie_accept_unbound, s.max_header_bytes) == (True, False, 32768)
+    assert (s.collect_body_timeout, s.rate_limit_page_per_minute, s.rate_limit_page_burst) == (5.0, 100.0, 50)
+    assert s.declared_props == {"signup": frozenset({"plan", "step"}), "*": frozenset()}
+    assert Settings().declared_props is None
+    env = Settings.load(
+        None, environ={"CONSENT_GATEWAY_MAX_HEADER_BYTES": "9000", "CONSENT_GATEWAY_COOKIE_HOST_PREFIX": "1"}
+    )
+    assert env.max_header_bytes == 9000 and env.consent_cookie_name == "__Host-cg_consent"
+    with pytest.raises(SettingsError, match="cookie_secure"):
+        Settings(cookie_host_prefix=True, cookie_secure=False)
+    with pytest.raises(SettingsError, match="max_header_bytes"):
+        Settings(max_header_bytes=10)
+    with pytest.raises(SettingsError, match=r"event_props\.signup"):
+        Settings.load(None, environ={}, event_props=(("signup", ("",)),))
