@@ -143,7 +143,6 @@ def _run(
     configure_logging(settings.log_level, settings.log_format)
     for line in banner:
         print(line, flush=True)
-    logging.getLogger("consent_gateway").info(proxy_trust_line(settings))
     serving = mark_serving(settings, who, analytics_url)
     try:
         uvicorn.run(
@@ -167,16 +166,10 @@ def _run(
 
 
 def proxy_trust_line(settings: Settings) -> str:
-    """What the gateway believes about the client address, said once at start."""
-    if settings.trusted_proxies:
-        return (
-            f"proxy trust: X-Forwarded-For is believed only from {', '.join(settings.trusted_proxies)} "
-            "(trusted_proxies); every other client is its socket address"
-        )
-    return (
-        "proxy trust: none; the client address is the socket peer and X-Forwarded-For is ignored "
-        "(set trusted_proxies to the addresses of your reverse proxies)"
-    )
+    """What the gateway believes about the client address; the runtime says it at every start."""
+    from .runtime import proxy_trust_line as line
+
+    return line(settings.trusted_proxies)
 
 
 
@@ -558,7 +551,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_erase(args: argparse.Namespace) -> int:
     from .pseudonymize import SaltStore
+    from .revocation import Revocations
     from .rows import RowBuilder
+    from .runtime import REVOKED_FILE
     from .store import open_store
 
     settings = _settings(args)
@@ -566,6 +561,9 @@ def cmd_erase(args: argparse.Namespace) -> int:
         settings = _with_local_keys(settings)
     if not settings.pseudonym_key:
         raise SettingsError("pseudonym_key", "", "erasure needs the pseudonymisation key to find the rows")
+    # Revoked first, in the file the gateway's workers read: a cookie replayed after the erasure is
+    # "no consent yet", never identified rows again under the erased id.
+    Revocations(settings.keys_dir / REVOKED_FILE, max_age=settings.cookie_max_age_days * 86400).revoke(args.consent_id)
     rows = RowBuilder(settings, SaltStore(settings.keys_dir))
     store = open_store(settings.clickhouse_dsn, settings.database)
     visitor = rows.visitor_of(args.consent_id)
@@ -581,7 +579,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
     delete = f"DELETE FROM {store.table('events')} WHERE identified = 1 AND visitor = {int(visitor)}"  # noqa: S608
     for statement in render([delete], settings.cluster):
         store.command(statement)
-    print(f"erased {count} identifiable rows of consent id {args.consent_id[:4]}…")
+    print(f"erased {count} identifiable rows of consent id {args.consent_id[:4]}… and revoked the id for good")
     return 0
 
 

@@ -158,11 +158,13 @@ class ConsentResolver:
         """The consent in force, and the verified cookie it came from (None: no valid cookie)."""
         codec = self._codec
         verified = codec.decode(cookie_value) if cookie_value else None
-        for other in alternatives:
-            # Several consent cookies: the newest valid choice is the visitor's current one.
-            candidate = codec.decode(other)
-            if candidate is not None and (verified is None or candidate.record.issued_at > verified.record.issued_at):
-                verified = candidate
+        if alternatives:
+            from .signing import most_restrictive  # signing imports this module: imported when needed
+
+            # Several consent cookies (one per domain or path, or one planted from a sibling
+            # subdomain): the valid one granting least wins, so a planted cookie can only narrow
+            # what the visitor allowed, never widen it.
+            verified = most_restrictive([verified, *(codec.decode(other) for other in alternatives)])
         if verified is None:
             return self._no_choice[gpc], None
         # The entry keeps its Verified alive, so its id cannot be reused while the entry exists.

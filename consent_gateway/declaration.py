@@ -132,7 +132,7 @@ def build_declaration(
         descriptions = dict(settings.cookie.descriptions)
     seen = {c.name: c for c in (report.cookies if report else ())}
     names: dict[str, None] = {}
-    names[settings.cookie.name] = None
+    names[settings.consent_cookie_name] = None
     for pattern, _ in settings.cookie.registry:
         names[pattern] = None
     for name in descriptions:
@@ -163,7 +163,7 @@ def _declare(
     summary: CookieSummary | None,
     description: CookieDescription | None,
 ) -> DeclaredCookie:
-    if name == settings.cookie.name:
+    if name == settings.consent_cookie_name:
         category, source = "necessary", SOURCE_GATEWAY
         gateway_days = settings.cookie.max_age_days
         description = description or CookieDescription(

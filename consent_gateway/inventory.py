@@ -134,7 +134,7 @@ class Classifier:
             settings.cookie.registry,
             unknown_category=settings.cookie.unknown_category,
             catalogue=catalogue,
-            fixed={settings.cookie.name: "necessary"},
+            fixed={settings.consent_cookie_name: "necessary"},
         )
 
 

@@ -12,7 +12,9 @@ from .compression import Codec, Decoder, content_codings
 from .consent import Consent
 from .cookies import set_cookie_names
 from .inject import HtmlInjector, UnsupportedCharset, charset_of, encode_markup, meta_charset
+from .limits import header_bytes, send_headers_too_large, send_rate_limited
 from .policy import VISIT
+from .ratelimit import RateLimited
 from .records import RawRecord
 from .request import RequestFacts
 from .runtime import GatewayRuntime
@@ -61,7 +63,7 @@ class ConsentMiddleware:
         self.runtime = runtime
         s = runtime.settings
         self._settings = s
-        self._cookie_name = s.cookie_name.encode("latin-1")
+        self._cookie_name = runtime.cookie_name.encode("latin-1")
         self._prefix = s.prefix
         self._site = s.site_id
         self._inject_banner = s.inject_banner
@@ -78,20 +80,26 @@ class ConsentMiddleware:
                 await self.app(scope, receive, send)
             return
         runtime = self.runtime
+        size = header_bytes(scope)
+        if size > self._settings.max_header_bytes:
+            await send_headers_too_large(scope, send, size, self._settings.max_header_bytes)
+            return
         if not runtime.started:
             await runtime.start()
         facts = RequestFacts(scope["headers"], self._cookie_name)
+        if kind == "http" and not scope["path"].endswith(_ASSET_SUFFIXES):
+            try:
+                runtime.rate_limits.check("page", runtime.proxies.client_ip(scope, facts.forwarded_for))
+            except RateLimited as exc:
+                await send_rate_limited(scope, send, exc)
+                return
         consent, verified = self._consent_for(
             facts.consent_cookie, facts.gpc, runtime.policy_major(), facts.consent_alternatives
         )
         consent = runtime.child_guard.on_request(scope, consent)  # a child's behavioural categories refused
         scope["consent"] = consent
         started = time.perf_counter()
-        reissue = (
-            runtime.consent_cookie.header(runtime.codec.encode(verified.record))
-            if verified is not None and verified.stale_key
-            else None
-        )
+        reissue = runtime.reissue_header(verified) if verified is not None and verified.stale_key else None
         responder = _Responder(self, scope, send, facts, consent, reissue, started)
         await self.app(scope, receive, responder.send if kind == "http" else responder.send_websocket)
 

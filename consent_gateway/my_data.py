@@ -104,7 +104,7 @@ def cookie_identify(settings: Settings, codec: ConsentCodec) -> Callable[[Reques
     Behind a proxy the peer is the proxy: the gateway's own request facts (which honour
     ``trusted_proxies``) should supply the address instead, as ``routes.facts_of`` does.
     """
-    name = settings.cookie.name
+    name = settings.consent_cookie_name
 
     def identify(request: Request) -> Visitor:
         verified = codec.decode(request.cookies.get(name, ""))

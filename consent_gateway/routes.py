@@ -26,17 +26,26 @@ from .cookies import expire_headers, request_cookie_names
 from .declaration import CookieDeclarationEndpoint
 from .errors import RequestError, StoreError
 from .inventory import read_inventory
+from .limits import header_bytes, send_headers_too_large
 from .my_data import MyDataEndpoint, Visitor
 from .pipeline.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .policy import EVENT, Decision, banner_hash
 from .pseudonymize import split_url
 from .ratelimit import RateLimited
 from .records import CollectedEvents, EventFields, ReceiptRecord, parse_collect_body, props_text
+from .registry import Source
 from .request import RequestFacts
 from .runtime import GatewayRuntime
 
 logger = logging.getLogger("consent_gateway.routes")
 MAX_CHOICE_BODY = 16_384
+# At most this many deletion Set-Cookie headers in one answer: a request carrying thousands of
+# cookies must not make a response many times its own size.
+MAX_DELETIONS = 64
+# Unclassified cookie names longer than this are never echoed back in a deletion.
+DELETED_NAME_MAX = 128
+# How long a choice or /collect body may take to arrive when no setting says (collect_body_timeout).
+BODY_TIMEOUT = 10.0
 ERASE_TIMEOUT = 30.0
 READY_PROBE_TIMEOUT = 2.0
 _SECURITY_HEADERS = {
@@ -120,6 +129,10 @@ class ConsentRoutes:
         return lambda _runtime, request: endpoint.handle(request)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        size = header_bytes(scope)
+        if size > self.runtime.settings.max_header_bytes:
+            await send_headers_too_large(scope, send, size, self.runtime.settings.max_header_bytes)
+            return
         sub = scope["path"][len(self.prefix):] or "/"
         method = scope["method"]
         if sub == "/collect" and method == "POST":
@@ -139,11 +152,15 @@ class ConsentRoutes:
                         raise RequestError(f"{method} is not allowed on {self.prefix}{sub}", status=405)
                     raise RequestError(f"no gateway route {self.prefix}{sub}", status=404)
                 bucket = _LIMITED.get(("GET" if method == "HEAD" else method, sub))
+                ip = ""
                 if bucket is not None:
                     ip = self.runtime.proxies.client_ip(scope, request.headers.get("x-forwarded-for", ""))
-                    self.runtime.rate_limits.check(bucket, ip)
+                    self.runtime.rate_limits.peek(bucket, ip)
                 if method == "POST":
                     check_same_origin(request, self.runtime.settings.allowed_origins)
+                if bucket is not None:
+                    # Charged only once the origin passed: a refused cross-site POST costs the visitor nothing.
+                    self.runtime.rate_limits.charge(bucket, ip)
                 response = await handler(self.runtime, request)
         except (RequestError, StoreError) as exc:
             response = _error_response(exc, sub)
@@ -164,7 +181,7 @@ class ConsentRoutes:
                 if key in _COLLECT_HEADERS and key not in first:
                     first[key] = value
             ip = runtime.proxies.client_ip(scope, first.get(b"x-forwarded-for", b"").decode("latin-1"))
-            runtime.rate_limits.check("collect", ip)
+            runtime.rate_limits.peek("collect", ip)
             _check_origin(
                 first.get(b"host", b"").decode("latin-1"),
                 _text_or_none(first.get(b"sec-fetch-site")),
@@ -172,6 +189,7 @@ class ConsentRoutes:
                 _text_or_none(first.get(b"referer")),
                 runtime.settings.allowed_origins,
             )
+            runtime.rate_limits.charge("collect", ip)
             answer = await accept_events(
                 runtime,
                 scope,
@@ -264,11 +282,13 @@ def _same_host(url: str, host: str, allowed: tuple[str, ...]) -> bool:
         return False
     if f"{parts.scheme}://{parts.netloc}" in allowed:
         return True
-    return bool(parts.netloc) and parts.netloc.lower() == host.lower()
+    # Only pages served over HTTP(S) are the site's own: ftp://, file:// or a browser extension's
+    # origin with the same host are not.
+    return parts.scheme in ("http", "https") and bool(parts.netloc) and parts.netloc.lower() == host.lower()
 
 
 def facts_of(runtime: GatewayRuntime, request: Request) -> RequestFacts:
-    return RequestFacts(request.scope["headers"], runtime.settings.cookie_name.encode("latin-1"))
+    return RequestFacts(request.scope["headers"], runtime.cookie_name.encode("latin-1"))
 
 
 def consent_of(runtime: GatewayRuntime, facts: RequestFacts) -> Consent:
@@ -289,16 +309,28 @@ def _check_declared_length(declared: str | None, limit: int) -> None:
         raise RequestError(f"the body is {declared} bytes; the limit is {limit}", status=413)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it passes ``limit`` bytes."""
+async def read_body(request: Request, limit: int, timeout: float = BODY_TIMEOUT) -> bytes:
+    """The request body, refused with 413 as soon as it passes ``limit`` bytes, and with 408 when it
+    has not arrived in full within ``timeout`` seconds."""
     declared = request.headers.get("content-length")
     _check_declared_length(declared, limit)
     chunks = bytearray()
-    async for chunk in request.stream():
-        chunks.extend(chunk)
-        if len(chunks) > limit:
-            raise RequestError(f"the body is over the limit of {limit} bytes", status=413)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                chunks.extend(chunk)
+                if len(chunks) > limit:
+                    raise RequestError(f"the body is over the limit of {limit} bytes", status=413)
+    except TimeoutError:
+        raise _body_timeout(timeout) from None
     return bytes(chunks)
+
+
+def _body_timeout(timeout: float) -> RequestError:
+    return RequestError(
+        f"the request body did not arrive within {timeout:g} s (collect_body_timeout); send the whole body at once",
+        status=408,
+    )
 
 
 def _wants_redirect(request: Request) -> bool:
@@ -320,11 +352,11 @@ def _return_path(request: Request, given: str | None) -> str:
     return "/"
 
 
-async def _choice_input(request: Request) -> tuple[dict[str, Any], bool]:
+async def _choice_input(request: Request, timeout: float = BODY_TIMEOUT) -> tuple[dict[str, Any], bool]:
     """The fields of a choice (action, categories, locale, return_to) from JSON or a form."""
     ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if ctype == "application/json":
-        raw = await read_body(request, MAX_CHOICE_BODY)
+        raw = await read_body(request, MAX_CHOICE_BODY, timeout)
         try:
             data = json.loads(raw or b"{}")
         except (ValueError, RecursionError):
@@ -335,7 +367,7 @@ async def _choice_input(request: Request) -> tuple[dict[str, Any], bool]:
     if ctype == "application/x-www-form-urlencoded":
         # Parsed here rather than by request.form(): that needs python-multipart, which is not a
         # dependency, and every banner form (the no-JavaScript path) posts urlencoded.
-        raw = await read_body(request, MAX_CHOICE_BODY)
+        raw = await read_body(request, MAX_CHOICE_BODY, timeout)
         try:
             pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=64)
         except (UnicodeDecodeError, ValueError):
@@ -357,7 +389,10 @@ async def _choice_input(request: Request) -> tuple[dict[str, Any], bool]:
                                      or int(declared) > MAX_CHOICE_BODY):
             raise RequestError(f"the form is over the limit of {MAX_CHOICE_BODY} bytes", status=413)
         try:
-            form: FormData = await request.form(max_files=0, max_fields=64)
+            async with asyncio.timeout(timeout):
+                form: FormData = await request.form(max_files=0, max_fields=64)
+        except TimeoutError:
+            raise _body_timeout(timeout) from None
         except Exception:
             raise RequestError("the form could not be read; post it as application/x-www-form-urlencoded") from None
         return {
@@ -378,13 +413,28 @@ def _locale(runtime: GatewayRuntime, request: Request, given: object) -> str:
 
 
 def _cookie_headers_for_refused(runtime: GatewayRuntime, facts: RequestFacts, granted: frozenset[str]) -> list[bytes]:
-    """Deletions for the request's cookies whose category is not granted."""
+    """Deletions for the request's cookies whose category is not granted, at most MAX_DELETIONS.
+
+    Names the registry or the cookie catalogue knows come first, so made-up names can never crowd
+    out a real cookie; unclassified names follow (a site's unknown cookie passes while the visitor
+    grants the unknown category, and must go when they refuse it) if they are at most
+    DELETED_NAME_MAX characters. A request full of invented cookies thus gets a small answer.
+    """
     s = runtime.settings
-    names = [
-        n
-        for n in request_cookie_names(facts.cookie)
-        if n != s.cookie_name and runtime.cookies.category_of(n) not in granted
-    ]
+    classify = runtime.cookies.classify
+    known: list[str] = []
+    unclassified: list[str] = []
+    for n in dict.fromkeys(request_cookie_names(facts.cookie)):
+        if n == runtime.cookie_name or len(known) >= MAX_DELETIONS:
+            continue
+        found = classify(n)
+        if found.category in granted:
+            continue
+        if found.source is not Source.UNCLASSIFIED:
+            known.append(n)
+        elif len(n) <= DELETED_NAME_MAX and len(unclassified) < MAX_DELETIONS:
+            unclassified.append(n)
+    names = (known + unclassified)[:MAX_DELETIONS]
     return expire_headers(names, domain=s.cookie_domain, secure=s.cookie_secure)
 
 
@@ -507,7 +557,7 @@ async def settings_page(runtime: GatewayRuntime, request: Request) -> Response:
 async def choose(runtime: GatewayRuntime, request: Request) -> Response:
     """Record a choice: sign the cookie, delete refused cookies, write a receipt."""
     s = runtime.settings
-    data, form = await _choice_input(request)
+    data, form = await _choice_input(request, s.collect_body_timeout)
     action = data.get("action")
     if action not in ("accept_all", "reject_all", "save"):
         raise RequestError("action must be accept_all, reject_all or save", field="action")
@@ -570,12 +620,15 @@ async def withdraw(runtime: GatewayRuntime, request: Request) -> Response:
     form = _wants_redirect(request)
     data: dict[str, Any] = {}
     if request.headers.get("content-type", "").startswith(("application/json", "application/x-www-form", "multipart/")):
-        data, form = await _choice_input(request)
+        data, form = await _choice_input(request, s.collect_body_timeout)
     facts = facts_of(runtime, request)
     current = consent_of(runtime, facts)
     erased = False
     receipt_json = None
     if current.consent_id is not None:
+        # Revoked (durably, for every worker) before anything is erased: the withdrawn cookie, if
+        # replayed later, is "no consent yet" and can never identify new rows under this id.
+        await _revoke(runtime, current.consent_id)
         erased = await runtime.pipeline.erase(current.consent_id, ERASE_TIMEOUT)
         locale = _locale(runtime, request, data.get("locale"))
         record = ConsentRecord(
@@ -585,10 +638,24 @@ async def withdraw(runtime: GatewayRuntime, request: Request) -> Response:
         receipt = _receipt(runtime, request, facts, record, locale, record.categories, Method.WITHDRAW.value)
         runtime.pipeline.submit_receipt(receipt)
         receipt_json = receipt.as_json()
-    cookies = expire_headers([s.cookie_name], domain=s.cookie_domain, secure=s.cookie_secure)
+    cookies = expire_headers([runtime.cookie_name], domain=s.cookie_domain, secure=s.cookie_secure)
     cookies += _cookie_headers_for_refused(runtime, facts, runtime.required)
     payload = {"status": ConsentStatus.UNSET.value, "erased": erased, "receipt": receipt_json}
     return _respond(request, form, data.get("return_to"), payload, cookies)
+
+
+async def _revoke(runtime: GatewayRuntime, consent_id: str) -> None:
+    try:
+        await asyncio.to_thread(runtime.revocations.revoke, consent_id)
+    except RequestError:
+        # Only ids of cookies this gateway signed reach here; one it could not store is logged by
+        # its length, never its value, and the withdrawal still erases the rows.
+        logger.warning("a consent id of %d characters could not be revoked", len(consent_id))
+    except OSError as exc:
+        raise RequestError(
+            f"the withdrawal could not be recorded ({exc.strerror}); nothing was changed, retry in a minute",
+            status=503,
+        ) from None
 
 
 async def receipts(runtime: GatewayRuntime, request: Request) -> Response:
@@ -642,9 +709,13 @@ async def accept_events(
     # sendBeacon posts strings as text/plain; both carry the same JSON.
     if ctype not in ("application/json", "text/plain", ""):
         raise RequestError(f"unsupported content type {ctype!r}; send application/json", status=415)
-    body = await _receive_body(receive, content_length, s.collect_max_body)
+    try:
+        async with asyncio.timeout(s.collect_body_timeout):
+            body = await _receive_body(receive, content_length, s.collect_max_body)
+    except TimeoutError:
+        raise _body_timeout(s.collect_body_timeout) from None
     events = parse_collect_body(body, max_events=s.collect_max_events)
-    facts = RequestFacts(scope["headers"], s.cookie_name.encode("latin-1"))
+    facts = RequestFacts(scope["headers"], runtime.cookie_name.encode("latin-1"))
     # A child's behavioural categories are refused here too, so their events are dropped.
     consent = runtime.child_guard.restrict_request(scope["headers"], consent_of(runtime, facts))
     ip = runtime.proxies.client_ip(scope, facts.forwarded_for)

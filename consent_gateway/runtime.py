@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import time
 
 from .banner import BannerRenderer
 from .catalogue import Catalogue
@@ -19,9 +21,10 @@ from .policy import Policy
 from .pseudonymize import SaltStore
 from .ratelimit import EventNameCap, RateLimits
 from .registry import CategoryRegistry
+from .revocation import Revocations
 from .rows import RowBuilder
 from .settings import Settings
-from .signing import ConsentCodec
+from .signing import ConsentCodec, Verified
 from .store import Store, migrate, open_store
 
 logger = logging.getLogger("consent_gateway")
@@ -33,16 +36,25 @@ class GatewayRuntime:
     def __init__(self, settings: Settings) -> None:
         _require_keys(settings)
         self.settings = settings
+        max_age = settings.cookie_max_age_days * 86400
+        # Withdrawn and erased consent ids, shared by the workers of this host (and `consent-gateway erase`).
+        self.revocations = Revocations(settings.keys_dir / REVOKED_FILE, max_age=max_age)
         self.codec = ConsentCodec(
             settings.secret_keys,
-            max_age=settings.cookie_max_age_days * 86400,
+            max_age=max_age,
             cache_size=settings.verify_cache_size,
+            site_id=settings.site_id,
+            revocations=self.revocations,
+            accept_unbound=settings.cookie_accept_unbound,
         )
+        # The consent cookie's name as browsers send it back ("__Host-" prefixed when configured):
+        # the name read from requests, set, deleted and fixed as necessary in the registry.
+        self.cookie_name = settings.consent_cookie_name
         self.cookies = CategoryRegistry(
             settings.cookie_registry,
             unknown_category=settings.unknown_cookie_category,
             # The gateway's own cookies: the consent, and the mark of a child under 14 (children.py).
-            fixed=dict.fromkeys((settings.cookie_name, CHILD_COOKIE), next(iter(sorted(settings.required_categories)))),
+            fixed=dict.fromkeys((self.cookie_name, CHILD_COOKIE), next(iter(sorted(settings.required_categories)))),
             # Well-known framework and vendor cookies, after the site's own registry.
             catalogue=Catalogue.load() if settings.cookie.catalogue else None,
             categories=settings.category_keys,
@@ -70,7 +82,7 @@ class GatewayRuntime:
         self.gpc_refuses = frozenset(settings.gpc_refuses)
         self.proxies = TrustedProxies(settings.trusted_proxies)
         self.consent_cookie = ConsentCookie(
-            settings.cookie_name,
+            self.cookie_name,
             max_age=settings.cookie_max_age_days * 86400,
             domain=settings.cookie_domain,
             secure=settings.cookie_secure,
@@ -80,6 +92,8 @@ class GatewayRuntime:
             collect_burst=settings.rate_limit_collect_burst,
             consent_per_minute=settings.rate_limit_consent_per_minute,
             consent_burst=settings.rate_limit_consent_burst,
+            page_per_minute=settings.rate_limit_page_per_minute,
+            page_burst=settings.rate_limit_page_burst,
         )
         self.event_names = EventNameCap(settings.max_event_names, (n for n, _ in settings.event_registry))
         self.query_store: Store | None = None
@@ -101,7 +115,7 @@ class GatewayRuntime:
             settings.cookie.registry,
             unknown_category=settings.cookie.unknown_category,
             catalogue=catalogue,
-            fixed=dict.fromkeys((settings.cookie.name, CHILD_COOKIE), "necessary"),
+            fixed=dict.fromkeys((self.cookie_name, CHILD_COOKIE), "necessary"),
         )
         self.inventory = CookieInventory(classifier)
         watch_unclassified(self.inventory, self.pipeline.metrics.registry)
@@ -110,6 +124,14 @@ class GatewayRuntime:
 
     def __repr__(self) -> str:
         return f"GatewayRuntime(site={self.settings.site_id!r}, started={self.started})"
+
+    def reissue_header(self, verified: Verified, now: float | None = None) -> bytes | None:
+        """The Set-Cookie that moves a cookie signed with an older key to the newest one, keeping
+        its original signing time and so its expiry: ``Max-Age`` is the time it has left."""
+        left = verified.expires_at(self.codec.max_age) - int(time.time() if now is None else now)
+        if left <= 0:
+            return None
+        return dataclasses.replace(self.consent_cookie, max_age=left).header(self.codec.reissue(verified))
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -141,12 +163,21 @@ class GatewayRuntime:
                 cluster=s.cluster,
             )
         self.salts.destroy_expired()
+        # Entries older than one cookie max age revoke nothing any more (those cookies have expired).
+        try:
+            self.revocations.compact()
+        except OSError as exc:
+            logger.warning("could not compact the revocation list %s: %s", self.revocations.path, exc)
+        self.revocations.refresh()
         self._seed_event_names()
         self.pipeline.start()
         # Salts older than 48 h are destroyed while the gateway runs, not only at start.
         self._salt_janitor = Periodic("salt-janitor", self.salts.destroy_expired, s.salt_check_interval)
         self._salt_janitor.start()
         logger.info("consent gateway started for site %r on %r", s.site_id, self.query_store)
+        # Said under every server (uvicorn, gunicorn, hypercorn, the test client): only
+        # trusted_proxies decides whose X-Forwarded-For is believed.
+        logger.info(proxy_trust_line(s.trusted_proxies))
 
     def store(self) -> Store:
         """The query client, connecting now if ClickHouse was unreachable at start (blocking)."""
@@ -201,6 +232,22 @@ class GatewayRuntime:
             visits=pipeline.visits,
             visits_taken=pipeline.visits_taken,
         )
+
+REVOKED_FILE = "revoked.txt"
+
+
+def proxy_trust_line(trusted_proxies: tuple[str, ...]) -> str:
+    """What the gateway believes about the client address, said once at start."""
+    if trusted_proxies:
+        return (
+            f"proxy trust: X-Forwarded-For is believed only from {', '.join(trusted_proxies)} "
+            "(trusted_proxies); every other client is its socket address"
+        )
+    return (
+        "proxy trust: none; the client address is the socket peer and X-Forwarded-For is ignored "
+        "(set trusted_proxies to the addresses of your reverse proxies)"
+    )
+
 
 def _require_keys(settings: Settings) -> None:
     """Refuse settings without the keys a gateway needs, naming every missing one in one error."""

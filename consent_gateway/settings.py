@@ -369,8 +369,19 @@ class CookieSettings(_Group):
     # Cookies not in the registry are looked up in the well-known cookie catalogue (catalogue.py).
     catalogue: bool = field(default=True, metadata=_flat("cookie_catalogue"))
     verify_cache_size: int = field(default=4096, metadata=_flat("verify_cache_size"))
+    # "__Host-" + name: the browser then refuses the cookie from a sibling subdomain (needs Secure, no Domain).
+    host_prefix: bool = field(default=False, metadata=_flat("cookie_host_prefix"))
+    # Cookies signed before they carried the site id are honoured as this site's while this is on.
+    accept_unbound: bool = field(default=True, metadata=_flat("cookie_accept_unbound"))
 
     def _check(self) -> None:
+        if self.host_prefix and (self.domain or not self.secure):
+            raise SettingsError(
+                "cookie_host_prefix",
+                self.host_prefix,
+                "a __Host- cookie must be Secure and have no Domain: set cookie_secure = true and leave "
+                f"cookie_domain empty (it is {self.domain!r}), or turn cookie_host_prefix off",
+            )
         if not _COOKIE_NAME.match(self.name):
             raise SettingsError("cookie_name", self.name, "use a valid cookie name (letters, digits, _ - .)")
         if not 1 <= self.max_age_days <= 400:
@@ -474,10 +485,18 @@ class EventSettings(_Group):
     )
     unknown_category: str = field(default="analytics", metadata=_flat("unknown_event_category"))
     max_names: int = field(default=500, metadata=_flat("max_event_names"))
+    # [event_props]: event name -> the prop keys pseudonymised rows keep ("*": events not listed).
+    props: tuple[tuple[str, tuple[str, ...]], ...] = field(default=(), metadata=_flat("event_props"))
 
     def _check(self) -> None:
         _check_patterns("events", self.registry)
         _check_positive(self, max_names="max_event_names")
+        for event, keys in self.props:
+            if not event or len(event) > 128:
+                raise SettingsError("event_props", event, 'use an event name of 1-128 characters, or "*"')
+            for key in keys:
+                if not isinstance(key, str) or not key or len(key) > 128:
+                    raise SettingsError(f"event_props.{event}", key, "list prop keys of 1-128 characters")
 
 
 @dataclass(frozen=True, kw_only=True, repr=False)
@@ -524,8 +543,14 @@ class HttpSettings(_Group):
 
     trusted_proxies: tuple[str, ...] = field(default=(), metadata=_flat("trusted_proxies"))
     allowed_origins: tuple[str, ...] = field(default=(), metadata=_flat("allowed_origins"))
+    # Requests whose header block (names and values) is larger are answered 431.
+    max_header_bytes: int = field(default=65_536, metadata=_flat("max_header_bytes"))
 
     def _check(self) -> None:
+        if not 1024 <= self.max_header_bytes <= 16 * 1024 * 1024:
+            raise SettingsError(
+                "max_header_bytes", self.max_header_bytes, "use 1024 to 16777216 bytes (default 65536, 64 KiB)"
+            )
         for cidr in self.trusted_proxies:
             try:
                 ipaddress.ip_network(cidr, strict=False)
@@ -543,9 +568,13 @@ class CollectSettings(_Group):
     max_body: int = field(default=32_768, metadata=_flat("collect_max_body"))
     max_events: int = field(default=50, metadata=_flat("collect_max_events"))
     ack_timeout: float = field(default=10.0, metadata=_flat("collect_ack_timeout"))
+    # How long a /collect or consent body may take to arrive in full before the request gets 408.
+    body_timeout: float = field(default=10.0, metadata=_flat("collect_body_timeout"))
 
     def _check(self) -> None:
         _check_positive(self, max_body="collect_max_body", max_events="collect_max_events")
+        if not 0 < self.body_timeout <= 600:
+            raise SettingsError("collect_body_timeout", self.body_timeout, "use 0.1 to 600 seconds (default 10)")
         if self.ack_timeout <= 0:
             raise SettingsError("collect_ack_timeout", self.ack_timeout, "use a number of seconds above zero")
 
@@ -558,14 +587,22 @@ class RateLimitSettings(_Group):
     collect_burst: int = field(default=120, metadata=_flat("rate_limit_collect_burst"))
     consent_per_minute: float = field(default=30.0, metadata=_flat("rate_limit_consent_per_minute"))
     consent_burst: int = field(default=20, metadata=_flat("rate_limit_consent_burst"))
+    # Requests passed to the wrapped app: generous (a page pulls assets, offices share one address).
+    page_per_minute: float = field(default=1200.0, metadata=_flat("rate_limit_page_per_minute"))
+    page_burst: int = field(default=600, metadata=_flat("rate_limit_page_burst"))
 
     def _check(self) -> None:
-        for attr in ("collect_per_minute", "consent_per_minute"):
+        for attr in ("collect_per_minute", "consent_per_minute", "page_per_minute"):
             if not 0 <= getattr(self, attr) <= 1_000_000:
                 raise SettingsError(
                     f"rate_limit_{attr}", getattr(self, attr), "use 0 (no limit) up to 1000000 requests per minute"
                 )
-        _check_positive(self, collect_burst="rate_limit_collect_burst", consent_burst="rate_limit_consent_burst")
+        _check_positive(
+            self,
+            collect_burst="rate_limit_collect_burst",
+            consent_burst="rate_limit_consent_burst",
+            page_burst="rate_limit_page_burst",
+        )
 
 
 @dataclass(frozen=True, kw_only=True, repr=False)
@@ -794,6 +831,20 @@ class Settings:
         return self.consent.category_keys
 
     @property
+    def consent_cookie_name(self) -> str:
+        """The consent cookie's name as browsers send it back: ``cookie_name``, with ``__Host-``
+        in front when ``cookie_host_prefix`` is on. Read, set and delete the cookie under this name."""
+        name = self.cookie.name
+        return f"__Host-{name}" if self.cookie.host_prefix and not name.startswith("__Host-") else name
+
+    @property
+    def declared_props(self) -> dict[str, frozenset[str]] | None:
+        """``[event_props]`` as ``pseudonymize.declared_props`` reads it; None when the site declares none."""
+        if not self.events.props:
+            return None
+        return {event: frozenset(keys) for event, keys in self.events.props}
+
+    @property
     def required_categories(self) -> frozenset[str]:
         return frozenset(c.key for c in self.consent.categories if c.required)
 
@@ -890,6 +941,8 @@ class Settings:
         unknown_cookie_category: str
         cookie_catalogue: bool
         verify_cache_size: int
+        cookie_host_prefix: bool
+        cookie_accept_unbound: bool
         categories: tuple[Category, ...]
         visit_category: str
         marketing_category: str
@@ -903,6 +956,7 @@ class Settings:
         event_registry: tuple[tuple[str, str], ...]
         unknown_event_category: str
         max_event_names: int
+        event_props: tuple[tuple[str, tuple[str, ...]], ...]
         banner: BannerTexts
         inject_banner: bool
         settings_button: str
@@ -914,13 +968,17 @@ class Settings:
         salt_check_interval: float
         trusted_proxies: tuple[str, ...]
         allowed_origins: tuple[str, ...]
+        max_header_bytes: int
         collect_max_body: int
         collect_max_events: int
         collect_ack_timeout: float
+        collect_body_timeout: float
         rate_limit_collect_per_minute: float
         rate_limit_collect_burst: int
         rate_limit_consent_per_minute: float
         rate_limit_consent_burst: int
+        rate_limit_page_per_minute: float
+        rate_limit_page_burst: int
         batch_size: int
         flush_interval: float
         queue_max: int
@@ -1043,7 +1101,7 @@ _FLAT_TABLES = {
     "rate_limit": "rate_limit_",
 }
 # Every top-level TOML name that is not a plain setting (for "did you mean").
-_TABLES = (*_FLAT_TABLES, "categories", "cookies", "cookie_descriptions", "events", "policy", "banner")
+_TABLES = (*_FLAT_TABLES, "categories", "cookies", "cookie_descriptions", "events", "event_props", "policy", "banner")
 
 
 def _coerce(key: str, value: Any, kind: type) -> Any:
@@ -1102,6 +1160,8 @@ def _from_mapping(raw: Mapping[str, Any]) -> dict[str, Any]:
             )
         elif key == "events":
             values["event_registry"] = _registry("events", value)
+        elif key == "event_props":
+            values["event_props"] = _event_props(value)
         elif key == "policy":
             values.update(_policy(value))
         elif key == "banner":
@@ -1135,6 +1195,17 @@ def _registry(name: str, value: Any) -> tuple[tuple[str, str], ...]:
     if not isinstance(value, Mapping):
         raise SettingsError(name, value, f'write [{name}] with lines like "name" = "category"')
     return tuple((str(k), str(v)) for k, v in value.items())
+
+
+def _event_props(value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    if not isinstance(value, Mapping):
+        raise SettingsError("event_props", value, 'write [event_props] with lines like signup = ["plan", "step"]')
+    out = []
+    for event, keys in value.items():
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise SettingsError(f"event_props.{event}", keys, 'give a list of prop keys, e.g. ["plan", "step"]')
+        out.append((str(event), tuple(keys)))
+    return tuple(out)
 
 
 def _policy(value: Any) -> dict[str, Any]:

@@ -22,7 +22,7 @@ YEAR = 365 * 86400
 def _cookie_record(response_cookie_header: str) -> tuple[str, tuple[str, ...], str]:
     """(consent id, categories, method) of a Set-Cookie header for cg_consent."""
     value = response_cookie_header.split(";", 1)[0].split("=", 1)[1]
-    verified = ConsentCodec([SECRET], max_age=YEAR).decode(value)
+    verified = ConsentCodec([SECRET], max_age=YEAR, site_id="test-site").decode(value)
     assert verified is not None, "the gateway issued a cookie that does not verify"
     return verified.record.consent_id, verified.record.categories, verified.record.method
 

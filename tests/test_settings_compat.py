@@ -36,6 +36,13 @@ NEW_NAMES = [
     "cookie_descriptions",
     "behavioural_categories",
     "settings_button",
+    "cookie_host_prefix",
+    "cookie_accept_unbound",
+    "event_props",
+    "max_header_bytes",
+    "collect_body_timeout",
+    "rate_limit_page_per_minute",
+    "rate_limit_page_burst",
 ]
 
 
@@ -107,7 +114,15 @@ def test_text_coercion_follows_the_field_types() -> None:
     assert _SCALARS["auto_migrate"] is bool  # bool | None
     assert _SCALARS["journal_dir"] is Path  # Path | None
     assert _SCALARS["secret_keys"] is tuple and _SCALARS["trusted_proxies"] is tuple
-    table_only = ("categories", "cookie_registry", "cookie_descriptions", "event_registry", "policy", "policy_matrix")
+    table_only = (
+        "categories",
+        "cookie_registry",
+        "cookie_descriptions",
+        "event_registry",
+        "event_props",
+        "policy",
+        "policy_matrix",
+    )
     for name in (*table_only, "banner"):
         assert name not in _SCALARS
     # All but the table-only names, the banner texts and upcoming_policy are read from text.

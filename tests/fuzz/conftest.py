@@ -37,6 +37,7 @@ def make_gateway(make_settings: Callable[..., Settings]) -> Iterator[Callable[..
         # Thousands of requests come from one address here; tests of the limits turn them on.
         overrides.setdefault("rate_limit_collect_per_minute", 0)
         overrides.setdefault("rate_limit_consent_per_minute", 0)
+        overrides.setdefault("rate_limit_page_per_minute", 0)
         driver = Driver(ConsentGateway(site, make_settings(**overrides)))
         drivers.append(driver)
         return driver, site

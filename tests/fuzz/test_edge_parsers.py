@@ -253,8 +253,11 @@ def test_refused_request_cookies_are_all_expired(pairs: list[tuple[str, str]], g
     for name in request_cookie_names(facts.cookie):
         if name == "cg_consent":
             continue
-        category = _RUNTIME.cookies.category_of(name)
-        assert (name in deleted) == (category not in granted), (name, category)
+        found = _RUNTIME.cookies.classify(name)
+        # Unclassified names are echoed back in a deletion only up to 128 characters (ten names
+        # here stay well under the cap on deletions per answer).
+        refused = found.category not in granted and (found.source != "unclassified" or len(name) <= 128)
+        assert (name in deleted) == refused, (name, found)
     for value in deletions:
         assert b"Max-Age=0" in value and b"\r" not in value and b"\n" not in value
 
