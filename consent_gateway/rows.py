@@ -8,7 +8,7 @@ and encodes rows as the JSONCompactEachRow lines the journal keeps and ClickHous
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Container
+from collections.abc import Callable, Container
 from functools import lru_cache, partial
 from typing import Any
 
@@ -18,8 +18,10 @@ from .policy import KEEP, withdrawn
 from .pseudonymize import (
     SaltStore,
     consented_visitor,
+    declared_props,
     pseudonymous_visitor,
     redact_path,
+    redact_text,
     reduce_user_agent,
     referrer_host,
     split_query,
@@ -37,8 +39,13 @@ VISITOR = EVENT_INDEX["visitor"]
 class RowBuilder:
     """Turns raw records into stored rows: the only place where raw values are read."""
 
-    def __init__(self, settings: Settings, salts: SaltStore) -> None:
+    def __init__(
+        self, settings: Settings, salts: SaltStore, *, on_props_dropped: Callable[[int], None] | None = None
+    ) -> None:
         self._key = settings.pseudonym_key.encode("utf-8")
+        # [event_props]: the props keys a pseudonymised row of each event may keep (None: all).
+        self._declared = settings.declared_props
+        self._on_props_dropped = on_props_dropped
         self._salts = salts
         # One keyed hash per consent id, not per row: a visitor's rows arrive together.
         self._consented = lru_cache(maxsize=8192)(partial(consented_visitor, self._key))
@@ -112,7 +119,7 @@ class RowBuilder:
                     identified = bool(row[IDENTIFIED])
                     template = templates[shape] = (line[4:-3], row[VISITOR] if identified else -1, identified)
                 middle, key, keep = template
-                props = _stored_props(event.props, keep)
+                props = self._props(name, event.props, keep)
                 lines.append(b"".join((b'["', new_record_hex_bytes(), b'",', middle, orjson.dumps(props), b"]")))
                 keys.append(key)
         return lines, keys
@@ -138,9 +145,8 @@ class RowBuilder:
             raw.status, raw.duration_ms, raw.props,
         )
 
-    @staticmethod
     def _row(
-        event_id: Any, ts: float, site: str, kind: str, name: str, category: str,
+        self, event_id: Any, ts: float, site: str, kind: str, name: str, category: str,
         who: tuple[bool, int, list[str], bool, str, Any], where: tuple[str, str, Any, str],
         status: int, duration_ms: int, props: dict[str, Any] | str | None,
     ) -> list[Any]:
@@ -176,8 +182,25 @@ class RowBuilder:
             agent.os,
             agent.device,
             1 if agent.is_bot else 0,
-            _stored_props(props, keep),
+            self._props(name, props, keep),
         ]
+
+    def _props(self, name: str, props: dict[str, Any] | str | None, keep: bool) -> str:
+        """The ``props`` column of a row: the props as sent when the row is identified; else only the
+        keys ``[event_props]`` declares for the event, their free text redacted. ``props`` is a dict or
+        its JSON text (``CollectedEvents``)."""
+        if not props:
+            return ""
+        if keep:
+            return props if type(props) is str else props_text(props)
+        parsed = orjson.loads(props) if type(props) is str else props
+        if self._declared is not None:
+            filtered = declared_props(parsed, name, self._declared)
+            if filtered.dropped and self._on_props_dropped is not None:
+                self._on_props_dropped(filtered.dropped)
+            parsed = filtered.props
+        scrubbed = _scrub_props(parsed)
+        return props_text(scrubbed) if scrubbed else ""
 
     def _who(
         self, ip: str, user_agent: str, site: str, consent_id: str | None, action: str, granted: frozenset[str],
@@ -271,17 +294,6 @@ class _Memo:
         return found
 
 
-def _stored_props(props: dict[str, Any] | str | None, keep: bool) -> str:
-    """The ``props`` column of a row: the props as sent when the row is identified, else scrubbed.
-    ``props`` is a dict or its JSON text (``CollectedEvents``)."""
-    if not props:
-        return ""
-    if keep:
-        return props if type(props) is str else props_text(props)
-    scrubbed = _scrub_props(orjson.loads(props) if type(props) is str else props)
-    return props_text(scrubbed) if scrubbed else ""
-
-
 def _where(path: str, query: str, referrer: str, host: str, memo: _Memo) -> tuple[str, str, Any, str]:
     """The stored path, referrer host, UTM values and click id of a record's URL and referrer."""
     parts = memo.query(query) if query else _NO_QUERY
@@ -333,7 +345,9 @@ def _scrub_props(props: dict[str, Any] | None) -> dict[str, Any] | None:
     out: dict[str, Any] = {}
     for key, value in props.items():
         if isinstance(value, str):
-            if "@" in value or sum(ch.isdigit() for ch in value) >= 9:
+            if sum(ch.isdigit() for ch in value) >= 9:
                 value = "[redacted]"
+            else:
+                value = redact_text(value)
         out[key] = value
     return out

@@ -67,14 +67,15 @@ class GatewayRuntime:
         )
         self.policy = Policy(settings, self.events)
         self.salts = SaltStore(settings.keys_dir)
-        self.rows = RowBuilder(settings, self.salts)
+        metrics = PipelineMetrics()
+        self.rows = RowBuilder(settings, self.salts, on_props_dropped=metrics.props_dropped.inc)
         self.banner = BannerRenderer(settings, self.cookies)
         self.pipeline = Pipeline(
             self._new_writer,
             queue_max=settings.queue_max,
             visit_shed_fraction=settings.visit_shed_fraction,
             ack_timeout=settings.collect_ack_timeout,
-            metrics=PipelineMetrics(),
+            metrics=metrics,
         )
         self._salt_janitor: Periodic | None = None
         self.required = settings.required_categories

@@ -34,6 +34,11 @@ class PipelineMetrics:
         self.failed = Counter(
             "cg_pipeline_failed_inserts", "ClickHouse inserts that failed and will be retried", registry=r
         )
+        self.props_dropped = Counter(
+            "cg_pseudonymised_props_dropped",
+            "Event props keys left out of pseudonymised rows because [event_props] does not declare them",
+            registry=r,
+        )
         self.dropped = Counter(
             "cg_pipeline_dropped_rows", "Rows lost without a journal when the retry buffer overflowed", registry=r
         )
