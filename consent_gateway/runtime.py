@@ -11,7 +11,6 @@ from .banner import BannerRenderer
 from .catalogue import Catalogue
 from .children import CHILD_COOKIE, ChildGuard
 from .clientip import TrustedProxies
-from .consent import ConsentResolver, MajorInForce
 from .cookies import ConsentCookie
 from .errors import SettingsError, StoreError
 from .inventory import Classifier, CookieInventory, installed_catalogue, no_catalogue, watch_unclassified
@@ -21,6 +20,7 @@ from .policy import Policy
 from .pseudonymize import SaltStore
 from .ratelimit import EventNameCap, RateLimits
 from .registry import CategoryRegistry
+from .resolver import ConsentResolver, MajorInForce
 from .revocation import Revocations
 from .rows import RowBuilder
 from .settings import Settings

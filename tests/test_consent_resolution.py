@@ -48,8 +48,8 @@ def test_resolved_consents_are_bounded_like_the_verify_cache(make_settings: Call
 
 
 def test_the_policy_major_is_looked_up_once_a_day(monkeypatch: pytest.MonkeyPatch) -> None:
-    from consent_gateway import consent as consent_module
-    from consent_gateway.consent import MajorInForce
+    from consent_gateway import resolver as resolver_module
+    from consent_gateway.resolver import MajorInForce
 
     days: list[object] = []
 
@@ -61,5 +61,5 @@ def test_the_policy_major_is_looked_up_once_a_day(monkeypatch: pytest.MonkeyPatc
     assert major() == 1 and major() == 1 and len(days) == 1
     # Past the next UTC midnight the policy in force is looked up again.
     tomorrow = time.time() + 86400 + 1
-    monkeypatch.setattr(consent_module, "time", SimpleNamespace(time=lambda: tomorrow))
+    monkeypatch.setattr(resolver_module, "time", SimpleNamespace(time=lambda: tomorrow))
     assert major() == 2 and len(days) == 2
