@@ -29,6 +29,7 @@ from .ratelimit import RateLimited
 from .records import CollectedEvents, EventFields, ReceiptRecord, parse_collect_body, props_text
 from .request import RequestFacts
 from .runtime import GatewayRuntime
+from .store.statements import ping, receipts_of
 
 logger = logging.getLogger("consent_gateway.routes")
 MAX_CHOICE_BODY = 16_384
@@ -540,14 +541,7 @@ async def receipts(runtime: GatewayRuntime, request: Request) -> Response:
         return JSONResponse({"consent_id": None, "receipts": []})
     await runtime.pipeline.flush(10.0)
     store = await asyncio.to_thread(runtime.store)
-    rows = await asyncio.to_thread(
-        store.query_dicts,
-        # The table name is a validated identifier from the settings; values are bound parameters.
-        f"SELECT receipt_id, toUnixTimestamp64Milli(ts) AS ts_ms, version, categories, method, banner_hash, locale "  # noqa: S608
-        f"FROM {store.table('consent_receipts')} WHERE site = {{site:String}} AND consent_id = {{cid:String}} "
-        "ORDER BY ts",
-        {"site": runtime.settings.site_id, "cid": consent.consent_id},
-    )
+    rows = await asyncio.to_thread(receipts_of, store, runtime.settings.site_id, consent.consent_id)
     return JSONResponse(
         {
             "consent_id": consent.consent_id,
@@ -675,7 +669,7 @@ async def readyz(runtime: GatewayRuntime, request: Request) -> Response:
     state = pipeline.state
     reachable = False
     try:
-        await asyncio.wait_for(asyncio.to_thread(lambda: runtime.store().command("SELECT 1")), READY_PROBE_TIMEOUT)
+        await asyncio.wait_for(asyncio.to_thread(lambda: ping(runtime.store())), READY_PROBE_TIMEOUT)
         reachable = True
     except (StoreError, TimeoutError):
         reachable = False

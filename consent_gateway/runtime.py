@@ -21,6 +21,7 @@ from .rows import RowBuilder
 from .settings import Settings
 from .signing import ConsentCodec
 from .store import Store, migrate, open_store
+from .store.statements import stored_event_names
 
 logger = logging.getLogger("consent_gateway")
 
@@ -145,15 +146,11 @@ class GatewayRuntime:
         if store is None:
             return
         try:
-            rows = store.query_rows(
-                f"SELECT DISTINCT name FROM {store.table('events')} WHERE site = {{site:String}} AND kind = 'event' "  # noqa: S608
-                f"LIMIT {int(self.settings.max_event_names) + 1}",
-                {"site": self.settings.site_id},
-            )
+            names = stored_event_names(store, self.settings.site_id, int(self.settings.max_event_names) + 1)
         except StoreError as exc:
             logger.warning("could not read stored event names for the cap: %s", exc)
             return
-        self.event_names.seed(str(r[0]) for r in rows)
+        self.event_names.seed(names)
 
     async def stop(self) -> None:
         if not self.started:
