@@ -240,7 +240,7 @@ def record_markdown(record: dict[str, Any]) -> str:
 # -- the command ------------------------------------------------------------------------------------
 
 
-def add_audit_parser(sub: Any) -> argparse.ArgumentParser:
+def add_audit_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Add ``audit receipts`` and ``audit pseudonymisation`` to the subcommands ``sub``."""
     p: argparse.ArgumentParser = sub.add_parser("audit", help="exports for audits: consent receipts, processing record")
     audit = p.add_subparsers(dest="audit_command", required=True)

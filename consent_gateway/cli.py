@@ -228,7 +228,7 @@ def load_app(target: str) -> Any:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise SettingsError("app", target, f"the module could not be imported ({exc})") from None
-    app = module
+    app: object = module
     for part in attr.split("."):
         app = getattr(app, part, None)
         if app is None:

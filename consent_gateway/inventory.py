@@ -18,12 +18,15 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Gauge
 
 from .cookies import set_cookie_name
 from .store.client import Store
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 TABLE = "cookie_inventory"
 SESSION = -1
@@ -53,7 +56,7 @@ def no_catalogue(name: str) -> None:
 def installed_catalogue() -> CatalogueLookup:
     """``consent_gateway.catalogue.lookup`` when the package has a catalogue, else ``no_catalogue``."""
     try:
-        from . import catalogue  # type: ignore[attr-defined, unused-ignore]
+        from . import catalogue
     except ImportError:
         return no_catalogue
     lookup: CatalogueLookup = getattr(catalogue, "lookup", no_catalogue)
@@ -130,7 +133,7 @@ class Classifier:
         return self.unknown_category, SOURCE_UNCLASSIFIED
 
     @classmethod
-    def from_settings(cls, settings: Any, catalogue: CatalogueLookup = no_catalogue) -> Classifier:
+    def from_settings(cls, settings: Settings, catalogue: CatalogueLookup = no_catalogue) -> Classifier:
         """The classifier of a gateway's settings; the gateway's own consent cookie is necessary."""
         return cls(
             settings.cookie.registry,

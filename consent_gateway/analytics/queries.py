@@ -262,7 +262,7 @@ GROUP BY g""",
         return groups[0] if groups else {"visitors": 0, "k_visitors": 0, "pageviews": 0, "events": 0}
 
     def _too_few(self, population: Mapping[str, Any]) -> bool:
-        return 0 < population["k_visitors"] < self.k
+        return bool(0 < population["k_visitors"] < self.k)
 
     def _sessions_sql(self, q: Query, params: dict[str, Any], *, paths: bool = False) -> str:
         """One row per visitor key and day: its sorted page views, visit starts, ends and bounces.
@@ -767,10 +767,10 @@ GROUP BY d ORDER BY d"""
         }
         totals = [0] * (len(self.categories) + 1)
         hidden_choices = 0
-        for values in found.values():
-            totals = [t + int(v) for t, v in zip(totals, values, strict=True)]
-            if int(values[0]) < self.k:
-                hidden_choices += int(values[0])
+        for day_counts in found.values():
+            totals = [t + int(v) for t, v in zip(totals, day_counts, strict=True)]
+            if int(day_counts[0]) < self.k:
+                hidden_choices += int(day_counts[0])
         if 0 < totals[0] < self.k:
             return Result(columns, [], {**meta, "suppressed": True, "total": {"choices": None, "suppressed": True}})
         rows: list[dict[str, Any]] = []
