@@ -23,6 +23,7 @@ from .pseudonymize import SALT_LIFETIME, SaltStore
 from .settings import Settings
 from .store.client import Store
 from .store.schema import ROLLUP_TTL_MONTHS
+from .store.statements import pseudonymised_rows_by_day, withdrawals_by_month
 
 RECEIPT_FIELDS = (
     "receipt_id",
@@ -131,52 +132,45 @@ class SaltRecord:
         }
 
 
+def _salt_records(existing: set[str], per_day: dict[str, int]) -> list[SaltRecord]:
+    """One record per day that has a salt or pseudonymised rows (``per_day``: rows of each day)."""
+    salt_records = []
+    for day in sorted(existing | set(per_day)):
+        try:
+            start = dt.datetime.combine(dt.date.fromisoformat(day), dt.time(), dt.UTC)
+        except ValueError:
+            continue
+        salt_records.append(SaltRecord(day, start, start + SALT_LIFETIME, day in existing, per_day.get(day, 0)))
+    return salt_records
+
+
+def _purposes(settings: Settings) -> list[dict[str, str]]:
+    return [
+        {
+            "records": kind,
+            "with_consent": granted,
+            "without_consent": refused,
+            "purpose": "visit and event statistics of the site without identifying visitors"
+            if refused == "pseudonymise"
+            else "not processed without consent",
+        }
+        for kind, granted, refused in settings.policy_matrix
+    ]
+
+
 def processing_record(
     settings: Settings, store: Store, salts: SaltStore, now: dt.datetime | None = None
 ) -> dict[str, Any]:
     """The pseudonymised-data processing record of ``settings.site_id`` as a JSON-ready dict."""
     now = now or dt.datetime.now(dt.UTC)
     site = settings.site_id
-    existing = set(salts.days())
-    per_day = {
-        str(day): int(n)
-        for day, n in store.query_rows(
-            f"SELECT toDate(ts) AS day, count() FROM {store.table('events')} "  # noqa: S608
-            "WHERE site = {site:String} AND identified = 0 GROUP BY day ORDER BY day",
-            {"site": site},
-        )
-    }
-    salt_days = sorted(existing | set(per_day))
-    salt_records = []
-    for day in salt_days:
-        try:
-            start = dt.datetime.combine(dt.date.fromisoformat(day), dt.time(), dt.UTC)
-        except ValueError:
-            continue
-        salt_records.append(SaltRecord(day, start, start + SALT_LIFETIME, day in existing, per_day.get(day, 0)))
-    withdrawals = store.query_rows(
-        f"SELECT toStartOfMonth(ts) AS month, count(), uniqExact(consent_id) "  # noqa: S608
-        f"FROM {store.table('consent_receipts')} WHERE site = {{site:String}} AND method = 'withdraw' "
-        "GROUP BY month ORDER BY month",
-        {"site": site},
-    )
-    purposes = []
-    for kind, granted, refused in settings.policy_matrix:
-        purposes.append(
-            {
-                "records": kind,
-                "with_consent": granted,
-                "without_consent": refused,
-                "purpose": "visit and event statistics of the site without identifying visitors"
-                if refused == "pseudonymise"
-                else "not processed without consent",
-            }
-        )
+    salt_records = _salt_records(set(salts.days()), pseudonymised_rows_by_day(store, site))
+    withdrawals = withdrawals_by_month(store, site)
     return {
         "site": site,
         "generated_at": now.isoformat(),
         "controller_policy": settings.policy_url,
-        "purposes": purposes,
+        "purposes": _purposes(settings),
         "items": [{"item": item, "processing": how} for item, how in ITEMS],
         "use": "aggregate statistics (visits, events, campaigns); the analytics API applies k-anonymity "
         f"(k = {settings.k_anonymity}) to every breakdown",
@@ -191,8 +185,7 @@ def processing_record(
         },
         "salts": [s.as_json() for s in salt_records],
         "erasures": [
-            {"month": str(month)[:7], "withdrawals": int(count), "consent_ids": int(ids)}
-            for month, count, ids in withdrawals
+            {"month": month[:7], "withdrawals": count, "consent_ids": ids} for month, count, ids in withdrawals
         ],
         "erasure_note": "a withdrawal erases that consent id's identifiable rows; pseudonymised rows are not "
         "linked to it and stay until their retention ends",

@@ -7,7 +7,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -26,7 +26,7 @@ from .pipeline.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .policy import EVENT, Decision, banner_hash
 from .pseudonymize import split_url
 from .ratelimit import RateLimited
-from .records import CollectedEvents, EventFields, ReceiptRecord, parse_collect_body, props_text
+from .records import CollectedEvents, EventFields, ReceiptRecord, ValidEvent, parse_collect_body, props_text
 from .request import RequestFacts
 from .runtime import GatewayRuntime
 from .store.statements import ping, receipts_of
@@ -564,29 +564,11 @@ async def receipts(runtime: GatewayRuntime, request: Request) -> Response:
 _UNDECIDED: Any = object()
 
 
-async def accept_events(
-    runtime: GatewayRuntime, scope: Scope, receive: Receive, content_type: str, content_length: str | None
-) -> bytes:
-    """Read, validate and hand over a /collect body; the body of the 202 answer.
-
-    The headers are the request's first Content-Type and Content-Length; the others are read from
-    ``scope`` as for every route (RequestFacts).
-    """
-    s = runtime.settings
-    ctype = content_type.split(";", 1)[0].strip().lower()
-    # sendBeacon posts strings as text/plain; both carry the same JSON.
-    if ctype not in ("application/json", "text/plain", ""):
-        raise RequestError(f"unsupported content type {ctype!r}; send application/json", status=415)
-    body = await _receive_body(receive, content_length, s.collect_max_body)
-    events = parse_collect_body(body, max_events=s.collect_max_events)
-    facts = RequestFacts(scope["headers"], s.cookie_name.encode("latin-1"))
-    consent = consent_of(runtime, facts)
-    ip = runtime.proxies.client_ip(scope, facts.forwarded_for)
-    now = time.time()
-    site = s.site_id
-    host = facts.host
-    user_agent = facts.user_agent
-    granted = consent.categories
+def _decide_events(
+    runtime: GatewayRuntime, events: Sequence[ValidEvent], consent: Consent, user_agent: str
+) -> tuple[list[EventFields], int, int]:
+    """The records to store of ``events``, how many of those keep their consent id, and how many
+    events the policy dropped."""
     kept = dropped = 0
     records: list[EventFields] = []
     # The decision and stored name depend only on the event's name, and a batch repeats a few
@@ -620,11 +602,38 @@ async def accept_events(
         )
         if consent_id is not None:
             kept += 1
+    return records, kept, dropped
+
+
+async def accept_events(
+    runtime: GatewayRuntime, scope: Scope, receive: Receive, content_type: str, content_length: str | None
+) -> bytes:
+    """Read, validate and hand over a /collect body; the body of the 202 answer.
+
+    The headers are the request's first Content-Type and Content-Length; the others are read from
+    ``scope`` as for every route (RequestFacts).
+    """
+    s = runtime.settings
+    ctype = content_type.split(";", 1)[0].strip().lower()
+    # sendBeacon posts strings as text/plain; both carry the same JSON.
+    if ctype not in ("application/json", "text/plain", ""):
+        raise RequestError(f"unsupported content type {ctype!r}; send application/json", status=415)
+    body = await _receive_body(receive, content_length, s.collect_max_body)
+    events = parse_collect_body(body, max_events=s.collect_max_events)
+    facts = RequestFacts(scope["headers"], s.cookie_name.encode("latin-1"))
+    consent = consent_of(runtime, facts)
+    ip = runtime.proxies.client_ip(scope, facts.forwarded_for)
+    now = time.time()
+    site = s.site_id
+    host = facts.host
+    user_agent = facts.user_agent
+    granted = consent.categories
+    records, kept, dropped = _decide_events(runtime, events, consent, user_agent)
     pseudonymised = len(records) - kept
     accepted = len(events)
     # Nothing of the parsed body may outlive this point: a request waits a group commit below, and
     # whatever it holds meanwhile survives young garbage collections, which then cost more each.
-    del events, event
+    del events
     # 202 means durable: the request waits for the journal's group commit (a few ms), never for ClickHouse.
     if not await runtime.pipeline.submit_events(CollectedEvents(now, site, host, user_agent, ip, granted, records)):
         raise RequestError("the gateway is busy and stored none of these events; retry in a few seconds", status=503)

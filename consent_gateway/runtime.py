@@ -26,6 +26,35 @@ from .store.statements import stored_event_names
 logger = logging.getLogger("consent_gateway")
 
 
+def _cookie_registry(settings: Settings) -> CategoryRegistry:
+    return CategoryRegistry(
+        settings.cookie_registry,
+        unknown_category=settings.unknown_cookie_category,
+        fixed={settings.cookie_name: next(iter(sorted(settings.required_categories)))},
+        # Well-known framework and vendor cookies, after the site's own registry.
+        catalogue=Catalogue.load() if settings.cookie.catalogue else None,
+        categories=settings.category_keys,
+    )
+
+
+def _event_registry(settings: Settings) -> CategoryRegistry:
+    return CategoryRegistry(
+        settings.event_registry,
+        unknown_category=settings.unknown_event_category,
+        label="event",
+        section="events",
+    )
+
+
+def _rate_limits(settings: Settings) -> RateLimits:
+    return RateLimits(
+        collect_per_minute=settings.rate_limit_collect_per_minute,
+        collect_burst=settings.rate_limit_collect_burst,
+        consent_per_minute=settings.rate_limit_consent_per_minute,
+        consent_burst=settings.rate_limit_consent_burst,
+    )
+
+
 class GatewayRuntime:
     """Built once per gateway from Settings; opened in lifespan startup, closed in shutdown."""
 
@@ -37,20 +66,8 @@ class GatewayRuntime:
             max_age=settings.cookie_max_age_days * 86400,
             cache_size=settings.verify_cache_size,
         )
-        self.cookies = CategoryRegistry(
-            settings.cookie_registry,
-            unknown_category=settings.unknown_cookie_category,
-            fixed={settings.cookie_name: next(iter(sorted(settings.required_categories)))},
-            # Well-known framework and vendor cookies, after the site's own registry.
-            catalogue=Catalogue.load() if settings.cookie.catalogue else None,
-            categories=settings.category_keys,
-        )
-        self.events = CategoryRegistry(
-            settings.event_registry,
-            unknown_category=settings.unknown_event_category,
-            label="event",
-            section="events",
-        )
+        self.cookies = _cookie_registry(settings)
+        self.events = _event_registry(settings)
         self.policy = Policy(settings, self.events)
         self.salts = SaltStore(settings.keys_dir)
         self.rows = RowBuilder(settings, self.salts)
@@ -73,12 +90,7 @@ class GatewayRuntime:
             domain=settings.cookie_domain,
             secure=settings.cookie_secure,
         )
-        self.rate_limits = RateLimits(
-            collect_per_minute=settings.rate_limit_collect_per_minute,
-            collect_burst=settings.rate_limit_collect_burst,
-            consent_per_minute=settings.rate_limit_consent_per_minute,
-            consent_burst=settings.rate_limit_consent_burst,
-        )
+        self.rate_limits = _rate_limits(settings)
         self.event_names = EventNameCap(settings.max_event_names, (n for n, _ in settings.event_registry))
         self.query_store: Store | None = None
         self._start_lock = asyncio.Lock()

@@ -53,3 +53,24 @@ def receipts_of(store: Store, site: str, consent_id: str) -> list[dict[str, Any]
         "ORDER BY ts",
         {"site": site, "cid": consent_id},
     )
+
+
+def pseudonymised_rows_by_day(store: Store, site: str) -> dict[str, int]:
+    """The pseudonymised (not identified) event rows of ``site`` per day, keyed by ISO date."""
+    rows = store.query_rows(
+        f"SELECT toDate(ts) AS day, count() FROM {store.table('events')} "  # noqa: S608
+        "WHERE site = {site:String} AND identified = 0 GROUP BY day ORDER BY day",
+        {"site": site},
+    )
+    return {str(day): int(n) for day, n in rows}
+
+
+def withdrawals_by_month(store: Store, site: str) -> list[tuple[str, int, int]]:
+    """(first day of the month, withdrawals, distinct consent ids) of ``site``, oldest month first."""
+    rows = store.query_rows(
+        "SELECT toStartOfMonth(ts) AS month, count(), uniqExact(consent_id) "  # noqa: S608
+        f"FROM {store.table('consent_receipts')} WHERE site = {{site:String}} AND method = 'withdraw' "
+        "GROUP BY month ORDER BY month",
+        {"site": site},
+    )
+    return [(str(month), int(count), int(ids)) for month, count, ids in rows]
