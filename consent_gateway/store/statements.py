@@ -7,10 +7,13 @@ statements are forwarded to every node as text, without query parameters.
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 from .client import Store
 from .cluster import render
+from .schema import EVENT_COLUMNS
 
 
 def ping(store: Store) -> None:
@@ -74,3 +77,54 @@ def withdrawals_by_month(store: Store, site: str) -> list[tuple[str, int, int]]:
         {"site": site},
     )
     return [(str(month), int(count), int(ids)) for month, count, ids in rows]
+
+
+# -- what is held for one visitor (the "my data" page) ---------------------------------------------
+
+
+def identified_rows_of(store: Store, site: str, visitor: int) -> int:
+    """How many identified event rows of ``visitor`` are stored for ``site``."""
+    rows = store.query_rows(
+        f"SELECT count() FROM {store.table('events')} "  # noqa: S608
+        "WHERE site = {site:String} AND identified = 1 AND visitor = {v:UInt64}",
+        {"site": site, "v": visitor},
+    )
+    return int(rows[0][0])
+
+
+def identified_events_of(
+    store: Store, site: str, visitor: int, columns: Sequence[str], limit: int
+) -> list[dict[str, Any]]:
+    """The first ``limit`` identified event rows of ``visitor`` on ``site``, oldest first; ``columns``
+    are event column names (``ts`` as its text)."""
+    names = [name for name, _ in EVENT_COLUMNS]
+    for column in columns:
+        if column not in names:
+            raise ValueError(f"no event column {column!r}; use one of {', '.join(names)}")
+    selected = ", ".join("toString(ts) AS ts" if c == "ts" else c for c in columns)
+    return store.query_dicts(
+        f"SELECT {selected} FROM {store.table('events')} "  # noqa: S608
+        "WHERE site = {site:String} AND identified = 1 AND visitor = {v:UInt64} ORDER BY ts LIMIT {n:UInt32}",
+        {"site": site, "v": visitor, "n": limit},
+    )
+
+
+def receipts_held(store: Store, site: str, consent_id: str, limit: int) -> list[dict[str, Any]]:
+    """The first ``limit`` consent receipts of ``consent_id`` on ``site`` as shown to the visitor
+    (ids and times as text, the IP prefix included), oldest first."""
+    return store.query_dicts(
+        "SELECT toString(receipt_id) AS receipt_id, toString(ts) AS ts, version, categories, method, "  # noqa: S608
+        f"banner_hash, locale, ip_prefix FROM {store.table('consent_receipts')} "
+        "WHERE site = {site:String} AND consent_id = {cid:String} ORDER BY ts LIMIT {n:UInt32}",
+        {"site": site, "cid": consent_id, "n": limit},
+    )
+
+
+def pseudonymised_rows_on(store: Store, site: str, visitor: int, day: dt.date) -> int:
+    """How many pseudonymised event rows of the day's pseudonym ``visitor`` are stored for ``site``."""
+    rows = store.query_rows(
+        f"SELECT count() FROM {store.table('events')} "  # noqa: S608
+        "WHERE site = {site:String} AND identified = 0 AND visitor = {v:UInt64} AND toDate(ts) = {d:Date}",
+        {"site": site, "v": visitor, "d": day},
+    )
+    return int(rows[0][0])
