@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from .cookies import set_cookie_name
 from .store.client import Store
+from .store.statements import cookie_inventory_rows
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -534,20 +535,7 @@ class InventoryReport:
 
 def read_inventory(store: Store, site: str, *, days: int = 90) -> InventoryReport:
     """The inventory of ``site`` over the last ``days`` days, merged across days and flushes."""
-    rows = store.query_rows(
-        # The table name is fixed; values are bound parameters.
-        f"""SELECT name, argMax(category, last_seen), argMax(source, last_seen),
-       sum(set_count), sum(request_count), sum(blocked), sum(before_consent), sum(overflow),
-       min(first_seen), max(last_seen),
-       argMaxIf(domain, last_seen, set_count > 0), argMaxIf(cookie_path, last_seen, set_count > 0),
-       argMaxIf(lifetime_seconds, last_seen, set_count > 0), max(http_only), max(secure),
-       argMaxIf(same_site, last_seen, set_count > 0), sumMap(paths)
-FROM {store.table(TABLE)}
-WHERE site = {{site:String}} AND day >= today() - {{days:UInt32}}
-GROUP BY name
-ORDER BY name""",  # noqa: S608
-        {"site": site, "days": int(days)},
-    )
+    rows = cookie_inventory_rows(store, TABLE, site, days)
     cookies = []
     overflow = 0
     for r in rows:

@@ -128,3 +128,23 @@ def pseudonymised_rows_on(store: Store, site: str, visitor: int, day: dt.date) -
         {"site": site, "v": visitor, "d": day},
     )
     return int(rows[0][0])
+
+
+def cookie_inventory_rows(store: Store, table: str, site: str, days: int) -> list[tuple[Any, ...]]:
+    """The cookie inventory of ``site`` in ``table`` over the last ``days`` days, one row per cookie
+    name merged across days and flushes, by name: name, category, source, set, request, blocked,
+    before-consent and overflow counts, first and last seen, domain, path, lifetime, HttpOnly,
+    Secure, SameSite of the last Set-Cookie, and the request paths with their counts."""
+    return store.query_rows(
+        f"""SELECT name, argMax(category, last_seen), argMax(source, last_seen),
+       sum(set_count), sum(request_count), sum(blocked), sum(before_consent), sum(overflow),
+       min(first_seen), max(last_seen),
+       argMaxIf(domain, last_seen, set_count > 0), argMaxIf(cookie_path, last_seen, set_count > 0),
+       argMaxIf(lifetime_seconds, last_seen, set_count > 0), max(http_only), max(secure),
+       argMaxIf(same_site, last_seen, set_count > 0), sumMap(paths)
+FROM {store.table(table)}
+WHERE site = {{site:String}} AND day >= today() - {{days:UInt32}}
+GROUP BY name
+ORDER BY name""",  # noqa: S608
+        {"site": site, "days": int(days)},
+    )
