@@ -23,7 +23,7 @@ from .pseudonymize import SALT_LIFETIME, SaltStore
 from .settings import Settings
 from .store.client import Store
 from .store.schema import ROLLUP_TTL_MONTHS
-from .store.statements import pseudonymised_rows_by_day, withdrawals_by_month
+from .store.statements import pseudonymised_rows_by_day, receipts_between, withdrawals_by_month
 
 RECEIPT_FIELDS = (
     "receipt_id",
@@ -57,18 +57,7 @@ def read_receipts(
         raise SettingsError("--to", end.isoformat(), f"use a date on or after --from ({start.isoformat()})")
     if (end - start).days > MAX_RANGE_DAYS:
         raise SettingsError("--to", end.isoformat(), f"export at most {MAX_RANGE_DAYS} days at a time")
-    where = "site = {site:String} AND toDate(ts) >= {start:Date} AND toDate(ts) <= {end:Date}"
-    params: dict[str, Any] = {"site": site, "start": start, "end": end}
-    if consent_id:
-        where += " AND consent_id = {cid:String}"
-        params["cid"] = consent_id
-    rows = store.query_dicts(
-        "SELECT toString(receipt_id) AS receipt_id, "  # noqa: S608 - the table name is ours; values are bound
-        "toUnixTimestamp64Milli(ts) AS ts_ms, consent_id, version, categories, method, "
-        f"banner_hash, locale, ip_prefix, browser, os, device FROM {store.table('consent_receipts')} "
-        f"WHERE {where} ORDER BY ts, receipt_id",
-        params,
-    )
+    rows = receipts_between(store, site, start, end, consent_id)
     return [
         {f: _iso_ms(r["ts_ms"]) if f == "ts" else list(r[f]) if f == "categories" else r[f] for f in RECEIPT_FIELDS}
         for r in rows

@@ -148,3 +148,22 @@ GROUP BY name
 ORDER BY name""",  # noqa: S608
         {"site": site, "days": int(days)},
     )
+
+
+def receipts_between(
+    store: Store, site: str, start: dt.date, end: dt.date, consent_id: str | None = None
+) -> list[dict[str, Any]]:
+    """The consent receipts of ``site`` from ``start`` to ``end`` (inclusive UTC days), of one
+    ``consent_id`` when given, oldest first (``ts_ms``: milliseconds)."""
+    where = "site = {site:String} AND toDate(ts) >= {start:Date} AND toDate(ts) <= {end:Date}"
+    params: dict[str, Any] = {"site": site, "start": start, "end": end}
+    if consent_id:
+        where += " AND consent_id = {cid:String}"
+        params["cid"] = consent_id
+    return store.query_dicts(
+        "SELECT toString(receipt_id) AS receipt_id, "  # noqa: S608 - the table name is ours; values are bound
+        "toUnixTimestamp64Milli(ts) AS ts_ms, consent_id, version, categories, method, "
+        f"banner_hash, locale, ip_prefix, browser, os, device FROM {store.table('consent_receipts')} "
+        f"WHERE {where} ORDER BY ts, receipt_id",
+        params,
+    )
