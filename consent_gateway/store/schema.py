@@ -272,6 +272,15 @@ DEDUP_WINDOW = 10_000
 DEDUP_TABLES = ("events", "consent_receipts", "events_daily")
 
 
+def receipt_columns_ddl(table: str) -> list[str]:
+    """Additive DDL for ``consent_receipts`` (``table`` quoted): the child and guardian columns
+    (consent_gateway.children)."""
+    return [
+        f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS `child` UInt8 DEFAULT 0",
+        f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS `guardian_categories` Array(LowCardinality(String)) DEFAULT []",
+    ]
+
+
 def _apply_dedup_window(store: Store, cluster: str = "") -> None:
     """Turn on insert deduplication by token for the tables the pipeline writes (idempotent)."""
     for table in DEDUP_TABLES:
