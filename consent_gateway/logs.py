@@ -183,7 +183,7 @@ def _incoming_id(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
-def _request_fields(scope: Any, status: int, started: float, request_id: str) -> dict[str, Any]:
+def _request_fields(scope: Scope, status: int, started: float, request_id: str) -> dict[str, Any]:
     return {
         "request_id": request_id,
         "method": scope.get("method", ""),
