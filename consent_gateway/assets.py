@@ -12,6 +12,7 @@ def static_dir() -> Path:
     ``consent_gateway.static`` package; a bare checkout on ``sys.path`` falls back to ``static/``.
     """
     try:
+        # The package exists only as installed (mapped from ``static/``), so mypy cannot find it in a checkout.
         import consent_gateway.static as pkg  # type: ignore[import-not-found]
 
         for candidate in getattr(pkg, "__path__", []):

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .errors import SettingsError
-from .inventory import TABLE as INVENTORY_TABLE
 from .pseudonymize import SALT_LIFETIME, SaltStore
 from .settings import Settings
 from .store.client import Store
-from .store.schema import ROLLUP_TTL_MONTHS
+from .store.schema import INVENTORY_TABLE, ROLLUP_TTL_MONTHS
+from .store.statements import pseudonymised_rows_by_day, receipts_between, withdrawals_by_month
 
 RECEIPT_FIELDS = (
     "receipt_id",
@@ -59,19 +59,7 @@ def read_receipts(
         raise SettingsError("--to", end.isoformat(), f"use a date on or after --from ({start.isoformat()})")
     if (end - start).days > MAX_RANGE_DAYS:
         raise SettingsError("--to", end.isoformat(), f"export at most {MAX_RANGE_DAYS} days at a time")
-    where = "site = {site:String} AND toDate(ts) >= {start:Date} AND toDate(ts) <= {end:Date}"
-    params: dict[str, Any] = {"site": site, "start": start, "end": end}
-    if consent_id:
-        where += " AND consent_id = {cid:String}"
-        params["cid"] = consent_id
-    rows = store.query_dicts(
-        "SELECT toString(receipt_id) AS receipt_id, "  # noqa: S608 - the table name is ours; values are bound
-        "toUnixTimestamp64Milli(ts) AS ts_ms, consent_id, version, categories, method, "
-        "banner_hash, locale, ip_prefix, browser, os, device, child, guardian_categories "
-        f"FROM {store.table('consent_receipts')} "
-        f"WHERE {where} ORDER BY ts, receipt_id",
-        params,
-    )
+    rows = receipts_between(store, site, start, end, consent_id)
     return [
         {f: _iso_ms(r["ts_ms"]) if f == "ts" else list(r[f]) if f in _LISTS else r[f] for f in RECEIPT_FIELDS}
         for r in rows
@@ -135,52 +123,45 @@ class SaltRecord:
         }
 
 
+def _salt_records(existing: set[str], per_day: dict[str, int]) -> list[SaltRecord]:
+    """One record per day that has a salt or pseudonymised rows (``per_day``: rows of each day)."""
+    salt_records = []
+    for day in sorted(existing | set(per_day)):
+        try:
+            start = dt.datetime.combine(dt.date.fromisoformat(day), dt.time(), dt.UTC)
+        except ValueError:
+            continue
+        salt_records.append(SaltRecord(day, start, start + SALT_LIFETIME, day in existing, per_day.get(day, 0)))
+    return salt_records
+
+
+def _purposes(settings: Settings) -> list[dict[str, str]]:
+    return [
+        {
+            "records": kind,
+            "with_consent": granted,
+            "without_consent": refused,
+            "purpose": "visit and event statistics of the site without identifying visitors"
+            if refused == "pseudonymise"
+            else "not processed without consent",
+        }
+        for kind, granted, refused in settings.policy_matrix
+    ]
+
+
 def processing_record(
     settings: Settings, store: Store, salts: SaltStore, now: dt.datetime | None = None
 ) -> dict[str, Any]:
     """The pseudonymised-data processing record of ``settings.site_id`` as a JSON-ready dict."""
     now = now or dt.datetime.now(dt.UTC)
     site = settings.site_id
-    existing = set(salts.days())
-    per_day = {
-        str(day): int(n)
-        for day, n in store.query_rows(
-            f"SELECT toDate(ts) AS day, count() FROM {store.table('events')} "  # noqa: S608
-            "WHERE site = {site:String} AND identified = 0 GROUP BY day ORDER BY day",
-            {"site": site},
-        )
-    }
-    salt_days = sorted(existing | set(per_day))
-    salt_records = []
-    for day in salt_days:
-        try:
-            start = dt.datetime.combine(dt.date.fromisoformat(day), dt.time(), dt.UTC)
-        except ValueError:
-            continue
-        salt_records.append(SaltRecord(day, start, start + SALT_LIFETIME, day in existing, per_day.get(day, 0)))
-    withdrawals = store.query_rows(
-        f"SELECT toStartOfMonth(ts) AS month, count(), uniqExact(consent_id) "  # noqa: S608
-        f"FROM {store.table('consent_receipts')} WHERE site = {{site:String}} AND method = 'withdraw' "
-        "GROUP BY month ORDER BY month",
-        {"site": site},
-    )
-    purposes = []
-    for kind, granted, refused in settings.policy_matrix:
-        purposes.append(
-            {
-                "records": kind,
-                "with_consent": granted,
-                "without_consent": refused,
-                "purpose": "visit and event statistics of the site without identifying visitors"
-                if refused == "pseudonymise"
-                else "not processed without consent",
-            }
-        )
+    salt_records = _salt_records(set(salts.days()), pseudonymised_rows_by_day(store, site))
+    withdrawals = withdrawals_by_month(store, site)
     return {
         "site": site,
         "generated_at": now.isoformat(),
         "controller_policy": settings.policy_url,
-        "purposes": purposes,
+        "purposes": _purposes(settings),
         "items": [{"item": item, "processing": how} for item, how in ITEMS],
         "use": "aggregate statistics (visits, events, campaigns); the analytics API applies k-anonymity "
         f"(k = {settings.k_anonymity}) to every breakdown",
@@ -195,8 +176,7 @@ def processing_record(
         },
         "salts": [s.as_json() for s in salt_records],
         "erasures": [
-            {"month": str(month)[:7], "withdrawals": int(count), "consent_ids": int(ids)}
-            for month, count, ids in withdrawals
+            {"month": month[:7], "withdrawals": count, "consent_ids": ids} for month, count, ids in withdrawals
         ],
         "erasure_note": "a withdrawal erases that consent id's identifiable rows; pseudonymised rows are not "
         "linked to it and stay until their retention ends",
@@ -244,7 +224,7 @@ def record_markdown(record: dict[str, Any]) -> str:
 # -- the command ------------------------------------------------------------------------------------
 
 
-def add_audit_parser(sub: Any) -> argparse.ArgumentParser:
+def add_audit_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Add ``audit receipts`` and ``audit pseudonymisation`` to the subcommands ``sub``."""
     p: argparse.ArgumentParser = sub.add_parser("audit", help="exports for audits: consent receipts, processing record")
     audit = p.add_subparsers(dest="audit_command", required=True)

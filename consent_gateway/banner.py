@@ -24,7 +24,7 @@ import json
 import re
 import time
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from .assets import static_dir
@@ -33,6 +33,10 @@ from .consent import Consent, ConsentStatus
 from .csp import csp_needs
 from .registry import CategoryRegistry
 from .settings import PolicyVersion, Settings
+
+if TYPE_CHECKING:
+    from .asgi import Scope
+    from .request import RequestFacts
 
 # Tag names are spelled as case classes rather than with re.IGNORECASE: a pattern that starts with
 # a literal ("<", "</") lets the engine skip ahead to it, which IGNORECASE prevents (ASCII only
@@ -130,7 +134,7 @@ class BannerRenderer:
     def __repr__(self) -> str:
         return f"BannerRenderer(prefix={self.settings.prefix!r})"
 
-    def root_html(self, consent: Consent, facts: Any, scope: Any, page_start: bytes = b"") -> bytes:
+    def root_html(self, consent: Consent, facts: RequestFacts, scope: Scope, page_start: bytes = b"") -> bytes:
         """The banner's root (UTF-8) for this visitor and page; ``page_start`` (the page's first bytes) may
         name the page's language in ``<html lang>``, which then wins over Accept-Language."""
         match = _LANG_ATTR.search(page_start, 0, 2048)
@@ -170,7 +174,7 @@ class BannerRenderer:
             return head_script, css
         return "", f'{css}<script src="{self._script_src}" defer{script_attrs}></script>'
 
-    def inject(self, body: bytes, consent: Consent, facts: Any, scope: Any, csp: bytes = b"") -> bytes:
+    def inject(self, body: bytes, consent: Consent, facts: RequestFacts, scope: Scope, csp: bytes = b"") -> bytes:
         """The page with the banner assets in ``<head>`` and the banner before ``</body>``.
 
         With Google Consent Mode on, banner.js loads synchronously at the top of ``<head>`` so its

@@ -34,6 +34,7 @@ from itsdangerous import BadData, URLSafeTimedSerializer
 from .consent import Consent
 from .errors import ConsentGatewayError
 from .settings import Settings
+from .store.schema import receipt_columns_ddl as receipt_columns_ddl  # re-exported; the DDL lives in store/
 
 HEADER = "x-consent-child"
 HEADER_BYTES = HEADER.encode("latin-1")
@@ -170,14 +171,6 @@ def receipt_fields(mark: ChildMark | None) -> dict[str, Any]:
     if mark is None or not mark.child:
         return {"child": 0, "guardian_categories": []}
     return {"child": 1, "guardian_categories": sorted(mark.guardian)}
-
-
-def receipt_columns_ddl(table: str) -> list[str]:
-    """Additive DDL for ``consent_receipts`` (``table`` quoted): the child and guardian columns."""
-    return [
-        f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS `child` UInt8 DEFAULT 0",
-        f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS `guardian_categories` Array(LowCardinality(String)) DEFAULT []",
-    ]
 
 
 # -- the Python call -------------------------------------------------------------------------------

@@ -221,7 +221,7 @@ def load_app(target: str) -> Any:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise SettingsError("app", target, f"the module could not be imported ({exc})") from None
-    app = module
+    app: object = module
     for part in attr.split("."):
         app = getattr(app, part, None)
         if app is None:
@@ -555,6 +555,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
     from .rows import RowBuilder
     from .runtime import REVOKED_FILE
     from .store import open_store
+    from .store.statements import erase_visitor, identified_rows
 
     settings = _settings(args)
     if args.local_keys:
@@ -567,18 +568,8 @@ def cmd_erase(args: argparse.Namespace) -> int:
     rows = RowBuilder(settings, SaltStore(settings.keys_dir))
     store = open_store(settings.clickhouse_dsn, settings.database)
     visitor = rows.visitor_of(args.consent_id)
-    count = store.query_rows(
-        f"SELECT count() FROM {store.table('events')} WHERE identified = 1 AND visitor = {{v:UInt64}}",  # noqa: S608
-        {"v": visitor},
-    )[0][0]
-    from .store.cluster import render
-
-    # On a cluster the rows live in the replicated local tables; the Distributed one cannot DELETE.
-    # The visitor key is our own 64-bit hash, so it goes in as an integer literal: ON CLUSTER
-    # statements are forwarded to every node as text, without query parameters.
-    delete = f"DELETE FROM {store.table('events')} WHERE identified = 1 AND visitor = {int(visitor)}"  # noqa: S608
-    for statement in render([delete], settings.cluster):
-        store.command(statement)
+    count = identified_rows(store, visitor)
+    erase_visitor(store, visitor, settings.cluster)
     print(f"erased {count} identifiable rows of consent id {args.consent_id[:4]}… and revoked the id for good")
     return 0
 

@@ -213,20 +213,7 @@ class HtmlInjector:
             elif state == _TAG:
                 i = self._read_tag(data, i)
                 if self._state != _TAG:  # the tag's ">" was read
-                    kind = self._tag_kind
-                    self._tag_kind = b""
-                    if kind in (b"head", b"body"):
-                        out.append(data[emitted:i])
-                        emitted = i
-                        if kind == b"head" and not self._done_head_script:
-                            self._insert(out, self._head_script)
-                            self._done_head_script = True
-                        elif kind == b"body" and not self._done_banner:
-                            self._insert(out, self.banner)
-                            self._done_banner = True
-                    elif kind in _RAW_TEXT:
-                        self._state = _RAW
-                        self._raw_end = b"</" + kind
+                    emitted = self._tag_read(data, emitted, i, out)
             elif state == _COMMENT:
                 j = data.find(b"-->", i)
                 if j < 0:
@@ -253,6 +240,25 @@ class HtmlInjector:
                     return at
         out.append(data[emitted:i])
         return i
+
+    def _tag_read(self, data: bytes, emitted: int, i: int, out: list[bytes]) -> int:
+        """A tag ended right before ``i``: the head script goes after <head>, the banner after <body>,
+        and a raw-text element's end tag is looked for next. Returns the new ``emitted``."""
+        kind = self._tag_kind
+        self._tag_kind = b""
+        if kind in (b"head", b"body"):
+            out.append(data[emitted:i])
+            if kind == b"head" and not self._done_head_script:
+                self._insert(out, self._head_script)
+                self._done_head_script = True
+            elif kind == b"body" and not self._done_banner:
+                self._insert(out, self.banner)
+                self._done_banner = True
+            return i
+        if kind in _RAW_TEXT:
+            self._state = _RAW
+            self._raw_end = b"</" + kind
+        return emitted
 
     def _open_tag(self, data: bytes, j: int, final: bool) -> tuple[int, bytes] | None:
         """Read what follows the "<" at ``j``: where reading goes on, and b"assets" when the

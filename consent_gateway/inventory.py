@@ -18,14 +18,20 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Gauge
 
 from .cookies import set_cookie_name
 from .store.client import Store
+from .store.schema import INVENTORY_COLUMNS as COLUMNS
+from .store.schema import INVENTORY_TABLE as TABLE
+from .store.schema import inventory_ddl
+from .store.statements import cookie_inventory_rows
 
-TABLE = "cookie_inventory"
+if TYPE_CHECKING:
+    from .settings import Settings
+
 SESSION = -1
 """``lifetime_seconds`` of a cookie set without Max-Age or Expires (it ends with the browser session)."""
 
@@ -128,7 +134,7 @@ class Classifier:
         return self.unknown_category, SOURCE_UNCLASSIFIED
 
     @classmethod
-    def from_settings(cls, settings: Any, catalogue: CatalogueLookup = no_catalogue) -> Classifier:
+    def from_settings(cls, settings: Settings, catalogue: CatalogueLookup = no_catalogue) -> Classifier:
         """The classifier of a gateway's settings; the gateway's own consent cookie is necessary."""
         return cls(
             settings.cookie.registry,
@@ -387,41 +393,6 @@ def watch_unclassified(inventory: CookieInventory, registry: CollectorRegistry) 
 
 # -- ClickHouse ------------------------------------------------------------------------------------
 
-COLUMNS: tuple[tuple[str, str], ...] = (
-    ("day", "Date"),
-    ("site", "LowCardinality(String)"),
-    ("name", "String"),
-    ("category", "LowCardinality(String)"),
-    ("source", "LowCardinality(String)"),
-    ("set_count", "SimpleAggregateFunction(sum, UInt64)"),
-    ("request_count", "SimpleAggregateFunction(sum, UInt64)"),
-    ("blocked", "SimpleAggregateFunction(sum, UInt64)"),
-    ("before_consent", "SimpleAggregateFunction(sum, UInt64)"),
-    ("overflow", "SimpleAggregateFunction(sum, UInt64)"),
-    ("first_seen", "SimpleAggregateFunction(min, DateTime('UTC'))"),
-    ("last_seen", "SimpleAggregateFunction(max, DateTime('UTC'))"),
-    ("domain", "SimpleAggregateFunction(anyLast, String)"),
-    ("cookie_path", "SimpleAggregateFunction(anyLast, String)"),
-    ("lifetime_seconds", "SimpleAggregateFunction(max, Int64)"),
-    ("http_only", "SimpleAggregateFunction(max, UInt8)"),
-    ("secure", "SimpleAggregateFunction(max, UInt8)"),
-    ("same_site", "SimpleAggregateFunction(anyLast, String)"),
-    ("paths", "SimpleAggregateFunction(sumMap, Tuple(Array(String), Array(UInt64)))"),
-)
-
-
-def inventory_ddl(store: Store, *, events_months: int = 3) -> list[str]:
-    """The additive DDL of ``cookie_inventory``: counts per day and name, no visitor keys, the events' TTL."""
-    columns = ",\n    ".join(f"`{n}` {t}" for n, t in COLUMNS)
-    return [
-        f"""CREATE TABLE IF NOT EXISTS {store.table(TABLE)} (
-    {columns}
-)
-ENGINE = AggregatingMergeTree
-PARTITION BY toYYYYMM(day)
-ORDER BY (site, day, name, category, source)
-TTL day + toIntervalMonth({int(events_months)}) DELETE"""
-    ]
 
 
 def create_inventory_table(store: Store, *, events_months: int = 3) -> None:
@@ -529,20 +500,7 @@ class InventoryReport:
 
 def read_inventory(store: Store, site: str, *, days: int = 90) -> InventoryReport:
     """The inventory of ``site`` over the last ``days`` days, merged across days and flushes."""
-    rows = store.query_rows(
-        # The table name is fixed; values are bound parameters.
-        f"""SELECT name, argMax(category, last_seen), argMax(source, last_seen),
-       sum(set_count), sum(request_count), sum(blocked), sum(before_consent), sum(overflow),
-       min(first_seen), max(last_seen),
-       argMaxIf(domain, last_seen, set_count > 0), argMaxIf(cookie_path, last_seen, set_count > 0),
-       argMaxIf(lifetime_seconds, last_seen, set_count > 0), max(http_only), max(secure),
-       argMaxIf(same_site, last_seen, set_count > 0), sumMap(paths)
-FROM {store.table(TABLE)}
-WHERE site = {{site:String}} AND day >= today() - {{days:UInt32}}
-GROUP BY name
-ORDER BY name""",  # noqa: S608
-        {"site": site, "days": int(days)},
-    )
+    rows = cookie_inventory_rows(store, TABLE, site, days)
     cookies = []
     overflow = 0
     for r in rows:

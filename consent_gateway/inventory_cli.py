@@ -56,7 +56,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--days", type=int, default=90, help="how many days back to read the inventory (default 90)")
 
 
-def add_cookies_parser(sub: Any) -> argparse.ArgumentParser:
+def add_cookies_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Add ``cookies`` to the subcommands ``sub`` (from ``parser.add_subparsers()``)."""
     p: argparse.ArgumentParser = sub.add_parser(
         "cookies", help="the live cookie inventory: every cookie name the site sets or browsers send back"
@@ -186,7 +186,7 @@ def _comment(text: str) -> str:
     return "".join(ch if ch.isprintable() else "?" for ch in text)[:160]
 
 
-def add_policy_section_parser(sub: Any) -> argparse.ArgumentParser:
+def add_policy_section_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Add ``policy-section`` to the subcommands ``sub``."""
     p: argparse.ArgumentParser = sub.add_parser(
         "policy-section",

@@ -13,8 +13,8 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
 
+from .asgi import ASGIApp, Message, Receive, Scope, Send
 from .cookies import request_cookie_names, set_cookie_names
 from .inventory import CookieInventory, create_inventory_table, flush_inventory
 from .pipeline.periodic import Periodic
@@ -22,18 +22,13 @@ from .store.client import Store
 
 logger = logging.getLogger("consent_gateway.inventory")
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Any]
-Send = Callable[[Message], Any]
-
 
 class CookieInventoryMiddleware:
     """Counts cookie names of requests and of the app's responses into ``inventory``."""
 
     def __init__(
         self,
-        app: Any,
+        app: ASGIApp,
         inventory: CookieInventory,
         *,
         open_store: Callable[[], Store] | None = None,

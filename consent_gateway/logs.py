@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from contextvars import ContextVar
 from typing import Any
 
+from .asgi import ASGIApp, Message, Receive, Scope, Send
 from .pseudonymize import redact_path
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("consent_gateway_request_id", default=None)
@@ -130,13 +131,13 @@ class RequestLogMiddleware:
     status and duration; never the client address, headers or cookies.
     """
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     def __repr__(self) -> str:
         return f"RequestLogMiddleware({self.app!r})"
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -146,7 +147,7 @@ class RequestLogMiddleware:
         status = 0
         logged_id = request_id
 
-        async def send_with_id(message: Any) -> None:
+        async def send_with_id(message: Message) -> None:
             nonlocal status, logged_id
             if message["type"] == "http.response.start":
                 status = int(message["status"])
@@ -182,7 +183,7 @@ def _incoming_id(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
-def _request_fields(scope: Any, status: int, started: float, request_id: str) -> dict[str, Any]:
+def _request_fields(scope: Scope, status: int, started: float, request_id: str) -> dict[str, Any]:
     return {
         "request_id": request_id,
         "method": scope.get("method", ""),

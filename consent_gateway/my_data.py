@@ -28,6 +28,12 @@ from .ratelimit import TokenBucket, client_key
 from .settings import Settings
 from .signing import ConsentCodec
 from .store.client import Store
+from .store.statements import (
+    identified_events_of,
+    identified_rows_of,
+    pseudonymised_rows_on,
+    receipts_held,
+)
 
 MAX_ROWS = 10_000
 """Identifiable rows listed at most; past it the export says it was cut and how many there are."""
@@ -125,21 +131,10 @@ def read_my_data(store: Store, settings: Settings, salts: SaltStore, visitor: Vi
     total = 0
     if visitor.consent_id:
         key = consented_visitor(settings.pseudonym_key.encode("utf-8"), visitor.consent_id)
-        where = "site = {site:String} AND identified = 1 AND visitor = {v:UInt64}"
-        params: dict[str, Any] = {"site": site, "v": key, "n": MAX_ROWS}
-        total = int(store.query_rows(f"SELECT count() FROM {store.table('events')} WHERE {where}", params)[0][0])  # noqa: S608
-        columns = ", ".join("toString(ts) AS ts" if f == "ts" else f for f in EVENT_FIELDS)
-        events = store.query_dicts(
-            f"SELECT {columns} FROM {store.table('events')} WHERE {where} ORDER BY ts LIMIT {{n:UInt32}}",  # noqa: S608
-            params,
-        )
-        events = [{f: _plain(row[f]) for f in EVENT_FIELDS} for row in events]
-        rows = store.query_dicts(
-            f"SELECT toString(receipt_id) AS receipt_id, toString(ts) AS ts, version, categories, method, "  # noqa: S608
-            f"banner_hash, locale, ip_prefix FROM {store.table('consent_receipts')} "
-            "WHERE site = {site:String} AND consent_id = {cid:String} ORDER BY ts LIMIT {n:UInt32}",
-            {"site": site, "cid": visitor.consent_id, "n": MAX_ROWS},
-        )
+        total = identified_rows_of(store, site, key)
+        rows = identified_events_of(store, site, key, EVENT_FIELDS, MAX_ROWS)
+        events = [{f: _plain(row[f]) for f in EVENT_FIELDS} for row in rows]
+        rows = receipts_held(store, site, visitor.consent_id, MAX_ROWS)
         receipts = [{k: _plain(v) for k, v in r.items()} for r in rows]
     return MyData(
         visitor.consent_id, tuple(events), total, tuple(receipts), _pseudonymised(store, site, salts, visitor)
@@ -158,12 +153,7 @@ def _pseudonymised(store: Store, site: str, salts: SaltStore, visitor: Visitor) 
         except ValueError:
             continue
         key = pseudonymous_visitor(salts.salt_for(date), site, prefix, visitor.user_agent)
-        count = store.query_rows(
-            f"SELECT count() FROM {store.table('events')} "  # noqa: S608
-            "WHERE site = {site:String} AND identified = 0 AND visitor = {v:UInt64} AND toDate(ts) = {d:Date}",
-            {"site": site, "v": key, "d": date},
-        )[0][0]
-        out.append((day, int(count)))
+        out.append((day, pseudonymised_rows_on(store, site, key, date)))
     return tuple(out)
 
 

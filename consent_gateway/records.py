@@ -9,7 +9,7 @@ import re
 import uuid
 from binascii import hexlify
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol, cast
 
 import msgspec
 import orjson
@@ -188,15 +188,29 @@ class ReceiptRecord:
         }
 
 
-def parse_collect_body(body: bytes, *, max_events: int) -> list[CollectedEvent]:
+class ValidEvent(Protocol):
+    """A ``CollectedEvent`` as ``parse_collect_body`` returns it: validated, its defaults in place."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def referrer(self) -> str: ...
+    @property
+    def props(self) -> dict[str, Any] | None: ...
+
+
+def parse_collect_body(body: bytes, *, max_events: int) -> list[ValidEvent]:
     """Validate a ``/collect`` body: one event object or a list of them.
 
     Raises RequestError (400/422) naming the first problem, so a client can fix its tracker.
     """
     events = _accept_fast(body, max_events)
-    if events is not None:
-        return events
-    return _parse_strict(body, max_events)
+    if events is None:
+        events = _parse_strict(body, max_events)
+    # Both parsers put the defaults in (no URL is "/", no referrer "", no props None).
+    return cast("list[ValidEvent]", events)
 
 
 # Bodies are first decoded by msgspec into the event shape below, the limits checked as it reads
@@ -263,7 +277,7 @@ def _accept_fast(body: bytes, max_events: int) -> list[CollectedEvent] | None:
         data = _fast_decode(body)
     except _FAST_ERRORS:
         return None
-    if type(data) is list:
+    if isinstance(data, list):
         events = data
         if not events or len(events) > max_events:
             return None

@@ -7,7 +7,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -32,10 +32,11 @@ from .pipeline.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .policy import EVENT, Decision, banner_hash
 from .pseudonymize import split_url
 from .ratelimit import RateLimited
-from .records import CollectedEvents, EventFields, ReceiptRecord, parse_collect_body, props_text
+from .records import CollectedEvents, EventFields, ReceiptRecord, ValidEvent, parse_collect_body, props_text
 from .registry import Source
 from .request import RequestFacts
 from .runtime import GatewayRuntime
+from .store.statements import ping, receipts_of
 
 logger = logging.getLogger("consent_gateway.routes")
 MAX_CHOICE_BODY = 16_384
@@ -666,14 +667,7 @@ async def receipts(runtime: GatewayRuntime, request: Request) -> Response:
         return JSONResponse({"consent_id": None, "receipts": []})
     await runtime.pipeline.flush(10.0)
     store = await asyncio.to_thread(runtime.store)
-    rows = await asyncio.to_thread(
-        store.query_dicts,
-        # The table name is a validated identifier from the settings; values are bound parameters.
-        f"SELECT receipt_id, toUnixTimestamp64Milli(ts) AS ts_ms, version, categories, method, banner_hash, locale "  # noqa: S608
-        f"FROM {store.table('consent_receipts')} WHERE site = {{site:String}} AND consent_id = {{cid:String}} "
-        "ORDER BY ts",
-        {"site": runtime.settings.site_id, "cid": consent.consent_id},
-    )
+    rows = await asyncio.to_thread(receipts_of, store, runtime.settings.site_id, consent.consent_id)
     return JSONResponse(
         {
             "consent_id": consent.consent_id,
@@ -696,34 +690,11 @@ async def receipts(runtime: GatewayRuntime, request: Request) -> Response:
 _UNDECIDED: Any = object()
 
 
-async def accept_events(
-    runtime: GatewayRuntime, scope: Scope, receive: Receive, content_type: str, content_length: str | None
-) -> bytes:
-    """Read, validate and hand over a /collect body; the body of the 202 answer.
-
-    The headers are the request's first Content-Type and Content-Length; the others are read from
-    ``scope`` as for every route (RequestFacts).
-    """
-    s = runtime.settings
-    ctype = content_type.split(";", 1)[0].strip().lower()
-    # sendBeacon posts strings as text/plain; both carry the same JSON.
-    if ctype not in ("application/json", "text/plain", ""):
-        raise RequestError(f"unsupported content type {ctype!r}; send application/json", status=415)
-    try:
-        async with asyncio.timeout(s.collect_body_timeout):
-            body = await _receive_body(receive, content_length, s.collect_max_body)
-    except TimeoutError:
-        raise _body_timeout(s.collect_body_timeout) from None
-    events = parse_collect_body(body, max_events=s.collect_max_events)
-    facts = RequestFacts(scope["headers"], runtime.cookie_name.encode("latin-1"))
-    # A child's behavioural categories are refused here too, so their events are dropped.
-    consent = runtime.child_guard.restrict_request(scope["headers"], consent_of(runtime, facts))
-    ip = runtime.proxies.client_ip(scope, facts.forwarded_for)
-    now = time.time()
-    site = s.site_id
-    host = facts.host
-    user_agent = facts.user_agent
-    granted = consent.categories
+def _decide_events(
+    runtime: GatewayRuntime, events: Sequence[ValidEvent], consent: Consent, user_agent: str
+) -> tuple[list[EventFields], int, int]:
+    """The records to store of ``events``, how many of those keep their consent id, and how many
+    events the policy dropped."""
     kept = dropped = 0
     records: list[EventFields] = []
     # The decision and stored name depend only on the event's name, and a batch repeats a few
@@ -757,11 +728,43 @@ async def accept_events(
         )
         if consent_id is not None:
             kept += 1
+    return records, kept, dropped
+
+
+async def accept_events(
+    runtime: GatewayRuntime, scope: Scope, receive: Receive, content_type: str, content_length: str | None
+) -> bytes:
+    """Read, validate and hand over a /collect body; the body of the 202 answer.
+
+    The headers are the request's first Content-Type and Content-Length; the others are read from
+    ``scope`` as for every route (RequestFacts).
+    """
+    s = runtime.settings
+    ctype = content_type.split(";", 1)[0].strip().lower()
+    # sendBeacon posts strings as text/plain; both carry the same JSON.
+    if ctype not in ("application/json", "text/plain", ""):
+        raise RequestError(f"unsupported content type {ctype!r}; send application/json", status=415)
+    try:
+        async with asyncio.timeout(s.collect_body_timeout):
+            body = await _receive_body(receive, content_length, s.collect_max_body)
+    except TimeoutError:
+        raise _body_timeout(s.collect_body_timeout) from None
+    events = parse_collect_body(body, max_events=s.collect_max_events)
+    facts = RequestFacts(scope["headers"], runtime.cookie_name.encode("latin-1"))
+    # A child's behavioural categories are refused here too, so their events are dropped.
+    consent = runtime.child_guard.restrict_request(scope["headers"], consent_of(runtime, facts))
+    ip = runtime.proxies.client_ip(scope, facts.forwarded_for)
+    now = time.time()
+    site = s.site_id
+    host = facts.host
+    user_agent = facts.user_agent
+    granted = consent.categories
+    records, kept, dropped = _decide_events(runtime, events, consent, user_agent)
     pseudonymised = len(records) - kept
     accepted = len(events)
     # Nothing of the parsed body may outlive this point: a request waits a group commit below, and
     # whatever it holds meanwhile survives young garbage collections, which then cost more each.
-    del events, event
+    del events
     # 202 means durable: the request waits for the journal's group commit (a few ms), never for ClickHouse.
     if not await runtime.pipeline.submit_events(CollectedEvents(now, site, host, user_agent, ip, granted, records)):
         raise RequestError("the gateway is busy and stored none of these events; retry in a few seconds", status=503)
@@ -806,7 +809,7 @@ async def readyz(runtime: GatewayRuntime, request: Request) -> Response:
     state = pipeline.state
     reachable = False
     try:
-        await asyncio.wait_for(asyncio.to_thread(lambda: runtime.store().command("SELECT 1")), READY_PROBE_TIMEOUT)
+        await asyncio.wait_for(asyncio.to_thread(lambda: ping(runtime.store())), READY_PROBE_TIMEOUT)
         reachable = True
     except (StoreError, TimeoutError):
         reachable = False

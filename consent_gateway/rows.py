@@ -192,8 +192,8 @@ class RowBuilder:
         if not props:
             return ""
         if keep:
-            return props if type(props) is str else props_text(props)
-        parsed = orjson.loads(props) if type(props) is str else props
+            return props if isinstance(props, str) else props_text(props)
+        parsed: dict[str, Any] = orjson.loads(props) if isinstance(props, str) else props
         if self._declared is not None:
             filtered = declared_props(parsed, name, self._declared)
             if filtered.dropped and self._on_props_dropped is not None:
@@ -215,12 +215,13 @@ class RowBuilder:
             stored_granted = _sorted_categories(granted)
         else:
             key = (day, site, ip_prefix, user_agent)
-            visitor = self._pseudonyms.get(key)
-            if visitor is None:
+            found = self._pseudonyms.get(key)
+            if found is None:
                 if len(self._pseudonyms) >= _PSEUDONYM_CACHE:
                     self._pseudonyms.clear()
                 salt = self._salts.salt_for(_day_of(day))
-                visitor = self._pseudonyms[key] = pseudonymous_visitor(salt, site, ip_prefix, user_agent)
+                found = self._pseudonyms[key] = pseudonymous_visitor(salt, site, ip_prefix, user_agent)
+            visitor = found
             stored_granted = _NONE
         return keep, visitor, stored_granted, self._marketing in granted, ip_prefix, reduce_user_agent(user_agent)
 
@@ -252,6 +253,10 @@ class RowBuilder:
         return consented_visitor(self._key, consent_id)
 
 
+_NO_WHO: tuple[bool, int, list[str], bool, str, Any] = (False, 0, [], False, "", None)
+_NO_WHERE: tuple[str, str, Any, str] = ("", "", None, "")
+
+
 class _Memo:
     """Derived values of one batch of records, by their raw inputs; dropped with the batch."""
 
@@ -260,9 +265,10 @@ class _Memo:
     def __init__(self) -> None:
         # The previous record's inputs and what was worked out from them (RowBuilder._event_values).
         self.who_key: tuple[Any, ...] | None = None
-        self.who: tuple[bool, int, list[str], bool, str, Any] | None = None
+        # ``who`` and ``where`` are read only once their key matched, so never before they are set.
+        self.who: tuple[bool, int, list[str], bool, str, Any] = _NO_WHO
         self.where_key: tuple[str, str, str, str] | None = None
-        self.where: tuple[str, str, Any, str] | None = None
+        self.where: tuple[str, str, Any, str] = _NO_WHERE
         self._ips: dict[str, str] = {}
         self._queries: dict[str, Any] = {}
         self._referrers: dict[tuple[str, str], str] = {}

@@ -26,8 +26,64 @@ from .rows import RowBuilder
 from .settings import Settings
 from .signing import ConsentCodec, Verified
 from .store import Store, migrate, open_store
+from .store.statements import stored_event_names
 
 logger = logging.getLogger("consent_gateway")
+
+
+def _cookie_registry(settings: Settings) -> CategoryRegistry:
+    return CategoryRegistry(
+        settings.cookie_registry,
+        unknown_category=settings.unknown_cookie_category,
+        # The gateway's own cookies: the consent (under the name browsers send it back, "__Host-"
+        # prefixed when configured) and the mark of a child under 14 (children.py).
+        fixed=dict.fromkeys(
+            (settings.consent_cookie_name, CHILD_COOKIE), next(iter(sorted(settings.required_categories)))
+        ),
+        # Well-known framework and vendor cookies, after the site's own registry.
+        catalogue=Catalogue.load() if settings.cookie.catalogue else None,
+        categories=settings.category_keys,
+    )
+
+
+def _event_registry(settings: Settings) -> CategoryRegistry:
+    return CategoryRegistry(
+        settings.event_registry,
+        unknown_category=settings.unknown_event_category,
+        label="event",
+        section="events",
+    )
+
+
+def _rate_limits(settings: Settings) -> RateLimits:
+    return RateLimits(
+        collect_per_minute=settings.rate_limit_collect_per_minute,
+        collect_burst=settings.rate_limit_collect_burst,
+        consent_per_minute=settings.rate_limit_consent_per_minute,
+        consent_burst=settings.rate_limit_consent_burst,
+        page_per_minute=settings.rate_limit_page_per_minute,
+        page_burst=settings.rate_limit_page_burst,
+    )
+
+
+def _codec(settings: Settings, revocations: Revocations) -> ConsentCodec:
+    return ConsentCodec(
+        settings.secret_keys,
+        max_age=settings.cookie_max_age_days * 86400,
+        cache_size=settings.verify_cache_size,
+        site_id=settings.site_id,
+        revocations=revocations,
+        accept_unbound=settings.cookie_accept_unbound,
+    )
+
+
+def _inventory_classifier(settings: Settings) -> Classifier:
+    return Classifier(
+        settings.cookie.registry,
+        unknown_category=settings.cookie.unknown_category,
+        catalogue=installed_catalogue() if settings.cookie.catalogue else no_catalogue,
+        fixed=dict.fromkeys((settings.consent_cookie_name, CHILD_COOKIE), "necessary"),
+    )
 
 
 class GatewayRuntime:
@@ -36,35 +92,14 @@ class GatewayRuntime:
     def __init__(self, settings: Settings) -> None:
         _require_keys(settings)
         self.settings = settings
-        max_age = settings.cookie_max_age_days * 86400
         # Withdrawn and erased consent ids, shared by the workers of this host (and `consent-gateway erase`).
-        self.revocations = Revocations(settings.keys_dir / REVOKED_FILE, max_age=max_age)
-        self.codec = ConsentCodec(
-            settings.secret_keys,
-            max_age=max_age,
-            cache_size=settings.verify_cache_size,
-            site_id=settings.site_id,
-            revocations=self.revocations,
-            accept_unbound=settings.cookie_accept_unbound,
-        )
+        self.revocations = Revocations(settings.keys_dir / REVOKED_FILE, max_age=settings.cookie_max_age_days * 86400)
+        self.codec = _codec(settings, self.revocations)
         # The consent cookie's name as browsers send it back ("__Host-" prefixed when configured):
         # the name read from requests, set, deleted and fixed as necessary in the registry.
         self.cookie_name = settings.consent_cookie_name
-        self.cookies = CategoryRegistry(
-            settings.cookie_registry,
-            unknown_category=settings.unknown_cookie_category,
-            # The gateway's own cookies: the consent, and the mark of a child under 14 (children.py).
-            fixed=dict.fromkeys((self.cookie_name, CHILD_COOKIE), next(iter(sorted(settings.required_categories)))),
-            # Well-known framework and vendor cookies, after the site's own registry.
-            catalogue=Catalogue.load() if settings.cookie.catalogue else None,
-            categories=settings.category_keys,
-        )
-        self.events = CategoryRegistry(
-            settings.event_registry,
-            unknown_category=settings.unknown_event_category,
-            label="event",
-            section="events",
-        )
+        self.cookies = _cookie_registry(settings)
+        self.events = _event_registry(settings)
         self.policy = Policy(settings, self.events)
         self.salts = SaltStore(settings.keys_dir)
         metrics = PipelineMetrics()
@@ -88,14 +123,7 @@ class GatewayRuntime:
             domain=settings.cookie_domain,
             secure=settings.cookie_secure,
         )
-        self.rate_limits = RateLimits(
-            collect_per_minute=settings.rate_limit_collect_per_minute,
-            collect_burst=settings.rate_limit_collect_burst,
-            consent_per_minute=settings.rate_limit_consent_per_minute,
-            consent_burst=settings.rate_limit_consent_burst,
-            page_per_minute=settings.rate_limit_page_per_minute,
-            page_burst=settings.rate_limit_page_burst,
-        )
+        self.rate_limits = _rate_limits(settings)
         self.event_names = EventNameCap(settings.max_event_names, (n for n, _ in settings.event_registry))
         self.query_store: Store | None = None
         self._start_lock = asyncio.Lock()
@@ -111,14 +139,7 @@ class GatewayRuntime:
             cache_size=settings.verify_cache_size,
         )
         # Every cookie name the site sets or gets back, counted by the gateway's inventory middleware.
-        catalogue = installed_catalogue() if settings.cookie.catalogue else no_catalogue
-        classifier = Classifier(
-            settings.cookie.registry,
-            unknown_category=settings.cookie.unknown_category,
-            catalogue=catalogue,
-            fixed=dict.fromkeys((self.cookie_name, CHILD_COOKIE), "necessary"),
-        )
-        self.inventory = CookieInventory(classifier)
+        self.inventory = CookieInventory(_inventory_classifier(settings))
         watch_unclassified(self.inventory, self.pipeline.metrics.registry)
         # Children under 14 marked by the app: behavioural categories refused (children.py).
         self.child_guard = ChildGuard(settings)
@@ -192,15 +213,11 @@ class GatewayRuntime:
         if store is None:
             return
         try:
-            rows = store.query_rows(
-                f"SELECT DISTINCT name FROM {store.table('events')} WHERE site = {{site:String}} AND kind = 'event' "  # noqa: S608
-                f"LIMIT {int(self.settings.max_event_names) + 1}",
-                {"site": self.settings.site_id},
-            )
+            names = stored_event_names(store, self.settings.site_id, int(self.settings.max_event_names) + 1)
         except StoreError as exc:
             logger.warning("could not read stored event names for the cap: %s", exc)
             return
-        self.event_names.seed(str(r[0]) for r in rows)
+        self.event_names.seed(names)
 
     async def stop(self) -> None:
         if not self.started:

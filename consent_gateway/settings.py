@@ -23,7 +23,7 @@ import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 from .errors import SettingsError
@@ -243,6 +243,10 @@ def _url_without_password(url: str) -> str:
 class _Group:
     """Shared behaviour of the setting groups: self-check on creation, masked repr, one-line summary."""
 
+    if TYPE_CHECKING:
+        # Every group is a dataclass: what ``dataclasses.fields`` reads.
+        __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
     def __post_init__(self) -> None:
         self._check()
 
@@ -250,13 +254,13 @@ class _Group:
         """Raise SettingsError for the first invalid value; groups without rules accept anything."""
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{f.name}={_shown_repr(self, f)}" for f in dataclasses.fields(self))  # type: ignore[arg-type]
+        shown = ", ".join(f"{f.name}={_shown_repr(self, f)}" for f in dataclasses.fields(self))
         return f"{type(self).__name__}({shown})"
 
     def summary(self) -> str:
         """``name=value`` for every field on one line, secrets masked."""
         parts = []
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+        for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             mask = f.metadata.get("mask", "")
             shown = _masked(value, mask) if mask else value

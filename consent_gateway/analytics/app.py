@@ -15,12 +15,13 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from ..asgi import ASGIApp, Receive, Scope, Send
 from ..assets import static_dir
 from ..errors import RequestError, StoreError
 from ..settings import Settings
 from ..store import Store, migrate, open_store
 from .params import ENDPOINT_PARAMS, Query
-from .queries import Analytics
+from .queries import Analytics, Result
 from .tokens import SHARE_ENDPOINTS, TokenRecord, TokenStore
 
 logger = logging.getLogger("consent_gateway.analytics")
@@ -74,53 +75,80 @@ def _error(status: int, message: str, field: str | None = None, headers: dict[st
     return JSONResponse(body, status_code=status, headers={**_SECURITY_HEADERS, **(headers or {})})
 
 
-def create_analytics_app(settings: Settings, *, store: Store | None = None) -> Starlette:
-    """The analytics app for ``settings``; serve it on its own port or mount it on purpose."""
-    service = AnalyticsService(settings, store)
-    static = static_dir()
+def _bearer_token(request: Request) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, or None."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
 
-    def authenticate(request: Request) -> TokenRecord | None:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return None
-        return service.tokens.verify(token.strip())
 
-    async def api(request: Request) -> Response:
-        endpoint = request.path_params["endpoint"]
-        record = await asyncio.to_thread(authenticate, request)
-        name = None if record is None else record.name
-        param_names = sorted(set(request.query_params.keys()))
+def _unauthorised(endpoint: str) -> JSONResponse:
+    logger.warning("analytics %s refused: missing, unknown, revoked or expired token", endpoint[:40])
+    return _error(
+        401,
+        "a valid API token is required: send 'Authorization: Bearer <token>' "
+        "(`consent-gateway keys create NAME` makes one)",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+def _authorised_query(settings: Settings, record: TokenRecord, endpoint: str, request: Request) -> Query:
+    """The query ``record`` asks for at ``endpoint``; ``RequestError`` (403/404/422) when it may not."""
+    if not record.may_call(endpoint):
+        raise RequestError(
+            f"token {record.name!r} is a read-only shared link: it reads the dashboard's figures "
+            f"({', '.join(sorted(SHARE_ENDPOINTS))}), not {endpoint[:40]!r}; use an API token",
+            status=403,
+        )
+    if endpoint not in ENDPOINT_PARAMS:
+        raise RequestError(f"no endpoint {endpoint[:40]!r}; use one of {', '.join(ENDPOINT_PARAMS)}", status=404)
+    query = Query.from_items(endpoint, request.query_params.multi_items(), default_site=settings.site_id)
+    if not record.may_read(query.site, settings.site_id):
+        raise RequestError(
+            f"token {record.name!r} may not read site {query.site!r}; it reads "
+            f"{', '.join(record.readable_sites(settings.site_id))} "
+            "(`consent-gateway keys create NAME --site SITE` makes a token for another site)",
+            field="site",
+            status=403,
+        )
+    return query
+
+
+def _result_response(endpoint: str, query: Query, result: Result) -> Response:
+    if query.format == "csv":
+        filename = f"{endpoint}-{query.site}-{query.start.isoformat()}-{query.end.isoformat()}.csv"
+        return Response(
+            result.as_csv(),
+            media_type="text/csv; charset=utf-8",
+            headers={**_SECURITY_HEADERS, "Content-Disposition": f'attachment; filename="{filename}"'},
+        )
+    return JSONResponse(result.as_json(), headers=_SECURITY_HEADERS)
+
+
+class _Handlers:
+    """The analytics app's request handlers, over one service."""
+
+    def __init__(self, settings: Settings, service: AnalyticsService, owns_store: bool) -> None:
+        self.settings = settings
+        self.service = service
+        self.owns_store = owns_store
+        self.static = static_dir()
+
+    def authenticate(self, request: Request) -> TokenRecord | None:
+        token = _bearer_token(request)
+        return None if token is None else self.service.tokens.verify(token)
+
+    async def api(self, request: Request) -> Response:
+        endpoint: str = request.path_params["endpoint"]
+        record = await asyncio.to_thread(self.authenticate, request)
         if record is None:
-            logger.warning("analytics %s refused: missing, unknown, revoked or expired token", endpoint[:40])
-            return _error(
-                401,
-                "a valid API token is required: send 'Authorization: Bearer <token>' "
-                "(`consent-gateway keys create NAME` makes one)",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+            return _unauthorised(endpoint)
+        param_names = sorted(set(request.query_params.keys()))
         status = 500  # until the query has run: an unexpected error is logged as such
         try:
-            if not record.may_call(endpoint):
-                raise RequestError(
-                    f"token {record.name!r} is a read-only shared link: it reads the dashboard's figures "
-                    f"({', '.join(sorted(SHARE_ENDPOINTS))}), not {endpoint[:40]!r}; use an API token",
-                    status=403,
-                )
-            if endpoint not in ENDPOINT_PARAMS:
-                raise RequestError(
-                    f"no endpoint {endpoint[:40]!r}; use one of {', '.join(ENDPOINT_PARAMS)}", status=404
-                )
-            query = Query.from_items(endpoint, request.query_params.multi_items(), default_site=settings.site_id)
-            if not record.may_read(query.site, settings.site_id):
-                raise RequestError(
-                    f"token {record.name!r} may not read site {query.site!r}; it reads "
-                    f"{', '.join(record.readable_sites(settings.site_id))} "
-                    "(`consent-gateway keys create NAME --site SITE` makes a token for another site)",
-                    field="site",
-                    status=403,
-                )
-            result = await asyncio.to_thread(lambda: service.analytics().run(query))
+            query = _authorised_query(self.settings, record, endpoint, request)
+            result = await asyncio.to_thread(lambda: self.service.analytics().run(query))
             status = 200
         except RequestError as exc:
             status = exc.status
@@ -134,32 +162,28 @@ def create_analytics_app(settings: Settings, *, store: Store | None = None) -> S
             logger.info(
                 "analytics %s token=%s status=%d params=%s",
                 endpoint[:40],
-                name,
+                record.name,
                 status,
                 ",".join(p[:40] for p in param_names),
             )
-        if query.format == "csv":
-            filename = f"{endpoint}-{query.site}-{query.start.isoformat()}-{query.end.isoformat()}.csv"
-            return Response(
-                result.as_csv(),
-                media_type="text/csv; charset=utf-8",
-                headers={**_SECURITY_HEADERS, "Content-Disposition": f'attachment; filename="{filename}"'},
-            )
-        return JSONResponse(result.as_json(), headers=_SECURITY_HEADERS)
+        return _result_response(endpoint, query, result)
 
-    async def dashboard(request: Request) -> Response:
+    async def dashboard(self, request: Request) -> Response:
         if not request.url.path.endswith("/"):
             return RedirectResponse(request.url.path + "/", status_code=308)
-        return FileResponse(static / "dashboard.html", media_type="text/html; charset=utf-8", headers=_SECURITY_HEADERS)
+        return FileResponse(
+            self.static / "dashboard.html", media_type="text/html; charset=utf-8", headers=_SECURITY_HEADERS
+        )
 
-    async def static_file(request: Request) -> Response:
-        name = request.path_params["name"]
+    async def static_file(self, request: Request) -> Response:
+        name: str = request.path_params["name"]
         if name not in DASHBOARD_FILES:
             return _error(404, f"no static file {name[:64]!r}")
-        return FileResponse(static / name, media_type=DASHBOARD_FILES[name], headers=_SECURITY_HEADERS)
+        return FileResponse(self.static / name, media_type=DASHBOARD_FILES[name], headers=_SECURITY_HEADERS)
 
-    async def config(request: Request) -> Response:
+    async def config(self, request: Request) -> Response:
         # Public facts the dashboard needs before a token is entered; nothing from the data.
+        settings = self.settings
         return JSONResponse(
             {
                 "site": settings.site_id,
@@ -171,29 +195,34 @@ def create_analytics_app(settings: Settings, *, store: Store | None = None) -> S
             headers=_SECURITY_HEADERS,
         )
 
-    async def healthz(request: Request) -> Response:
+    async def healthz(self, request: Request) -> Response:
         return JSONResponse({"ok": True})
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         try:
-            await asyncio.to_thread(service.analytics)
+            await asyncio.to_thread(self.service.analytics)
         except StoreError as exc:
             # Keep serving: the API answers 503 with the reason until the store can be opened.
             logger.error("analytics store not available at start: %s", exc)
         yield
-        if store is None:
-            service.close()
+        if self.owns_store:
+            self.service.close()
 
+
+def create_analytics_app(settings: Settings, *, store: Store | None = None) -> Starlette:
+    """The analytics app for ``settings``; serve it on its own port or mount it on purpose."""
+    service = AnalyticsService(settings, store)
+    handlers = _Handlers(settings, service, owns_store=store is None)
     app = Starlette(
         routes=[
-            Route("/", dashboard),
-            Route("/config", config),
-            Route("/healthz", healthz),
-            Route("/static/{name}", static_file),
-            Route("/api/v1/{endpoint}", api),
+            Route("/", handlers.dashboard),
+            Route("/config", handlers.config),
+            Route("/healthz", handlers.healthz),
+            Route("/static/{name}", handlers.static_file),
+            Route("/api/v1/{endpoint}", handlers.api),
         ],
-        lifespan=lifespan,
+        lifespan=handlers.lifespan,
     )
     app.state.service = service
     return app
@@ -205,12 +234,12 @@ class AnalyticsMount:
     The analytics app opens its store on first use, so it needs no lifespan of its own here.
     """
 
-    def __init__(self, app: Any, analytics: Any, prefix: str = "/_analytics") -> None:
+    def __init__(self, app: ASGIApp, analytics: ASGIApp, prefix: str = "/_analytics") -> None:
         self.app = app
         self.analytics = analytics
         self.prefix = prefix.rstrip("/")
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path: str = scope["path"]
             if path == self.prefix or path.startswith(self.prefix + "/"):

@@ -92,6 +92,11 @@ def _csv_safe(value: Any) -> Any:
     return value
 
 
+def _rate(visitors: int, total: int) -> float:
+    """``visitors`` as a share of ``total``, to four places (0 when there is no one)."""
+    return round(visitors / total, 4) if total else 0.0
+
+
 class Analytics:
     """Runs validated queries against one store for one settings object."""
 
@@ -262,7 +267,7 @@ GROUP BY g""",
         return groups[0] if groups else {"visitors": 0, "k_visitors": 0, "pageviews": 0, "events": 0}
 
     def _too_few(self, population: Mapping[str, Any]) -> bool:
-        return 0 < population["k_visitors"] < self.k
+        return bool(0 < population["k_visitors"] < self.k)
 
     def _sessions_sql(self, q: Query, params: dict[str, Any], *, paths: bool = False) -> str:
         """One row per visitor key and day: its sorted page views, visit starts, ends and bounces.
@@ -444,60 +449,68 @@ FROM (
         if self._too_few(top):
             return Result(columns, [], {**meta, "suppressed": True, "groups": 0, "suppressed_groups": 0})
         total = top["visitors"]
-
-        def rate(visitors: int) -> float:
-            return round(visitors / total, 4) if total else 0.0
-
-        rows: list[dict[str, Any]] = []
-        hidden = 0
         if q.goals:
-            params: dict[str, Any] = {}
-            parts = []
-            for i, goal in enumerate(q.goals):
-                parts.append(f"{_goal_condition((goal,), params, prefix=f'g{i}')}, {i}")
-            found = {
-                int(g["g"]): g
-                for g in self._visitor_groups(
-                    q, f"multiIf({', '.join(parts)}, -1)", extra=_goal_condition(q.goals, params), extra_params=params
-                )
-            }
-            for i, goal in enumerate(q.goals):
-                g = found.get(i, {"visitors": 0, "k_visitors": 0, "pageviews": 0, "events": 0})
-                small = 0 < g["k_visitors"] < self.k
-                hits = g["pageviews"] if goal.kind == "page" else g["events"]
-                rows.append(
-                    {
-                        "goal": str(goal),
-                        "kind": goal.kind,
-                        "value": goal.value,
-                        "visitors": None if small else g["visitors"],
-                        "conversions": None if small else hits,
-                        "conversion_rate": None if small else rate(g["visitors"]),
-                        "suppressed": small,
-                    }
-                )
+            rows, hidden = self._named_goal_rows(q, total), 0
         else:
-            for g in self._visitor_groups(q, "name", extra="kind = 'event'"):
-                if g["k_visitors"] < self.k:
-                    hidden += 1
-                    continue
-                rows.append(
-                    {
-                        "goal": f"event:{g['g']}",
-                        "kind": "event",
-                        "value": g["g"],
-                        "visitors": g["visitors"],
-                        "conversions": g["events"],
-                        "conversion_rate": rate(g["visitors"]),
-                        "suppressed": False,
-                    }
-                )
-            rows.sort(key=lambda r: (-r["visitors"], -r["conversions"], r["value"]))
+            rows, hidden = self._event_goal_rows(q, total)
         return Result(
             columns,
             rows,
             {**meta, "suppressed": False, "visitors": total, "groups": len(rows), "suppressed_groups": hidden},
         )
+
+    def _named_goal_rows(self, q: Query, total: int) -> list[dict[str, Any]]:
+        """One row per goal named in ``q``, its figures hidden when fewer than k people reached it."""
+        params: dict[str, Any] = {}
+        parts = []
+        for i, goal in enumerate(q.goals):
+            parts.append(f"{_goal_condition((goal,), params, prefix=f'g{i}')}, {i}")
+        found = {
+            int(g["g"]): g
+            for g in self._visitor_groups(
+                q, f"multiIf({', '.join(parts)}, -1)", extra=_goal_condition(q.goals, params), extra_params=params
+            )
+        }
+        rows: list[dict[str, Any]] = []
+        for i, goal in enumerate(q.goals):
+            g = found.get(i, {"visitors": 0, "k_visitors": 0, "pageviews": 0, "events": 0})
+            small = 0 < g["k_visitors"] < self.k
+            hits = g["pageviews"] if goal.kind == "page" else g["events"]
+            rows.append(
+                {
+                    "goal": str(goal),
+                    "kind": goal.kind,
+                    "value": goal.value,
+                    "visitors": None if small else g["visitors"],
+                    "conversions": None if small else hits,
+                    "conversion_rate": None if small else _rate(g["visitors"], total),
+                    "suppressed": small,
+                }
+            )
+        return rows
+
+    def _event_goal_rows(self, q: Query, total: int) -> tuple[list[dict[str, Any]], int]:
+        """One row per event name reached by at least k people, most visitors first; and how many
+        names were left out."""
+        rows: list[dict[str, Any]] = []
+        hidden = 0
+        for g in self._visitor_groups(q, "name", extra="kind = 'event'"):
+            if g["k_visitors"] < self.k:
+                hidden += 1
+                continue
+            rows.append(
+                {
+                    "goal": f"event:{g['g']}",
+                    "kind": "event",
+                    "value": g["g"],
+                    "visitors": g["visitors"],
+                    "conversions": g["events"],
+                    "conversion_rate": _rate(g["visitors"], total),
+                    "suppressed": False,
+                }
+            )
+        rows.sort(key=lambda r: (-r["visitors"], -r["conversions"], r["value"]))
+        return rows, hidden
 
     # -- realtime ---------------------------------------------------------------------------
 
@@ -767,10 +780,10 @@ GROUP BY d ORDER BY d"""
         }
         totals = [0] * (len(self.categories) + 1)
         hidden_choices = 0
-        for values in found.values():
-            totals = [t + int(v) for t, v in zip(totals, values, strict=True)]
-            if int(values[0]) < self.k:
-                hidden_choices += int(values[0])
+        for day_counts in found.values():
+            totals = [t + int(v) for t, v in zip(totals, day_counts, strict=True)]
+            if int(day_counts[0]) < self.k:
+                hidden_choices += int(day_counts[0])
         if 0 < totals[0] < self.k:
             return Result(columns, [], {**meta, "suppressed": True, "total": {"choices": None, "suppressed": True}})
         rows: list[dict[str, Any]] = []

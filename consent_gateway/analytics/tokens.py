@@ -65,13 +65,15 @@ class TokenRecord:
     @classmethod
     def from_json(cls, data: dict[str, object]) -> TokenRecord:
         sites = data.get("sites")
+        if sites is not None and not isinstance(sites, list):
+            raise ValueError(f"token {data.get('name')!r}: 'sites' is {sites!r}; it must be a list of site ids")
         return cls(
             name=str(data["name"]),
             sha256=str(data["sha256"]),
             created=str(data["created"]),
             expires=None if data.get("expires") is None else str(data["expires"]),
             revoked=None if data.get("revoked") is None else str(data["revoked"]),
-            sites=None if sites is None else tuple(str(x) for x in sites),  # type: ignore[union-attr]
+            sites=None if sites is None else tuple(str(x) for x in sites),
             kind=str(data.get("kind", "api")),
         )
 

@@ -21,6 +21,7 @@ that would have acknowledged it) ends the reading of its segment.
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import fcntl
 import json
@@ -474,7 +475,7 @@ class MemoryJournal:
         return f"MemoryJournal({self.name!r})"
 
     def append_group(
-        self, events: list[bytes], keys: list[int], receipts: list[bytes], *, replayed: bool = False
+        self, events: list[builtins.bytes], keys: list[int], receipts: list[builtins.bytes], *, replayed: bool = False
     ) -> Group:
         self._seq += 1
         return Group(self._seq, events, keys, receipts, replayed=replayed)

@@ -35,9 +35,7 @@ class PipelineMetrics:
             "cg_pipeline_failed_inserts", "ClickHouse inserts that failed and will be retried", registry=r
         )
         self.props_dropped = Counter(
-            "cg_pseudonymised_props_dropped",
-            "Event props keys left out of pseudonymised rows because [event_props] does not declare them",
-            registry=r,
+            "cg_pseudonymised_props_dropped", "Props keys [event_props] left out of pseudonymised rows", registry=r
         )
         self.dropped = Counter(
             "cg_pipeline_dropped_rows", "Rows lost without a journal when the retry buffer overflowed", registry=r
@@ -62,6 +60,10 @@ class PipelineMetrics:
             "cg_pipeline_pending_rows", "Rows durable in the journal, not yet in ClickHouse", registry=r
         )
         self.clickhouse_up = Gauge("cg_clickhouse_up", "1 when the last ClickHouse insert succeeded", registry=r)
+        self._histograms(r)
+        self.clickhouse_up.set(1)
+
+    def _histograms(self, r: CollectorRegistry) -> None:
         self.batch_rows = Histogram(
             "cg_pipeline_insert_batch_rows",
             "Rows per ClickHouse insert",
@@ -80,7 +82,6 @@ class PipelineMetrics:
             buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
             registry=r,
         )
-        self.clickhouse_up.set(1)
 
     def __repr__(self) -> str:
         return "PipelineMetrics()"

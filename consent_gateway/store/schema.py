@@ -7,8 +7,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..children import receipt_columns_ddl
-from ..inventory import inventory_ddl
 from .client import Store
 from .cluster import local_table, render
 
@@ -284,6 +282,15 @@ DEDUP_WINDOW = 10_000
 DEDUP_TABLES = ("events", "consent_receipts", "events_daily")
 
 
+def receipt_columns_ddl(table: str) -> list[str]:
+    """Additive DDL for ``consent_receipts`` (``table`` quoted): the child and guardian columns
+    (consent_gateway.children)."""
+    return [
+        f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS `child` UInt8 DEFAULT 0",
+        f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS `guardian_categories` Array(LowCardinality(String)) DEFAULT []",
+    ]
+
+
 def _apply_dedup_window(store: Store, cluster: str = "") -> None:
     """Turn on insert deduplication by token for the tables the pipeline writes (idempotent)."""
     for table in DEDUP_TABLES:
@@ -297,3 +304,42 @@ def _apply_dedup_window(store: Store, cluster: str = "") -> None:
             )
             for rendered in render([statement], cluster):
                 store.command(rendered)
+
+
+# The live cookie inventory (inventory.py): counts per day and cookie name, never a visitor key.
+INVENTORY_TABLE = "cookie_inventory"
+INVENTORY_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("day", "Date"),
+    ("site", "LowCardinality(String)"),
+    ("name", "String"),
+    ("category", "LowCardinality(String)"),
+    ("source", "LowCardinality(String)"),
+    ("set_count", "SimpleAggregateFunction(sum, UInt64)"),
+    ("request_count", "SimpleAggregateFunction(sum, UInt64)"),
+    ("blocked", "SimpleAggregateFunction(sum, UInt64)"),
+    ("before_consent", "SimpleAggregateFunction(sum, UInt64)"),
+    ("overflow", "SimpleAggregateFunction(sum, UInt64)"),
+    ("first_seen", "SimpleAggregateFunction(min, DateTime('UTC'))"),
+    ("last_seen", "SimpleAggregateFunction(max, DateTime('UTC'))"),
+    ("domain", "SimpleAggregateFunction(anyLast, String)"),
+    ("cookie_path", "SimpleAggregateFunction(anyLast, String)"),
+    ("lifetime_seconds", "SimpleAggregateFunction(max, Int64)"),
+    ("http_only", "SimpleAggregateFunction(max, UInt8)"),
+    ("secure", "SimpleAggregateFunction(max, UInt8)"),
+    ("same_site", "SimpleAggregateFunction(anyLast, String)"),
+    ("paths", "SimpleAggregateFunction(sumMap, Tuple(Array(String), Array(UInt64)))"),
+)
+
+
+def inventory_ddl(store: Store, *, events_months: int = 3) -> list[str]:
+    """The additive DDL of ``cookie_inventory``: counts per day and name, no visitor keys, the events' TTL."""
+    columns = ",\n    ".join(f"`{n}` {t}" for n, t in INVENTORY_COLUMNS)
+    return [
+        f"""CREATE TABLE IF NOT EXISTS {store.table(INVENTORY_TABLE)} (
+    {columns}
+)
+ENGINE = AggregatingMergeTree
+PARTITION BY toYYYYMM(day)
+ORDER BY (site, day, name, category, source)
+TTL day + toIntervalMonth({int(events_months)}) DELETE"""
+    ]
