@@ -8,7 +8,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -19,9 +19,13 @@ from ..assets import static_dir
 from ..errors import RequestError, StoreError
 from ..settings import Settings
 from ..store import Store, migrate, open_store
+from .cookies import CookieQuery, cookie_answer
 from .params import ENDPOINT_PARAMS, Query
 from .queries import Analytics
 from .tokens import SHARE_ENDPOINTS, TokenRecord, TokenStore
+
+if TYPE_CHECKING:
+    from ..inventory import Classifier
 
 logger = logging.getLogger("consent_gateway.analytics")
 
@@ -147,6 +151,77 @@ def create_analytics_app(settings: Settings, *, store: Store | None = None) -> S
             )
         return JSONResponse(result.as_json(), headers=_SECURITY_HEADERS)
 
+    classifiers: list[Classifier] = []
+
+    def site_classifier(site: str) -> Classifier | None:
+        # Only the configured site's registry is known here; other sites keep the sources stored with their rows.
+        if site != settings.site_id:
+            return None
+        if not classifiers:
+            from ..inventory import Classifier, installed_catalogue
+
+            classifiers.append(Classifier.from_settings(settings, installed_catalogue()))
+        return classifiers[0]
+
+    async def cookies_api(request: Request) -> Response:
+        # The inventory is the site's own configuration facts (its unclassified names, scripts that set
+        # cookies before consent): for the site's operators, so a shared link (kind "share") is refused.
+        record = await asyncio.to_thread(authenticate, request)
+        param_names = sorted(set(request.query_params.keys()))
+        if record is None:
+            logger.warning("analytics cookies refused: missing, unknown, revoked or expired token")
+            return _error(
+                401,
+                "a valid API token is required: send 'Authorization: Bearer <token>' "
+                "(`consent-gateway keys create NAME` makes one)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        status = 500
+        try:
+            if not record.may_call("cookies"):
+                raise RequestError(
+                    f"token {record.name!r} is a read-only shared link: the cookie inventory is for the site's "
+                    "operators, not shared dashboards; use an API token (`consent-gateway keys create NAME`)",
+                    status=403,
+                )
+            query = CookieQuery.from_items(request.query_params.multi_items(), default_site=settings.site_id)
+            if not record.may_read(query.site, settings.site_id):
+                raise RequestError(
+                    f"token {record.name!r} may not read site {query.site!r}; it reads "
+                    f"{', '.join(record.readable_sites(settings.site_id))} "
+                    "(`consent-gateway keys create NAME --site SITE` makes a token for another site)",
+                    field="site",
+                    status=403,
+                )
+            answer = await asyncio.to_thread(
+                lambda: cookie_answer(service.analytics().store, site_classifier(query.site), query)
+            )
+            status = 200
+        except RequestError as exc:
+            status = exc.status
+            return _error(exc.status, exc.message, exc.field)
+        except StoreError as exc:
+            status = 503
+            logger.error("analytics cookies failed: %s", exc)
+            return _error(503, "the analytics store is unavailable; retry in a minute (the server log has the cause)")
+        finally:
+            logger.info(
+                "analytics cookies token=%s status=%d params=%s",
+                record.name,
+                status,
+                ",".join(p[:40] for p in param_names),
+            )
+        if query.format == "csv":
+            return Response(
+                answer.as_csv(),
+                media_type="text/csv; charset=utf-8",
+                headers={
+                    **_SECURITY_HEADERS,
+                    "Content-Disposition": f'attachment; filename="cookies-{query.site}-{query.days}d.csv"',
+                },
+            )
+        return JSONResponse(answer.as_json(), headers=_SECURITY_HEADERS)
+
     async def dashboard(request: Request) -> Response:
         if not request.url.path.endswith("/"):
             return RedirectResponse(request.url.path + "/", status_code=308)
@@ -191,6 +266,7 @@ def create_analytics_app(settings: Settings, *, store: Store | None = None) -> S
             Route("/config", config),
             Route("/healthz", healthz),
             Route("/static/{name}", static_file),
+            Route("/api/v1/cookies", cookies_api),
             Route("/api/v1/{endpoint}", api),
         ],
         lifespan=lifespan,
