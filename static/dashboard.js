@@ -688,9 +688,14 @@
     box.textContent = "";
     var total = body.results.length, n = body.unclassified;
     var from = new Date(Date.parse(config.today + "T00:00:00Z") - body.query.days * 86400000).toISOString().slice(0, 10);
-    var vars = { n: fmt(n), total: fmt(total), from: from };
-    $("cookies-count").textContent = body.query.unclassified ? t("cookiesUnclassifiedOnly", vars)
-      : t(n ? "cookiesCount" : "cookiesAllClassified", vars);
+    // The date is kept on one line: a phone would otherwise break it at its hyphens.
+    var parts = t(body.query.unclassified ? "cookiesUnclassifiedOnly" : n ? "cookiesCount" : "cookiesAllClassified",
+      { n: fmt(n), total: fmt(total), from: "\u0000" }).split("\u0000");
+    $("cookies-count").textContent = "";
+    parts.forEach(function (part, i) {
+      if (i) $("cookies-count").appendChild(el("span", { class: "date", text: from }));
+      $("cookies-count").appendChild(document.createTextNode(part));
+    });
     $("cookies-count").className = "cookies-count" + (n ? " warn" : "");
     $("cookies-hint").hidden = !n;
     if (body.overflow) $("cookies-count").textContent += " " + t("cookiesOverflow", { n: fmt(body.overflow) });
