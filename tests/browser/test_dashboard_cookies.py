@@ -16,6 +16,7 @@ import pytest
 
 from consent_gateway import Settings, create_analytics_app
 from consent_gateway.analytics import TokenStore, share_link
+from consent_gateway.inventory import Classifier, CookieInventory, flush_inventory, installed_catalogue
 from consent_gateway.store import Store, migrate
 
 from .. import analytics_data as data
@@ -162,4 +163,25 @@ def test_a_shared_link_has_no_cookie_panel(new_context: Callable[..., Any], serv
     page.wait_for_selector("body[data-loaded='1']", timeout=30_000)
     assert page.locator("#panel-cookies").is_hidden()
     assert not any("/api/v1/cookies" in u for u in requested)
+    assert page.errors == []
+
+
+def test_a_name_anyone_sent_is_shown_as_text(
+    new_context: Callable[..., Any], served: Any, make_settings: Callable[..., Settings], store: Store
+) -> None:
+    url, tokens = served
+    settings = make_settings()
+    inventory = CookieInventory(Classifier.from_settings(settings, installed_catalogue()))
+    inventory.observe_request_cookies(['<img src=x onerror="document.title=1">'], path="/", granted=[])
+    flush_inventory(store, inventory, settings.site_id)
+    token, _ = tokens.create("site-team")
+    page = _open(new_context, f"{url}?lang=en&period=30", 1280)
+    page.locator("#token").fill(token)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("body[data-loaded='1']", timeout=30_000)
+    assert page.locator("#cookies-table tbody tr").count() == 7
+    names = page.locator("#cookies-table .cookie-name").all_inner_texts()
+    assert '<img src=x onerror="document.title=1">' in names
+    assert page.locator("#panel-cookies img").count() == 0
+    assert page.title() != "1"
     assert page.errors == []
