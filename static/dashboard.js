@@ -49,7 +49,20 @@
       tab_referrer_host: "유입 사이트", tab_utm_source: "소스", tab_utm_medium: "매체", tab_utm_campaign: "캠페인",
       tab_utm_content: "소재", tab_utm_term: "검색어", tab_click_attribution: "광고 클릭", tab_page: "페이지",
       tab_entry_page: "시작 페이지", tab_exit_page: "종료 페이지", tab_device: "기기", tab_browser: "브라우저",
-      tab_os: "운영체제"
+      tab_os: "운영체제",
+      cookies: "쿠키", cookiesIntro: "이 사이트가 설정하거나 브라우저가 보내온 쿠키의 이름입니다(값은 저장하지 않습니다). 방문자가 아니라 사이트에 관한 사실이라 소수 집단 비공개를 적용하지 않습니다.",
+      cookiesOnly: "미분류만 보기", cookiesCount: "{from}부터 오늘까지 본 쿠키 {total}개 가운데 미분류 {n}개",
+      cookiesAllClassified: "{from}부터 오늘까지 본 쿠키 {total}개, 모두 분류되어 있습니다.",
+      cookiesUnclassifiedOnly: "{from}부터 오늘까지 본 미분류 쿠키 {n}개",
+      cookiesOverflow: "한도를 넘어 기록하지 못한 이름이 {n}번 나타났습니다.",
+      beforeConsentNote: "동의 전: 방문자가 그 쿠키의 분류에 동의하지 않았는데 서버가 쿠키를 설정했거나 브라우저가 쿠키를 보내온 횟수입니다. 스크립트가 동의 전에 쿠키를 심으면 여기에 나타납니다. 차단: 게이트웨이가 응답에서 지운 쿠키 설정 수입니다.",
+      cookiesHint: "미분류 쿠키를 설정 파일의 [cookies] 아래에 붙여 넣을 줄로 출력하려면 서버에서 다음 명령을 실행하세요:",
+      cookiesTable: "쿠키 목록 (좁은 화면에서는 가로로 스크롤)", col_name: "이름", col_category: "분류",
+      col_set_by: "설정 주체", col_set_count: "설정", col_request_count: "요청", col_blocked: "차단",
+      col_before_consent: "동의 전", col_lifetime: "수명", col_flags: "속성", col_seen: "처음 / 마지막",
+      col_paths: "주요 경로", src_registry: "레지스트리", src_catalogue: "카탈로그", src_unclassified: "미분류",
+      src_gateway: "게이트웨이", set_by_server: "서버", set_by_script: "스크립트 (요청에서만)", session: "세션",
+      lifeDays: "{n}일", lifeSeconds: "{n}초", cookiesError: "쿠키 목록을 불러오지 못했습니다: {error}"
     },
     en: {
       skip: "Skip to content", title: "Marketing analytics", controls: "Query", token: "API token",
@@ -97,7 +110,21 @@
       tab_referrer_host: "Referrers", tab_utm_source: "Sources", tab_utm_medium: "Media",
       tab_utm_campaign: "Campaigns", tab_utm_content: "Content", tab_utm_term: "Terms",
       tab_click_attribution: "Ad clicks", tab_page: "Pages", tab_entry_page: "Entry pages",
-      tab_exit_page: "Exit pages", tab_device: "Devices", tab_browser: "Browsers", tab_os: "OS"
+      tab_exit_page: "Exit pages", tab_device: "Devices", tab_browser: "Browsers", tab_os: "OS",
+      cookies: "Cookies", cookiesIntro: "The cookie names this site sets or browsers send back (never their values). They describe the site, not visitors, so no small-group hiding applies.",
+      cookiesOnly: "Unclassified only", cookiesCount: "{n} of the {total} cookies seen from {from} to today are unclassified",
+      cookiesAllClassified: "{total} cookies seen from {from} to today, all of them classified.",
+      cookiesUnclassifiedOnly: "{n} unclassified cookies seen from {from} to today",
+      cookiesOverflow: "{n} sightings of further names were not kept: the inventory's bounds were reached.",
+      beforeConsentNote: "Before consent: how often the server set the cookie, or a browser sent it back, for a visitor who had not granted its category. A script that sets cookies before consent shows up here. Blocked: the Set-Cookie headers the gateway removed.",
+      cookiesHint: "To print the unclassified cookies as lines to paste under [cookies] in the settings, run on the server:",
+      cookiesTable: "Cookie inventory (scrolls sideways on a narrow screen)", col_name: "Name", col_category: "Category",
+      col_set_by: "Set by", col_set_count: "Set", col_request_count: "Requests", col_blocked: "Blocked",
+      col_before_consent: "Before consent", col_lifetime: "Lifetime", col_flags: "Attributes",
+      col_seen: "First / last seen", col_paths: "Top paths", src_registry: "registry", src_catalogue: "catalogue",
+      src_unclassified: "unclassified", src_gateway: "gateway", set_by_server: "server",
+      set_by_script: "script (requests only)", session: "session", lifeDays: "{n} days", lifeSeconds: "{n} s",
+      cookiesError: "The cookie inventory could not be loaded: {error}"
     }
   };
   var lang = "ko";
@@ -600,6 +627,118 @@
     renderTable($("consent-days"), body.columns.filter(function (c) { return c !== "suppressed"; }), body.results);
   }
 
+  // -- the cookie inventory: site facts (names, never values), for API tokens only -------------------
+
+  var COOKIE_COLUMNS = ["name", "category", "set_by", "set_count", "request_count", "blocked", "before_consent",
+    "lifetime", "flags", "seen", "paths"];
+
+  // The inventory is read back from today (`days` days before it, to today): it starts at the range's start.
+  function cookieDays() {
+    var from = Date.parse($("from").value + "T00:00:00Z"), today = Date.parse(config.today + "T00:00:00Z");
+    var days = isNaN(from) || isNaN(today) ? 90 : Math.round((today - from) / 86400000);
+    return String(Math.min(3660, Math.max(1, days)));
+  }
+
+  function cookieParams(extra) {
+    var p = new URLSearchParams();
+    if ($("site").value) p.set("site", $("site").value);
+    p.set("days", cookieDays());
+    if ($("cookies-only").checked) p.set("unclassified", "1");
+    Object.keys(extra || {}).forEach(function (k) { p.set(k, extra[k]); });
+    return p;
+  }
+
+  function lifetimeText(c) {
+    if (!c.set_count) return "—";
+    if (c.lifetime_seconds === -1) return t("session");
+    if (c.lifetime_seconds >= 86400) return t("lifeDays", { n: fmt(Math.round(c.lifetime_seconds / 86400)) });
+    return t("lifeSeconds", { n: fmt(c.lifetime_seconds) });
+  }
+
+  function cookieCell(c, column) {
+    if (column === "category") {
+      var label = TEXT.en[c.category] ? t(c.category) : c.category;
+      return el("td", { "data-source": c.source }, [
+        el("span", { text: label }), el("span", { class: "source", text: t("src_" + c.source) })
+      ]);
+    }
+    if (column === "set_by") return el("td", { text: t("set_by_" + c.set_by) });
+    if (column === "lifetime") return el("td", { text: lifetimeText(c) });
+    if (column === "flags") {
+      var flags = [];
+      if (c.http_only) flags.push("HttpOnly");
+      if (c.secure) flags.push("Secure");
+      if (c.same_site) flags.push("SameSite=" + c.same_site);
+      return el("td", { class: "flags", text: c.set_count ? (flags.join(" ") || "—") : "—" });
+    }
+    if (column === "seen") {
+      return el("td", { class: "seen" }, [el("span", { text: c.first_seen.slice(0, 10) }), el("span", { text: c.last_seen.slice(0, 10) })]);
+    }
+    if (column === "paths") {
+      return el("td", { class: "paths", text: c.top_paths.map(function (p) { return p.path + " (" + fmt(p.count) + ")"; }).join(", ") || "—" });
+    }
+    var attrs = { class: "num", text: fmt(c[column]) };
+    if (column === "before_consent") attrs["aria-describedby"] = "cookies-before-note";
+    if ((column === "before_consent" || column === "blocked") && c[column] > 0) attrs["class"] = "num flagged";
+    return el("td", attrs);
+  }
+
+  function renderCookies(body) {
+    var box = $("cookies-table");
+    box.textContent = "";
+    var total = body.results.length, n = body.unclassified;
+    var from = new Date(Date.parse(config.today + "T00:00:00Z") - body.query.days * 86400000).toISOString().slice(0, 10);
+    // The date is kept on one line: a phone would otherwise break it at its hyphens.
+    var parts = t(body.query.unclassified ? "cookiesUnclassifiedOnly" : n ? "cookiesCount" : "cookiesAllClassified",
+      { n: fmt(n), total: fmt(total), from: "\u0000" }).split("\u0000");
+    $("cookies-count").textContent = "";
+    parts.forEach(function (part, i) {
+      if (i) $("cookies-count").appendChild(el("span", { class: "date", text: from }));
+      $("cookies-count").appendChild(document.createTextNode(part));
+    });
+    $("cookies-count").className = "cookies-count" + (n ? " warn" : "");
+    $("cookies-hint").hidden = !n;
+    if (body.overflow) $("cookies-count").textContent += " " + t("cookiesOverflow", { n: fmt(body.overflow) });
+    if (!total) { box.appendChild(el("p", { class: "empty", text: t("nothing") })); return; }
+    var head = el("tr", {}, COOKIE_COLUMNS.map(function (c) {
+      var th = el("th", { scope: "col", class: ["name", "category", "set_by", "lifetime", "flags", "seen", "paths"].indexOf(c) >= 0 ? "" : "num", text: t("col_" + c) });
+      if (c === "before_consent") th.setAttribute("aria-describedby", "cookies-before-note");
+      return th;
+    }));
+    var rows = el("tbody");
+    body.results.forEach(function (c) {
+      var unclassified = c.source === "unclassified";
+      var tr = el("tr", { class: unclassified ? "unclassified" : "", "data-cookie": c.name });
+      tr.appendChild(el("th", { scope: "row", class: "name" }, [
+        el("span", { class: "cookie-name", text: c.name }),
+        unclassified ? el("span", { class: "badge", text: t("src_unclassified") }) : null
+      ]));
+      COOKIE_COLUMNS.slice(1).forEach(function (column) { tr.appendChild(cookieCell(c, column)); });
+      rows.appendChild(tr);
+    });
+    // A focusable, labelled box: a keyboard scrolls the wide table with the arrow keys.
+    box.appendChild(el("div", { class: "table-scroll cookie-scroll", tabindex: "0", role: "region", "aria-label": t("cookiesTable") }, [
+      el("table", { class: "cookie-table" }, [el("thead", {}, [head]), rows])
+    ]));
+  }
+
+  function loadCookies() {
+    if (shareToken) return Promise.resolve();
+    return call("cookies", cookieParams()).then(function (r) { return r.json(); }).then(renderCookies).catch(function (err) {
+      $("cookies-table").textContent = "";
+      $("cookies-table").appendChild(el("p", { class: "status error", text: t("cookiesError", { error: err.message }) }));
+    });
+  }
+
+  function exportCookies() {
+    call("cookies", cookieParams({ format: "csv" })).then(function (r) { return r.blob(); }).then(function (blob) {
+      var a = el("a", { href: URL.createObjectURL(blob), download: "cookies-" + ($("site").value || config.site) + "-" + cookieDays() + "d.csv" });
+      document.body.appendChild(a);
+      a.click();
+      a.remove();
+    }).catch(function (err) { status(t("error") + ": " + err.message, true); });
+  }
+
   // The pages and events the data holds (k applied by the API): offered for goals and funnel steps.
   var offered = [];
 
@@ -664,7 +803,8 @@
       loadPanels(),
       getJSON("goals", endpointParams("goals")).then(renderGoals),
       loadOptions().then(loadFunnel),
-      getJSON("consent-rates", {}, false).then(renderConsent)
+      getJSON("consent-rates", {}, false).then(renderConsent),
+      loadCookies()
     ]).then(function () {
       if (run !== loading) return;
       status(t("loaded"));
@@ -702,6 +842,8 @@
     $("token-field").hidden = true;
     $("site").readOnly = true;
     $("shared-note").hidden = false;
+    // The cookie inventory is for the site's own operators: a shared link does not read it.
+    $("panel-cookies").hidden = true;
   }
 
   function init() {
@@ -732,6 +874,8 @@
     });
     $("goals-form").addEventListener("submit", function (e) { e.preventDefault(); loadAll(); });
     $("step-add").addEventListener("change", function () { appendTo($("steps"), this.value); this.value = ""; });
+    $("cookies-only").addEventListener("change", function () { if (token()) loadCookies(); });
+    $("cookies-csv").addEventListener("click", exportCookies);
     $("goal-add").addEventListener("change", function () { appendTo($("goals"), this.value); this.value = ""; });
     var resizeTimer = 0;
     window.addEventListener("resize", function () {

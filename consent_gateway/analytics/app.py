@@ -8,7 +8,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -20,9 +20,13 @@ from ..assets import static_dir
 from ..errors import RequestError, StoreError
 from ..settings import Settings
 from ..store import Store, migrate, open_store
+from .cookies import CookieAnswer, CookieQuery, cookie_answer
 from .params import ENDPOINT_PARAMS, Query
 from .queries import Analytics, Result
 from .tokens import SHARE_ENDPOINTS, TokenRecord, TokenStore
+
+if TYPE_CHECKING:
+    from ..inventory import Classifier
 
 logger = logging.getLogger("consent_gateway.analytics")
 
@@ -115,6 +119,43 @@ def _authorised_query(settings: Settings, record: TokenRecord, endpoint: str, re
     return query
 
 
+def _authorised_cookie_query(settings: Settings, record: TokenRecord, request: Request) -> CookieQuery:
+    """The cookie-inventory query ``record`` asks for; ``RequestError`` (403/400) when it may not.
+
+    The inventory is the site's own configuration facts (its unclassified names, scripts that set
+    cookies before consent): for the site's operators, so a shared link (kind "share") is refused.
+    """
+    if not record.may_call("cookies"):
+        raise RequestError(
+            f"token {record.name!r} is a read-only shared link: the cookie inventory is for the site's "
+            "operators, not shared dashboards; use an API token (`consent-gateway keys create NAME`)",
+            status=403,
+        )
+    query = CookieQuery.from_items(request.query_params.multi_items(), default_site=settings.site_id)
+    if not record.may_read(query.site, settings.site_id):
+        raise RequestError(
+            f"token {record.name!r} may not read site {query.site!r}; it reads "
+            f"{', '.join(record.readable_sites(settings.site_id))} "
+            "(`consent-gateway keys create NAME --site SITE` makes a token for another site)",
+            field="site",
+            status=403,
+        )
+    return query
+
+
+def _cookie_response(query: CookieQuery, answer: CookieAnswer) -> Response:
+    if query.format == "csv":
+        return Response(
+            answer.as_csv(),
+            media_type="text/csv; charset=utf-8",
+            headers={
+                **_SECURITY_HEADERS,
+                "Content-Disposition": f'attachment; filename="cookies-{query.site}-{query.days}d.csv"',
+            },
+        )
+    return JSONResponse(answer.as_json(), headers=_SECURITY_HEADERS)
+
+
 def _result_response(endpoint: str, query: Query, result: Result) -> Response:
     if query.format == "csv":
         filename = f"{endpoint}-{query.site}-{query.start.isoformat()}-{query.end.isoformat()}.csv"
@@ -134,6 +175,18 @@ class _Handlers:
         self.service = service
         self.owns_store = owns_store
         self.static = static_dir()
+        self._classifier: Classifier | None = None
+
+    def site_classifier(self, site: str) -> Classifier | None:
+        """Today's registry and catalogue for the configured site; other sites keep the sources
+        stored with their rows."""
+        if site != self.settings.site_id:
+            return None
+        if self._classifier is None:
+            from ..inventory import Classifier, installed_catalogue
+
+            self._classifier = Classifier.from_settings(self.settings, installed_catalogue())
+        return self._classifier
 
     def authenticate(self, request: Request) -> TokenRecord | None:
         token = _bearer_token(request)
@@ -167,6 +220,30 @@ class _Handlers:
                 ",".join(p[:40] for p in param_names),
             )
         return _result_response(endpoint, query, result)
+
+    async def cookies_api(self, request: Request) -> Response:
+        """GET /api/v1/cookies: the live cookie inventory of the token's site (JSON or CSV)."""
+        record = await asyncio.to_thread(self.authenticate, request)
+        if record is None:
+            return _unauthorised("cookies")
+        param_names = sorted(set(request.query_params.keys()))
+        status = 500
+        try:
+            query = _authorised_cookie_query(self.settings, record, request)
+            classifier = self.site_classifier(query.site)
+            answer = await asyncio.to_thread(lambda: cookie_answer(self.service.analytics().store, classifier, query))
+            status = 200
+        except RequestError as exc:
+            status = exc.status
+            return _error(exc.status, exc.message, exc.field)
+        except StoreError as exc:
+            status = 503
+            logger.error("analytics cookies failed: %s", exc)
+            return _error(503, "the analytics store is unavailable; retry in a minute (the server log has the cause)")
+        finally:
+            names = ",".join(p[:40] for p in param_names)
+            logger.info("analytics cookies token=%s status=%d params=%s", record.name, status, names)
+        return _cookie_response(query, answer)
 
     async def dashboard(self, request: Request) -> Response:
         if not request.url.path.endswith("/"):
@@ -220,6 +297,7 @@ def create_analytics_app(settings: Settings, *, store: Store | None = None) -> S
             Route("/config", handlers.config),
             Route("/healthz", handlers.healthz),
             Route("/static/{name}", handlers.static_file),
+            Route("/api/v1/cookies", handlers.cookies_api),
             Route("/api/v1/{endpoint}", handlers.api),
         ],
         lifespan=handlers.lifespan,
