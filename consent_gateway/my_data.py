@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from .declaration import request_locale, wants_json
-from .pseudonymize import SaltStore, consented_visitor, pseudonymous_visitor, truncate_ip
+from .pseudonymize import SaltStore, consented_visitor, pseudonymous_visitor
 from .ratelimit import TokenBucket, client_key
 from .settings import Settings
 from .signing import ConsentCodec
@@ -150,14 +150,13 @@ def _pseudonymised(store: Store, site: str, salts: SaltStore, visitor: Visitor) 
     """Pseudonymised rows of this browser per day, for the days whose salt still exists."""
     if not visitor.ip and not visitor.user_agent:
         return ()
-    prefix = truncate_ip(visitor.ip)
     out = []
     for day in salts.days():  # only existing salts: looking must never create one
         try:
             date = dt.date.fromisoformat(day)
         except ValueError:
             continue
-        key = pseudonymous_visitor(salts.salt_for(date), site, prefix, visitor.user_agent)
+        key = pseudonymous_visitor(salts.salt_for(date), site, visitor.ip, visitor.user_agent)
         count = store.query_rows(
             f"SELECT count() FROM {store.table('events')} "  # noqa: S608
             "WHERE site = {site:String} AND identified = 0 AND visitor = {v:UInt64} AND toDate(ts) = {d:Date}",
