@@ -42,6 +42,11 @@ from ..store import Store
 from ..store.schema import EVENT_COLUMNS
 from .params import DIMENSIONS, EMPTY_VALUE, FunnelStep, Query
 
+# Dimensions whose value is a visit's, taken from its entry (``_hits_sql``).
+VISIT_DIMENSIONS = frozenset(
+    {"referrer_host", "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "click_attribution"}
+)
+
 SUPPRESSED = "other (suppressed)"
 VISIT_GAP_SECONDS = 1800
 REALTIME_SECONDS = 1800
@@ -113,10 +118,18 @@ class Analytics:
         self.marketing = settings.consent.marketing_category
         self.events = store.table("events")
         self.receipts = store.table("consent_receipts")
-        self.hits = _hits_sql(self.events)
+        self._linked_hits = _hits_sql(self.events, visits=False)
+        self._visit_hits = _hits_sql(self.events, visits=True)
 
     def __repr__(self) -> str:
         return f"Analytics({self.store!r}, k={self.k})"
+
+    def _hits(self, q: Query, *, by_dimension: bool = True) -> str:
+        """The hits ``q`` reads (``_hits_sql``): with each visit's entry attribution only when ``q``
+        filters by one of those attributes or (``by_dimension``) groups by one, which costs two
+        ordered passes over the range's hits."""
+        dims = {d for d, _ in q.filters} | ({q.dimension} if by_dimension else set())
+        return self._visit_hits if dims & VISIT_DIMENSIONS else self._linked_hits
 
     def run(self, q: Query, *, today: dt.date | None = None, now: dt.datetime | None = None) -> Result:
         """Answer ``q``; ``today`` fixes the raw-retention cut-off and ``now`` the last time bucket (tests)."""
@@ -213,7 +226,13 @@ class Analytics:
         return clauses
 
     def _visitor_groups(
-        self, q: Query, group: str, *, extra: str = "", extra_params: Mapping[str, Any] | None = None
+        self,
+        q: Query,
+        group: str,
+        *,
+        extra: str = "",
+        extra_params: Mapping[str, Any] | None = None,
+        by_dimension: bool = True,
     ) -> Iterator[dict[str, Any]]:
         """Per group: visitors (estimate), the k bound, page views and events.
 
@@ -222,6 +241,7 @@ class Analytics:
         pseudonymised rows, and runs only when some group's size depends on it.
         """
         params: dict[str, Any] = dict(extra_params or {})
+        hits = self._hits(q, by_dimension=by_dimension)
         where = self._where(q, params) + (f" AND {extra}" if extra else "")
         rows = self.store.query_rows(
             f"""
@@ -230,7 +250,7 @@ SELECT {group} AS g,
        uniqExactIf(cityHash64(visitor, toDate(ts)), identified = 0) AS pseudonymous_days,
        countIf({PAGEVIEW}) AS pv,
        countIf(kind = 'event') AS ev
-FROM {self.hits}
+FROM {hits}
 WHERE {where}
 GROUP BY g""",
             params,
@@ -244,7 +264,7 @@ GROUP BY g""",
 SELECT g, max(pd)
 FROM (
     SELECT {group} AS g, toDate(ts) AS d, uniqExact(visitor) AS pd
-    FROM {self.hits}
+    FROM {hits}
     WHERE {where} AND identified = 0
     GROUP BY g, d
 )
@@ -269,7 +289,7 @@ GROUP BY g""",
 
     def _population(self, q: Query) -> dict[str, Any]:
         """The whole filtered population as one group (zeros when nobody matches)."""
-        groups = list(self._visitor_groups(q, "0"))
+        groups = list(self._visitor_groups(q, "0", by_dimension=False))
         return groups[0] if groups else {"visitors": 0, "k_visitors": 0, "pageviews": 0, "events": 0}
 
     def _too_few(self, population: Mapping[str, Any]) -> bool:
@@ -322,7 +342,7 @@ FROM (
     FROM (
         SELECT any(identified) AS ident, any(visitor) AS vkey, any(toDate(ts)) AS d,
                arraySort(groupArray({hit})) AS all_hits
-        FROM {self.hits}
+        FROM {self._hits(q)}
         WHERE {where} AND {rows}
         -- one 64-bit key per (key, day) groups about twice as fast as the three columns
         GROUP BY cityHash64(identified, visitor, toDate(ts))
@@ -528,7 +548,7 @@ SELECT uniqExactIf(visitor, identified = 1),
        uniqExactIf(visitor, identified = 0 AND toDate(ts) = {{today:Date}}),
        uniqExactIf(visitor, identified = 0 AND toDate(ts) != {{today:Date}}),
        countIf({PAGEVIEW})
-FROM {self.hits}
+FROM {self._hits(q)}
 WHERE site = {{site:String}} AND is_bot = 0
   AND ts >= toDateTime({{since:UInt32}}, 'UTC') AND ts <= toDateTime({{until:UInt32}}, 'UTC')""",
             params,
@@ -722,7 +742,7 @@ SELECT level, identified, day, count()
 FROM (
     SELECT identified, if(identified = 1, toDate(0), toDate(ts)) AS day,
            windowFunnel({{window:UInt64}})(toDateTime(ts), {", ".join(conditions)}) AS level
-    FROM {self.hits}
+    FROM {self._hits(q)}
     WHERE {where} AND ({" OR ".join(conditions)})
     GROUP BY identified, visitor, day
 )
@@ -824,14 +844,14 @@ VISIT_ATTRIBUTES = ("referrer_host", "utm_source", "utm_medium", "utm_campaign",
 LINKED = ("identified", "visitor", "granted", "click_id")
 
 
-def _hits_sql(events: str) -> str:
+def _hits_sql(events: str, *, visits: bool) -> str:
     """The site's stored hits as every query reads them (a subquery in place of ``events``).
 
     1. Consent on the landing page: a pseudonymised hit followed, on the same day and within
        VISIT_GAP_SECONDS, by a link record of its key (written by a choice that granted analytics)
        takes the link's consented key, its granted categories and its click id; link records
        themselves are no hits.
-    2. Visits: per visitor key and day, a hit more than VISIT_GAP_SECONDS after the previous one
+    2. With ``visits``, per visitor key and day, a hit more than VISIT_GAP_SECONDS after the previous one
        starts a new visit; every hit of a visit takes its entry's referrer, UTM values and click id,
        so a visit's source and campaign apply to all of its pages, events and conversions.
 
@@ -848,24 +868,14 @@ def _hits_sql(events: str) -> str:
         return f"if({linked}, l.l_{n}, e.{n}) AS {n}" if n in LINKED else f"e.{n} AS {n}"
 
     def entry_of(n: str) -> str:
-        visit = "PARTITION BY identified, visitor, toDate(ts), visit_no"
-        return f"argMin({n}, ts) OVER ({visit}) AS {n}" if n in VISIT_ATTRIBUTES else n
+        return f"entry.{VISIT_ATTRIBUTES.index(n) + 1} AS {n}" if n in VISIT_ATTRIBUTES else n
 
     remapped = ", ".join(remap(n) for n in names)
     entry = ", ".join(entry_of(n) for n in names)
     key = "PARTITION BY identified, visitor, toDate(ts)"
     # Visits and links never span midnight (UTC): the range's days alone are read.
     days = "toDate(ts) BETWEEN {start:Date} AND {end:Date}"
-    return f"""(
-SELECT {entry}
-FROM (
-    SELECT *, sum(visit_start) OVER ({key} ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS visit_no
-    FROM (
-        SELECT *,
-               toUInt8(toUnixTimestamp64Milli(ts) - lagInFrame(toUnixTimestamp64Milli(ts), 1, toInt64(0))
-                   OVER ({key} ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
-                   > {gap_ms}) AS visit_start
-        FROM (
+    linked_hits = f"""
             SELECT {remapped}
             FROM {events} AS e
             ASOF LEFT JOIN (
@@ -875,8 +885,23 @@ FROM (
                 FROM {events}
                 WHERE site = {{site:String}} AND kind = '{LINK}' AND identified = 1 AND {days}
             ) AS l ON e.visitor = l.p AND e.identified = l.pseudonymous AND e.ts <= l.lts
-            WHERE e.site = {{site:String}} AND e.kind != '{LINK}' AND {days}
-        )
+            WHERE e.site = {{site:String}} AND e.kind != '{LINK}' AND e.is_bot = 0 AND {days}"""
+    if not visits:
+        return f"({linked_hits})"
+    # The entry of a hit's visit is the latest visit start at or before it: one ordered pass after
+    # the one that marks the starts.
+    ordered = f"OVER ({key} ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
+    return f"""(
+SELECT {entry}
+FROM (
+    SELECT *,
+           argMax(({", ".join(VISIT_ATTRIBUTES)}), if(visit_start, toUnixTimestamp64Milli(ts), toInt64(0))) {ordered}
+               AS entry
+    FROM (
+        SELECT *,
+               toUInt8(toUnixTimestamp64Milli(ts) - lagInFrame(toUnixTimestamp64Milli(ts), 1, toInt64(0)) {ordered}
+                   > {gap_ms}) AS visit_start
+        FROM ({linked_hits})
     )
 )
 )"""
