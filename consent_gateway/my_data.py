@@ -2,7 +2,7 @@
 
 What is held for the visitor's consent id: the identifiable event rows (stored under the keyed hash
 of the consent id) and the consent receipts. Pseudonymised rows carry no consent id; the only link
-to them is the day's salt with the visitor's IP prefix and user agent, and salts are destroyed after
+to them is the day's salt with the visitor's IP address and user agent, and salts are destroyed after
 48 hours. So the page counts (never lists) the pseudonymised rows of the days whose salt still
 exists for the requesting browser, and says that older ones can no longer be linked to anyone.
 """
