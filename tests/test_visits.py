@@ -205,3 +205,45 @@ def test_visitors_behind_one_network_are_told_apart_but_each_is_one(gateway: Con
         flush(client, gateway)
     top = _run(gateway, store, endpoint="aggregate")["results"][0]
     assert (top["visitors"], top["visits"], top["pageviews"], top["bounce_rate"]) == (2, 2, 6, 0.0)
+
+
+def test_a_link_reaches_only_the_visit_of_the_choice(make_settings: Callable[..., Settings], store: Store) -> None:
+    """Stored rows with set times: a pseudonymised visit two hours before the choice stays apart."""
+    from consent_gateway.store import migrate
+
+    from . import analytics_data as data
+
+    settings = make_settings(k_anonymity=1)
+    migrate(store)
+    noon = dt.datetime.now(dt.UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    pseudonym, consented = 1111, 2222
+    campaign = {"utm_source": "google", "utm_campaign": "spring"}
+    rows = [
+        # an earlier visit of the same daily key: 2 hours before the choice, not linked
+        data._row(ts=noon - dt.timedelta(hours=2), identified=0, visitor=pseudonym, path="/old"),
+        # the landing page view, pseudonymised, 10 seconds before the choice
+        data._row(ts=noon - dt.timedelta(seconds=10), identified=0, visitor=pseudonym, **campaign),
+        # the link written by the choice (all categories granted) ...
+        data._row(
+            ts=noon, kind="link", name="consent", identified=1, visitor=consented, granted=data.ALL,
+            click_id="gclid:X1", props=f'{{"pseudonym":{pseudonym}}}', **campaign,
+        ),
+        # ... and the pages after it, consented
+        data._row(ts=noon + dt.timedelta(seconds=20), visitor=consented, granted=data.ALL, path="/portfolio"),
+        data._row(ts=noon + dt.timedelta(seconds=40), visitor=consented, granted=data.ALL, path="/pricing"),
+    ]  # fmt: skip
+    data.insert(store, "events", rows)
+    day = noon.date().isoformat()
+
+    def run(endpoint: str, **params: str) -> dict[str, Any]:
+        return run_query(store, settings, endpoint, {"site": data.SITE, "from": day, "to": day, **params}).as_json()
+
+    top = run("aggregate")["results"][0]
+    # the old visit (1 page, a bounce) and the linked visit (3 pages): 2 visitor keys, 2 visits
+    assert (top["visitors"], top["visits"], top["pageviews"], top["bounce_rate"]) == (2, 2, 4, 0.5)
+    campaigns = _rows(run("breakdown", dimension="utm_campaign"))
+    assert {v: (r["visitors"], r["pageviews"]) for v, r in campaigns.items()} == {"spring": (1, 3)}
+    clicks = _rows(run("breakdown", dimension="click_attribution"))
+    assert {v: (r["visitors"], r["pageviews"]) for v, r in clicks.items()} == {"ad click": (1, 3)}
+    entries = _rows(run("breakdown", dimension="entry_page"))
+    assert {v: r["visits"] for v, r in entries.items()} == {"/": 1, "/old": 1}
