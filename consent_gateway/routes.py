@@ -518,9 +518,10 @@ def _link_visit(
     decision = runtime.policy.decide(VISIT, "", chooser, facts.user_agent)
     if decision is None or not decision.identified:
         return  # refused analytics (or a bot): nothing links the hits before the choice to anyone
-    landing = _return_path(request, return_to)
-    if "?" not in landing:
-        landing = _return_path(request, None)
+    landing = safe_return_path(return_to) or ""
+    if "?" not in landing:  # the banner sends the page with its query; a form may send less
+        referer = _return_path(request, None)
+        landing = referer if "?" in referer else landing
     path, query = split_url(landing)
     runtime.pipeline.submit(
         RawRecord(
