@@ -192,7 +192,7 @@ class Committer:
                 receipts.append(self._rows.receipt_line(rec))
                 continue
             if full:
-                if rec.kind == "visit":
+                if rec.kind in ("visit", LINK):  # neither is awaited by a request: shed and counted
                     self._stats.shed(rec.kind, "journal")
                 else:
                     refused_events += 1
