@@ -89,8 +89,8 @@ def write_receipts(rows: list[dict[str, Any]], fmt: str, out: TextIO) -> None:
 ITEMS: tuple[tuple[str, str], ...] = (
     (
         "visitor",
-        "keyed hash of a daily random salt, the site, the IP prefix and the user agent; unlinkable "
-        "once the salt is destroyed",
+        "keyed hash of a daily random salt, the site, the full IP address (never stored) and the user agent; "
+        "unlinkable once the salt is destroyed",
     ),
     ("ip_prefix", "IPv4 /24 or IPv6 /48 network; the full address is never stored"),
     ("browser, browser_version, os, device, is_bot", "reduced from the user agent; the user agent is never stored"),

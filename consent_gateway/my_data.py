@@ -2,7 +2,7 @@
 
 What is held for the visitor's consent id: the identifiable event rows (stored under the keyed hash
 of the consent id) and the consent receipts. Pseudonymised rows carry no consent id; the only link
-to them is the day's salt with the visitor's IP prefix and user agent, and salts are destroyed after
+to them is the day's salt with the visitor's IP address and user agent, and salts are destroyed after
 48 hours. So the page counts (never lists) the pseudonymised rows of the days whose salt still
 exists for the requesting browser, and says that older ones can no longer be linked to anyone.
 """
@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from .declaration import request_locale, wants_json
-from .pseudonymize import SaltStore, consented_visitor, pseudonymous_visitor, truncate_ip
+from .pseudonymize import SaltStore, consented_visitor, pseudonymous_visitor
 from .ratelimit import TokenBucket, client_key
 from .settings import Settings
 from .signing import ConsentCodec
@@ -145,14 +145,13 @@ def _pseudonymised(store: Store, site: str, salts: SaltStore, visitor: Visitor) 
     """Pseudonymised rows of this browser per day, for the days whose salt still exists."""
     if not visitor.ip and not visitor.user_agent:
         return ()
-    prefix = truncate_ip(visitor.ip)
     out = []
     for day in salts.days():  # only existing salts: looking must never create one
         try:
             date = dt.date.fromisoformat(day)
         except ValueError:
             continue
-        key = pseudonymous_visitor(salts.salt_for(date), site, prefix, visitor.user_agent)
+        key = pseudonymous_visitor(salts.salt_for(date), site, visitor.ip, visitor.user_agent)
         out.append((day, pseudonymised_rows_on(store, site, key, date)))
     return tuple(out)
 

@@ -2,8 +2,9 @@
 
 - visitor keys of consented rows: a keyed hash of the consent id under ``pseudonym_key``, which
   lives in the settings, never in ClickHouse, so erasure can still find a visitor's rows;
-- visitor keys of pseudonymised rows: a keyed hash of site, truncated IP and user agent under a
-  random salt of the day; salts older than 48 hours are destroyed, so days cannot be linked;
+- visitor keys of pseudonymised rows: a keyed hash of site, full IP address and user agent under a
+  random salt of the day; the address itself is never stored, and salts older than 48 hours are
+  destroyed, so days cannot be linked (docs/privacy.md: why the full address, not the /24);
 - IPs truncated to /24 (IPv4) or /48 (IPv6) and never stored raw;
 - user agents reduced to browser family and major version, OS family, device class and bot flag;
 - URLs without query strings except ``utm_*``; referrers reduced to their host; click ids
@@ -277,9 +278,29 @@ def consented_visitor(pseudonym_key: bytes, consent_id: str) -> int:
     return _hash64(pseudonym_key, "consent", consent_id)
 
 
-def pseudonymous_visitor(salt: bytes, site: str, ip_prefix: str, user_agent: str) -> int:
-    """Visitor key of a pseudonymised row: stable within one day's salt only."""
-    return _hash64(salt, site, ip_prefix, user_agent)
+def pseudonymous_visitor(salt: bytes, site: str, ip: str, user_agent: str) -> int:
+    """Visitor key of a pseudonymised row: stable within one day's salt only.
+
+    ``ip`` is the full client address (normalised by ``canonical_ip``), not its /24: people behind
+    one office or carrier network with the same browser build stay different visitors. The address
+    goes into the keyed hash only; without the day's salt, destroyed after 48 hours, the key cannot
+    be tested against an address.
+    """
+    return _hash64(salt, site, canonical_ip(ip), user_agent)
+
+
+def canonical_ip(ip: str) -> str:
+    """One spelling per address (IPv4-mapped IPv6 as IPv4, IPv6 compressed); '' when it is no IP."""
+    text = ip.strip()
+    if _IPV4.fullmatch(text) is not None:
+        return text
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        return ""
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return str(addr)
 
 
 class SaltStore:

@@ -62,6 +62,14 @@ def new_record_hex_bytes() -> bytes:
     return hexlify(_random_id())
 
 
+# The kind of the record a choice that grants analytics writes: the consented visitor key of the
+# chooser with, in its props under LINK_PSEUDONYM, the pseudonymous key of the same request (the key
+# the visit's hits before the choice were stored under). Erased with the consent id, as it is an
+# identified row (docs/privacy.md, "Consent on the landing page").
+LINK = "link"
+LINK_PSEUDONYM = "pseudonym"
+
+
 class RawRecord(Struct, frozen=True, gc=False, array_like=True):
     """A visit or an event as captured on the request path, with the policy's decision (``action``).
 
@@ -73,7 +81,7 @@ class RawRecord(Struct, frozen=True, gc=False, array_like=True):
     (benchmarks/page_instructions.py: 1,066,359 positional, 1,073,521 by keyword).
     """
 
-    kind: str  # "visit" | "event"
+    kind: str  # "visit" | "event" | "link"
     name: str
     category: str
     action: str  # "keep" | "pseudonymise"

@@ -29,10 +29,19 @@ from .inventory import read_inventory
 from .limits import header_bytes, send_headers_too_large
 from .my_data import MyDataEndpoint, Visitor
 from .pipeline.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from .policy import EVENT, Decision, banner_hash
+from .policy import EVENT, VISIT, Decision, banner_hash
 from .pseudonymize import split_url
 from .ratelimit import RateLimited
-from .records import CollectedEvents, EventFields, ReceiptRecord, ValidEvent, parse_collect_body, props_text
+from .records import (
+    LINK,
+    CollectedEvents,
+    EventFields,
+    RawRecord,
+    ReceiptRecord,
+    ValidEvent,
+    parse_collect_body,
+    props_text,
+)
 from .registry import Source
 from .request import RequestFacts
 from .runtime import GatewayRuntime
@@ -602,6 +611,7 @@ async def choose(runtime: GatewayRuntime, request: Request) -> Response:
     locale = _locale(runtime, request, data.get("locale"))
     receipt = _receipt(runtime, request, facts, record, locale, categories, method_value)
     runtime.pipeline.submit_receipt(receipt)
+    _link_visit(runtime, request, facts, record, data.get("return_to"))
     cookies = [runtime.consent_cookie.header(runtime.codec.encode(record))]
     cookies += _cookie_headers_for_refused(runtime, facts, frozenset(categories))
     payload = {
@@ -613,6 +623,33 @@ async def choose(runtime: GatewayRuntime, request: Request) -> Response:
         "receipt": receipt.as_json(),
     }
     return _respond(request, form, data.get("return_to"), payload, cookies)
+
+
+def _link_visit(
+    runtime: GatewayRuntime, request: Request, facts: RequestFacts, record: ConsentRecord, return_to: str | None
+) -> None:
+    """When the choice grants analytics, one link record: this request's pseudonymous key of the day
+    under the chooser's consented key, so that the visit's hits before the choice count with the
+    ones after it (docs/privacy.md). Its landing URL (``return_to``, else the same-site Referer)
+    carries the UTM values and the click id, which are kept only when marketing is granted."""
+    granted = frozenset(record.categories)
+    chooser = Consent(ConsentStatus.GIVEN, granted, record.consent_id)
+    decision = runtime.policy.decide(VISIT, "", chooser, facts.user_agent)
+    if decision is None or not decision.identified:
+        return  # refused analytics (or a bot): nothing links the hits before the choice to anyone
+    landing = safe_return_path(return_to) or ""
+    if "?" not in landing:  # the banner sends the page with its query; a form may send less
+        referer = _return_path(request, None)
+        landing = referer if "?" in referer else landing
+    path, query = split_url(landing)
+    runtime.pipeline.submit(
+        RawRecord(
+            kind=LINK, name="consent", category=decision.category, action=decision.action, ts=time.time(),
+            site=runtime.settings.site_id, host=facts.host, path=path, query=query, referrer="",
+            user_agent=facts.user_agent, ip=runtime.proxies.client_ip(request.scope, facts.forwarded_for),
+            consent_id=record.consent_id, granted=granted,
+        )
+    )
 
 
 async def withdraw(runtime: GatewayRuntime, request: Request) -> Response:

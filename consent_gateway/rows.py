@@ -27,7 +27,16 @@ from .pseudonymize import (
     split_query,
     truncate_ip,
 )
-from .records import CollectedEvents, RawRecord, ReceiptRecord, new_record_hex, new_record_hex_bytes, props_text
+from .records import (
+    LINK,
+    LINK_PSEUDONYM,
+    CollectedEvents,
+    RawRecord,
+    ReceiptRecord,
+    new_record_hex,
+    new_record_hex_bytes,
+    props_text,
+)
 from .settings import Settings
 from .store.schema import EVENT_INDEX
 
@@ -49,10 +58,8 @@ class RowBuilder:
         self._salts = salts
         # One keyed hash per consent id, not per row: a visitor's rows arrive together.
         self._consented = lru_cache(maxsize=8192)(partial(consented_visitor, self._key))
-        # Pseudonymous keys of today, by (day, site, IP prefix, user agent): the events of one
-        # /collect batch share them. Keyed by the day number, not the salt, so that no salt
-        # outlives its destruction in here; emptied when it grows past its bound.
-        self._pseudonyms: dict[tuple[int, str, str, str], int] = {}
+        # Pseudonymous keys hash the full address: they are worked out once per sender and batch
+        # (``_Memo``, ``collected_lines``) and never kept past it, so no raw address lingers here.
         self._marketing = settings.marketing_category
 
     def __repr__(self) -> str:
@@ -140,9 +147,14 @@ class RowBuilder:
         else:
             where = memo.where = _where(*where_key, memo)
             memo.where_key = where_key
+        props = raw.props
+        if raw.kind == LINK:
+            # The link of a choice: this request's pseudonymous key of the day, stored under the
+            # consented key, so that the visit's earlier hits join the consented ones (docs/privacy.md).
+            props = {LINK_PSEUDONYM: self._pseudonym(raw.ip, raw.user_agent, raw.site, int(ts // _DAY))}
         return self._row(
             raw.event_id or new_record_hex(), ts, raw.site, raw.kind, raw.name, raw.category, who, where,
-            raw.status, raw.duration_ms, raw.props,
+            raw.status, raw.duration_ms, props,
         )
 
     def _row(
@@ -214,16 +226,13 @@ class RowBuilder:
             visitor = self._consented(consent_id or "")
             stored_granted = _sorted_categories(granted)
         else:
-            key = (day, site, ip_prefix, user_agent)
-            found = self._pseudonyms.get(key)
-            if found is None:
-                if len(self._pseudonyms) >= _PSEUDONYM_CACHE:
-                    self._pseudonyms.clear()
-                salt = self._salts.salt_for(_day_of(day))
-                found = self._pseudonyms[key] = pseudonymous_visitor(salt, site, ip_prefix, user_agent)
-            visitor = found
+            visitor = self._pseudonym(ip, user_agent, site, day)
             stored_granted = _NONE
         return keep, visitor, stored_granted, self._marketing in granted, ip_prefix, reduce_user_agent(user_agent)
+
+    def _pseudonym(self, ip: str, user_agent: str, site: str, day: int) -> int:
+        """The pseudonymous visitor key of ``day`` (days since the epoch) for this address and agent."""
+        return pseudonymous_visitor(self._salts.salt_for(_day_of(day)), site, ip, user_agent)
 
     def receipt_line(self, rec: ReceiptRecord) -> bytes:
         return encode_line(self._receipt_values(rec))
@@ -307,7 +316,6 @@ def _where(path: str, query: str, referrer: str, host: str, memo: _Memo) -> tupl
 
 
 _NONE: list[str] = []
-_PSEUDONYM_CACHE = 4096
 _NO_QUERY = split_query("")
 _DAY = 86400
 

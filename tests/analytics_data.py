@@ -218,6 +218,26 @@ def sessions(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     return out
 
 
+VISIT_ATTRIBUTES = ("referrer_host", "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "click_id")
+
+
+def with_visit_attribution(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with each hit's source, referrer, UTM values and click id those of its visit's entry:
+    per key and day, a hit more than 30 minutes after the previous one starts a new visit."""
+    by_key: dict[tuple[int, int, dt.date], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by_key[(r["identified"], r["visitor"], r["ts"].date())].append(r)
+    out = []
+    for hits in by_key.values():
+        hits.sort(key=lambda r: r["ts"])
+        entry = hits[0]
+        for i, hit in enumerate(hits):
+            if i and (hit["ts"] - hits[i - 1]["ts"]).total_seconds() > 1800:
+                entry = hit
+            out.append({**hit, **{c: entry[c] for c in VISIT_ATTRIBUTES}})
+    return out
+
+
 def expected_aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
     human = _human(rows)
     visits = sessions(rows)
@@ -240,7 +260,7 @@ def expected_breakdown(
 ) -> tuple[dict[str, dict[str, int]], int, dict[str, int] | None]:
     """Shown groups {value: {visitors, pageviews, events}}, the number of suppressed groups, and the
     "other" row (None unless it folds at least two groups and at least k people counted once)."""
-    human = _human(rows)
+    human = with_visit_attribution(_human(rows))
     if dimension in ("utm_campaign", "click_attribution"):
         human = [r for r in human if "marketing" in r["granted"]]
     if dimension == "page":

@@ -36,6 +36,7 @@ def _stored_row(rows: RowBuilder, raw: RawRecord) -> list[Any]:
     row[1] = dt.datetime.fromtimestamp(row[1], dt.UTC)
     return row
 
+
 VISITOR_IP = "203.0.113.7"
 CHROME = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -354,11 +355,11 @@ def test_pseudonymous_visitor_key_is_stable_within_a_day_only(
     assert "<keys hidden>" in repr(rows) and PSEUDONYM_KEY not in repr(rows)
 
 
-def test_cached_pseudonymous_keys_equal_the_computed_ones_and_the_cache_is_bounded(
+def test_pseudonymous_keys_hash_the_full_address_and_nothing_raw_is_kept(
     make_settings: Callable[..., Settings], tmp_path: Any
 ) -> None:
     from consent_gateway import rows as row_module
-    from consent_gateway.pseudonymize import SaltStore, pseudonymous_visitor, truncate_ip
+    from consent_gateway.pseudonymize import SaltStore, pseudonymous_visitor
 
     salts = SaltStore(tmp_path / "salts")
     rows = row_module.RowBuilder(make_settings(), salts)
@@ -366,14 +367,15 @@ def test_cached_pseudonymous_keys_equal_the_computed_ones_and_the_cache_is_bound
     now = dt.datetime.now(dt.UTC).replace(hour=12)
     for ts in (now.timestamp(), now.timestamp() + 1, now.timestamp() - 86400):
         expected = pseudonymous_visitor(
-            salts.salt_for(dt.datetime.fromtimestamp(ts, dt.UTC).date()), "test-site", truncate_ip(VISITOR_IP), CHROME
+            salts.salt_for(dt.datetime.fromtimestamp(ts, dt.UTC).date()), "test-site", VISITOR_IP, CHROME
         )
         assert _stored_row(rows, _raw(ts))[visitor] == expected
-    assert all(isinstance(key[0], int) for key in rows._pseudonyms), "keyed by day number: no salt is kept"
-    for i in range(row_module._PSEUDONYM_CACHE + 10):
-        raw = structs.replace(_raw(now.timestamp()), user_agent=f"agent {i}")
-        _stored_line(rows, raw)
-    assert len(rows._pseudonyms) <= row_module._PSEUDONYM_CACHE
+    # A neighbour on the same /24 with the same browser is another visitor.
+    neighbour = structs.replace(_raw(now.timestamp()), ip=VISITOR_IP.rsplit(".", 1)[0] + ".254")
+    assert neighbour.ip != VISITOR_IP
+    assert _stored_row(rows, neighbour)[visitor] != _stored_row(rows, _raw(now.timestamp()))[visitor]
+    # No address outlives the batch it came in: the builder holds no per-visitor state.
+    assert VISITOR_IP not in repr(vars(rows) if hasattr(rows, "__dict__") else rows)
 
 
 def test_row_ids_are_distinct_version_4_uuids(make_settings: Callable[..., Settings], tmp_path: Any) -> None:
@@ -435,15 +437,25 @@ def _collected(now: float) -> Any:
 
     props = '{"plan":"pro","contact":"kim@example.com","n":3}'
     events = [
-        EventFields("signup", "marketing", "keep", CID, "/join", "utm_source=news&gclid=abc", "https://search.example/",
-                    props),
+        EventFields(
+            "signup", "marketing", "keep", CID, "/join", "utm_source=news&gclid=abc", "https://search.example/", props
+        ),
         EventFields("signup", "marketing", "keep", CID, "/join", "", "", None),
         EventFields("scroll", "analytics", "pseudonymise", None, "/students/kim@example.com", "", "", props),
-        EventFields("scroll", "analytics", "keep", "withdrawn-id", "/a", "utm_source=mail", "http://testserver/back",
-                    props),
+        EventFields(
+            "scroll", "analytics", "keep", "withdrawn-id", "/a", "utm_source=mail", "http://testserver/back", props
+        ),
         # The same shape as the first (one template) with props that JSON must escape.
-        EventFields("signup", "marketing", "keep", CID, "/join", "utm_source=news&gclid=abc", "https://search.example/",
-                    props_text({"q": 'say "hi" \\ 한국어 \u2028 \x01', "n": 1.5})),
+        EventFields(
+            "signup",
+            "marketing",
+            "keep",
+            CID,
+            "/join",
+            "utm_source=news&gclid=abc",
+            "https://search.example/",
+            props_text({"q": 'say "hi" \\ 한국어 \u2028 \x01', "n": 1.5}),
+        ),
     ]
     return CollectedEvents(
         now, "test-site", "testserver", CHROME, VISITOR_IP, frozenset({"necessary", "analytics", "marketing"}), events
@@ -499,6 +511,7 @@ def test_the_embedded_engines_converting_insert_stores_what_a_plain_insert_store
     names = [n for n, _ in EVENT_COLUMNS]
     types = [t for _, t in EVENT_COLUMNS]
     assert store.embedded
+
     def token(name: str) -> dict[str, Any]:  # as the writer inserts
         return {**INSERT_DEDUP_SETTINGS, "insert_deduplication_token": name}
 

@@ -117,8 +117,13 @@ def test_demo_serves_filters_records_and_stops_cleanly(demo: ServerProcess) -> N
     data = Path(demo.argv[-1])
     assert (data / "keys").is_dir()  # keys made on first run, under --data
     # What the server wrote before it stopped: both page visits, the receipt, no raw address.
-    visits = _query(data, "SELECT path, identified, ip_prefix FROM consent_gateway.events ORDER BY ts")
+    visits = _query(
+        data, "SELECT path, identified, ip_prefix FROM consent_gateway.events WHERE kind = 'visit' ORDER BY ts"
+    )
     assert visits == "[('/', 0, '127.0.0.0/24'), ('/students', 1, '127.0.0.0/24')]"
+    # the choice granted analytics: one link row, identified, for the page it was made on
+    links = _query(data, "SELECT path, identified FROM consent_gateway.events WHERE kind = 'link'")
+    assert links == "[('/students', 1)]"
     assert _query(data, "SELECT method FROM consent_gateway.consent_receipts") == "[('accept_all',)]"
 
 

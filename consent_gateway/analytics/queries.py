@@ -16,6 +16,11 @@ Counting rules, applied everywhere:
 - The daily rollup holds hits, not people, so it cannot prove k people behind a number: the API
   never answers from it (it stays for operators and trends outside the API).
 - Campaign and click attribution come only from rows whose visitor granted the marketing category.
+- Attribution follows the visit: every hit takes its visit's entry referrer, UTM values and click id,
+  so a campaign is credited with all the pages, events and conversions of the visits it brought.
+- Consent on the landing page: a choice that grants analytics writes a link row (``records.LINK``);
+  the pseudonymised hits of its key in the 30 minutes before it are read as the chooser's, so the
+  visit stays one visitor and one visit (``_hits_sql``; docs/privacy.md).
 - Bots (``is_bot``; receipts: ``device = 'bot'``) are left out of every count, consent rates included.
 - Visits are runs of page views by one visitor key on one day with gaps under 30 minutes; a
   pseudonymised key cannot link across midnight (UTC), so neither can a visit.
@@ -31,9 +36,16 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import RequestError
+from ..records import LINK, LINK_PSEUDONYM
 from ..settings import Settings
 from ..store import Store
+from ..store.schema import EVENT_COLUMNS
 from .params import DIMENSIONS, EMPTY_VALUE, FunnelStep, Query
+
+# Dimensions whose value is a visit's, taken from its entry (``_hits_sql``).
+VISIT_DIMENSIONS = frozenset(
+    {"referrer_host", "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "click_attribution"}
+)
 
 SUPPRESSED = "other (suppressed)"
 VISIT_GAP_SECONDS = 1800
@@ -46,7 +58,10 @@ NOTES = {
         "counts once per day; consented visitors are counted once over the whole range"
     ),
     "visits": "visits end after 30 minutes without a page view and never span midnight (UTC)",
-    "marketing": "campaign and click attribution come only from visitors who granted marketing",
+    "marketing": (
+        "campaign and click attribution come only from visitors who granted marketing, and follow the visit: "
+        "a visit's campaign is that of its landing page"
+    ),
     "population": (
         "fewer than k = {k} people match this query, so it is answered with the suppression alone: "
         "widen the range or remove a filter"
@@ -108,9 +123,18 @@ class Analytics:
         self.marketing = settings.consent.marketing_category
         self.events = store.table("events")
         self.receipts = store.table("consent_receipts")
+        self._linked_hits = _hits_sql(self.events, visits=False)
+        self._visit_hits = _hits_sql(self.events, visits=True)
 
     def __repr__(self) -> str:
         return f"Analytics({self.store!r}, k={self.k})"
+
+    def _hits(self, q: Query, *, by_dimension: bool = True) -> str:
+        """The hits ``q`` reads (``_hits_sql``): with each visit's entry attribution only when ``q``
+        filters by one of those attributes or (``by_dimension``) groups by one, which costs two
+        ordered passes over the range's hits."""
+        dims = {d for d, _ in q.filters} | ({q.dimension} if by_dimension else set())
+        return self._visit_hits if dims & VISIT_DIMENSIONS else self._linked_hits
 
     def run(self, q: Query, *, today: dt.date | None = None, now: dt.datetime | None = None) -> Result:
         """Answer ``q``; ``today`` fixes the raw-retention cut-off and ``now`` the last time bucket (tests)."""
@@ -207,7 +231,13 @@ class Analytics:
         return clauses
 
     def _visitor_groups(
-        self, q: Query, group: str, *, extra: str = "", extra_params: Mapping[str, Any] | None = None
+        self,
+        q: Query,
+        group: str,
+        *,
+        extra: str = "",
+        extra_params: Mapping[str, Any] | None = None,
+        by_dimension: bool = True,
     ) -> Iterator[dict[str, Any]]:
         """Per group: visitors (estimate), the k bound, page views and events.
 
@@ -216,6 +246,7 @@ class Analytics:
         pseudonymised rows, and runs only when some group's size depends on it.
         """
         params: dict[str, Any] = dict(extra_params or {})
+        hits = self._hits(q, by_dimension=by_dimension)
         where = self._where(q, params) + (f" AND {extra}" if extra else "")
         rows = self.store.query_rows(
             f"""
@@ -224,7 +255,7 @@ SELECT {group} AS g,
        uniqExactIf(cityHash64(visitor, toDate(ts)), identified = 0) AS pseudonymous_days,
        countIf({PAGEVIEW}) AS pv,
        countIf(kind = 'event') AS ev
-FROM {self.events}
+FROM {hits}
 WHERE {where}
 GROUP BY g""",
             params,
@@ -238,7 +269,7 @@ GROUP BY g""",
 SELECT g, max(pd)
 FROM (
     SELECT {group} AS g, toDate(ts) AS d, uniqExact(visitor) AS pd
-    FROM {self.events}
+    FROM {hits}
     WHERE {where} AND identified = 0
     GROUP BY g, d
 )
@@ -246,24 +277,19 @@ GROUP BY g""",
                     params,
                 )
             }
-        for g, identified, pseudo_days, pageviews, events in rows:
+        for g, identified, pseudo_days, pageviews, event_count in rows:
+            events = int(event_count)
             # Without the second pass every group here is either >= k on consented keys alone or
             # below k even counting every pseudonymised day as a new person.
             visitors = int(identified) + int(pseudo_days)
             bound = (
                 max(int(identified), peaks.get(g, 0)) if peaks else (visitors if visitors < self.k else int(identified))
             )
-            yield {
-                "g": g,
-                "visitors": visitors,
-                "k_visitors": bound,
-                "pageviews": int(pageviews),
-                "events": int(events),
-            }
+            yield {"g": g, "visitors": visitors, "k_visitors": bound, "pageviews": int(pageviews), "events": events}
 
     def _population(self, q: Query) -> dict[str, Any]:
         """The whole filtered population as one group (zeros when nobody matches)."""
-        groups = list(self._visitor_groups(q, "0"))
+        groups = list(self._visitor_groups(q, "0", by_dimension=False))
         return groups[0] if groups else {"visitors": 0, "k_visitors": 0, "pageviews": 0, "events": 0}
 
     def _too_few(self, population: Mapping[str, Any]) -> bool:
@@ -316,7 +342,7 @@ FROM (
     FROM (
         SELECT any(identified) AS ident, any(visitor) AS vkey, any(toDate(ts)) AS d,
                arraySort(groupArray({hit})) AS all_hits
-        FROM {self.events}
+        FROM {self._hits(q)}
         WHERE {where} AND {rows}
         -- one 64-bit key per (key, day) groups about twice as fast as the three columns
         GROUP BY cityHash64(identified, visitor, toDate(ts))
@@ -518,7 +544,11 @@ FROM (
         """Visitors and page views of the last 30 minutes, shown only when k people stand behind them."""
         columns = ["visitors", "pageviews", "suppressed"]
         since = int(now.timestamp()) - REALTIME_SECONDS
-        params = {"site": q.site, "since": since, "until": int(now.timestamp()), "today": now.astimezone(dt.UTC).date()}
+        today = now.astimezone(dt.UTC).date()
+        params = {
+            "site": q.site, "since": since, "until": int(now.timestamp()), "today": today,
+            "start": today - dt.timedelta(days=1), "end": today,
+        }  # fmt: skip
         ident, pseudo, pseudo_today, pseudo_before, pageviews = self.store.query_rows(
             f"""
 SELECT uniqExactIf(visitor, identified = 1),
@@ -526,7 +556,7 @@ SELECT uniqExactIf(visitor, identified = 1),
        uniqExactIf(visitor, identified = 0 AND toDate(ts) = {{today:Date}}),
        uniqExactIf(visitor, identified = 0 AND toDate(ts) != {{today:Date}}),
        countIf({PAGEVIEW})
-FROM {self.events}
+FROM {self._hits(q)}
 WHERE site = {{site:String}} AND is_bot = 0
   AND ts >= toDateTime({{since:UInt32}}, 'UTC') AND ts <= toDateTime({{until:UInt32}}, 'UTC')""",
             params,
@@ -720,7 +750,7 @@ SELECT level, identified, day, count()
 FROM (
     SELECT identified, if(identified = 1, toDate(0), toDate(ts)) AS day,
            windowFunnel({{window:UInt64}})(toDateTime(ts), {", ".join(conditions)}) AS level
-    FROM {self.events}
+    FROM {self._hits(q)}
     WHERE {where} AND ({" OR ".join(conditions)})
     GROUP BY identified, visitor, day
 )
@@ -814,6 +844,73 @@ GROUP BY d ORDER BY d"""
 
 
 RATES = frozenset({"bounce_rate", "conversion_rate"})
+
+
+# What a visit takes from its entry (first hit) for all of its pages and events.
+VISIT_ATTRIBUTES = ("referrer_host", "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "click_id")
+# What a link turns a pseudonymised hit into: the consented key, identified, the choice's categories.
+LINKED = ("identified", "visitor", "granted", "click_id")
+
+
+def _hits_sql(events: str, *, visits: bool) -> str:
+    """The site's stored hits as every query reads them (a subquery in place of ``events``).
+
+    1. Consent on the landing page: a pseudonymised hit followed, on the same day and within
+       VISIT_GAP_SECONDS, by a link record of its key (written by a choice that granted analytics)
+       takes the link's consented key, its granted categories and its click id; link records
+       themselves are no hits.
+    2. With ``visits``, per visitor key and day, a hit more than VISIT_GAP_SECONDS after the previous one
+       starts a new visit; every hit of a visit takes its entry's referrer, UTM values and click id,
+       so a visit's source and campaign apply to all of its pages, events and conversions.
+    Only the site's rows of the range's days are read (every query binds site, start and end).
+    """
+    names = [name for name, _ in EVENT_COLUMNS]
+    gap_ms = VISIT_GAP_SECONDS * 1000
+    linked = f"(l.lv != 0 AND toUnixTimestamp64Milli(l.lts) - toUnixTimestamp64Milli(e.ts) <= {gap_ms})"
+
+    def remap(n: str) -> str:
+        if n == "click_id":  # the landing hit's own click id was not kept: the link's is the visit's
+            return f"if({linked} AND e.click_id = '', l.l_click_id, e.click_id) AS click_id"
+        return f"if({linked}, l.l_{n}, e.{n}) AS {n}" if n in LINKED else f"e.{n} AS {n}"
+
+    def entry_of(n: str) -> str:
+        return f"entry.{VISIT_ATTRIBUTES.index(n) + 1} AS {n}" if n in VISIT_ATTRIBUTES else n
+
+    remapped = ", ".join(remap(n) for n in names)
+    entry = ", ".join(entry_of(n) for n in names)
+    key = "PARTITION BY identified, visitor, toDate(ts)"
+    # Visits and links never span midnight (UTC): the range's days alone are read.
+    days = "toDate(ts) BETWEEN {start:Date} AND {end:Date}"
+    linked_hits = f"""
+            SELECT {remapped}
+            FROM {events} AS e
+            ASOF LEFT JOIN (
+                SELECT JSONExtractUInt(props, '{LINK_PSEUDONYM}') AS p, toUInt8(0) AS pseudonymous, ts AS lts,
+                       visitor AS lv, identified AS l_identified, visitor AS l_visitor, granted AS l_granted,
+                       click_id AS l_click_id
+                FROM {events}
+                WHERE site = {{site:String}} AND kind = '{LINK}' AND identified = 1 AND {days}
+            ) AS l ON e.visitor = l.p AND e.identified = l.pseudonymous AND e.ts <= l.lts
+            WHERE e.site = {{site:String}} AND e.kind != '{LINK}' AND e.is_bot = 0 AND {days}"""
+    if not visits:
+        return f"({linked_hits})"
+    # The entry of a hit's visit is the latest visit start at or before it: one ordered pass after
+    # the one that marks the starts.
+    ordered = f"OVER ({key} ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
+    return f"""(
+SELECT {entry}
+FROM (
+    SELECT *,
+           argMax(({", ".join(VISIT_ATTRIBUTES)}), if(visit_start, toUnixTimestamp64Milli(ts), toInt64(0))) {ordered}
+               AS entry
+    FROM (
+        SELECT *,
+               toUInt8(toUnixTimestamp64Milli(ts) - lagInFrame(toUnixTimestamp64Milli(ts), 1, toInt64(0)) {ordered}
+                   > {gap_ms}) AS visit_start
+        FROM ({linked_hits})
+    )
+)
+)"""
 
 
 def _goal_condition(goals: Sequence[FunnelStep], params: dict[str, Any], prefix: str = "goal") -> str:

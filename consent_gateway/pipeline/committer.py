@@ -13,7 +13,7 @@ from typing import Any
 from msgspec import structs
 
 from ..policy import withdrawn
-from ..records import CollectedEvents, RawRecord, ReceiptRecord
+from ..records import LINK, CollectedEvents, RawRecord, ReceiptRecord
 from ..rows import RowBuilder
 from .backlog import Backlog
 from .config import WriterConfig
@@ -192,12 +192,14 @@ class Committer:
                 receipts.append(self._rows.receipt_line(rec))
                 continue
             if full:
-                if rec.kind == "visit":
+                if rec.kind in ("visit", LINK):  # neither is awaited by a request: shed and counted
                     self._stats.shed(rec.kind, "journal")
                 else:
                     refused_events += 1
                 continue
             if erased_ids and rec.consent_id is not None and rec.consent_id in erased_ids:
+                if rec.kind == LINK:
+                    continue  # a link is identifying by nature: a withdrawn one is not stored at all
                 # A request that raced the withdrawal: keep the statistics, lose the identity.
                 rec = structs.replace(rec, consent_id=None, action=withdrawn(rec.action))
             to_store.append(rec)

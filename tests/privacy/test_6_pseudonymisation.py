@@ -91,8 +91,11 @@ def test_6_consented_rows_are_found_with_the_separate_key_and_only_with_it(
     # With the pseudonym key (kept in the settings, never in ClickHouse) the rows are found …
     with_key = consented_visitor(PSEUDONYM_KEY.encode(), consent_id)
     assert with_key == RowBuilder(make_settings(), SaltStore(make_settings().keys_dir)).visitor_of(consent_id)
-    found = store.query_rows(f"SELECT path FROM {events} WHERE visitor = {{v:UInt64}} ORDER BY path", {"v": with_key})
-    assert found == [("/a",), ("/b",), ("/c",)]
+    found = store.query_rows(
+        f"SELECT kind, path FROM {events} WHERE visitor = {{v:UInt64}} ORDER BY kind, path", {"v": with_key}
+    )
+    # the three pages, and the link row of the choice (it granted analytics; tests/test_visits.py)
+    assert found == [("link", "/"), ("visit", "/a"), ("visit", "/b"), ("visit", "/c")]
     # … without it, the consent id (which the receipts do hold) leads to nothing.
     for guess in (
         consented_visitor(b"another-key-0123456789abcdefghijklmn", consent_id),
