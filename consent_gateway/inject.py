@@ -33,6 +33,25 @@ _RAW_TEXT = frozenset({b"script", b"style", b"textarea", b"title", b"xmp", b"ifr
 _NAME_END = b" \t\n\r\x0c/>"
 _SPACE = b" \t\n\r\x0c"
 _TAG_STOP = re.compile(rb"[>\"']")
+# A tag's attributes up to and including its ">", read as ``HtmlInjector._read_tag`` reads them: a
+# quote opens a value only right after "=" (spaces between), any other quote is a stray byte. It
+# matches only a tag that ends in the data at hand; anything else is left to the byte-wise reading.
+# Atomic and possessive throughout, so a tag that does not end never makes the engine backtrack.
+_ATTRIBUTES = rb"(?:[^\"'>=]++|=[ \t\n\r\x0c]*+(?:\"[^\"]*+\"|'[^']*+'|(?![ \t\n\r\x0c\"']))|[\"'])*+>"
+_TAG_END = re.compile(_ATTRIBUTES)
+# Text and whole tags that hold no injection point and change no state: any start tag but html,
+# head, body and the raw-text elements, any end tag but </head>. One match passes over the run of
+# <meta>, <link>, <div> and the text between them that makes up most of a page before its <body>.
+_NAME = rb"[A-Za-z][^ \t\n\r\x0c/>]{0,%d}+" % MAX_CARRY
+_PLAIN = re.compile(
+    rb"(?:[^<]++|<(?!(?i:%s)[ \t\n\r\x0c/>])" % b"|".join(sorted(_RAW_TEXT | {b"html", b"head", b"body"}))
+    + _NAME
+    + _ATTRIBUTES
+    + rb"|</(?!(?i:head)[ \t\n\r\x0c/>])"
+    + _NAME
+    + _ATTRIBUTES
+    + rb")*+"
+)
 _LETTERS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _META_CHARSET = re.compile(rb"<meta[^>]+charset\s*=\s*[\"']?\s*([A-Za-z0-9_.:\-]+)", re.IGNORECASE)
 _HEADER_CHARSET = re.compile(rb";\s*charset\s*=\s*[\"']?([A-Za-z0-9_.:\-]+)", re.IGNORECASE)
@@ -196,6 +215,7 @@ class HtmlInjector:
                 break
             state = self._state
             if state == _DATA:
+                i = _PLAIN.match(data, i).end()  # type: ignore[union-attr]  # it matches the empty run too
                 j = data.find(b"<", i)
                 if j < 0:
                     i = end
@@ -304,9 +324,14 @@ class HtmlInjector:
 
     def _read_tag(self, data: bytes, i: int) -> int:
         """Read a tag's attributes up to its ">", attribute values in quotes included."""
-        end = len(data)
         quote = self._quote
         last = self._last
+        if not quote and last != 0x3D:  # not inside a value, nor right after "=": one match reads it
+            found = _TAG_END.match(data, i)
+            if found is not None:
+                self._state = _DATA
+                return found.end()
+        end = len(data)
         while i < end:
             if quote:
                 j = data.find(b'"' if quote == 0x22 else b"'", i)
