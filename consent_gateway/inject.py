@@ -39,18 +39,39 @@ _TAG_STOP = re.compile(rb"[>\"']")
 # Atomic and possessive throughout, so a tag that does not end never makes the engine backtrack.
 _ATTRIBUTES = rb"(?:[^\"'>=]++|=[ \t\n\r\x0c]*+(?:\"[^\"]*+\"|'[^']*+'|(?![ \t\n\r\x0c\"']))|[\"'])*+>"
 _TAG_END = re.compile(_ATTRIBUTES)
-# Text and whole tags that hold no injection point and change no state: any start tag but html,
-# head, body and the raw-text elements, any end tag but </head>. One match passes over the run of
-# <meta>, <link>, <div> and the text between them that makes up most of a page before its <body>.
+# Text and whole elements that hold no injection point and change no state: any start tag but
+# html, head and body, any end tag but </head>, and a raw-text element (<script>, <title>, ...) read
+# whole up to its end tag. One match passes over the run of <meta>, <link>, <title>, <script> and
+# the text between them that makes up most of a page before its <body>.
 _NAME = rb"[A-Za-z][^ \t\n\r\x0c/>]{0,%d}+" % MAX_CARRY
+_NAME_ENDS = rb"[ \t\n\r\x0c/>]"
+
+
+def _raw_element(name: bytes) -> bytes:
+    named = rb"(?i:%s)" % name
+    return rb"<%s(?=%s)%s(?:[^<]++|<(?!/%s%s))*+</%s%s" % (
+        named,
+        _NAME_ENDS,
+        _ATTRIBUTES,
+        named,
+        _NAME_ENDS,
+        named,
+        _ATTRIBUTES,
+    )
+
+
 _PLAIN = re.compile(
-    rb"(?:[^<]++|<(?!(?i:%s)[ \t\n\r\x0c/>])" % b"|".join(sorted(_RAW_TEXT | {b"html", b"head", b"body"}))
-    + _NAME
-    + _ATTRIBUTES
-    + rb"|</(?!(?i:head)[ \t\n\r\x0c/>])"
-    + _NAME
-    + _ATTRIBUTES
-    + rb")*+"
+    rb"(?:[^<]++|<(?!(?i:%s)%s)%s%s|</(?!(?i:head)%s)%s%s|%s)*+"
+    % (
+        b"|".join(sorted(_RAW_TEXT | {b"html", b"head", b"body"})),
+        _NAME_ENDS,
+        _NAME,
+        _ATTRIBUTES,
+        _NAME_ENDS,
+        _NAME,
+        _ATTRIBUTES,
+        b"|".join(_raw_element(name) for name in sorted(_RAW_TEXT)),
+    )
 )
 _LETTERS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _META_CHARSET = re.compile(rb"<meta[^>]+charset\s*=\s*[\"']?\s*([A-Za-z0-9_.:\-]+)", re.IGNORECASE)
