@@ -23,6 +23,7 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Callable
+from functools import lru_cache
 
 # An unfinished "</textarea" or "<!--" cut at a chunk's end is held back until the next chunk.
 MAX_CARRY = 16
@@ -101,8 +102,19 @@ def charset_of(content_type: bytes) -> str | None:
     Raises ``UnsupportedCharset`` for charsets that are not ASCII-compatible (UTF-16, UTF-32):
     a page in one of those is passed on without a banner.
     """
+    # A site sends the same few Content-Type values on every page: those are read once.
+    if type(content_type) is bytes and len(content_type) <= _CONTENT_TYPE_CACHE_BYTES:
+        return _cached_charset(content_type)
+    return _charset(content_type)
+
+
+def _charset(content_type: bytes) -> str | None:
     found = _HEADER_CHARSET.search(content_type)
     return None if found is None else _codec(found.group(1))
+
+
+_CONTENT_TYPE_CACHE_BYTES = 128
+_cached_charset = lru_cache(maxsize=64)(_charset)
 
 
 def _codec(label: bytes) -> str:
