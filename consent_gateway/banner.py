@@ -54,6 +54,10 @@ SETTINGS_LINKS = {
     "ko": ("사용하는 쿠키 목록", "내 정보 조회"),
     "en": ("Cookies this site uses", "Your data"),
 }
+# Distinct asset tag pairs kept encoded: one per consent state and page policy without a nonce.
+ASSET_CACHE_SIZE = 64
+# Longer Content-Security-Policy headers are read for every page rather than kept as a cache key.
+ASSET_CSP_MAX_BYTES = 2048
 
 
 class _Announced(enum.Enum):
@@ -130,6 +134,7 @@ class BannerRenderer:
         # The root differs only by these inputs, and returning visitors see the same few roots on
         # every page: rendering it once per distinct input keeps escaping and quoting off most pages.
         self._root = lru_cache(maxsize=ROOT_CACHE_SIZE)(self._render_root)
+        self._assets = lru_cache(maxsize=ASSET_CACHE_SIZE)(self._encoded_assets)
 
     def __repr__(self) -> str:
         return f"BannerRenderer(prefix={self.settings.prefix!r})"
@@ -173,6 +178,25 @@ class BannerRenderer:
             )
             return head_script, css
         return "", f'{css}<script src="{self._script_src}" defer{script_attrs}></script>'
+
+    def asset_markup(self, consent: Consent, csp: list[bytes]) -> tuple[bytes, bytes]:
+        """``asset_tags`` as ASCII with character references, right in any ASCII-compatible charset.
+
+        Without a nonce the pair depends only on the consent state and the page's policy, which
+        repeat page after page: it is kept, per distinct pair (bounded). A nonce is new on every
+        response, so such a policy's tags are made for the page alone.
+        """
+        key = tuple(csp)
+        if sum(map(len, key)) > ASSET_CSP_MAX_BYTES or any(b"nonce-" in value for value in key):
+            return self._encoded_assets(consent.status, consent.categories, key)
+        return self._assets(consent.status, consent.categories, key)
+
+    def _encoded_assets(
+        self, status: ConsentStatus, categories: frozenset[str], csp: tuple[bytes, ...]
+    ) -> tuple[bytes, bytes]:
+        # Everything asset_tags reads from the consent is in the arguments (they are the cache key).
+        head_script, assets = self.asset_tags(Consent(status, categories), list(csp))
+        return head_script.encode("ascii", "xmlcharrefreplace"), assets.encode("ascii", "xmlcharrefreplace")
 
     def inject(self, body: bytes, consent: Consent, facts: RequestFacts, scope: Scope, csp: bytes = b"") -> bytes:
         """The page with the banner assets in ``<head>`` and the banner before ``</body>``.

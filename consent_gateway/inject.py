@@ -23,6 +23,7 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Callable
+from functools import lru_cache
 
 # An unfinished "</textarea" or "<!--" cut at a chunk's end is held back until the next chunk.
 MAX_CARRY = 16
@@ -33,6 +34,46 @@ _RAW_TEXT = frozenset({b"script", b"style", b"textarea", b"title", b"xmp", b"ifr
 _NAME_END = b" \t\n\r\x0c/>"
 _SPACE = b" \t\n\r\x0c"
 _TAG_STOP = re.compile(rb"[>\"']")
+# A tag's attributes up to and including its ">", read as ``HtmlInjector._read_tag`` reads them: a
+# quote opens a value only right after "=" (spaces between), any other quote is a stray byte. It
+# matches only a tag that ends in the data at hand; anything else is left to the byte-wise reading.
+# Atomic and possessive throughout, so a tag that does not end never makes the engine backtrack.
+_ATTRIBUTES = rb"(?:[^\"'>=]++|=[ \t\n\r\x0c]*+(?:\"[^\"]*+\"|'[^']*+'|(?![ \t\n\r\x0c\"']))|[\"'])*+>"
+_TAG_END = re.compile(_ATTRIBUTES)
+# Text and whole elements that hold no injection point and change no state: any start tag but
+# html, head and body, any end tag but </head>, and a raw-text element (<script>, <title>, ...) read
+# whole up to its end tag. One match passes over the run of <meta>, <link>, <title>, <script> and
+# the text between them that makes up most of a page before its <body>.
+_NAME = rb"[A-Za-z][^ \t\n\r\x0c/>]{0,%d}+" % MAX_CARRY
+_NAME_ENDS = rb"[ \t\n\r\x0c/>]"
+
+
+def _raw_element(name: bytes) -> bytes:
+    named = rb"(?i:%s)" % name
+    return rb"<%s(?=%s)%s(?:[^<]++|<(?!/%s%s))*+</%s%s" % (
+        named,
+        _NAME_ENDS,
+        _ATTRIBUTES,
+        named,
+        _NAME_ENDS,
+        named,
+        _ATTRIBUTES,
+    )
+
+
+_PLAIN = re.compile(
+    rb"(?:[^<]++|<(?!(?i:%s)%s)%s%s|</(?!(?i:head)%s)%s%s|%s)*+"
+    % (
+        b"|".join(sorted(_RAW_TEXT | {b"html", b"head", b"body"})),
+        _NAME_ENDS,
+        _NAME,
+        _ATTRIBUTES,
+        _NAME_ENDS,
+        _NAME,
+        _ATTRIBUTES,
+        b"|".join(_raw_element(name) for name in sorted(_RAW_TEXT)),
+    )
+)
 _LETTERS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _META_CHARSET = re.compile(rb"<meta[^>]+charset\s*=\s*[\"']?\s*([A-Za-z0-9_.:\-]+)", re.IGNORECASE)
 _HEADER_CHARSET = re.compile(rb";\s*charset\s*=\s*[\"']?([A-Za-z0-9_.:\-]+)", re.IGNORECASE)
@@ -61,8 +102,19 @@ def charset_of(content_type: bytes) -> str | None:
     Raises ``UnsupportedCharset`` for charsets that are not ASCII-compatible (UTF-16, UTF-32):
     a page in one of those is passed on without a banner.
     """
+    # A site sends the same few Content-Type values on every page: those are read once.
+    if type(content_type) is bytes and len(content_type) <= _CONTENT_TYPE_CACHE_BYTES:
+        return _cached_charset(content_type)
+    return _charset(content_type)
+
+
+def _charset(content_type: bytes) -> str | None:
     found = _HEADER_CHARSET.search(content_type)
     return None if found is None else _codec(found.group(1))
+
+
+_CONTENT_TYPE_CACHE_BYTES = 128
+_cached_charset = lru_cache(maxsize=64)(_charset)
 
 
 def _codec(label: bytes) -> str:
@@ -196,6 +248,7 @@ class HtmlInjector:
                 break
             state = self._state
             if state == _DATA:
+                i = _PLAIN.match(data, i).end()  # type: ignore[union-attr]  # it matches the empty run too
                 j = data.find(b"<", i)
                 if j < 0:
                     i = end
@@ -310,9 +363,14 @@ class HtmlInjector:
 
     def _read_tag(self, data: bytes, i: int) -> int:
         """Read a tag's attributes up to its ">", attribute values in quotes included."""
-        end = len(data)
         quote = self._quote
         last = self._last
+        if not quote and last != 0x3D:  # not inside a value, nor right after "=": one match reads it
+            found = _TAG_END.match(data, i)
+            if found is not None:
+                self._state = _DATA
+                return found.end()
+        end = len(data)
         while i < end:
             if quote:
                 j = data.find(b'"' if quote == 0x22 else b"'", i)

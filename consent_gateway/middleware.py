@@ -349,7 +349,7 @@ class _Responder:
             await self.send_on(message)
             return
         banner = gateway.runtime.banner
-        head_script, assets = banner.asset_tags(self.consent, start.csp)
+        head_script, assets = banner.asset_markup(self.consent, start.csp)
         consent, facts, scope = self.consent, self.facts, self.scope
 
         def render_banner(page_start: bytes) -> bytes:
@@ -359,7 +359,7 @@ class _Responder:
                 return root if codec else encode_markup(root.decode("utf-8"), None)
             return encode_markup(root.decode("utf-8"), codec)
 
-        self._injector = HtmlInjector(encode_markup(head_script, None), encode_markup(assets, None), render_banner)
+        self._injector = HtmlInjector(head_script, assets, render_banner)
         if codings:
             self._decoder = compression.decoder(codings[0])
             self._encoder = compression.encoder(codings[0])

@@ -61,6 +61,9 @@ class RowBuilder:
         # Pseudonymous keys hash the full address: they are worked out once per sender and batch
         # (``_Memo``, ``collected_lines``) and never kept past it, so no raw address lingers here.
         self._marketing = settings.marketing_category
+        # The last record's who and where, carried to the next call: a group commit often holds
+        # one record, of the visitor the previous one held.
+        self._last = _Memo()
 
     def __repr__(self) -> str:
         return "RowBuilder(<keys hidden>)"
@@ -69,14 +72,15 @@ class RowBuilder:
         """Each record's stored row as one JSONCompactEachRow line, and its erasure key (the visitor
         when the row is identified, else -1): what the journal keeps and ClickHouse receives.
         Values repeated within the call (one visitor's IP, a page's query string and referrer) are
-        worked out once; nothing is remembered after it."""
-        memo = _Memo()
+        worked out once; of them only the last record's who and where are remembered after it."""
+        memo = _Memo(self._last)
         lines: list[bytes] = []
         keys: list[int] = []
         for raw in records:
             row = self._event_values(raw, memo)
             lines.append(encode_line(row))
             keys.append(row[VISITOR] if row[IDENTIFIED] else -1)
+        self._last = _Memo(memo)
         return lines, keys
 
     def collected_lines(
@@ -271,13 +275,14 @@ class _Memo:
 
     __slots__ = ("_ips", "_paths", "_queries", "_referrers", "where", "where_key", "who", "who_key")
 
-    def __init__(self) -> None:
-        # The previous record's inputs and what was worked out from them (RowBuilder._event_values).
-        self.who_key: tuple[Any, ...] | None = None
-        # ``who`` and ``where`` are read only once their key matched, so never before they are set.
-        self.who: tuple[bool, int, list[str], bool, str, Any] = _NO_WHO
-        self.where_key: tuple[str, str, str, str] | None = None
-        self.where: tuple[str, str, Any, str] = _NO_WHERE
+    def __init__(self, previous: _Memo | None = None) -> None:
+        # The previous record's inputs and what was worked out from them (RowBuilder._event_values),
+        # from the previous batch's last record when there was one. ``who`` and ``where`` are read
+        # only once their key matched, so never before they are set.
+        self.who_key: tuple[Any, ...] | None = previous.who_key if previous else None
+        self.who: tuple[bool, int, list[str], bool, str, Any] = previous.who if previous else _NO_WHO
+        self.where_key: tuple[str, str, str, str] | None = previous.where_key if previous else None
+        self.where: tuple[str, str, Any, str] = previous.where if previous else _NO_WHERE
         self._ips: dict[str, str] = {}
         self._queries: dict[str, Any] = {}
         self._referrers: dict[tuple[str, str], str] = {}

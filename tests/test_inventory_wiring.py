@@ -286,7 +286,9 @@ def test_my_data_for_a_consented_and_a_pseudonymised_visitor_and_the_audit_expor
         html = client.get("/_consent/my-data", headers={**agent, **jar, "accept-language": "ko"})
     assert mine.status_code == 200 and mine.headers["cache-control"] == "no-store"
     data = mine.json()
-    assert data["consent_id"] == consent_id and data["events_total"] == 3
+    # Three page views and the link the choice wrote (it joins the visit's earlier hits to this id).
+    assert data["consent_id"] == consent_id and data["events_total"] == 4
+    assert sorted(e["kind"] for e in data["events"]) == ["event", "event", "event", "link"]
     assert [r["method"] for r in data["receipts"]] == ["accept_all"]
     assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv") and "accept_all" in csv.text
     counted = anonymous.json()
