@@ -215,7 +215,8 @@ def _trusted(url: str) -> bool:
         return False
     if f"{parts.scheme}://{parts.netloc}" == "https://allowed.example":
         return True
-    return parts.netloc.lower() == "site.example"
+    # The site's own pages are served over HTTP(S): the same host under another scheme is not them.
+    return parts.scheme in ("http", "https") and parts.netloc.lower() == "site.example"
 
 
 def test_state_changing_routes_refuse_other_origins(make_gateway: Build) -> None:
