@@ -75,9 +75,10 @@ def choose_locale(accept_language: str, default: str) -> str:
     return default
 
 
-def safe_return_path(value: str | None) -> str | None:
-    """A same-site path to redirect to, or None: never another host (no open redirect)."""
-    if not value or len(value) > 2048:
+def safe_return_path(value: object) -> str | None:
+    """A same-site path to redirect to, or None: never another host (no open redirect). Anything but
+    a string (a JSON body may send ``true``) is no path."""
+    if not isinstance(value, str) or not value or len(value) > 2048:
         return None
     if not value.startswith("/") or value.startswith(("//", "/\\")):
         return None

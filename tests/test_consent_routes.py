@@ -81,6 +81,14 @@ def test_json_choice_sets_a_signed_cookie(
         assert seen["status"] == "given" and seen["categories"] == sorted(categories)
 
 
+@pytest.mark.parametrize("return_to", [True, 7, ["/"], {"p": "/"}])
+def test_a_return_to_that_is_no_text_is_ignored(make_settings: Callable[..., Settings], return_to: object) -> None:
+    """A JSON choice with a non-string return_to is still a choice (it once answered 500)."""
+    with client_for(_gateway(make_settings)) as client:
+        response = client.post("/_consent/", json={"action": "accept_all", "return_to": return_to})
+    assert response.status_code == 200 and response.json()["status"] == "given"
+
+
 @pytest.mark.parametrize(
     ("body", "status", "words"),
     [
