@@ -599,7 +599,8 @@ def test_rows_hold_no_raw_identifier(raw: RawRecord) -> None:
             continue  # the visitor's own consented event properties
         assert _SECRET not in text, (name, value)  # consent id, query values, email, referrer path, raw UA
         stripped = raw.ip.strip()
-        if name != "ip_prefix" and len(stripped) > 6:
+        # Text columns only: an address made of digits can stand inside a timestamp or a hash by chance.
+        if name != "ip_prefix" and len(stripped) > 6 and isinstance(value, str | list):
             assert stripped not in text, (name, value)
     prefix = stored["ip_prefix"]
     assert prefix == "" or prefix.endswith(("/24", "/48"))
