@@ -27,6 +27,7 @@ throughput by ``python -m loadtests.bench``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
 import json
 import os
@@ -84,7 +85,8 @@ def child(which: str, pages: int) -> None:
         return {"type": "http.request", "body": choice, "more_body": False}
 
     headers = {"Content-Type": "application/json", "Origin": "http://127.0.0.1:8000"}
-    _drive(gateway(scope("POST", "/_consent/", headers), receive_choice, send))
+    # The choice reads its body under a timeout, which needs a running loop; the pages below do not.
+    asyncio.run(gateway(scope("POST", "/_consent/", headers), receive_choice, send))
     cookie = next(
         value.split(b";")[0].split(b"=", 1)[1].decode()
         for key, value in sent[0]["headers"]
