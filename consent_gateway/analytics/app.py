@@ -97,6 +97,18 @@ def _unauthorised(endpoint: str) -> JSONResponse:
     )
 
 
+def _check_site(settings: Settings, record: TokenRecord, site: str) -> None:
+    """403 unless ``record`` may read ``site``."""
+    if not record.may_read(site, settings.site_id):
+        raise RequestError(
+            f"token {record.name!r} may not read site {site!r}; it reads "
+            f"{', '.join(record.readable_sites(settings.site_id))} "
+            "(`consent-gateway keys create NAME --site SITE` makes a token for another site)",
+            field="site",
+            status=403,
+        )
+
+
 def _authorised_query(settings: Settings, record: TokenRecord, endpoint: str, request: Request) -> Query:
     """The query ``record`` asks for at ``endpoint``; ``RequestError`` (403/404/422) when it may not."""
     if not record.may_call(endpoint):
@@ -108,14 +120,7 @@ def _authorised_query(settings: Settings, record: TokenRecord, endpoint: str, re
     if endpoint not in ENDPOINT_PARAMS:
         raise RequestError(f"no endpoint {endpoint[:40]!r}; use one of {', '.join(ENDPOINT_PARAMS)}", status=404)
     query = Query.from_items(endpoint, request.query_params.multi_items(), default_site=settings.site_id)
-    if not record.may_read(query.site, settings.site_id):
-        raise RequestError(
-            f"token {record.name!r} may not read site {query.site!r}; it reads "
-            f"{', '.join(record.readable_sites(settings.site_id))} "
-            "(`consent-gateway keys create NAME --site SITE` makes a token for another site)",
-            field="site",
-            status=403,
-        )
+    _check_site(settings, record, query.site)
     return query
 
 
@@ -132,14 +137,7 @@ def _authorised_cookie_query(settings: Settings, record: TokenRecord, request: R
             status=403,
         )
     query = CookieQuery.from_items(request.query_params.multi_items(), default_site=settings.site_id)
-    if not record.may_read(query.site, settings.site_id):
-        raise RequestError(
-            f"token {record.name!r} may not read site {query.site!r}; it reads "
-            f"{', '.join(record.readable_sites(settings.site_id))} "
-            "(`consent-gateway keys create NAME --site SITE` makes a token for another site)",
-            field="site",
-            status=403,
-        )
+    _check_site(settings, record, query.site)
     return query
 
 
