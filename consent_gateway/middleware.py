@@ -303,12 +303,12 @@ class _Responder:
         """A WebSocket's accept (or the HTTP response that denies it, with the ASGI extension for
         that) has its Set-Cookie headers filtered exactly like a response's."""
         mtype = message["type"]
-        if mtype in ("websocket.accept", "websocket.http.response.start") and (
-            message.get("headers") or self.reissue is not None
-        ):
-            message["headers"], _ = self.gateway._filter_headers(
-                list(message.get("headers") or []), self.consent, self.reissue, websocket=True
-            )
+        if mtype in ("websocket.accept", "websocket.http.response.start"):
+            given = list(message.get("headers") or [])
+            # A child mark on the handshake is consumed as on any response, never passed on.
+            raw, self.consent = self.gateway.runtime.child_guard.on_response(self.scope, given, self.consent)
+            if raw or given or self.reissue is not None:
+                message["headers"], _ = self.gateway._filter_headers(raw, self.consent, self.reissue, websocket=True)
         await self.send_on(message)
 
     def _done(self) -> None:

@@ -375,6 +375,24 @@ def test_websocket_accept_cookies_are_filtered_and_scope_has_consent(make_settin
     assert cookies == [b"palette_session=s; Path=/"]
 
 
+def test_a_child_mark_on_a_websocket_handshake_is_consumed(make_settings: Callable[..., Settings]) -> None:
+    from starlette.routing import WebSocketRoute
+    from starlette.websockets import WebSocket
+
+    async def ws(websocket: WebSocket) -> None:
+        headers = [(b"x-consent-child", b"1"), (b"set-cookie", b"_mk_pixel=1; Path=/")]
+        await websocket.accept(headers=headers)
+        await websocket.close()
+
+    gateway = ConsentGateway(Starlette(routes=[WebSocketRoute("/ws", ws)]), make_settings())
+    with client_for(gateway) as client, client.websocket_connect("/ws") as socket:
+        accepted = socket.extra_headers
+    names = [k.lower() for k, _ in accepted]
+    cookies = [v for k, v in accepted if k.lower() == b"set-cookie"]
+    assert b"x-consent-child" not in names
+    assert [c.split(b"=", 1)[0] for c in cookies] == [b"cg_child"]  # the mark kept; the marketing pixel not
+
+
 def test_websocket_denial_response_cookies_are_filtered(make_settings: Callable[..., Settings]) -> None:
     async def app(scope, receive, send):  # type: ignore[no-untyped-def]
         headers = [(b"set-cookie", b"_mk_pixel=1"), (b"set-cookie", b"palette_session=s")]
