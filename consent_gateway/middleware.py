@@ -87,9 +87,11 @@ class ConsentMiddleware:
         if not runtime.started:
             await runtime.start()
         facts = RequestFacts(scope["headers"], self._cookie_name)
+        ip: str | None = None  # worked out once a request: for the page limit and the visit record
         if kind == "http" and not scope["path"].endswith(_ASSET_SUFFIXES):
+            ip = runtime.proxies.client_ip(scope, facts.forwarded_for)
             try:
-                runtime.rate_limits.check("page", runtime.proxies.client_ip(scope, facts.forwarded_for))
+                runtime.rate_limits.check("page", ip)
             except RateLimited as exc:
                 await send_rate_limited(scope, send, exc)
                 return
@@ -100,7 +102,7 @@ class ConsentMiddleware:
         scope["consent"] = consent
         started = time.perf_counter()
         reissue = runtime.reissue_header(verified) if verified is not None and verified.stale_key else None
-        responder = _Responder(self, scope, send, facts, consent, reissue, started)
+        responder = _Responder(self, scope, send, facts, consent, reissue, started, ip)
         await self.app(scope, receive, responder.send if kind == "http" else responder.send_websocket)
 
     def _filter_headers(
@@ -155,6 +157,7 @@ class ConsentMiddleware:
         is_html: bool,
         status: int,
         started: float,
+        ip: str | None = None,
     ) -> None:
         path: str = scope.get("path", "/")
         if self._skip_assets and path.endswith(_ASSET_SUFFIXES):
@@ -178,7 +181,7 @@ class ConsentMiddleware:
                 scope.get("query_string", b"").decode("latin-1"),  # query
                 facts.referer,  # referrer
                 user_agent,  # user_agent
-                runtime.proxies.client_ip(scope, facts.forwarded_for),  # ip
+                runtime.proxies.client_ip(scope, facts.forwarded_for) if ip is None else ip,  # ip
                 decision.consent_id(consent),  # consent_id
                 consent.categories,  # granted
                 status,  # status
@@ -239,6 +242,7 @@ class _Responder:
         "consent",
         "facts",
         "gateway",
+        "ip",
         "is_html",
         "reissue",
         "scope",
@@ -256,8 +260,10 @@ class _Responder:
         consent: Any,
         reissue: bytes | None,
         started: float,
+        ip: str | None = None,
     ) -> None:
         self.gateway = gateway
+        self.ip = ip
         self.scope = scope
         self.send_on = send
         self.facts = facts
@@ -312,7 +318,9 @@ class _Responder:
         await self.send_on(message)
 
     def _done(self) -> None:
-        self.gateway._record_visit(self.scope, self.facts, self.consent, self.is_html, self.status, self.started)
+        self.gateway._record_visit(
+            self.scope, self.facts, self.consent, self.is_html, self.status, self.started, self.ip
+        )
 
     async def _start(self, message: Message) -> None:
         gateway = self.gateway
