@@ -5,12 +5,14 @@ chdb allows one data path per process, so each count runs in its own process::
     python -m loadtests.stored DATA_DIR [RUN_ID ...]   # prints {"RUN_ID": count, ..., "_visits": count}
     python -m loadtests.stored DATA_DIR --ids RUN_ID    # prints {"ids": [props.eid of each stored event]}
 
-Events are tagged by the load generators with ``props.run``; pages are counted by path prefix.
+Events are tagged with ``props.run`` (``run_id``); visit records are counted in all (``_visits``).
 """
 
 from __future__ import annotations
 
 import json
+import secrets
+import string
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +21,11 @@ from typing import Any
 from .servers import ROOT
 
 VISITS = "_visits"  # the key under which the number of stored visit records is reported
+
+
+def run_id(label: str) -> str:
+    """A run tag with few digits, so the pseudonymiser's phone-number redaction never touches it."""
+    return f"{label}-" + "".join(secrets.choice(string.ascii_lowercase) for _ in range(10))
 
 
 def count_runs(data_dir: Path, run_ids: list[str]) -> dict[str, int]:
