@@ -30,16 +30,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import functools
 import json
+import operator
 import os
 import platform
 import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,9 +61,9 @@ from .servers import (
     wait_drained,
 )
 from .stored import VISITS, count_in_subprocess, run_id
+from .threads import JSON_PATH, Sampler, rss
 
 PAGE_PATH = "/"
-JSON_PATH = "/api/attendance"  # the demo's light JSON endpoint: a small document, no template
 COLLECT = "/_consent/collect"
 BATCH = 50
 
@@ -91,37 +91,6 @@ def median(values: list[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 
 
-def rss(pid: int) -> int:
-    import psutil  # type: ignore[import-untyped]
-
-    return int(psutil.Process(pid).memory_info().rss)
-
-
-class Sampler:
-    """Calls ``read`` every ``interval`` seconds in a thread while in ``with``; keeps the highest value."""
-
-    def __init__(self, read: Callable[[], int], interval: float = 0.1) -> None:
-        self._read = read
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.peak = 0
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(Exception):  # the process has gone, or a flood starves /healthz
-                self.peak = max(self.peak, self._read())
-            self._stop.wait(self._interval)
-
-    def __enter__(self) -> Sampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(15)
-
-
 def check_pages(bare: Server, gw: Server, headers: dict[str, str], json_headers: dict[str, str]) -> None:
     """Both servers answer the measured page and the JSON endpoint; the gateway's page shows a given consent."""
     for server in (bare, gw):
@@ -146,11 +115,9 @@ def page_throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     with bare, gw:
         for server in (bare, gw):
             server.pin_event_loop(args.loop_cpu)
-        headers = page_headers(consent_cookie(gw.port))
-        # The light JSON endpoint, on the same servers in the same rounds: the gateway's fixed cost
-        # where the app's own work is smallest.
-        targets = {"page": (PAGE_PATH, headers), "json": (JSON_PATH, {**headers, "Accept": "application/json"})}
-        check_pages(bare, gw, headers, targets["json"][1])
+        cookie = consent_cookie(gw.port)  # sent to both, so that both parse the same requests
+        headers = page_headers(cookie)
+        check_pages(bare, gw, headers, {**headers, "Accept": "application/json"})
         sent_to_gateway = 2  # check_pages
         for server in (bare, gw):  # warm caches and the first chdb part
             warm = throughput(server.port, "GET", PAGE_PATH, headers, b"", seconds=1, connections=args.connections,
@@ -160,10 +127,16 @@ def page_throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         for r in range(args.rounds):
             order = ("bare", "gateway") if r % 2 == 0 else ("gateway", "bare")
             pair: dict[str, Any] = {"json": {}}
-            for target, (path, target_headers) in targets.items():
-                runs = pair if target == "page" else pair["json"]
+            # The light JSON endpoint, on the same servers in the same rounds: the gateway's fixed cost
+            # where the app's own work is smallest.
+            for mode, runs in (("page", pair), ("json", pair["json"])):
                 for name in order:
-                    runs[name] = _page_run(args, bare if name == "bare" else gw, path, target_headers)
+                    # The server's CPU a request, a gateway's until its queue has drained: its writer's
+                    # work is part of the requests' cost.
+                    m = threads.measure(bare if name == "bare" else gw, mode, args.seconds, args.wrk, cookie=cookie,
+                                        warm=0, tail=0, connections=args.connections)
+                    runs[name] = m | {"cpu_us_per_request": m["total_us"]}
+                    time.sleep(args.settle)
             sent_to_gateway += pair["gateway"]["requests"]
             pair["ratio"] = pair["gateway"]["rps"] / pair["bare"]["rps"]
             pair["cpu_ratio"] = pair["bare"]["cpu_us_per_request"] / pair["gateway"]["cpu_us_per_request"]
@@ -175,8 +148,8 @@ def page_throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                   f"gateway {g['cpu_us_per_request']:.0f} µs; JSON ratio {pair['json']['ratio']:.3f}", flush=True)
     visits = count_in_subprocess(gw.data_dir, []).get(VISITS, 0)
 
-    def med(key: str, *path: str) -> float:
-        return median([_dig(p, *path)[key] for p in rounds])
+    def med(*path: str) -> float:
+        return median([functools.reduce(operator.getitem, path, p) for p in rounds])
 
     return {
         "path": PAGE_PATH,
@@ -184,44 +157,19 @@ def page_throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "seconds": args.seconds,
         "generator": rounds[0]["bare"]["generator"] if rounds else "",
         "rounds": rounds,
-        "bare_rps": med("rps", "bare"),
-        "gateway_rps": med("rps", "gateway"),
+        "bare_rps": med("bare", "rps"),
+        "gateway_rps": med("gateway", "rps"),
         "ratio": med("ratio"),
-        "bare_cpu_us": med("cpu_us_per_request", "bare"),
-        "gateway_cpu_us": med("cpu_us_per_request", "gateway"),
+        "bare_cpu_us": med("bare", "cpu_us_per_request"),
+        "gateway_cpu_us": med("gateway", "cpu_us_per_request"),
         "cpu_ratio": med("cpu_ratio"),
         "gateway_requests": sent_to_gateway,
         "visits_stored": visits,
         "gateway_peak_rss": max((p["gateway"]["peak_rss"] for p in rounds), default=0),
         "loop_cpu": args.loop_cpu,
-        "json": {"path": JSON_PATH, "bare_rps": med("rps", "json", "bare"),
-                 "gateway_rps": med("rps", "json", "gateway"), "ratio": med("ratio", "json")},
+        "json": {"path": JSON_PATH, "bare_rps": med("json", "bare", "rps"),
+                 "gateway_rps": med("json", "gateway", "rps"), "ratio": med("json", "ratio")},
     }
-
-
-def _dig(value: dict[str, Any], *path: str) -> dict[str, Any]:
-    for key in path:
-        value = value[key]
-    return value
-
-
-def _page_run(args: argparse.Namespace, server: Server, path: str, headers: dict[str, str]) -> dict[str, Any]:
-    """One closed-loop run of GET ``path``: its rate, latency, peak RSS and the server's CPU a request
-    (a gateway's until its queue has drained: its writer's work is part of the requests' cost)."""
-    pid = server.proc.pid  # type: ignore[union-attr]
-    cpu_before = sum(threads.process_cpu(pid))
-    with Sampler(lambda: rss(pid)) as peak:
-        result = throughput(server.port, "GET", path, headers, b"", seconds=args.seconds,
-                            connections=args.connections, use_wrk=args.wrk)
-    if result.bad_status or result.errors or not result.requests:
-        raise RuntimeError(f"{server!r}: {result.bad_status} bad statuses, {result.errors} errors of "
-                           f"{result.requests} requests to {path}; the run is not comparable")
-    if server.app != "bare":
-        wait_drained(server.port)
-    cpu = sum(threads.process_cpu(pid)) - cpu_before
-    time.sleep(args.settle)
-    return {"rps": result.rps, "requests": result.requests, "p50_ms": result.p50_ms, "p99_ms": result.p99_ms,
-            "generator": result.generator, "cpu_us_per_request": cpu / result.requests * 1e6, "peak_rss": peak.peak}
 
 
 BREAKDOWN: tuple[threads.Variant, ...] = (
@@ -236,10 +184,10 @@ def cost_breakdown(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Server CPU per page with the gateway's features switched on one by one (all servers up at once,
     measured in rotation): what the middleware itself, the banner and visit logging each cost."""
 
-    def run(label: str, server: Server, r: int) -> dict[str, Any]:
+    def run(label: str, server: Server, cookie: str, r: int) -> dict[str, Any]:
         # Warmed once; the CPU is read once the gateway's queue has drained, as for the page rounds.
-        measured = threads.measure(server, "page", args.breakdown_seconds, args.wrk, warm=0 if r else 1,
-                                   tail=0, connections=args.connections)
+        measured = threads.measure(server, "page", args.breakdown_seconds, args.wrk, cookie=cookie,
+                                   warm=0 if r else 1, tail=0, connections=args.connections)
         time.sleep(args.settle / 2)
         return measured
 

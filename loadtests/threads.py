@@ -1,7 +1,7 @@
 """Where a server's CPU goes, per request and per kind of thread, for one load.
 
     .venv/bin/python -m loadtests.threads                        # pages: bare demo vs gateway
-    .venv/bin/python -m loadtests.threads --mode batch --apps gateway
+    .venv/bin/python -m loadtests.threads --mode batch --apps gateway   # or --mode json, --mode single
     .venv/bin/python -m loadtests.threads --set flush_interval=5 --rounds 3
     .venv/bin/python -m loadtests.threads --apps gateway --compare flush_interval=5
 
@@ -19,8 +19,9 @@ waits until the gateway's queue has drained and reads every thread's user and sy
 ``--set KEY=VALUE`` passes a setting to every server as ``CONSENT_GATEWAY_KEY``; ``--compare
 KEY=VALUE`` adds a second server of each app with that setting too, for an A/B of the setting.
 Servers of one round run one after the other, rounds alternate their order, and the median of the
-rounds is printed. The bench's CPU breakdown by feature is this measure (``rounds``). Linux only
-(it reads ``/proc``). Nothing here asserts on time: it reports.
+rounds is printed. ``measure`` (rate, latency, peak RSS and CPU a request of one load) is also what
+the bench's page rounds and its CPU breakdown by feature run. Linux only (it reads ``/proc``).
+Nothing here asserts on time: it reports.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -89,23 +91,62 @@ def thread_cpu(pid: int) -> dict[str, dict[str, float]]:
     return out
 
 
+def rss(pid: int) -> int:
+    """Resident set size of process ``pid``, bytes."""
+    import psutil  # type: ignore[import-untyped]
+
+    return int(psutil.Process(pid).memory_info().rss)
+
+
+class Sampler:
+    """Calls ``read`` every ``interval`` seconds in a thread while in ``with``; keeps the highest value."""
+
+    def __init__(self, read: Callable[[], int], interval: float = 0.1) -> None:
+        self._read = read
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.peak = 0
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(Exception):  # the process has gone, or a flood starves /healthz
+                self.peak = max(self.peak, self._read())
+            self._stop.wait(self._interval)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+
+JSON_PATH = "/api/attendance"  # the demo's light JSON endpoint: a small document, no template
+MODES = ("page", "json", "single", "batch")
+
+
 def _request(mode: str, port: int, cookie: str) -> tuple[str, str, dict[str, str], bytes, int]:
-    if mode == "page":
-        return "GET", "/", page_headers(cookie), b"", 16
+    """Method, path, headers, body and default connections of a load of ``mode`` (see ``MODES``)."""
+    if mode in ("page", "json"):
+        json_accept = {"Accept": "application/json"} if mode == "json" else {}
+        return "GET", JSON_PATH if mode == "json" else "/", page_headers(cookie) | json_accept, b"", 16
     size = 1 if mode == "single" else 50
     return "POST", "/_consent/collect", collect_headers(port, cookie), event_body(run_id("threads"), size), 64
 
 
-def measure(server: Server, mode: str, seconds: float, use_wrk: bool, *, warm: float = 1.0, tail: float = 1.5,
-            connections: int | None = None) -> dict[str, Any]:
-    """One load on a started server: requests per second and CPU µs a request by thread group.
+def measure(server: Server, mode: str, seconds: float, use_wrk: bool, *, cookie: str | None = None,
+            warm: float = 1.0, tail: float = 1.5, connections: int | None = None) -> dict[str, Any]:
+    """One load on a started server: its rate and latency, CPU µs a request by thread group, peak RSS.
 
-    ``warm`` seconds of the same load come first; for a gateway, the CPU is read once its queue has
-    drained and ``tail`` seconds more have passed (the inserts of the last rows).
+    ``cookie`` is the consent cookie sent (by default a fresh one from a gateway, "none" to a bare
+    site). ``warm`` seconds of the same load come first; for a gateway, the CPU is read once its
+    queue has drained and ``tail`` seconds more have passed (the inserts of the last rows).
     """
     pid = server.proc.pid  # type: ignore[union-attr]
     gateway = server.app != "bare"
-    cookie = consent_cookie(server.port) if gateway else "none"
+    cookie = cookie or (consent_cookie(server.port) if gateway else "none")
     method, path, headers, body, default_connections = _request(mode, server.port, cookie)
     connections = connections or default_connections
     if warm:
@@ -113,27 +154,33 @@ def measure(server: Server, mode: str, seconds: float, use_wrk: bool, *, warm: f
     if gateway:
         wait_drained(server.port)
     before = thread_cpu(pid)
-    result = throughput(server.port, method, path, headers, body, seconds=seconds, connections=connections,
-                        use_wrk=use_wrk)
+    with Sampler(lambda: rss(pid)) as peak:
+        result = throughput(server.port, method, path, headers, body, seconds=seconds, connections=connections,
+                            use_wrk=use_wrk)
     if gateway:
         wait_drained(server.port)
         time.sleep(tail)
     after = thread_cpu(pid)
     if result.bad_status or result.errors or not result.requests:
         raise RuntimeError(f"{server!r}: {result.bad_status} bad statuses, {result.errors} errors of "
-                           f"{result.requests} requests; nothing to divide by")
+                           f"{result.requests} requests to {path}; nothing to divide by, no rounds to compare")
     per_request = {
         group: {kind: (after[group][kind] - before[group][kind]) / result.requests * 1e6 for kind in ("user", "system")}
         for group in GROUPS
     }
-    return {"rps": result.rps, "requests": result.requests, "cpu_us": per_request,
+    return {"rps": result.rps, "requests": result.requests, "p50_ms": result.p50_ms, "p99_ms": result.p99_ms,
+            "generator": result.generator, "peak_rss": peak.peak, "cpu_us": per_request,
             "total_us": sum(v["user"] + v["system"] for v in per_request.values())}
 
 
 def rounds(variants: list[Variant], work: Path, count: int, loop_cpu: int | None,
-           run: Callable[[str, Server, int], dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Every variant's server up at once, ``run(label, server, round)`` on each in turn, the order reversed
-    every other round so that a slower minute of the machine weighs on all; the results by label."""
+           run: Callable[[str, Server, str, int], dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Every variant's server up at once, ``run(label, server, cookie, round)`` on each in turn, the order
+    reversed every other round so that a slower minute of the machine weighs on all; the results by label.
+
+    Each gateway gives one consent cookie first ("none" for a bare site): a new consent in each round
+    would be a receipt to write during the next load.
+    """
     servers = [(label, Server(app, work / f"{i}-{app.replace(':', '-')}", env=env or None))
                for i, (label, app, env) in enumerate(variants)]
     out: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in servers}
@@ -141,16 +188,17 @@ def rounds(variants: list[Variant], work: Path, count: int, loop_cpu: int | None
         for _, server in servers:
             stack.enter_context(server)
             server.pin_event_loop(loop_cpu)
+        cookies = {label: consent_cookie(server.port) if server.app != "bare" else "none" for label, server in servers}
         for r in range(count):
             for label, server in servers if r % 2 == 0 else servers[::-1]:
-                out[label].append(run(label, server, r))
+                out[label].append(run(label, server, cookies[label], r))
     return out
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m loadtests.threads", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mode", choices=("page", "single", "batch"), default="page",
-                        help="GET / (page), /collect with one event (single) or 50 (batch)")
+    parser.add_argument("--mode", choices=MODES, default="page",
+                        help=f"GET / (page), GET {JSON_PATH} (json), /collect with one event (single) or 50 (batch)")
     parser.add_argument("--apps", default="", help="comma-separated apps (default: bare,gateway for pages, "
                         "gateway for /collect)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds, servers alternated (default 2)")
@@ -162,7 +210,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_load_options(parser)
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args(argv)
-    args.apps = args.apps or ("bare,gateway" if args.mode == "page" else "gateway")
+    args.apps = args.apps or ("bare,gateway" if args.mode in ("page", "json") else "gateway")
     load_options(parser, args)
     for flag, items in (("--set", args.settings), ("--compare", args.compare)):
         for item in items:
@@ -192,8 +240,8 @@ def main(argv: list[str] | None = None) -> int:
           + (f", {' '.join(args.settings)}" if args.settings else "")
           + ("" if args.loop_cpu is None else f", event loops on CPU {args.loop_cpu}"), flush=True)
 
-    def run(label: str, server: Server, r: int) -> dict[str, Any]:
-        m = measure(server, args.mode, args.seconds, args.wrk)
+    def run(label: str, server: Server, cookie: str, r: int) -> dict[str, Any]:
+        m = measure(server, args.mode, args.seconds, args.wrk, cookie=cookie)
         parts = ", ".join(f"{g} {m['cpu_us'][g]['user'] + m['cpu_us'][g]['system']:.0f}" for g in GROUPS)
         print(f"  round {r + 1} {label}: {m['rps']:.0f} req/s; µs a request: {parts}; "
               f"total {m['total_us']:.0f}", flush=True)
