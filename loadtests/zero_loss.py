@@ -101,7 +101,7 @@ class Ledger:
 
 
 def run_locust(base: str, out: Path, *, users: int, rate: float, run_time: str, run: str,
-               token: str | None, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+               token: str | None) -> dict[str, Any]:
     """Run locust headless against ``base``; its ledger and aggregated stats."""
     out.mkdir(parents=True, exist_ok=True)
     ledger_path = out / "zero-loss-events.json"
@@ -112,7 +112,6 @@ def run_locust(base: str, out: Path, *, users: int, rate: float, run_time: str, 
         "CG_LOAD_EVENTS_OUT": str(ledger_path),
         "CG_LOAD_TASK_RATE": str(rate),
         **({"CG_ANALYTICS_TOKEN": token} if token else {}),
-        **(extra_env or {}),
     }
     cmd = [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", base,
@@ -133,19 +132,14 @@ def aggregated_stats(path: Path) -> dict[str, Any]:
     """The 'Aggregated' row of locust's ``_stats.csv`` plus the per-request rows."""
     rows = list(csv.DictReader(path.open(encoding="utf-8")))
     by_name = {f"{r['Type']} {r['Name']}".strip(): r for r in rows}
-    total = by_name.get("Aggregated") or by_name.get(" Aggregated") or rows[-1]
-    return {
-        "requests": int(total["Request Count"]),
-        "failures": int(total["Failure Count"]),
-        "rps": float(total["Requests/s"]),
-        "p50_ms": float(total["50%"] or 0),
-        "p99_ms": float(total["99%"] or 0),
-        "by_name": {
-            name: {"requests": int(r["Request Count"]), "failures": int(r["Failure Count"]),
-                   "p50_ms": float(r["50%"] or 0), "p99_ms": float(r["99%"] or 0)}
-            for name, r in by_name.items() if r is not total
-        },
-    }
+    total = by_name.get("Aggregated") or rows[-1]
+
+    def stats(row: dict[str, str]) -> dict[str, Any]:
+        return {"requests": int(row["Request Count"]), "failures": int(row["Failure Count"]),
+                "p50_ms": float(row["50%"] or 0), "p99_ms": float(row["99%"] or 0)}
+
+    return stats(total) | {"rps": float(total["Requests/s"]),
+                           "by_name": {name: stats(r) for name, r in by_name.items() if r is not total}}
 
 
 def check(ledger: dict[str, Any], stored_ids: list[str]) -> dict[str, Any]:
