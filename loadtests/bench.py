@@ -30,9 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import functools
 import json
-import operator
 import os
 import platform
 import shutil
@@ -149,7 +147,13 @@ def page_throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     visits = count_in_subprocess(gw.data_dir, []).get(VISITS, 0)
 
     def med(*path: str) -> float:
-        return median([functools.reduce(operator.getitem, path, p) for p in rounds])
+        values = []
+        for pair in rounds:
+            value: Any = pair
+            for key in path:
+                value = value[key]
+            values.append(float(value))
+        return median(values)
 
     return {
         "path": PAGE_PATH,

@@ -93,7 +93,7 @@ def thread_cpu(pid: int) -> dict[str, dict[str, float]]:
 
 def rss(pid: int) -> int:
     """Resident set size of process ``pid``, bytes."""
-    import psutil  # type: ignore[import-untyped]
+    import psutil
 
     return int(psutil.Process(pid).memory_info().rss)
 
