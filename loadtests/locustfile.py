@@ -45,6 +45,7 @@ from locust import FastHttpUser, between, constant_throughput, events, task
 from locust.exception import StopUser
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # locust puts only loadtests/ on the path
+from loadtests.servers import BROWSER_UA
 from loadtests.zero_loss import Ledger
 
 logger = logging.getLogger("loadtests")
@@ -117,8 +118,7 @@ class Visitor(FastHttpUser):
 
     def _headers(self, **extra: str) -> dict[str, str]:
         return {
-            "User-Agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-            "Chrome/124.0.0.0 Safari/537.36",
+            "User-Agent": BROWSER_UA,
             "Accept-Language": random.choice(("ko-KR,ko;q=0.9", "en-US,en;q=0.8")),
             **extra,
         }
