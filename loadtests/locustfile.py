@@ -45,7 +45,8 @@ from locust import FastHttpUser, between, constant_throughput, events, task
 from locust.exception import StopUser
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # locust puts only loadtests/ on the path
-from loadtests.ledger import Ledger
+from loadtests.servers import BROWSER_UA
+from loadtests.zero_loss import Ledger
 
 logger = logging.getLogger("loadtests")
 
@@ -86,6 +87,20 @@ events.quitting.add_listener(_write_ledger)  # type: ignore[no-untyped-call]
 # -- shared behaviour ----------------------------------------------------------------------------
 
 
+def _set_cookies(r: Any) -> str:
+    """Every Set-Cookie of a response, in one string."""
+    return " ".join(v for k, v in r.headers.items() if k.lower() == "set-cookie")
+
+
+def _json(r: Any) -> Any:
+    """The response's JSON document, or None once the request is marked failed."""
+    try:
+        return r.json()
+    except ValueError:
+        r.failure(f"status {r.status_code}, not JSON")
+        return None
+
+
 class Visitor(FastHttpUser):
     """Browser-like behaviour shared by the visitor classes; not run by itself."""
 
@@ -103,8 +118,7 @@ class Visitor(FastHttpUser):
 
     def _headers(self, **extra: str) -> dict[str, str]:
         return {
-            "User-Agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-            "Chrome/124.0.0.0 Safari/537.36",
+            "User-Agent": BROWSER_UA,
             "Accept-Language": random.choice(("ko-KR,ko;q=0.9", "en-US,en;q=0.8")),
             **extra,
         }
@@ -120,7 +134,7 @@ class Visitor(FastHttpUser):
         with self.client.get(random.choice(PAGES), headers=self._headers(Accept="text/html"),
                              name="page (no consent)", catch_response=True) as r:
             body = r.text or ""
-            cookies = " ".join(v for k, v in r.headers.items() if k.lower() == "set-cookie")
+            cookies = _set_cookies(r)
             if r.status_code != 200:
                 r.failure(f"status {r.status_code}")
             elif 'id="cg-banner"' not in body or 'data-cg-status="unset"' not in body:
@@ -133,10 +147,7 @@ class Visitor(FastHttpUser):
                 r.failure(f"status {r.status_code}, type {r.headers.get('content-type')}")
         with self.client.get(f"{PREFIX}/state", headers=self._headers(), name=f"{PREFIX}/state",
                              catch_response=True) as r:
-            try:
-                state = r.json()
-            except ValueError:
-                r.failure("not JSON")
+            if (state := _json(r)) is None:
                 return
             if r.status_code != 200 or state.get("status") != "unset" or not state.get("categories_info"):
                 r.failure(f"status {r.status_code}, consent {state.get('status')!r}")
@@ -147,17 +158,14 @@ class Visitor(FastHttpUser):
             payload["categories"] = categories
         with self.client.post(f"{PREFIX}/", json=payload, headers=self._headers(Origin=self._origin()),
                               name=f"{PREFIX}/ {action}", catch_response=True) as r:
-            try:
-                answer = r.json()
-            except ValueError:
-                r.failure(f"status {r.status_code}, not JSON")
+            if (answer := _json(r)) is None:
                 return
             expected = {
                 "accept_all": set(ALL),
                 "reject_all": {"necessary"},
                 "save": {"necessary", *(categories or [])},
             }[action]
-            cookies = " ".join(v for k, v in r.headers.items() if k.lower() == "set-cookie")
+            cookies = _set_cookies(r)
             if r.status_code != 200 or answer.get("status") != "given":
                 r.failure(f"status {r.status_code}: {answer}")
             elif set(answer.get("categories", [])) != expected:
@@ -171,7 +179,7 @@ class Visitor(FastHttpUser):
         with self.client.get(random.choice(PAGES), headers=self._headers(Accept="text/html"),
                              name="page (consent given)", catch_response=True) as r:
             body = r.text or ""
-            cookies = " ".join(v for k, v in r.headers.items() if k.lower() == "set-cookie")
+            cookies = _set_cookies(r)
             if r.status_code != 200:
                 r.failure(f"status {r.status_code}")
             elif 'data-cg-status="given"' not in body or 'id="cg-banner"' in body:
@@ -198,10 +206,7 @@ class Visitor(FastHttpUser):
             if r.status_code == 503:
                 r.failure("503: the gateway is busy (the events were not stored; a tracker retries)")
                 return
-            try:
-                answer = r.json()
-            except ValueError:
-                r.failure(f"status {r.status_code}, not JSON")
+            if (answer := _json(r)) is None:
                 return
             if r.status_code != 202:
                 r.failure(f"status {r.status_code}: {answer}")
@@ -286,12 +291,9 @@ class Withdrawal(Visitor):
         self.spa_events()
         with self.client.post(f"{PREFIX}/withdraw", json={}, headers=self._headers(Origin=self._origin()),
                               name=f"{PREFIX}/withdraw", catch_response=True) as r:
-            try:
-                answer = r.json()
-            except ValueError:
-                r.failure(f"status {r.status_code}, not JSON")
+            if (answer := _json(r)) is None:
                 return
-            cookies = " ".join(v for k, v in r.headers.items() if k.lower() == "set-cookie")
+            cookies = _set_cookies(r)
             if r.status_code != 200 or answer.get("status") != "unset":
                 r.failure(f"status {r.status_code}: {answer}")
             elif "cg_consent=" not in cookies or "Max-Age=0" not in cookies:
@@ -338,10 +340,7 @@ class MarketingAnalyst(FastHttpUser):
         endpoint, query, _ = random.choice(self.QUERIES)
         with self.client.get(f"{ANALYTICS}/api/v1/{endpoint}?{query}", headers=self.auth,
                              name=f"{ANALYTICS}/api/v1/{endpoint}", catch_response=True) as r:
-            try:
-                answer = r.json()
-            except ValueError:
-                r.failure(f"status {r.status_code}, not JSON")
+            if (answer := _json(r)) is None:
                 return
             if r.status_code != 200:
                 r.failure(f"status {r.status_code}: {answer}")

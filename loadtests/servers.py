@@ -7,7 +7,11 @@
 - ``wait_healthy``: poll a URL until it answers 200, failing early if the server's process died;
   for tests that start a command of their own (``consent-gateway serve``, the image's command).
 
-Only the standard library talks HTTP here, so the load tests need no client package.
+With them the HTTP the load tests speak to a live gateway: ``request``, ``consent_cookie``,
+``health``, ``wait_drained`` (its queue empty), ``flush_barrier`` (everything queued written) and what
+a returning visitor sends (``page_headers``, ``collect_headers``, ``event_body``); ``add_load_options``
+is the ``--no-wrk`` and ``--loop-cpu`` of the load-test commands. Only the standard library talks
+HTTP here, so the load tests need no client package.
 """
 
 from __future__ import annotations
@@ -289,21 +293,23 @@ def default_loop_cpu() -> int | None:
     return cpus[-1] if len(cpus) > 1 else None
 
 
-def add_loop_cpu_option(parser: argparse.ArgumentParser) -> None:
-    """``--loop-cpu`` for the load-test commands; read it back with ``loop_cpu_option``."""
+def add_load_options(parser: argparse.ArgumentParser) -> None:
+    """``--no-wrk`` and ``--loop-cpu`` for the load-test commands; check them with ``load_options``."""
+    parser.add_argument("--no-wrk", dest="wrk", action="store_false",
+                        help="the Python generator for throughput even if wrk exists")
     parser.add_argument("--loop-cpu", type=int, default=default_loop_cpu(),
                         help="CPU each server's event loop is kept on for the page measures, -1 for none "
                              "(default: the highest CPU; a VM's CPUs may differ in speed)")
 
 
-def loop_cpu_option(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int | None:
-    """The CPU ``--loop-cpu`` asked for (None for -1), or a usage error if this process may not use it."""
+def load_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``args.loop_cpu`` as the CPU asked for (None for -1), or a usage error if this process may not use it."""
     if args.loop_cpu is None or args.loop_cpu < 0:
-        return None
+        args.loop_cpu = None
+        return
     allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if args.loop_cpu not in allowed:
         parser.error(f"--loop-cpu {args.loop_cpu}: this process may use CPUs {allowed or 'none (no affinity here)'}")
-    return int(args.loop_cpu)
 
 
 def request(
@@ -347,3 +353,64 @@ def health(port: int) -> dict[str, Any]:
     if status != 200:
         raise RuntimeError(f"{HEALTH_PATH} answered {status}: {body[:200]!r}")
     return dict(json.loads(body))
+
+
+def wait_drained(port: int, timeout: float = 120.0) -> float:
+    """Seconds until the gateway's queue is empty, as its /healthz reports the queue length."""
+    started = time.monotonic()
+    while time.monotonic() < started + timeout and health(port).get("queued", 0):
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def flush_barrier(port: int, cookie: str, timeout: float = 120.0) -> None:
+    """``GET /_consent/receipts`` with a consent cookie waits until everything queued before it is written."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        started = time.monotonic()
+        status, _, body = request(port, "GET", "/_consent/receipts", headers={"Cookie": f"cg_consent={cookie}"},
+                                  timeout=60)
+        if status != 200:
+            raise RuntimeError(f"/_consent/receipts answered {status}: {body[:200]!r}")
+        if time.monotonic() - started < 9.0:  # the route's own flush wait is 10 s: this one completed
+            return
+
+
+# -- what the load tests send --------------------------------------------------------------------
+
+BROWSER_UA = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0.0.0 Safari/537.36"
+)
+EVENT_NAME = "portfolio_view"  # analytics category: kept with consent, pseudonymised without
+
+
+def page_headers(cookie: str) -> dict[str, str]:
+    """A returning visitor: consent given, the site's own analytics and marketing ids already set."""
+    return {
+        "User-Agent": BROWSER_UA,
+        "Accept": "text/html,application/xhtml+xml",
+        "Accept-Language": "ko-KR,ko;q=0.9,en;q=0.8",
+        "Cookie": f"cg_consent={cookie}; _pa_id=0f1e2d3c4b5a69788796a5b4c3d2e1f0; _mk_px=00112233445566778899aabb",
+    }
+
+
+def collect_headers(port: int, cookie: str) -> dict[str, str]:
+    """A same-origin ``/collect`` beacon of that visitor."""
+    return {
+        "Content-Type": "application/json",
+        "Origin": f"http://127.0.0.1:{port}",
+        "User-Agent": BROWSER_UA,
+        "Cookie": f"cg_consent={cookie}",
+    }
+
+
+def event_body(run: str, batch: int) -> bytes:
+    """One event (``batch`` 1) or a list of ``batch`` events, tagged with ``props.run``."""
+    event = {
+        "name": EVENT_NAME,
+        "url": "/portfolio?utm_source=newsletter&utm_campaign=spring",
+        "referrer": "https://search.example/",
+        "props": {"run": run, "work": "sunset-hills"},
+    }
+    return json.dumps(event if batch == 1 else [event] * batch).encode()

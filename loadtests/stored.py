@@ -5,50 +5,57 @@ chdb allows one data path per process, so each count runs in its own process::
     python -m loadtests.stored DATA_DIR [RUN_ID ...]   # prints {"RUN_ID": count, ..., "_visits": count}
     python -m loadtests.stored DATA_DIR --ids RUN_ID    # prints {"ids": [props.eid of each stored event]}
 
-Events are tagged by the load generators with ``props.run``; pages are counted by path prefix.
+Events are tagged with ``props.run`` (``run_id``); visit records are counted in all (``_visits``).
 """
 
 from __future__ import annotations
 
 import json
+import secrets
+import string
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .servers import ROOT
+
+if TYPE_CHECKING:
+    from consent_gateway.store import Store
 
 VISITS = "_visits"  # the key under which the number of stored visit records is reported
 
 
-def count_runs(data_dir: Path, run_ids: list[str]) -> dict[str, int]:
-    """Stored events per run id, read in this process (it must not hold another chdb path)."""
+def run_id(label: str) -> str:
+    """A run tag with few digits, so the pseudonymiser's phone-number redaction never touches it."""
+    return f"{label}-" + "".join(secrets.choice(string.ascii_lowercase) for _ in range(10))
+
+
+def _events(data_dir: Path) -> tuple[Store, str]:
+    """The store of the server on ``data_dir``, opened in this process (it must hold no other chdb
+    path), and its events table, quoted by the store from a configured database."""
     from consent_gateway.store import open_store
 
     from .apps import load_settings
 
     settings = load_settings(data_dir)
     store = open_store(settings.clickhouse_dsn, settings.database)
-    # The table name is the store's own quoting of a configured database; values are parameters.
-    events = store.table("events")
+    return store, store.table("events")
+
+
+def count_runs(data_dir: Path, run_ids: list[str]) -> dict[str, int]:
+    """Stored events per run id, and visit records in all; values are query parameters."""
+    store, events = _events(data_dir)
     by_run = f"SELECT JSONExtractString(props, 'run') AS run, count() FROM {events} WHERE kind = 'event' "  # noqa: S608
     rows = store.query_rows(by_run + "AND run IN {runs:Array(String)} GROUP BY run", {"runs": run_ids})
     found = {str(run): int(n) for run, n in rows}
-    counts = {run: found.get(run, 0) for run in run_ids}
     visits = f"SELECT count() FROM {events} WHERE kind = 'visit'"  # noqa: S608
-    counts[VISITS] = int(store.query_rows(visits)[0][0])
-    return counts
+    return {**{run: found.get(run, 0) for run in run_ids}, VISITS: int(store.query_rows(visits)[0][0])}
 
 
 def event_ids(data_dir: Path, run: str) -> list[str]:
-    """``props.eid`` of every stored event of ``run``, duplicates included (read in this process)."""
-    from consent_gateway.store import open_store
-
-    from .apps import load_settings
-
-    settings = load_settings(data_dir)
-    store = open_store(settings.clickhouse_dsn, settings.database)
-    events = store.table("events")
+    """``props.eid`` of every stored event of ``run``, duplicates included."""
+    store, events = _events(data_dir)
     sql = f"SELECT JSONExtractString(props, 'eid') FROM {events} WHERE kind = 'event' "  # noqa: S608
     rows = store.query_rows(sql + "AND JSONExtractString(props, 'run') = {run:String}", {"run": run})
     return [str(r[0]) for r in rows]

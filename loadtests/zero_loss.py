@@ -9,33 +9,99 @@ headless (CSV stats and an HTML report in ``--out``), stops the server (which fl
 pipeline), and looks up every event id in the server's embedded ClickHouse. It prints sent vs
 acknowledged vs stored and exits 1 if any event answered with 202 (and not dropped by the policy)
 is missing, or stored twice.
+
+``Ledger`` is what the locust process (``loadtests/locustfile.py``) sent and what was acknowledged;
+this module imports nothing of locust, whose gevent monkey-patching must not run in other processes,
+nor of the gateway at import time, so the locustfile can import it.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import os
-import secrets
 import shutil
 import string
 import subprocess
 import sys
 import tempfile
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .apps import analytics_token
 from .servers import ROOT, Server
-from .stored import ids_in_subprocess
+from .stored import ids_in_subprocess, run_id
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 
 
+class Ledger:
+    """What this locust process sent to ``/collect`` and what the gateway acknowledged (thread-safe)."""
+
+    def __init__(self, run: str) -> None:
+        self.run = run
+        self._lock = threading.Lock()
+        self._ids = itertools.count()
+        self.sent = 0
+        self.acknowledged = 0  # in 202 answers ("accepted")
+        self.dropped = 0  # acknowledged, but dropped by the policy (marketing without consent)
+        self.refused = 0  # in 503 answers: the client retries later, nothing was stored
+        self.failed = 0  # other answers or no answer
+        self.stored_ids: list[str] = []  # acknowledged and kept or pseudonymised: must be in ClickHouse
+        self.erased_ids: set[str] = set()  # identified events of visitors who withdrew: erased on purpose
+
+    def new_id(self) -> str:
+        # Letters only: the pseudonymiser redacts strings with 9 or more digits.
+        n = next(self._ids)
+        out = ""
+        while True:
+            n, r = divmod(n, 26)
+            out = string.ascii_lowercase[r] + out
+            if not n:
+                return out
+
+    def record(self, events: list[dict[str, Any]], status: int, expected_drop: set[int]) -> list[str]:
+        """Account for one ``/collect`` answer; the ids that must now be stored."""
+        with self._lock:
+            self.sent += len(events)
+            if status == 202:
+                self.acknowledged += len(events)
+                self.dropped += len(expected_drop)
+                kept = [e["props"]["eid"] for i, e in enumerate(events) if i not in expected_drop]
+                self.stored_ids += kept
+                return kept
+            if status == 503:
+                self.refused += len(events)
+            else:
+                self.failed += len(events)
+            return []
+
+    def erased(self, ids: list[str]) -> None:
+        """A withdrawal erased these identified events: they must be gone, not stored."""
+        with self._lock:
+            self.erased_ids.update(ids)
+
+    def summary(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "run": self.run,
+                "sent": self.sent,
+                "acknowledged": self.acknowledged,
+                "dropped_by_policy": self.dropped,
+                "refused_503": self.refused,
+                "failed": self.failed,
+                "erased_by_withdrawal": len(self.erased_ids),
+                "expected_stored": len(self.stored_ids) - len(self.erased_ids),
+                "ids": [i for i in self.stored_ids if i not in self.erased_ids],
+                "erased_ids": sorted(self.erased_ids),
+            }
+
+
 def run_locust(base: str, out: Path, *, users: int, rate: float, run_time: str, run: str,
-               token: str | None, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+               token: str | None) -> dict[str, Any]:
     """Run locust headless against ``base``; its ledger and aggregated stats."""
     out.mkdir(parents=True, exist_ok=True)
     ledger_path = out / "zero-loss-events.json"
@@ -46,7 +112,6 @@ def run_locust(base: str, out: Path, *, users: int, rate: float, run_time: str, 
         "CG_LOAD_EVENTS_OUT": str(ledger_path),
         "CG_LOAD_TASK_RATE": str(rate),
         **({"CG_ANALYTICS_TOKEN": token} if token else {}),
-        **(extra_env or {}),
     }
     cmd = [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", base,
@@ -67,19 +132,14 @@ def aggregated_stats(path: Path) -> dict[str, Any]:
     """The 'Aggregated' row of locust's ``_stats.csv`` plus the per-request rows."""
     rows = list(csv.DictReader(path.open(encoding="utf-8")))
     by_name = {f"{r['Type']} {r['Name']}".strip(): r for r in rows}
-    total = by_name.get("Aggregated") or by_name.get(" Aggregated") or rows[-1]
-    return {
-        "requests": int(total["Request Count"]),
-        "failures": int(total["Failure Count"]),
-        "rps": float(total["Requests/s"]),
-        "p50_ms": float(total["50%"] or 0),
-        "p99_ms": float(total["99%"] or 0),
-        "by_name": {
-            name: {"requests": int(r["Request Count"]), "failures": int(r["Failure Count"]),
-                   "p50_ms": float(r["50%"] or 0), "p99_ms": float(r["99%"] or 0)}
-            for name, r in by_name.items() if r is not total
-        },
-    }
+    total = by_name.get("Aggregated") or rows[-1]
+
+    def stats(row: dict[str, str]) -> dict[str, Any]:
+        return {"requests": int(row["Request Count"]), "failures": int(row["Failure Count"]),
+                "p50_ms": float(row["50%"] or 0), "p99_ms": float(row["99%"] or 0)}
+
+    return stats(total) | {"rps": float(total["Requests/s"]),
+                           "by_name": {name: stats(r) for name, r in by_name.items() if r is not total}}
 
 
 def check(ledger: dict[str, Any], stored_ids: list[str]) -> dict[str, Any]:
@@ -107,33 +167,37 @@ def check(ledger: dict[str, Any], stored_ids: list[str]) -> dict[str, Any]:
     }
 
 
+_REPORT = (
+    ("sent to /_consent/collect", "sent"),
+    ("acknowledged (202)", "acknowledged"),
+    ("of which dropped by the policy (marketing without consent)", "dropped_by_policy"),
+    ("of which erased by a withdrawal (identified rows)", "erased_by_withdrawal"),
+    ("acknowledged and to be stored", "expected_stored"),
+    ("stored in ClickHouse", "stored"),
+    ("acknowledged but missing", "missing"),
+    ("stored twice", "duplicates"),
+    ("erased by a withdrawal but still stored", "erased_but_stored"),
+    ("refused with 503 (not acknowledged)", "refused_503"),
+    ("stored though the client saw no 202 (timeouts)", "stored_not_acknowledged"),
+)
+
+
 def report(result: dict[str, Any]) -> str:
     c = result["check"]
     s = result["locust"]["stats"]
-    lines = [
+    verdict = ("yes, every acknowledged event is stored exactly once" if c["zero_loss"] else
+               f"NO: {c['missing']} missing, {c['duplicates']} duplicated (e.g. {c['missing_examples'][:3]})")
+    return "\n".join([
         f"locust: {result['users']} users x {result['rate']} tasks/s for {result['run_time']}, "
         f"{s['requests']} requests ({s['rps']:.0f}/s), {s['failures']} failures, "
         f"p50 {s['p50_ms']:.0f} ms, p99 {s['p99_ms']:.0f} ms",
         "",
         "| events | count |",
         "|---|---|",
-        f"| sent to /_consent/collect | {c['sent']} |",
-        f"| acknowledged (202) | {c['acknowledged']} |",
-        f"| of which dropped by the policy (marketing without consent) | {c['dropped_by_policy']} |",
-        f"| of which erased by a withdrawal (identified rows) | {c['erased_by_withdrawal']} |",
-        f"| acknowledged and to be stored | {c['expected_stored']} |",
-        f"| stored in ClickHouse | {c['stored']} |",
-        f"| acknowledged but missing | {c['missing']} |",
-        f"| stored twice | {c['duplicates']} |",
-        f"| erased by a withdrawal but still stored | {c['erased_but_stored']} |",
-        f"| refused with 503 (not acknowledged) | {c['refused_503']} |",
-        f"| stored though the client saw no 202 (timeouts) | {c['stored_not_acknowledged']} |",
+        *(f"| {label} | {c[key]} |" for label, key in _REPORT),
         "",
-        "zero loss: " + ("yes, every acknowledged event is stored exactly once" if c["zero_loss"]
-                         else f"NO: {c['missing']} missing, {c['duplicates']} duplicated "
-                              f"(e.g. {c['missing_examples'][:3]})"),
-    ]
-    return "\n".join(lines)
+        f"zero loss: {verdict}",
+    ])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the server's data directory")
     args = parser.parse_args(argv)
 
-    run = "zl-" + "".join(secrets.choice(string.ascii_lowercase) for _ in range(10))
+    from .apps import analytics_token  # the gateway, not loaded where the locustfile imports this module
+
+    run = run_id("zl")
     work = Path(tempfile.mkdtemp(prefix="cg-zero-loss-"))
     data = work / "data"
     try:

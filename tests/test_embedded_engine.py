@@ -63,8 +63,15 @@ def test_an_app_that_already_uses_pyarrow_keeps_chdb_arrow_support(tmp_path: Pat
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/PID/maps (Linux)")
 def test_a_serving_gateway_stores_pages_and_events_without_numpy_in_its_process(tmp_path: Path) -> None:
     """The whole path: migrations on a fresh data directory, pages, /collect, the inserts, receipts."""
-    from loadtests.bench import collect_headers, event_body, flush_barrier, page_headers
-    from loadtests.servers import Server, consent_cookie, request
+    from loadtests.servers import (
+        Server,
+        collect_headers,
+        consent_cookie,
+        event_body,
+        flush_barrier,
+        page_headers,
+        request,
+    )
     from loadtests.stored import VISITS, count_in_subprocess
 
     with Server("gateway", tmp_path / "gateway") as server:

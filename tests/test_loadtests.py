@@ -7,7 +7,6 @@ harness counts stored events in a separate process).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import os
@@ -16,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from loadtests import bench, floor, pyload, zero_loss
-from loadtests.ledger import Ledger
+from loadtests import bench, floor, loadgen, zero_loss
 from loadtests.servers import Server, consent_cookie, default_loop_cpu, request
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -138,31 +136,32 @@ def test_table_shows_the_json_endpoint_and_the_batch_floor_when_measured() -> No
 
 
 def test_lua_strings_survive_any_closing_bracket() -> None:
-    assert bench._lua_string('{"a": 1}') == '[===[{"a": 1}]===]'
-    quoted = bench._lua_string("x]===]y")
+    assert loadgen.lua_string('{"a": 1}') == '[===[{"a": 1}]===]'
+    quoted = loadgen.lua_string("x]===]y")
     assert quoted.startswith("[====[") and quoted.endswith("]====]") and "x]===]y" in quoted
 
 
-def test_pyload_open_loop_sends_the_scheduled_requests_and_closed_loop_measures(tmp_path: Path) -> None:
+def test_fixed_rate_sends_the_scheduled_requests_and_the_python_closed_loop_measures(tmp_path: Path) -> None:
     with Server("gateway", tmp_path / "gw") as server:
-        cookie = consent_cookie(server.port)
-        raw = pyload.build_request("GET", "/privacy", f"127.0.0.1:{server.port}", {"Cookie": f"cg_consent={cookie}"})
-        fixed = asyncio.run(pyload.open_loop(server.port, raw, rate=40, seconds=0.5, connections=4))
-        closed = asyncio.run(pyload.closed_loop(server.port, raw, connections=2, seconds=0.5))
+        headers = {"Cookie": f"cg_consent={consent_cookie(server.port)}"}
+        fixed = loadgen.fixed_rate(server.port, "GET", "/privacy", headers, b"", rate=40, seconds=0.5, connections=4)
+        closed = loadgen.throughput(server.port, "GET", "/privacy", headers, b"", connections=2, seconds=0.5,
+                                    use_wrk=False)
     assert fixed.statuses == {200: 20} and fixed.errors == 0
-    assert len(fixed.latencies) == 20 and fixed.percentile(50) <= fixed.percentile(99)
+    assert len(fixed.latencies) == 20 and fixed.p50_ms <= fixed.p99_ms
     assert closed.requests > 0 and set(closed.statuses) == {200} and closed.rps > 0
+    assert closed.generator == "python" and closed.bad_status == 0
 
 
 def test_percentile_is_nearest_rank() -> None:
-    result = pyload.LoadResult(1.0, latencies=[i / 1000 for i in range(1, 101)])
-    assert result.percentile(50) == pytest.approx(50.0)
-    assert result.percentile(99) == pytest.approx(99.0)
-    assert math.isnan(pyload.LoadResult(1.0).percentile(50))
+    latencies = [i / 1000 for i in range(1, 101)]
+    assert loadgen.percentile(latencies, 50) == pytest.approx(50.0)
+    assert loadgen.percentile(latencies, 99) == pytest.approx(99.0)
+    assert math.isnan(loadgen.percentile([], 50))
 
 
 def test_ledger_ids_are_unique_and_safe_from_phone_redaction() -> None:
-    ledger = Ledger("run-test")
+    ledger = zero_loss.Ledger("run-test")
     ids = [ledger.new_id() for _ in range(5000)]
     assert len(set(ids)) == 5000
     assert all(i.isalpha() and i.islower() for i in ids)
