@@ -417,7 +417,7 @@ def table(res: dict[str, Any]) -> str:
         rows += [
             ("page throughput, bare demo", f"{p['bare_rps']:.0f} req/s", ""),
             ("page throughput, behind the gateway", f"{p['gateway_rps']:.0f} req/s", ""),
-            ("**gateway / bare (median of rounds)**", f"**{p['ratio']:.3f}**", "≥ 0.85"),
+            ("**gateway / bare (median of rounds)**", f"**{p['ratio']:.3f}**", "≥ 0.90"),
             ("server CPU per page, bare / gateway", f"{p['bare_cpu_us']:.0f} µs / {p['gateway_cpu_us']:.0f} µs "
              f"(ratio {p['cpu_ratio']:.3f})", ""),
             *(
@@ -433,23 +433,23 @@ def table(res: dict[str, Any]) -> str:
     c = res.get("collect")
     if c:
         rows += [
-            ("`/collect` single events persisted", f"{c['single']['persisted_per_s']:.0f} events/s", "≥ 8,000"),
+            ("`/collect` single events persisted", f"{c['single']['persisted_per_s']:.0f} events/s", ""),
         ]
         if "floor_durable" in c:
             rows += [
                 ("floor, no gateway: 202 after an fsynced group commit",
                  f"{c['floor_durable']['acked_per_s']:.0f} req/s", ""),
                 ("floor, no gateway: 202 at once", f"{c['floor_ack']['acked_per_s']:.0f} req/s", ""),
-                ("single events acknowledged: gateway / fsync floor", f"{c['single_of_floor']:.3f}", ""),
+                ("**single events acknowledged: gateway / fsync floor**", f"**{c['single_of_floor']:.3f}**", "≥ 0.70"),
             ]
         rows += [
-            ("`/collect` batches of 50 persisted", f"{c['batch']['persisted_per_s']:.0f} events/s", "≥ 100,000"),
+            ("`/collect` batches of 50 persisted", f"{c['batch']['persisted_per_s']:.0f} events/s", ""),
         ]
         if "floor_durable_batch" in c:
             rows += [
                 ("floor, no gateway: 50-event bodies after an fsynced group commit",
                  f"{c['floor_durable_batch']['acked_per_s']:.0f} events/s", ""),
-                ("batches of 50 acknowledged: gateway / fsync floor", f"{c['batch_of_floor']:.3f}", ""),
+                ("**batches of 50 acknowledged: gateway / fsync floor**", f"**{c['batch_of_floor']:.3f}**", "≥ 0.70"),
             ]
         rows += [
             ("acknowledged (202) but not stored", f"{c['single']['lost'] + c['batch']['lost']}", "0"),
@@ -502,7 +502,7 @@ def chart(res: dict[str, Any], path: Path) -> None:
         xs = range(1, len(p["rounds"]) + 1)
         ax.plot(xs, [r["bare"]["rps"] for r in p["rounds"]], "o-", label="bare demo")
         ax.plot(xs, [r["gateway"]["rps"] for r in p["rounds"]], "s-", label="behind the gateway")
-        ax.set_title(f"page throughput (median ratio {p['ratio']:.3f}, target 0.85)")
+        ax.set_title(f"page throughput (median ratio {p['ratio']:.3f}, target 0.90)")
         ax.set_xlabel("round")
         ax.set_ylabel("requests/s")
         ax.set_ylim(bottom=0)
@@ -517,8 +517,9 @@ def chart(res: dict[str, Any], path: Path) -> None:
         if "floor_durable" in c:
             ax.axhline(c["floor_durable"]["acked_per_s"], color="C7", ls=":", lw=1.5,
                        label="floor: 202 after fsync, no gateway (req/s)")
-        ax.axhline(8000, color="C0", ls="--", lw=1, label="target single 8,000/s")
-        ax.axhline(100000, color="C1", ls="--", lw=1, label="target batched 100,000/s")
+        if "floor_durable_batch" in c:
+            ax.axhline(c["floor_durable_batch"]["acked_per_s"], color="C1", ls=":", lw=1.5,
+                       label="floor: 50-event bodies after fsync, no gateway (events/s)")
         ax.set_yscale("log")
         ax.set_title("/collect events persisted per second")
         ax.legend(fontsize=8)
