@@ -110,7 +110,7 @@ def test_table_and_chart_render_a_result_without_running_anything(tmp_path: Path
     }
     text = bench.table(result)
     assert "**0.900**" in text and "9000 events/s" in text and "120000 events/s" in text
-    assert "| 12000 req/s" in text and "| 15000 req/s" in text and "| 0.750" in text
+    assert "| 12000 req/s" in text and "| 15000 req/s" in text and "| **0.750** " in text and "≥ 0.70" in text
     assert "200 µs / 250 µs (ratio 0.800)" in text
     assert "100 MiB" in text and "120 MiB" in text
     assert "latency" not in text  # parts that did not run are left out, not shown as zeros
@@ -132,7 +132,7 @@ def test_table_shows_the_json_endpoint_and_the_batch_floor_when_measured() -> No
     }
     text = bench.table({"pages": pages, "collect": collect})
     assert "2000 / 1500 req/s" in text and "**0.750**" in text and "/api/attendance" in text
-    assert "150000 events/s" in text and "| 0.800" in text
+    assert "150000 events/s" in text and "| **0.800** " in text
 
 
 def test_lua_strings_survive_any_closing_bracket() -> None:
