@@ -17,7 +17,7 @@ import orjson
 
 from consent_gateway import Settings
 from consent_gateway.pseudonymize import SaltStore
-from consent_gateway.records import CollectedEvents, EventFields, RawRecord, props_text
+from consent_gateway.records import CollectedEvents, EventFields, Location, RawRecord, Visitor, props_text
 from consent_gateway.rows import RowBuilder
 
 CHROME = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
@@ -44,7 +44,7 @@ def _records(noon: float) -> list[RawRecord]:
         "user_agent": CHROME, "ip": IP, "event_id": EVENT_ID,
     }  # fmt: skip
     return [
-        RawRecord(  # a kept visit: consented key, click id, UTM values, outside referrer host
+        RawRecord.of(  # a kept visit: consented key, click id, UTM values, outside referrer host
             kind="visit",
             action="keep",
             path="/students/010-1234-5678",
@@ -56,7 +56,7 @@ def _records(noon: float) -> list[RawRecord]:
             duration_ms=12,
             **base,  # type: ignore[arg-type]
         ),
-        RawRecord(  # a pseudonymised visit: the key of the day, no click id, no granted categories
+        RawRecord.of(  # a pseudonymised visit: the key of the day, no click id, no granted categories
             kind="visit",
             action="pseudonymise",
             path="/a",
@@ -67,7 +67,7 @@ def _records(noon: float) -> list[RawRecord]:
             status=404,
             **base,  # type: ignore[arg-type]
         ),
-        RawRecord(  # an event with props, pseudonymised: free text scrubbed
+        RawRecord.of(  # an event with props, pseudonymised: free text scrubbed
             kind="event",
             action="pseudonymise",
             path="/join",
@@ -78,7 +78,7 @@ def _records(noon: float) -> list[RawRecord]:
             props={"contact": "kim@example.com", "n": 3},
             **{**base, "name": "signup"},  # type: ignore[arg-type]
         ),
-        RawRecord(  # the link of a choice: the pseudonymous key under the consented one
+        RawRecord.of(  # the link of a choice: the pseudonymous key under the consented one
             kind="link",
             action="keep",
             path="/landing",
@@ -151,10 +151,12 @@ def test_collected_events_encode_to_the_same_bytes(make_settings: Callable[..., 
 def _collected(noon: float) -> CollectedEvents:
     props = props_text({"plan": "pro", "contact": "kim@example.com"})
     news, search = "utm_source=news&gclid=abc", "https://search.example/"
+    student = Location("testserver", "/students/kim@example.com", "", "")
+    back = Location("testserver", "/a", "utm_source=mail", "http://testserver/back")
     events = [
-        EventFields("signup", "marketing", "keep", "c1", "/join", news, search, props),
-        EventFields("signup", "marketing", "keep", "c1", "/join", news, search, None),
-        EventFields("scroll", "analytics", "pseudonymise", None, "/students/kim@example.com", "", "", props),
-        EventFields("scroll", "analytics", "keep", "erased", "/a", "utm_source=mail", "http://testserver/back", props),
+        EventFields("signup", "marketing", "keep", "c1", Location("testserver", "/join", news, search), props),
+        EventFields("signup", "marketing", "keep", "c1", Location("testserver", "/join", news, search), None),
+        EventFields("scroll", "analytics", "pseudonymise", None, student, props),
+        EventFields("scroll", "analytics", "keep", "erased", back, props),
     ]  # fmt: skip
-    return CollectedEvents(noon, "test-site", "testserver", CHROME, IP, GRANTED, events)
+    return CollectedEvents(noon, "test-site", Visitor(CHROME, IP, GRANTED), events)
