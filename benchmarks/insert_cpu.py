@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from consent_gateway.pipeline.writer import INSERT_DEDUP_SETTINGS
 from consent_gateway.pseudonymize import SaltStore
-from consent_gateway.records import CollectedEvents, EventFields
+from consent_gateway.records import CollectedEvents, EventFields, Location, Visitor
 from consent_gateway.rows import RowBuilder
 from consent_gateway.settings import Settings
 from consent_gateway.store import EVENT_COLUMNS, migrate, open_store
@@ -44,10 +44,11 @@ def lines_of(rows: RowBuilder, count: int) -> list[bytes]:
     batches = []
     for i in range(0, count, 50):
         n = min(50, count - i)
-        event = EventFields("spa_view", "analytics", "keep", f"consent-{i % 250}", "/portfolio",
-                            "utm_source=newsletter&utm_campaign=spring", "https://search.example/", props)
-        batches.append(CollectedEvents(time.time(), "demo", "127.0.0.1:8000", BROWSER, f"10.0.{i % 250}.1",
-                                       granted, [event] * n))
+        where = Location("127.0.0.1:8000", "/portfolio", "utm_source=newsletter&utm_campaign=spring",
+                         "https://search.example/")
+        event = EventFields("spa_view", "analytics", "keep", f"consent-{i % 250}", where, props)
+        visitor = Visitor(BROWSER, f"10.0.{i % 250}.1", granted)
+        batches.append(CollectedEvents(time.time(), "demo", visitor, [event] * n))
     return rows.collected_lines(batches)[0]
 
 

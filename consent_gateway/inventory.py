@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
-import fnmatch
 import json
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Gauge
 
 from .cookies import set_cookie_name
+from .registry import CategoryRegistry, Source
 from .store.client import Store
 from .store.schema import INVENTORY_COLUMNS as COLUMNS
 from .store.schema import INVENTORY_TABLE as TABLE
@@ -35,9 +33,10 @@ if TYPE_CHECKING:
 SESSION = -1
 """``lifetime_seconds`` of a cookie set without Max-Age or Expires (it ends with the browser session)."""
 
-SOURCE_REGISTRY = "registry"
-SOURCE_CATALOGUE = "catalogue"
-SOURCE_UNCLASSIFIED = "unclassified"
+# The sources a row names: the registry's three (registry.Source), and the gateway's own cookies.
+SOURCE_REGISTRY = Source.REGISTRY.value
+SOURCE_CATALOGUE = Source.CATALOGUE.value
+SOURCE_UNCLASSIFIED = Source.UNCLASSIFIED.value
 SOURCE_GATEWAY = "gateway"
 
 MAX_NAME_CHARS = 128
@@ -89,12 +88,26 @@ class CatalogueEntry:
         return cls(str(provider), str(category), str(purpose_ko), str(purpose_en), life)
 
 
-class Classifier:
-    """Sorts a cookie name into a category and says where that came from: registry, catalogue or neither.
+class _LookupCatalogue:
+    """A catalogue lookup function as the registry asks a catalogue: ``lookup(name)``."""
 
-    The site's registry wins (exact names, then its glob patterns in order), then the catalogue; a name
-    neither knows gets ``unknown_category`` with the source ``unclassified``. Answers are memoised in a
-    bounded cache; names longer than ``MAX_NAME_CHARS`` are cut first, so the cache is bounded in bytes too.
+    __slots__ = ("_lookup",)
+
+    def __init__(self, lookup: CatalogueLookup) -> None:
+        self._lookup = lookup
+
+    def lookup(self, name: str) -> CatalogueEntry | None:
+        return CatalogueEntry.from_hit(self._lookup(name))
+
+
+class Classifier:
+    """Sorts a cookie name into a category and says where that came from, as the inventory records it.
+
+    The category and its source are the registry's answer (``registry.CategoryRegistry``: the site's
+    registry, then the catalogue, then ``unknown_category``; bounded in names and bytes); what is the
+    inventory's own is the source ``gateway`` for the gateway's ``fixed`` cookies, answers as plain
+    ``(category, source)`` strings, and the catalogue's whole entry for declarations
+    (``catalogue_entry``). Unknown names are counted by the inventory, never logged.
     """
 
     def __init__(
@@ -106,32 +119,31 @@ class Classifier:
         fixed: Mapping[str, str] | None = None,
         cache_size: int = 4096,
     ) -> None:
-        self._exact = {name: category for name, category in registry if not _is_glob(name)}
-        self._globs = [(re.compile(fnmatch.translate(p)), c) for p, c in registry if _is_glob(p)]
         self._fixed = dict(fixed or {})
         self._catalogue = catalogue
         self.unknown_category = unknown_category
-        self.classify = lru_cache(maxsize=cache_size)(self._classify)
+        self.registry = CategoryRegistry(
+            registry,
+            unknown_category=unknown_category,
+            catalogue=None if catalogue is no_catalogue else _LookupCatalogue(catalogue),
+            cache_size=cache_size,
+            warn_unknown=False,
+        )
 
     def __repr__(self) -> str:
-        return f"Classifier({len(self._exact)} names, {len(self._globs)} patterns)"
+        return f"Classifier({self.registry!r}, {len(self._fixed)} gateway names)"
+
+    def classify(self, name: str) -> tuple[str, str]:
+        """``(category, source)`` of ``name``: one of the ``SOURCE_*`` strings."""
+        fixed = self._fixed.get(name)
+        if fixed is not None:
+            return fixed, SOURCE_GATEWAY
+        found = self.registry.classify(name)
+        return found.category, found.source.value
 
     def catalogue_entry(self, name: str) -> CatalogueEntry | None:
         """The catalogue's entry for ``name`` (None when the catalogue does not know it)."""
         return CatalogueEntry.from_hit(self._catalogue(name))
-
-    def _classify(self, name: str) -> tuple[str, str]:
-        if name in self._fixed:
-            return self._fixed[name], SOURCE_GATEWAY
-        if name in self._exact:
-            return self._exact[name], SOURCE_REGISTRY
-        for regex, category in self._globs:
-            if regex.match(name):
-                return category, SOURCE_REGISTRY
-        entry = self.catalogue_entry(name)
-        if entry is not None:
-            return entry.category, SOURCE_CATALOGUE
-        return self.unknown_category, SOURCE_UNCLASSIFIED
 
     @classmethod
     def from_settings(cls, settings: Settings, catalogue: CatalogueLookup = no_catalogue) -> Classifier:
@@ -142,10 +154,6 @@ class Classifier:
             catalogue=catalogue,
             fixed={settings.consent_cookie_name: "necessary"},
         )
-
-
-def _is_glob(pattern: str) -> bool:
-    return any(ch in pattern for ch in "*?[")
 
 
 @dataclass(frozen=True, slots=True)

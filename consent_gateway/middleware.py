@@ -15,7 +15,7 @@ from .inject import HtmlInjector, UnsupportedCharset, charset_of, encode_markup,
 from .limits import header_bytes, send_headers_too_large, send_rate_limited
 from .policy import VISIT
 from .ratelimit import RateLimited
-from .records import RawRecord
+from .records import Location, RawRecord, Visitor
 from .request import RequestFacts
 from .runtime import GatewayRuntime
 from .settings import Settings
@@ -167,6 +167,7 @@ class ConsentMiddleware:
         if decision is None:
             return
         runtime = self.runtime
+        ip = runtime.proxies.client_ip(scope, facts.forwarded_for) if ip is None else ip
         runtime.pipeline.submit(
             # By position (in RawRecord field order): keywords cost a page 7,000 instructions.
             RawRecord(
@@ -174,16 +175,11 @@ class ConsentMiddleware:
                 "pageview" if is_html else "request",  # name
                 decision.category,  # category
                 decision.action,  # action
+                decision.consent_id(consent),  # consent_id
                 time.time(),  # ts
                 self._site,  # site
-                facts.host,  # host
-                path,  # path
-                scope.get("query_string", b"").decode("latin-1"),  # query
-                facts.referer,  # referrer
-                user_agent,  # user_agent
-                runtime.proxies.client_ip(scope, facts.forwarded_for) if ip is None else ip,  # ip
-                decision.consent_id(consent),  # consent_id
-                consent.categories,  # granted
+                Visitor(user_agent, ip, consent.categories),  # visitor
+                Location(facts.host, path, scope.get("query_string", b"").decode("latin-1"), facts.referer),
                 status,  # status
                 int((time.perf_counter() - started) * 1000),  # duration_ms
             )

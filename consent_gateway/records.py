@@ -70,31 +70,57 @@ LINK = "link"
 LINK_PSEUDONYM = "pseudonym"
 
 
+class Visitor(Struct, frozen=True, gc=False, array_like=True):
+    """Who a record is of, as the request showed them: the user agent, the client address and the
+    categories their consent grants. One per request, shared by every record of it (a page's visit,
+    a ``/collect`` request's events). Raw values: ``rows.RowBuilder`` derives what is stored."""
+
+    user_agent: str
+    ip: str
+    granted: frozenset[str]
+
+    def __repr__(self) -> str:
+        # The address and the agent together identify a person: never whole in a log line.
+        return f"Visitor(<address and agent hidden>, granted={sorted(self.granted)!r})"
+
+
+class Location(Struct, frozen=True, gc=False, array_like=True):
+    """Where a record happened: the request's host, the page's path and query, and its referrer
+    (raw: the stored path is redacted, the query read for UTM values, the referrer cut to its host).
+    The events of one request that share a URL and referrer share one."""
+
+    host: str
+    path: str
+    query: str
+    referrer: str
+
+    def __repr__(self) -> str:
+        # Paths and queries can hold an address or a phone number; the host says enough.
+        return f"Location(host={self.host!r}, <path, query and referrer hidden>)"
+
+
 class RawRecord(Struct, frozen=True, gc=False, array_like=True):
-    """A visit or an event as captured on the request path, with the policy's decision (``action``).
+    """A visit or an event as captured on the request path, with the policy's decision (``action``,
+    and ``consent_id``: None unless the record is identified): who (``visitor``) and where
+    (``location``) are parts of their own, shared with the request's other records.
 
     Raw values (IP, user agent, query) live only in memory; the writer thread turns the record into
     a stored row (``rows.RowBuilder``), so nothing raw reaches ClickHouse or disk. Immutable once
     decided (a changed decision is a copy: ``msgspec.structs.replace``), and never tracked by the
-    garbage collector: visit records wait for the writer in a deque. Build it by keyword; the
-    middleware alone passes its fields by position, since keywords cost a page 7,000 instructions
-    (benchmarks/page_instructions.py: 1,066,359 positional, 1,073,521 by keyword).
+    garbage collector, nor are its parts: visit records wait for the writer in a deque. Build it by
+    keyword, or from flat values with ``RawRecord.of``; the middleware alone passes its fields by
+    position, since keywords cost a page 7,000 instructions (benchmarks/page_instructions.py).
     """
 
     kind: str  # "visit" | "event" | "link"
     name: str
     category: str
     action: str  # "keep" | "pseudonymise"
+    consent_id: str | None
     ts: float
     site: str
-    host: str
-    path: str
-    query: str
-    referrer: str
-    user_agent: str
-    ip: str
-    consent_id: str | None
-    granted: frozenset[str]
+    visitor: Visitor
+    location: Location
     status: int = 0
     duration_ms: int = 0
     # An event's props: a dict, or already JSON text (what CollectedEvents.records() passes on).
@@ -102,53 +128,62 @@ class RawRecord(Struct, frozen=True, gc=False, array_like=True):
     # Nobody on the request path needs the id: the writer thread draws it when it builds the row.
     event_id: uuid.UUID | None = None
 
+    @classmethod
+    def of(
+        cls, *, kind: str, name: str, category: str, action: str, ts: float, site: str, host: str, path: str,
+        query: str, referrer: str, user_agent: str, ip: str, consent_id: str | None, granted: frozenset[str],
+        status: int = 0, duration_ms: int = 0, props: dict[str, Any] | str | None = None,
+        event_id: uuid.UUID | None = None,
+    ) -> RawRecord:
+        """A record of its own, from flat values (for tools and tests): its parts are made here."""
+        return cls(
+            kind=kind, name=name, category=category, action=action, consent_id=consent_id, ts=ts, site=site,
+            visitor=Visitor(user_agent, ip, granted), location=Location(host, path, query, referrer),
+            status=status, duration_ms=duration_ms, props=props, event_id=event_id,
+        )  # fmt: skip
+
 
 class EventFields(Struct, frozen=True, gc=False, array_like=True):
     """One event of a ``/collect`` request as it waits for the writer, decided: its stored name,
-    category, action and consent id (None unless identified), where it happened and its props as
-    JSON text. Immutable, and never tracked by the garbage collector (see ``CollectedEvents``)."""
+    category, action and consent id (None unless identified), where it happened (shared with the
+    request's events of the same URL and referrer) and its props as JSON text. Immutable, and never
+    tracked by the garbage collector (see ``CollectedEvents``)."""
 
     name: str
     category: str
     action: str
     consent_id: str | None
-    path: str
-    query: str
-    referrer: str
+    location: Location
     props: str | None
 
 
-@dataclass(slots=True)
-class CollectedEvents:
+class CollectedEvents(Struct, frozen=True, gc=False):
     """The events of one ``/collect`` request on their way to the writer thread.
 
-    What the events share is held once; each event is an ``EventFields`` struct. A request waits
-    a group commit (a few milliseconds) with its events queued, long enough for them to survive
-    young garbage collections. Objects that survive are promoted, and every older collection walks
-    them again; 50 ``RawRecord`` objects a request made those collections the largest single cost
-    of a batch on the event loop. ``EventFields`` is never tracked by the collector (``gc=False``),
-    so it costs the collections nothing. The writer encodes the events straight to rows
-    (``RowBuilder.collected_lines``); ``records()`` gives them as ``RawRecord``s.
+    What the events share is held once: when, the site and the visitor; each event is an
+    ``EventFields`` struct. A request waits a group commit (a few milliseconds) with its events
+    queued, long enough for them to survive young garbage collections. Objects that survive are
+    promoted, and every older collection walks them again; 50 ``RawRecord`` objects a request made
+    those collections the largest single cost of a batch on the event loop. None of these structs is
+    tracked by the collector (``gc=False``), so they cost the collections nothing. The writer encodes
+    the events straight to rows (``RowBuilder.collected_lines``); ``records()`` gives them as
+    ``RawRecord``s.
     """
 
     ts: float
     site: str
-    host: str
-    user_agent: str
-    ip: str
-    granted: frozenset[str]
+    visitor: Visitor
     events: list[EventFields]
 
     def __len__(self) -> int:
         return len(self.events)
 
     def records(self) -> list[RawRecord]:
-        """The events as ``RawRecord``s (for tools and tests; the writer encodes the tuples)."""
+        """The events as ``RawRecord``s (for tools and tests; the writer encodes the structs)."""
         return [
             RawRecord(
-                kind="event", name=e.name, category=e.category, action=e.action, ts=self.ts, site=self.site,
-                host=self.host, path=e.path, query=e.query, referrer=e.referrer, user_agent=self.user_agent,
-                ip=self.ip, consent_id=e.consent_id, granted=self.granted, props=e.props,
+                kind="event", name=e.name, category=e.category, action=e.action, consent_id=e.consent_id,
+                ts=self.ts, site=self.site, visitor=self.visitor, location=e.location, props=e.props,
             )
             for e in self.events
         ]

@@ -18,12 +18,9 @@ import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple, Protocol
 
 from .bounded import BoundedLRU, RateLimitedWarner
-
-if TYPE_CHECKING:
-    from .catalogue import Catalogue
 
 logger = logging.getLogger("consent_gateway.registry")
 
@@ -46,6 +43,21 @@ class Source(StrEnum):
     UNCLASSIFIED = "unclassified"  # nobody knew it: the configured unknown category
 
 
+class CatalogueHit(Protocol):
+    """What the registry reads of a catalogue's answer (``catalogue.Entry`` is one)."""
+
+    @property
+    def category(self) -> str: ...
+    @property
+    def provider(self) -> str: ...
+
+
+class CatalogueLookup(Protocol):
+    """A catalogue of well-known names (``catalogue.Catalogue`` is one)."""
+
+    def lookup(self, name: str, /) -> CatalogueHit | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Classification:
     """A name's category and where it came from; ``provider`` is the catalogue's, when it decided."""
@@ -63,7 +75,8 @@ class CategoryRegistry:
 
     A catalogue entry counts only when its category is one of ``categories`` (the site's own): a site
     that dropped, say, "marketing" gets its unknown category for such cookies rather than a category
-    no visitor can grant.
+    no visitor can grant. With ``warn_unknown`` (the default) a name nobody knows is logged, a few a
+    minute; the cookie inventory, which counts such names instead, turns that off.
     """
 
     def __init__(
@@ -75,8 +88,9 @@ class CategoryRegistry:
         section: str = "cookies",
         fixed: dict[str, str] | None = None,
         cache_size: int = 2048,
-        catalogue: Catalogue | None = None,
+        catalogue: CatalogueLookup | None = None,
         categories: Collection[str] | None = None,
+        warn_unknown: bool = True,
     ) -> None:
         self._label = label
         self._section = section
@@ -95,7 +109,7 @@ class CategoryRegistry:
                 self._exact[pattern] = category
         self._exact.update(fixed or {})
         # Unknown names are warned about a few a minute, never from a budget a flood could spend.
-        self._warner = RateLimitedWarner(logger)
+        self._warner = RateLimitedWarner(logger) if warn_unknown else None
         self._cache: BoundedLRU[str, Classification] = BoundedLRU(cache_size, cache_size * CACHED_NAME_MAX * 4)
 
     def __repr__(self) -> str:
@@ -134,6 +148,8 @@ class CategoryRegistry:
         return Classification(self.unknown_category, Source.UNCLASSIFIED)
 
     def _warn_unknown(self, name: str) -> None:
+        if self._warner is None:
+            return
         where = "in the registry or the cookie catalogue" if self.catalogue is not None else "in the registry"
         self._warner.warn(
             name,

@@ -36,12 +36,14 @@ from .records import (
     LINK,
     CollectedEvents,
     EventFields,
+    Location,
     RawRecord,
     ReceiptRecord,
     ValidEvent,
     parse_collect_body,
     props_text,
 )
+from .records import Visitor as RecordVisitor  # the who of a record; my_data.Visitor asks for its data
 from .registry import Source
 from .request import RequestFacts
 from .runtime import GatewayRuntime
@@ -642,12 +644,12 @@ def _link_visit(
         referer = _return_path(request, None)
         landing = referer if "?" in referer else landing
     path, query = split_url(landing)
+    ip = runtime.proxies.client_ip(request.scope, facts.forwarded_for)
     runtime.pipeline.submit(
         RawRecord(
-            kind=LINK, name="consent", category=decision.category, action=decision.action, ts=time.time(),
-            site=runtime.settings.site_id, host=facts.host, path=path, query=query, referrer="",
-            user_agent=facts.user_agent, ip=runtime.proxies.client_ip(request.scope, facts.forwarded_for),
-            consent_id=record.consent_id, granted=granted,
+            kind=LINK, name="consent", category=decision.category, action=decision.action,
+            consent_id=record.consent_id, ts=time.time(), site=runtime.settings.site_id,
+            visitor=RecordVisitor(facts.user_agent, ip, granted), location=Location(facts.host, path, query, ""),
         )
     )
 
@@ -728,16 +730,17 @@ _UNDECIDED: Any = object()
 
 
 def _decide_events(
-    runtime: GatewayRuntime, events: Sequence[ValidEvent], consent: Consent, user_agent: str
+    runtime: GatewayRuntime, events: Sequence[ValidEvent], consent: Consent, user_agent: str, host: str
 ) -> tuple[list[EventFields], int, int]:
     """The records to store of ``events``, how many of those keep their consent id, and how many
     events the policy dropped."""
     kept = dropped = 0
     records: list[EventFields] = []
     # The decision and stored name depend only on the event's name, and a batch repeats a few
-    # names and URLs: each is worked out once per request.
+    # names and URLs: each is worked out once per request, and the events of one URL and referrer
+    # share one location.
     decided: dict[str, tuple[Decision, str | None, str] | None] = {}
-    urls: dict[str, tuple[str, str]] = {}
+    locations: dict[tuple[str, str], Location] = {}
     admit = runtime.event_names.admit
     decide = runtime.policy.decide
     for event in events:
@@ -755,13 +758,14 @@ def _decide_events(
         if stored_name != name:
             # Folded into "(other)" by the cap, which counts every such event.
             stored_name = admit(name)
-        url = event.url
-        split = urls.get(url)
-        if split is None:
-            split = urls[url] = split_url(url)
+        where = (event.url, event.referrer)
+        location = locations.get(where)
+        if location is None:
+            path, query = split_url(where[0])
+            location = locations[where] = Location(host, path, query, where[1])
         records.append(
-            EventFields(stored_name, decision.category, decision.action, consent_id, split[0], split[1],
-                        event.referrer, props_text(event.props) if event.props else None)
+            EventFields(stored_name, decision.category, decision.action, consent_id, location,
+                        props_text(event.props) if event.props else None)
         )
         if consent_id is not None:
             kept += 1
@@ -791,19 +795,16 @@ async def accept_events(
     # A child's behavioural categories are refused here too, so their events are dropped.
     consent = runtime.child_guard.restrict_request(scope["headers"], consent_of(runtime, facts))
     ip = runtime.proxies.client_ip(scope, facts.forwarded_for)
+    visitor = RecordVisitor(facts.user_agent, ip, consent.categories)
     now = time.time()
-    site = s.site_id
-    host = facts.host
-    user_agent = facts.user_agent
-    granted = consent.categories
-    records, kept, dropped = _decide_events(runtime, events, consent, user_agent)
+    records, kept, dropped = _decide_events(runtime, events, consent, visitor.user_agent, facts.host)
     pseudonymised = len(records) - kept
     accepted = len(events)
     # Nothing of the parsed body may outlive this point: a request waits a group commit below, and
     # whatever it holds meanwhile survives young garbage collections, which then cost more each.
     del events
     # 202 means durable: the request waits for the journal's group commit (a few ms), never for ClickHouse.
-    if not await runtime.pipeline.submit_events(CollectedEvents(now, site, host, user_agent, ip, granted, records)):
+    if not await runtime.pipeline.submit_events(CollectedEvents(now, s.site_id, visitor, records)):
         raise RequestError("the gateway is busy and stored none of these events; retry in a few seconds", status=503)
     # What JSONResponse renders for {"accepted": ..., "kept": ..., ...}: the same bytes.
     return (

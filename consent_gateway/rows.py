@@ -31,8 +31,10 @@ from .records import (
     LINK,
     LINK_PSEUDONYM,
     CollectedEvents,
+    Location,
     RawRecord,
     ReceiptRecord,
+    Visitor,
     new_record_hex,
     new_record_hex_bytes,
     props_text,
@@ -94,36 +96,37 @@ class RowBuilder:
         template, and each event's line is the template with its id and props put in.
         """
         memo = _Memo()
-        # Who sent an event varies only with the request and the consent id and action its category
-        # gave it; where from with its URL and referrer. Both are worked out once per call: one
+        # Who sent an event varies only with the request's visitor and the consent id and action its
+        # category gave it; where from with its location. Both are worked out once per call: one
         # visitor's requests of a group commit share them too.
         whos: dict[tuple[Any, str | None, str], tuple[bool, int, list[str], bool, str, Any]] = {}
-        wheres: dict[tuple[str, str, str, str], tuple[str, str, Any, str]] = {}
+        wheres: dict[Location, tuple[str, str, Any, str]] = {}
         lines: list[bytes] = []
         keys: list[int] = []
         for batch in batches:
-            ts, site, host, user_agent, ip = batch.ts, batch.site, batch.host, batch.user_agent, batch.ip
-            sender = (ip, user_agent, site, batch.granted, int(ts // _DAY))
-            # (name, category, action, consent id, path, query, referrer) -> the line's middle,
-            # the erasure key and whether the row is identified (props are kept as sent).
+            ts, site, visitor = batch.ts, batch.site, batch.visitor
+            day = int(ts // _DAY)
+            sender = (visitor, site, day)
+            # (name, category, action, consent id, location) -> the line's middle, the erasure key
+            # and whether the row is identified (props are kept as sent).
             templates: dict[tuple[Any, ...], tuple[bytes, int, bool]] = {}
             for event in batch.events:
                 consent_id = event.consent_id
                 action = event.action
                 if consent_id is not None and consent_id in erased:
                     consent_id, action = None, withdrawn(action)
-                shape = (event.name, event.category, action, consent_id, event.path, event.query, event.referrer)
+                shape = (event.name, event.category, action, consent_id, event.location)
                 template = templates.get(shape)
                 if template is None:
-                    name, category, action, consent_id, path, query, referrer = shape
+                    name, category, action, consent_id, location = shape
                     who = whos.get((sender, consent_id, action))
                     if who is None:
                         who = whos[(sender, consent_id, action)] = self._who(
-                            ip, user_agent, site, consent_id, action, sender[3], sender[4], memo
+                            visitor, site, consent_id, action, day, memo
                         )
-                    where = wheres.get((path, query, referrer, host))
+                    where = wheres.get(location)
                     if where is None:
-                        where = wheres[(path, query, referrer, host)] = _where(path, query, referrer, host, memo)
+                        where = wheres[location] = _where(location, memo)
                     row = self._row("", ts, site, "event", name, category, who, where, 0, 0, None)
                     # '["",<the other columns>,""]': the id first, the props last, both empty here.
                     line = encode_line(row)
@@ -137,25 +140,26 @@ class RowBuilder:
 
     def _event_values(self, raw: RawRecord, memo: _Memo) -> list[Any]:
         ts = raw.ts
-        # The events of one /collect request come in a row and share who sent them and, mostly,
-        # where from: both are worked out again only when they differ from the previous record's.
-        who_key = (raw.ip, raw.user_agent, raw.site, raw.consent_id, raw.action, raw.granted, int(ts // _DAY))
+        # The records of one request come in a row and share who sent them and, mostly, where
+        # from: both are worked out again only when they differ from the previous record's.
+        visitor = raw.visitor
+        who_key = (visitor, raw.site, raw.consent_id, raw.action, int(ts // _DAY))
         if who_key == memo.who_key:
             who = memo.who
         else:
             who = memo.who = self._who(*who_key, memo)
             memo.who_key = who_key
-        where_key = (raw.path, raw.query, raw.referrer, raw.host)
-        if where_key == memo.where_key:
+        location = raw.location
+        if location == memo.where_key:
             where = memo.where
         else:
-            where = memo.where = _where(*where_key, memo)
-            memo.where_key = where_key
+            where = memo.where = _where(location, memo)
+            memo.where_key = location
         props = raw.props
         if raw.kind == LINK:
             # The link of a choice: this request's pseudonymous key of the day, stored under the
             # consented key, so that the visit's earlier hits join the consented ones (docs/privacy.md).
-            props = {LINK_PSEUDONYM: self._pseudonym(raw.ip, raw.user_agent, raw.site, int(ts // _DAY))}
+            props = {LINK_PSEUDONYM: self._pseudonym(visitor.ip, visitor.user_agent, raw.site, int(ts // _DAY))}
         return self._row(
             raw.event_id or new_record_hex(), ts, raw.site, raw.kind, raw.name, raw.category, who, where,
             raw.status, raw.duration_ms, props,
@@ -219,20 +223,20 @@ class RowBuilder:
         return props_text(scrubbed) if scrubbed else ""
 
     def _who(
-        self, ip: str, user_agent: str, site: str, consent_id: str | None, action: str, granted: frozenset[str],
-        day: int, memo: _Memo,
+        self, visitor: Visitor, site: str, consent_id: str | None, action: str, day: int, memo: _Memo
     ) -> tuple[bool, int, list[str], bool, str, Any]:
         """Identified or not, the visitor key, the granted categories as stored, marketing granted,
         the IP prefix and the reduced user agent of a record."""
+        ip, user_agent, granted = visitor.ip, visitor.user_agent, visitor.granted
         ip_prefix = memo.ip_prefix(ip)
         keep = action == KEEP and consent_id is not None
         if keep:
-            visitor = self._consented(consent_id or "")
+            key = self._consented(consent_id or "")
             stored_granted = _sorted_categories(granted)
         else:
-            visitor = self._pseudonym(ip, user_agent, site, day)
+            key = self._pseudonym(ip, user_agent, site, day)
             stored_granted = _NONE
-        return keep, visitor, stored_granted, self._marketing in granted, ip_prefix, reduce_user_agent(user_agent)
+        return keep, key, stored_granted, self._marketing in granted, ip_prefix, reduce_user_agent(user_agent)
 
     def _pseudonym(self, ip: str, user_agent: str, site: str, day: int) -> int:
         """The pseudonymous visitor key of ``day`` (days since the epoch) for this address and agent."""
@@ -281,7 +285,7 @@ class _Memo:
         # only once their key matched, so never before they are set.
         self.who_key: tuple[Any, ...] | None = previous.who_key if previous else None
         self.who: tuple[bool, int, list[str], bool, str, Any] = previous.who if previous else _NO_WHO
-        self.where_key: tuple[str, str, str, str] | None = previous.where_key if previous else None
+        self.where_key: Location | None = previous.where_key if previous else None
         self.where: tuple[str, str, Any, str] = previous.where if previous else _NO_WHERE
         self._ips: dict[str, str] = {}
         self._queries: dict[str, Any] = {}
@@ -314,10 +318,12 @@ class _Memo:
         return found
 
 
-def _where(path: str, query: str, referrer: str, host: str, memo: _Memo) -> tuple[str, str, Any, str]:
-    """The stored path, referrer host, UTM values and click id of a record's URL and referrer."""
+def _where(location: Location, memo: _Memo) -> tuple[str, str, Any, str]:
+    """The stored path, referrer host, UTM values and click id of a record's location."""
+    query, referrer = location.query, location.referrer
     parts = memo.query(query) if query else _NO_QUERY
-    return memo.path(path), memo.referrer(referrer, host) if referrer else "", parts.utm, parts.click_id
+    stored_referrer = memo.referrer(referrer, location.host) if referrer else ""
+    return memo.path(location.path), stored_referrer, parts.utm, parts.click_id
 
 
 _NONE: list[str] = []

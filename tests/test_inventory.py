@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import logging
 import tracemalloc
 from typing import Any
 
@@ -24,6 +25,7 @@ from consent_gateway.inventory import (
     read_inventory,
     watch_unclassified,
 )
+from consent_gateway.registry import Classification, Source
 from consent_gateway.store import Store
 from consent_gateway.store.schema import migrate
 
@@ -60,6 +62,20 @@ def test_classifier_prefers_registry_then_catalogue() -> None:
     # The site's registry overrides the catalogue's category.
     over = Classifier((("_ga", "marketing"),), unknown_category="preferences", catalogue=catalogue)
     assert over.classify("_ga") == ("marketing", SOURCE_REGISTRY)
+
+
+def test_classifier_answers_what_the_registry_answers(caplog: pytest.LogCaptureFixture) -> None:
+    """One precedence: the inventory's answer is the cookie registry's, but for the gateway's own
+    cookies; names nobody knows are counted by the inventory, not logged."""
+    c = classifier()
+    names = ["palette_session", "_mk_pixel", "_mk_", "_ga", "csrftoken", "mystery", "x" * 500, ""]
+    with caplog.at_level(logging.WARNING):
+        for name in names:
+            found = c.registry.classify(name)
+            assert c.classify(name) == (found.category, found.source.value)
+    assert c.registry.classify("_ga") == Classification("analytics", Source.CATALOGUE, "Google Analytics")
+    assert c.registry.classify("cg_consent").source is Source.UNCLASSIFIED  # the gateway's own: inventory only
+    assert not caplog.records
 
 
 def test_attributes_are_read_as_set() -> None:

@@ -150,7 +150,7 @@ def _writer(settings: Settings, journal: Journal, recovered: Any, source: queue.
 
 
 def _record(marker: str) -> RawRecord:
-    return RawRecord(
+    return RawRecord.of(
         kind="event",
         name="pageview",
         category="analytics",

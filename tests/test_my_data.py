@@ -34,7 +34,7 @@ IP = "203.0.113.77"
 
 
 def _record(action: str, consent_id: str | None, path: str, ip: str = IP, ua: str = UA) -> RawRecord:
-    return RawRecord(
+    return RawRecord.of(
         kind="event",
         name="pageview",
         category="analytics",

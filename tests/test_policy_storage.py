@@ -323,14 +323,15 @@ def test_retention_setting_changes_the_ttl(store: Store) -> None:
 # -- pseudonymous visitor keys and their salts --------------------------------------------------------
 
 
-def _raw(ts: float, *, consent_id: str | None = None, action: str = "pseudonymise") -> Any:
+def _raw(ts: float, *, consent_id: str | None = None, action: str = "pseudonymise", **changes: Any) -> Any:
     from consent_gateway.records import RawRecord
 
-    return RawRecord(
+    values: dict[str, Any] = dict(
         kind="visit", name="pageview", category="analytics", action=action, ts=ts, site="test-site",
         host="testserver", path="/", query="", referrer="", user_agent=CHROME, ip=VISITOR_IP,
         consent_id=consent_id, granted=frozenset({"necessary", "analytics"}) if consent_id else frozenset(),
     )  # fmt: skip
+    return RawRecord.of(**{**values, **changes})
 
 
 def test_pseudonymous_visitor_key_is_stable_within_a_day_only(
@@ -371,8 +372,8 @@ def test_pseudonymous_keys_hash_the_full_address_and_nothing_raw_is_kept(
         )
         assert _stored_row(rows, _raw(ts))[visitor] == expected
     # A neighbour on the same /24 with the same browser is another visitor.
-    neighbour = structs.replace(_raw(now.timestamp()), ip=VISITOR_IP.rsplit(".", 1)[0] + ".254")
-    assert neighbour.ip != VISITOR_IP
+    neighbour = _raw(now.timestamp(), ip=VISITOR_IP.rsplit(".", 1)[0] + ".254")
+    assert neighbour.visitor.ip != VISITOR_IP
     assert _stored_row(rows, neighbour)[visitor] != _stored_row(rows, _raw(now.timestamp()))[visitor]
     # No address outlives the batch it came in: the builder holds no per-visitor state.
     assert VISITOR_IP not in repr(vars(rows) if hasattr(rows, "__dict__") else rows)
@@ -415,8 +416,10 @@ def test_rows_of_a_batch_equal_the_rows_built_one_by_one(make_settings: Callable
     now = dt.datetime.now(dt.UTC).replace(hour=12).timestamp()
     batch = []
     for i in range(12):
-        raw = structs.replace(
-            _raw(now, consent_id=CID if i % 3 == 0 else None, action="keep" if i % 3 == 0 else "pseudonymise"),
+        raw = _raw(
+            now,
+            consent_id=CID if i % 3 == 0 else None,
+            action="keep" if i % 3 == 0 else "pseudonymise",
             ip=("203.0.113.9", "198.51.100.7", "2001:db8::1")[i % 3],
             path=("/", "/students/kim@example.com", "/a", "/")[i % 4],
             query=("", "utm_source=news&gclid=abc", "utm_source=mail")[i % 3],
@@ -433,33 +436,33 @@ def test_rows_of_a_batch_equal_the_rows_built_one_by_one(make_settings: Callable
 
 
 def _collected(now: float) -> Any:
-    from consent_gateway.records import CollectedEvents, EventFields, props_text
+    from consent_gateway.records import CollectedEvents, EventFields, Location, Visitor, props_text
 
     props = '{"plan":"pro","contact":"kim@example.com","n":3}'
+    join = Location("testserver", "/join", "utm_source=news&gclid=abc", "https://search.example/")
     events = [
+        EventFields("signup", "marketing", "keep", CID, join, props),
+        EventFields("signup", "marketing", "keep", CID, Location("testserver", "/join", "", ""), None),
         EventFields(
-            "signup", "marketing", "keep", CID, "/join", "utm_source=news&gclid=abc", "https://search.example/", props
+            "scroll", "analytics", "pseudonymise", None, Location("testserver", "/students/kim@example.com", "", ""),
+            props,
         ),
-        EventFields("signup", "marketing", "keep", CID, "/join", "", "", None),
-        EventFields("scroll", "analytics", "pseudonymise", None, "/students/kim@example.com", "", "", props),
         EventFields(
-            "scroll", "analytics", "keep", "withdrawn-id", "/a", "utm_source=mail", "http://testserver/back", props
+            "scroll", "analytics", "keep", "withdrawn-id",
+            Location("testserver", "/a", "utm_source=mail", "http://testserver/back"), props,
         ),
-        # The same shape as the first (one template) with props that JSON must escape.
+        # The same shape as the first (one template, a location of its own) with props that JSON must escape.
         EventFields(
             "signup",
             "marketing",
             "keep",
             CID,
-            "/join",
-            "utm_source=news&gclid=abc",
-            "https://search.example/",
+            Location("testserver", "/join", "utm_source=news&gclid=abc", "https://search.example/"),
             props_text({"q": 'say "hi" \\ 한국어 \u2028 \x01', "n": 1.5}),
         ),
-    ]
-    return CollectedEvents(
-        now, "test-site", "testserver", CHROME, VISITOR_IP, frozenset({"necessary", "analytics", "marketing"}), events
-    )
+    ]  # fmt: skip
+    granted = frozenset({"necessary", "analytics", "marketing"})
+    return CollectedEvents(now, "test-site", Visitor(CHROME, VISITOR_IP, granted), events)
 
 
 def test_rows_of_collected_events_equal_the_rows_of_their_records(
@@ -474,7 +477,7 @@ def test_rows_of_collected_events_equal_the_rows_of_their_records(
     batch = _collected(dt.datetime.now(dt.UTC).replace(hour=12).timestamp())
     records = batch.records()
     assert [r.name for r in records] == ["signup", "signup", "scroll", "scroll", "signup"]
-    assert all(r.kind == "event" and r.site == "test-site" and r.ip == VISITOR_IP for r in records)
+    assert all(r.kind == "event" and r.site == "test-site" and r.visitor.ip == VISITOR_IP for r in records)
     # What the writer does for an erased id: a copy without the identity.
     records[3] = structs.replace(records[3], consent_id=None, action="pseudonymise")
     lines, keys = rows.collected_lines([batch, batch], {"withdrawn-id"})

@@ -32,7 +32,7 @@ def _raw(**changes: Any) -> RawRecord:
         "granted": frozenset({"necessary", "analytics", "marketing"}), "status": 200,
     }  # fmt: skip
     values.update(changes)
-    return RawRecord(**values)
+    return RawRecord.of(**values)
 
 
 VARIANTS = [

@@ -13,7 +13,7 @@ from consent_gateway import Settings
 from consent_gateway.pipeline import MemoryJournal, Writer, WriterConfig
 from consent_gateway.pipeline.messages import Command, EventBatch
 from consent_gateway.pseudonymize import SaltStore
-from consent_gateway.records import CollectedEvents, EventFields
+from consent_gateway.records import CollectedEvents, EventFields, Location, Visitor
 from consent_gateway.rows import RowBuilder
 from consent_gateway.store import Store, migrate, open_store
 from tests.conftest import CHDB_URL
@@ -57,8 +57,8 @@ def test_without_a_journal_a_request_is_answered_only_once_its_rows_are_in_click
         answered.set()
 
     batch = CollectedEvents(
-        1_795_000_000.0, "test-site", "example.test", "Mozilla/5.0", "203.0.113.9", frozenset(),
-        [EventFields("signup", "analytics", "pseudonymise", None, "/p", "", "", None)] * 3,
+        1_795_000_000.0, "test-site", Visitor("Mozilla/5.0", "203.0.113.9", frozenset()),
+        [EventFields("signup", "analytics", "pseudonymise", None, Location("example.test", "/p", "", ""), None)] * 3,
     )
     try:
         source.put(EventBatch(batch, done))
@@ -86,7 +86,9 @@ def test_a_record_of_a_consent_withdrawn_meanwhile_is_stored_anonymous_and_left_
     migrate(store)
     source: queue.SimpleQueue[Any] = queue.SimpleQueue()
     writer = _running_writer(settings, source)
-    late = structs.replace(_record("late"), action="keep", consent_id=CID, granted=frozenset({"analytics"}))
+    record = _record("late")
+    visitor = structs.replace(record.visitor, granted=frozenset({"analytics"}))
+    late = structs.replace(record, action="keep", consent_id=CID, visitor=visitor)
     erased = threading.Event()
     try:
         source.put(Command("erase", CID, lambda ok: erased.set()))

@@ -109,7 +109,7 @@ def test_my_data_page(
     settings = make_settings()
     migrate(store)
     salts = SaltStore(tmp_path / "keys")
-    raw = RawRecord(
+    raw = RawRecord.of(
         kind="visit",
         name="request",
         category="analytics",

@@ -558,7 +558,7 @@ def raw_records(draw: st.DrawFn) -> RawRecord:
         draw(latin1_text).replace(_SECRET[0], ""),
     ]
     random.Random(n).shuffle(query_parts)
-    return RawRecord(
+    return RawRecord.of(
         kind=draw(st.sampled_from(["visit", "event"])),
         name="pageview",
         category=draw(st.sampled_from(CATEGORIES)),
@@ -587,7 +587,7 @@ def test_rows_hold_no_raw_identifier(raw: RawRecord) -> None:
     assert len(row) == len(names)
     stored = dict(zip(names, row, strict=True))
     identified = stored["identified"] == 1
-    marketing = identified and "marketing" in raw.granted
+    marketing = identified and "marketing" in raw.visitor.granted
     for name, value in stored.items():
         if isinstance(value, str):
             value.encode("utf-8")  # ClickHouse gets valid UTF-8 only
@@ -598,7 +598,7 @@ def test_rows_hold_no_raw_identifier(raw: RawRecord) -> None:
         if name == "props" and identified:
             continue  # the visitor's own consented event properties
         assert _SECRET not in text, (name, value)  # consent id, query values, email, referrer path, raw UA
-        stripped = raw.ip.strip()
+        stripped = raw.visitor.ip.strip()
         # Text columns only: an address made of digits can stand inside a timestamp or a hash by chance.
         if name != "ip_prefix" and len(stripped) > 6 and isinstance(value, str | list):
             assert stripped not in text, (name, value)

@@ -23,7 +23,7 @@ DAY = dt.timedelta(days=1)
 
 
 def _visit(ts: dt.datetime, path: str) -> RawRecord:
-    return RawRecord(
+    return RawRecord.of(
         kind="visit",
         name="pageview",
         category="analytics",

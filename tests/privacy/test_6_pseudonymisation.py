@@ -25,7 +25,7 @@ DAY = 86400
 
 
 def _raw(ts: float, *, consent_id: str | None = None) -> RawRecord:
-    return RawRecord(
+    return RawRecord.of(
         kind="visit",
         name="pageview",
         category="analytics",
