@@ -31,15 +31,26 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import RequestError
-from ..records import LINK, LINK_PSEUDONYM
 from ..settings import Settings
 from ..store import Store
-from ..store.schema import EVENT_COLUMNS
+from ..store.schema import EVENT_COLUMNS, VISITS_TABLE
+from ..store.visits import (
+    PAGEVIEW,
+    VISIT_ATTRIBUTES,
+    VISIT_GAP_SECONDS,
+    VISIT_START,
+    VISIT_WINDOW,
+    build_params,
+    fresh_builds,
+    linked_hits_sql,
+    visits_source,
+)
 from .params import DIMENSIONS, EMPTY_VALUE, FunnelStep, Query
 
 # Dimensions whose value is a visit's, taken from its entry (``_hits_sql``).
@@ -47,10 +58,13 @@ VISIT_DIMENSIONS = frozenset(
     {"referrer_host", "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "click_attribution"}
 )
 
+# Filters and breakdowns a visit row answers alone: its entry's attribution and its device.
+VISIT_LEVEL = frozenset({*VISIT_DIMENSIONS, "browser", "os", "device"})
+# Time buckets a visit falls in whole (a visit never spans midnight): by its day.
+VISIT_BUCKETS = {"day": "day", "week": "toMonday(day)", "month": "toStartOfMonth(day)"}
+
 SUPPRESSED = "other (suppressed)"
-VISIT_GAP_SECONDS = 1800
 REALTIME_SECONDS = 1800
-PAGEVIEW = "kind = 'visit' AND name = 'pageview'"
 
 NOTES = {
     "visitors": (
@@ -123,6 +137,9 @@ class Analytics:
         self.marketing = settings.consent.marketing_category
         self.events = store.table("events")
         self.receipts = store.table("consent_receipts")
+        self.visits = store.table(VISITS_TABLE)
+        # The fresh builds of a range, remembered for the length of one answer (per thread).
+        self._answer = threading.local()
         self._linked_hits = _hits_sql(self.events, visits=False)
         self._visit_hits = _hits_sql(self.events, visits=True)
 
@@ -138,6 +155,13 @@ class Analytics:
 
     def run(self, q: Query, *, today: dt.date | None = None, now: dt.datetime | None = None) -> Result:
         """Answer ``q``; ``today`` fixes the raw-retention cut-off and ``now`` the last time bucket (tests)."""
+        self._answer.fresh = {}
+        try:
+            return self._run(q, today=today, now=now)
+        finally:
+            self._answer.fresh = None
+
+    def _run(self, q: Query, *, today: dt.date | None, now: dt.datetime | None) -> Result:
         now = now or dt.datetime.now(dt.UTC)
         today = today or now.date()
         notes: dict[str, str] = {}
@@ -238,24 +262,38 @@ class Analytics:
         extra: str = "",
         extra_params: Mapping[str, Any] | None = None,
         by_dimension: bool = True,
+        visit_group: str = "",
+        visit_extra: str | None = None,
+        hits_only: bool = False,
     ) -> Iterator[dict[str, Any]]:
         """Per group: visitors (estimate), the k bound, page views and events.
 
-        One flat pass counts consented keys and pseudonymised (key, day) pairs. The k bound also
-        needs each group's busiest day of pseudonymised keys; that second pass reads only
-        pseudonymised rows, and runs only when some group's size depends on it.
+        Read from the visits when ``q`` and the group are visit-level (``visit_group`` and
+        ``visit_extra`` then stand for ``group`` and ``extra``), else from the hits. One flat pass
+        counts consented keys and pseudonymised (key, day) pairs. The k bound also needs each
+        group's busiest day of pseudonymised keys; that second pass reads only pseudonymised rows,
+        and runs only when some group's size depends on it.
         """
         params: dict[str, Any] = dict(extra_params or {})
-        hits = self._hits(q, by_dimension=by_dimension)
-        where = self._where(q, params) + (f" AND {extra}" if extra else "")
+        by_visits = self._by_visits(q, by_dimension=by_dimension) and not hits_only
+        if by_visits and (visit_extra is not None or not extra):
+            source, where = self._visits(q, params), self._visit_where(q, params)
+            group, extra, day, counts = visit_group or group, visit_extra or "", "day", VISIT_COUNTS
+        else:
+            source, where, day, counts = (
+                self._hits(q, by_dimension=by_dimension),
+                self._where(q, params),
+                "toDate(ts)",
+                HIT_COUNTS,
+            )
+        where += f" AND {extra}" if extra else ""
         rows = self.store.query_rows(
             f"""
 SELECT {group} AS g,
        uniqExactIf(visitor, identified = 1) AS consented_keys,
-       uniqExactIf(cityHash64(visitor, toDate(ts)), identified = 0) AS pseudonymous_days,
-       countIf({PAGEVIEW}) AS pv,
-       countIf(kind = 'event') AS ev
-FROM {hits}
+       uniqExactIf(cityHash64(visitor, {day}), identified = 0) AS pseudonymous_days,
+       {counts}
+FROM {source}
 WHERE {where}
 GROUP BY g""",
             params,
@@ -268,8 +306,8 @@ GROUP BY g""",
                     f"""
 SELECT g, max(pd)
 FROM (
-    SELECT {group} AS g, toDate(ts) AS d, uniqExact(visitor) AS pd
-    FROM {hits}
+    SELECT {group} AS g, {day} AS d, uniqExact(visitor) AS pd
+    FROM {source}
     WHERE {where} AND identified = 0
     GROUP BY g, d
 )
@@ -278,14 +316,55 @@ GROUP BY g""",
                 )
             }
         for g, identified, pseudo_days, pageviews, event_count in rows:
-            events = int(event_count)
             # Without the second pass every group here is either >= k on consented keys alone or
             # below k even counting every pseudonymised day as a new person.
             visitors = int(identified) + int(pseudo_days)
             bound = (
                 max(int(identified), peaks.get(g, 0)) if peaks else (visitors if visitors < self.k else int(identified))
             )
-            yield {"g": g, "visitors": visitors, "k_visitors": bound, "pageviews": int(pageviews), "events": events}
+            yield {
+                "g": g,
+                "visitors": visitors,
+                "k_visitors": bound,
+                "pageviews": int(pageviews),
+                "events": int(event_count),
+            }
+
+    # -- visits -----------------------------------------------------------------------------
+
+    def _by_visits(self, q: Query, *, by_dimension: bool = True) -> bool:
+        """Whether ``q``'s filters (and, with ``by_dimension``, its breakdown) are all properties of a visit."""
+        if any(d not in VISIT_LEVEL for d, _ in q.filters):
+            return False
+        return not by_dimension or q.dimension in ("", "entry_page", "exit_page") or q.dimension in VISIT_LEVEL
+
+    def _visits(self, q: Query, params: dict[str, Any]) -> str:
+        """The visits of ``q``'s site and range: stored rows of its fresh built days, the others made live."""
+        built, live = build_params(self._fresh(q.start, q.end), q.start, q.end)
+        params.update(site=q.site, start=q.start, end=q.end, live_days=live)
+        return visits_source(self.events, self.visits, built, bool(live))
+
+    def _fresh(self, start: dt.date, end: dt.date) -> dict[dt.date, int]:
+        """The built days of ``start`` to ``end`` that still match their events and lie wholly within
+        the raw retention (its first day is cut at this time of day, and its visits expire first)."""
+        memo: dict[tuple[dt.date, dt.date], dict[dt.date, int]] | None = getattr(self._answer, "fresh", None)
+        if memo is not None and (start, end) in memo:
+            return memo[(start, end)]
+        cutoff = _months_before(dt.datetime.now(dt.UTC).date(), self.retention_months)
+        fresh = {day: build for day, build in fresh_builds(self.store, start, end).items() if day > cutoff}
+        if memo is not None:
+            memo[(start, end)] = fresh
+        return fresh
+
+    def _visit_where(self, q: Query, params: dict[str, Any]) -> str:
+        """The visits of ``q``'s consent and filters (site and range are the source's own)."""
+        params["keep"] = self.retention_months
+        clauses = ["start_ts >= now() - toIntervalMonth({keep:UInt32})"]
+        if q.marketing_only:
+            params["marketing"] = self.marketing
+            clauses.append("has(granted, {marketing:String})")
+        clauses.extend(self._filter_clauses(q, params))
+        return " AND ".join(clauses)
 
     def _population(self, q: Query) -> dict[str, Any]:
         """The whole filtered population as one group (zeros when nobody matches)."""
@@ -370,16 +449,17 @@ FROM (
         }
         if self._too_few(top):
             return Result(columns, [dict.fromkeys(columns)], {**meta, "suppressed": True})
-        params: dict[str, Any] = {}
-        visits, bounces, seconds, views = self.store.query_rows(
-            "SELECT sum(arraySum(starts)), sum(arraySum(bounced)), sum(seconds_in_visits), sum(views_in_visits) "
-            f"FROM ({self._sessions_sql(q, params)})",
-            params,
-        )[0]
-        visits, bounces, seconds, views = int(visits or 0), int(bounces or 0), int(seconds or 0), int(views or 0)
+        visits, bounces, seconds, views = self._visit_totals(q)
         goal_params: dict[str, Any] = {}
         converted = list(
-            self._visitor_groups(q, "0", extra=_goal_condition(q.goals, goal_params), extra_params=goal_params)
+            self._visitor_groups(
+                q,
+                "0",
+                extra=_goal_condition(q.goals, goal_params),
+                extra_params=goal_params,
+                by_dimension=False,
+                visit_extra=None if q.goals else "events > 0",
+            )
         )
         conversions: int | None = converted[0]["visitors"] if converted else 0
         if converted and converted[0]["k_visitors"] < self.k:
@@ -399,6 +479,22 @@ FROM (
             ),
         }
         return Result(columns, [row], {**meta, "suppressed": False})
+
+    def _visit_totals(self, q: Query) -> tuple[int, int, int, int]:
+        """Visits (with a page view), bounces, seconds in visits and their page views, of the visits ``q`` selects."""
+        params: dict[str, Any] = {}
+        if self._by_visits(q, by_dimension=False):
+            sql = (
+                "SELECT countIf(pageviews > 0), sum(bounce), sum(duration), sum(pageviews) "
+                f"FROM {self._visits(q, params)} WHERE {self._visit_where(q, params)}"
+            )
+        else:
+            sql = (
+                "SELECT sum(arraySum(starts)), sum(arraySum(bounced)), sum(seconds_in_visits), sum(views_in_visits) "
+                f"FROM ({self._sessions_sql(q, params)})"
+            )
+        visits, bounces, seconds, views = self.store.query_rows(sql, params)[0]
+        return int(visits or 0), int(bounces or 0), int(seconds or 0), int(views or 0)
 
     def _comparison(self, q: Query, current: Result, today: dt.date, notes: dict[str, str]) -> dict[str, Any]:
         """The previous period of the same length, and each headline figure's change against it.
@@ -591,7 +687,11 @@ WHERE site = {{site:String}} AND is_bot = 0
             "week": "toMonday(ts)",
             "month": "toStartOfMonth(ts)",
         }[q.interval]
-        found = {_bucket_key(g["g"], q.interval): g for g in self._visitor_groups(q, bucket)}
+        # An hour is no property of a visit (one may span two): hourly series count hits.
+        groups = self._visitor_groups(
+            q, bucket, visit_group=VISIT_BUCKETS.get(q.interval, ""), hits_only=q.interval == "hour"
+        )
+        found = {_bucket_key(g["g"], q.interval): g for g in groups}
         rows = []
         for key in _buckets(q.start, q.end, q.interval, now):
             g = found.get(key)
@@ -647,7 +747,11 @@ WHERE site = {{site:String}} AND is_bot = 0
             return [
                 as_row(g, SUPPRESSED)
                 for g in self._visitor_groups(
-                    q, "0", extra=f"{extra} AND {inside}" if extra else inside, extra_params={"fold": values}
+                    q,
+                    "0",
+                    extra=f"{extra} AND {inside}" if extra else inside,
+                    extra_params={"fold": values},
+                    visit_extra=None if extra else inside,
                 )
             ]
 
@@ -657,26 +761,38 @@ WHERE site = {{site:String}} AND is_bot = 0
     def _entry_groups(self, q: Query, fold: list[Any] | None = None, *, exit: bool = False) -> list[dict[str, Any]]:
         """Visits by entry page (``exit``: by exit page); with ``fold``, the visits entering (or leaving)
         on any of those pages as one group. An exit page's bounce rate is that of the visits ending there."""
-        marks = "ends" if exit else "starts"
         params: dict[str, Any] = {}
-        group, keep = "e.2", ""
         if fold is not None:
             params["fold"] = fold
-            group, keep = "0", "WHERE has({fold:Array(String)}, e.2)"
-        sql = f"""
-SELECT g, uniqExactMerge(ids), sum(pd), max(pd), sum(n), sum(b)
-FROM (
-    SELECT {group} AS g, d,
-           uniqExactStateIf(visitor, identified = 1) AS ids,
-           uniqExactIf(visitor, identified = 0) AS pd,
-           count() AS n, countIf(e.3) AS b
+        if self._by_visits(q):
+            page = "exit_page" if exit else "entry_page"
+            group = page if fold is None else "0"
+            keep = "" if fold is None else f" AND has({{fold:Array(String)}}, {page})"
+            rows = f"""
+    SELECT {group} AS g, day AS d, identified, visitor, bounce = 1 AS bounced
+    FROM {self._visits(q, params)}
+    WHERE {self._visit_where(q, params)} AND pageviews > 0{keep}"""
+        else:
+            marks = "ends" if exit else "starts"
+            group = "e.2" if fold is None else "0"
+            keep = "" if fold is None else "WHERE has({fold:Array(String)}, e.2)"
+            rows = f"""
+    SELECT {group} AS g, d, identified, visitor, e.3 AS bounced
     FROM (
         SELECT identified, visitor, d,
                arrayJoin(arrayFilter(x -> x.1,
                    arrayMap(i -> ({marks}[i], hits[i].2, bounced[i]), arrayEnumerate(starts)))) AS e
         FROM ({self._sessions_sql(q, params, paths=True)})
     )
-    {keep}
+    {keep}"""
+        sql = f"""
+SELECT g, uniqExactMerge(ids), sum(pd), max(pd), sum(n), sum(b)
+FROM (
+    SELECT g, d,
+           uniqExactStateIf(visitor, identified = 1) AS ids,
+           uniqExactIf(visitor, identified = 0) AS pd,
+           count() AS n, countIf(bounced) AS b
+    FROM ({rows})
     GROUP BY g, d
 )
 GROUP BY g"""
@@ -844,69 +960,39 @@ GROUP BY d ORDER BY d"""
 
 
 RATES = frozenset({"bounce_rate", "conversion_rate"})
-
-
-# What a visit takes from its entry (first hit) for all of its pages and events.
-VISIT_ATTRIBUTES = ("referrer_host", "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "click_id")
-# What a link turns a pseudonymised hit into: the consented key, identified, the choice's categories.
-LINKED = ("identified", "visitor", "granted", "click_id")
+# A group's page views and events, counted over hits or over visits.
+HIT_COUNTS = f"countIf({PAGEVIEW}) AS pv, countIf(kind = 'event') AS ev"
+VISIT_COUNTS = "sum(pageviews) AS pv, sum(events) AS ev"
 
 
 def _hits_sql(events: str, *, visits: bool) -> str:
     """The site's stored hits as every query reads them (a subquery in place of ``events``).
 
-    1. Consent on the landing page: a pseudonymised hit followed, on the same day and within
-       VISIT_GAP_SECONDS, by a link record of its key (written by a choice that granted analytics)
-       takes the link's consented key, its granted categories and its click id; link records
-       themselves are no hits.
-    2. With ``visits``, per visitor key and day, a hit more than VISIT_GAP_SECONDS after the previous one
-       starts a new visit; every hit of a visit takes its entry's referrer, UTM values and click id,
-       so a visit's source and campaign apply to all of its pages, events and conversions.
+    1. Consent on the landing page: ``store.visits.linked_hits_sql`` (the link merge).
+    2. With ``visits``, every hit takes its visit's entry referrer, UTM values and click id (the
+       visit split of ``store.visits``), so a visit's source and campaign apply to all of its pages,
+       events and conversions.
     Only the site's rows of the range's days are read (every query binds site, start and end).
     """
     names = [name for name, _ in EVENT_COLUMNS]
-    gap_ms = VISIT_GAP_SECONDS * 1000
-    linked = f"(l.lv != 0 AND toUnixTimestamp64Milli(l.lts) - toUnixTimestamp64Milli(e.ts) <= {gap_ms})"
-
-    def remap(n: str) -> str:
-        if n == "click_id":  # the landing hit's own click id was not kept: the link's is the visit's
-            return f"if({linked} AND e.click_id = '', l.l_click_id, e.click_id) AS click_id"
-        return f"if({linked}, l.l_{n}, e.{n}) AS {n}" if n in LINKED else f"e.{n} AS {n}"
 
     def entry_of(n: str) -> str:
         return f"entry.{VISIT_ATTRIBUTES.index(n) + 1} AS {n}" if n in VISIT_ATTRIBUTES else n
 
-    remapped = ", ".join(remap(n) for n in names)
-    entry = ", ".join(entry_of(n) for n in names)
-    key = "PARTITION BY identified, visitor, toDate(ts)"
     # Visits and links never span midnight (UTC): the range's days alone are read.
-    days = "toDate(ts) BETWEEN {start:Date} AND {end:Date}"
-    linked_hits = f"""
-            SELECT {remapped}
-            FROM {events} AS e
-            ASOF LEFT JOIN (
-                SELECT JSONExtractUInt(props, '{LINK_PSEUDONYM}') AS p, toUInt8(0) AS pseudonymous, ts AS lts,
-                       visitor AS lv, identified AS l_identified, visitor AS l_visitor, granted AS l_granted,
-                       click_id AS l_click_id
-                FROM {events}
-                WHERE site = {{site:String}} AND kind = '{LINK}' AND identified = 1 AND {days}
-            ) AS l ON e.visitor = l.p AND e.identified = l.pseudonymous AND e.ts <= l.lts
-            WHERE e.site = {{site:String}} AND e.kind != '{LINK}' AND e.is_bot = 0 AND {days}"""
+    linked_hits = linked_hits_sql(events, "toDate(ts) BETWEEN {start:Date} AND {end:Date}")
     if not visits:
         return f"({linked_hits})"
     # The entry of a hit's visit is the latest visit start at or before it: one ordered pass after
     # the one that marks the starts.
-    ordered = f"OVER ({key} ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
     return f"""(
-SELECT {entry}
+SELECT {", ".join(entry_of(n) for n in names)}
 FROM (
     SELECT *,
-           argMax(({", ".join(VISIT_ATTRIBUTES)}), if(visit_start, toUnixTimestamp64Milli(ts), toInt64(0))) {ordered}
-               AS entry
+           argMax(({", ".join(VISIT_ATTRIBUTES)}), if(visit_start, toUnixTimestamp64Milli(ts), toInt64(0)))
+               {VISIT_WINDOW} AS entry
     FROM (
-        SELECT *,
-               toUInt8(toUnixTimestamp64Milli(ts) - lagInFrame(toUnixTimestamp64Milli(ts), 1, toInt64(0)) {ordered}
-                   > {gap_ms}) AS visit_start
+        SELECT *, {VISIT_START} AS visit_start
         FROM ({linked_hits})
     )
 )
