@@ -206,3 +206,19 @@ def test_a_day_is_closed_once_its_last_visit_has_settled() -> None:
     midnight = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)
     assert closed_day(midnight + dt.timedelta(minutes=59)) == dt.date(2026, 2, 28)
     assert closed_day(midnight + dt.timedelta(minutes=61)) == dt.date(2026, 3, 1)
+
+
+def test_the_command_builds_each_closed_day_and_says_so(
+    traffic: tuple[Settings, dt.date], store: Store, tmp_path: Any, database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from consent_gateway.cli import main
+
+    from .test_cli import _config
+
+    _, base = traffic
+    assert main(["visits", "build", "--config", str(_config(tmp_path, database))]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in out[:3]] == [str(base + dt.timedelta(days=d)) for d in (2, 1, 0)]
+    assert "visits from" in out[0] and out[-1].startswith("visits: 3 closed day(s) built")
+    assert main(["visits", "build", "--config", str(_config(tmp_path, database))]) == 0
+    assert capsys.readouterr().out.startswith("visits: 0 closed day(s) built")

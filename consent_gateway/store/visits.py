@@ -38,6 +38,8 @@ PAGEVIEW = "kind = 'visit' AND name = 'pageview'"
 # A day is closed once its last visit can no longer grow (midnight + the gap) and late rows had
 # time to arrive (the writer's flushes, a restart's journal replay).
 SETTLE = dt.timedelta(seconds=VISIT_GAP_SECONDS) + dt.timedelta(minutes=30)
+# How often a running gateway looks for closed days to build (seconds).
+VISIT_BUILD_INTERVAL = 600.0
 
 # What a visit takes from its entry (first hit) for all of its pages and events.
 VISIT_ATTRIBUTES = ("referrer_host", "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "click_id")
@@ -240,13 +242,17 @@ def build_closed_days(
     cluster: str = "",
     now: dt.datetime | None = None,
     progress: Callable[[DayBuild], object] | None = None,
+    keep_going: Callable[[], bool] = lambda: True,
 ) -> list[DayBuild]:
-    """Build every closed day of the retained range that is not built or is stale; newest first."""
+    """Build every closed day of the retained range that is not built or is stale, newest first,
+    while ``keep_going()`` says so."""
     now = now or dt.datetime.now(dt.UTC)
     last = closed_day(now)
     first = months_before(now.date(), events_months) + dt.timedelta(days=1)
     done = []
     for day in days_to_build(store, first, last):
+        if not keep_going():
+            break
         result = build_day(store, day, cluster)
         logger.info("visits of %s built: %d visits from %d events", day, result.visits, result.events)
         if progress is not None:
