@@ -34,7 +34,7 @@ import io
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 from ..errors import RequestError
 from ..settings import Settings
@@ -340,21 +340,26 @@ GROUP BY g""",
 
     def _visits(self, q: Query, params: dict[str, Any]) -> str:
         """The visits of ``q``'s site and range: stored rows of its fresh built days, the others made live."""
-        built, live = build_params(self._fresh(q.start, q.end), q.start, q.end)
+        built, live = build_params(*self._fresh(q.start, q.end))
         params.update(site=q.site, start=q.start, end=q.end, live_days=live)
         return visits_source(self.events, self.visits, built, bool(live))
 
-    def _fresh(self, start: dt.date, end: dt.date) -> dict[dt.date, int]:
+    def _fresh(self, start: dt.date, end: dt.date) -> tuple[dict[dt.date, int], set[dt.date]]:
         """The built days of ``start`` to ``end`` that still match their events and lie wholly within
-        the raw retention (its first day is cut at this time of day, and its visits expire first)."""
-        memo: dict[tuple[dt.date, dt.date], dict[dt.date, int]] | None = getattr(self._answer, "fresh", None)
+        the raw retention (its first day is cut at this time of day, and its visits expire first);
+        and the days holding events."""
+        memo = cast(
+            "dict[tuple[dt.date, dt.date], tuple[dict[dt.date, int], set[dt.date]]] | None",
+            getattr(self._answer, "fresh", None),
+        )
         if memo is not None and (start, end) in memo:
             return memo[(start, end)]
         cutoff = _months_before(dt.datetime.now(dt.UTC).date(), self.retention_months)
-        fresh = {day: build for day, build in fresh_builds(self.store, start, end).items() if day > cutoff}
+        fresh, held = fresh_builds(self.store, start, end)
+        found = ({day: build for day, build in fresh.items() if day > cutoff}, held)
         if memo is not None:
-            memo[(start, end)] = fresh
-        return fresh
+            memo[(start, end)] = found
+        return found
 
     def _visit_where(self, q: Query, params: dict[str, Any]) -> str:
         """The visits of ``q``'s consent and filters (site and range are the source's own)."""

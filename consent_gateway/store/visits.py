@@ -132,20 +132,25 @@ FROM (
 # -- reading -----------------------------------------------------------------------------------------
 
 
-def fresh_builds(store: Store, start: dt.date, end: dt.date) -> dict[dt.date, int]:
-    """The days from ``start`` to ``end`` whose latest build still matches the events: day → build id."""
-    builds = {
-        day: (int(build), int(count))
-        for day, build, count in store.query_rows(
-            f"SELECT day, max(build), argMax(events, build) FROM {store.table(BUILDS_TABLE)} "
-            "WHERE day BETWEEN {start:Date} AND {end:Date} GROUP BY day",
-            {"start": start, "end": end},
-        )
-    }
-    if not builds:
-        return {}
-    counts = events_by_day(store, min(builds), max(builds))
-    return {day: build for day, (build, count) in builds.items() if counts.get(day, 0) == count}
+def fresh_builds(store: Store, start: dt.date, end: dt.date) -> tuple[dict[dt.date, int], set[dt.date]]:
+    """For the days from ``start`` to ``end``: those whose latest build still matches the events
+    (day → build id), and those holding events at all (one query)."""
+    rows = store.query_rows(
+        f"""
+SELECT c.d, c.n, b.latest, b.built
+FROM (
+    SELECT toDate(_partition_id) AS d, count() AS n FROM {store.table("events")}
+    WHERE toDate(ts) BETWEEN {{start:Date}} AND {{end:Date}} GROUP BY d
+) AS c
+LEFT JOIN (
+    SELECT day, max(build) AS latest, argMax(events, build) AS built FROM {store.table(BUILDS_TABLE)}
+    WHERE day BETWEEN {{start:Date}} AND {{end:Date}} GROUP BY day
+) AS b ON c.d = b.day
+SETTINGS join_use_nulls = 1""",
+        {"start": start, "end": end},
+    )
+    fresh = {day: int(build) for day, count, build, built in rows if build is not None and int(built) == int(count)}
+    return fresh, {day for day, count, _, _ in rows if int(count)}
 
 
 def events_by_day(store: Store, start: dt.date, end: dt.date) -> dict[dt.date, int]:
@@ -290,15 +295,9 @@ def months_before(day: dt.date, months: int) -> dt.date:
     raise AssertionError("unreachable")
 
 
-def build_params(fresh: Mapping[dt.date, int], start: dt.date, end: dt.date) -> tuple[list[int], list[dt.date]]:
-    """The build ids to read and the days to compute live, for the range ``start`` to ``end``."""
-    live = []
-    day = start
-    while day <= end:
-        if day not in fresh:
-            live.append(day)
-        day += dt.timedelta(days=1)
-    return [fresh[d] for d in sorted(fresh) if start <= d <= end], live
+def build_params(fresh: Mapping[dt.date, int], held: set[dt.date]) -> tuple[list[int], list[dt.date]]:
+    """The build ids to read and the days to make live: those with events and no fresh build."""
+    return [fresh[d] for d in sorted(fresh)], sorted(held - set(fresh))
 
 
 def describe(result: DayBuild) -> str:
