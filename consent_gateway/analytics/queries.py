@@ -43,7 +43,6 @@ from ..store.schema import EVENT_COLUMNS, VISITS_TABLE
 from ..store.visits import (
     PAGEVIEW,
     VISIT_ATTRIBUTES,
-    VISIT_GAP_SECONDS,
     VISIT_START,
     VISIT_WINDOW,
     build_params,
@@ -243,12 +242,16 @@ class Analytics:
             clauses.extend(self._filter_clauses(q, params))
         return " AND ".join(clauses)
 
-    def _filter_clauses(self, q: Query, params: dict[str, Any]) -> list[str]:
+    def _filter_clauses(self, q: Query, params: dict[str, Any], *, visits: bool = False) -> list[str]:
+        """The filters of ``q`` as conditions on hits, or (``visits``) on visit rows: a visit matches a
+        page or event-name filter when one of its page views or events does."""
         clauses = []
         for i, (dim, value) in enumerate(q.filters):
             # "(none)" names the empty value; click attribution's own "(none)" is a value of its expression.
             params[f"f{i}"] = "" if value == EMPTY_VALUE and dim != "click_attribution" else value
-            if dim == "event_name":
+            if visits and dim in ("page", "event_name"):
+                clauses.append(f"has({'paths' if dim == 'page' else 'names'}, {{f{i}:String}})")
+            elif dim == "event_name":
                 clauses.append(f"(kind = 'event' AND name = {{f{i}:String}})")
             else:
                 clauses.append(f"{DIMENSIONS[dim]} = {{f{i}:String}}")
@@ -368,7 +371,7 @@ GROUP BY g""",
         if q.marketing_only:
             params["marketing"] = self.marketing
             clauses.append("has(granted, {marketing:String})")
-        clauses.extend(self._filter_clauses(q, params))
+        clauses.extend(self._filter_clauses(q, params, visits=True))
         return " AND ".join(clauses)
 
     def _population(self, q: Query) -> dict[str, Any]:
@@ -378,60 +381,6 @@ GROUP BY g""",
 
     def _too_few(self, population: Mapping[str, Any]) -> bool:
         return bool(0 < population["k_visitors"] < self.k)
-
-    def _sessions_sql(self, q: Query, params: dict[str, Any], *, paths: bool = False) -> str:
-        """One row per visitor key and day: its sorted page views, visit starts, ends and bounces.
-
-        Filters select visits, not page views: a visit counts, whole, when one of its page views
-        or events matches them (a visit that landed from a campaign and went on to three pages is
-        one visit of three pages, not a bounce; a visit that sent "signup" is one of the visits
-        with that event). An event belongs to the visit in progress when it was sent. The kept
-        visits' start, end and bounce marks stay; the others' are cleared.
-        Without ``paths`` and filters the hits are bare timestamps, which halves the cost of the aggregate.
-        """
-        if q.filters:
-            where = self._where(q, params, filters=False)
-            match = " AND ".join(self._filter_clauses(q, params))
-            hit = f"(toUnixTimestamp(ts), path, {match}, {PAGEVIEW})"
-            rows = f"({PAGEVIEW} OR kind = 'event')"
-            pageviews = "arrayFilter(h -> h.4, all_hits)"
-            # A matching hit's visit: the number of visit starts at or before it (0: before any page view).
-            keep = (
-                "arrayDistinct(arrayMap(h -> arrayCount((p, s) -> s AND p.1 <= h.1, hits, starts0), "
-                "arrayFilter(h -> h.3, all_hits)))"
-            )
-            mask = "has(keep, v)"
-        else:
-            where = self._where(q, params)
-            hit = "(toUnixTimestamp(ts), path)" if paths else "toUnixTimestamp(ts)"
-            rows, pageviews, keep, mask = PAGEVIEW, "all_hits", "[]", "1"
-        seconds = "arrayMap(h -> h.1, hits)" if (paths or q.filters) else "hits"
-        return f"""
-SELECT identified, visitor, d, hits,
-       arrayMap((x, v) -> x AND {mask}, starts0, vis) AS starts,
-       arrayMap((x, v) -> x AND {mask}, ends0, vis) AS ends,
-       arrayMap((x, v) -> x AND {mask}, bounced0, vis) AS bounced,
-       -- a visit lasts from its first page view to its last: the sum of its ends minus its starts
-       arraySum(arrayMap((t, e) -> if(e, toInt64(t), 0), {seconds}, ends))
-         - arraySum(arrayMap((t, s) -> if(s, toInt64(t), 0), {seconds}, starts)) AS seconds_in_visits,
-       arrayCount(v -> {mask}, vis) AS views_in_visits
-FROM (
-    SELECT ident AS identified, vkey AS visitor, d, {pageviews} AS hits,
-           arrayMap((gap, i) -> i = 1 OR gap > {VISIT_GAP_SECONDS},
-                    arrayDifference({seconds}), arrayEnumerate(hits)) AS starts0,
-           arrayMap(i -> i = length(starts0) OR starts0[i + 1], arrayEnumerate(starts0)) AS ends0,
-           arrayMap(i -> starts0[i] AND ends0[i], arrayEnumerate(starts0)) AS bounced0,
-           arrayCumSum(starts0) AS vis,
-           {keep} AS keep
-    FROM (
-        SELECT any(identified) AS ident, any(visitor) AS vkey, any(toDate(ts)) AS d,
-               arraySort(groupArray({hit})) AS all_hits
-        FROM {self._hits(q)}
-        WHERE {where} AND {rows}
-        -- one 64-bit key per (key, day) groups about twice as fast as the three columns
-        GROUP BY cityHash64(identified, visitor, toDate(ts))
-    )
-)"""
 
     # -- aggregate --------------------------------------------------------------------------
 
@@ -488,16 +437,10 @@ FROM (
     def _visit_totals(self, q: Query) -> tuple[int, int, int, int]:
         """Visits (with a page view), bounces, seconds in visits and their page views, of the visits ``q`` selects."""
         params: dict[str, Any] = {}
-        if self._by_visits(q, by_dimension=False):
-            sql = (
-                "SELECT countIf(pageviews > 0), sum(bounce), sum(duration), sum(pageviews) "
-                f"FROM {self._visits(q, params)} WHERE {self._visit_where(q, params)}"
-            )
-        else:
-            sql = (
-                "SELECT sum(arraySum(starts)), sum(arraySum(bounced)), sum(seconds_in_visits), sum(views_in_visits) "
-                f"FROM ({self._sessions_sql(q, params)})"
-            )
+        sql = (
+            "SELECT countIf(pageviews > 0), sum(bounce), sum(duration), sum(pageviews) "
+            f"FROM {self._visits(q, params)} WHERE {self._visit_where(q, params)}"
+        )
         visits, bounces, seconds, views = self.store.query_rows(sql, params)[0]
         return int(visits or 0), int(bounces or 0), int(seconds or 0), int(views or 0)
 
@@ -769,27 +712,13 @@ WHERE site = {{site:String}} AND is_bot = 0
         params: dict[str, Any] = {}
         if fold is not None:
             params["fold"] = fold
-        if self._by_visits(q):
-            page = "exit_page" if exit else "entry_page"
-            group = page if fold is None else "0"
-            keep = "" if fold is None else f" AND has({{fold:Array(String)}}, {page})"
-            rows = f"""
+        page = "exit_page" if exit else "entry_page"
+        group = page if fold is None else "0"
+        keep = "" if fold is None else f" AND has({{fold:Array(String)}}, {page})"
+        rows = f"""
     SELECT {group} AS g, day AS d, identified, visitor, bounce = 1 AS bounced
     FROM {self._visits(q, params)}
     WHERE {self._visit_where(q, params)} AND pageviews > 0{keep}"""
-        else:
-            marks = "ends" if exit else "starts"
-            group = "e.2" if fold is None else "0"
-            keep = "" if fold is None else "WHERE has({fold:Array(String)}, e.2)"
-            rows = f"""
-    SELECT {group} AS g, d, identified, visitor, e.3 AS bounced
-    FROM (
-        SELECT identified, visitor, d,
-               arrayJoin(arrayFilter(x -> x.1,
-                   arrayMap(i -> ({marks}[i], hits[i].2, bounced[i]), arrayEnumerate(starts)))) AS e
-        FROM ({self._sessions_sql(q, params, paths=True)})
-    )
-    {keep}"""
         sql = f"""
 SELECT g, uniqExactMerge(ids), sum(pd), max(pd), sum(n), sum(b)
 FROM (

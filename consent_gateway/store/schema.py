@@ -380,6 +380,10 @@ VISIT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("os", "LowCardinality(String)"),
     ("device", "LowCardinality(String)"),
     ("granted", "Array(LowCardinality(String))"),
+    # The paths of the visit's page views and events, and its event names (distinct): what page and
+    # event filters select visits by.
+    ("paths", "Array(String)"),
+    ("names", "Array(LowCardinality(String))"),
 )
 # The columns a query reads (the build id is the builder's).
 VISIT_FIELDS = tuple(name for name, _ in VISIT_COLUMNS if name != "build")

@@ -112,7 +112,9 @@ SELECT site, day, identified, visitor,
        toUInt32(if(pageviews = 0, 0, intDiv({last_page}.1, 1000) - intDiv({first_page}.1, 1000))) AS duration,
        toUInt8(pageviews = 1) AS bounce,
        {entry},
-       arrayReduce('groupArrayIntersect', arrayMap(x -> x.6, v)) AS granted
+       arrayReduce('groupArrayIntersect', arrayMap(x -> x.6, v)) AS granted,
+       arrayDistinct(arrayFilter(p -> p != '', arrayMap(x -> x.7, v))) AS paths,
+       arrayDistinct(arrayFilter(n -> n != '', arrayMap(x -> x.8, v))) AS names
 FROM (
     SELECT key_site AS site, key_identified AS identified, key AS visitor, day,
            arrayJoin(arraySplit((h, s) -> s, hits,
@@ -121,7 +123,8 @@ FROM (
     FROM (
         SELECT any(site) AS key_site, any(identified) AS key_identified, any(visitor) AS key, any(toDate(ts)) AS day,
                arraySort(h -> h.1, groupArray((toUnixTimestamp64Milli(ts), {PAGEVIEW}, kind = 'event',
-                   if({PAGEVIEW}, path, ''), ({", ".join(ENTRY_COLUMNS)}), granted))) AS hits
+                   if({PAGEVIEW}, path, ''), ({", ".join(ENTRY_COLUMNS)}), granted,
+                   if({PAGEVIEW} OR kind = 'event', path, ''), if(kind = 'event', name, '')))) AS hits
         FROM ({linked_hits_sql(events, days, one_site=one_site)})
         -- one 64-bit key per (site, key, day) groups faster than the four columns
         GROUP BY cityHash64(site, identified, visitor, toDate(ts))
