@@ -274,8 +274,7 @@ class Analytics:
         Read from the visits when ``q`` and the group are visit-level (``visit_group`` and
         ``visit_extra`` then stand for ``group`` and ``extra``), else from the hits. One flat pass
         counts consented keys and pseudonymised (key, day) pairs. The k bound also needs each
-        group's busiest day of pseudonymised keys; that second pass reads only pseudonymised rows,
-        and runs only when some group's size depends on it.
+        group's busiest day of pseudonymised keys (``_peaks``), only when some group's size depends on it.
         """
         params: dict[str, Any] = dict(extra_params or {})
         by_visits = self._by_visits(q, by_dimension=by_dimension) and not hits_only
@@ -303,21 +302,7 @@ GROUP BY g""",
         )
         peaks: dict[Any, int] = {}
         if any(int(ident) < self.k <= int(ident) + int(days) for _, ident, days, _, _ in rows):
-            peaks = {
-                g: int(peak)
-                for g, peak in self.store.query_rows(
-                    f"""
-SELECT g, max(pd)
-FROM (
-    SELECT {group} AS g, {day} AS d, uniqExact(visitor) AS pd
-    FROM {source}
-    WHERE {where} AND identified = 0
-    GROUP BY g, d
-)
-GROUP BY g""",
-                    params,
-                )
-            }
+            peaks = self._peaks(f"SELECT {group} AS g, {day} AS d, visitor FROM {source} WHERE {where}", params)
         for g, identified, pseudo_days, pageviews, event_count in rows:
             # Without the second pass every group here is either >= k on consented keys alone or
             # below k even counting every pseudonymised day as a new person.
@@ -332,6 +317,23 @@ GROUP BY g""",
                 "pageviews": int(pageviews),
                 "events": int(event_count),
             }
+
+    def _peaks(self, rows: str, params: Mapping[str, Any]) -> dict[Any, int]:
+        """Per group ``g`` of ``rows`` (g, d, visitor): its busiest day's count of pseudonymised keys."""
+        return {
+            g: int(peak)
+            for g, peak in self.store.query_rows(
+                f"""
+SELECT g, max(pd)
+FROM (
+    SELECT g, d, uniqExact(visitor) AS pd
+    FROM ({rows} AND identified = 0)
+    GROUP BY g, d
+)
+GROUP BY g""",
+                params,
+            )
+        }
 
     # -- visits -----------------------------------------------------------------------------
 
