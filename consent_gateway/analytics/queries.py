@@ -20,10 +20,13 @@ Counting rules, applied everywhere:
   so a campaign is credited with all the pages, events and conversions of the visits it brought.
 - Consent on the landing page: a choice that grants analytics writes a link row (``records.LINK``);
   the pseudonymised hits of its key in the 30 minutes before it are read as the chooser's, so the
-  visit stays one visitor and one visit (``_hits_sql``; docs/privacy.md).
+  visit stays one visitor and one visit (``store.visits.linked_hits_sql``; docs/privacy.md).
 - Bots (``is_bot``; receipts: ``device = 'bot'``) are left out of every count, consent rates included.
-- Visits are runs of page views by one visitor key on one day with gaps under 30 minutes; a
-  pseudonymised key cannot link across midnight (UTC), so neither can a visit.
+- Visits are defined once, in ``store/visits.py``: runs of one key's hits on one day with no gap
+  over 30 minutes; a pseudonymised key cannot link across midnight (UTC), so neither can a visit.
+  Questions whose filters and breakdown are properties of a visit read visit rows (``_visits``:
+  stored rows of built days still matching their events, the other days made from the hits);
+  page, event and goal questions, hourly series and funnels read the hits.
 """
 
 from __future__ import annotations
