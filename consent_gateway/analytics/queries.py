@@ -140,6 +140,7 @@ class Analytics:
         self.events = store.table("events")
         self.receipts = store.table("consent_receipts")
         self.visits = store.table(VISITS_TABLE)
+        self.cluster = settings.cluster
         # The fresh builds of a range, remembered for the length of one answer (per thread).
         self._answer = threading.local()
         self._linked_hits = _hits_sql(self.events, visits=False)
@@ -363,7 +364,7 @@ GROUP BY g""",
         if memo is not None and (start, end) in memo:
             return memo[(start, end)]
         cutoff = _months_before(dt.datetime.now(dt.UTC).date(), self.retention_months)
-        fresh, held = fresh_builds(self.store, start, end)
+        fresh, held = fresh_builds(self.store, start, end, self.cluster)
         found = ({day: build for day, build in fresh.items() if day > cutoff}, held)
         if memo is not None:
             memo[(start, end)] = found

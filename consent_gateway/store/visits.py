@@ -135,14 +135,16 @@ FROM (
 # -- reading -----------------------------------------------------------------------------------------
 
 
-def fresh_builds(store: Store, start: dt.date, end: dt.date) -> tuple[dict[dt.date, int], set[dt.date]]:
+def fresh_builds(
+    store: Store, start: dt.date, end: dt.date, cluster: str = ""
+) -> tuple[dict[dt.date, int], set[dt.date]]:
     """For the days from ``start`` to ``end``: those whose latest build still matches the events
     (day → build id), and those holding events at all (one query)."""
     rows = store.query_rows(
         f"""
 SELECT c.d, c.n, b.latest, b.built
 FROM (
-    SELECT toDate(_partition_id) AS d, count() AS n FROM {store.table("events")}
+    SELECT {_day_of_event(cluster)} AS d, count() AS n FROM {store.table("events")}
     WHERE toDate(ts) BETWEEN {{start:Date}} AND {{end:Date}} GROUP BY d
 ) AS c
 LEFT JOIN (
@@ -156,11 +158,16 @@ SETTINGS join_use_nulls = 1""",
     return fresh, {day for day, count, _, _ in rows if int(count)}
 
 
-def events_by_day(store: Store, start: dt.date, end: dt.date) -> dict[dt.date, int]:
-    """Every site's stored event rows per day from ``start`` to ``end`` (the freshness measure)."""
+def _day_of_event(cluster: str) -> str:
     # The partition id is the day: counting by it reads no column (deleted rows are still left out).
+    # A Distributed table is not relied on to pass the virtual column through: it reads the time.
+    return "toDate(ts)" if cluster else "toDate(_partition_id)"
+
+
+def events_by_day(store: Store, start: dt.date, end: dt.date, cluster: str = "") -> dict[dt.date, int]:
+    """Every site's stored event rows per day from ``start`` to ``end`` (the freshness measure)."""
     rows = store.query_rows(
-        f"SELECT toDate(_partition_id) AS d, count() FROM {store.table('events')} "
+        f"SELECT {_day_of_event(cluster)} AS d, count() FROM {store.table('events')} "
         "WHERE toDate(ts) BETWEEN {start:Date} AND {end:Date} GROUP BY d",
         {"start": start, "end": end},
     )
@@ -202,11 +209,11 @@ def closed_day(now: dt.datetime) -> dt.date:
     return (now.astimezone(dt.UTC) - SETTLE).date() - dt.timedelta(days=1)
 
 
-def days_to_build(store: Store, first: dt.date, last: dt.date) -> list[dt.date]:
+def days_to_build(store: Store, first: dt.date, last: dt.date, cluster: str = "") -> list[dt.date]:
     """The days from ``first`` to ``last`` never built or built from other events than stored now, newest first."""
     if last < first:
         return []
-    counts = events_by_day(store, first, last)
+    counts = events_by_day(store, first, last, cluster)
     builds = {
         day: int(count)
         for day, count in store.query_rows(
@@ -225,7 +232,7 @@ def build_day(store: Store, day: dt.date, cluster: str = "") -> DayBuild:
     """Store the visits of ``day`` under a new build id and make them the day's (idempotent, safe to race)."""
     began = time.monotonic()
     # Counted first: rows arriving during the build make the recorded count low, so the day is stale, not wrong.
-    count = events_by_day(store, day, day).get(day, 0)
+    count = events_by_day(store, day, day, cluster).get(day, 0)
     build = time.time_ns()
     sync = {"insert_distributed_sync": 1} if cluster else None
     fields = ", ".join(VISIT_FIELDS)
@@ -276,7 +283,7 @@ def build_closed_days(
     last = closed_day(now)
     first = months_before(now.date(), events_months) + dt.timedelta(days=1)
     done = []
-    for day in days_to_build(store, first, last):
+    for day in days_to_build(store, first, last, cluster):
         if not keep_going():
             break
         result = build_day(store, day, cluster)
