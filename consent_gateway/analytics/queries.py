@@ -24,9 +24,10 @@ Counting rules, applied everywhere:
 - Bots (``is_bot``; receipts: ``device = 'bot'``) are left out of every count, consent rates included.
 - Visits are defined once, in ``store/visits.py``: runs of one key's hits on one day with no gap
   over 30 minutes; a pseudonymised key cannot link across midnight (UTC), so neither can a visit.
-  Questions whose filters and breakdown are properties of a visit read visit rows (``_visits``:
-  stored rows of built days still matching their events, the other days made from the hits);
-  page, event and goal questions, hourly series and funnels read the hits.
+  Questions whose filters are properties of a visit read visit rows (``_visits``: stored rows of
+  built days still matching their events, the other days made from the hits), pages and event
+  names through each visit's lists (VISIT_LISTS); named goals, hourly series, funnels, realtime and
+  page or event-name filters read the hits.
 """
 
 from __future__ import annotations
@@ -271,27 +272,25 @@ class Analytics:
         by_dimension: bool = True,
         visit_group: str = "",
         visit_extra: str | None = None,
+        visit_list: str = "",
         hits_only: bool = False,
     ) -> Iterator[dict[str, Any]]:
         """Per group: visitors (estimate), the k bound, page views and events.
 
         Read from the visits when ``q`` and the group are visit-level (``visit_group`` and
-        ``visit_extra`` then stand for ``group`` and ``extra``), else from the hits. One flat pass
-        counts consented keys and pseudonymised (key, day) pairs. The k bound also needs each
-        group's busiest day of pseudonymised keys (``_peaks``), only when some group's size depends on it.
+        ``visit_extra`` then stand for ``group`` and ``extra``; ``visit_list``: grouped by a
+        visit's pages or event names, VISIT_LISTS), else from the hits. One flat pass counts
+        consented keys and pseudonymised (key, day) pairs. The k bound also needs each group's
+        busiest day of pseudonymised keys (``_peaks``), only when some group's size depends on it.
         """
         params: dict[str, Any] = dict(extra_params or {})
         by_visits = self._by_visits(q, by_dimension=by_dimension) and not hits_only
-        if by_visits and (visit_extra is not None or not extra):
-            source, where = self._visits(q, params), self._visit_where(q, params)
-            group, extra, day, counts = visit_group or group, visit_extra or "", "day", VISIT_COUNTS
+        if by_visits and (visit_extra is not None or not extra or visit_list):
+            source, group, counts = self._visit_rows(q, params, visit_list, visit_group or group)
+            where, day, extra = self._visit_where(q, params), "day", visit_extra or ""
         else:
-            source, where, day, counts = (
-                self._hits(q, by_dimension=by_dimension),
-                self._where(q, params),
-                "toDate(ts)",
-                HIT_COUNTS,
-            )
+            hits = self._hits(q, by_dimension=by_dimension)
+            source, where, day, counts = hits, self._where(q, params), "toDate(ts)", HIT_COUNTS
         where += f" AND {extra}" if extra else ""
         rows = self.store.query_rows(
             f"""
@@ -322,6 +321,15 @@ GROUP BY g""",
                 "events": int(event_count),
             }
 
+    def _visit_rows(self, q: Query, params: dict[str, Any], listed: str, group: str) -> tuple[str, str, str]:
+        """The visits of ``q`` (with ``listed``: one row per item of that list, VISIT_LISTS, the item as
+        ``item``), the group expression over them, and their page views' and events' sums."""
+        source = self._visits(q, params)
+        if not listed:
+            return source, group, VISIT_COUNTS
+        items, counts = VISIT_LISTS[listed]
+        return f"(SELECT *, item FROM {source} ARRAY JOIN {items} AS item)", group, counts
+
     def _peaks(self, rows: str, params: Mapping[str, Any]) -> dict[Any, int]:
         """Per group ``g`` of ``rows`` (g, d, visitor): its busiest day's count of pseudonymised keys."""
         return {
@@ -345,7 +353,11 @@ GROUP BY g""",
         """Whether ``q``'s filters (and, with ``by_dimension``, its breakdown) are all properties of a visit."""
         if any(d not in VISIT_LEVEL for d, _ in q.filters):
             return False
-        return not by_dimension or q.dimension in ("", "entry_page", "exit_page") or q.dimension in VISIT_LEVEL
+        return (
+            not by_dimension
+            or q.dimension in ("", "entry_page", "exit_page", *VISIT_LISTS)
+            or q.dimension in VISIT_LEVEL
+        )
 
     def _visits(self, q: Query, params: dict[str, Any]) -> str:
         """The visits of ``q``'s site and range: stored rows of its fresh built days, the others made live."""
@@ -570,7 +582,7 @@ GROUP BY g""",
         names were left out."""
         rows: list[dict[str, Any]] = []
         hidden = 0
-        for g in self._visitor_groups(q, "name", extra="kind = 'event'"):
+        for g in self._visitor_groups(q, "name", extra="kind = 'event'", visit_list="event_name", visit_group="item.1"):
             if g["k_visitors"] < self.k:
                 hidden += 1
                 continue
@@ -696,8 +708,11 @@ WHERE site = {{site:String}} AND is_bot = 0
                 "_k": g["k_visitors"],
             }
 
+        listed = dim if dim in VISIT_LISTS else ""
+
         def fold(values: list[Any]) -> list[dict[str, Any]]:
             inside = f"has({{fold:Array(String)}}, toString({expr}))"
+            listed_inside = "has({fold:Array(String)}, toString(item.1))"
             return [
                 as_row(g, SUPPRESSED)
                 for g in self._visitor_groups(
@@ -705,11 +720,18 @@ WHERE site = {{site:String}} AND is_bot = 0
                     "0",
                     extra=f"{extra} AND {inside}" if extra else inside,
                     extra_params={"fold": values},
-                    visit_extra=None if extra else inside,
+                    visit_extra=listed_inside if listed else (None if extra else inside),
+                    visit_group="0",
+                    visit_list=listed,
                 )
             ]
 
-        groups = [as_row(g, g["g"]) for g in self._visitor_groups(q, expr, extra=extra)]
+        groups = [
+            as_row(g, g["g"])
+            for g in self._visitor_groups(
+                q, expr, extra=extra, visit_list=listed, visit_group="item.1" if listed else ""
+            )
+        ]
         return self._ranked(groups, columns, q.limit, meta, fold)
 
     def _entry_groups(self, q: Query, fold: list[Any] | None = None, *, exit: bool = False) -> list[dict[str, Any]]:
@@ -903,6 +925,11 @@ RATES = frozenset({"bounce_rate", "conversion_rate"})
 # A group's page views and events, counted over hits or over visits.
 HIT_COUNTS = f"countIf({PAGEVIEW}) AS pv, countIf(kind = 'event') AS ev"
 VISIT_COUNTS = "sum(pageviews) AS pv, sum(events) AS ev"
+# Breakdowns a visit row answers through its lists, one row per item (``item``): the list, its counts.
+VISIT_LISTS = {
+    "page": ("arrayZip(paths, path_views, path_events)", "sum(item.2) AS pv, sum(item.3) AS ev"),
+    "event_name": ("arrayZip(names, name_events)", "toUInt64(0) AS pv, sum(item.2) AS ev"),
+}
 
 
 def _hits_sql(events: str, *, visits: bool) -> str:

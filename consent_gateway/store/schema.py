@@ -380,10 +380,13 @@ VISIT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("os", "LowCardinality(String)"),
     ("device", "LowCardinality(String)"),
     ("granted", "Array(LowCardinality(String))"),
-    # The paths of the visit's page views and events, and its event names (distinct): what page and
-    # event filters select visits by.
+    # The paths of the visit's page views and events, with the page views and events of each, and
+    # its event names with the events of each: page and event filters and breakdowns read these.
     ("paths", "Array(String)"),
+    ("path_views", "Array(UInt32)"),
+    ("path_events", "Array(UInt32)"),
     ("names", "Array(LowCardinality(String))"),
+    ("name_events", "Array(UInt32)"),
 )
 # The columns a query reads (the build id is the builder's).
 VISIT_FIELDS = tuple(name for name, _ in VISIT_COLUMNS if name != "build")

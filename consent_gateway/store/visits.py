@@ -113,8 +113,15 @@ SELECT site, day, identified, visitor,
        toUInt8(pageviews = 1) AS bounce,
        {entry},
        arrayReduce('groupArrayIntersect', arrayMap(x -> x.6, v)) AS granted,
-       arrayDistinct(arrayFilter(p -> p != '', arrayMap(x -> x.7, v))) AS paths,
-       arrayDistinct(arrayFilter(n -> n != '', arrayMap(x -> x.8, v))) AS names
+       -- per path (per name): its counts summed, paths of requests alone (all counts 0) left out
+       arrayReduce('sumMap', [arrayMap(x -> x.7, v)], [arrayMap(x -> toUInt64(x.2), v)],
+                   [arrayMap(x -> toUInt64(x.3), v)]) AS by_path,
+       by_path.1 AS paths,
+       arrayMap(n -> toUInt32(n), by_path.2) AS path_views,
+       arrayMap(n -> toUInt32(n), by_path.3) AS path_events,
+       arrayReduce('sumMap', [arrayMap(x -> x.8, v)], [arrayMap(x -> toUInt64(x.3), v)]) AS by_name,
+       by_name.1 AS names,
+       arrayMap(n -> toUInt32(n), by_name.2) AS name_events
 FROM (
     SELECT key_site AS site, key_identified AS identified, key AS visitor, day,
            arrayJoin(arraySplit((h, s) -> s, hits,
@@ -124,7 +131,7 @@ FROM (
         SELECT any(site) AS key_site, any(identified) AS key_identified, any(visitor) AS key, any(toDate(ts)) AS day,
                arraySort(h -> h.1, groupArray((toUnixTimestamp64Milli(ts), {PAGEVIEW}, kind = 'event',
                    if({PAGEVIEW}, path, ''), ({", ".join(ENTRY_COLUMNS)}), granted,
-                   if({PAGEVIEW} OR kind = 'event', path, ''), if(kind = 'event', name, '')))) AS hits
+                   path, if(kind = 'event', name, '')))) AS hits
         FROM ({linked_hits_sql(events, days, one_site=one_site)})
         -- one 64-bit key per (site, key, day) groups faster than the four columns
         GROUP BY cityHash64(site, identified, visitor, toDate(ts))
@@ -186,7 +193,8 @@ def visits_source(events: str, visits: str, built: Iterable[int], live: bool) ->
             f"AND day BETWEEN {{start:Date}} AND {{end:Date}} AND build IN ({ids})"
         )
     if live or not parts:
-        parts.append(visit_rows_sql(events, "toDate(ts) IN {live_days:Array(Date)}"))
+        live_rows = visit_rows_sql(events, "toDate(ts) IN {live_days:Array(Date)}")
+        parts.append(f"SELECT {', '.join(VISIT_FIELDS)} FROM ({live_rows})")
     return "(" + "\nUNION ALL\n".join(parts) + ")"
 
 
