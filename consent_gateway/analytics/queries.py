@@ -403,7 +403,9 @@ GROUP BY g""",
     # -- aggregate --------------------------------------------------------------------------
 
     def _aggregate(self, q: Query) -> Result:
-        top = self._population(q)
+        # Without named goals every figure is a visit's: one pass over the visits answers them all.
+        headline = self._visit_headline(q) if self._by_visits(q, by_dimension=False) and not q.goals else None
+        top = headline[0] if headline else self._population(q)
         columns = [
             "visitors",
             "visits",
@@ -421,20 +423,10 @@ GROUP BY g""",
         }
         if self._too_few(top):
             return Result(columns, [dict.fromkeys(columns)], {**meta, "suppressed": True})
-        visits, bounces, seconds, views = self._visit_totals(q)
-        goal_params: dict[str, Any] = {}
-        converted = list(
-            self._visitor_groups(
-                q,
-                "0",
-                extra=_goal_condition(q.goals, goal_params),
-                extra_params=goal_params,
-                by_dimension=False,
-                visit_extra=None if q.goals else "events > 0",
-            )
-        )
-        conversions: int | None = converted[0]["visitors"] if converted else 0
-        if converted and converted[0]["k_visitors"] < self.k:
+        visits, bounces, seconds, views = headline[1] if headline else self._visit_totals(q)
+        converted = headline[2] if headline else self._converted(q)
+        conversions: int | None = converted["visitors"]
+        if conversions and converted["k_visitors"] < self.k:
             conversions = None  # fewer than k people converted: the count would single them out
         row: dict[str, Any] = {
             "visitors": top["visitors"],
@@ -451,6 +443,55 @@ GROUP BY g""",
             ),
         }
         return Result(columns, [row], {**meta, "suppressed": False})
+
+    def _converted(self, q: Query) -> dict[str, Any]:
+        """The people who reached a goal of ``q`` (any event without goals), as one group."""
+        goal_params: dict[str, Any] = {}
+        groups = self._visitor_groups(
+            q,
+            "0",
+            extra=_goal_condition(q.goals, goal_params),
+            extra_params=goal_params,
+            by_dimension=False,
+            visit_extra=None if q.goals else "events > 0",
+        )
+        return next(iter(groups), {"visitors": 0, "k_visitors": 0})
+
+    def _visit_headline(self, q: Query) -> tuple[dict[str, Any], tuple[int, int, int, int], dict[str, Any]]:
+        """From one pass over the visits ``q`` selects: the population (as ``_population``), the visit
+        totals (as ``_visit_totals``) and the people who sent an event (as ``_converted``)."""
+        params: dict[str, Any] = {}
+        source, where = self._visits(q, params), self._visit_where(q, params)
+        row = self.store.query_rows(
+            f"""
+SELECT uniqExactIf(visitor, identified = 1), uniqExactIf(cityHash64(visitor, day), identified = 0),
+       sum(pageviews), sum(events), countIf(pageviews > 0), sum(bounce), sum(duration),
+       uniqExactIf(visitor, identified = 1 AND events > 0),
+       uniqExactIf(cityHash64(visitor, day), identified = 0 AND events > 0)
+FROM {source}
+WHERE {where}""",
+            params,
+        )[0]
+        ident, pseudo, pageviews, events, visits, bounces, seconds, sent, sent_pseudo = (int(x or 0) for x in row)
+
+        def peak(extra: str) -> Callable[[], int]:
+            rows = f"SELECT 0 AS g, day AS d, visitor FROM {source} WHERE {where}{extra}"
+            return lambda: self._peaks(rows, params).get(0, 0)
+
+        top = {"visitors": ident + pseudo, "k_visitors": self._bound(ident, pseudo, peak(""))}
+        converted = {
+            "visitors": sent + sent_pseudo,
+            "k_visitors": self._bound(sent, sent_pseudo, peak(" AND events > 0")),
+        }
+        return {**top, "pageviews": pageviews, "events": events}, (visits, bounces, seconds, pageviews), converted
+
+    def _bound(self, identified: int, pseudo_days: int, peak: Callable[[], int]) -> int:
+        """The k bound of one group (as in ``_visitor_groups``): its busiest day is asked only when
+        consented keys alone are under k and counting every pseudonymised day would reach it."""
+        visitors = identified + pseudo_days
+        if identified < self.k <= visitors:
+            return max(identified, peak())
+        return visitors if visitors < self.k else identified
 
     def _visit_totals(self, q: Query) -> tuple[int, int, int, int]:
         """Visits (with a page view), bounces, seconds in visits and their page views, of the visits ``q`` selects."""
