@@ -26,7 +26,7 @@ Counting rules, applied everywhere:
   over 30 minutes; a pseudonymised key cannot link across midnight (UTC), so neither can a visit.
   Questions whose filters are properties of a visit read visit rows (``_visits``: stored rows of
   built days still matching their events, the other days made from the hits), pages and event
-  names through each visit's lists (VISIT_LISTS); named goals, hourly series, funnels, realtime and
+  names and hours through each visit's lists (VISIT_LISTS); named goals, funnels, realtime and
   page or event-name filters read the hits.
 """
 
@@ -63,8 +63,13 @@ VISIT_DIMENSIONS = frozenset(
 
 # Filters and breakdowns a visit row answers alone: its entry's attribution and its device.
 VISIT_LEVEL = frozenset({*VISIT_DIMENSIONS, "browser", "os", "device"})
-# Time buckets a visit falls in whole (a visit never spans midnight): by its day.
-VISIT_BUCKETS = {"day": "day", "week": "toMonday(day)", "month": "toStartOfMonth(day)"}
+# Time buckets by a visit's day (it never spans midnight), or by each hour it had hits in.
+VISIT_BUCKETS = {
+    "hour": "toDateTime(day, 'UTC') + toIntervalHour(item.1)",
+    "day": "day",
+    "week": "toMonday(day)",
+    "month": "toStartOfMonth(day)",
+}
 
 SUPPRESSED = "other (suppressed)"
 REALTIME_SECONDS = 1800
@@ -273,7 +278,6 @@ class Analytics:
         visit_group: str = "",
         visit_extra: str | None = None,
         visit_list: str = "",
-        hits_only: bool = False,
     ) -> Iterator[dict[str, Any]]:
         """Per group: visitors (estimate), the k bound, page views and events.
 
@@ -284,7 +288,7 @@ class Analytics:
         busiest day of pseudonymised keys (``_peaks``), only when some group's size depends on it.
         """
         params: dict[str, Any] = dict(extra_params or {})
-        by_visits = self._by_visits(q, by_dimension=by_dimension) and not hits_only
+        by_visits = self._by_visits(q, by_dimension=by_dimension)
         if by_visits and (visit_extra is not None or not extra or visit_list):
             source, group, counts = self._visit_rows(q, params, visit_list, visit_group or group)
             where, day, extra = self._visit_where(q, params), "day", visit_extra or ""
@@ -694,10 +698,9 @@ WHERE site = {{site:String}} AND is_bot = 0
             "week": "toMonday(ts)",
             "month": "toStartOfMonth(ts)",
         }[q.interval]
-        # An hour is no property of a visit (one may span two): hourly series count hits.
-        groups = self._visitor_groups(
-            q, bucket, visit_group=VISIT_BUCKETS.get(q.interval, ""), hits_only=q.interval == "hour"
-        )
+        # A visit may span two hours: hourly series count each visit's hours (its list of them).
+        listed = "hour" if q.interval == "hour" else ""
+        groups = self._visitor_groups(q, bucket, visit_group=VISIT_BUCKETS[q.interval], visit_list=listed)
         found = {_bucket_key(g["g"], q.interval): g for g in groups}
         rows = []
         for key in _buckets(q.start, q.end, q.interval, now):
@@ -970,6 +973,7 @@ VISIT_COUNTS = "sum(pageviews) AS pv, sum(events) AS ev"
 VISIT_LISTS = {
     "page": ("arrayZip(paths, path_views, path_events)", "sum(item.2) AS pv, sum(item.3) AS ev"),
     "event_name": ("arrayZip(names, name_events)", "toUInt64(0) AS pv, sum(item.2) AS ev"),
+    "hour": ("arrayZip(hours, hour_views, hour_events)", "sum(item.2) AS pv, sum(item.3) AS ev"),
 }
 
 

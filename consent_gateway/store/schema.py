@@ -387,6 +387,10 @@ VISIT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("path_events", "Array(UInt32)"),
     ("names", "Array(LowCardinality(String))"),
     ("name_events", "Array(UInt32)"),
+    # The hours (UTC) the visit had hits in, with the page views and events of each: hourly series.
+    ("hours", "Array(UInt8)"),
+    ("hour_views", "Array(UInt32)"),
+    ("hour_events", "Array(UInt32)"),
 )
 # The columns a query reads (the build id is the builder's).
 VISIT_FIELDS = tuple(name for name, _ in VISIT_COLUMNS if name != "build")

@@ -121,7 +121,14 @@ SELECT site, day, identified, visitor,
        arrayMap(n -> toUInt32(n), by_path.3) AS path_events,
        arrayReduce('sumMap', [arrayMap(x -> x.8, v)], [arrayMap(x -> toUInt64(x.3), v)]) AS by_name,
        by_name.1 AS names,
-       arrayMap(n -> toUInt32(n), by_name.2) AS name_events
+       arrayMap(n -> toUInt32(n), by_name.2) AS name_events,
+       -- every hit counts in the third sum, so an hour of requests alone is kept (its visitor was there)
+       arrayReduce('sumMap', [arrayMap(x -> toUInt8(intDiv(x.1 % 86400000, 3600000)), v)],
+                   [arrayMap(x -> toUInt64(x.2), v)], [arrayMap(x -> toUInt64(x.3), v)],
+                   [arrayMap(x -> toUInt64(1), v)]) AS by_hour,
+       by_hour.1 AS hours,
+       arrayMap(n -> toUInt32(n), by_hour.2) AS hour_views,
+       arrayMap(n -> toUInt32(n), by_hour.3) AS hour_events
 FROM (
     SELECT key_site AS site, key_identified AS identified, key AS visitor, day,
            arrayJoin(arraySplit((h, s) -> s, hits,
