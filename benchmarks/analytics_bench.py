@@ -6,7 +6,9 @@
 The events are generated inside ClickHouse (``INSERT ... SELECT ... FROM numbers(N)``): the last
 30 days, N/40 people who each come on up to 4 days with several hits per sitting; 60 % consented
 (40 % of those to marketing), the rest pseudonymised with a key per day; page views, asset
-requests and events; campaigns, referrers, devices. Every request goes
+requests and events; campaigns, referrers, devices. The visits of the closed days are then built
+(``store/visits.py``; ``--no-build`` leaves them out, so every visit is made from the hits at
+query time, as on a database the builder has not reached yet). Every request goes
 through the ASGI app (token check, validation, JSON), and the report prints p50/p95 per endpoint
 and the ratio to a baseline measured in the same run: ``SELECT count()`` over the same range.
 """
@@ -30,6 +32,7 @@ from starlette.testclient import TestClient  # noqa: E402
 from consent_gateway import Settings, create_analytics_app  # noqa: E402
 from consent_gateway.analytics import TokenStore  # noqa: E402
 from consent_gateway.store import EVENT_COLUMNS, Store, migrate, open_store  # noqa: E402
+from consent_gateway.store.visits import build_closed_days, describe  # noqa: E402
 
 DAYS = 30
 EVENTS_PER_PERSON = 40  # about 10 hits on each of about 4 days
@@ -127,6 +130,7 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--data", help="data directory (default: a new temporary one; reused if it holds N events)")
+    parser.add_argument("--no-build", action="store_true", help="measure without building the visits of closed days")
     args = parser.parse_args()
 
     data_dir = Path(args.data or tempfile.mkdtemp(prefix="cg-analytics-bench-"))
@@ -142,6 +146,15 @@ def main() -> int:
     else:
         print(f"generating {args.events:,} events in {settings.clickhouse_dsn} ...", file=sys.stderr)
         seconds = generate(store, args.events)
+    built = "visits not built (--no-build)"
+    if not args.no_build:
+        started = time.perf_counter()
+        days = build_closed_days(
+            store,
+            events_months=settings.events_retention_months,
+            progress=lambda day: print(f"  visits of {describe(day)}", file=sys.stderr, flush=True),
+        )
+        built = f"visits of {len(days)} days built in {time.perf_counter() - started:.1f} s"
     stored = store.query_rows(f"SELECT count() FROM {store.table('events')}")[0][0]
     rolled = store.query_rows(f"SELECT count(), sum(hits) FROM {store.table('events_daily')}")[0]
 
@@ -161,6 +174,9 @@ def main() -> int:
         ("breakdown entry_page", "breakdown", {"dimension": "entry_page"}),
         ("breakdown utm_campaign", "breakdown", {"dimension": "utm_campaign"}),
         ("breakdown device", "breakdown", {"dimension": "device"}),
+        ("breakdown utm_source", "breakdown", {"dimension": "utm_source"}),
+        ("breakdown exit_page", "breakdown", {"dimension": "exit_page"}),
+        ("goals", "goals", {}),
         ("funnel 3 steps", "funnel", {"steps": "page:/,page:/pricing,event:signup"}),
         ("consent-rates", "consent-rates", {}),
     ]
@@ -193,7 +209,7 @@ def main() -> int:
     made = f"generated in {seconds:.1f} s" if seconds else "reused"
     print(
         f"\nanalytics benchmark: {stored:,} events over {DAYS} days ({made}), "
-        f"rollup {rolled[0]:,} rows for {rolled[1]:,} hits; {args.repeat} runs each, embedded engine"
+        f"rollup {rolled[0]:,} rows for {rolled[1]:,} hits; {built}; {args.repeat} runs each, embedded engine"
     )
     print(f"{'endpoint':<28} {'p50 ms':>9} {'p95 ms':>9} {'p50 / baseline':>15}")
     for label, times in results:

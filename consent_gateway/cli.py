@@ -574,6 +574,21 @@ def cmd_erase(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_visits(args: argparse.Namespace) -> int:
+    from .store import migrate, open_store
+    from .store.visits import build_closed_days, describe
+
+    settings = _settings(args)
+    store = open_store(settings.clickhouse_dsn, settings.database)
+    months = settings.events_retention_months
+    migrate(store, events_months=months, receipts_years=settings.receipts_retention_years, cluster=settings.cluster)
+    built = build_closed_days(
+        store, events_months=months, cluster=settings.cluster, progress=lambda day: print(describe(day), flush=True)
+    )
+    print(f"visits: {len(built)} closed day(s) built; every other closed day was up to date")
+    return 0
+
+
 CONFIG_HELP = "settings TOML file (default: $CONSENT_GATEWAY_CONFIG, else defaults and CONSENT_GATEWAY_* variables)"
 DATA_HELP = "data directory: journal, keys, tokens, embedded ClickHouse (overrides data_dir; default ./data)"
 HOST_HELP = "address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)"
@@ -685,6 +700,12 @@ def build_parser() -> argparse.ArgumentParser:
     _store_options(p)
     p.add_argument("--local-keys", action="store_true", help="read the keys kept under data_dir/keys (development)")
     p.set_defaults(func=cmd_erase)
+
+    p = sub.add_parser("visits", help="store the visits of closed days (the gateway also does this every 10 minutes)")
+    visits = p.add_subparsers(dest="visits_command", required=True)
+    v = visits.add_parser("build", help="build the closed days never built or whose events changed, newest first")
+    _store_options(v)
+    v.set_defaults(func=cmd_visits)
 
     # The cookie inventory, the policy's cookie section and the audit exports (docs/cookies.md).
     from .audit import add_audit_parser

@@ -27,6 +27,7 @@ from .settings import Settings
 from .signing import ConsentCodec, Verified
 from .store import Store, migrate, open_store
 from .store.statements import stored_event_names
+from .store.visits import VISIT_BUILD_INTERVAL, build_closed_days
 
 logger = logging.getLogger("consent_gateway")
 
@@ -113,6 +114,7 @@ class GatewayRuntime:
             metrics=metrics,
         )
         self._salt_janitor: Periodic | None = None
+        self._visit_builder: Periodic | None = None
         self.required = settings.required_categories
         self.known = frozenset(settings.category_keys)
         self.gpc_refuses = frozenset(settings.gpc_refuses)
@@ -196,6 +198,9 @@ class GatewayRuntime:
         # Salts older than 48 h are destroyed while the gateway runs, not only at start.
         self._salt_janitor = Periodic("salt-janitor", self.salts.destroy_expired, s.salt_check_interval)
         self._salt_janitor.start()
+        # Visits of closed days are stored off the request path; queries never depend on it.
+        self._visit_builder = Periodic("visit-builder", self._build_visits, VISIT_BUILD_INTERVAL)
+        self._visit_builder.start()
         logger.info("consent gateway started for site %r on %r", s.site_id, self.query_store)
         # Said under every server (uvicorn, gunicorn, hypercorn, the test client): only
         # trusted_proxies decides whose X-Forwarded-For is believed.
@@ -206,6 +211,16 @@ class GatewayRuntime:
         if self.query_store is None:
             self.query_store = open_store(self.settings.clickhouse_dsn, self.settings.database)
         return self.query_store
+
+    def _build_visits(self) -> None:
+        store = self.query_store
+        if store is not None:
+            build_closed_days(
+                store,
+                events_months=self.settings.events_retention_months,
+                cluster=self.settings.cluster,
+                keep_going=lambda: self._visit_builder is not None,
+            )
 
     def _seed_event_names(self) -> None:
         # The cap counts names already stored, so a restart does not open it again.
@@ -228,6 +243,9 @@ class GatewayRuntime:
         if self._salt_janitor is not None:
             self._salt_janitor.stop()
             self._salt_janitor = None
+        builder, self._visit_builder = self._visit_builder, None  # a build in progress stops after its day
+        if builder is not None:
+            builder.stop()
         if self.query_store is not None:
             self.query_store.close()
         self.started = False

@@ -20,10 +20,14 @@ Counting rules, applied everywhere:
   so a campaign is credited with all the pages, events and conversions of the visits it brought.
 - Consent on the landing page: a choice that grants analytics writes a link row (``records.LINK``);
   the pseudonymised hits of its key in the 30 minutes before it are read as the chooser's, so the
-  visit stays one visitor and one visit (``_hits_sql``; docs/privacy.md).
+  visit stays one visitor and one visit (``store.visits.linked_hits_sql``; docs/privacy.md).
 - Bots (``is_bot``; receipts: ``device = 'bot'``) are left out of every count, consent rates included.
-- Visits are runs of page views by one visitor key on one day with gaps under 30 minutes; a
-  pseudonymised key cannot link across midnight (UTC), so neither can a visit.
+- Visits are defined once, in ``store/visits.py``: runs of one key's hits on one day with no gap
+  over 30 minutes; a pseudonymised key cannot link across midnight (UTC), so neither can a visit.
+  Questions whose filters are properties of a visit read visit rows (``_visits``: stored rows of
+  built days still matching their events, the other days made from the hits), pages and event
+  names and hours through each visit's lists (VISIT_LISTS); named goals, funnels, realtime and
+  page or event-name filters read the hits.
 """
 
 from __future__ import annotations
@@ -31,15 +35,25 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 from ..errors import RequestError
-from ..records import LINK, LINK_PSEUDONYM
 from ..settings import Settings
 from ..store import Store
-from ..store.schema import EVENT_COLUMNS
+from ..store.schema import EVENT_COLUMNS, VISITS_TABLE
+from ..store.visits import (
+    PAGEVIEW,
+    VISIT_ATTRIBUTES,
+    VISIT_START,
+    VISIT_WINDOW,
+    build_params,
+    fresh_builds,
+    linked_hits_sql,
+    visits_source,
+)
 from .params import DIMENSIONS, EMPTY_VALUE, FunnelStep, Query
 
 # Dimensions whose value is a visit's, taken from its entry (``_hits_sql``).
@@ -47,10 +61,18 @@ VISIT_DIMENSIONS = frozenset(
     {"referrer_host", "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "click_attribution"}
 )
 
+# Filters and breakdowns a visit row answers alone: its entry's attribution and its device.
+VISIT_LEVEL = frozenset({*VISIT_DIMENSIONS, "browser", "os", "device"})
+# Time buckets by a visit's day (it never spans midnight), or by each hour it had hits in.
+VISIT_BUCKETS = {
+    "hour": "toDateTime(day, 'UTC') + toIntervalHour(item.1)",
+    "day": "day",
+    "week": "toMonday(day)",
+    "month": "toStartOfMonth(day)",
+}
+
 SUPPRESSED = "other (suppressed)"
-VISIT_GAP_SECONDS = 1800
 REALTIME_SECONDS = 1800
-PAGEVIEW = "kind = 'visit' AND name = 'pageview'"
 
 NOTES = {
     "visitors": (
@@ -123,6 +145,10 @@ class Analytics:
         self.marketing = settings.consent.marketing_category
         self.events = store.table("events")
         self.receipts = store.table("consent_receipts")
+        self.visits = store.table(VISITS_TABLE)
+        self.cluster = settings.cluster
+        # The fresh builds of a range, remembered for the length of one answer (per thread).
+        self._answer = threading.local()
         self._linked_hits = _hits_sql(self.events, visits=False)
         self._visit_hits = _hits_sql(self.events, visits=True)
 
@@ -138,6 +164,13 @@ class Analytics:
 
     def run(self, q: Query, *, today: dt.date | None = None, now: dt.datetime | None = None) -> Result:
         """Answer ``q``; ``today`` fixes the raw-retention cut-off and ``now`` the last time bucket (tests)."""
+        self._answer.fresh = {}
+        try:
+            return self._run(q, today=today, now=now)
+        finally:
+            self._answer.fresh = None
+
+    def _run(self, q: Query, *, today: dt.date | None, now: dt.datetime | None) -> Result:
         now = now or dt.datetime.now(dt.UTC)
         today = today or now.date()
         notes: dict[str, str] = {}
@@ -219,12 +252,16 @@ class Analytics:
             clauses.extend(self._filter_clauses(q, params))
         return " AND ".join(clauses)
 
-    def _filter_clauses(self, q: Query, params: dict[str, Any]) -> list[str]:
+    def _filter_clauses(self, q: Query, params: dict[str, Any], *, visits: bool = False) -> list[str]:
+        """The filters of ``q`` as conditions on hits, or (``visits``) on visit rows: a visit matches a
+        page or event-name filter when one of its page views or events does."""
         clauses = []
         for i, (dim, value) in enumerate(q.filters):
             # "(none)" names the empty value; click attribution's own "(none)" is a value of its expression.
             params[f"f{i}"] = "" if value == EMPTY_VALUE and dim != "click_attribution" else value
-            if dim == "event_name":
+            if visits and dim in ("page", "event_name"):
+                clauses.append(f"has({'paths' if dim == 'page' else 'names'}, {{f{i}:String}})")
+            elif dim == "event_name":
                 clauses.append(f"(kind = 'event' AND name = {{f{i}:String}})")
             else:
                 clauses.append(f"{DIMENSIONS[dim]} = {{f{i}:String}}")
@@ -238,54 +275,126 @@ class Analytics:
         extra: str = "",
         extra_params: Mapping[str, Any] | None = None,
         by_dimension: bool = True,
+        visit_group: str = "",
+        visit_extra: str | None = None,
+        visit_list: str = "",
     ) -> Iterator[dict[str, Any]]:
         """Per group: visitors (estimate), the k bound, page views and events.
 
-        One flat pass counts consented keys and pseudonymised (key, day) pairs. The k bound also
-        needs each group's busiest day of pseudonymised keys; that second pass reads only
-        pseudonymised rows, and runs only when some group's size depends on it.
+        Read from the visits when ``q`` and the group are visit-level (``visit_group`` and
+        ``visit_extra`` then stand for ``group`` and ``extra``; ``visit_list``: grouped by a
+        visit's pages or event names, VISIT_LISTS), else from the hits. One flat pass counts
+        consented keys and pseudonymised (key, day) pairs. The k bound also needs each group's
+        busiest day of pseudonymised keys (``_peaks``), only when some group's size depends on it.
         """
         params: dict[str, Any] = dict(extra_params or {})
-        hits = self._hits(q, by_dimension=by_dimension)
-        where = self._where(q, params) + (f" AND {extra}" if extra else "")
+        by_visits = self._by_visits(q, by_dimension=by_dimension)
+        if by_visits and (visit_extra is not None or not extra or visit_list):
+            source, group, counts = self._visit_rows(q, params, visit_list, visit_group or group)
+            where, day, extra = self._visit_where(q, params), "day", visit_extra or ""
+        else:
+            hits = self._hits(q, by_dimension=by_dimension)
+            source, where, day, counts = hits, self._where(q, params), "toDate(ts)", HIT_COUNTS
+        where += f" AND {extra}" if extra else ""
         rows = self.store.query_rows(
             f"""
 SELECT {group} AS g,
        uniqExactIf(visitor, identified = 1) AS consented_keys,
-       uniqExactIf(cityHash64(visitor, toDate(ts)), identified = 0) AS pseudonymous_days,
-       countIf({PAGEVIEW}) AS pv,
-       countIf(kind = 'event') AS ev
-FROM {hits}
+       uniqExactIf(cityHash64(visitor, {day}), identified = 0) AS pseudonymous_days,
+       {counts}
+FROM {source}
 WHERE {where}
 GROUP BY g""",
             params,
         )
         peaks: dict[Any, int] = {}
         if any(int(ident) < self.k <= int(ident) + int(days) for _, ident, days, _, _ in rows):
-            peaks = {
-                g: int(peak)
-                for g, peak in self.store.query_rows(
-                    f"""
-SELECT g, max(pd)
-FROM (
-    SELECT {group} AS g, toDate(ts) AS d, uniqExact(visitor) AS pd
-    FROM {hits}
-    WHERE {where} AND identified = 0
-    GROUP BY g, d
-)
-GROUP BY g""",
-                    params,
-                )
-            }
+            peaks = self._peaks(f"SELECT {group} AS g, {day} AS d, visitor FROM {source} WHERE {where}", params)
         for g, identified, pseudo_days, pageviews, event_count in rows:
-            events = int(event_count)
             # Without the second pass every group here is either >= k on consented keys alone or
             # below k even counting every pseudonymised day as a new person.
             visitors = int(identified) + int(pseudo_days)
             bound = (
                 max(int(identified), peaks.get(g, 0)) if peaks else (visitors if visitors < self.k else int(identified))
             )
-            yield {"g": g, "visitors": visitors, "k_visitors": bound, "pageviews": int(pageviews), "events": events}
+            yield {
+                "g": g,
+                "visitors": visitors,
+                "k_visitors": bound,
+                "pageviews": int(pageviews),
+                "events": int(event_count),
+            }
+
+    def _visit_rows(self, q: Query, params: dict[str, Any], listed: str, group: str) -> tuple[str, str, str]:
+        """The visits of ``q`` (with ``listed``: one row per item of that list, VISIT_LISTS, the item as
+        ``item``), the group expression over them, and their page views' and events' sums."""
+        source = self._visits(q, params)
+        if not listed:
+            return source, group, VISIT_COUNTS
+        items, counts = VISIT_LISTS[listed]
+        return f"(SELECT *, item FROM {source} ARRAY JOIN {items} AS item)", group, counts
+
+    def _peaks(self, rows: str, params: Mapping[str, Any]) -> dict[Any, int]:
+        """Per group ``g`` of ``rows`` (g, d, visitor): its busiest day's count of pseudonymised keys."""
+        return {
+            g: int(peak)
+            for g, peak in self.store.query_rows(
+                f"""
+SELECT g, max(pd)
+FROM (
+    SELECT g, d, uniqExact(visitor) AS pd
+    FROM ({rows} AND identified = 0)
+    GROUP BY g, d
+)
+GROUP BY g""",
+                params,
+            )
+        }
+
+    # -- visits -----------------------------------------------------------------------------
+
+    def _by_visits(self, q: Query, *, by_dimension: bool = True) -> bool:
+        """Whether ``q``'s filters (and, with ``by_dimension``, its breakdown) are all properties of a visit."""
+        if any(d not in VISIT_LEVEL for d, _ in q.filters):
+            return False
+        return (
+            not by_dimension
+            or q.dimension in ("", "entry_page", "exit_page", *VISIT_LISTS)
+            or q.dimension in VISIT_LEVEL
+        )
+
+    def _visits(self, q: Query, params: dict[str, Any]) -> str:
+        """The visits of ``q``'s site and range: stored rows of its fresh built days, the others made live."""
+        built, live = build_params(*self._fresh(q.start, q.end))
+        params.update(site=q.site, start=q.start, end=q.end, live_days=live)
+        return visits_source(self.events, self.visits, built, bool(live))
+
+    def _fresh(self, start: dt.date, end: dt.date) -> tuple[dict[dt.date, int], set[dt.date]]:
+        """The built days of ``start`` to ``end`` that still match their events and lie wholly within
+        the raw retention (its first day is cut at this time of day, and its visits expire first);
+        and the days holding events."""
+        memo = cast(
+            "dict[tuple[dt.date, dt.date], tuple[dict[dt.date, int], set[dt.date]]] | None",
+            getattr(self._answer, "fresh", None),
+        )
+        if memo is not None and (start, end) in memo:
+            return memo[(start, end)]
+        cutoff = _months_before(dt.datetime.now(dt.UTC).date(), self.retention_months)
+        fresh, held = fresh_builds(self.store, start, end, self.cluster)
+        found = ({day: build for day, build in fresh.items() if day > cutoff}, held)
+        if memo is not None:
+            memo[(start, end)] = found
+        return found
+
+    def _visit_where(self, q: Query, params: dict[str, Any]) -> str:
+        """The visits of ``q``'s consent and filters (site and range are the source's own)."""
+        params["keep"] = self.retention_months
+        clauses = ["start_ts >= now() - toIntervalMonth({keep:UInt32})"]
+        if q.marketing_only:
+            params["marketing"] = self.marketing
+            clauses.append("has(granted, {marketing:String})")
+        clauses.extend(self._filter_clauses(q, params, visits=True))
+        return " AND ".join(clauses)
 
     def _population(self, q: Query) -> dict[str, Any]:
         """The whole filtered population as one group (zeros when nobody matches)."""
@@ -295,64 +404,12 @@ GROUP BY g""",
     def _too_few(self, population: Mapping[str, Any]) -> bool:
         return bool(0 < population["k_visitors"] < self.k)
 
-    def _sessions_sql(self, q: Query, params: dict[str, Any], *, paths: bool = False) -> str:
-        """One row per visitor key and day: its sorted page views, visit starts, ends and bounces.
-
-        Filters select visits, not page views: a visit counts, whole, when one of its page views
-        or events matches them (a visit that landed from a campaign and went on to three pages is
-        one visit of three pages, not a bounce; a visit that sent "signup" is one of the visits
-        with that event). An event belongs to the visit in progress when it was sent. The kept
-        visits' start, end and bounce marks stay; the others' are cleared.
-        Without ``paths`` and filters the hits are bare timestamps, which halves the cost of the aggregate.
-        """
-        if q.filters:
-            where = self._where(q, params, filters=False)
-            match = " AND ".join(self._filter_clauses(q, params))
-            hit = f"(toUnixTimestamp(ts), path, {match}, {PAGEVIEW})"
-            rows = f"({PAGEVIEW} OR kind = 'event')"
-            pageviews = "arrayFilter(h -> h.4, all_hits)"
-            # A matching hit's visit: the number of visit starts at or before it (0: before any page view).
-            keep = (
-                "arrayDistinct(arrayMap(h -> arrayCount((p, s) -> s AND p.1 <= h.1, hits, starts0), "
-                "arrayFilter(h -> h.3, all_hits)))"
-            )
-            mask = "has(keep, v)"
-        else:
-            where = self._where(q, params)
-            hit = "(toUnixTimestamp(ts), path)" if paths else "toUnixTimestamp(ts)"
-            rows, pageviews, keep, mask = PAGEVIEW, "all_hits", "[]", "1"
-        seconds = "arrayMap(h -> h.1, hits)" if (paths or q.filters) else "hits"
-        return f"""
-SELECT identified, visitor, d, hits,
-       arrayMap((x, v) -> x AND {mask}, starts0, vis) AS starts,
-       arrayMap((x, v) -> x AND {mask}, ends0, vis) AS ends,
-       arrayMap((x, v) -> x AND {mask}, bounced0, vis) AS bounced,
-       -- a visit lasts from its first page view to its last: the sum of its ends minus its starts
-       arraySum(arrayMap((t, e) -> if(e, toInt64(t), 0), {seconds}, ends))
-         - arraySum(arrayMap((t, s) -> if(s, toInt64(t), 0), {seconds}, starts)) AS seconds_in_visits,
-       arrayCount(v -> {mask}, vis) AS views_in_visits
-FROM (
-    SELECT ident AS identified, vkey AS visitor, d, {pageviews} AS hits,
-           arrayMap((gap, i) -> i = 1 OR gap > {VISIT_GAP_SECONDS},
-                    arrayDifference({seconds}), arrayEnumerate(hits)) AS starts0,
-           arrayMap(i -> i = length(starts0) OR starts0[i + 1], arrayEnumerate(starts0)) AS ends0,
-           arrayMap(i -> starts0[i] AND ends0[i], arrayEnumerate(starts0)) AS bounced0,
-           arrayCumSum(starts0) AS vis,
-           {keep} AS keep
-    FROM (
-        SELECT any(identified) AS ident, any(visitor) AS vkey, any(toDate(ts)) AS d,
-               arraySort(groupArray({hit})) AS all_hits
-        FROM {self._hits(q)}
-        WHERE {where} AND {rows}
-        -- one 64-bit key per (key, day) groups about twice as fast as the three columns
-        GROUP BY cityHash64(identified, visitor, toDate(ts))
-    )
-)"""
-
     # -- aggregate --------------------------------------------------------------------------
 
     def _aggregate(self, q: Query) -> Result:
-        top = self._population(q)
+        # Without named goals every figure is a visit's: one pass over the visits answers them all.
+        headline = self._visit_headline(q) if self._by_visits(q, by_dimension=False) and not q.goals else None
+        top = headline[0] if headline else self._population(q)
         columns = [
             "visitors",
             "visits",
@@ -370,19 +427,10 @@ FROM (
         }
         if self._too_few(top):
             return Result(columns, [dict.fromkeys(columns)], {**meta, "suppressed": True})
-        params: dict[str, Any] = {}
-        visits, bounces, seconds, views = self.store.query_rows(
-            "SELECT sum(arraySum(starts)), sum(arraySum(bounced)), sum(seconds_in_visits), sum(views_in_visits) "
-            f"FROM ({self._sessions_sql(q, params)})",
-            params,
-        )[0]
-        visits, bounces, seconds, views = int(visits or 0), int(bounces or 0), int(seconds or 0), int(views or 0)
-        goal_params: dict[str, Any] = {}
-        converted = list(
-            self._visitor_groups(q, "0", extra=_goal_condition(q.goals, goal_params), extra_params=goal_params)
-        )
-        conversions: int | None = converted[0]["visitors"] if converted else 0
-        if converted and converted[0]["k_visitors"] < self.k:
+        visits, bounces, seconds, views = headline[1] if headline else self._visit_totals(q)
+        converted = headline[2] if headline else self._converted(q)
+        conversions: int | None = converted["visitors"]
+        if conversions and converted["k_visitors"] < self.k:
             conversions = None  # fewer than k people converted: the count would single them out
         row: dict[str, Any] = {
             "visitors": top["visitors"],
@@ -399,6 +447,65 @@ FROM (
             ),
         }
         return Result(columns, [row], {**meta, "suppressed": False})
+
+    def _converted(self, q: Query) -> dict[str, Any]:
+        """The people who reached a goal of ``q`` (any event without goals), as one group."""
+        goal_params: dict[str, Any] = {}
+        groups = self._visitor_groups(
+            q,
+            "0",
+            extra=_goal_condition(q.goals, goal_params),
+            extra_params=goal_params,
+            by_dimension=False,
+            visit_extra=None if q.goals else "events > 0",
+        )
+        return next(iter(groups), {"visitors": 0, "k_visitors": 0})
+
+    def _visit_headline(self, q: Query) -> tuple[dict[str, Any], tuple[int, int, int, int], dict[str, Any]]:
+        """From one pass over the visits ``q`` selects: the population (as ``_population``), the visit
+        totals (as ``_visit_totals``) and the people who sent an event (as ``_converted``)."""
+        params: dict[str, Any] = {}
+        source, where = self._visits(q, params), self._visit_where(q, params)
+        row = self.store.query_rows(
+            f"""
+SELECT uniqExactIf(visitor, identified = 1), uniqExactIf(cityHash64(visitor, day), identified = 0),
+       sum(pageviews), sum(events), countIf(pageviews > 0), sum(bounce), sum(duration),
+       uniqExactIf(visitor, identified = 1 AND events > 0),
+       uniqExactIf(cityHash64(visitor, day), identified = 0 AND events > 0)
+FROM {source}
+WHERE {where}""",
+            params,
+        )[0]
+        ident, pseudo, pageviews, events, visits, bounces, seconds, sent, sent_pseudo = (int(x or 0) for x in row)
+
+        def peak(extra: str) -> Callable[[], int]:
+            rows = f"SELECT 0 AS g, day AS d, visitor FROM {source} WHERE {where}{extra}"
+            return lambda: self._peaks(rows, params).get(0, 0)
+
+        top = {"visitors": ident + pseudo, "k_visitors": self._bound(ident, pseudo, peak(""))}
+        converted = {
+            "visitors": sent + sent_pseudo,
+            "k_visitors": self._bound(sent, sent_pseudo, peak(" AND events > 0")),
+        }
+        return {**top, "pageviews": pageviews, "events": events}, (visits, bounces, seconds, pageviews), converted
+
+    def _bound(self, identified: int, pseudo_days: int, peak: Callable[[], int]) -> int:
+        """The k bound of one group (as in ``_visitor_groups``): its busiest day is asked only when
+        consented keys alone are under k and counting every pseudonymised day would reach it."""
+        visitors = identified + pseudo_days
+        if identified < self.k <= visitors:
+            return max(identified, peak())
+        return visitors if visitors < self.k else identified
+
+    def _visit_totals(self, q: Query) -> tuple[int, int, int, int]:
+        """Visits (with a page view), bounces, seconds in visits and their page views, of the visits ``q`` selects."""
+        params: dict[str, Any] = {}
+        sql = (
+            "SELECT countIf(pageviews > 0), sum(bounce), sum(duration), sum(pageviews) "
+            f"FROM {self._visits(q, params)} WHERE {self._visit_where(q, params)}"
+        )
+        visits, bounces, seconds, views = self.store.query_rows(sql, params)[0]
+        return int(visits or 0), int(bounces or 0), int(seconds or 0), int(views or 0)
 
     def _comparison(self, q: Query, current: Result, today: dt.date, notes: dict[str, str]) -> dict[str, Any]:
         """The previous period of the same length, and each headline figure's change against it.
@@ -520,7 +627,7 @@ FROM (
         names were left out."""
         rows: list[dict[str, Any]] = []
         hidden = 0
-        for g in self._visitor_groups(q, "name", extra="kind = 'event'"):
+        for g in self._visitor_groups(q, "name", extra="kind = 'event'", visit_list="event_name", visit_group="item.1"):
             if g["k_visitors"] < self.k:
                 hidden += 1
                 continue
@@ -591,7 +698,10 @@ WHERE site = {{site:String}} AND is_bot = 0
             "week": "toMonday(ts)",
             "month": "toStartOfMonth(ts)",
         }[q.interval]
-        found = {_bucket_key(g["g"], q.interval): g for g in self._visitor_groups(q, bucket)}
+        # A visit may span two hours: hourly series count each visit's hours (its list of them).
+        listed = "hour" if q.interval == "hour" else ""
+        groups = self._visitor_groups(q, bucket, visit_group=VISIT_BUCKETS[q.interval], visit_list=listed)
+        found = {_bucket_key(g["g"], q.interval): g for g in groups}
         rows = []
         for key in _buckets(q.start, q.end, q.interval, now):
             g = found.get(key)
@@ -642,41 +752,53 @@ WHERE site = {{site:String}} AND is_bot = 0
                 "_k": g["k_visitors"],
             }
 
+        listed = dim if dim in VISIT_LISTS else ""
+
         def fold(values: list[Any]) -> list[dict[str, Any]]:
             inside = f"has({{fold:Array(String)}}, toString({expr}))"
+            listed_inside = "has({fold:Array(String)}, toString(item.1))"
             return [
                 as_row(g, SUPPRESSED)
                 for g in self._visitor_groups(
-                    q, "0", extra=f"{extra} AND {inside}" if extra else inside, extra_params={"fold": values}
+                    q,
+                    "0",
+                    extra=f"{extra} AND {inside}" if extra else inside,
+                    extra_params={"fold": values},
+                    visit_extra=listed_inside if listed else (None if extra else inside),
+                    visit_group="0",
+                    visit_list=listed,
                 )
             ]
 
-        groups = [as_row(g, g["g"]) for g in self._visitor_groups(q, expr, extra=extra)]
+        groups = [
+            as_row(g, g["g"])
+            for g in self._visitor_groups(
+                q, expr, extra=extra, visit_list=listed, visit_group="item.1" if listed else ""
+            )
+        ]
         return self._ranked(groups, columns, q.limit, meta, fold)
 
     def _entry_groups(self, q: Query, fold: list[Any] | None = None, *, exit: bool = False) -> list[dict[str, Any]]:
         """Visits by entry page (``exit``: by exit page); with ``fold``, the visits entering (or leaving)
         on any of those pages as one group. An exit page's bounce rate is that of the visits ending there."""
-        marks = "ends" if exit else "starts"
         params: dict[str, Any] = {}
-        group, keep = "e.2", ""
         if fold is not None:
             params["fold"] = fold
-            group, keep = "0", "WHERE has({fold:Array(String)}, e.2)"
+        page = "exit_page" if exit else "entry_page"
+        group = page if fold is None else "0"
+        keep = "" if fold is None else f" AND has({{fold:Array(String)}}, {page})"
+        rows = f"""
+    SELECT {group} AS g, day AS d, identified, visitor, bounce = 1 AS bounced
+    FROM {self._visits(q, params)}
+    WHERE {self._visit_where(q, params)} AND pageviews > 0{keep}"""
         sql = f"""
 SELECT g, uniqExactMerge(ids), sum(pd), max(pd), sum(n), sum(b)
 FROM (
-    SELECT {group} AS g, d,
+    SELECT g, d,
            uniqExactStateIf(visitor, identified = 1) AS ids,
            uniqExactIf(visitor, identified = 0) AS pd,
-           count() AS n, countIf(e.3) AS b
-    FROM (
-        SELECT identified, visitor, d,
-               arrayJoin(arrayFilter(x -> x.1,
-                   arrayMap(i -> ({marks}[i], hits[i].2, bounced[i]), arrayEnumerate(starts)))) AS e
-        FROM ({self._sessions_sql(q, params, paths=True)})
-    )
-    {keep}
+           count() AS n, countIf(bounced) AS b
+    FROM ({rows})
     GROUP BY g, d
 )
 GROUP BY g"""
@@ -844,69 +966,45 @@ GROUP BY d ORDER BY d"""
 
 
 RATES = frozenset({"bounce_rate", "conversion_rate"})
-
-
-# What a visit takes from its entry (first hit) for all of its pages and events.
-VISIT_ATTRIBUTES = ("referrer_host", "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "click_id")
-# What a link turns a pseudonymised hit into: the consented key, identified, the choice's categories.
-LINKED = ("identified", "visitor", "granted", "click_id")
+# A group's page views and events, counted over hits or over visits.
+HIT_COUNTS = f"countIf({PAGEVIEW}) AS pv, countIf(kind = 'event') AS ev"
+VISIT_COUNTS = "sum(pageviews) AS pv, sum(events) AS ev"
+# Breakdowns a visit row answers through its lists, one row per item (``item``): the list, its counts.
+VISIT_LISTS = {
+    "page": ("arrayZip(paths, path_views, path_events)", "sum(item.2) AS pv, sum(item.3) AS ev"),
+    "event_name": ("arrayZip(names, name_events)", "toUInt64(0) AS pv, sum(item.2) AS ev"),
+    "hour": ("arrayZip(hours, hour_views, hour_events)", "sum(item.2) AS pv, sum(item.3) AS ev"),
+}
 
 
 def _hits_sql(events: str, *, visits: bool) -> str:
     """The site's stored hits as every query reads them (a subquery in place of ``events``).
 
-    1. Consent on the landing page: a pseudonymised hit followed, on the same day and within
-       VISIT_GAP_SECONDS, by a link record of its key (written by a choice that granted analytics)
-       takes the link's consented key, its granted categories and its click id; link records
-       themselves are no hits.
-    2. With ``visits``, per visitor key and day, a hit more than VISIT_GAP_SECONDS after the previous one
-       starts a new visit; every hit of a visit takes its entry's referrer, UTM values and click id,
-       so a visit's source and campaign apply to all of its pages, events and conversions.
+    1. Consent on the landing page: ``store.visits.linked_hits_sql`` (the link merge).
+    2. With ``visits``, every hit takes its visit's entry referrer, UTM values and click id (the
+       visit split of ``store.visits``), so a visit's source and campaign apply to all of its pages,
+       events and conversions.
     Only the site's rows of the range's days are read (every query binds site, start and end).
     """
     names = [name for name, _ in EVENT_COLUMNS]
-    gap_ms = VISIT_GAP_SECONDS * 1000
-    linked = f"(l.lv != 0 AND toUnixTimestamp64Milli(l.lts) - toUnixTimestamp64Milli(e.ts) <= {gap_ms})"
-
-    def remap(n: str) -> str:
-        if n == "click_id":  # the landing hit's own click id was not kept: the link's is the visit's
-            return f"if({linked} AND e.click_id = '', l.l_click_id, e.click_id) AS click_id"
-        return f"if({linked}, l.l_{n}, e.{n}) AS {n}" if n in LINKED else f"e.{n} AS {n}"
 
     def entry_of(n: str) -> str:
         return f"entry.{VISIT_ATTRIBUTES.index(n) + 1} AS {n}" if n in VISIT_ATTRIBUTES else n
 
-    remapped = ", ".join(remap(n) for n in names)
-    entry = ", ".join(entry_of(n) for n in names)
-    key = "PARTITION BY identified, visitor, toDate(ts)"
     # Visits and links never span midnight (UTC): the range's days alone are read.
-    days = "toDate(ts) BETWEEN {start:Date} AND {end:Date}"
-    linked_hits = f"""
-            SELECT {remapped}
-            FROM {events} AS e
-            ASOF LEFT JOIN (
-                SELECT JSONExtractUInt(props, '{LINK_PSEUDONYM}') AS p, toUInt8(0) AS pseudonymous, ts AS lts,
-                       visitor AS lv, identified AS l_identified, visitor AS l_visitor, granted AS l_granted,
-                       click_id AS l_click_id
-                FROM {events}
-                WHERE site = {{site:String}} AND kind = '{LINK}' AND identified = 1 AND {days}
-            ) AS l ON e.visitor = l.p AND e.identified = l.pseudonymous AND e.ts <= l.lts
-            WHERE e.site = {{site:String}} AND e.kind != '{LINK}' AND e.is_bot = 0 AND {days}"""
+    linked_hits = linked_hits_sql(events, "toDate(ts) BETWEEN {start:Date} AND {end:Date}")
     if not visits:
         return f"({linked_hits})"
     # The entry of a hit's visit is the latest visit start at or before it: one ordered pass after
     # the one that marks the starts.
-    ordered = f"OVER ({key} ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
     return f"""(
-SELECT {entry}
+SELECT {", ".join(entry_of(n) for n in names)}
 FROM (
     SELECT *,
-           argMax(({", ".join(VISIT_ATTRIBUTES)}), if(visit_start, toUnixTimestamp64Milli(ts), toInt64(0))) {ordered}
-               AS entry
+           argMax(({", ".join(VISIT_ATTRIBUTES)}), if(visit_start, toUnixTimestamp64Milli(ts), toInt64(0)))
+               {VISIT_WINDOW} AS entry
     FROM (
-        SELECT *,
-               toUInt8(toUnixTimestamp64Milli(ts) - lagInFrame(toUnixTimestamp64Milli(ts), 1, toInt64(0)) {ordered}
-                   > {gap_ms}) AS visit_start
+        SELECT *, {VISIT_START} AS visit_start
         FROM ({linked_hits})
     )
 )

@@ -1,4 +1,4 @@
-"""Versioned, idempotent migrations for the ``events`` and ``consent_receipts`` tables."""
+"""Versioned, idempotent migrations for the ``events``, ``consent_receipts`` and ``visits`` tables."""
 
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ class Retention:
 
 def _m1_events(store: Store, retention: Retention) -> list[str]:
     return [
-        f"""CREATE TABLE IF NOT EXISTS {store.table('events')} (
+        f"""CREATE TABLE IF NOT EXISTS {store.table("events")} (
     {_columns_sql(EVENT_COLUMNS)}
 )
 ENGINE = MergeTree
@@ -100,7 +100,7 @@ SETTINGS ttl_only_drop_parts = 1, index_granularity = 8192"""
 
 def _m2_receipts(store: Store, retention: Retention) -> list[str]:
     return [
-        f"""CREATE TABLE IF NOT EXISTS {store.table('consent_receipts')} (
+        f"""CREATE TABLE IF NOT EXISTS {store.table("consent_receipts")} (
     {_columns_sql(RECEIPT_COLUMNS)}
 )
 ENGINE = MergeTree
@@ -118,7 +118,7 @@ ROLLUP_TTL_MONTHS = 25
 
 def _m3_daily_rollup(store: Store, retention: Retention) -> list[str]:
     return [
-        f"""CREATE TABLE IF NOT EXISTS {store.table('events_daily')} (
+        f"""CREATE TABLE IF NOT EXISTS {store.table("events_daily")} (
     `day` Date,
     `site` LowCardinality(String),
     `kind` LowCardinality(String),
@@ -138,7 +138,7 @@ ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(day)
 ORDER BY (site, day, kind, name, path, referrer_host, utm_source, utm_medium, marketing, utm_campaign, browser, os, device)
 TTL day + toIntervalMonth({ROLLUP_TTL_MONTHS}) DELETE""",
-        f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {store.table('events_daily_mv')} TO {store.table('events_daily')} AS
+        f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {store.table("events_daily_mv")} TO {store.table("events_daily")} AS
 SELECT
     toDate(ts) AS day, site, kind, name,
     if(kind = 'visit' AND name = 'request', '', path) AS path,
@@ -147,7 +147,7 @@ SELECT
     if(has(granted, 'marketing'), utm_campaign, '') AS utm_campaign,
     browser, os, device,
     toUInt64(count()) AS hits
-FROM {store.table('events')}
+FROM {store.table("events")}
 WHERE is_bot = 0
 GROUP BY day, site, kind, name, path, referrer_host, utm_source, utm_medium, marketing, utm_campaign, browser, os, device""",
     ]
@@ -159,20 +159,20 @@ MARKETING_ROLE = "marketing"
 def marketing_views(store: Store) -> list[str]:
     """Views for teams that query ClickHouse directly: no visitor keys, IP prefixes or click ids."""
     return [
-        f"""CREATE VIEW IF NOT EXISTS {store.table('marketing_events')}
+        f"""CREATE VIEW IF NOT EXISTS {store.table("marketing_events")}
 SQL SECURITY DEFINER AS
 SELECT ts, site, kind, name, category, identified, path, status, duration_ms, referrer_host,
        utm_source, utm_medium,
        if(has(granted, 'marketing'), utm_campaign, '') AS utm_campaign,
        toUInt8(has(granted, 'marketing') AND click_id != '') AS ad_click,
        browser, browser_version, os, device
-FROM {store.table('events')}
+FROM {store.table("events")}
 WHERE is_bot = 0 AND ts >= now() - INTERVAL 3 MONTH""",
-        f"""CREATE VIEW IF NOT EXISTS {store.table('marketing_daily')}
+        f"""CREATE VIEW IF NOT EXISTS {store.table("marketing_daily")}
 SQL SECURITY DEFINER AS
 SELECT day, site, kind, name, path, referrer_host, utm_source, utm_medium, marketing, utm_campaign,
        browser, os, device, sum(hits) AS hits
-FROM {store.table('events_daily')}
+FROM {store.table("events_daily")}
 GROUP BY day, site, kind, name, path, referrer_host, utm_source, utm_medium, marketing, utm_campaign, browser, os, device""",
     ]
 
@@ -197,6 +197,7 @@ MIGRATIONS: tuple[tuple[int, str, Migration], ...] = (
     (4, "marketing role and views (servers only)", _m4_marketing_role),
     (5, "cookie inventory", lambda st, r: inventory_ddl(st, events_months=r.events_months)),
     (6, "child columns in receipts", lambda st, r: receipt_columns_ddl(st.table("consent_receipts"))),
+    (7, "visits of closed days", lambda st, r: visits_ddl(st, events_months=r.events_months)),
 )
 
 
@@ -240,7 +241,9 @@ def migrate(store: Store, *, events_months: int = 3, receipts_years: int = 5, cl
         # As JSON lines, the gateway's own insert path: clickhouse-connect's row insert would load
         # pandas and numpy into the process (see store/client.py for what that costs a page).
         store.insert_lines(
-            "schema_migrations", [json.dumps([version, name]).encode()], ["version", "name"],
+            "schema_migrations",
+            [json.dumps([version, name]).encode()],
+            ["version", "name"],
             settings={"insert_distributed_sync": 1} if cluster else None,
         )
         logger.info("applied migration %d (%s) to %s", version, name, store.database)
@@ -256,6 +259,8 @@ def _apply_retention(store: Store, retention: Retention, cluster: str = "") -> N
         ("events", retention.events_months, f"toIntervalMonth({retention.events_months})"),
         ("consent_receipts", retention.receipts_years, f"toIntervalYear({retention.receipts_years})"),
         ("cookie_inventory", retention.events_months, f"toIntervalMonth({retention.events_months})"),
+        (VISITS_TABLE, retention.events_months, f"toIntervalMonth({retention.events_months})"),
+        (BUILDS_TABLE, retention.events_months, f"toIntervalMonth({retention.events_months})"),
     ):
         rows = store.query_rows(
             "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = {t:String}",
@@ -266,6 +271,8 @@ def _apply_retention(store: Store, retention: Retention, cluster: str = "") -> N
                 "events": retention.events_ttl,
                 "consent_receipts": retention.receipts_ttl,
                 "cookie_inventory": f"day + toIntervalMonth({int(retention.events_months)})",
+                VISITS_TABLE: visits_ttl(retention.events_months),
+                BUILDS_TABLE: visits_ttl(retention.events_months),
             }[table]
             for statement in render([f"ALTER TABLE {store.table(table)} MODIFY TTL {ttl} DELETE"], cluster):
                 store.command(statement)
@@ -343,3 +350,78 @@ PARTITION BY toYYYYMM(day)
 ORDER BY (site, day, name, category, source)
 TTL day + toIntervalMonth({int(events_months)}) DELETE"""
     ]
+
+
+# The stored visits of closed days (store/visits.py): visitor keys, so the events' retention.
+VISITS_TABLE = "visits"
+BUILDS_TABLE = "visit_builds"
+VISIT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("site", "LowCardinality(String)"),
+    ("day", "Date"),
+    ("build", "UInt64"),
+    ("identified", "UInt8"),
+    ("visitor", "UInt64"),
+    ("start_ts", "DateTime64(3, 'UTC')"),
+    ("end_ts", "DateTime64(3, 'UTC')"),
+    ("entry_page", "String"),
+    ("exit_page", "String"),
+    ("pageviews", "UInt32"),
+    ("events", "UInt32"),
+    ("duration", "UInt32"),
+    ("bounce", "UInt8"),
+    ("referrer_host", "LowCardinality(String)"),
+    ("utm_source", "LowCardinality(String)"),
+    ("utm_medium", "LowCardinality(String)"),
+    ("utm_campaign", "LowCardinality(String)"),
+    ("utm_term", "String"),
+    ("utm_content", "String"),
+    ("click_id", "String"),
+    ("browser", "LowCardinality(String)"),
+    ("os", "LowCardinality(String)"),
+    ("device", "LowCardinality(String)"),
+    ("granted", "Array(LowCardinality(String))"),
+    # The paths of the visit's page views and events, with the page views and events of each, and
+    # its event names with the events of each: page and event filters and breakdowns read these.
+    ("paths", "Array(String)"),
+    ("path_views", "Array(UInt32)"),
+    ("path_events", "Array(UInt32)"),
+    ("names", "Array(LowCardinality(String))"),
+    ("name_events", "Array(UInt32)"),
+    # The hours (UTC) the visit had hits in, with the page views and events of each: hourly series.
+    ("hours", "Array(UInt8)"),
+    ("hour_views", "Array(UInt32)"),
+    ("hour_events", "Array(UInt32)"),
+)
+# The columns a query reads (the build id is the builder's).
+VISIT_FIELDS = tuple(name for name, _ in VISIT_COLUMNS if name != "build")
+
+
+def visits_ddl(store: Store, *, events_months: int) -> list[str]:
+    """The additive DDL of ``visits`` and ``visit_builds``: visitor keys kept no longer than the events."""
+    columns = ",\n    ".join(f"`{n}` {t}" for n, t in VISIT_COLUMNS)
+    ttl = visits_ttl(events_months)
+    return [
+        f"""CREATE TABLE IF NOT EXISTS {store.table(VISITS_TABLE)} (
+    {columns}
+)
+ENGINE = MergeTree
+PARTITION BY day
+ORDER BY (site, day, build, identified, visitor, start_ts)
+TTL {ttl} DELETE
+SETTINGS ttl_only_drop_parts = 1""",
+        f"""CREATE TABLE IF NOT EXISTS {store.table(BUILDS_TABLE)} (
+    `day` Date,
+    `build` UInt64,
+    `events` UInt64,
+    `built_at` DateTime DEFAULT now()
+)
+ENGINE = MergeTree
+PARTITION BY toYYYYMM(day)
+ORDER BY (day, build)
+TTL {ttl} DELETE""",
+    ]
+
+
+def visits_ttl(events_months: int) -> str:
+    """A day's visits expire at the start of the day the first of its events expires on: never later."""
+    return f"day + toIntervalMonth({int(events_months)})"

@@ -13,7 +13,7 @@ from typing import Any
 
 from .client import Store
 from .cluster import render
-from .schema import EVENT_COLUMNS
+from .schema import EVENT_COLUMNS, VISITS_TABLE
 
 
 def ping(store: Store) -> None:
@@ -41,10 +41,13 @@ def identified_rows(store: Store, visitor: int) -> int:
 
 
 def erase_visitor(store: Store, visitor: int, cluster: str = "") -> None:
-    """Delete the identified event rows of ``visitor``; on a cluster, from each shard's local table
-    (a Distributed table cannot DELETE)."""
-    delete = f"DELETE FROM {store.table('events')} WHERE identified = 1 AND visitor = {int(visitor)}"  # noqa: S608
-    for statement in render([delete], cluster):
+    """Delete the identified rows of ``visitor`` (its events, links and stored visits); on a cluster,
+    from each shard's local tables (a Distributed table cannot DELETE)."""
+    deletes = [
+        f"DELETE FROM {store.table(table)} WHERE identified = 1 AND visitor = {int(visitor)}"  # noqa: S608
+        for table in ("events", VISITS_TABLE)
+    ]
+    for statement in render(deletes, cluster):
         store.command(statement)
 
 

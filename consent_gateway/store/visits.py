@@ -1,0 +1,330 @@
+# ruff: noqa: S608 - SQL is assembled only from fixed fragments; dates and ids are bound parameters.
+"""Visits: the one definition of a visit, the stored ``visits`` table of closed days, and its builder.
+
+A visit is a run of one visitor key's hits (page views, events, requests; never link records or
+bots) on one UTC day, with no gap of more than VISIT_GAP_SECONDS between two hits. Consent on the
+landing page keeps it whole: a pseudonymised hit followed within the gap by a link record of its key
+takes the consented key (``linked_hits_sql``). The visit's referrer, UTM values, click id and
+device come from its entry (first hit); it is read for campaign figures only when every one of its
+hits was made under a choice granting that category (its ``granted`` is their intersection).
+
+``visit_rows_sql`` turns hits into visit rows. The builder stores its rows for closed days (day <
+today and the last visit of the day settled) under a build id; a day's rows are read only when
+the day's events count still equals the count recorded with its build (``fresh_builds``), so late
+journal replays and erasures make the day answer live again until it is rebuilt. A build is made
+visible by one insert into ``visit_builds`` after its rows are all in: concurrent builders of one
+day each insert a whole build, readers take the highest committed one, and a builder drops only
+builds older than its own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from ..records import LINK, LINK_PSEUDONYM
+from .client import Store
+from .cluster import render
+from .schema import BUILDS_TABLE, EVENT_COLUMNS, VISIT_FIELDS, VISITS_TABLE
+
+logger = logging.getLogger("consent_gateway.store")
+
+VISIT_GAP_SECONDS = 1800
+PAGEVIEW = "kind = 'visit' AND name = 'pageview'"
+# A day is closed once its last visit can no longer grow (midnight + the gap) and late rows had
+# time to arrive (the writer's flushes, a restart's journal replay).
+SETTLE = dt.timedelta(seconds=VISIT_GAP_SECONDS) + dt.timedelta(minutes=30)
+# How often a running gateway looks for closed days to build (seconds).
+VISIT_BUILD_INTERVAL = 600.0
+
+# What a visit takes from its entry (first hit) for all of its pages and events.
+VISIT_ATTRIBUTES = ("referrer_host", "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "click_id")
+ENTRY_COLUMNS = (*VISIT_ATTRIBUTES, "browser", "os", "device")
+# What a link turns a pseudonymised hit into: the consented key, identified, the choice's categories.
+LINKED = ("identified", "visitor", "granted", "click_id")
+
+# -- the one definition ------------------------------------------------------------------------------
+
+
+def linked_hits_sql(events: str, days: str, *, one_site: bool = True) -> str:
+    """The stored hits of ``days`` (a condition on ``toDate(ts)``) as every query reads them.
+
+    A pseudonymised hit followed, on the same day and within VISIT_GAP_SECONDS, by a link record of
+    its key (written by a choice that granted analytics) takes the link's consented key, granted
+    categories and click id; link records themselves are no hits, nor are bots' hits. With
+    ``one_site`` only the hits of ``{site:String}`` are read.
+    """
+    names = [name for name, _ in EVENT_COLUMNS]
+    gap_ms = VISIT_GAP_SECONDS * 1000
+    linked = f"(l.lv != 0 AND toUnixTimestamp64Milli(l.lts) - toUnixTimestamp64Milli(e.ts) <= {gap_ms})"
+
+    def remap(n: str) -> str:
+        if n == "click_id":  # the landing hit's own click id was not kept: the link's is the visit's
+            return f"if({linked} AND e.click_id = '', l.l_click_id, e.click_id) AS click_id"
+        return f"if({linked}, l.l_{n}, e.{n}) AS {n}" if n in LINKED else f"e.{n} AS {n}"
+
+    site = "site = {site:String} AND " if one_site else ""
+    return f"""
+            SELECT {", ".join(remap(n) for n in names)}
+            FROM {events} AS e
+            ASOF LEFT JOIN (
+                SELECT site AS l_site, JSONExtractUInt(props, '{LINK_PSEUDONYM}') AS p, toUInt8(0) AS pseudonymous,
+                       ts AS lts, visitor AS lv, identified AS l_identified, visitor AS l_visitor,
+                       granted AS l_granted, click_id AS l_click_id
+                FROM {events}
+                WHERE {site}kind = '{LINK}' AND identified = 1 AND {days}
+            ) AS l ON e.site = l.l_site AND e.visitor = l.p AND e.identified = l.pseudonymous AND e.ts <= l.lts
+            WHERE {site}e.kind != '{LINK}' AND e.is_bot = 0 AND {days}"""
+
+
+# Per site, key and day, in time order: a visit starts at a hit more than the gap after the one before.
+VISIT_WINDOW = (
+    "OVER (PARTITION BY site, identified, visitor, toDate(ts) ORDER BY ts "
+    "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
+)
+VISIT_START = (
+    f"toUInt8(toUnixTimestamp64Milli(ts) - lagInFrame(toUnixTimestamp64Milli(ts), 1, toInt64(0)) {VISIT_WINDOW}"
+    f" > {VISIT_GAP_SECONDS * 1000})"
+)
+
+
+def visit_rows_sql(events: str, days: str, *, one_site: bool = True) -> str:
+    """One row per visit of ``days`` (columns VISIT_FIELDS), from ``linked_hits_sql``.
+
+    Entry and exit pages are the visit's first and last page views; its duration runs from the first
+    page view to the last (whole seconds); a bounce is a visit of exactly one page view. A visit of
+    requests or events alone has no pages and is no bounce: it counts its visitor, not as a visit.
+    Each key's hits of a day are gathered in time order and cut where a gap exceeds VISIT_GAP_SECONDS
+    (arrays: one grouping pass, no sort of all hits as a window function would need).
+    """
+    gap_ms = VISIT_GAP_SECONDS * 1000
+    entry = ", ".join(f"v[1].5.{i} AS {n}" for i, n in enumerate(ENTRY_COLUMNS, start=1))
+    first_page, last_page = "arrayFirst(x -> x.2, v)", "arrayLast(x -> x.2, v)"
+    return f"""
+SELECT site, day, identified, visitor,
+       fromUnixTimestamp64Milli(v[1].1, 'UTC') AS start_ts, fromUnixTimestamp64Milli(v[-1].1, 'UTC') AS end_ts,
+       {first_page}.4 AS entry_page, {last_page}.4 AS exit_page,
+       toUInt32(arrayCount(x -> x.2, v)) AS pageviews, toUInt32(arrayCount(x -> x.3, v)) AS events,
+       toUInt32(if(pageviews = 0, 0, intDiv({last_page}.1, 1000) - intDiv({first_page}.1, 1000))) AS duration,
+       toUInt8(pageviews = 1) AS bounce,
+       {entry},
+       arrayReduce('groupArrayIntersect', arrayMap(x -> x.6, v)) AS granted,
+       -- per path (per name): its counts summed, paths of requests alone (all counts 0) left out
+       arrayReduce('sumMap', [arrayMap(x -> x.7, v)], [arrayMap(x -> toUInt64(x.2), v)],
+                   [arrayMap(x -> toUInt64(x.3), v)]) AS by_path,
+       by_path.1 AS paths,
+       arrayMap(n -> toUInt32(n), by_path.2) AS path_views,
+       arrayMap(n -> toUInt32(n), by_path.3) AS path_events,
+       arrayReduce('sumMap', [arrayMap(x -> x.8, v)], [arrayMap(x -> toUInt64(x.3), v)]) AS by_name,
+       by_name.1 AS names,
+       arrayMap(n -> toUInt32(n), by_name.2) AS name_events,
+       -- every hit counts in the third sum, so an hour of requests alone is kept (its visitor was there)
+       arrayReduce('sumMap', [arrayMap(x -> toUInt8(intDiv(x.1 % 86400000, 3600000)), v)],
+                   [arrayMap(x -> toUInt64(x.2), v)], [arrayMap(x -> toUInt64(x.3), v)],
+                   [arrayMap(x -> toUInt64(1), v)]) AS by_hour,
+       by_hour.1 AS hours,
+       arrayMap(n -> toUInt32(n), by_hour.2) AS hour_views,
+       arrayMap(n -> toUInt32(n), by_hour.3) AS hour_events
+FROM (
+    SELECT key_site AS site, key_identified AS identified, key AS visitor, day,
+           arrayJoin(arraySplit((h, s) -> s, hits,
+               arrayMap((gap, i) -> i = 1 OR gap > {gap_ms}, arrayDifference(arrayMap(h -> h.1, hits)),
+                        arrayEnumerate(hits)))) AS v
+    FROM (
+        SELECT any(site) AS key_site, any(identified) AS key_identified, any(visitor) AS key, any(toDate(ts)) AS day,
+               arraySort(h -> h.1, groupArray((toUnixTimestamp64Milli(ts), {PAGEVIEW}, kind = 'event',
+                   if({PAGEVIEW}, path, ''), ({", ".join(ENTRY_COLUMNS)}), granted,
+                   path, if(kind = 'event', name, '')))) AS hits
+        FROM ({linked_hits_sql(events, days, one_site=one_site)})
+        -- one 64-bit key per (site, key, day) groups faster than the four columns
+        GROUP BY cityHash64(site, identified, visitor, toDate(ts))
+    )
+)"""
+
+
+# -- reading -----------------------------------------------------------------------------------------
+
+
+def fresh_builds(
+    store: Store, start: dt.date, end: dt.date, cluster: str = ""
+) -> tuple[dict[dt.date, int], set[dt.date]]:
+    """For the days from ``start`` to ``end``: those whose latest build still matches the events
+    (day → build id), and those holding events at all (one query)."""
+    rows = store.query_rows(
+        f"""
+SELECT c.d, c.n, b.latest, b.built
+FROM (
+    SELECT {_day_of_event(cluster)} AS d, count() AS n FROM {store.table("events")}
+    WHERE toDate(ts) BETWEEN {{start:Date}} AND {{end:Date}} GROUP BY d
+) AS c
+LEFT JOIN (
+    SELECT day, max(build) AS latest, argMax(events, build) AS built FROM {store.table(BUILDS_TABLE)}
+    WHERE day BETWEEN {{start:Date}} AND {{end:Date}} GROUP BY day
+) AS b ON c.d = b.day
+SETTINGS join_use_nulls = 1""",
+        {"start": start, "end": end},
+    )
+    fresh = {day: int(build) for day, count, build, built in rows if build is not None and int(built) == int(count)}
+    return fresh, {day for day, count, _, _ in rows if int(count)}
+
+
+def _day_of_event(cluster: str) -> str:
+    # The partition id is the day: counting by it reads no column (deleted rows are still left out).
+    # A Distributed table is not relied on to pass the virtual column through: it reads the time.
+    return "toDate(ts)" if cluster else "toDate(_partition_id)"
+
+
+def events_by_day(store: Store, start: dt.date, end: dt.date, cluster: str = "") -> dict[dt.date, int]:
+    """Every site's stored event rows per day from ``start`` to ``end`` (the freshness measure)."""
+    rows = store.query_rows(
+        f"SELECT {_day_of_event(cluster)} AS d, count() FROM {store.table('events')} "
+        "WHERE toDate(ts) BETWEEN {start:Date} AND {end:Date} GROUP BY d",
+        {"start": start, "end": end},
+    )
+    return {day: int(n) for day, n in rows}
+
+
+def visits_source(events: str, visits: str, built: Iterable[int], live: bool) -> str:
+    """The visits of ``{site:String}`` from ``{start:Date}`` to ``{end:Date}`` as one subquery: the
+    stored rows of the ``built`` build ids, then (``live``) the rows of ``{live_days:Array(Date)}``
+    made from the hits."""
+    parts = []
+    ids = ", ".join(str(int(b)) for b in built)
+    if ids:
+        parts.append(
+            f"SELECT {', '.join(VISIT_FIELDS)} FROM {visits} WHERE site = {{site:String}} "
+            f"AND day BETWEEN {{start:Date}} AND {{end:Date}} AND build IN ({ids})"
+        )
+    if live or not parts:
+        live_rows = visit_rows_sql(events, "toDate(ts) IN {live_days:Array(Date)}")
+        parts.append(f"SELECT {', '.join(VISIT_FIELDS)} FROM ({live_rows})")
+    return "(" + "\nUNION ALL\n".join(parts) + ")"
+
+
+# -- building ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DayBuild:
+    """One day's build: its id, the events it was made from and the visits it holds."""
+
+    day: dt.date
+    build: int
+    events: int
+    visits: int
+    seconds: float
+
+
+def closed_day(now: dt.datetime) -> dt.date:
+    """The last day that is closed at ``now``: its visits can no longer change, barring late rows."""
+    return (now.astimezone(dt.UTC) - SETTLE).date() - dt.timedelta(days=1)
+
+
+def days_to_build(store: Store, first: dt.date, last: dt.date, cluster: str = "") -> list[dt.date]:
+    """The days from ``first`` to ``last`` never built or built from other events than stored now, newest first."""
+    if last < first:
+        return []
+    counts = events_by_day(store, first, last, cluster)
+    builds = {
+        day: int(count)
+        for day, count in store.query_rows(
+            f"SELECT day, argMax(events, build) FROM {store.table(BUILDS_TABLE)} "
+            "WHERE day BETWEEN {start:Date} AND {end:Date} GROUP BY day",
+            {"start": first, "end": last},
+        )
+    }
+    stale = {d for d, n in counts.items() if builds.get(d) != n} | {
+        d for d, n in builds.items() if counts.get(d, 0) != n
+    }
+    return sorted(stale, reverse=True)
+
+
+def build_day(store: Store, day: dt.date, cluster: str = "") -> DayBuild:
+    """Store the visits of ``day`` under a new build id and make them the day's (idempotent, safe to race)."""
+    began = time.monotonic()
+    # Counted first: rows arriving during the build make the recorded count low, so the day is stale, not wrong.
+    count = events_by_day(store, day, day, cluster).get(day, 0)
+    build = time.time_ns()
+    sync = {"insert_distributed_sync": 1} if cluster else None
+    fields = ", ".join(VISIT_FIELDS)
+    rows = visit_rows_sql(store.table("events"), "toDate(ts) = {day:Date}", one_site=False)
+    store.command(
+        f"INSERT INTO {store.table(VISITS_TABLE)} (build, {fields}) SELECT {build} AS build, {fields} FROM ({rows})",
+        {"day": day},
+        settings=sync,
+    )
+    store.insert_lines(
+        BUILDS_TABLE, [json.dumps([day.isoformat(), build, count]).encode()], ["day", "build", "events"], settings=sync
+    )
+    _drop_older_builds(store, day, build, cluster)
+    held = store.query_rows(
+        f"SELECT count() FROM {store.table(VISITS_TABLE)} WHERE day = {{day:Date}} AND build = {build}", {"day": day}
+    )
+    return DayBuild(day, build, count, int(held[0][0]), time.monotonic() - began)
+
+
+def _drop_older_builds(store: Store, day: dt.date, build: int, cluster: str) -> None:
+    """Delete the day's builds older than ``build``, in the background: readers no longer see them.
+
+    Older builds only: a concurrent builder's newer build stays, and readers take the newest."""
+    older = store.query_rows(
+        f"SELECT count() FROM {store.table(BUILDS_TABLE)} WHERE day = {{day:Date}} AND build < {int(build)}",
+        {"day": day},
+    )
+    if not int(older[0][0]):
+        return  # the day's first build: nothing to delete
+    for table in (VISITS_TABLE, BUILDS_TABLE):
+        delete = f"ALTER TABLE {store.table(table)} DELETE WHERE day = '{day.isoformat()}' AND build < {int(build)}"
+        for statement in render([delete], cluster):
+            store.command(statement)
+
+
+def build_closed_days(
+    store: Store,
+    *,
+    events_months: int,
+    cluster: str = "",
+    now: dt.datetime | None = None,
+    progress: Callable[[DayBuild], object] | None = None,
+    keep_going: Callable[[], bool] = lambda: True,
+) -> list[DayBuild]:
+    """Build every closed day of the retained range that is not built or is stale, newest first,
+    while ``keep_going()`` says so."""
+    now = now or dt.datetime.now(dt.UTC)
+    last = closed_day(now)
+    first = months_before(now.date(), events_months) + dt.timedelta(days=1)
+    done = []
+    for day in days_to_build(store, first, last, cluster):
+        if not keep_going():
+            break
+        result = build_day(store, day, cluster)
+        logger.info("visits of %s built: %d visits from %d events", day, result.visits, result.events)
+        if progress is not None:
+            progress(result)
+        done.append(result)
+    return done
+
+
+def months_before(day: dt.date, months: int) -> dt.date:
+    """``day`` moved back ``months`` calendar months (clamped to the month's last day)."""
+    year, month = divmod(day.year * 12 + day.month - 1 - months, 12)
+    for d in (day.day, 30, 29, 28):
+        try:
+            return dt.date(year, month + 1, d)
+        except ValueError:
+            continue
+    raise AssertionError("unreachable")
+
+
+def build_params(fresh: Mapping[dt.date, int], held: set[dt.date]) -> tuple[list[int], list[dt.date]]:
+    """The build ids to read and the days to make live: those with events and no fresh build."""
+    return [fresh[d] for d in sorted(fresh)], sorted(held - set(fresh))
+
+
+def describe(result: DayBuild) -> str:
+    """One progress line for ``result``."""
+    return f"{result.day}: {result.visits} visits from {result.events} events in {result.seconds:.1f}s"

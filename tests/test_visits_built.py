@@ -1,0 +1,237 @@
+"""The stored visits of closed days, on the real embedded engine: every endpoint answers the same
+with the days built as without, a day whose events changed is answered live, erasure reaches the
+stored visits, and the table keeps visitor keys no longer than the events."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from consent_gateway import Settings
+from consent_gateway.analytics import run_query
+from consent_gateway.store import Store, migrate
+from consent_gateway.store.statements import erase_visitor
+from consent_gateway.store.visits import build_closed_days, build_day, closed_day, days_to_build, fresh_builds
+
+from . import analytics_data as data
+
+CAMPAIGN = {"utm_source": "google", "utm_medium": "cpc", "utm_campaign": "autumn"}
+
+
+def _landing_choices(day: dt.datetime, n: int) -> list[dict[str, Any]]:
+    """``n`` visitors landing on a campaign link and choosing on the first page; the first two keep
+    to analytics (no marketing), the others accept all (with a click id on the link)."""
+    rows = []
+    for i in range(n):
+        at = day + dt.timedelta(minutes=7 * i)
+        pseudonym, consented = 500_000 + i * 7 + day.day, 600_000 + i
+        granted = data.NO_MARKETING if i < 2 else data.ALL
+        click = "" if i < 2 else f"gclid:{i}"
+        rows += [
+            data._row(ts=at, identified=0, visitor=pseudonym, device="desktop", os="Linux", **CAMPAIGN),
+            data._row(
+                ts=at + dt.timedelta(seconds=5), kind="link", name="consent", identified=1, visitor=consented,
+                granted=granted, click_id=click, props=f'{{"pseudonym":{pseudonym}}}', **CAMPAIGN,
+            ),
+            data._row(ts=at + dt.timedelta(seconds=30), visitor=consented, granted=granted, path="/courses",
+                      device="desktop", os="Linux"),
+            data._row(ts=at + dt.timedelta(seconds=50), kind="event", name="enrol", visitor=consented,
+                      granted=granted, path="/courses", device="desktop", os="Linux"),
+        ]  # fmt: skip
+    return rows
+
+
+@pytest.fixture
+def traffic(make_settings: Callable[..., Settings], store: Store) -> tuple[Settings, dt.date]:
+    """Three past days of the analytics data set, landing-page choices on two of them, a little today."""
+    settings = make_settings(k_anonymity=2)
+    migrate(store)
+    today = dt.datetime.now(dt.UTC).date()
+    base = today - dt.timedelta(days=6)
+    rows = data.build_rows(base)
+    for offset in (0, 1):
+        morning = dt.datetime.combine(base + dt.timedelta(days=offset), dt.time(7, 0), dt.UTC)
+        rows += _landing_choices(morning, 5)
+    midnight = dt.datetime.combine(today, dt.time(0, 0), dt.UTC)
+    rows += _landing_choices(midnight, 3)
+    data.insert(store, "events", rows)
+    data.insert(store, "consent_receipts", data.build_receipts(base))
+    return settings, base
+
+
+def _queries(base: dt.date) -> list[tuple[str, dict[str, str]]]:
+    today = dt.datetime.now(dt.UTC).date()
+    span = {"from": base.isoformat(), "to": today.isoformat()}
+    one = {"from": base.isoformat(), "to": base.isoformat()}
+    dims = ["page", "entry_page", "exit_page", "referrer_host", "utm_source", "utm_medium", "utm_campaign"]
+    dims += ["utm_term", "utm_content", "click_attribution", "browser", "os", "device", "event_name"]
+    queries: list[tuple[str, dict[str, str]]] = [("breakdown", {**span, "dimension": d}) for d in dims]
+    queries += [
+        ("aggregate", span),
+        ("aggregate", one),
+        ("aggregate", {**span, "compare": "previous"}),
+        ("aggregate", {**span, "utm_source": "google"}),
+        ("aggregate", {**span, "device": "desktop", "os": "Windows"}),
+        ("aggregate", {**span, "utm_campaign": "autumn"}),
+        ("aggregate", {**span, "click_attribution": "ad click"}),
+        ("aggregate", {**span, "page": "/pricing"}),
+        ("aggregate", {**span, "goals": "event:enrol,page:/signup"}),
+        ("timeseries", {**span, "interval": "day"}),
+        ("timeseries", {**span, "interval": "week", "compare": "previous"}),
+        ("timeseries", {**span, "interval": "month"}),
+        ("timeseries", {**one, "interval": "hour"}),
+        ("timeseries", {**span, "interval": "day", "utm_source": "newsletter"}),
+        ("breakdown", {**span, "dimension": "entry_page", "utm_source": "google"}),
+        ("breakdown", {**span, "dimension": "exit_page", "device": "desktop"}),
+        ("breakdown", {**span, "dimension": "utm_source", "browser": "Firefox"}),
+        ("breakdown", {**span, "dimension": "referrer_host", "limit": "1"}),
+        ("breakdown", {**span, "dimension": "page", "utm_campaign": "autumn"}),
+        ("goals", span),
+        ("goals", {**span, "goals": "event:enrol,event:signup", "device": "mobile"}),
+        ("funnel", {**span, "steps": "page:/,page:/courses,event:enrol"}),
+        ("consent-rates", span),
+    ]
+    return queries
+
+
+def _answers(settings: Settings, store: Store, base: dt.date) -> list[dict[str, Any]]:
+    return [run_query(store, settings, endpoint, params).as_json() for endpoint, params in _queries(base)]
+
+
+def test_every_endpoint_answers_the_same_with_the_visits_built(traffic: tuple[Settings, dt.date], store: Store) -> None:
+    settings, base = traffic
+    live = _answers(settings, store, base)
+    built = build_closed_days(store, events_months=settings.events_retention_months)
+    # The three past days with events are built (the newest first); today is not closed.
+    assert [b.day for b in built] == [base + dt.timedelta(days=d) for d in (2, 1, 0)]
+    assert all(b.visits > 0 for b in built)
+    today = dt.datetime.now(dt.UTC).date()
+    assert set(fresh_builds(store, base, today)[0]) == {b.day for b in built}
+    assert _answers(settings, store, base) == live
+    # Nothing left to build: a second run does nothing.
+    assert build_closed_days(store, events_months=settings.events_retention_months) == []
+
+
+def test_a_fresh_day_is_read_from_the_stored_visits(traffic: tuple[Settings, dt.date], store: Store) -> None:
+    settings, base = traffic
+    day = {"from": base.isoformat(), "to": base.isoformat()}
+    before = run_query(store, settings, "aggregate", day).as_json()["results"][0]
+    build_day(store, base)
+    # Changing the stored rows (never done outside this test) shows where the answer comes from.
+    visits = store.table("visits")
+    rows = int(store.query_rows(f"SELECT count() FROM {visits}")[0][0])
+    store.command(f"ALTER TABLE {visits} UPDATE pageviews = pageviews + 1 WHERE 1 SETTINGS mutations_sync = 1")
+    after = run_query(store, settings, "aggregate", day).as_json()["results"][0]
+    assert rows > 0 and after["pageviews"] == before["pageviews"] + rows
+    assert after["visitors"] == before["visitors"]
+
+
+def test_a_day_whose_events_changed_is_answered_live(traffic: tuple[Settings, dt.date], store: Store) -> None:
+    settings, base = traffic
+    build_closed_days(store, events_months=settings.events_retention_months)
+    late = data._row(
+        ts=dt.datetime.combine(base, dt.time(18, 0), dt.UTC), visitor=10_001, granted=data.ALL, path="/late"
+    )
+    day = {"from": base.isoformat(), "to": base.isoformat()}
+    before = run_query(store, settings, "aggregate", day).as_json()["results"][0]
+    data.insert(store, "events", [late])
+    today = dt.datetime.now(dt.UTC).date()
+    assert base not in fresh_builds(store, base, today)[0]
+    assert days_to_build(store, base, base + dt.timedelta(days=5)) == [base]
+    after = run_query(store, settings, "aggregate", day).as_json()["results"][0]
+    # One more page view, and one more visit (more than 30 minutes after C1's last hit of the day).
+    assert (after["pageviews"], after["visits"]) == (before["pageviews"] + 1, before["visits"] + 1)
+    answer = _answers(settings, store, base)
+    # Built again, the day answers from the table and says the same as live.
+    build_closed_days(store, events_months=settings.events_retention_months)
+    assert base in fresh_builds(store, base, today)[0]
+    assert _answers(settings, store, base) == answer
+
+
+def test_a_rebuild_replaces_the_day_and_readers_take_the_newest(
+    traffic: tuple[Settings, dt.date], store: Store
+) -> None:
+    settings, base = traffic
+    live = _answers(settings, store, base)
+    first = build_day(store, base)
+    second = build_day(store, base)
+    assert second.build > first.build and second.visits == first.visits
+    _wait_for_mutations(store)
+    stored = store.query_rows(
+        f"SELECT build, count() FROM {store.table('visits')} WHERE day = {{d:Date}} GROUP BY build", {"d": base}
+    )
+    assert stored == [(second.build, second.visits)]
+    assert fresh_builds(store, base, base)[0] == {base: second.build}
+    assert _answers(settings, store, base) == live
+
+
+def _wait_for_mutations(store: Store) -> None:
+    """Older builds are deleted in the background: wait until the engine has done it."""
+    for _ in range(300):
+        pending = store.query_rows(
+            "SELECT count() FROM system.mutations WHERE database = {db:String} AND is_done = 0", {"db": store.database}
+        )
+        if not int(pending[0][0]):
+            return
+        time.sleep(0.1)
+
+
+def test_erasure_removes_the_stored_visits_of_the_consent_id(traffic: tuple[Settings, dt.date], store: Store) -> None:
+    settings, base = traffic
+    build_closed_days(store, events_months=settings.events_retention_months)
+    visits = store.table("visits")
+
+    def held(visitor: int) -> int:
+        return int(store.query_rows(f"SELECT count() FROM {visits} WHERE visitor = {{v:UInt64}}", {"v": visitor})[0][0])
+
+    # 600_002 accepted all on a landing page on two days: its landing hits were merged into its key.
+    assert held(600_002) == 2
+    erase_visitor(store, 600_002)
+    assert held(600_002) == 0
+    assert held(600_003) == 2
+    # Its landing hits stay, pseudonymised: the days answer live until rebuilt, then the same.
+    live = _answers(settings, store, base)
+    assert build_closed_days(store, events_months=settings.events_retention_months) != []
+    assert _answers(settings, store, base) == live
+
+
+def test_the_visits_keep_keys_no_longer_than_the_events(store: Store) -> None:
+    def ttl(table: str) -> str:
+        rows = store.query_rows(
+            "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+            {"db": store.database, "t": table},
+        )
+        return str(rows[0][0])
+
+    migrate(store, events_months=3)
+    assert "TTL day + toIntervalMonth(3)" in ttl("visits")
+    assert "toIntervalMonth(3)" in ttl("visit_builds")
+    migrate(store, events_months=2)
+    assert "TTL day + toIntervalMonth(2)" in ttl("visits")
+    assert "toDateTime(ts) + toIntervalMonth(2)" in ttl("events")
+
+
+def test_a_day_is_closed_once_its_last_visit_has_settled() -> None:
+    midnight = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)
+    assert closed_day(midnight + dt.timedelta(minutes=59)) == dt.date(2026, 2, 28)
+    assert closed_day(midnight + dt.timedelta(minutes=61)) == dt.date(2026, 3, 1)
+
+
+def test_the_command_builds_each_closed_day_and_says_so(
+    traffic: tuple[Settings, dt.date], store: Store, tmp_path: Any, database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from consent_gateway.cli import main
+
+    from .test_cli import _config
+
+    _, base = traffic
+    assert main(["visits", "build", "--config", str(_config(tmp_path, database))]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in out[:3]] == [str(base + dt.timedelta(days=d)) for d in (2, 1, 0)]
+    assert "visits from" in out[0] and out[-1].startswith("visits: 3 closed day(s) built")
+    assert main(["visits", "build", "--config", str(_config(tmp_path, database))]) == 0
+    assert capsys.readouterr().out.startswith("visits: 0 closed day(s) built")
