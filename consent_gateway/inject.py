@@ -61,17 +61,42 @@ def _raw_element(name: bytes) -> bytes:
     )
 
 
-_PLAIN = re.compile(
-    rb"(?:[^<]++|<(?!(?i:%s)%s)%s%s|</(?!(?i:head)%s)%s%s|%s)*+"
+_PLAIN_ITEM = rb"[^<]++|<(?!(?i:%s)%s)%s%s|</(?!(?i:head)%s)%s%s|%s" % (
+    b"|".join(sorted(_RAW_TEXT | {b"html", b"head", b"body"})),
+    _NAME_ENDS,
+    _NAME,
+    _ATTRIBUTES,
+    _NAME_ENDS,
+    _NAME,
+    _ATTRIBUTES,
+    b"|".join(_raw_element(name) for name in sorted(_RAW_TEXT)),
+)
+_PLAIN = re.compile(rb"(?:%s)*+" % _PLAIN_ITEM)
+# What else the scanner passes over without placing anything, each read as it reads it: a comment
+# up to the first "-->" after its "<!--", a declaration or "<?" up to its ">", and a "<" that opens
+# no tag (not before a letter, "!", "?" or "/letter"), which is text.
+_PASSED_ITEM = rb"%s|<!--(?:[^-]++|-(?!->))*+-->|<!(?!--)[^>]*+>|<\?[^>]*+>|<(?![A-Za-z!?]|/[A-Za-z])" % _PLAIN_ITEM
+
+
+def _tag(name: bytes, closing: bool = False) -> bytes:
+    return rb"<%s(?i:%s)(?=%s)%s" % (b"/" if closing else b"", name, _NAME_ENDS, _ATTRIBUTES)
+
+
+# The usual start of a page in one match: anything passed over (and <html>), then <head ...>, its
+# content, </head>, and whatever passes up to <body ...>. The empty groups mark the places the
+# scanner would find: after <head ...> (1) and before </head> (2); the banner goes at the match's
+# end. A page of another shape (no head, a second <head>, a comment or raw text left open) does not
+# match and is read by the scanner.
+_WHOLE_START = re.compile(
+    rb"(?:%s|%s)*+%s()(?:%s)*+()%s(?:%s)*+%s"
     % (
-        b"|".join(sorted(_RAW_TEXT | {b"html", b"head", b"body"})),
-        _NAME_ENDS,
-        _NAME,
-        _ATTRIBUTES,
-        _NAME_ENDS,
-        _NAME,
-        _ATTRIBUTES,
-        b"|".join(_raw_element(name) for name in sorted(_RAW_TEXT)),
+        _PASSED_ITEM,
+        _tag(b"html"),
+        _tag(b"head"),
+        _PASSED_ITEM,
+        _tag(b"head", closing=True),
+        _PASSED_ITEM,
+        _tag(b"body"),
     )
 )
 _LETTERS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -205,6 +230,10 @@ class HtmlInjector:
         """The part of the page that can go on now, with whatever markup belongs in it."""
         if self._done_banner and self._done_assets and not self._carry:
             return chunk  # every point is placed: the rest of the page passes as it is
+        if not self._sniff and chunk:
+            placed = self._whole_start(chunk)
+            if placed is not None:
+                return placed
         if len(self._sniff) < SNIFF_BYTES:
             self._sniff += chunk[: SNIFF_BYTES - len(self._sniff)]
         data = self._carry + chunk if self._carry else chunk
@@ -212,8 +241,34 @@ class HtmlInjector:
         self._carry = data[self._scan(data, out, final=False) :]
         return b"".join(out)
 
+    def _whole_start(self, chunk: bytes) -> bytes | None:
+        """The first chunk with every point placed, when it holds the page's usual start up to its
+        ``<body ...>`` tag (one match; see ``_WHOLE_START``); None to leave it to the scanner."""
+        found = _WHOLE_START.match(chunk)
+        if found is None:
+            return None
+        self._sniff += chunk[:SNIFF_BYTES]
+        self.document = True
+        self._done_head_script = self._done_assets = self._done_banner = True
+        after_head, before_end, after_body = found.start(1), found.start(2), found.end()
+        script, assets, banner = self._head_script, self._assets, self.banner
+        self.injected += len(script) + len(assets) + len(banner)
+        return b"".join(
+            (
+                chunk[:after_head],
+                script,
+                chunk[after_head:before_end],
+                assets,
+                chunk[before_end:after_body],
+                banner,
+                chunk[after_body:],
+            )
+        )
+
     def finish(self) -> bytes:
         """The held tail of the page and, for a whole document, what could not be placed earlier."""
+        if self._done_banner and self._done_assets and not self._carry:
+            return b""  # every point is placed and nothing is held
         data, self._carry = self._carry, b""
         out: list[bytes] = []
         self._scan(data, out, final=True)

@@ -1,0 +1,159 @@
+"""A page whose first chunk holds its usual start (``<head>``, ``</head>``, ``<body>``) is placed in one
+match; every page must come out byte for byte as the tag-by-tag scanner makes it.
+
+The scanner is made to read a page by giving it the page's first byte alone (the one match needs
+the page's start up to ``<body ...>`` in its first chunk): whatever the chunking, the scanner's
+output is the same (tests/test_inject_chunking.py), so the two readings must agree exactly.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from consent_gateway import inject
+from consent_gateway.inject import HtmlInjector
+
+
+def read(page: bytes, sizes: tuple[int, ...] = ()) -> tuple[bytes, bool, int]:
+    """The page through an injector, in chunks of ``sizes`` and then the rest, with what it found."""
+    injector = HtmlInjector(b"[script]", b"[assets]", lambda start: b"[banner:%d]" % len(start))
+    out, at = [], 0
+    for size in sizes:
+        out.append(injector.feed(page[at : at + size]))
+        at += size
+    out.append(injector.feed(page[at:]))
+    out.append(injector.finish())
+    return b"".join(out), injector.document, injector.injected
+
+
+def scanned(page: bytes) -> tuple[bytes, bool, int]:
+    """The page as the tag-by-tag scanner reads it."""
+    return read(page, (1,))
+
+
+@pytest.fixture
+def no_scanner(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scanner fails the test if it runs: the page must be placed by the one match."""
+
+    def scan(*args: Any) -> int:
+        raise AssertionError("the page went to the scanner")
+
+    monkeypatch.setattr(HtmlInjector, "_scan", scan)
+
+
+BOM = b"\xef\xbb\xbf"
+START = b'<!doctype html>\n<html lang="ko">\n'
+# Pages the one match places, each with a trap the scanner steps around.
+MATCHED = {
+    "demo shape": START
+    + b'<head>\n<meta charset="utf-8">\n<title>t</title>\n<link rel="stylesheet" href="/s.css">\n'
+    + b'<script src="/a.js" defer></script>\n</head>\n<body>\n<p>x</p></body></html>',
+    "</head> in a script string": START
+    + b'<head><script>var s = "</head><body>"; if (a <b) {}</script></head><body class="x">y</body>',
+    "</head> in a comment": START + b"<head><!-- </head> <body> --><!----><!---></head> --></head><body>y",
+    "</head> in an attribute": START
+    + b"<head><meta content=\"</head>\" a='<body>' b = \"x>y\"></head><body data-a='>'>",
+    "</head> in a title and style": START + b"<head><title></head></title><style>p::after{content:'</head>'}</style>"
+    b"</head><body>",
+    "cdata": START + b"<head><![CDATA[ x ]]><svg><![CDATA[</head>]]></svg></head><body>",
+    "uppercase tags": b"<!DOCTYPE HTML><HTML><HEAD><TITLE>T</TITLE><SCRIPT>x='</HEAD>'</SCRIPT></HEAD ><BODY ID=b>z",
+    "byte order mark": BOM + START + b"<head><meta charset=utf-8></head><body>z",
+    "charset meta late in head": START + b"<head>" + b"<meta name=x>" * 300 + b'<meta charset="euc-kr"></head><body>',
+    "self-closed head and stray text": b"<html><head/>a < b <3 </3 <? pi ?></head><body/>",
+    "no html tag": b"<head></head><body>",
+    "long tag names": b"<head><averyveryverylongtagnamethatgoeson a=b><scriptandmore></head><body>",
+    "textarea and xmp in head": b"<head><textarea></head></textarea><xmp></head></xmp></head>\n<!-- c --><body>",
+}
+# Pages the one match leaves to the scanner: the scanner must still give what it always gave.
+SCANNED = {
+    "no head": START + b"<body><p>x</p></body>",
+    "no body tag": START + b"<head><title>t</title></head><p>x</p>",
+    "a fragment": b"<div>a partial</div>",
+    "comment left open": START + b"<head><!-- </head><body>",
+    "script left open": START + b"<head><script>var a = '</head><body>'",
+    "a second head": START + b"<head><head></head><body>",
+    "body before </head>": START + b"<head><body></head>",
+    "tag left open": START + b'<head><meta a="</head><body>',
+    "empty": b"",
+}
+
+
+@pytest.mark.parametrize("name", sorted(MATCHED))
+def test_the_one_match_places_what_the_scanner_places(name: str, no_scanner: None) -> None:
+    page = MATCHED[name]
+    placed = read(page)
+    assert placed[0].count(b"[script]") == placed[0].count(b"[assets]") == placed[0].count(b"[banner:") == 1
+    assert placed[1]  # a whole document
+
+
+@pytest.mark.parametrize("name", sorted(MATCHED))
+def test_matched_pages_read_the_same_as_scanned(name: str) -> None:
+    page = MATCHED[name]
+    assert read(page) == scanned(page)
+    # A first chunk that ends anywhere: placed at once when it holds <body ...>, scanned otherwise.
+    for first in range(2, len(page)):
+        assert read(page, (first, 5)) == read(page, (1, first - 1, 5)), first
+
+
+@pytest.mark.parametrize("name", sorted(SCANNED))
+def test_other_pages_still_read_by_the_scanner(name: str) -> None:
+    page = SCANNED[name]
+    assert read(page) == scanned(page)
+
+
+def test_the_demo_shape_is_placed_where_the_scanner_places_it() -> None:
+    page = MATCHED["demo shape"]
+    out, document, injected = read(page)
+    head = page.index(b"<head>") + len(b"<head>")
+    end = page.index(b"</head>")
+    body = page.index(b"<body>") + len(b"<body>")
+    banner = b"[banner:%d]" % len(page)
+    assert out == page[:head] + b"[script]" + page[head:end] + b"[assets]" + page[end:body] + banner + page[body:]
+    assert document and injected == len(b"[script][assets]") + len(banner)
+
+
+def test_the_banner_sees_the_first_sniff_bytes_of_a_long_first_chunk() -> None:
+    page = START + b"<head><title>t</title></head><body>" + b"x" * 5000
+    out, _, _ = read(page)
+    assert b"[banner:%d]" % inject.SNIFF_BYTES in out
+    assert out == scanned(page)[0]
+
+
+# Pieces of the syntax that matters, put around the three tags so that many pages do match.
+PIECES = [
+    b"<", b">", b"/", b"=", b" ", b"\n", b'"', b"'", b"-", b"!", b"?", b"a", b"x=", b'a="', b"a='",
+    b"<!--", b"-->", b"--->", b"<!-->", b"<!doctype html>", b"<?xml?>", b"<![CDATA[</head>]]>",
+    b"<meta charset=utf-8>", b"<title>", b"</title>", b"<script>", b"</script>", b"'</head>'", b"<style>",
+    b"</style>", b"<textarea>", b"</textarea>", b"<link rel=a href='x>y'>", b"<div>", b"</div>", b"</3", b"<3",
+    b"</ >", b"<HEAD>", b"</HEAD >", b'<Body class="a>b">', b"<html lang=ko>", b"<headx>", b"</headx>",
+    b"<bodyy>", BOM, b"<!DOCTYPE", b"<averyveryverylongtagnamethatgoeson>",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_random_pages_read_the_same_both_ways(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    placed_at_once = 0
+    whole_start = HtmlInjector._whole_start
+
+    def counted(self: HtmlInjector, chunk: bytes) -> bytes | None:
+        nonlocal placed_at_once
+        out = whole_start(self, chunk)
+        placed_at_once += out is not None
+        return out
+
+    monkeypatch.setattr(HtmlInjector, "_whole_start", counted)
+    rng = random.Random(seed)
+
+    def some(most: int) -> bytes:
+        return b"".join(rng.choice(PIECES) for _ in range(rng.randint(0, most)))
+
+    for _ in range(3000):
+        head = rng.choice([b"<head>", b"<HEAD lang='a>'>", b"<head/>", b""])
+        end = rng.choice([b"</head>", b"</head x='>'>", b"</head", b""])
+        body = rng.choice([b"<body>", b"<BODY a=b>", b"<body", b""])
+        page = some(6) + head + some(8) + end + some(3) + body + some(5)
+        assert read(page) == scanned(page), page
+    assert placed_at_once > 100  # the one match did place a good share of them
