@@ -187,6 +187,8 @@ class BannerRenderer:
         repeat page after page: it is kept, per distinct pair (bounded). A nonce is new on every
         response, so such a policy's tags are made for the page alone.
         """
+        if not csp:  # most pages: no policy of their own
+            return self._assets(consent.status, consent.categories, ())
         key = tuple(csp)
         if sum(map(len, key)) > ASSET_CSP_MAX_BYTES or any(b"nonce-" in value for value in key):
             return self._encoded_assets(consent.status, consent.categories, key)

@@ -21,13 +21,30 @@ from .runtime import GatewayRuntime
 from .settings import Settings
 
 _ASSET_SUFFIXES = (
-    ".css", ".js", ".mjs", ".map", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp", ".avif",
-    ".ico", ".woff", ".woff2", ".ttf", ".otf", ".mp4", ".webm",
+    ".css",
+    ".js",
+    ".mjs",
+    ".map",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".gif",
+    ".svg",
+    ".webp",
+    ".avif",
+    ".ico",
+    ".woff",
+    ".woff2",
+    ".ttf",
+    ".otf",
+    ".mp4",
+    ".webm",
 )
 # The response headers _filter_headers reads or changes, by lower-case name.
-_LENGTH, _TYPE, _SET_COOKIE, _VARY, _CSP, _ENCODING = range(6)
+_LENGTH, _TYPE, _SET_COOKIE, _VARY, _CSP, _ENCODING, _ETAG = range(7)
 _RESPONSE_HEADERS = {
     b"content-length": _LENGTH,
+    b"etag": _ETAG,
     b"content-type": _TYPE,
     b"set-cookie": _SET_COOKIE,
     b"vary": _VARY,
@@ -126,6 +143,7 @@ class ConsentMiddleware:
                     continue
             if kind == _LENGTH:
                 start.length = value.strip() if start.length is None else b"several"
+                start.length_at = len(out)
             elif kind == _TYPE:
                 start.content_type = value
             elif kind == _SET_COOKIE:
@@ -140,8 +158,10 @@ class ConsentMiddleware:
                 vary_done = True
             elif kind == _CSP:
                 start.csp.append(value)
-            else:  # Content-Encoding: every header counts, as the list it is
+            elif kind == _ENCODING:  # every header counts, as the list it is
                 start.encodings.append(value)
+            else:  # ETag: made weak if the gateway changes the body
+                start.etag = True
             out.append((key, value))
         if not vary_done:
             out.append((b"vary", b"Cookie"))
@@ -193,13 +213,15 @@ class ConsentMiddleware:
 class _StartFacts:
     """What a response start says about its body, read while its headers are filtered."""
 
-    __slots__ = ("content_type", "csp", "encodings", "length")
+    __slots__ = ("content_type", "csp", "encodings", "etag", "length", "length_at")
 
     def __init__(self) -> None:
         self.content_type = b""
         self.length: bytes | None = None  # the Content-Length value, b"several" for conflicting ones
         self.csp: list[bytes] = []
         self.encodings: list[bytes] = []
+        self.etag = False
+        self.length_at = 0  # where the (last) Content-Length header stands in the filtered headers
 
     @property
     def is_html(self) -> bool:
@@ -212,9 +234,15 @@ def _page_status(status: int) -> bool:
     return status == 200 or 400 <= status <= 599
 
 
-def _changed_body_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+def _changed_body_headers(headers: list[tuple[bytes, bytes]], start: _StartFacts) -> list[tuple[bytes, bytes]]:
     """Headers for a body the gateway changes as it streams: no Content-Length (the server frames
     the body itself), and a strong ETag made weak (the bytes differ from the app's)."""
+    if not start.etag:
+        if start.length is None:
+            return headers  # right for the changed body as they are
+        if start.length != b"several":  # one Content-Length header: the list without it
+            at = start.length_at
+            return headers[:at] + headers[at + 1 :]
     out = []
     for key, value in headers:
         name = key.lower()
@@ -330,18 +358,18 @@ class _Responder:
         raw, self.consent = child_guard.on_response(self.scope, message.get("headers", []), self.consent)
         headers, start = gateway._filter_headers(raw, self.consent, self.reissue)
         message["headers"] = headers
-        self.is_html = start.is_html
+        self.is_html = is_html = start.is_html
         method = self.scope.get("method")
         if not (
             gateway._inject_banner
-            and start.is_html
+            and is_html
             and method in ("GET", "HEAD")
             and _page_status(status)
             and start.length not in (b"0", b"several")
         ):
             await self.send_on(message)
             return
-        codings = content_codings(start.encodings)
+        codings = content_codings(start.encodings) if start.encodings else []
         if len(codings) > 1 or (codings and not compression.supported(codings[0])):
             await self.send_on(message)  # stacked or unknown codings: passed on as they are
             return
@@ -350,7 +378,7 @@ class _Responder:
         except UnsupportedCharset:
             await self.send_on(message)
             return
-        changed = _changed_body_headers(headers)
+        changed = _changed_body_headers(headers, start)
         if method == "HEAD":
             # The headers a GET of the same page gets, without reading a body there is none of.
             message["headers"] = changed
@@ -385,6 +413,9 @@ class _Responder:
             return  # otherwise the page's first bytes decide; none has come yet
         if type(chunk) is not bytes:
             chunk = bytes(chunk)
+        if not more and self._held is not None and self._decoder is None:
+            await self._whole_page(chunk, message)
+            return
         pieces = (chunk,) if self._decoder is None else self._decoder.pieces(chunk, not more)
         injector = self._injector
         encoder = self._encoder
@@ -419,6 +450,18 @@ class _Responder:
             await self.send_on({"type": "http.response.body", "body": pending, "more_body": more})
         if not more:
             self._done()
+
+    async def _whole_page(self, page: bytes, message: Message) -> None:
+        """The page in one uncompressed message (most pages): read and sent on at once, as the
+        streaming path would send it."""
+        if not await self._first_bytes(page, message):
+            return
+        injector = self._injector
+        assert injector is not None
+        out = injector.feed(page)
+        tail = injector.finish()
+        await self.send_on({"type": "http.response.body", "body": out + tail if tail else out, "more_body": False})
+        self._done()
 
     async def _first_bytes(self, page: bytes, message: Message) -> bool:
         """Send the held start, changed for the banner, unless the page's first bytes rule it out."""

@@ -9,12 +9,14 @@ output is the same (tests/test_inject_chunking.py), so the two readings must agr
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from consent_gateway import inject
+from consent_gateway import ConsentGateway, Settings, inject
 from consent_gateway.inject import HtmlInjector
+from tests.gateway_support import http_scope, run_asgi
 
 
 def read(page: bytes, sizes: tuple[int, ...] = ()) -> tuple[bytes, bool, int]:
@@ -157,3 +159,67 @@ def test_random_pages_read_the_same_both_ways(seed: int, monkeypatch: pytest.Mon
         page = some(6) + head + some(8) + end + some(3) + body + some(5)
         assert read(page) == scanned(page), page
     assert placed_at_once > 100  # the one match did place a good share of them
+
+
+# -- a whole page through the gateway --------------------------------------------------------
+
+
+def raw_page_app(headers: list[tuple[bytes, bytes]], body: bytes) -> Any:
+    """An app that answers every request with exactly these headers and this body, in one message."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": list(headers)})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+PAGE = MATCHED["demo shape"]
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (  # no framing header: the headers go on as they came, Vary added
+            [(b"content-type", b"text/html; charset=utf-8"), (b"x-a", b"1")],
+            [(b"content-type", b"text/html; charset=utf-8"), (b"x-a", b"1"), (b"vary", b"Cookie")],
+        ),
+        (  # Content-Length anywhere in the list: left out, the others in their order
+            [(b"x-a", b"1"), (b"Content-Length", b"%d" % len(PAGE)), (b"content-type", b"text/html"), (b"x-b", b"2")],
+            [(b"x-a", b"1"), (b"content-type", b"text/html"), (b"x-b", b"2"), (b"vary", b"Cookie")],
+        ),
+        (  # a strong ETag becomes weak, a weak one stays
+            [(b"content-type", b"text/html"), (b"ETag", b'"v1"'), (b"content-length", b"%d" % len(PAGE))],
+            [(b"content-type", b"text/html"), (b"ETag", b'W/"v1"'), (b"vary", b"Cookie")],
+        ),
+        (
+            [(b"etag", b'W/"v2"'), (b"content-type", b"text/html")],
+            [(b"etag", b'W/"v2"'), (b"content-type", b"text/html"), (b"vary", b"Cookie")],
+        ),
+    ],
+)
+def test_a_whole_page_has_its_framing_headers_changed_as_a_streamed_one(
+    make_settings: Callable[..., Settings], given: list[tuple[bytes, bytes]], expected: list[tuple[bytes, bytes]]
+) -> None:
+    gateway = ConsentGateway(raw_page_app(given, PAGE), make_settings())
+    sent = run_asgi(gateway, http_scope("/"))
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert sent[0]["headers"] == expected
+    body = sent[1]["body"]
+    assert sent[1].get("more_body", False) is False
+    assert body.count(b'<div id="cg-root"') == 1 and body.count(b"/static/banner.css") == 1
+    # The same page in two messages (the streaming path) comes out the same.
+    streamed = run_asgi(ConsentGateway(split_page_app(given, PAGE), make_settings()), http_scope("/"))
+    assert streamed[0]["headers"] == expected
+    assert b"".join(m.get("body", b"") for m in streamed[1:]) == body
+
+
+def split_page_app(headers: list[tuple[bytes, bytes]], body: bytes) -> Any:
+    """The same answer with the body in two messages."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": list(headers)})
+        await send({"type": "http.response.body", "body": body[:200], "more_body": True})
+        await send({"type": "http.response.body", "body": body[200:]})
+
+    return app
