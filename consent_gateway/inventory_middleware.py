@@ -13,6 +13,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
+from functools import lru_cache
 
 from .asgi import ASGIApp, Message, Receive, Scope, Send
 from .cookies import request_cookie_names, set_cookie_names
@@ -21,6 +22,22 @@ from .pipeline.periodic import Periodic
 from .store.client import Store
 
 logger = logging.getLogger("consent_gateway.inventory")
+# A returning visitor sends the same Cookie header page after page: its names are read once.
+# At most this many headers of at most COOKIE_CACHE_BYTES each are kept (1 MiB in all).
+COOKIE_CACHE_SIZE = 256
+COOKIE_CACHE_BYTES = 4096
+
+
+@lru_cache(maxsize=COOKIE_CACHE_SIZE)
+def _cached_cookie_names(header: bytes) -> tuple[str, ...]:
+    return tuple(request_cookie_names(header.decode("latin-1")))
+
+
+def cookie_names(header: bytes) -> tuple[str, ...] | list[str]:
+    """The cookie names of one Cookie header, in order."""
+    if len(header) <= COOKIE_CACHE_BYTES:
+        return _cached_cookie_names(header)
+    return request_cookie_names(header.decode("latin-1"))
 
 
 class CookieInventoryMiddleware:
@@ -70,9 +87,7 @@ class CookieInventoryMiddleware:
         inventory = self.inventory
         for key, value in scope.get("headers", ()):
             if key == b"cookie":
-                inventory.observe_request_cookies(
-                    request_cookie_names(value.decode("latin-1")), path=path, granted=granted
-                )
+                inventory.observe_request_cookies(cookie_names(value), path=path, granted=granted)
         category_of = self.category_of
 
         async def send_wrapper(message: Message) -> None:
