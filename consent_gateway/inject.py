@@ -105,6 +105,40 @@ _WHOLE_START = re.compile(
     rb"[^<]*+(?:(?:%s|%s)[^<]*+)*+%s()%s()%s%s%s"
     % (_PASSED_TAG, _tag(b"html"), _tag(b"head"), _PASSED, _tag(b"head", closing=True), _PASSED, _tag(b"body"))
 )
+# A site sends the same start, up to <body ...>, on page after page: a start the one match has read
+# is kept with its points, and a first chunk that begins with it has them without matching again.
+# The match reads nothing past its last ">" (every look-ahead in it stays inside), so a page that
+# begins with a kept start is read the same, whatever follows. At most START_CACHE_SIZE starts of
+# at most START_CACHE_BYTES each are kept (1 MiB in all), the oldest going first.
+START_CACHE_SIZE = 64
+START_CACHE_BYTES = 16 * 1024
+_known_starts: dict[bytes, tuple[int, int, int]] = {}
+
+
+def _start_points(chunk: bytes) -> tuple[int, int, int] | None:
+    """Where the head script, the assets and the banner go when ``chunk`` holds the page's usual
+    start (after ``<head ...>``, before ``</head>``, after ``<body ...>``); None otherwise."""
+    at = chunk.find(b"<body")  # the usual spelling; any other is read by the match alone
+    end = chunk.find(b">", at) + 1 if at >= 0 else 0
+    key = chunk[:end] if 0 < end <= START_CACHE_BYTES else b""
+    if key:
+        known = _known_starts.get(key)
+        if known is not None:
+            return known
+    found = _WHOLE_START.match(chunk)
+    if found is None:
+        return None
+    points = found.start(1), found.start(2), found.end()
+    if key and points[2] == end:  # the start is exactly the bytes the match read
+        while len(_known_starts) >= START_CACHE_SIZE:
+            try:
+                del _known_starts[next(iter(_known_starts))]
+            except (KeyError, RuntimeError, StopIteration):  # another thread got there first
+                break
+        _known_starts[key] = points
+    return points
+
+
 _LETTERS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _META_CHARSET = re.compile(rb"<meta[^>]+charset\s*=\s*[\"']?\s*([A-Za-z0-9_.:\-]+)", re.IGNORECASE)
 _HEADER_CHARSET = re.compile(rb";\s*charset\s*=\s*[\"']?([A-Za-z0-9_.:\-]+)", re.IGNORECASE)
@@ -250,13 +284,13 @@ class HtmlInjector:
     def _whole_start(self, chunk: bytes) -> bytes | None:
         """The first chunk with every point placed, when it holds the page's usual start up to its
         ``<body ...>`` tag (one match; see ``_WHOLE_START``); None to leave it to the scanner."""
-        found = _WHOLE_START.match(chunk)
-        if found is None:
+        points = _start_points(chunk)
+        if points is None:
             return None
         self._sniff += chunk[:SNIFF_BYTES]
         self.document = True
         self._done_head_script = self._done_assets = self._done_banner = True
-        after_head, before_end, after_body = found.start(1), found.start(2), found.end()
+        after_head, before_end, after_body = points
         script, assets, banner = self._head_script, self._assets, self.banner
         self.injected += len(script) + len(assets) + len(banner)
         return b"".join(

@@ -223,3 +223,82 @@ def split_page_app(headers: list[tuple[bytes, bytes]], body: bytes) -> Any:
         await send({"type": "http.response.body", "body": body[200:]})
 
     return app
+
+
+# -- starts kept from one page to the next ---------------------------------------------------
+
+
+KEPT = {
+    "demo shape",
+    "</head> in a title and style",
+    "byte order mark",
+    "cdata",
+    "charset meta late in head",
+    "no html tag",
+    "self-closed head and stray text",
+    "long tag names",
+    "textarea and xmp in head",
+}
+
+
+class NoMatch:
+    """Stands in for the one match: fails the test if a page is matched again."""
+
+    def match(self, chunk: bytes) -> None:
+        raise AssertionError("a kept start was matched again")
+
+
+@pytest.mark.parametrize("name", sorted(MATCHED))
+def test_a_kept_start_places_later_pages_as_the_scanner_does(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    page = MATCHED[name]
+    inject._known_starts.clear()
+    first = read(page)
+    kept = bool(inject._known_starts)
+    # Kept when the first "<body" and the next ">" end the match (not for <BODY>, nor when a
+    # "<body" in a comment or script comes first).
+    assert kept == (name in KEPT)
+    tails = (b"", b"<p>more</p>", b"<!-- <head></head><body> -->", b"\x00" * 5000)
+    with monkeypatch.context() as patched:
+        if kept:
+            patched.setattr(inject, "_WHOLE_START", NoMatch())
+        later = [read(page + tail) for tail in tails]
+    assert later[0] == first
+    assert later == [scanned(page + tail) for tail in tails]
+
+
+def test_only_the_bytes_the_match_read_are_kept() -> None:
+    inject._known_starts.clear()
+    page = b'<head></head><body class="a>b">x'  # the first ">" after <body is inside its value
+    assert read(page) == scanned(page)
+    assert inject._known_starts == {}
+    page = b"<head><script>'<body>'</script></head><body>x"  # the first <body is in a script
+    assert read(page) == scanned(page)
+    assert inject._known_starts == {}
+
+
+def test_kept_starts_are_bounded() -> None:
+    inject._known_starts.clear()
+    for n in range(inject.START_CACHE_SIZE * 2):
+        page = b"<head><title>%d</title></head><body>x" % n
+        assert read(page) == scanned(page)
+    assert len(inject._known_starts) == inject.START_CACHE_SIZE
+    assert b"<head><title>0</title></head><body>" not in inject._known_starts  # the oldest went first
+    long_head = b"<head>" + b"<meta name=a>" * 2000 + b"</head><body>"
+    assert len(long_head) > inject.START_CACHE_BYTES
+    assert read(long_head) == scanned(long_head)
+    assert long_head not in inject._known_starts
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_random_pages_read_the_same_from_a_kept_start(seed: int) -> None:
+    rng = random.Random(100 + seed)
+    inject._known_starts.clear()
+    starts = []
+    for _ in range(40):
+        start = rng.choice([b"", b"<!doctype html>", b"<html>"]) + b"<head>"
+        start += b"".join(rng.choice(PIECES) for _ in range(rng.randint(0, 6)))
+        starts.append(start + b"</head>" + rng.choice([b"", b"\n", b"<!-- c -->"]) + b"<body>")
+    for _ in range(2000):
+        page = rng.choice(starts) + b"".join(rng.choice(PIECES) for _ in range(rng.randint(0, 6)))
+        assert read(page) == scanned(page), page
+    assert inject._known_starts  # some starts were kept and served later pages
