@@ -287,11 +287,12 @@ class HtmlInjector:
         points = _start_points(chunk)
         if points is None:
             return None
-        self._sniff += chunk[:SNIFF_BYTES]
         self.document = True
         self._done_head_script = self._done_assets = self._done_banner = True
         after_head, before_end, after_body = points
-        script, assets, banner = self._head_script, self._assets, self.banner
+        # Made from the page's first bytes, as ``banner`` would make it (nothing else reads them now).
+        self._banner = banner = self._make_banner(chunk[:SNIFF_BYTES])
+        script, assets = self._head_script, self._assets
         self.injected += len(script) + len(assets) + len(banner)
         return b"".join(
             (

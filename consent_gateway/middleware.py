@@ -87,6 +87,9 @@ class ConsentMiddleware:
         self._skip_assets = not s.log_visit_assets
         self._consent_for = runtime.consents.consent_for
         self._decide = runtime.policy.decide
+        self._max_header_bytes = s.max_header_bytes
+        self._child_guard = runtime.child_guard
+        self._banner = runtime.banner
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -98,8 +101,8 @@ class ConsentMiddleware:
             return
         runtime = self.runtime
         size = header_bytes(scope)
-        if size > self._settings.max_header_bytes:
-            await send_headers_too_large(scope, send, size, self._settings.max_header_bytes)
+        if size > self._max_header_bytes:
+            await send_headers_too_large(scope, send, size, self._max_header_bytes)
             return
         if not runtime.started:
             await runtime.start()
@@ -115,7 +118,7 @@ class ConsentMiddleware:
         consent, verified = self._consent_for(
             facts.consent_cookie, facts.gpc, runtime.policy_major(), facts.consent_alternatives
         )
-        consent = runtime.child_guard.on_request(scope, consent)  # a child's behavioural categories refused
+        consent = self._child_guard.on_request(scope, consent)  # a child's behavioural categories refused
         scope["consent"] = consent
         started = time.perf_counter()
         reissue = runtime.reissue_header(verified) if verified is not None and verified.stale_key else None
@@ -262,6 +265,7 @@ class _Responder:
 
     __slots__ = (
         "_changed",
+        "_charset",
         "_decoder",
         "_encoder",
         "_failed",
@@ -302,6 +306,7 @@ class _Responder:
         self.is_html = False
         self._held: Message | None = None  # a page's start, sent with the page's first bytes
         self._changed: list[tuple[bytes, bytes]] = []  # the held start's headers once the body changes
+        self._charset: str | None = None  # the page's charset by its Content-Type, once it is a page
         self._injector: HtmlInjector | None = None
         self._decoder: Decoder | None = None
         self._encoder: Codec | None = None
@@ -354,8 +359,7 @@ class _Responder:
         gateway = self.gateway
         self.status = status = message["status"]
         # The app may mark a child in this very response (X-Consent-Child or mark_child).
-        child_guard = gateway.runtime.child_guard
-        raw, self.consent = child_guard.on_response(self.scope, message.get("headers", []), self.consent)
+        raw, self.consent = gateway._child_guard.on_response(self.scope, message.get("headers", []), self.consent)
         headers, start = gateway._filter_headers(raw, self.consent, self.reissue)
         message["headers"] = headers
         self.is_html = is_html = start.is_html
@@ -384,23 +388,22 @@ class _Responder:
             message["headers"] = changed
             await self.send_on(message)
             return
-        banner = gateway.runtime.banner
-        head_script, assets = banner.asset_markup(self.consent, start.csp)
-        consent, facts, scope = self.consent, self.facts, self.scope
-
-        def render_banner(page_start: bytes) -> bytes:
-            root = banner.root_html(consent, facts, scope, page_start)
-            codec = charset or meta_charset(page_start)
-            if codec is None or codec in ("utf-8", "utf_8"):
-                return root if codec else encode_markup(root.decode("utf-8"), None)
-            return encode_markup(root.decode("utf-8"), codec)
-
-        self._injector = HtmlInjector(head_script, assets, render_banner)
+        head_script, assets = gateway._banner.asset_markup(self.consent, start.csp)
+        self._charset = charset
+        self._injector = HtmlInjector(head_script, assets, self._render_banner)
         if codings:
             self._decoder = compression.decoder(codings[0])
             self._encoder = compression.encoder(codings[0])
         self._held = message
         self._changed = changed
+
+    def _render_banner(self, page_start: bytes) -> bytes:
+        """The banner root in the page's charset: the header's, else a ``<meta>`` one in its first bytes."""
+        root = self.gateway._banner.root_html(self.consent, self.facts, self.scope, page_start)
+        codec = self._charset or meta_charset(page_start)
+        if codec is None or codec in ("utf-8", "utf_8"):
+            return root if codec else encode_markup(root.decode("utf-8"), None)
+        return encode_markup(root.decode("utf-8"), codec)
 
     async def _page_body(self, message: Message) -> None:
         chunk = message.get("body", b"")
