@@ -85,8 +85,9 @@ class CookieInventoryMiddleware:
         granted: frozenset[str] = consent.categories if consent is not None else frozenset()
         path = scope.get("path", "")
         inventory = self.inventory
-        for value in [value for key, value in scope.get("headers", ()) if key == b"cookie"]:
-            inventory.observe_request_cookies(cookie_names(value), path=path, granted=granted)
+        for key, value in scope.get("headers", ()):
+            if key == b"cookie":
+                inventory.observe_request_cookies(cookie_names(value), path=path, granted=granted)
         category_of = self.category_of
 
         async def send_wrapper(message: Message) -> None:
