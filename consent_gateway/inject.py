@@ -139,6 +139,32 @@ def _start_points(chunk: bytes) -> tuple[int, int, int] | None:
     return points
 
 
+def place_at_start(
+    chunk: bytes, head_script: bytes, assets: bytes, banner: Callable[[bytes], bytes]
+) -> tuple[bytes, bytes] | None:
+    """``chunk`` with the head script, assets and banner in place, and the banner, when the chunk
+    holds the page's usual start up to its ``<body ...>`` tag; None when only ``HtmlInjector`` can
+    read it. The output is what ``HtmlInjector`` gives for a page whose first chunk this is.
+    """
+    points = _start_points(chunk)
+    if points is None:
+        return None
+    after_head, before_end, after_body = points
+    made = banner(chunk[:SNIFF_BYTES])  # from the page's first bytes, as HtmlInjector.banner
+    out = b"".join(
+        (
+            chunk[:after_head],
+            head_script,
+            chunk[after_head:before_end],
+            assets,
+            chunk[before_end:after_body],
+            made,
+            chunk[after_body:],
+        )
+    )
+    return out, made
+
+
 _LETTERS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _META_CHARSET = re.compile(rb"<meta[^>]+charset\s*=\s*[\"']?\s*([A-Za-z0-9_.:\-]+)", re.IGNORECASE)
 _HEADER_CHARSET = re.compile(rb";\s*charset\s*=\s*[\"']?([A-Za-z0-9_.:\-]+)", re.IGNORECASE)
@@ -284,27 +310,14 @@ class HtmlInjector:
     def _whole_start(self, chunk: bytes) -> bytes | None:
         """The first chunk with every point placed, when it holds the page's usual start up to its
         ``<body ...>`` tag (one match; see ``_WHOLE_START``); None to leave it to the scanner."""
-        points = _start_points(chunk)
-        if points is None:
+        placed = place_at_start(chunk, self._head_script, self._assets, self._make_banner)
+        if placed is None:
             return None
+        out, self._banner = placed
         self.document = True
         self._done_head_script = self._done_assets = self._done_banner = True
-        after_head, before_end, after_body = points
-        # Made from the page's first bytes, as ``banner`` would make it (nothing else reads them now).
-        self._banner = banner = self._make_banner(chunk[:SNIFF_BYTES])
-        script, assets = self._head_script, self._assets
-        self.injected += len(script) + len(assets) + len(banner)
-        return b"".join(
-            (
-                chunk[:after_head],
-                script,
-                chunk[after_head:before_end],
-                assets,
-                chunk[before_end:after_body],
-                banner,
-                chunk[after_body:],
-            )
-        )
+        self.injected += len(out) - len(chunk)
+        return out
 
     def finish(self) -> bytes:
         """The held tail of the page and, for a whole document, what could not be placed earlier."""

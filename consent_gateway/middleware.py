@@ -11,7 +11,7 @@ from .asgi import ASGIApp, Message, Receive, Scope, Send
 from .compression import Codec, Decoder, content_codings
 from .consent import Consent
 from .cookies import set_cookie_names
-from .inject import HtmlInjector, UnsupportedCharset, charset_of, encode_markup, meta_charset
+from .inject import HtmlInjector, UnsupportedCharset, charset_of, encode_markup, meta_charset, place_at_start
 from .limits import header_bytes, send_headers_too_large, send_rate_limited
 from .policy import VISIT
 from .ratelimit import RateLimited
@@ -271,6 +271,7 @@ class _Responder:
         "_failed",
         "_held",
         "_injector",
+        "_markup",
         "consent",
         "facts",
         "gateway",
@@ -307,19 +308,20 @@ class _Responder:
         self._held: Message | None = None  # a page's start, sent with the page's first bytes
         self._changed: list[tuple[bytes, bytes]] = []  # the held start's headers once the body changes
         self._charset: str | None = None  # the page's charset by its Content-Type, once it is a page
-        self._injector: HtmlInjector | None = None
+        self._markup: tuple[bytes, bytes] | None = None  # a page's head script and assets, while it is changed
+        self._injector: HtmlInjector | None = None  # made for a page that comes in several parts
         self._decoder: Decoder | None = None
         self._encoder: Codec | None = None
         self._failed = False  # the body stopped decoding: the rest of the app's body is dropped
 
     def __repr__(self) -> str:
-        injecting = self._injector is not None
+        injecting = self._markup is not None
         return f"_Responder(path={self.scope.get('path')!r}, status={self.status}, injecting={injecting})"
 
     async def send(self, message: Message) -> None:
         mtype = message["type"]
         if mtype == "http.response.body":
-            if self._injector is not None:
+            if self._markup is not None:
                 await self._page_body(message)
                 return
             await self.send_on(message)
@@ -332,7 +334,7 @@ class _Responder:
         if self._held is not None:
             # A body the gateway cannot rewrite (http.response.pathsend of a FileResponse on
             # servers with that extension): the held start goes out as the app made it.
-            held, self._held, self._injector = self._held, None, None
+            held, self._held, self._markup = self._held, None, None
             await self.send_on(held)
         await self.send_on(message)
         if mtype == "http.response.pathsend":
@@ -390,7 +392,7 @@ class _Responder:
             return
         head_script, assets = gateway._banner.asset_markup(self.consent, start.csp)
         self._charset = charset
-        self._injector = HtmlInjector(head_script, assets, self._render_banner)
+        self._markup = head_script, assets
         if codings:
             self._decoder = compression.decoder(codings[0])
             self._encoder = compression.encoder(codings[0])
@@ -420,9 +422,8 @@ class _Responder:
             await self._whole_page(chunk, message)
             return
         pieces = (chunk,) if self._decoder is None else self._decoder.pieces(chunk, not more)
-        injector = self._injector
+        injector = self._injector or self._new_injector()
         encoder = self._encoder
-        assert injector is not None
         pending = b""  # the last piece's output, sent with the app's more_body
         try:
             for page in pieces:
@@ -459,12 +460,22 @@ class _Responder:
         streaming path would send it."""
         if not await self._first_bytes(page, message):
             return
-        injector = self._injector
-        assert injector is not None
-        out = injector.feed(page)
-        tail = injector.finish()
-        await self.send_on({"type": "http.response.body", "body": out + tail if tail else out, "more_body": False})
+        assert self._markup is not None
+        placed = place_at_start(page, *self._markup, self._render_banner)
+        if placed is not None:
+            out = placed[0]
+        else:  # a page of another shape: read tag by tag
+            injector = self._injector or self._new_injector()
+            out = injector.feed(page)
+            tail = injector.finish()
+            out = out + tail if tail else out
+        await self.send_on({"type": "http.response.body", "body": out, "more_body": False})
         self._done()
+
+    def _new_injector(self) -> HtmlInjector:
+        assert self._markup is not None
+        self._injector = injector = HtmlInjector(*self._markup, self._render_banner)
+        return injector
 
     async def _first_bytes(self, page: bytes, message: Message) -> bool:
         """Send the held start, changed for the banner, unless the page's first bytes rule it out."""
@@ -482,7 +493,7 @@ class _Responder:
 
     async def _pass_unchanged(self, message: Message) -> None:
         """Give up on the banner for this response: the start and the rest go on as the app made them."""
-        held, self._held, self._injector = self._held, None, None
+        held, self._held, self._markup = self._held, None, None
         if held is not None:
             await self.send_on(held)
         await self.send_on(message)
