@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from itertools import chain
 from typing import Any
 
 from . import compression
@@ -51,6 +52,11 @@ _RESPONSE_HEADERS = {
     b"content-security-policy": _CSP,
     b"content-encoding": _ENCODING,
 }
+# An app answers page after page with the same headers: a response start without Set-Cookie (the
+# only header whose filtering depends on the visitor) is filtered once and kept, at most
+# START_CACHE_SIZE of them with at most START_CACHE_BYTES of names and values each (512 KiB).
+START_CACHE_SIZE = 256
+START_CACHE_BYTES = 2048
 logger = logging.getLogger("consent_gateway.middleware")
 
 
@@ -90,6 +96,7 @@ class ConsentMiddleware:
         self._max_header_bytes = s.max_header_bytes
         self._child_guard = runtime.child_guard
         self._banner = runtime.banner
+        self._starts: dict[tuple[tuple[bytes, bytes], ...], tuple[tuple[tuple[bytes, bytes], ...], _StartFacts]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -125,6 +132,34 @@ class ConsentMiddleware:
         responder = _Responder(self, scope, send, facts, consent, reissue, started, ip)
         await self.app(scope, receive, responder.send if kind == "http" else responder.send_websocket)
 
+    def _response_headers(
+        self, raw: list[tuple[bytes, bytes]], consent: Any, reissue: bytes | None
+    ) -> tuple[list[tuple[bytes, bytes]], _StartFacts]:
+        """``_filter_headers`` of a response start, kept for the next start with the same headers."""
+        if reissue is not None:
+            return self._filter_headers(raw, consent, reissue)
+        try:
+            key = tuple(raw)
+            known = self._starts.get(key)
+        except TypeError:  # a header given as a list or bytearray: nothing to key on
+            return self._filter_headers(raw, consent, reissue)
+        if known is not None:
+            return list(known[0]), known[1]
+        headers, start = self._filter_headers(raw, consent, reissue)
+        if (
+            not start.cookies
+            and sum(map(len, chain.from_iterable(key))) <= START_CACHE_BYTES
+            and not any(b"nonce-" in value for value in start.csp)  # new on every response: no use keeping
+        ):
+            starts = self._starts
+            while len(starts) >= START_CACHE_SIZE:
+                try:
+                    del starts[next(iter(starts))]  # the oldest
+                except (KeyError, RuntimeError, StopIteration):  # another thread got there first
+                    break
+            starts[key] = (tuple(headers), start)
+        return headers, start
+
     def _filter_headers(
         self,
         headers: list[tuple[bytes, bytes]],
@@ -150,6 +185,7 @@ class ConsentMiddleware:
             elif kind == _TYPE:
                 start.content_type = value
             elif kind == _SET_COOKIE:
+                start.cookies = True
                 category_of = self.runtime.cookies.category_of
                 if not all(consent.allows(category_of(name)) for name in set_cookie_names(value)):
                     continue
@@ -216,7 +252,7 @@ class ConsentMiddleware:
 class _StartFacts:
     """What a response start says about its body, read while its headers are filtered."""
 
-    __slots__ = ("content_type", "csp", "encodings", "etag", "length", "length_at")
+    __slots__ = ("content_type", "cookies", "csp", "encodings", "etag", "length", "length_at")
 
     def __init__(self) -> None:
         self.content_type = b""
@@ -224,6 +260,7 @@ class _StartFacts:
         self.csp: list[bytes] = []
         self.encodings: list[bytes] = []
         self.etag = False
+        self.cookies = False  # a Set-Cookie came: the filtered headers depend on the visitor's consent
         self.length_at = 0  # where the (last) Content-Length header stands in the filtered headers
 
     @property
@@ -362,7 +399,7 @@ class _Responder:
         self.status = status = message["status"]
         # The app may mark a child in this very response (X-Consent-Child or mark_child).
         raw, self.consent = gateway._child_guard.on_response(self.scope, message.get("headers", []), self.consent)
-        headers, start = gateway._filter_headers(raw, self.consent, self.reissue)
+        headers, start = gateway._response_headers(raw, self.consent, self.reissue)
         message["headers"] = headers
         self.is_html = is_html = start.is_html
         method = self.scope.get("method")

@@ -302,3 +302,64 @@ def test_random_pages_read_the_same_from_a_kept_start(seed: int) -> None:
         page = rng.choice(starts) + b"".join(rng.choice(PIECES) for _ in range(rng.randint(0, 6)))
         assert read(page) == scanned(page), page
     assert inject._known_starts  # some starts were kept and served later pages
+
+
+# -- response starts kept from one response to the next --------------------------------------
+
+
+def test_a_kept_response_start_never_carries_a_set_cookie_decision(make_settings: Callable[..., Settings]) -> None:
+    """The same headers with a marketing Set-Cookie: refused for one visitor, passed for the next."""
+    from tests.conftest import SECRET
+    from tests.gateway_support import sign_cookie
+
+    headers = [(b"content-type", b"text/html"), (b"set-cookie", b"_mk_px=1; Path=/")]
+    gateway = ConsentGateway(raw_page_app(headers, PAGE), make_settings())
+    marketing = sign_cookie(SECRET, categories=["necessary", "marketing"])
+    for cookie, kept in ((None, False), (marketing, True), (None, False), (marketing, True)):
+        request = [(b"cookie", f"cg_consent={cookie}".encode())] if cookie else []
+        sent = run_asgi(gateway, http_scope("/", headers=request))
+        assert ((b"set-cookie", b"_mk_px=1; Path=/") in sent[0]["headers"]) is kept
+    assert gateway.middleware._starts == {}
+
+
+def test_a_kept_response_start_gives_each_response_its_own_headers(make_settings: Callable[..., Settings]) -> None:
+    given = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", b"%d" % len(PAGE)), (b"x-a", b"1")]
+    gateway = ConsentGateway(raw_page_app(given, PAGE), make_settings())
+    first = run_asgi(gateway, http_scope("/"))
+    assert len(gateway.middleware._starts) == 1
+    first[0]["headers"].append((b"x-changed", b"by a server"))  # what one response's list goes through
+    second = run_asgi(gateway, http_scope("/"))
+    assert second[0]["headers"] == [
+        (b"content-type", b"text/html; charset=utf-8"),
+        (b"x-a", b"1"),
+        (b"vary", b"Cookie"),
+    ]
+    assert second[1]["body"] == first[1]["body"]
+
+
+def test_kept_response_starts_are_bounded(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from consent_gateway import middleware
+
+    monkeypatch.setattr(middleware, "START_CACHE_SIZE", 4)
+    count = 0
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        nonlocal count
+        count += 1
+        headers = [(b"content-type", b"text/html"), (b"x-n", b"%d" % count)]
+        if count % 3 == 0:
+            headers.append((b"x-long", b"a" * middleware.START_CACHE_BYTES))  # too long to keep
+        if count % 5 == 0:
+            headers.append((b"content-security-policy", b"script-src 'nonce-abcdefgh12345678'"))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": PAGE})
+
+    gateway = ConsentGateway(app, make_settings())
+    for _ in range(20):
+        sent = run_asgi(gateway, http_scope("/"))
+        assert (b"x-n", b"%d" % count) in sent[0]["headers"]
+    kept = gateway.middleware._starts
+    assert len(kept) == 4
+    assert all(b"nonce-" not in value and len(value) < 100 for key in kept for _, value in key)
