@@ -94,6 +94,9 @@ class ConsentMiddleware:
         self._consent_for = runtime.consents.consent_for
         self._decide = runtime.policy.decide
         self._max_header_bytes = s.max_header_bytes
+        self._client_ip = runtime.proxies.client_ip
+        self._check_rate = runtime.rate_limits.check
+        self._policy_major = runtime.policy_major
         self._child_guard = runtime.child_guard
         self._banner = runtime.banner
         self._starts: dict[tuple[tuple[bytes, bytes], ...], tuple[tuple[tuple[bytes, bytes], ...], _StartFacts]] = {}
@@ -116,14 +119,14 @@ class ConsentMiddleware:
         facts = RequestFacts(scope["headers"], self._cookie_name)
         ip: str | None = None  # worked out once a request: for the page limit and the visit record
         if kind == "http" and not scope["path"].endswith(_ASSET_SUFFIXES):
-            ip = runtime.proxies.client_ip(scope, facts.forwarded_for)
+            ip = self._client_ip(scope, facts.forwarded_for)
             try:
-                runtime.rate_limits.check("page", ip)
+                self._check_rate("page", ip)
             except RateLimited as exc:
                 await send_rate_limited(scope, send, exc)
                 return
         consent, verified = self._consent_for(
-            facts.consent_cookie, facts.gpc, runtime.policy_major(), facts.consent_alternatives
+            facts.consent_cookie, facts.gpc, self._policy_major(), facts.consent_alternatives
         )
         consent = self._child_guard.on_request(scope, consent)  # a child's behavioural categories refused
         scope["consent"] = consent
@@ -359,7 +362,10 @@ class _Responder:
         mtype = message["type"]
         if mtype == "http.response.body":
             if self._markup is not None:
-                await self._page_body(message)
+                if self._held is not None and self._decoder is None and not message.get("more_body", False):
+                    await self._whole_page(message)  # most pages: one message, not compressed
+                else:
+                    await self._page_body(message)
                 return
             await self.send_on(message)
             if not message.get("more_body", False):
@@ -455,9 +461,6 @@ class _Responder:
             return  # otherwise the page's first bytes decide; none has come yet
         if type(chunk) is not bytes:
             chunk = bytes(chunk)
-        if not more and self._held is not None and self._decoder is None:
-            await self._whole_page(chunk, message)
-            return
         pieces = (chunk,) if self._decoder is None else self._decoder.pieces(chunk, not more)
         injector = self._injector or self._new_injector()
         encoder = self._encoder
@@ -492,9 +495,15 @@ class _Responder:
         if not more:
             self._done()
 
-    async def _whole_page(self, page: bytes, message: Message) -> None:
+    async def _whole_page(self, message: Message) -> None:
         """The page in one uncompressed message (most pages): read and sent on at once, as the
         streaming path would send it."""
+        page = message.get("body", b"")
+        if not page or self._failed:
+            await self._page_body(message)  # no page to change (or no more to send): as streamed
+            return
+        if type(page) is not bytes:
+            page = bytes(page)
         if not await self._first_bytes(page, message):
             return
         assert self._markup is not None
