@@ -22,24 +22,8 @@ from .runtime import GatewayRuntime
 from .settings import Settings
 
 _ASSET_SUFFIXES = (
-    ".css",
-    ".js",
-    ".mjs",
-    ".map",
-    ".png",
-    ".jpg",
-    ".jpeg",
-    ".gif",
-    ".svg",
-    ".webp",
-    ".avif",
-    ".ico",
-    ".woff",
-    ".woff2",
-    ".ttf",
-    ".otf",
-    ".mp4",
-    ".webm",
+    ".css", ".js", ".mjs", ".map", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp", ".avif",
+    ".ico", ".woff", ".woff2", ".ttf", ".otf", ".mp4", ".webm",
 )
 # The response headers _filter_headers reads or changes, by lower-case name.
 _LENGTH, _TYPE, _SET_COOKIE, _VARY, _CSP, _ENCODING, _ETAG = range(7)
@@ -209,6 +193,7 @@ class ConsentMiddleware:
             out.append((b"vary", b"Cookie"))
         if reissue is not None:
             out.append((b"set-cookie", reissue))
+        start.is_html = start.content_type[:9].lower() == b"text/html"
         return out, start
 
     def _record_visit(
@@ -255,7 +240,18 @@ class ConsentMiddleware:
 class _StartFacts:
     """What a response start says about its body, read while its headers are filtered."""
 
-    __slots__ = ("content_type", "cookies", "csp", "encodings", "etag", "length", "length_at")
+    __slots__ = (
+        "content_type",
+        "cookies",
+        "csp",
+        "encodings",
+        "etag",
+        "is_html",
+        "length",
+        "length_at",
+        "plan",
+        "planned",
+    )
 
     def __init__(self) -> None:
         self.content_type = b""
@@ -265,10 +261,22 @@ class _StartFacts:
         self.etag = False
         self.cookies = False  # a Set-Cookie came: the filtered headers depend on the visitor's consent
         self.length_at = 0  # where the (last) Content-Length header stands in the filtered headers
+        # How an HTML body would be changed (see _page_plan), worked out once for a kept start.
+        self.plan: tuple[list[bytes], str | None] | None = None
+        self.planned = False
+        self.is_html = False  # by the Content-Type, once the headers are read
 
-    @property
-    def is_html(self) -> bool:
-        return self.content_type[:9].lower() == b"text/html"
+
+def _page_plan(start: _StartFacts) -> tuple[list[bytes], str | None] | None:
+    """The body's codings and charset when the gateway can change it, None when it is passed on
+    as it is: stacked or unknown codings, or a charset that is not ASCII-compatible."""
+    codings = content_codings(start.encodings) if start.encodings else []
+    if len(codings) > 1 or (codings and not compression.supported(codings[0])):
+        return None
+    try:
+        return codings, charset_of(start.content_type)
+    except UnsupportedCharset:
+        return None
 
 
 # Statuses whose HTML is a page a visitor reads: the banner goes there and nowhere else (not into
@@ -418,15 +426,13 @@ class _Responder:
         ):
             await self.send_on(message)
             return
-        codings = content_codings(start.encodings) if start.encodings else []
-        if len(codings) > 1 or (codings and not compression.supported(codings[0])):
-            await self.send_on(message)  # stacked or unknown codings: passed on as they are
-            return
-        try:
-            charset = charset_of(start.content_type)
-        except UnsupportedCharset:
+        if not start.planned:
+            start.plan, start.planned = _page_plan(start), True
+        plan = start.plan
+        if plan is None:  # stacked or unknown codings, or a charset the banner cannot be written in
             await self.send_on(message)
             return
+        codings, charset = plan
         changed = _changed_body_headers(headers, start)
         if method == "HEAD":
             # The headers a GET of the same page gets, without reading a body there is none of.
