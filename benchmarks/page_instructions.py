@@ -160,16 +160,22 @@ def _total(out: Path) -> int:
 
 
 def count(valgrind: str, which: str, pages: int, work: Path) -> int:
+    """Instructions of the main thread, which serves the pages.
+
+    Only that thread counts: the gateway's other threads (the cookie inventory's flusher, say)
+    wake on a clock, so what they run depends on how long the run takes under valgrind, and a
+    busy machine would add their work to the difference between two runs.
+    """
     out = work / f"{which}-{pages}.out"
     env = {**os.environ, "PYTHONHASHSEED": "0", "CG_LOAD_DATA": str(work / "data")}
     proc = subprocess.run(  # noqa: S603
-        [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__,
-         "--child", which, str(pages)],
+        [valgrind, "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={out}", sys.executable,
+         __file__, "--child", which, str(pages)],
         env=env, capture_output=True, text=True, check=False,
     )
     if proc.returncode != 0:
         raise SystemExit(f"the {which} run under valgrind failed:\n{proc.stderr[-2000:]}")
-    return _total(out)
+    return _total(out.with_name(out.name + "-01"))  # thread 1: the main thread
 
 
 def count_server(valgrind: str, which: str, pages: int, work: Path) -> int:
