@@ -14,6 +14,11 @@ so a run repeats to the instruction.
 
     .venv/bin/python benchmarks/page_instructions.py --server   # the event loop of real uvicorn servers
     .venv/bin/python benchmarks/page_instructions.py --bare-with-engine   # what the engine's presence costs
+    .venv/bin/python benchmarks/page_instructions.py --steps    # where: Python steps a page, by function
+
+The interpreter here has no symbols for callgrind to name, so ``--steps`` says where the count
+goes instead: it traces each bytecode a page runs (no valgrind; a few seconds) and lists the
+functions whose steps differ most between the gateway and the bare demo.
 
 With ``--server`` each app runs in a real uvicorn server under callgrind (one output per thread),
 and the pages come over a socket one after another: the count is the event loop's whole thread,
@@ -54,6 +59,35 @@ def _drive(coro: Any) -> None:
 
 def child(which: str, pages: int) -> None:
     """Serve ``pages`` pages of ``which`` (bare or gateway) in this process, after a warm-up."""
+    serve = _page_server(which)
+    serve(WARM_UP + pages)
+
+
+def child_steps(which: str, pages: int) -> None:
+    """Print, as JSON, the Python steps (bytecodes) a page runs in each function, after a warm-up."""
+    serve = _page_server(which)
+    serve(WARM_UP)
+    counts: dict[str, int] = {}
+
+    def trace(frame: Any, event: str, arg: Any) -> Any:
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            code = frame.f_code
+            key = f"{code.co_filename}:{code.co_firstlineno}:{code.co_name}"
+            counts[key] = counts.get(key, 0) + 1
+        return trace
+
+    sys.settrace(trace)
+    try:
+        serve(pages)
+    finally:
+        sys.settrace(None)
+    root = str(ROOT) + os.sep
+    print(json.dumps({key.replace(root, ""): n / pages for key, n in counts.items()}))
+
+
+def _page_server(which: str) -> Any:
+    """A function serving n pages of ``which`` one after another (the first one checked)."""
     sys.path.insert(0, str(ROOT))
     from loadtests import apps
     from loadtests.bench import page_headers
@@ -100,12 +134,21 @@ def child(which: str, pages: int) -> None:
 
     page = page_headers(cookie)
     visits = gateway.runtime.pipeline.visits
-    for n in range(WARM_UP + pages):
-        sent.clear()
-        _drive(app(scope("GET", "/", page), receive, send))
-        visits.clear()
-        if n == 0 and (sent[0]["status"] != 200 or (which == "gateway" and b'id="cg-root"' not in sent[1]["body"])):
-            raise SystemExit(f"{which}: GET / did not answer a page with the banner root: {sent[0]['status']}")
+    checked = False
+
+    def serve(pages: int) -> None:
+        nonlocal checked
+        for _ in range(pages):
+            sent.clear()
+            _drive(app(scope("GET", "/", page), receive, send))
+            visits.clear()
+            if not checked and (
+                sent[0]["status"] != 200 or (which == "gateway" and b'id="cg-root"' not in sent[1]["body"])
+            ):
+                raise SystemExit(f"{which}: GET / did not answer a page with the banner root: {sent[0]['status']}")
+            checked = True
+
+    return serve
 
 
 def _total(out: Path) -> int:
@@ -117,16 +160,22 @@ def _total(out: Path) -> int:
 
 
 def count(valgrind: str, which: str, pages: int, work: Path) -> int:
+    """Instructions of the main thread, which serves the pages.
+
+    Only that thread counts: the gateway's other threads (the cookie inventory's flusher, say)
+    wake on a clock, so what they run depends on how long the run takes under valgrind, and a
+    busy machine would add their work to the difference between two runs.
+    """
     out = work / f"{which}-{pages}.out"
     env = {**os.environ, "PYTHONHASHSEED": "0", "CG_LOAD_DATA": str(work / "data")}
     proc = subprocess.run(  # noqa: S603
-        [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__,
-         "--child", which, str(pages)],
+        [valgrind, "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={out}", sys.executable,
+         __file__, "--child", which, str(pages)],
         env=env, capture_output=True, text=True, check=False,
     )
     if proc.returncode != 0:
         raise SystemExit(f"the {which} run under valgrind failed:\n{proc.stderr[-2000:]}")
-    return _total(out)
+    return _total(out.with_name(out.name + "-01"))  # thread 1: the main thread
 
 
 def count_server(valgrind: str, which: str, pages: int, work: Path) -> int:
@@ -171,9 +220,38 @@ def count_server(valgrind: str, which: str, pages: int, work: Path) -> int:
     return _total(out / "cg.out.1-01")
 
 
+STEPS_PAGES = 50
+STEPS_SHOWN = 40
+
+
+def print_steps(top: int = STEPS_SHOWN) -> None:
+    """The functions whose Python steps a page differ most between the gateway and the bare demo."""
+    per_app = {}
+    with tempfile.TemporaryDirectory(prefix="cg-steps-") as tmp:
+        for which in ("bare", "gateway"):
+            env = {**os.environ, "PYTHONHASHSEED": "0", "CG_LOAD_DATA": str(Path(tmp) / which)}
+            proc = subprocess.run(  # noqa: S603
+                [sys.executable, __file__, "--child-steps", which, str(STEPS_PAGES)],
+                env=env, capture_output=True, text=True, check=False,
+            )
+            if proc.returncode != 0:
+                raise SystemExit(f"the {which} step count failed:\n{proc.stderr[-2000:]}")
+            per_app[which] = json.loads(proc.stdout.strip().splitlines()[-1])
+    bare, gateway = per_app["bare"], per_app["gateway"]
+    added = {key: gateway.get(key, 0) - bare.get(key, 0) for key in bare.keys() | gateway.keys()}
+    print(f"Python steps a page: bare demo {sum(bare.values()):,.0f}; gateway {sum(gateway.values()):,.0f} "
+          f"(+{sum(added.values()):,.0f}); where the gateway's differ most:")
+    for key, steps in sorted(added.items(), key=lambda item: -abs(item[1]))[:top]:
+        print(f"{steps:+9,.0f}  {key}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--child", nargs=2, metavar=("APP", "PAGES"), help=argparse.SUPPRESS)
+    parser.add_argument("--child-steps", nargs=2, metavar=("APP", "PAGES"), help=argparse.SUPPRESS)
+    parser.add_argument("--steps", action="store_true",
+                        help="no valgrind: count the Python steps (bytecodes) a page runs in each function, "
+                             "bare and through the gateway, and list the functions that differ most")
     parser.add_argument("--bare-with-engine", action="store_true",
                         help="compare the bare demo with the bare demo in a process that has opened the embedded "
                              "engine (what its presence alone costs a page) instead of with the gateway")
@@ -183,6 +261,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         child(args.child[0], int(args.child[1]))
+        return 0
+    if args.child_steps:
+        child_steps(args.child_steps[0], int(args.child_steps[1]))
+        return 0
+    if args.steps:
+        print_steps()
         return 0
     valgrind = shutil.which("valgrind")
     if valgrind is None or (args.server and shutil.which("callgrind_control") is None):

@@ -135,6 +135,10 @@ class BannerRenderer:
         # The root differs only by these inputs, and returning visitors see the same few roots on
         # every page: rendering it once per distinct input keeps escaping and quoting off most pages.
         self._root = lru_cache(maxsize=ROOT_CACHE_SIZE)(self._render_root)
+        # What root_html reads from the settings on every page, looked up once.
+        self._upcoming = settings.upcoming_policy
+        self._behavioural = settings.consent.behavioural
+        self._default_locale = settings.default_locale
         self._assets = lru_cache(maxsize=ASSET_CACHE_SIZE)(self._encoded_assets)
 
     def __repr__(self) -> str:
@@ -146,12 +150,12 @@ class BannerRenderer:
         match = _LANG_ATTR.search(page_start, 0, 2048)
         locale = _PAGE_LOCALES.get(match.group(1).lower()) if match else None
         if locale is None:
-            locale = choose_locale(facts.accept_language, self.settings.default_locale)
+            locale = choose_locale(facts.accept_language, self._default_locale)
         path = scope.get("path", "/")
         query = scope.get("query_string", b"")
-        upcoming = self.settings.upcoming_policy if time.time() < self._announced_until else None
+        upcoming = self._upcoming if time.time() < self._announced_until else None
         # A child's behavioural categories are shown as unavailable, with the reason.
-        child = refused_for_child(ChildGuard.mark_of(scope), self.settings.consent.behavioural)
+        child = refused_for_child(ChildGuard.mark_of(scope), self._behavioural)
         if query:
             # Query strings can carry personal data (?email=...): such a page's root is rendered for
             # it alone and not remembered.
@@ -187,6 +191,8 @@ class BannerRenderer:
         repeat page after page: it is kept, per distinct pair (bounded). A nonce is new on every
         response, so such a policy's tags are made for the page alone.
         """
+        if not csp:  # most pages: no policy of their own
+            return self._assets(consent.status, consent.categories, ())
         key = tuple(csp)
         if sum(map(len, key)) > ASSET_CSP_MAX_BYTES or any(b"nonce-" in value for value in key):
             return self._encoded_assets(consent.status, consent.categories, key)

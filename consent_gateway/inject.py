@@ -38,7 +38,9 @@ _TAG_STOP = re.compile(rb"[>\"']")
 # quote opens a value only right after "=" (spaces between), any other quote is a stray byte. It
 # matches only a tag that ends in the data at hand; anything else is left to the byte-wise reading.
 # Atomic and possessive throughout, so a tag that does not end never makes the engine backtrack.
-_ATTRIBUTES = rb"(?:[^\"'>=]++|=[ \t\n\r\x0c]*+(?:\"[^\"]*+\"|'[^']*+'|(?![ \t\n\r\x0c\"']))|[\"'])*+>"
+# Written as a run of plain bytes, then each value or stray quote followed by its run: the pieces
+# start with distinct bytes, so this reads exactly as one loop over the three would, in fewer steps.
+_ATTRIBUTES = rb"[^\"'>=]*+(?:(?:=[ \t\n\r\x0c]*+(?:\"[^\"]*+\"|'[^']*+'|(?![ \t\n\r\x0c\"']))|[\"'])[^\"'>=]*+)*+>"
 _TAG_END = re.compile(_ATTRIBUTES)
 # Text and whole elements that hold no injection point and change no state: any start tag but
 # html, head and body, any end tag but </head>, and a raw-text element (<script>, <title>, ...) read
@@ -46,11 +48,15 @@ _TAG_END = re.compile(_ATTRIBUTES)
 # the text between them that makes up most of a page before its <body>.
 _NAME = rb"[A-Za-z][^ \t\n\r\x0c/>]{0,%d}+" % MAX_CARRY
 _NAME_ENDS = rb"[ \t\n\r\x0c/>]"
+_SPECIAL = sorted(_RAW_TEXT | {b"html", b"head", b"body"})
+# The first letters of those names, either case: a tag that starts otherwise (<meta>, <link>, <p>)
+# is a plain one without looking further.
+_SPECIAL_FIRST = bytes(sorted({name[0] for name in _SPECIAL} | {name[0] - 32 for name in _SPECIAL}))
 
 
 def _raw_element(name: bytes) -> bytes:
     named = rb"(?i:%s)" % name
-    return rb"<%s(?=%s)%s(?:[^<]++|<(?!/%s%s))*+</%s%s" % (
+    return rb"<%s(?=%s)%s[^<]*+(?:<(?!/%s%s)[^<]*+)*+</%s%s" % (
         named,
         _NAME_ENDS,
         _ATTRIBUTES,
@@ -61,19 +67,104 @@ def _raw_element(name: bytes) -> bytes:
     )
 
 
-_PLAIN = re.compile(
-    rb"(?:[^<]++|<(?!(?i:%s)%s)%s%s|</(?!(?i:head)%s)%s%s|%s)*+"
-    % (
-        b"|".join(sorted(_RAW_TEXT | {b"html", b"head", b"body"})),
-        _NAME_ENDS,
-        _NAME,
-        _ATTRIBUTES,
-        _NAME_ENDS,
-        _NAME,
-        _ATTRIBUTES,
-        b"|".join(_raw_element(name) for name in sorted(_RAW_TEXT)),
-    )
+# One tag or element of those (text aside). Each alternative starts differently from the others
+# (a plain start tag, an end tag, a start tag that only begins like a special one, a raw-text
+# element), so their order changes nothing but how soon the usual ones are tried.
+_PLAIN_TAG = rb"<(?![%s!?/])%s%s|</(?!(?i:head)%s)%s%s|<(?=[%s])(?!(?i:%s)%s)%s%s|%s" % (
+    _SPECIAL_FIRST,
+    _NAME,
+    _ATTRIBUTES,
+    _NAME_ENDS,
+    _NAME,
+    _ATTRIBUTES,
+    _SPECIAL_FIRST,
+    b"|".join(_SPECIAL),
+    _NAME_ENDS,
+    _NAME,
+    _ATTRIBUTES,
+    b"|".join(_raw_element(name) for name in sorted(_RAW_TEXT)),
 )
+_PLAIN = re.compile(rb"[^<]*+(?:(?:%s)[^<]*+)*+" % _PLAIN_TAG)
+# What else the scanner passes over without placing anything, each read as it reads it: a comment
+# up to the first "-->" after its "<!--", a declaration or "<?" up to its ">", and a "<" that opens
+# no tag (not before a letter, "!", "?" or "/letter"), which is text.
+_PASSED_TAG = rb"%s|<!--[^-]*+(?:-(?!->)[^-]*+)*+-->|<!(?!--)[^>]*+>|<\?[^>]*+>|<(?![A-Za-z!?]|/[A-Za-z])" % _PLAIN_TAG
+_PASSED = rb"[^<]*+(?:(?:%s)[^<]*+)*+" % _PASSED_TAG
+
+
+def _tag(name: bytes, closing: bool = False) -> bytes:
+    return rb"<%s(?i:%s)(?=%s)%s" % (b"/" if closing else b"", name, _NAME_ENDS, _ATTRIBUTES)
+
+
+# The usual start of a page in one match: anything passed over (and <html>), then <head ...>, its
+# content, </head>, and whatever passes up to <body ...>. The empty groups mark the places the
+# scanner would find: after <head ...> (1) and before </head> (2); the banner goes at the match's
+# end. A page of another shape (no head, a second <head>, a comment or raw text left open) does not
+# match and is read by the scanner.
+_WHOLE_START = re.compile(
+    rb"[^<]*+(?:(?:%s|%s)[^<]*+)*+%s()%s()%s%s%s"
+    % (_PASSED_TAG, _tag(b"html"), _tag(b"head"), _PASSED, _tag(b"head", closing=True), _PASSED, _tag(b"body"))
+)
+# A site sends the same start, up to <body ...>, on page after page: a start the one match has read
+# is kept with its points, and a first chunk that begins with it has them without matching again.
+# The match reads nothing past its last ">" (every look-ahead in it stays inside), so a page that
+# begins with a kept start is read the same, whatever follows. At most START_CACHE_SIZE starts of
+# at most START_CACHE_BYTES each are kept (1 MiB in all), the oldest going first.
+START_CACHE_SIZE = 64
+START_CACHE_BYTES = 16 * 1024
+_known_starts: dict[bytes, tuple[int, int, int]] = {}
+
+
+def _start_points(chunk: bytes) -> tuple[int, int, int] | None:
+    """Where the head script, the assets and the banner go when ``chunk`` holds the page's usual
+    start (after ``<head ...>``, before ``</head>``, after ``<body ...>``); None otherwise."""
+    at = chunk.find(b"<body")  # the usual spelling; any other is read by the match alone
+    end = chunk.find(b">", at) + 1 if at >= 0 else 0
+    key = chunk[:end] if 0 < end <= START_CACHE_BYTES else b""
+    if key:
+        known = _known_starts.get(key)
+        if known is not None:
+            return known
+    found = _WHOLE_START.match(chunk)
+    if found is None:
+        return None
+    points = found.start(1), found.start(2), found.end()
+    if key and points[2] == end:  # the start is exactly the bytes the match read
+        while len(_known_starts) >= START_CACHE_SIZE:
+            try:
+                del _known_starts[next(iter(_known_starts))]
+            except (KeyError, RuntimeError, StopIteration):  # another thread got there first
+                break
+        _known_starts[key] = points
+    return points
+
+
+def place_at_start(
+    chunk: bytes, head_script: bytes, assets: bytes, banner: Callable[[bytes], bytes]
+) -> tuple[bytes, bytes] | None:
+    """``chunk`` with the head script, assets and banner in place, and the banner, when the chunk
+    holds the page's usual start up to its ``<body ...>`` tag; None when only ``HtmlInjector`` can
+    read it. The output is what ``HtmlInjector`` gives for a page whose first chunk this is.
+    """
+    points = _start_points(chunk)
+    if points is None:
+        return None
+    after_head, before_end, after_body = points
+    made = banner(chunk[:SNIFF_BYTES])  # from the page's first bytes, as HtmlInjector.banner
+    out = b"".join(
+        (
+            chunk[:after_head],
+            head_script,
+            chunk[after_head:before_end],
+            assets,
+            chunk[before_end:after_body],
+            made,
+            chunk[after_body:],
+        )
+    )
+    return out, made
+
+
 _LETTERS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _META_CHARSET = re.compile(rb"<meta[^>]+charset\s*=\s*[\"']?\s*([A-Za-z0-9_.:\-]+)", re.IGNORECASE)
 _HEADER_CHARSET = re.compile(rb";\s*charset\s*=\s*[\"']?([A-Za-z0-9_.:\-]+)", re.IGNORECASE)
@@ -205,6 +296,10 @@ class HtmlInjector:
         """The part of the page that can go on now, with whatever markup belongs in it."""
         if self._done_banner and self._done_assets and not self._carry:
             return chunk  # every point is placed: the rest of the page passes as it is
+        if not self._sniff and chunk:
+            placed = self._whole_start(chunk)
+            if placed is not None:
+                return placed
         if len(self._sniff) < SNIFF_BYTES:
             self._sniff += chunk[: SNIFF_BYTES - len(self._sniff)]
         data = self._carry + chunk if self._carry else chunk
@@ -212,8 +307,22 @@ class HtmlInjector:
         self._carry = data[self._scan(data, out, final=False) :]
         return b"".join(out)
 
+    def _whole_start(self, chunk: bytes) -> bytes | None:
+        """The first chunk with every point placed, when it holds the page's usual start up to its
+        ``<body ...>`` tag (one match; see ``_WHOLE_START``); None to leave it to the scanner."""
+        placed = place_at_start(chunk, self._head_script, self._assets, self._make_banner)
+        if placed is None:
+            return None
+        out, self._banner = placed
+        self.document = True
+        self._done_head_script = self._done_assets = self._done_banner = True
+        self.injected += len(out) - len(chunk)
+        return out
+
     def finish(self) -> bytes:
         """The held tail of the page and, for a whole document, what could not be placed earlier."""
+        if self._done_banner and self._done_assets and not self._carry:
+            return b""  # every point is placed and nothing is held
         data, self._carry = self._carry, b""
         out: list[bytes] = []
         self._scan(data, out, final=True)

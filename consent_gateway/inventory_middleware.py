@@ -13,6 +13,8 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
+from functools import lru_cache
+from operator import itemgetter
 
 from .asgi import ASGIApp, Message, Receive, Scope, Send
 from .cookies import request_cookie_names, set_cookie_names
@@ -21,6 +23,23 @@ from .pipeline.periodic import Periodic
 from .store.client import Store
 
 logger = logging.getLogger("consent_gateway.inventory")
+# A returning visitor sends the same Cookie header page after page: its names are read once.
+# At most this many headers of at most COOKIE_CACHE_BYTES each are kept (1 MiB in all).
+COOKIE_CACHE_SIZE = 256
+COOKIE_CACHE_BYTES = 4096
+_name = itemgetter(0)
+
+
+@lru_cache(maxsize=COOKIE_CACHE_SIZE)
+def _cached_cookie_names(header: bytes) -> tuple[str, ...]:
+    return tuple(request_cookie_names(header.decode("latin-1")))
+
+
+def cookie_names(header: bytes) -> tuple[str, ...] | list[str]:
+    """The cookie names of one Cookie header, in order."""
+    if len(header) <= COOKIE_CACHE_BYTES:
+        return _cached_cookie_names(header)
+    return request_cookie_names(header.decode("latin-1"))
 
 
 class CookieInventoryMiddleware:
@@ -68,15 +87,21 @@ class CookieInventoryMiddleware:
         granted: frozenset[str] = consent.categories if consent is not None else frozenset()
         path = scope.get("path", "")
         inventory = self.inventory
-        for key, value in scope.get("headers", ()):
-            if key == b"cookie":
-                inventory.observe_request_cookies(
-                    request_cookie_names(value.decode("latin-1")), path=path, granted=granted
-                )
+        headers = scope.get("headers", [])
+        if type(headers) is not list:
+            headers = list(headers)
+        by_name = dict(headers)  # in C; a name sent twice keeps one value, so then every header is read
+        if len(by_name) == len(headers):
+            cookie = by_name.get(b"cookie")
+            cookies = () if cookie is None else (cookie,)
+        else:
+            cookies = tuple(value for key, value in headers if key == b"cookie")
+        for value in cookies:
+            inventory.observe_request_cookies(cookie_names(value), path=path, granted=granted)
         category_of = self.category_of
 
         async def send_wrapper(message: Message) -> None:
-            if message["type"] == "http.response.start":
+            if message["type"] == "http.response.start" and _has_set_cookie(message.get("headers", ())):
                 for key, value in message.get("headers", ()):
                     if key.lower() == b"set-cookie":
                         # The gateway keeps a Set-Cookie only when every name it may be read under is granted.
@@ -121,3 +146,8 @@ class CookieInventoryMiddleware:
             self.flush()
         except Exception:
             logger.exception("the cookie inventory could not be written at shutdown; its counts are lost")
+
+
+def _has_set_cookie(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether any header is a Set-Cookie, in any case (the names are joined and searched in C)."""
+    return b"set-cookie" in b"\n".join(map(_name, headers)).lower()

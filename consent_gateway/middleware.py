@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from itertools import chain
 from typing import Any
 
 from . import compression
@@ -11,7 +12,7 @@ from .asgi import ASGIApp, Message, Receive, Scope, Send
 from .compression import Codec, Decoder, content_codings
 from .consent import Consent
 from .cookies import set_cookie_names
-from .inject import HtmlInjector, UnsupportedCharset, charset_of, encode_markup, meta_charset
+from .inject import HtmlInjector, UnsupportedCharset, charset_of, encode_markup, meta_charset, place_at_start
 from .limits import header_bytes, send_headers_too_large, send_rate_limited
 from .policy import VISIT
 from .ratelimit import RateLimited
@@ -25,15 +26,21 @@ _ASSET_SUFFIXES = (
     ".ico", ".woff", ".woff2", ".ttf", ".otf", ".mp4", ".webm",
 )
 # The response headers _filter_headers reads or changes, by lower-case name.
-_LENGTH, _TYPE, _SET_COOKIE, _VARY, _CSP, _ENCODING = range(6)
+_LENGTH, _TYPE, _SET_COOKIE, _VARY, _CSP, _ENCODING, _ETAG = range(7)
 _RESPONSE_HEADERS = {
     b"content-length": _LENGTH,
+    b"etag": _ETAG,
     b"content-type": _TYPE,
     b"set-cookie": _SET_COOKIE,
     b"vary": _VARY,
     b"content-security-policy": _CSP,
     b"content-encoding": _ENCODING,
 }
+# An app answers page after page with the same headers: a response start without Set-Cookie (the
+# only header whose filtering depends on the visitor) is filtered once and kept, at most
+# START_CACHE_SIZE of them with at most START_CACHE_BYTES of names and values each (512 KiB).
+START_CACHE_SIZE = 256
+START_CACHE_BYTES = 2048
 logger = logging.getLogger("consent_gateway.middleware")
 
 
@@ -70,6 +77,13 @@ class ConsentMiddleware:
         self._skip_assets = not s.log_visit_assets
         self._consent_for = runtime.consents.consent_for
         self._decide = runtime.policy.decide
+        self._max_header_bytes = s.max_header_bytes
+        self._client_ip = runtime.proxies.client_ip
+        self._check_rate = runtime.rate_limits.check
+        self._policy_major = runtime.policy_major
+        self._child_guard = runtime.child_guard
+        self._banner = runtime.banner
+        self._starts: dict[tuple[tuple[bytes, bytes], ...], tuple[tuple[tuple[bytes, bytes], ...], _StartFacts]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -81,29 +95,57 @@ class ConsentMiddleware:
             return
         runtime = self.runtime
         size = header_bytes(scope)
-        if size > self._settings.max_header_bytes:
-            await send_headers_too_large(scope, send, size, self._settings.max_header_bytes)
+        if size > self._max_header_bytes:
+            await send_headers_too_large(scope, send, size, self._max_header_bytes)
             return
         if not runtime.started:
             await runtime.start()
         facts = RequestFacts(scope["headers"], self._cookie_name)
         ip: str | None = None  # worked out once a request: for the page limit and the visit record
         if kind == "http" and not scope["path"].endswith(_ASSET_SUFFIXES):
-            ip = runtime.proxies.client_ip(scope, facts.forwarded_for)
+            ip = self._client_ip(scope, facts.forwarded_for)
             try:
-                runtime.rate_limits.check("page", ip)
+                self._check_rate("page", ip)
             except RateLimited as exc:
                 await send_rate_limited(scope, send, exc)
                 return
         consent, verified = self._consent_for(
-            facts.consent_cookie, facts.gpc, runtime.policy_major(), facts.consent_alternatives
+            facts.consent_cookie, facts.gpc, self._policy_major(), facts.consent_alternatives
         )
-        consent = runtime.child_guard.on_request(scope, consent)  # a child's behavioural categories refused
+        consent = self._child_guard.on_request(scope, consent)  # a child's behavioural categories refused
         scope["consent"] = consent
         started = time.perf_counter()
         reissue = runtime.reissue_header(verified) if verified is not None and verified.stale_key else None
         responder = _Responder(self, scope, send, facts, consent, reissue, started, ip)
         await self.app(scope, receive, responder.send if kind == "http" else responder.send_websocket)
+
+    def _response_headers(
+        self, raw: list[tuple[bytes, bytes]], consent: Any, reissue: bytes | None
+    ) -> tuple[list[tuple[bytes, bytes]], _StartFacts]:
+        """``_filter_headers`` of a response start, kept for the next start with the same headers."""
+        if reissue is not None:
+            return self._filter_headers(raw, consent, reissue)
+        try:
+            key = tuple(raw)
+            known = self._starts.get(key)
+        except TypeError:  # a header given as a list or bytearray: nothing to key on
+            return self._filter_headers(raw, consent, reissue)
+        if known is not None:
+            return list(known[0]), known[1]
+        headers, start = self._filter_headers(raw, consent, reissue)
+        if (
+            not start.cookies
+            and sum(map(len, chain.from_iterable(key))) <= START_CACHE_BYTES
+            and not any(b"nonce-" in value for value in start.csp)  # new on every response: no use keeping
+        ):
+            starts = self._starts
+            while len(starts) >= START_CACHE_SIZE:
+                try:
+                    del starts[next(iter(starts))]  # the oldest
+                except (KeyError, RuntimeError, StopIteration):  # another thread got there first
+                    break
+            starts[key] = (tuple(headers), start)
+        return headers, start
 
     def _filter_headers(
         self,
@@ -126,9 +168,11 @@ class ConsentMiddleware:
                     continue
             if kind == _LENGTH:
                 start.length = value.strip() if start.length is None else b"several"
+                start.length_at = len(out)
             elif kind == _TYPE:
                 start.content_type = value
             elif kind == _SET_COOKIE:
+                start.cookies = True
                 category_of = self.runtime.cookies.category_of
                 if not all(consent.allows(category_of(name)) for name in set_cookie_names(value)):
                     continue
@@ -140,13 +184,16 @@ class ConsentMiddleware:
                 vary_done = True
             elif kind == _CSP:
                 start.csp.append(value)
-            else:  # Content-Encoding: every header counts, as the list it is
+            elif kind == _ENCODING:  # every header counts, as the list it is
                 start.encodings.append(value)
+            else:  # ETag: made weak if the gateway changes the body
+                start.etag = True
             out.append((key, value))
         if not vary_done:
             out.append((b"vary", b"Cookie"))
         if reissue is not None:
             out.append((b"set-cookie", reissue))
+        start.is_html = start.content_type[:9].lower() == b"text/html"
         return out, start
 
     def _record_visit(
@@ -189,17 +236,43 @@ class ConsentMiddleware:
 class _StartFacts:
     """What a response start says about its body, read while its headers are filtered."""
 
-    __slots__ = ("content_type", "csp", "encodings", "length")
+    __slots__ = (
+        "content_type",
+        "cookies",
+        "csp",
+        "encodings",
+        "etag",
+        "is_html",
+        "length",
+        "length_at",
+        "plan",
+        "planned",
+    )
 
     def __init__(self) -> None:
         self.content_type = b""
         self.length: bytes | None = None  # the Content-Length value, b"several" for conflicting ones
         self.csp: list[bytes] = []
         self.encodings: list[bytes] = []
+        self.etag = False
+        self.cookies = False  # a Set-Cookie came: the filtered headers depend on the visitor's consent
+        self.length_at = 0  # where the (last) Content-Length header stands in the filtered headers
+        # How an HTML body would be changed (see _page_plan), worked out once for a kept start.
+        self.plan: tuple[list[bytes], str | None] | None = None
+        self.planned = False
+        self.is_html = False  # by the Content-Type, once the headers are read
 
-    @property
-    def is_html(self) -> bool:
-        return self.content_type[:9].lower() == b"text/html"
+
+def _page_plan(start: _StartFacts) -> tuple[list[bytes], str | None] | None:
+    """The body's codings and charset when the gateway can change it, None when it is passed on
+    as it is: stacked or unknown codings, or a charset that is not ASCII-compatible."""
+    codings = content_codings(start.encodings) if start.encodings else []
+    if len(codings) > 1 or (codings and not compression.supported(codings[0])):
+        return None
+    try:
+        return codings, charset_of(start.content_type)
+    except UnsupportedCharset:
+        return None
 
 
 # Statuses whose HTML is a page a visitor reads: the banner goes there and nowhere else (not into
@@ -208,9 +281,15 @@ def _page_status(status: int) -> bool:
     return status == 200 or 400 <= status <= 599
 
 
-def _changed_body_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+def _changed_body_headers(headers: list[tuple[bytes, bytes]], start: _StartFacts) -> list[tuple[bytes, bytes]]:
     """Headers for a body the gateway changes as it streams: no Content-Length (the server frames
     the body itself), and a strong ETag made weak (the bytes differ from the app's)."""
+    if not start.etag:
+        if start.length is None:
+            return headers  # right for the changed body as they are
+        if start.length != b"several":  # one Content-Length header: the list without it
+            at = start.length_at
+            return headers[:at] + headers[at + 1 :]
     out = []
     for key, value in headers:
         name = key.lower()
@@ -230,11 +309,13 @@ class _Responder:
 
     __slots__ = (
         "_changed",
+        "_charset",
         "_decoder",
         "_encoder",
         "_failed",
         "_held",
         "_injector",
+        "_markup",
         "consent",
         "facts",
         "gateway",
@@ -270,20 +351,25 @@ class _Responder:
         self.is_html = False
         self._held: Message | None = None  # a page's start, sent with the page's first bytes
         self._changed: list[tuple[bytes, bytes]] = []  # the held start's headers once the body changes
-        self._injector: HtmlInjector | None = None
+        self._charset: str | None = None  # the page's charset by its Content-Type, once it is a page
+        self._markup: tuple[bytes, bytes] | None = None  # a page's head script and assets, while it is changed
+        self._injector: HtmlInjector | None = None  # made for a page that comes in several parts
         self._decoder: Decoder | None = None
         self._encoder: Codec | None = None
         self._failed = False  # the body stopped decoding: the rest of the app's body is dropped
 
     def __repr__(self) -> str:
-        injecting = self._injector is not None
+        injecting = self._markup is not None
         return f"_Responder(path={self.scope.get('path')!r}, status={self.status}, injecting={injecting})"
 
     async def send(self, message: Message) -> None:
         mtype = message["type"]
         if mtype == "http.response.body":
-            if self._injector is not None:
-                await self._page_body(message)
+            if self._markup is not None:
+                if self._held is not None and self._decoder is None and not message.get("more_body", False):
+                    await self._whole_page(message)  # most pages: one message, not compressed
+                else:
+                    await self._page_body(message)
                 return
             await self.send_on(message)
             if not message.get("more_body", False):
@@ -295,7 +381,7 @@ class _Responder:
         if self._held is not None:
             # A body the gateway cannot rewrite (http.response.pathsend of a FileResponse on
             # servers with that extension): the held start goes out as the app made it.
-            held, self._held, self._injector = self._held, None, None
+            held, self._held, self._markup = self._held, None, None
             await self.send_on(held)
         await self.send_on(message)
         if mtype == "http.response.pathsend":
@@ -322,53 +408,49 @@ class _Responder:
         gateway = self.gateway
         self.status = status = message["status"]
         # The app may mark a child in this very response (X-Consent-Child or mark_child).
-        child_guard = gateway.runtime.child_guard
-        raw, self.consent = child_guard.on_response(self.scope, message.get("headers", []), self.consent)
-        headers, start = gateway._filter_headers(raw, self.consent, self.reissue)
+        raw, self.consent = gateway._child_guard.on_response(self.scope, message.get("headers", []), self.consent)
+        headers, start = gateway._response_headers(raw, self.consent, self.reissue)
         message["headers"] = headers
-        self.is_html = start.is_html
+        self.is_html = is_html = start.is_html
         method = self.scope.get("method")
         if not (
             gateway._inject_banner
-            and start.is_html
+            and is_html
             and method in ("GET", "HEAD")
             and _page_status(status)
             and start.length not in (b"0", b"several")
         ):
             await self.send_on(message)
             return
-        codings = content_codings(start.encodings)
-        if len(codings) > 1 or (codings and not compression.supported(codings[0])):
-            await self.send_on(message)  # stacked or unknown codings: passed on as they are
-            return
-        try:
-            charset = charset_of(start.content_type)
-        except UnsupportedCharset:
+        if not start.planned:
+            start.plan, start.planned = _page_plan(start), True
+        plan = start.plan
+        if plan is None:  # stacked or unknown codings, or a charset the banner cannot be written in
             await self.send_on(message)
             return
-        changed = _changed_body_headers(headers)
+        codings, charset = plan
+        changed = _changed_body_headers(headers, start)
         if method == "HEAD":
             # The headers a GET of the same page gets, without reading a body there is none of.
             message["headers"] = changed
             await self.send_on(message)
             return
-        banner = gateway.runtime.banner
-        head_script, assets = banner.asset_markup(self.consent, start.csp)
-        consent, facts, scope = self.consent, self.facts, self.scope
-
-        def render_banner(page_start: bytes) -> bytes:
-            root = banner.root_html(consent, facts, scope, page_start)
-            codec = charset or meta_charset(page_start)
-            if codec is None or codec in ("utf-8", "utf_8"):
-                return root if codec else encode_markup(root.decode("utf-8"), None)
-            return encode_markup(root.decode("utf-8"), codec)
-
-        self._injector = HtmlInjector(head_script, assets, render_banner)
+        head_script, assets = gateway._banner.asset_markup(self.consent, start.csp)
+        self._charset = charset
+        self._markup = head_script, assets
         if codings:
             self._decoder = compression.decoder(codings[0])
             self._encoder = compression.encoder(codings[0])
         self._held = message
         self._changed = changed
+
+    def _render_banner(self, page_start: bytes) -> bytes:
+        """The banner root in the page's charset: the header's, else a ``<meta>`` one in its first bytes."""
+        root = self.gateway._banner.root_html(self.consent, self.facts, self.scope, page_start)
+        codec = self._charset or meta_charset(page_start)
+        if codec is None or codec in ("utf-8", "utf_8"):
+            return root if codec else encode_markup(root.decode("utf-8"), None)
+        return encode_markup(root.decode("utf-8"), codec)
 
     async def _page_body(self, message: Message) -> None:
         chunk = message.get("body", b"")
@@ -382,9 +464,8 @@ class _Responder:
         if type(chunk) is not bytes:
             chunk = bytes(chunk)
         pieces = (chunk,) if self._decoder is None else self._decoder.pieces(chunk, not more)
-        injector = self._injector
+        injector = self._injector or self._new_injector()
         encoder = self._encoder
-        assert injector is not None
         pending = b""  # the last piece's output, sent with the app's more_body
         try:
             for page in pieces:
@@ -416,6 +497,34 @@ class _Responder:
         if not more:
             self._done()
 
+    async def _whole_page(self, message: Message) -> None:
+        """The page in one uncompressed message (most pages): read and sent on at once, as the
+        streaming path would send it."""
+        page = message.get("body", b"")
+        if not page or self._failed:
+            await self._page_body(message)  # no page to change (or no more to send): as streamed
+            return
+        if type(page) is not bytes:
+            page = bytes(page)
+        if not await self._first_bytes(page, message):
+            return
+        assert self._markup is not None
+        placed = place_at_start(page, *self._markup, self._render_banner)
+        if placed is not None:
+            out = placed[0]
+        else:  # a page of another shape: read tag by tag
+            injector = self._injector or self._new_injector()
+            out = injector.feed(page)
+            tail = injector.finish()
+            out = out + tail if tail else out
+        await self.send_on({"type": "http.response.body", "body": out, "more_body": False})
+        self._done()
+
+    def _new_injector(self) -> HtmlInjector:
+        assert self._markup is not None
+        self._injector = injector = HtmlInjector(*self._markup, self._render_banner)
+        return injector
+
     async def _first_bytes(self, page: bytes, message: Message) -> bool:
         """Send the held start, changed for the banner, unless the page's first bytes rule it out."""
         held = self._held
@@ -432,7 +541,7 @@ class _Responder:
 
     async def _pass_unchanged(self, message: Message) -> None:
         """Give up on the banner for this response: the start and the rest go on as the app made them."""
-        held, self._held, self._injector = self._held, None, None
+        held, self._held, self._markup = self._held, None, None
         if held is not None:
             await self.send_on(held)
         await self.send_on(message)

@@ -15,6 +15,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 
 from .errors import RequestError
 
@@ -93,6 +94,14 @@ def client_key(ip: str) -> str | None:
     a test client) or loopback (a local proxy whose address is not in ``trusted_proxies``). One
     bucket for every visitor would turn the limit against the site itself.
     """
+    # The same addresses come back request after request: each is parsed once (at most
+    # CLIENT_KEY_CACHE_SIZE of them, none longer than an address's text can be).
+    if len(ip) <= _ADDRESS_CHARS:
+        return _cached_client_key(ip)
+    return _client_key(ip)
+
+
+def _client_key(ip: str) -> str | None:
     try:
         addr = ipaddress.ip_address(ip.strip())
     except ValueError:
@@ -104,6 +113,10 @@ def client_key(ip: str) -> str | None:
             return None if addr.is_loopback else str(ipaddress.ip_network(f"{addr.exploded}/64", strict=False))
     return None if addr.is_loopback else str(addr)
 
+
+CLIENT_KEY_CACHE_SIZE = 4096
+_ADDRESS_CHARS = 64  # longer than any IPv6 text with a zone: anything longer is no address
+_cached_client_key = lru_cache(maxsize=CLIENT_KEY_CACHE_SIZE)(_client_key)
 
 # Page views through the wrapped app: generous, since one page may pull a dozen assets through
 # the gateway and a school or office shares one address; it stops a single client's flood only.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 
 class RequestFacts:
@@ -39,7 +40,7 @@ class RequestFacts:
         if cookies is not None:
             for value in cookies:
                 if cookie_name in value:
-                    for text in _cookie_values(value, cookie_name):
+                    for text in consent_values(value, cookie_name):
                         if consent_cookie is None:
                             consent_cookie = text
                         else:
@@ -88,6 +89,19 @@ class RequestFacts:
 
 
 _COOKIE_PATTERNS: dict[bytes, re.Pattern[bytes]] = {}
+# A returning visitor sends the same Cookie header on every page: its consent values are read once.
+# At most COOKIE_CACHE_SIZE headers of at most COOKIE_CACHE_BYTES each are kept (1 MiB in all).
+COOKIE_CACHE_SIZE = 256
+COOKIE_CACHE_BYTES = 4096
+
+
+def consent_values(header: bytes, name: bytes) -> tuple[str, ...] | list[str]:
+    """Values of every ``name`` pair in one Cookie header, in order (see ``_cookie_values``)."""
+    if len(header) <= COOKIE_CACHE_BYTES:
+        return _cached_cookie_values(header, name)
+    return _cookie_values(header, name)
+
+
 _WHITESPACE = b" \t\n\r\x0b\x0c"
 
 
@@ -113,3 +127,8 @@ def _cookie_values(header: bytes, name: bytes) -> list[str]:
             continue
         values.append(match.group(1).strip().strip(b'"').decode("latin-1"))
     return values
+
+
+@lru_cache(maxsize=COOKIE_CACHE_SIZE)
+def _cached_cookie_values(header: bytes, name: bytes) -> tuple[str, ...]:
+    return tuple(_cookie_values(header, name))
