@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Gauge
 
+from .children import CHILD_COOKIE
 from .cookies import set_cookie_name
 from .registry import CategoryRegistry, Source
 from .store.client import Store
@@ -146,14 +147,47 @@ class Classifier:
         return CatalogueEntry.from_hit(self._catalogue(name))
 
     @classmethod
+    def over(
+        cls, registry: CategoryRegistry, *, catalogue: CatalogueLookup = no_catalogue, fixed: Mapping[str, str]
+    ) -> Classifier:
+        """A classifier that asks ``registry`` itself (one cache, one set of rules): a running gateway's
+        inventory classifies with the registry that enforces. ``fixed``: the gateway's own cookies."""
+        classifier = cls.__new__(cls)
+        classifier._fixed = dict(fixed)
+        classifier._catalogue = catalogue
+        classifier.unknown_category = registry.unknown_category
+        classifier.registry = registry
+        return classifier
+
+    @classmethod
     def from_settings(cls, settings: Settings, catalogue: CatalogueLookup = no_catalogue) -> Classifier:
-        """The classifier of a gateway's settings; the gateway's own consent cookie is necessary."""
-        return cls(
-            settings.cookie.registry,
-            unknown_category=settings.cookie.unknown_category,
-            catalogue=catalogue,
-            fixed={settings.consent_cookie_name: "necessary"},
-        )
+        """The classifier of a gateway's settings, over the registry the gateway enforces with
+        (``cookie_registry``), for commands and the analytics app that run without a gateway."""
+        registry = cookie_registry(settings, catalogue, warn_unknown=False)
+        return cls.over(registry, catalogue=catalogue, fixed=gateway_cookies(settings))
+
+
+def gateway_cookies(settings: Settings) -> dict[str, str]:
+    """The gateway's own cookies and their category: the consent (under the name browsers send it
+    back, "__Host-" prefixed when configured) and the mark of a child under 14 (children.py)."""
+    required = next(iter(sorted(settings.required_categories)))
+    return dict.fromkeys((settings.consent_cookie_name, CHILD_COOKIE), required)
+
+
+def cookie_registry(
+    settings: Settings, catalogue: CatalogueLookup = no_catalogue, *, warn_unknown: bool = True
+) -> CategoryRegistry:
+    """The cookie registry of ``settings``: the site's own table, the gateway's cookies fixed, then
+    (``catalogue``) well-known names whose category the site has, then the unknown category. The
+    gateway enforces with it and its inventory classifies with it (``Classifier.over``)."""
+    return CategoryRegistry(
+        settings.cookie.registry,
+        unknown_category=settings.cookie.unknown_category,
+        fixed=gateway_cookies(settings),
+        catalogue=None if catalogue is no_catalogue else _LookupCatalogue(catalogue),
+        categories=settings.category_keys,
+        warn_unknown=warn_unknown,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,12 +8,19 @@ import logging
 import time
 
 from .banner import BannerRenderer
-from .catalogue import Catalogue
-from .children import CHILD_COOKIE, ChildGuard
+from .children import ChildGuard
 from .clientip import TrustedProxies
 from .cookies import ConsentCookie
 from .errors import SettingsError, StoreError
-from .inventory import Classifier, CookieInventory, installed_catalogue, no_catalogue, watch_unclassified
+from .inventory import (
+    Classifier,
+    CookieInventory,
+    cookie_registry,
+    gateway_cookies,
+    installed_catalogue,
+    no_catalogue,
+    watch_unclassified,
+)
 from .pipeline import Journal, Pipeline, PipelineMetrics, Writer, WriterConfig
 from .pipeline.periodic import Periodic
 from .policy import Policy
@@ -30,21 +37,6 @@ from .store.statements import stored_event_names
 from .store.visits import VISIT_BUILD_INTERVAL, build_closed_days
 
 logger = logging.getLogger("consent_gateway")
-
-
-def _cookie_registry(settings: Settings) -> CategoryRegistry:
-    return CategoryRegistry(
-        settings.cookie_registry,
-        unknown_category=settings.unknown_cookie_category,
-        # The gateway's own cookies: the consent (under the name browsers send it back, "__Host-"
-        # prefixed when configured) and the mark of a child under 14 (children.py).
-        fixed=dict.fromkeys(
-            (settings.consent_cookie_name, CHILD_COOKIE), next(iter(sorted(settings.required_categories)))
-        ),
-        # Well-known framework and vendor cookies, after the site's own registry.
-        catalogue=Catalogue.load() if settings.cookie.catalogue else None,
-        categories=settings.category_keys,
-    )
 
 
 def _event_registry(settings: Settings) -> CategoryRegistry:
@@ -78,15 +70,6 @@ def _codec(settings: Settings, revocations: Revocations) -> ConsentCodec:
     )
 
 
-def _inventory_classifier(settings: Settings) -> Classifier:
-    return Classifier(
-        settings.cookie.registry,
-        unknown_category=settings.cookie.unknown_category,
-        catalogue=installed_catalogue() if settings.cookie.catalogue else no_catalogue,
-        fixed=dict.fromkeys((settings.consent_cookie_name, CHILD_COOKIE), "necessary"),
-    )
-
-
 class GatewayRuntime:
     """Built once per gateway from Settings; opened in lifespan startup, closed in shutdown."""
 
@@ -99,7 +82,8 @@ class GatewayRuntime:
         # The consent cookie's name as browsers send it back ("__Host-" prefixed when configured):
         # the name read from requests, set, deleted and fixed as necessary in the registry.
         self.cookie_name = settings.consent_cookie_name
-        self.cookies = _cookie_registry(settings)
+        catalogue = installed_catalogue() if settings.cookie.catalogue else no_catalogue
+        self.cookies = cookie_registry(settings, catalogue)
         self.events = _event_registry(settings)
         self.policy = Policy(settings, self.events)
         self.salts = SaltStore(settings.keys_dir)
@@ -141,7 +125,10 @@ class GatewayRuntime:
             cache_size=settings.verify_cache_size,
         )
         # Every cookie name the site sets or gets back, counted by the gateway's inventory middleware.
-        self.inventory = CookieInventory(_inventory_classifier(settings))
+        # It classifies with the registry that enforces: one set of rules, one cache.
+        self.inventory = CookieInventory(
+            Classifier.over(self.cookies, catalogue=catalogue, fixed=gateway_cookies(settings))
+        )
         watch_unclassified(self.inventory, self.pipeline.metrics.registry)
         # Children under 14 marked by the app: behavioural categories refused (children.py).
         self.child_guard = ChildGuard(settings)

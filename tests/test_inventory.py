@@ -201,3 +201,44 @@ def test_names_and_paths_are_cut() -> None:
     inventory.observe_set_cookie("a" * 1000 + "=v", path="/" + "p" * 1000, granted=True, blocked=False)
     (row,) = inventory.drain()
     assert len(row.name) == 128 and len(row.paths[0][0]) == 200
+
+
+def test_a_running_gateway_inventories_with_the_registry_it_enforces_with(tmp_path: Any) -> None:
+    """One classifier: the inventory of a gateway asks the very registry that filters Set-Cookie,
+    so the two never disagree, not even for a catalogue cookie whose category the site does not offer."""
+    from consent_gateway import Settings
+    from consent_gateway.runtime import GatewayRuntime
+    from consent_gateway.settings import Category
+
+    from .conftest import PSEUDONYM_KEY, SECRET
+
+    cats = (
+        Category(key="essential", name_ko="필수", name_en="Essential", required=True),
+        Category(key="stats", name_ko="통계", name_en="Statistics"),
+    )
+    settings = Settings(
+        site_id="one-classifier",
+        data_dir=tmp_path,
+        secret_keys=(SECRET,),
+        pseudonym_key=PSEUDONYM_KEY,
+        categories=cats,
+        visit_category="stats",
+        marketing_category="stats",
+        gpc_refuses=("stats",),
+        behavioural_categories=("stats",),
+        unknown_cookie_category="stats",
+        unknown_event_category="stats",
+        event_registry=(),
+        cookie_registry=(("sid", "essential"),),
+        policy_matrix=(("visit", "keep", "pseudonymise"),),
+    )
+    runtime = GatewayRuntime(settings)
+    inventory = runtime.inventory.classifier
+    assert inventory.registry is runtime.cookies
+    # _fbp is catalogued as marketing, which this site lacks: both say the unknown category.
+    for name in ("sid", "_fbp", "csrftoken", "never-seen-before"):
+        assert inventory.classify(name)[0] == runtime.cookies.category_of(name), name
+    assert runtime.cookies.category_of("_fbp") == "stats"
+    # The gateway's own cookies are in the site's required category, said to be the gateway's.
+    assert inventory.classify(settings.consent_cookie_name) == ("essential", SOURCE_GATEWAY)
+    assert runtime.cookies.category_of(settings.consent_cookie_name) == "essential"
