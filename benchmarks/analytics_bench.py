@@ -3,9 +3,10 @@
 
     .venv/bin/python benchmarks/analytics_bench.py --events 10000000 --repeat 15
 
-The events are generated inside ClickHouse (``INSERT ... SELECT ... FROM numbers(N)``): the last
-30 days, N/40 people who each come on up to 4 days with several hits per sitting; 60 % consented
-(40 % of those to marketing), the rest pseudonymised with a key per day; page views, asset
+The events are generated inside ClickHouse (``INSERT ... SELECT ... FROM numbers(N)``) over
+``--days`` days up to now (90 by default, the raw retention; today's share so far is made live,
+as on a running site): N/40 people who each come on up to 4 days with several hits per sitting;
+60 % consented (40 % of those to marketing), the rest pseudonymised with a key per day; page views, asset
 requests and events; campaigns, referrers, devices. The visits of the closed days are then built
 (``store/visits.py``; ``--no-build`` leaves them out, so every visit is made from the hits at
 query time, as on a database the builder has not reached yet). Every request goes
@@ -32,17 +33,24 @@ from starlette.testclient import TestClient  # noqa: E402
 from consent_gateway import Settings, create_analytics_app  # noqa: E402
 from consent_gateway.analytics import TokenStore  # noqa: E402
 from consent_gateway.store import EVENT_COLUMNS, Store, migrate, open_store  # noqa: E402
-from consent_gateway.store.visits import build_closed_days, describe  # noqa: E402
+from consent_gateway.store.visits import build_closed_days, build_open_days, describe  # noqa: E402
 
-DAYS = 30
+DAYS = 90
 EVENTS_PER_PERSON = 40  # about 10 hits on each of about 4 days
 
 GENERATE = """
 INSERT INTO {table} ({columns})
 SELECT
     generateUUIDv4(number) AS event_id,
-    toDateTime64(toStartOfDay(now()) - toIntervalDay(dday) + toIntervalSecond(cityHash64(person, dday) % 82800)
-                 + toIntervalSecond(cityHash64(number, 12) % 1200), 3, 'UTC') AS ts,
+    toDateTime64(if(dday = 0,
+                    -- today: sittings spread over the hours so far
+                    least(now(), toStartOfDay(now())
+                        -- a share of the hours so far, not a remainder: stable while now() moves on
+                        + toIntervalSecond(toUInt32(cityHash64(person, 0) % 1000 / 1000
+                                                    * greatest(0, toInt64(now() - toStartOfDay(now())) - 1200)))
+                        + toIntervalSecond(cityHash64(number, 12) % 1200)),
+                    toStartOfDay(now()) - toIntervalDay(dday) + toIntervalSecond(cityHash64(person, dday) % 82800)
+                        + toIntervalSecond(cityHash64(number, 12) % 1200)), 3, 'UTC') AS ts,
     'bench' AS site,
     if(number % 10 = 0, 'event', 'visit') AS kind,
     if(kind = 'event', ['signup', 'download', 'cta_click'][1 + number % 3],
@@ -74,8 +82,8 @@ SELECT
     '' AS props
 FROM (
     SELECT number, intHash64(number) % {people} AS person,
-           -- each person comes on a few days of the month, with several hits in one sitting
-           1 + cityHash64(person, intHash32(number) % 4) % {days} AS dday
+           -- each person comes on a few days of the range (0: today), with several hits in one sitting
+           cityHash64(person, intHash32(number) % 4) % {days} AS dday
     FROM numbers({offset}, {count})
 )
 """
@@ -92,7 +100,7 @@ FROM numbers({count})
 """
 
 
-def generate(store: Store, events: int, chunk: int = 1_000_000) -> float:
+def generate(store: Store, events: int, days: int, chunk: int = 1_000_000) -> float:
     columns = ", ".join(n for n, _ in EVENT_COLUMNS)
     people = max(1000, events // EVENTS_PER_PERSON)
     started = time.perf_counter()
@@ -100,12 +108,12 @@ def generate(store: Store, events: int, chunk: int = 1_000_000) -> float:
         count = min(chunk, events - offset)
         store.command(
             GENERATE.format(
-                table=store.table("events"), columns=columns, days=DAYS, people=people, offset=offset, count=count
+                table=store.table("events"), columns=columns, days=days, people=people, offset=offset, count=count
             )
         )
         print(f"  generated {offset + count:,} events", file=sys.stderr, flush=True)
     store.command(
-        RECEIPTS.format(table=store.table("consent_receipts"), days=DAYS, people=people, count=max(events // 20, 1000))
+        RECEIPTS.format(table=store.table("consent_receipts"), days=days, people=people, count=max(events // 20, 1000))
     )
     return time.perf_counter() - started
 
@@ -130,6 +138,7 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--data", help="data directory (default: a new temporary one; reused if it holds N events)")
+    parser.add_argument("--days", type=int, default=DAYS, help=f"days of events, to now (default {DAYS})")
     parser.add_argument("--no-build", action="store_true", help="measure without building the visits of closed days")
     args = parser.parse_args()
 
@@ -145,7 +154,7 @@ def main() -> int:
         raise SystemExit(f"{settings.clickhouse_dsn} holds {existing:,} events, not {args.events:,}: use a new --data")
     else:
         print(f"generating {args.events:,} events in {settings.clickhouse_dsn} ...", file=sys.stderr)
-        seconds = generate(store, args.events)
+        seconds = generate(store, args.events, args.days)
     built = "visits not built (--no-build)"
     if not args.no_build:
         started = time.perf_counter()
@@ -154,13 +163,14 @@ def main() -> int:
             events_months=settings.events_retention_months,
             progress=lambda day: print(f"  visits of {describe(day)}", file=sys.stderr, flush=True),
         )
-        built = f"visits of {len(days)} days built in {time.perf_counter() - started:.1f} s"
+        days += build_open_days(store, progress=lambda day: print(f"  so far: {describe(day)}", file=sys.stderr))
+        built = f"visits of {len(days)} days built in {time.perf_counter() - started:.1f} s (today so far included)"
     stored = store.query_rows(f"SELECT count() FROM {store.table('events')}")[0][0]
     rolled = store.query_rows(f"SELECT count(), sum(hits) FROM {store.table('events_daily')}")[0]
 
     token, _ = TokenStore(settings.tokens_path).create(f"bench-{time.time_ns()}")
     today = dt.datetime.now(dt.UTC).date()
-    rng = {"from": (today - dt.timedelta(days=DAYS)).isoformat(), "to": today.isoformat()}
+    rng = {"from": (today - dt.timedelta(days=args.days)).isoformat(), "to": today.isoformat()}
     cases: list[tuple[str, str, dict[str, str]]] = [
         ("aggregate", "aggregate", {}),
         ("aggregate device=mobile", "aggregate", {"device": "mobile"}),
@@ -208,7 +218,7 @@ def main() -> int:
     base_p50 = statistics.median(results[0][1])
     made = f"generated in {seconds:.1f} s" if seconds else "reused"
     print(
-        f"\nanalytics benchmark: {stored:,} events over {DAYS} days ({made}), "
+        f"\nanalytics benchmark: {stored:,} events over {args.days} days ({made}), "
         f"rollup {rolled[0]:,} rows for {rolled[1]:,} hits; {built}; {args.repeat} runs each, embedded engine"
     )
     print(f"{'endpoint':<28} {'p50 ms':>9} {'p95 ms':>9} {'p50 / baseline':>15}")

@@ -576,7 +576,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
 
 def cmd_visits(args: argparse.Namespace) -> int:
     from .store import migrate, open_store
-    from .store.visits import build_closed_days, describe
+    from .store.visits import build_closed_days, build_open_days, describe
 
     settings = _settings(args)
     store = open_store(settings.clickhouse_dsn, settings.database)
@@ -585,7 +585,13 @@ def cmd_visits(args: argparse.Namespace) -> int:
     built = build_closed_days(
         store, events_months=months, cluster=settings.cluster, progress=lambda day: print(describe(day), flush=True)
     )
-    print(f"visits: {len(built)} closed day(s) built; every other closed day was up to date")
+    opened = build_open_days(
+        store, cluster=settings.cluster, progress=lambda day: print(f"{describe(day)} (so far: still open)", flush=True)
+    )
+    print(
+        f"visits: {len(built)} closed day(s) built; every other closed day was up to date; "
+        f"{len(opened)} open day(s) built as far as settled"
+    )
     return 0
 
 

@@ -34,7 +34,7 @@ from .settings import Settings
 from .signing import ConsentCodec, Verified
 from .store import Store, migrate, open_store
 from .store.statements import stored_event_names
-from .store.visits import VISIT_BUILD_INTERVAL, build_closed_days
+from .store.visits import VISIT_BUILD_INTERVAL, build_closed_days, build_open_days
 
 logger = logging.getLogger("consent_gateway")
 
@@ -208,6 +208,8 @@ class GatewayRuntime:
                 cluster=self.settings.cluster,
                 keep_going=lambda: self._visit_builder is not None,
             )
+            if self._visit_builder is not None:
+                build_open_days(store, cluster=self.settings.cluster)
 
     def _seed_event_names(self) -> None:
         # The cap counts names already stored, so a restart does not open it again.

@@ -15,7 +15,15 @@ from consent_gateway import Settings
 from consent_gateway.analytics import run_query
 from consent_gateway.store import Store, migrate
 from consent_gateway.store.statements import erase_visitor
-from consent_gateway.store.visits import build_closed_days, build_day, closed_day, days_to_build, fresh_builds
+from consent_gateway.store.visits import (
+    build_closed_days,
+    build_day,
+    build_open_day,
+    closed_day,
+    days_to_build,
+    fresh_builds,
+    partial_builds,
+)
 
 from . import analytics_data as data
 
@@ -234,4 +242,86 @@ def test_the_command_builds_each_closed_day_and_says_so(
     assert [line.split(":")[0] for line in out[:3]] == [str(base + dt.timedelta(days=d)) for d in (2, 1, 0)]
     assert "visits from" in out[0] and out[-1].startswith("visits: 3 closed day(s) built")
     assert main(["visits", "build", "--config", str(_config(tmp_path, database))]) == 0
-    assert capsys.readouterr().out.startswith("visits: 0 closed day(s) built")
+    assert capsys.readouterr().out.splitlines()[-1].startswith("visits: 0 closed day(s) built")
+
+
+# -- the open day ----------------------------------------------------------------------------------
+
+
+def _open_day_traffic(today: dt.date) -> list[dict[str, Any]]:
+    """Hits of today around an open-day build at 00:40 (it reads hits to 00:39 and keeps the visits
+    that ended before 00:09): a stored visit whose key comes back after it, a landing whose link is
+    written after the build, a visit still open at the build."""
+    at = dt.datetime.combine(today, dt.time(0, 0), dt.UTC)
+
+    def m(minutes: float) -> dt.datetime:
+        return at + dt.timedelta(minutes=minutes)
+
+    pseudonym, chooser = 700_001, 800_001
+    return [
+        # 600_001 (a fixture landing at 00:07) is seen again at 00:45: a second visit of that key.
+        data._row(ts=m(45), visitor=600_001, granted=data.NO_MARKETING, path="/again", device="desktop", os="Linux"),
+        # A pseudonymised visit 00:02-00:31 (open at the build); a choice at 00:50 links the 00:31 hit.
+        data._row(ts=m(2), identified=0, visitor=pseudonym, path="/a", **CAMPAIGN),
+        data._row(ts=m(31), identified=0, visitor=pseudonym, path="/b"),
+        data._row(
+            ts=m(50), kind="link", name="consent", identified=1, visitor=chooser, granted=data.ALL,
+            click_id="gclid:late", props=f'{{"pseudonym":{pseudonym}}}',
+        ),
+        data._row(ts=m(51), visitor=chooser, granted=data.ALL, path="/courses"),
+        # A pseudonymised key stored at 00:01 that comes back at 00:40, after the build's hits.
+        data._row(ts=m(1), identified=0, visitor=700_002, path="/c", device="tablet"),
+        data._row(ts=m(40), identified=0, visitor=700_002, path="/d", device="tablet"),
+    ]  # fmt: skip
+
+
+def test_an_open_day_answers_the_same_from_its_settled_part(traffic: tuple[Settings, dt.date], store: Store) -> None:
+    settings, base = traffic
+    today = dt.datetime.now(dt.UTC).date()
+    data.insert(store, "events", _open_day_traffic(today))
+    build_closed_days(store, events_months=settings.events_retention_months)
+    live = _answers(settings, store, base)
+    built = build_open_day(store, today, now=dt.datetime.combine(today, dt.time(0, 40), dt.UTC))
+    assert built is not None and built.visits > 0
+    # Only the visits that ended before 00:09 are stored: the fixture's first two landings and 700_002's first.
+    stored = store.query_rows(
+        f"SELECT visitor FROM {store.table('visits')} WHERE day = {{d:Date}} AND build = {{b:UInt64}} ORDER BY visitor",
+        {"d": today, "b": built.build},
+    )
+    assert [int(v) for (v,) in stored] == [600_000, 600_001, 700_002]
+    assert [p.day for p in partial_builds(store, [today])] == [today]
+    assert _answers(settings, store, base) == live
+    # Today's visits as a marketer reads them: 600_001 twice, 700_002 twice, the late chooser once.
+    span = {"from": today.isoformat(), "to": today.isoformat()}
+    assert run_query(store, settings, "aggregate", span).as_json()["results"][0]["visits"] == 3 + 2 + 2 + 1
+
+
+def test_a_late_row_before_the_open_days_build_makes_the_day_live(
+    traffic: tuple[Settings, dt.date], store: Store
+) -> None:
+    settings, base = traffic
+    today = dt.datetime.now(dt.UTC).date()
+    build_open_day(store, today, now=dt.datetime.combine(today, dt.time(0, 40), dt.UTC))
+    assert partial_builds(store, [today]) != []
+    # A journal replay brings a hit from before the build's horizon: the build no longer matches.
+    data.insert(store, "events", [data._row(ts=dt.datetime.combine(today, dt.time(0, 3), dt.UTC), visitor=600_000)])
+    assert partial_builds(store, [today]) == []
+    live = _answers(settings, store, base)
+    build_open_day(store, today, now=dt.datetime.combine(today, dt.time(0, 40), dt.UTC))
+    assert partial_builds(store, [today]) != []
+    assert _answers(settings, store, base) == live
+
+
+def test_an_open_days_build_is_never_taken_for_the_whole_day(traffic: tuple[Settings, dt.date], store: Store) -> None:
+    today = dt.datetime.now(dt.UTC).date()
+    # Nothing arrives after the build, so its count is the whole day's: still not a whole build.
+    build_open_day(store, today, now=dt.datetime.combine(today, dt.time(0, 40), dt.UTC))
+    assert today not in fresh_builds(store, today, today)[0]
+    assert today in days_to_build(store, today, today)
+    # Before 00:30 plus the lag nothing can have settled: no build.
+    assert build_open_day(store, today, now=dt.datetime.combine(today, dt.time(0, 20), dt.UTC)) is None
+    # The whole build, once the day closes, replaces it.
+    whole = build_day(store, today)
+    _wait_for_mutations(store)
+    assert fresh_builds(store, today, today)[0] == {today: whole.build}
+    assert partial_builds(store, [today]) == []

@@ -36,7 +36,7 @@ import csv
 import datetime as dt
 import io
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
@@ -49,9 +49,11 @@ from ..store.visits import (
     VISIT_ATTRIBUTES,
     VISIT_START,
     VISIT_WINDOW,
+    Partial,
     build_params,
     fresh_builds,
     linked_hits_sql,
+    partial_builds,
     visits_source,
 )
 from .params import DIMENSIONS, EMPTY_VALUE, FunnelStep, Query
@@ -364,24 +366,28 @@ GROUP BY g""",
         )
 
     def _visits(self, q: Query, params: dict[str, Any]) -> str:
-        """The visits of ``q``'s site and range: stored rows of its fresh built days, the others made live."""
-        built, live = build_params(*self._fresh(q.start, q.end))
+        """The visits of ``q``'s site and range: stored rows of its fresh built days, the settled part
+        of its open days with the rest made live, the others made live."""
+        fresh, held, partial = self._fresh(q.start, q.end)
+        built, live = build_params(fresh, held - {p.day for p in partial})
         params.update(site=q.site, start=q.start, end=q.end, live_days=live)
-        return visits_source(self.events, self.visits, built, bool(live))
+        return visits_source(self.events, self.visits, built, bool(live), partial)
 
-    def _fresh(self, start: dt.date, end: dt.date) -> tuple[dict[dt.date, int], set[dt.date]]:
+    def _fresh(self, start: dt.date, end: dt.date) -> tuple[dict[dt.date, int], set[dt.date], list[Partial]]:
         """The built days of ``start`` to ``end`` that still match their events and lie wholly within
         the raw retention (its first day is cut at this time of day, and its visits expire first);
-        and the days holding events."""
+        the days holding events; and of the others, those an open-day build still covers."""
         memo = cast(
-            "dict[tuple[dt.date, dt.date], tuple[dict[dt.date, int], set[dt.date]]] | None",
+            "dict[tuple[dt.date, dt.date], tuple[dict[dt.date, int], set[dt.date], list[Partial]]] | None",
             getattr(self._answer, "fresh", None),
         )
         if memo is not None and (start, end) in memo:
             return memo[(start, end)]
         cutoff = _months_before(dt.datetime.now(dt.UTC).date(), self.retention_months)
         fresh, held = fresh_builds(self.store, start, end, self.cluster)
-        found = ({day: build for day, build in fresh.items() if day > cutoff}, held)
+        fresh = {day: build for day, build in fresh.items() if day > cutoff}
+        partial = [p for p in partial_builds(self.store, held - set(fresh)) if p.day > cutoff]
+        found = (fresh, held, partial)
         if memo is not None:
             memo[(start, end)] = found
         return found
@@ -403,6 +409,11 @@ GROUP BY g""",
 
     def _too_few(self, population: Mapping[str, Any]) -> bool:
         return bool(0 < population["k_visitors"] < self.k)
+
+    def _too_few_behind(self, q: Query, bounds: Iterable[int]) -> bool:
+        """Whether ``q``'s filtered population is under k people, given the k bounds of some of its
+        groups: each group is part of the population, so one group of k settles it without a pass."""
+        return not any(b >= self.k for b in bounds) and self._too_few(self._population(q))
 
     # -- aggregate --------------------------------------------------------------------------
 
@@ -690,8 +701,6 @@ WHERE site = {{site:String}} AND is_bot = 0
     def _timeseries(self, q: Query, now: dt.datetime) -> Result:
         columns = ["date", "visitors", "pageviews", "events", "suppressed"]
         meta: dict[str, Any] = {"estimates": ["visitors"], "notes": {"visitors": NOTES["visitors"]}}
-        if self._too_few(self._population(q)):
-            return Result(columns, [], {**meta, "suppressed": True})
         bucket = {
             "hour": "toStartOfHour(ts)",
             "day": "toDate(ts)",
@@ -700,7 +709,9 @@ WHERE site = {{site:String}} AND is_bot = 0
         }[q.interval]
         # A visit may span two hours: hourly series count each visit's hours (its list of them).
         listed = "hour" if q.interval == "hour" else ""
-        groups = self._visitor_groups(q, bucket, visit_group=VISIT_BUCKETS[q.interval], visit_list=listed)
+        groups = list(self._visitor_groups(q, bucket, visit_group=VISIT_BUCKETS[q.interval], visit_list=listed))
+        if self._too_few_behind(q, (g["k_visitors"] for g in groups)):
+            return Result(columns, [], {**meta, "suppressed": True})
         found = {_bucket_key(g["g"], q.interval): g for g in groups}
         rows = []
         for key in _buckets(q.start, q.end, q.interval, now):
@@ -731,11 +742,12 @@ WHERE site = {{site:String}} AND is_bot = 0
         )
         notes = {"visitors": NOTES["visitors"], **({"visits": NOTES["visits"]} if entry else {})}
         meta: dict[str, Any] = {"estimates": ["visitors"], "notes": notes}
-        if self._too_few(self._population(q)):
-            return Result(columns, [], {**meta, "suppressed": True, "groups": 0, "suppressed_groups": 0})
+        suppressed = Result(columns, [], {**meta, "suppressed": True, "groups": 0, "suppressed_groups": 0})
         if entry:
             ends = dim == "exit_page"
             groups = self._entry_groups(q, exit=ends)
+            if self._too_few_behind(q, (g["_k"] for g in groups)):
+                return suppressed
             return self._ranked(groups, columns, q.limit, meta, lambda values: self._entry_groups(q, values, exit=ends))
         expr = DIMENSIONS[dim]
         # A page's events are the events sent from it (their path); asset requests are left out.
@@ -776,6 +788,8 @@ WHERE site = {{site:String}} AND is_bot = 0
                 q, expr, extra=extra, visit_list=listed, visit_group="item.1" if listed else ""
             )
         ]
+        if self._too_few_behind(q, (g["_k"] for g in groups)):
+            return suppressed
         return self._ranked(groups, columns, q.limit, meta, fold)
 
     def _entry_groups(self, q: Query, fold: list[Any] | None = None, *, exit: bool = False) -> list[dict[str, Any]]:
@@ -855,8 +869,6 @@ GROUP BY g"""
     def _funnel(self, q: Query) -> Result:
         columns = ["step", "kind", "value", "visitors", "conversion", "suppressed"]
         meta: dict[str, Any] = {"estimates": ["visitors"], "notes": {"visitors": NOTES["visitors"]}}
-        if self._too_few(self._population(q)):
-            return Result(columns, [], {**meta, "suppressed": True})
         params: dict[str, Any] = {"window": q.window}
         conditions = []
         for i, step in enumerate(q.steps):
@@ -888,10 +900,13 @@ GROUP BY level, identified, day"""
                     identified_reached[i] += int(count)
                 else:
                     pseudo_by_day[i][day] = pseudo_by_day[i].get(day, 0) + int(count)
+        bounds = [max(identified_reached[i], max(pseudo_by_day[i].values(), default=0)) for i in range(len(q.steps))]
+        if self._too_few_behind(q, bounds):
+            return Result(columns, [], {**meta, "suppressed": True})
         rows: list[dict[str, Any]] = []
         first = reached[0] if reached else 0
         for i, step in enumerate(q.steps):
-            bound = max(identified_reached[i], max(pseudo_by_day[i].values(), default=0))
+            bound = bounds[i]
             small = 0 < bound < self.k
             rows.append(
                 {

@@ -198,6 +198,7 @@ MIGRATIONS: tuple[tuple[int, str, Migration], ...] = (
     (5, "cookie inventory", lambda st, r: inventory_ddl(st, events_months=r.events_months)),
     (6, "child columns in receipts", lambda st, r: receipt_columns_ddl(st.table("consent_receipts"))),
     (7, "visits of closed days", lambda st, r: visits_ddl(st, events_months=r.events_months)),
+    (8, "visits of the open day so far", lambda st, r: partial_builds_ddl(st.table(BUILDS_TABLE))),
 )
 
 
@@ -420,6 +421,12 @@ PARTITION BY toYYYYMM(day)
 ORDER BY (day, build)
 TTL {ttl} DELETE""",
     ]
+
+
+def partial_builds_ddl(table: str) -> list[str]:
+    """Additive DDL for ``visit_builds`` (``table`` quoted): ``upto``, the time a build of a day not yet
+    closed reads hits up to (store/visits.py, ``build_open_day``); the epoch for a whole closed day."""
+    return [f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS `upto` DateTime64(3, 'UTC') DEFAULT 0"]
 
 
 def visits_ttl(events_months: int) -> str:

@@ -15,6 +15,14 @@ journal replays and erasures make the day answer live again until it is rebuilt.
 visible by one insert into ``visit_builds`` after its rows are all in: concurrent builders of one
 day each insert a whole build, readers take the highest committed one, and a builder drops only
 builds older than its own.
+
+A day still open (today, and yesterday until it settles) is built as far as it has settled
+(``build_open_day``): from its hits before the build's ``upto``, the visits that ended more than the
+gap before ``upto``, which no later hit can extend. A reader takes such a build while the day's
+events before ``upto`` still number what the build counted, and makes live only the visits of the
+keys seen since ``upto`` minus the gap (``open_keys_sql``): those keys' stored visits are left out
+and all of their visits of the day are made from the hits, the rest are read as stored. A link
+written after ``upto`` names keys seen then, so it is always made live.
 """
 
 from __future__ import annotations
@@ -38,8 +46,10 @@ PAGEVIEW = "kind = 'visit' AND name = 'pageview'"
 # A day is closed once its last visit can no longer grow (midnight + the gap) and late rows had
 # time to arrive (the writer's flushes, a restart's journal replay).
 SETTLE = dt.timedelta(seconds=VISIT_GAP_SECONDS) + dt.timedelta(minutes=30)
-# How often a running gateway looks for closed days to build (seconds).
+# How often a running gateway looks for closed days to build, and builds the open ones so far (seconds).
 VISIT_BUILD_INTERVAL = 600.0
+# An open day's build reads the hits up to this long before it starts: the writer's flushes are in.
+OPEN_DAY_LAG = dt.timedelta(minutes=1)
 
 # What a visit takes from its entry (first hit) for all of its pages and events.
 VISIT_ATTRIBUTES = ("referrer_host", "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "click_id")
@@ -92,8 +102,9 @@ VISIT_START = (
 )
 
 
-def visit_rows_sql(events: str, days: str, *, one_site: bool = True) -> str:
-    """One row per visit of ``days`` (columns VISIT_FIELDS), from ``linked_hits_sql``.
+def visit_rows_sql(events: str, days: str, *, one_site: bool = True, keys: str = "") -> str:
+    """One row per visit of ``days`` (columns VISIT_FIELDS), from ``linked_hits_sql``; with ``keys``
+    (a query of ``(identified, visitor)`` pairs), only the visits of those keys.
 
     Entry and exit pages are the visit's first and last page views; its duration runs from the first
     page view to the last (whole seconds); a bounce is a visit of exactly one page view. A visit of
@@ -140,6 +151,7 @@ FROM (
                    if({PAGEVIEW}, path, ''), ({", ".join(ENTRY_COLUMNS)}), granted,
                    path, if(kind = 'event', name, '')))) AS hits
         FROM ({linked_hits_sql(events, days, one_site=one_site)})
+        {f"WHERE (identified, visitor) IN ({keys})" if keys else ""}
         -- one 64-bit key per (site, key, day) groups faster than the four columns
         GROUP BY cityHash64(site, identified, visitor, toDate(ts))
     )
@@ -163,13 +175,67 @@ FROM (
 ) AS c
 LEFT JOIN (
     SELECT day, max(build) AS latest, argMax(events, build) AS built FROM {store.table(BUILDS_TABLE)}
-    WHERE day BETWEEN {{start:Date}} AND {{end:Date}} GROUP BY day
+    WHERE day BETWEEN {{start:Date}} AND {{end:Date}} AND {WHOLE} GROUP BY day
 ) AS b ON c.d = b.day
 SETTINGS join_use_nulls = 1""",
         {"start": start, "end": end},
     )
     fresh = {day: int(build) for day, count, build, built in rows if build is not None and int(built) == int(count)}
     return fresh, {day for day, count, _, _ in rows if int(count)}
+
+
+@dataclass(frozen=True, slots=True)
+class Partial:
+    """The build of an open day a reader can take: its id and the time (ms) it read hits up to."""
+
+    day: dt.date
+    build: int
+    upto_ms: int
+
+
+# Builds of whole closed days; an open day's build has its ``upto``.
+WHOLE = "toUnixTimestamp64Milli(upto) = 0"
+
+
+def partial_builds(store: Store, days: Iterable[dt.date]) -> list[Partial]:
+    """Of ``days``, those whose latest open-day build still matches its events: as many rows before
+    its ``upto`` as it counted (a late replay or an erasure makes the day wholly live again)."""
+    wanted = sorted(days)
+    if not wanted:
+        return []
+    found = []
+    for day, build, upto_ms, counted in store.query_rows(
+        f"SELECT day, max(build), toUnixTimestamp64Milli(argMax(upto, build)), argMax(events, build) "
+        f"FROM {store.table(BUILDS_TABLE)} WHERE day IN {{days:Array(Date)}} AND NOT {WHOLE} GROUP BY day",
+        {"days": wanted},
+    ):
+        if _events_before(store, day, int(upto_ms)) == int(counted):
+            found.append(Partial(day, int(build), int(upto_ms)))
+    return found
+
+
+def _events_before(store: Store, day: dt.date, upto_ms: int) -> int:
+    rows = store.query_rows(
+        f"SELECT count() FROM {store.table('events')} "
+        "WHERE toDate(ts) = {day:Date} AND toUnixTimestamp64Milli(ts) < {upto:Int64}",
+        {"day": day, "upto": upto_ms},
+    )
+    return int(rows[0][0])
+
+
+def open_keys_sql(events: str, partial: Partial) -> str:
+    """The keys of ``partial``'s day seen since its ``upto`` minus the gap: each row's own key and the
+    pseudonymised key a link names. Their visits may differ from the stored ones: they are made live."""
+    since = partial.upto_ms - VISIT_GAP_SECONDS * 1000
+    where = (
+        f"site = {{site:String}} AND toDate(ts) = '{partial.day.isoformat()}' "
+        f"AND toUnixTimestamp64Milli(ts) >= {int(since)}"
+    )
+    return (
+        f"SELECT identified, visitor FROM {events} WHERE {where} "
+        f"UNION ALL SELECT toUInt8(0), JSONExtractUInt(props, '{LINK_PSEUDONYM}') FROM {events} "
+        f"WHERE {where} AND kind = '{LINK}'"
+    )
 
 
 def _day_of_event(cluster: str) -> str:
@@ -188,20 +254,26 @@ def events_by_day(store: Store, start: dt.date, end: dt.date, cluster: str = "")
     return {day: int(n) for day, n in rows}
 
 
-def visits_source(events: str, visits: str, built: Iterable[int], live: bool) -> str:
+def visits_source(events: str, visits: str, built: Iterable[int], live: bool, partial: Iterable[Partial] = ()) -> str:
     """The visits of ``{site:String}`` from ``{start:Date}`` to ``{end:Date}`` as one subquery: the
-    stored rows of the ``built`` build ids, then (``live``) the rows of ``{live_days:Array(Date)}``
-    made from the hits."""
+    stored rows of the ``built`` build ids, those of each ``partial`` build with the visits of its open
+    keys made live, then (``live``) the rows of ``{live_days:Array(Date)}`` made from the hits."""
+    fields = ", ".join(VISIT_FIELDS)
+    stored = (
+        f"SELECT {fields} FROM {visits} WHERE site = {{site:String}} AND day BETWEEN {{start:Date}} AND {{end:Date}}"
+    )
     parts = []
     ids = ", ".join(str(int(b)) for b in built)
     if ids:
-        parts.append(
-            f"SELECT {', '.join(VISIT_FIELDS)} FROM {visits} WHERE site = {{site:String}} "
-            f"AND day BETWEEN {{start:Date}} AND {{end:Date}} AND build IN ({ids})"
-        )
+        parts.append(f"{stored} AND build IN ({ids})")
+    for p in partial:
+        keys = open_keys_sql(events, p)
+        parts.append(f"{stored} AND build = {int(p.build)} AND (identified, visitor) NOT IN ({keys})")
+        made = visit_rows_sql(events, f"toDate(ts) = '{p.day.isoformat()}'", keys=keys)
+        parts.append(f"SELECT {fields} FROM ({made})")
     if live or not parts:
         live_rows = visit_rows_sql(events, "toDate(ts) IN {live_days:Array(Date)}")
-        parts.append(f"SELECT {', '.join(VISIT_FIELDS)} FROM ({live_rows})")
+        parts.append(f"SELECT {fields} FROM ({live_rows})")
     return "(" + "\nUNION ALL\n".join(parts) + ")"
 
 
@@ -233,7 +305,7 @@ def days_to_build(store: Store, first: dt.date, last: dt.date, cluster: str = ""
         day: int(count)
         for day, count in store.query_rows(
             f"SELECT day, argMax(events, build) FROM {store.table(BUILDS_TABLE)} "
-            "WHERE day BETWEEN {start:Date} AND {end:Date} GROUP BY day",
+            f"WHERE day BETWEEN {{start:Date}} AND {{end:Date}} AND {WHOLE} GROUP BY day",
             {"start": first, "end": last},
         )
     }
@@ -265,6 +337,63 @@ def build_day(store: Store, day: dt.date, cluster: str = "") -> DayBuild:
         f"SELECT count() FROM {store.table(VISITS_TABLE)} WHERE day = {{day:Date}} AND build = {build}", {"day": day}
     )
     return DayBuild(day, build, count, int(held[0][0]), time.monotonic() - began)
+
+
+def build_open_day(store: Store, day: dt.date, *, now: dt.datetime, cluster: str = "") -> DayBuild | None:
+    """Store the settled part of ``day``, a day not yet closed: from its hits before ``upto`` (now less
+    OPEN_DAY_LAG, at most the day's end), the visits that ended more than the gap before ``upto``.
+    None when nothing of the day can have settled yet."""
+    began = time.monotonic()
+    day_start = dt.datetime.combine(day, dt.time(), dt.UTC)
+    upto = min(now.astimezone(dt.UTC) - OPEN_DAY_LAG, day_start + dt.timedelta(days=1))
+    if upto - dt.timedelta(seconds=VISIT_GAP_SECONDS) <= day_start:
+        return None
+    upto_ms = int(upto.timestamp() * 1000)
+    count = _events_before(store, day, upto_ms)
+    build = time.time_ns()
+    sync = {"insert_distributed_sync": 1} if cluster else None
+    fields = ", ".join(VISIT_FIELDS)
+    hits = "toDate(ts) = {day:Date} AND toUnixTimestamp64Milli(ts) < {upto:Int64}"
+    store.command(
+        f"INSERT INTO {store.table(VISITS_TABLE)} (build, {fields}) SELECT {build} AS build, {fields} "
+        f"FROM ({visit_rows_sql(store.table('events'), hits, one_site=False)}) "
+        f"WHERE toUnixTimestamp64Milli(end_ts) < {{upto:Int64}} - {VISIT_GAP_SECONDS * 1000}",
+        {"day": day, "upto": upto_ms},
+        settings=sync,
+    )
+    stamp = upto.strftime("%Y-%m-%d %H:%M:%S.") + f"{upto.microsecond // 1000:03d}"
+    store.insert_lines(
+        BUILDS_TABLE,
+        [json.dumps([day.isoformat(), build, count, stamp]).encode()],
+        ["day", "build", "events", "upto"],
+        settings=sync,
+    )
+    _drop_older_builds(store, day, build, cluster)
+    held = store.query_rows(
+        f"SELECT count() FROM {store.table(VISITS_TABLE)} WHERE day = {{day:Date}} AND build = {build}", {"day": day}
+    )
+    return DayBuild(day, build, count, int(held[0][0]), time.monotonic() - began)
+
+
+def build_open_days(
+    store: Store,
+    *,
+    cluster: str = "",
+    now: dt.datetime | None = None,
+    progress: Callable[[DayBuild], object] | None = None,
+) -> list[DayBuild]:
+    """Build the settled part of each day not yet closed (today, and yesterday until it settles)."""
+    now = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    day, done = closed_day(now) + dt.timedelta(days=1), []
+    while day <= now.date():
+        result = build_open_day(store, day, now=now, cluster=cluster)
+        if result is not None:
+            logger.info("visits of %s so far built: %d visits from %d events", day, result.visits, result.events)
+            if progress is not None:
+                progress(result)
+            done.append(result)
+        day += dt.timedelta(days=1)
+    return done
 
 
 def _drop_older_builds(store: Store, day: dt.date, build: int, cluster: str) -> None:
