@@ -196,11 +196,20 @@ def test_erasure_removes_the_stored_visits_of_the_consent_id(traffic: tuple[Sett
     def held(visitor: int) -> int:
         return int(store.query_rows(f"SELECT count() FROM {visits} WHERE visitor = {{v:UInt64}}", {"v": visitor})[0][0])
 
+    def summed_days() -> set[dt.date]:
+        rows = store.query_rows(f"SELECT DISTINCT day FROM {store.table('visit_pages')}")
+        return {day for (day,) in rows}
+
     # 600_002 accepted all on a landing page on two days: its landing hits were merged into its key.
     assert held(600_002) == 2
+    landed = {base, base + dt.timedelta(days=1)}
+    assert summed_days() == {base + dt.timedelta(days=d) for d in (0, 1, 2)}
     erase_visitor(store, 600_002)
     assert held(600_002) == 0
     assert held(600_003) == 2
+    # The page sums of its days held its key in a set: they are gone with it, the other day's stay.
+    assert summed_days() == {base + dt.timedelta(days=2)}
+    assert landed.isdisjoint(summed_days())
     # Its landing hits stay, pseudonymised: the days answer live until rebuilt, then the same.
     live = _answers(settings, store, base)
     assert build_closed_days(store, events_months=settings.events_retention_months) != []
@@ -325,3 +334,49 @@ def test_an_open_days_build_is_never_taken_for_the_whole_day(traffic: tuple[Sett
     _wait_for_mutations(store)
     assert fresh_builds(store, today, today)[0] == {today: whole.build}
     assert partial_builds(store, [today]) == []
+
+
+def test_the_page_sums_of_built_days_count_people_not_visits(traffic: tuple[Settings, dt.date], store: Store) -> None:
+    settings, base = traffic
+    on = lambda day, hour: dt.datetime.combine(base + dt.timedelta(days=day), dt.time(hour), dt.UTC)  # noqa: E731
+    data.insert(
+        store,
+        "events",
+        [
+            # one pseudonymised person, two visits of /p on one day: one person that day
+            data._row(ts=on(0, 9), identified=0, visitor=900_001, path="/p"),
+            data._row(ts=on(0, 11), identified=0, visitor=900_001, path="/p"),
+            # one consented person on two days: one person over the range
+            data._row(ts=on(0, 10), visitor=900_002, granted=data.NO_MARKETING, path="/p"),
+            data._row(ts=on(1, 10), visitor=900_002, granted=data.NO_MARKETING, path="/p"),
+            # pseudonymised keys of two days: counted once each day
+            data._row(ts=on(0, 12), identified=0, visitor=900_003, path="/p"),
+            data._row(ts=on(1, 12), identified=0, visitor=900_004, path="/p"),
+        ],
+    )
+    span = {"from": base.isoformat(), "to": dt.datetime.now(dt.UTC).date().isoformat(), "dimension": "page"}
+
+    def page_p() -> dict[str, Any]:
+        rows = run_query(store, settings, "breakdown", {**span, "limit": "100"}).as_json()["results"]
+        return next(row for row in rows if row["value"] == "/p")
+
+    live = page_p()
+    assert (live["visitors"], live["pageviews"]) == (1 + 2 + 1, 6)
+    build_closed_days(store, events_months=settings.events_retention_months)
+    assert page_p() == live
+
+
+def test_builds_stored_before_the_page_sums_get_theirs_when_migrated(
+    traffic: tuple[Settings, dt.date], store: Store
+) -> None:
+    settings, base = traffic
+    build_closed_days(store, events_months=settings.events_retention_months)
+    span = {"from": base.isoformat(), "to": dt.datetime.now(dt.UTC).date().isoformat(), "dimension": "page"}
+    answer = run_query(store, settings, "breakdown", span).as_json()
+    # As a database migrated before the page sums existed: builds, and no sums.
+    store.command(f"TRUNCATE TABLE {store.table('visit_pages')}")
+    migrations = store.table("schema_migrations")
+    store.command(f"ALTER TABLE {migrations} DELETE WHERE version = 9 SETTINGS mutations_sync = 1")
+    assert migrate(store) == [9]
+    assert int(store.query_rows(f"SELECT count() FROM {store.table('visit_pages')}")[0][0]) > 0
+    assert run_query(store, settings, "breakdown", span).as_json() == answer

@@ -43,7 +43,7 @@ from typing import Any, cast
 from ..errors import RequestError
 from ..settings import Settings
 from ..store import Store
-from ..store.schema import EVENT_COLUMNS, VISITS_TABLE
+from ..store.schema import EVENT_COLUMNS, VISIT_PAGES_TABLE, VISITS_TABLE
 from ..store.visits import (
     PAGEVIEW,
     VISIT_ATTRIBUTES,
@@ -53,6 +53,7 @@ from ..store.visits import (
     build_params,
     fresh_builds,
     linked_hits_sql,
+    page_groups_sql,
     partial_builds,
     visits_source,
 )
@@ -148,6 +149,7 @@ class Analytics:
         self.events = store.table("events")
         self.receipts = store.table("consent_receipts")
         self.visits = store.table(VISITS_TABLE)
+        self.pages = store.table(VISIT_PAGES_TABLE)
         self.cluster = settings.cluster
         # The fresh builds of a range, remembered for the length of one answer (per thread).
         self._answer = threading.local()
@@ -782,15 +784,41 @@ WHERE site = {{site:String}} AND is_bot = 0
                 )
             ]
 
-        groups = [
-            as_row(g, g["g"])
-            for g in self._visitor_groups(
-                q, expr, extra=extra, visit_list=listed, visit_group="item.1" if listed else ""
-            )
-        ]
+        summed = self._page_groups(q) if dim == "page" and not q.filters and not q.marketing_only else None
+        groups = (
+            summed
+            if summed is not None
+            else [
+                as_row(g, g["g"])
+                for g in self._visitor_groups(
+                    q, expr, extra=extra, visit_list=listed, visit_group="item.1" if listed else ""
+                )
+            ]
+        )
         if self._too_few_behind(q, (g["_k"] for g in groups)):
             return suppressed
         return self._ranked(groups, columns, q.limit, meta, fold)
+
+    def _page_groups(self, q: Query) -> list[dict[str, Any]] | None:
+        """The unfiltered page breakdown from the page sums of the fresh whole builds and the visits
+        of the other days (``page_groups_sql``); None when no day of the range is built."""
+        fresh, held, partial = self._fresh(q.start, q.end)
+        if not fresh:
+            return None
+        live = sorted(held - set(fresh) - {p.day for p in partial})
+        params: dict[str, Any] = {"site": q.site, "start": q.start, "end": q.end, "live_days": live}
+        others = visits_source(self.events, self.visits, (), bool(live), partial) if live or partial else ""
+        sql = page_groups_sql(self.pages, fresh.values(), others, self._visit_where(q, params))
+        return [
+            {
+                "value": g,
+                "visitors": int(consented) + int(pseudo_days),
+                "pageviews": int(pageviews),
+                "events": int(event_count),
+                "_k": max(int(consented), int(peak)),
+            }
+            for g, consented, pseudo_days, peak, pageviews, event_count in self.store.query_rows(sql, params)
+        ]
 
     def _entry_groups(self, q: Query, fold: list[Any] | None = None, *, exit: bool = False) -> list[dict[str, Any]]:
         """Visits by entry page (``exit``: by exit page); with ``fold``, the visits entering (or leaving)

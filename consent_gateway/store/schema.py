@@ -199,6 +199,7 @@ MIGRATIONS: tuple[tuple[int, str, Migration], ...] = (
     (6, "child columns in receipts", lambda st, r: receipt_columns_ddl(st.table("consent_receipts"))),
     (7, "visits of closed days", lambda st, r: visits_ddl(st, events_months=r.events_months)),
     (8, "visits of the open day so far", lambda st, r: partial_builds_ddl(st.table(BUILDS_TABLE))),
+    (9, "pages of stored visits", lambda st, r: visit_pages_ddl(st, events_months=r.events_months)),
 )
 
 
@@ -262,6 +263,7 @@ def _apply_retention(store: Store, retention: Retention, cluster: str = "") -> N
         ("cookie_inventory", retention.events_months, f"toIntervalMonth({retention.events_months})"),
         (VISITS_TABLE, retention.events_months, f"toIntervalMonth({retention.events_months})"),
         (BUILDS_TABLE, retention.events_months, f"toIntervalMonth({retention.events_months})"),
+        (VISIT_PAGES_TABLE, retention.events_months, f"toIntervalMonth({retention.events_months})"),
     ):
         rows = store.query_rows(
             "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = {t:String}",
@@ -274,6 +276,7 @@ def _apply_retention(store: Store, retention: Retention, cluster: str = "") -> N
                 "cookie_inventory": f"day + toIntervalMonth({int(retention.events_months)})",
                 VISITS_TABLE: visits_ttl(retention.events_months),
                 BUILDS_TABLE: visits_ttl(retention.events_months),
+                VISIT_PAGES_TABLE: visits_ttl(retention.events_months),
             }[table]
             for statement in render([f"ALTER TABLE {store.table(table)} MODIFY TTL {ttl} DELETE"], cluster):
                 store.command(statement)
@@ -420,6 +423,46 @@ ENGINE = MergeTree
 PARTITION BY toYYYYMM(day)
 ORDER BY (day, build)
 TTL {ttl} DELETE""",
+    ]
+
+
+# Per whole build, day and path: the page breakdown of a closed day, summed from its stored visits
+# (store/visits.py). Consented keys are kept as a set to merge across days; pseudonymised keys change
+# every day, so a count per day suffices. Keys, so the events' retention.
+VISIT_PAGES_TABLE = "visit_pages"
+# A visit's paths with their page views and events (``item``), and one path's figures over visits:
+# its consented keys as a set, its pseudonymised keys counted (one day at a time), its page views and events.
+PAGE_ITEMS = "arrayZip(paths, path_views, path_events)"
+PAGE_GROUP = (
+    "item.1 AS path, uniqExactStateIf(visitor, identified = 1) AS consented, "
+    "uniqExactIf(visitor, identified = 0) AS pseudonymous, sum(item.2) AS pageviews, sum(item.3) AS events"
+)
+
+
+def visit_pages_ddl(store: Store, *, events_months: int) -> list[str]:
+    """The additive DDL of ``visit_pages`` (visitor keys, consented ones as a set, no longer than the
+    events), and the sums of the builds already stored."""
+    return [
+        f"""CREATE TABLE IF NOT EXISTS {store.table(VISIT_PAGES_TABLE)} (
+    `site` LowCardinality(String),
+    `day` Date,
+    `build` UInt64,
+    `path` String,
+    `consented` AggregateFunction(uniqExact, UInt64),
+    `pseudonymous` UInt64,
+    `pageviews` UInt64,
+    `events` UInt64
+)
+ENGINE = MergeTree
+PARTITION BY day
+ORDER BY (site, day, build, path)
+TTL {visits_ttl(events_months)} DELETE
+SETTINGS ttl_only_drop_parts = 1""",
+        # The builds stored before this table: their sums, as their builder would have made them.
+        f"""INSERT INTO {store.table(VISIT_PAGES_TABLE)}
+SELECT site, day, build, {PAGE_GROUP}
+FROM {store.table(VISITS_TABLE)} ARRAY JOIN {PAGE_ITEMS} AS item
+GROUP BY site, day, build, item.1""",
     ]
 
 

@@ -37,7 +37,15 @@ from dataclasses import dataclass
 from ..records import LINK, LINK_PSEUDONYM
 from .client import Store
 from .cluster import render
-from .schema import BUILDS_TABLE, EVENT_COLUMNS, VISIT_FIELDS, VISITS_TABLE
+from .schema import (
+    BUILDS_TABLE,
+    EVENT_COLUMNS,
+    PAGE_GROUP,
+    PAGE_ITEMS,
+    VISIT_FIELDS,
+    VISIT_PAGES_TABLE,
+    VISITS_TABLE,
+)
 
 logger = logging.getLogger("consent_gateway.store")
 
@@ -277,6 +285,29 @@ def visits_source(events: str, visits: str, built: Iterable[int], live: bool, pa
     return "(" + "\nUNION ALL\n".join(parts) + ")"
 
 
+def page_groups_sql(pages: str, built: Iterable[int], others: str, where: str) -> str:
+    """Per path ``g`` of ``{site:String}`` from ``{start:Date}`` to ``{end:Date}``: its consented keys,
+    pseudonymised keys (summed over days and the busiest day's), page views and events. The days of
+    the ``built`` whole builds come from ``visit_pages``; the visits of ``others`` (a visits subquery
+    of every other day, or empty) matching ``where`` are summed the same way, per day."""
+    ids = ", ".join(str(int(b)) for b in built) or "0"
+    parts = [
+        f"SELECT * FROM {pages} WHERE site = {{site:String}} AND day BETWEEN {{start:Date}} AND {{end:Date}} "
+        f"AND build IN ({ids})"
+    ]
+    if others:
+        parts.append(
+            f"SELECT day, {PAGE_GROUP} FROM {others} ARRAY JOIN {PAGE_ITEMS} AS item WHERE {where} GROUP BY path, day"
+        )
+    union = "\nUNION ALL\n".join(
+        f"SELECT path, day, consented, pseudonymous, pageviews, events FROM ({part})" for part in parts
+    )
+    return f"""
+SELECT path AS g, uniqExactMerge(consented), sum(pseudonymous), max(pseudonymous), sum(pageviews), sum(events)
+FROM ({union})
+GROUP BY g"""
+
+
 # -- building ----------------------------------------------------------------------------------------
 
 
@@ -326,6 +357,15 @@ def build_day(store: Store, day: dt.date, cluster: str = "") -> DayBuild:
     rows = visit_rows_sql(store.table("events"), "toDate(ts) = {day:Date}", one_site=False)
     store.command(
         f"INSERT INTO {store.table(VISITS_TABLE)} (build, {fields}) SELECT {build} AS build, {fields} FROM ({rows})",
+        {"day": day},
+        settings=sync,
+    )
+    store.command(
+        f"""INSERT INTO {store.table(VISIT_PAGES_TABLE)}
+SELECT site, day, build, {PAGE_GROUP}
+FROM {store.table(VISITS_TABLE)} ARRAY JOIN {PAGE_ITEMS} AS item
+WHERE day = {{day:Date}} AND build = {build}
+GROUP BY site, day, build, item.1""",
         {"day": day},
         settings=sync,
     )
@@ -406,10 +446,20 @@ def _drop_older_builds(store: Store, day: dt.date, build: int, cluster: str) -> 
     )
     if not int(older[0][0]):
         return  # the day's first build: nothing to delete
-    for table in (VISITS_TABLE, BUILDS_TABLE):
-        delete = f"ALTER TABLE {store.table(table)} DELETE WHERE day = '{day.isoformat()}' AND build < {int(build)}"
+    # Each table's partition of the day only: no other day's parts are checked or rewritten.
+    for table, partition in (
+        (VISITS_TABLE, f"'{day.isoformat()}'"),
+        (VISIT_PAGES_TABLE, f"'{day.isoformat()}'"),
+        (BUILDS_TABLE, f"{day:%Y%m}"),
+    ):
+        delete = (
+            f"ALTER TABLE {store.table(table)} DELETE IN PARTITION {partition} "
+            f"WHERE day = '{day.isoformat()}' AND build < {int(build)}"
+        )
         for statement in render([delete], cluster):
-            store.command(statement)
+            # Not waited for (the embedded engine waits by default, some 10 s a table): readers
+            # already take the newest build, so the old rows only have to go eventually.
+            store.command(statement, settings={"mutations_sync": 0})
 
 
 def build_closed_days(
