@@ -197,7 +197,7 @@ def test_erasure_removes_the_stored_visits_of_the_consent_id(traffic: tuple[Sett
         return int(store.query_rows(f"SELECT count() FROM {visits} WHERE visitor = {{v:UInt64}}", {"v": visitor})[0][0])
 
     def summed_days() -> set[dt.date]:
-        rows = store.query_rows(f"SELECT DISTINCT day FROM {store.table('visit_pages')}")
+        rows = store.query_rows(f"SELECT DISTINCT day FROM {store.table('visit_sums')}")
         return {day for (day,) in rows}
 
     # 600_002 accepted all on a landing page on two days: its landing hits were merged into its key.
@@ -207,7 +207,7 @@ def test_erasure_removes_the_stored_visits_of_the_consent_id(traffic: tuple[Sett
     erase_visitor(store, 600_002)
     assert held(600_002) == 0
     assert held(600_003) == 2
-    # The page sums of its days held its key in a set: they are gone with it, the other day's stay.
+    # The sums of its days held its key in a set: they are gone with it, the other day's stay.
     assert summed_days() == {base + dt.timedelta(days=2)}
     assert landed.isdisjoint(summed_days())
     # Its landing hits stay, pseudonymised: the days answer live until rebuilt, then the same.
@@ -336,7 +336,7 @@ def test_an_open_days_build_is_never_taken_for_the_whole_day(traffic: tuple[Sett
     assert partial_builds(store, [today]) == []
 
 
-def test_the_page_sums_of_built_days_count_people_not_visits(traffic: tuple[Settings, dt.date], store: Store) -> None:
+def test_the_sums_of_built_days_count_people_not_visits(traffic: tuple[Settings, dt.date], store: Store) -> None:
     settings, base = traffic
     on = lambda day, hour: dt.datetime.combine(base + dt.timedelta(days=day), dt.time(hour), dt.UTC)  # noqa: E731
     data.insert(
@@ -352,6 +352,11 @@ def test_the_page_sums_of_built_days_count_people_not_visits(traffic: tuple[Sett
             # pseudonymised keys of two days: counted once each day
             data._row(ts=on(0, 12), identified=0, visitor=900_003, path="/p"),
             data._row(ts=on(1, 12), identified=0, visitor=900_004, path="/p"),
+            # an event sent twice in one visit, and once by two others each: 4 events of 3 people
+            data._row(ts=on(0, 10) + dt.timedelta(minutes=1), kind="event", name="quiz", visitor=900_002, path="/p"),
+            data._row(ts=on(0, 10) + dt.timedelta(minutes=2), kind="event", name="quiz", visitor=900_002, path="/p"),
+            data._row(ts=on(0, 12) + dt.timedelta(minutes=1), kind="event", name="quiz", identified=0, visitor=900_003),
+            data._row(ts=on(1, 8), kind="event", name="quiz", visitor=900_005, path="/q"),
         ],
     )
     span = {"from": base.isoformat(), "to": dt.datetime.now(dt.UTC).date().isoformat(), "dimension": "page"}
@@ -360,23 +365,30 @@ def test_the_page_sums_of_built_days_count_people_not_visits(traffic: tuple[Sett
         rows = run_query(store, settings, "breakdown", {**span, "limit": "100"}).as_json()["results"]
         return next(row for row in rows if row["value"] == "/p")
 
-    live = page_p()
-    assert (live["visitors"], live["pageviews"]) == (1 + 2 + 1, 6)
+    def quiz() -> tuple[dict[str, Any], dict[str, Any]]:
+        names = run_query(store, settings, "breakdown", {**span, "dimension": "event_name"}).as_json()["results"]
+        goals = run_query(store, settings, "goals", {"from": span["from"], "to": span["to"]}).as_json()["results"]
+        return next(r for r in names if r["value"] == "quiz"), next(r for r in goals if r["value"] == "quiz")
+
+    live, live_quiz = page_p(), quiz()
+    assert (live["visitors"], live["pageviews"], live["events"]) == (1 + 2 + 1, 6, 2)
+    assert (live_quiz[0]["visitors"], live_quiz[0]["events"], live_quiz[1]["conversions"]) == (3, 4, 4)
     build_closed_days(store, events_months=settings.events_retention_months)
     assert page_p() == live
+    assert quiz() == live_quiz
 
 
-def test_builds_stored_before_the_page_sums_get_theirs_when_migrated(
+def test_builds_stored_before_the_sums_get_theirs_when_migrated(
     traffic: tuple[Settings, dt.date], store: Store
 ) -> None:
     settings, base = traffic
     build_closed_days(store, events_months=settings.events_retention_months)
     span = {"from": base.isoformat(), "to": dt.datetime.now(dt.UTC).date().isoformat(), "dimension": "page"}
     answer = run_query(store, settings, "breakdown", span).as_json()
-    # As a database migrated before the page sums existed: builds, and no sums.
-    store.command(f"TRUNCATE TABLE {store.table('visit_pages')}")
+    # As a database migrated before the sums existed: builds, and no sums.
+    store.command(f"TRUNCATE TABLE {store.table('visit_sums')}")
     migrations = store.table("schema_migrations")
     store.command(f"ALTER TABLE {migrations} DELETE WHERE version = 9 SETTINGS mutations_sync = 1")
     assert migrate(store) == [9]
-    assert int(store.query_rows(f"SELECT count() FROM {store.table('visit_pages')}")[0][0]) > 0
+    assert int(store.query_rows(f"SELECT count() FROM {store.table('visit_sums')}")[0][0]) > 0
     assert run_query(store, settings, "breakdown", span).as_json() == answer

@@ -43,7 +43,7 @@ from typing import Any, cast
 from ..errors import RequestError
 from ..settings import Settings
 from ..store import Store
-from ..store.schema import EVENT_COLUMNS, VISIT_PAGES_TABLE, VISITS_TABLE
+from ..store.schema import EVENT_COLUMNS, VISIT_SUMS_TABLE, VISITS_TABLE
 from ..store.visits import (
     PAGEVIEW,
     VISIT_ATTRIBUTES,
@@ -53,8 +53,8 @@ from ..store.visits import (
     build_params,
     fresh_builds,
     linked_hits_sql,
-    page_groups_sql,
     partial_builds,
+    sums_groups_sql,
     visits_source,
 )
 from .params import DIMENSIONS, EMPTY_VALUE, FunnelStep, Query
@@ -149,7 +149,7 @@ class Analytics:
         self.events = store.table("events")
         self.receipts = store.table("consent_receipts")
         self.visits = store.table(VISITS_TABLE)
-        self.pages = store.table(VISIT_PAGES_TABLE)
+        self.sums = store.table(VISIT_SUMS_TABLE)
         self.cluster = settings.cluster
         # The fresh builds of a range, remembered for the length of one answer (per thread).
         self._answer = threading.local()
@@ -406,7 +406,8 @@ GROUP BY g""",
 
     def _population(self, q: Query) -> dict[str, Any]:
         """The whole filtered population as one group (zeros when nobody matches)."""
-        groups = list(self._visitor_groups(q, "0", by_dimension=False))
+        summed = self._summed(q, "")
+        groups = summed if summed is not None else list(self._visitor_groups(q, "0", by_dimension=False))
         return groups[0] if groups else {"visitors": 0, "k_visitors": 0, "pageviews": 0, "events": 0}
 
     def _too_few(self, population: Mapping[str, Any]) -> bool:
@@ -640,7 +641,13 @@ WHERE {where}""",
         names were left out."""
         rows: list[dict[str, Any]] = []
         hidden = 0
-        for g in self._visitor_groups(q, "name", extra="kind = 'event'", visit_list="event_name", visit_group="item.1"):
+        summed = self._summed(q, "event_name")
+        groups = (
+            summed
+            if summed is not None
+            else self._visitor_groups(q, "name", extra="kind = 'event'", visit_list="event_name", visit_group="item.1")
+        )
+        for g in groups:
             if g["k_visitors"] < self.k:
                 hidden += 1
                 continue
@@ -784,49 +791,66 @@ WHERE site = {{site:String}} AND is_bot = 0
                 )
             ]
 
-        summed = self._page_groups(q) if dim == "page" and not q.filters and not q.marketing_only else None
-        groups = (
+        summed = self._summed(q, dim) if listed else None
+        found = (
             summed
             if summed is not None
-            else [
-                as_row(g, g["g"])
-                for g in self._visitor_groups(
-                    q, expr, extra=extra, visit_list=listed, visit_group="item.1" if listed else ""
-                )
-            ]
+            else self._visitor_groups(q, expr, extra=extra, visit_list=listed, visit_group="item.1" if listed else "")
         )
+        groups = [as_row(g, g["g"]) for g in found]
         if self._too_few_behind(q, (g["_k"] for g in groups)):
             return suppressed
         return self._ranked(groups, columns, q.limit, meta, fold)
 
-    def _page_groups(self, q: Query) -> list[dict[str, Any]] | None:
-        """The unfiltered page breakdown from the page sums of the fresh whole builds and the visits
-        of the other days (``page_groups_sql``); None when no day of the range is built."""
+    def _summed(self, q: Query, kind: str) -> list[dict[str, Any]] | None:
+        """The groups of list ``kind`` (schema.SUM_LISTS: "" the population, pages, event names, entry
+        and exit pages) from the stored sums of the fresh whole builds and the visits of the other
+        days (``sums_groups_sql``); None when ``q`` has filters or no day of its range is built."""
+        if q.filters or q.marketing_only:
+            return None
         fresh, held, partial = self._fresh(q.start, q.end)
         if not fresh:
             return None
         live = sorted(held - set(fresh) - {p.day for p in partial})
         params: dict[str, Any] = {"site": q.site, "start": q.start, "end": q.end, "live_days": live}
         others = visits_source(self.events, self.visits, (), bool(live), partial) if live or partial else ""
-        sql = page_groups_sql(self.pages, fresh.values(), others, self._visit_where(q, params))
-        return [
-            {
-                "value": g,
-                "visitors": int(consented) + int(pseudo_days),
-                "pageviews": int(pageviews),
-                "events": int(event_count),
-                "_k": max(int(consented), int(peak)),
-            }
-            for g, consented, pseudo_days, peak, pageviews, event_count in self.store.query_rows(sql, params)
-        ]
+        sql = sums_groups_sql(self.sums, kind, fresh.values(), others, self._visit_where(q, params))
+        groups = []
+        for g, consented, pseudo_days, peak, pageviews, event_count, visits, bounces in self.store.query_rows(
+            sql, params
+        ):
+            groups.append(
+                {
+                    "g": g,
+                    "visitors": int(consented) + int(pseudo_days),
+                    "k_visitors": max(int(consented), int(peak)),
+                    "pageviews": int(pageviews),
+                    "events": int(event_count),
+                    "visits": int(visits),
+                    "bounces": int(bounces),
+                }
+            )
+        return groups
 
     def _entry_groups(self, q: Query, fold: list[Any] | None = None, *, exit: bool = False) -> list[dict[str, Any]]:
         """Visits by entry page (``exit``: by exit page); with ``fold``, the visits entering (or leaving)
         on any of those pages as one group. An exit page's bounce rate is that of the visits ending there."""
+        page = "exit_page" if exit else "entry_page"
+        summed = self._summed(q, page) if fold is None else None
+        if summed is not None:
+            return [
+                {
+                    "value": g["g"],
+                    "visitors": g["visitors"],
+                    "visits": g["visits"],
+                    "bounce_rate": round(g["bounces"] / g["visits"], 4) if g["visits"] else 0.0,
+                    "_k": g["k_visitors"],
+                }
+                for g in summed
+            ]
         params: dict[str, Any] = {}
         if fold is not None:
             params["fold"] = fold
-        page = "exit_page" if exit else "entry_page"
         group = page if fold is None else "0"
         keep = "" if fold is None else f" AND has({{fold:Array(String)}}, {page})"
         rows = f"""

@@ -199,7 +199,7 @@ MIGRATIONS: tuple[tuple[int, str, Migration], ...] = (
     (6, "child columns in receipts", lambda st, r: receipt_columns_ddl(st.table("consent_receipts"))),
     (7, "visits of closed days", lambda st, r: visits_ddl(st, events_months=r.events_months)),
     (8, "visits of the open day so far", lambda st, r: partial_builds_ddl(st.table(BUILDS_TABLE))),
-    (9, "pages of stored visits", lambda st, r: visit_pages_ddl(st, events_months=r.events_months)),
+    (9, "sums of stored visits", lambda st, r: visit_sums_ddl(st, events_months=r.events_months)),
 )
 
 
@@ -263,7 +263,7 @@ def _apply_retention(store: Store, retention: Retention, cluster: str = "") -> N
         ("cookie_inventory", retention.events_months, f"toIntervalMonth({retention.events_months})"),
         (VISITS_TABLE, retention.events_months, f"toIntervalMonth({retention.events_months})"),
         (BUILDS_TABLE, retention.events_months, f"toIntervalMonth({retention.events_months})"),
-        (VISIT_PAGES_TABLE, retention.events_months, f"toIntervalMonth({retention.events_months})"),
+        (VISIT_SUMS_TABLE, retention.events_months, f"toIntervalMonth({retention.events_months})"),
     ):
         rows = store.query_rows(
             "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = {t:String}",
@@ -276,7 +276,7 @@ def _apply_retention(store: Store, retention: Retention, cluster: str = "") -> N
                 "cookie_inventory": f"day + toIntervalMonth({int(retention.events_months)})",
                 VISITS_TABLE: visits_ttl(retention.events_months),
                 BUILDS_TABLE: visits_ttl(retention.events_months),
-                VISIT_PAGES_TABLE: visits_ttl(retention.events_months),
+                VISIT_SUMS_TABLE: visits_ttl(retention.events_months),
             }[table]
             for statement in render([f"ALTER TABLE {store.table(table)} MODIFY TTL {ttl} DELETE"], cluster):
                 store.command(statement)
@@ -426,43 +426,73 @@ TTL {ttl} DELETE""",
     ]
 
 
-# Per whole build, day and path: the page breakdown of a closed day, summed from its stored visits
-# (store/visits.py). Consented keys are kept as a set to merge across days; pseudonymised keys change
-# every day, so a count per day suffices. Keys, so the events' retention.
-VISIT_PAGES_TABLE = "visit_pages"
-# A visit's paths with their page views and events (``item``), and one path's figures over visits:
-# its consented keys as a set, its pseudonymised keys counted (one day at a time), its page views and events.
-PAGE_ITEMS = "arrayZip(paths, path_views, path_events)"
-PAGE_GROUP = (
-    "item.1 AS path, uniqExactStateIf(visitor, identified = 1) AS consented, "
-    "uniqExactIf(visitor, identified = 0) AS pseudonymous, sum(item.2) AS pageviews, sum(item.3) AS events"
-)
+# Per whole build, day, list and item: the sums a closed day's unfiltered breakdowns need, made from
+# its stored visits (store/visits.py). Consented keys are kept as a set to merge across days;
+# pseudonymised keys change every day, so a count per day suffices. Keys, so the events' retention.
+VISIT_SUMS_TABLE = "visit_sums"
+# list: (ARRAY JOIN of a visit's list as ``x`` or "", the item, the visits counted, page views, events)
+SUM_LISTS: dict[str, tuple[str, str, str, str, str]] = {
+    "": ("", "''", "1", "sum(pageviews)", "sum(events)"),  # the whole population
+    "page": ("arrayZip(paths, path_views, path_events)", "x.1", "1", "sum(x.2)", "sum(x.3)"),
+    "event_name": ("arrayZip(names, name_events)", "x.1", "1", "toUInt64(0)", "sum(x.2)"),
+    "entry_page": ("", "entry_page", "pageviews > 0", "sum(pageviews)", "sum(events)"),
+    "exit_page": ("", "exit_page", "pageviews > 0", "sum(pageviews)", "sum(events)"),
+}
+SUM_COLUMNS = "item, day, consented, pseudonymous, pageviews, events, visits, bounces"
 
 
-def visit_pages_ddl(store: Store, *, events_months: int) -> list[str]:
-    """The additive DDL of ``visit_pages`` (visitor keys, consented ones as a set, no longer than the
+def sums_sql(kind: str, source: str, where: str = "1", *, per_build: bool = False) -> str:
+    """The sums of list ``kind`` over the visit rows of ``source`` matching ``where``, per site, item and
+    day (``per_build``: and build, first); the columns of SUMS_INSERT after the build."""
+    join, item, counted, pageviews, events = SUM_LISTS[kind]
+    build = "build, " if per_build else ""
+    # Named apart from the visit columns they sum, which the condition reads.
+    return f"""
+SELECT {build}site, list, item, day, ids AS consented, pd AS pseudonymous, pv AS pageviews, ev AS events,
+       n AS visits, b AS bounces
+FROM (
+    SELECT {build}site, '{kind}' AS list, {item} AS item, day,
+           uniqExactStateIf(visitor, identified = 1) AS ids, uniqExactIf(visitor, identified = 0) AS pd,
+           {pageviews} AS pv, {events} AS ev, count() AS n, countIf(bounce = 1) AS b
+    FROM {source}{f" ARRAY JOIN {join} AS x" if join else ""}
+    WHERE ({where}) AND {counted}
+    GROUP BY {build}site, item, day
+)"""
+
+
+def sums_insert(store: Store, source: str) -> list[str]:
+    """The statements that store the sums of every list over the visit rows of ``source``, per build."""
+    table = store.table(VISIT_SUMS_TABLE)
+    return [
+        f"INSERT INTO {table} (build, site, list, {SUM_COLUMNS}) {sums_sql(k, source, per_build=True)}"
+        for k in SUM_LISTS
+    ]
+
+
+def visit_sums_ddl(store: Store, *, events_months: int) -> list[str]:
+    """The additive DDL of ``visit_sums`` (visitor keys, consented ones as a set, no longer than the
     events), and the sums of the builds already stored."""
     return [
-        f"""CREATE TABLE IF NOT EXISTS {store.table(VISIT_PAGES_TABLE)} (
+        f"""CREATE TABLE IF NOT EXISTS {store.table(VISIT_SUMS_TABLE)} (
     `site` LowCardinality(String),
     `day` Date,
     `build` UInt64,
-    `path` String,
+    `list` LowCardinality(String),
+    `item` String,
     `consented` AggregateFunction(uniqExact, UInt64),
     `pseudonymous` UInt64,
     `pageviews` UInt64,
-    `events` UInt64
+    `events` UInt64,
+    `visits` UInt64,
+    `bounces` UInt64
 )
 ENGINE = MergeTree
 PARTITION BY day
-ORDER BY (site, day, build, path)
+ORDER BY (site, day, build, list, item)
 TTL {visits_ttl(events_months)} DELETE
 SETTINGS ttl_only_drop_parts = 1""",
         # The builds stored before this table: their sums, as their builder would have made them.
-        f"""INSERT INTO {store.table(VISIT_PAGES_TABLE)}
-SELECT site, day, build, {PAGE_GROUP}
-FROM {store.table(VISITS_TABLE)} ARRAY JOIN {PAGE_ITEMS} AS item
-GROUP BY site, day, build, item.1""",
+        *sums_insert(store, store.table(VISITS_TABLE)),
     ]
 
 

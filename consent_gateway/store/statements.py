@@ -13,7 +13,7 @@ from typing import Any
 
 from .client import Store
 from .cluster import render
-from .schema import EVENT_COLUMNS, VISIT_PAGES_TABLE, VISITS_TABLE
+from .schema import EVENT_COLUMNS, VISIT_SUMS_TABLE, VISITS_TABLE
 
 
 def ping(store: Store) -> None:
@@ -41,7 +41,7 @@ def identified_rows(store: Store, visitor: int) -> int:
 
 
 def erase_visitor(store: Store, visitor: int, cluster: str = "") -> None:
-    """Delete the identified rows of ``visitor`` (its events, links and stored visits), and the page
+    """Delete the identified rows of ``visitor`` (its events, links and stored visits), and the
     sums of the days it had stored visits on (they hold its key in a set; those days are answered from
     the remaining rows until rebuilt); on a cluster, from each shard's local tables (a Distributed
     table cannot DELETE)."""
@@ -55,7 +55,7 @@ def erase_visitor(store: Store, visitor: int, cluster: str = "") -> None:
     ]
     if days:
         listed = ", ".join(f"'{day.isoformat()}'" for (day,) in days)
-        deletes.append(f"DELETE FROM {store.table(VISIT_PAGES_TABLE)} WHERE day IN ({listed})")  # noqa: S608
+        deletes.append(f"DELETE FROM {store.table(VISIT_SUMS_TABLE)} WHERE day IN ({listed})")  # noqa: S608
     for statement in render(deletes, cluster):
         store.command(statement)
 

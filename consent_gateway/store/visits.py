@@ -40,11 +40,12 @@ from .cluster import render
 from .schema import (
     BUILDS_TABLE,
     EVENT_COLUMNS,
-    PAGE_GROUP,
-    PAGE_ITEMS,
+    SUM_COLUMNS,
     VISIT_FIELDS,
-    VISIT_PAGES_TABLE,
+    VISIT_SUMS_TABLE,
     VISITS_TABLE,
+    sums_insert,
+    sums_sql,
 )
 
 logger = logging.getLogger("consent_gateway.store")
@@ -285,26 +286,23 @@ def visits_source(events: str, visits: str, built: Iterable[int], live: bool, pa
     return "(" + "\nUNION ALL\n".join(parts) + ")"
 
 
-def page_groups_sql(pages: str, built: Iterable[int], others: str, where: str) -> str:
-    """Per path ``g`` of ``{site:String}`` from ``{start:Date}`` to ``{end:Date}``: its consented keys,
-    pseudonymised keys (summed over days and the busiest day's), page views and events. The days of
-    the ``built`` whole builds come from ``visit_pages``; the visits of ``others`` (a visits subquery
-    of every other day, or empty) matching ``where`` are summed the same way, per day."""
+def sums_groups_sql(sums: str, kind: str, built: Iterable[int], others: str, where: str) -> str:
+    """Per item ``g`` of list ``kind`` (schema.SUM_LISTS) of ``{site:String}`` from ``{start:Date}`` to
+    ``{end:Date}``: its consented keys, pseudonymised keys (summed over days, and the busiest day's),
+    page views, events, visits and bounces. The days of the ``built`` whole builds come from their
+    stored sums; the visits of ``others`` (a visits subquery of every other day, or empty) matching
+    ``where`` are summed the same way."""
     ids = ", ".join(str(int(b)) for b in built) or "0"
     parts = [
-        f"SELECT * FROM {pages} WHERE site = {{site:String}} AND day BETWEEN {{start:Date}} AND {{end:Date}} "
-        f"AND build IN ({ids})"
+        f"SELECT {SUM_COLUMNS} FROM {sums} WHERE site = {{site:String}} AND day BETWEEN {{start:Date}} "
+        f"AND {{end:Date}} AND build IN ({ids}) AND list = '{kind}'"
     ]
     if others:
-        parts.append(
-            f"SELECT day, {PAGE_GROUP} FROM {others} ARRAY JOIN {PAGE_ITEMS} AS item WHERE {where} GROUP BY path, day"
-        )
-    union = "\nUNION ALL\n".join(
-        f"SELECT path, day, consented, pseudonymous, pageviews, events FROM ({part})" for part in parts
-    )
+        parts.append(f"SELECT {SUM_COLUMNS} FROM ({sums_sql(kind, others, where)})")
     return f"""
-SELECT path AS g, uniqExactMerge(consented), sum(pseudonymous), max(pseudonymous), sum(pageviews), sum(events)
-FROM ({union})
+SELECT item AS g, uniqExactMerge(consented), sum(pseudonymous), max(pseudonymous), sum(pageviews), sum(events),
+       sum(visits), sum(bounces)
+FROM ({" UNION ALL ".join(parts)})
 GROUP BY g"""
 
 
@@ -360,15 +358,9 @@ def build_day(store: Store, day: dt.date, cluster: str = "") -> DayBuild:
         {"day": day},
         settings=sync,
     )
-    store.command(
-        f"""INSERT INTO {store.table(VISIT_PAGES_TABLE)}
-SELECT site, day, build, {PAGE_GROUP}
-FROM {store.table(VISITS_TABLE)} ARRAY JOIN {PAGE_ITEMS} AS item
-WHERE day = {{day:Date}} AND build = {build}
-GROUP BY site, day, build, item.1""",
-        {"day": day},
-        settings=sync,
-    )
+    source = f"(SELECT * FROM {store.table(VISITS_TABLE)} WHERE day = {{day:Date}} AND build = {build})"
+    for statement in sums_insert(store, source):
+        store.command(statement, {"day": day}, settings=sync)
     store.insert_lines(
         BUILDS_TABLE, [json.dumps([day.isoformat(), build, count]).encode()], ["day", "build", "events"], settings=sync
     )
@@ -449,7 +441,7 @@ def _drop_older_builds(store: Store, day: dt.date, build: int, cluster: str) -> 
     # Each table's partition of the day only: no other day's parts are checked or rewritten.
     for table, partition in (
         (VISITS_TABLE, f"'{day.isoformat()}'"),
-        (VISIT_PAGES_TABLE, f"'{day.isoformat()}'"),
+        (VISIT_SUMS_TABLE, f"'{day.isoformat()}'"),
         (BUILDS_TABLE, f"{day:%Y%m}"),
     ):
         delete = (
