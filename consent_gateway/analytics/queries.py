@@ -43,8 +43,9 @@ from typing import Any, cast
 from ..errors import RequestError
 from ..settings import Settings
 from ..store import Store
-from ..store.schema import EVENT_COLUMNS, VISIT_SUMS_TABLE, VISITS_TABLE
+from ..store.schema import VISIT_SUMS_TABLE, VISITS_TABLE
 from ..store.visits import (
+    HIT_COLUMNS,
     PAGEVIEW,
     VISIT_ATTRIBUTES,
     VISIT_START,
@@ -1053,7 +1054,7 @@ def _hits_sql(events: str, *, visits: bool) -> str:
        events and conversions.
     Only the site's rows of the range's days are read (every query binds site, start and end).
     """
-    names = [name for name, _ in EVENT_COLUMNS]
+    names = HIT_COLUMNS
 
     def entry_of(n: str) -> str:
         return f"entry.{VISIT_ATTRIBUTES.index(n) + 1} AS {n}" if n in VISIT_ATTRIBUTES else n

@@ -66,18 +66,27 @@ ENTRY_COLUMNS = (*VISIT_ATTRIBUTES, "browser", "os", "device")
 # What a link turns a pseudonymised hit into: the consented key, identified, the choice's categories.
 LINKED = ("identified", "visitor", "granted", "click_id")
 
+# What questions and visits read of a hit: never its event id, category, status, duration, address
+# prefix, browser version or properties, so hits are linked without them (the join carries every
+# column it is given, which cost the funnel a third of its time on 10 M events).
+HIT_COLUMNS = tuple(
+    n
+    for n, _ in EVENT_COLUMNS
+    if n not in {"event_id", "category", "status", "duration_ms", "ip_prefix", "browser_version", "props"}
+)
+
 # -- the one definition ------------------------------------------------------------------------------
 
 
 def linked_hits_sql(events: str, days: str, *, one_site: bool = True) -> str:
-    """The stored hits of ``days`` (a condition on ``toDate(ts)``) as every query reads them.
+    """The stored hits of ``days`` (a condition on ``toDate(ts)``) as every query reads them (HIT_COLUMNS).
 
     A pseudonymised hit followed, on the same day and within VISIT_GAP_SECONDS, by a link record of
     its key (written by a choice that granted analytics) takes the link's consented key, granted
     categories and click id; link records themselves are no hits, nor are bots' hits. With
     ``one_site`` only the hits of ``{site:String}`` are read.
     """
-    names = [name for name, _ in EVENT_COLUMNS]
+    names = HIT_COLUMNS
     gap_ms = VISIT_GAP_SECONDS * 1000
     linked = f"(l.lv != 0 AND toUnixTimestamp64Milli(l.lts) - toUnixTimestamp64Milli(e.ts) <= {gap_ms})"
 
