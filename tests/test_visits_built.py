@@ -127,15 +127,23 @@ def test_every_endpoint_answers_the_same_with_the_visits_built(traffic: tuple[Se
 def test_a_fresh_day_is_read_from_the_stored_visits(traffic: tuple[Settings, dt.date], store: Store) -> None:
     settings, base = traffic
     day = {"from": base.isoformat(), "to": base.isoformat()}
-    before = run_query(store, settings, "aggregate", day).as_json()["results"][0]
+    desktop = {**day, "device": "desktop"}
+
+    def pageviews(query: dict[str, str]) -> int:
+        return int(run_query(store, settings, "aggregate", query).as_json()["results"][0]["pageviews"])
+
+    before, before_desktop = pageviews(day), pageviews(desktop)
     build_day(store, base)
-    # Changing the stored rows (never done outside this test) shows where the answer comes from.
-    visits = store.table("visits")
-    rows = int(store.query_rows(f"SELECT count() FROM {visits}")[0][0])
-    store.command(f"ALTER TABLE {visits} UPDATE pageviews = pageviews + 1 WHERE 1 SETTINGS mutations_sync = 1")
-    after = run_query(store, settings, "aggregate", day).as_json()["results"][0]
-    assert rows > 0 and after["pageviews"] == before["pageviews"] + rows
-    assert after["visitors"] == before["visitors"]
+    # Changing the stored rows (never done outside this test) shows where each answer comes from:
+    # a filtered one from the visits, an unfiltered one from the day's sums.
+    visits, sums = store.table("visits"), store.table("visit_sums")
+    rows = int(store.query_rows(f"SELECT count() FROM {visits} WHERE device = 'desktop'")[0][0])
+    store.command(
+        f"ALTER TABLE {visits} UPDATE pageviews = pageviews + 1 WHERE device = 'desktop' SETTINGS mutations_sync = 1"
+    )
+    store.command(f"ALTER TABLE {sums} UPDATE pageviews = pageviews + 1000 WHERE list = '' SETTINGS mutations_sync = 1")
+    assert rows > 0 and pageviews(desktop) == before_desktop + rows
+    assert pageviews(day) == before + 1000
 
 
 def test_a_day_whose_events_changed_is_answered_live(traffic: tuple[Settings, dt.date], store: Store) -> None:

@@ -76,6 +76,8 @@ VISIT_BUCKETS = {
 }
 
 SUPPRESSED = "other (suppressed)"
+# The population of a query nobody matches.
+NOBODY: Mapping[str, Any] = {"visitors": 0, "k_visitors": 0, "pageviews": 0, "events": 0}
 REALTIME_SECONDS = 1800
 
 NOTES = {
@@ -408,8 +410,8 @@ GROUP BY g""",
     def _population(self, q: Query) -> dict[str, Any]:
         """The whole filtered population as one group (zeros when nobody matches)."""
         summed = self._summed(q, "")
-        groups = summed if summed is not None else list(self._visitor_groups(q, "0", by_dimension=False))
-        return groups[0] if groups else {"visitors": 0, "k_visitors": 0, "pageviews": 0, "events": 0}
+        groups = summed[""] if summed is not None else list(self._visitor_groups(q, "0", by_dimension=False))
+        return groups[0] if groups else dict(NOBODY)
 
     def _too_few(self, population: Mapping[str, Any]) -> bool:
         return bool(0 < population["k_visitors"] < self.k)
@@ -478,7 +480,15 @@ GROUP BY g""",
 
     def _visit_headline(self, q: Query) -> tuple[dict[str, Any], tuple[int, int, int, int], dict[str, Any]]:
         """From one pass over the visits ``q`` selects: the population (as ``_population``), the visit
-        totals (as ``_visit_totals``) and the people who sent an event (as ``_converted``)."""
+        totals (as ``_visit_totals``) and the people who sent an event (as ``_converted``); unfiltered,
+        from the sums of the built days."""
+        summed = self._summed(q, "", "converted")
+        if summed is not None:
+            nobody = {**NOBODY, "visits": 0, "bounces": 0, "seconds": 0}
+            everyone, reached = ((summed[kind] or [nobody])[0] for kind in ("", "converted"))
+            top = {k: everyone[k] for k in ("visitors", "k_visitors", "pageviews", "events")}
+            totals = (everyone["visits"], everyone["bounces"], everyone["seconds"], everyone["pageviews"])
+            return top, totals, {"visitors": reached["visitors"], "k_visitors": reached["k_visitors"]}
         params: dict[str, Any] = {}
         source, where = self._visits(q, params), self._visit_where(q, params)
         row = self.store.query_rows(
@@ -593,14 +603,16 @@ WHERE {where}""",
             "estimates": ["visitors"],
             "notes": {"visitors": NOTES["visitors"], "goals": NOTES["goals"]},
         }
-        top = self._population(q)
+        # Without named goals the population and the event names come from one read of the sums.
+        summed = None if q.goals else self._summed(q, "", "event_name")
+        top = (summed[""] or [dict(NOBODY)])[0] if summed is not None else self._population(q)
         if self._too_few(top):
             return Result(columns, [], {**meta, "suppressed": True, "groups": 0, "suppressed_groups": 0})
         total = top["visitors"]
         if q.goals:
             rows, hidden = self._named_goal_rows(q, total), 0
         else:
-            rows, hidden = self._event_goal_rows(q, total)
+            rows, hidden = self._event_goal_rows(q, total, summed["event_name"] if summed is not None else None)
         return Result(
             columns,
             rows,
@@ -637,17 +649,17 @@ WHERE {where}""",
             )
         return rows
 
-    def _event_goal_rows(self, q: Query, total: int) -> tuple[list[dict[str, Any]], int]:
+    def _event_goal_rows(
+        self, q: Query, total: int, groups: Iterable[Mapping[str, Any]] | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
         """One row per event name reached by at least k people, most visitors first; and how many
-        names were left out."""
+        names were left out. ``groups``: the event names' groups when already read (the sums)."""
         rows: list[dict[str, Any]] = []
         hidden = 0
-        summed = self._summed(q, "event_name")
-        groups = (
-            summed
-            if summed is not None
-            else self._visitor_groups(q, "name", extra="kind = 'event'", visit_list="event_name", visit_group="item.1")
-        )
+        if groups is None:
+            groups = self._visitor_groups(
+                q, "name", extra="kind = 'event'", visit_list="event_name", visit_group="item.1"
+            )
         for g in groups:
             if g["k_visitors"] < self.k:
                 hidden += 1
@@ -794,7 +806,7 @@ WHERE site = {{site:String}} AND is_bot = 0
 
         summed = self._summed(q, dim) if listed else None
         found = (
-            summed
+            summed[dim]
             if summed is not None
             else self._visitor_groups(q, expr, extra=extra, visit_list=listed, visit_group="item.1" if listed else "")
         )
@@ -803,10 +815,11 @@ WHERE site = {{site:String}} AND is_bot = 0
             return suppressed
         return self._ranked(groups, columns, q.limit, meta, fold)
 
-    def _summed(self, q: Query, kind: str) -> list[dict[str, Any]] | None:
-        """The groups of list ``kind`` (schema.SUM_LISTS: "" the population, pages, event names, entry
-        and exit pages) from the stored sums of the fresh whole builds and the visits of the other
-        days (``sums_groups_sql``); None when ``q`` has filters or no day of its range is built."""
+    def _summed(self, q: Query, *kinds: str) -> dict[str, list[dict[str, Any]]] | None:
+        """Per list of ``kinds`` (schema.SUM_LISTS: "" the population, "converted" the visitors who
+        sent an event, pages, event names, entry and exit pages), its groups, from the stored sums of
+        the fresh whole builds and the visits of the other days, in one statement
+        (``sums_groups_sql``); None when ``q`` has filters or no day of its range is built."""
         if q.filters or q.marketing_only:
             return None
         fresh, held, partial = self._fresh(q.start, q.end)
@@ -815,23 +828,23 @@ WHERE site = {{site:String}} AND is_bot = 0
         live = sorted(held - set(fresh) - {p.day for p in partial})
         params: dict[str, Any] = {"site": q.site, "start": q.start, "end": q.end, "live_days": live}
         others = visits_source(self.events, self.visits, (), bool(live), partial) if live or partial else ""
-        sql = sums_groups_sql(self.sums, kind, fresh.values(), others, self._visit_where(q, params))
-        groups = []
-        for g, consented, pseudo_days, peak, pageviews, event_count, visits, bounces in self.store.query_rows(
-            sql, params
-        ):
-            groups.append(
+        sql = sums_groups_sql(self.sums, kinds, fresh.values(), others, self._visit_where(q, params))
+        found: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
+        for kind, g, consented, pseudo_days, peak, *sums in self.store.query_rows(sql, params):
+            pageviews, event_count, visits, bounces, seconds = (int(x) for x in sums)
+            found[kind].append(
                 {
                     "g": g,
                     "visitors": int(consented) + int(pseudo_days),
                     "k_visitors": max(int(consented), int(peak)),
-                    "pageviews": int(pageviews),
-                    "events": int(event_count),
-                    "visits": int(visits),
-                    "bounces": int(bounces),
+                    "pageviews": pageviews,
+                    "events": event_count,
+                    "visits": visits,
+                    "bounces": bounces,
+                    "seconds": seconds,
                 }
             )
-        return groups
+        return found
 
     def _entry_groups(self, q: Query, fold: list[Any] | None = None, *, exit: bool = False) -> list[dict[str, Any]]:
         """Visits by entry page (``exit``: by exit page); with ``fold``, the visits entering (or leaving)
@@ -847,7 +860,7 @@ WHERE site = {{site:String}} AND is_bot = 0
                     "bounce_rate": round(g["bounces"] / g["visits"], 4) if g["visits"] else 0.0,
                     "_k": g["k_visitors"],
                 }
-                for g in summed
+                for g in summed[page]
             ]
         params: dict[str, Any] = {}
         if fold is not None:

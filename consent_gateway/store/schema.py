@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .client import Store
@@ -430,43 +430,46 @@ TTL {ttl} DELETE""",
 # its stored visits (store/visits.py). Consented keys are kept as a set to merge across days;
 # pseudonymised keys change every day, so a count per day suffices. Keys, so the events' retention.
 VISIT_SUMS_TABLE = "visit_sums"
-# list: (ARRAY JOIN of a visit's list as ``x`` or "", the item, the visits counted, page views, events)
-SUM_LISTS: dict[str, tuple[str, str, str, str, str]] = {
-    "": ("", "''", "1", "sum(pageviews)", "sum(events)"),  # the whole population
-    "page": ("arrayZip(paths, path_views, path_events)", "x.1", "1", "sum(x.2)", "sum(x.3)"),
-    "event_name": ("arrayZip(names, name_events)", "x.1", "1", "toUInt64(0)", "sum(x.2)"),
-    "entry_page": ("", "entry_page", "pageviews > 0", "sum(pageviews)", "sum(events)"),
-    "exit_page": ("", "exit_page", "pageviews > 0", "sum(pageviews)", "sum(events)"),
+# list: a visit's items in it, as (item, page views, events) tuples: one for the whole day's
+# population and for the visitors who sent an event, one a path, event name, entry or exit page.
+SUM_LISTS: dict[str, str] = {
+    "": "[('', toUInt64(pageviews), toUInt64(events))]",
+    "converted": "if(events > 0, [('', toUInt64(pageviews), toUInt64(events))], [])",
+    "page": "arrayMap(t -> (t.1, toUInt64(t.2), toUInt64(t.3)), arrayZip(paths, path_views, path_events))",
+    "event_name": "arrayMap(t -> (toString(t.1), toUInt64(0), toUInt64(t.2)), arrayZip(names, name_events))",
+    "entry_page": "if(pageviews > 0, [(entry_page, toUInt64(pageviews), toUInt64(events))], [])",
+    "exit_page": "if(pageviews > 0, [(exit_page, toUInt64(pageviews), toUInt64(events))], [])",
 }
-SUM_COLUMNS = "item, day, consented, pseudonymous, pageviews, events, visits, bounces"
+SUM_COLUMNS = "list, item, day, consented, pseudonymous, pageviews, events, visits, bounces, duration"
 
 
-def sums_sql(kind: str, source: str, where: str = "1", *, per_build: bool = False) -> str:
-    """The sums of list ``kind`` over the visit rows of ``source`` matching ``where``, per site, item and
-    day (``per_build``: and build, first); the columns of SUMS_INSERT after the build."""
-    join, item, counted, pageviews, events = SUM_LISTS[kind]
+def sums_sql(kinds: Iterable[str], source: str, where: str = "1", *, per_build: bool = False) -> str:
+    """The sums of the lists ``kinds`` (SUM_LISTS) over the visit rows of ``source`` matching ``where``,
+    in one pass: per site, list, item and day (``per_build``: and build, first), the columns
+    SUM_COLUMNS. ``visits``, ``bounces`` and ``duration`` are those of the visits with a page view."""
+    items = ", ".join(f"arrayMap(t -> ('{k}', t.1, t.2, t.3), {SUM_LISTS[k]})" for k in kinds)
     build = "build, " if per_build else ""
-    # Named apart from the visit columns they sum, which the condition reads.
+    # Named apart from the visit columns they sum.
     return f"""
 SELECT {build}site, list, item, day, ids AS consented, pd AS pseudonymous, pv AS pageviews, ev AS events,
-       n AS visits, b AS bounces
+       n AS visits, b AS bounces, d AS duration
 FROM (
-    SELECT {build}site, '{kind}' AS list, {item} AS item, day,
+    SELECT {build}site, x.1 AS list, x.2 AS item, day,
            uniqExactStateIf(visitor, identified = 1) AS ids, uniqExactIf(visitor, identified = 0) AS pd,
-           {pageviews} AS pv, {events} AS ev, count() AS n, countIf(bounce = 1) AS b
-    FROM {source}{f" ARRAY JOIN {join} AS x" if join else ""}
-    WHERE ({where}) AND {counted}
-    GROUP BY {build}site, item, day
+           sum(x.3) AS pv, sum(x.4) AS ev, countIf(pageviews > 0) AS n, countIf(bounce = 1) AS b,
+           sumIf(duration, pageviews > 0) AS d
+    FROM {source} ARRAY JOIN arrayConcat({items}) AS x
+    WHERE {where}
+    GROUP BY {build}site, list, item, day
 )"""
 
 
-def sums_insert(store: Store, source: str) -> list[str]:
-    """The statements that store the sums of every list over the visit rows of ``source``, per build."""
-    table = store.table(VISIT_SUMS_TABLE)
-    return [
-        f"INSERT INTO {table} (build, site, list, {SUM_COLUMNS}) {sums_sql(k, source, per_build=True)}"
-        for k in SUM_LISTS
-    ]
+def sums_insert(store: Store, source: str) -> str:
+    """The statement that stores the sums of every list over the visit rows of ``source``, per build."""
+    return (
+        f"INSERT INTO {store.table(VISIT_SUMS_TABLE)} (build, site, {SUM_COLUMNS}) "
+        f"{sums_sql(SUM_LISTS, source, per_build=True)}"
+    )
 
 
 def visit_sums_ddl(store: Store, *, events_months: int) -> list[str]:
@@ -484,7 +487,8 @@ def visit_sums_ddl(store: Store, *, events_months: int) -> list[str]:
     `pageviews` UInt64,
     `events` UInt64,
     `visits` UInt64,
-    `bounces` UInt64
+    `bounces` UInt64,
+    `duration` UInt64
 )
 ENGINE = MergeTree
 PARTITION BY day
@@ -492,7 +496,7 @@ ORDER BY (site, day, build, list, item)
 TTL {visits_ttl(events_months)} DELETE
 SETTINGS ttl_only_drop_parts = 1""",
         # The builds stored before this table: their sums, as their builder would have made them.
-        *sums_insert(store, store.table(VISITS_TABLE)),
+        sums_insert(store, store.table(VISITS_TABLE)),
     ]
 
 

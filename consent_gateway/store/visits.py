@@ -295,24 +295,26 @@ def visits_source(events: str, visits: str, built: Iterable[int], live: bool, pa
     return "(" + "\nUNION ALL\n".join(parts) + ")"
 
 
-def sums_groups_sql(sums: str, kind: str, built: Iterable[int], others: str, where: str) -> str:
-    """Per item ``g`` of list ``kind`` (schema.SUM_LISTS) of ``{site:String}`` from ``{start:Date}`` to
-    ``{end:Date}``: its consented keys, pseudonymised keys (summed over days, and the busiest day's),
-    page views, events, visits and bounces. The days of the ``built`` whole builds come from their
-    stored sums; the visits of ``others`` (a visits subquery of every other day, or empty) matching
-    ``where`` are summed the same way."""
+def sums_groups_sql(sums: str, kinds: Iterable[str], built: Iterable[int], others: str, where: str) -> str:
+    """Per list and item of the lists ``kinds`` (schema.SUM_LISTS) of ``{site:String}`` from
+    ``{start:Date}`` to ``{end:Date}``: its consented keys, pseudonymised keys (summed over days, and
+    the busiest day's), page views, events, visits, bounces and seconds in visits. The days of the
+    ``built`` whole builds come from their stored sums; the visits of ``others`` (a visits subquery of
+    every other day, or empty) matching ``where`` are summed the same way, in one pass."""
+    kinds = list(kinds)
     ids = ", ".join(str(int(b)) for b in built) or "0"
+    listed = ", ".join(f"'{k}'" for k in kinds)
     parts = [
         f"SELECT {SUM_COLUMNS} FROM {sums} WHERE site = {{site:String}} AND day BETWEEN {{start:Date}} "
-        f"AND {{end:Date}} AND build IN ({ids}) AND list = '{kind}'"
+        f"AND {{end:Date}} AND build IN ({ids}) AND list IN ({listed})"
     ]
     if others:
-        parts.append(f"SELECT {SUM_COLUMNS} FROM ({sums_sql(kind, others, where)})")
+        parts.append(f"SELECT {SUM_COLUMNS} FROM ({sums_sql(kinds, others, where)})")
     return f"""
-SELECT item AS g, uniqExactMerge(consented), sum(pseudonymous), max(pseudonymous), sum(pageviews), sum(events),
-       sum(visits), sum(bounces)
+SELECT list, item, uniqExactMerge(consented), sum(pseudonymous), max(pseudonymous), sum(pageviews), sum(events),
+       sum(visits), sum(bounces), sum(duration)
 FROM ({" UNION ALL ".join(parts)})
-GROUP BY g"""
+GROUP BY list, item"""
 
 
 # -- building ----------------------------------------------------------------------------------------
@@ -368,8 +370,7 @@ def build_day(store: Store, day: dt.date, cluster: str = "") -> DayBuild:
         settings=sync,
     )
     source = f"(SELECT * FROM {store.table(VISITS_TABLE)} WHERE day = {{day:Date}} AND build = {build})"
-    for statement in sums_insert(store, source):
-        store.command(statement, {"day": day}, settings=sync)
+    store.command(sums_insert(store, source), {"day": day}, settings=sync)
     store.insert_lines(
         BUILDS_TABLE, [json.dumps([day.isoformat(), build, count]).encode()], ["day", "build", "events"], settings=sync
     )
