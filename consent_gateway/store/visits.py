@@ -213,6 +213,10 @@ class Partial:
 
 # Builds of whole closed days; an open day's build has its ``upto``.
 WHOLE = "toUnixTimestamp64Milli(upto) = 0"
+# An open day's events count is recorded with the top bit set: a reader that knows only whole builds
+# (one of a version before open days, during an upgrade) compares it with the day's count and never
+# takes the open day's build for the whole day.
+OPEN_MARK = 1 << 63
 
 
 def partial_builds(store: Store, days: Iterable[dt.date]) -> list[Partial]:
@@ -227,7 +231,7 @@ def partial_builds(store: Store, days: Iterable[dt.date]) -> list[Partial]:
         f"FROM {store.table(BUILDS_TABLE)} WHERE day IN {{days:Array(Date)}} AND NOT {WHOLE} GROUP BY day",
         {"days": wanted},
     ):
-        if _events_before(store, day, int(upto_ms)) == int(counted):
+        if _events_before(store, day, int(upto_ms)) == int(counted) - OPEN_MARK:
             found.append(Partial(day, int(build), int(upto_ms)))
     return found
 
@@ -406,7 +410,7 @@ def build_open_day(store: Store, day: dt.date, *, now: dt.datetime, cluster: str
     stamp = upto.strftime("%Y-%m-%d %H:%M:%S.") + f"{upto.microsecond // 1000:03d}"
     store.insert_lines(
         BUILDS_TABLE,
-        [json.dumps([day.isoformat(), build, count, stamp]).encode()],
+        [json.dumps([day.isoformat(), build, count | OPEN_MARK, stamp]).encode()],
         ["day", "build", "events", "upto"],
         settings=sync,
     )
