@@ -123,7 +123,8 @@ class CookieInventoryMiddleware:
         with self._lock:
             if self._flusher is not None or self._closed:
                 return
-            self._flusher = Periodic("cookie-inventory", self.flush, self._flush_interval)
+            # Nothing is counted yet when the first request starts the flusher: its first write waits.
+            self._flusher = Periodic("cookie-inventory", self.flush, self._flush_interval, at_once=False)
             self._flusher.start()
 
     def flush(self) -> int:
