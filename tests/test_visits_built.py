@@ -409,3 +409,59 @@ def test_builds_stored_before_the_sums_get_theirs_when_migrated(
     assert migrate(store) == [9]
     assert int(store.query_rows(f"SELECT count() FROM {store.table('visit_sums')}")[0][0]) > 0
     assert run_query(store, settings, "breakdown", span).as_json() == answer
+
+
+def test_funnels_from_the_visits_steps_match_the_funnels_from_the_hits(
+    traffic: tuple[Settings, dt.date], store: Store
+) -> None:
+    settings, base = traffic
+    build_closed_days(store, events_months=settings.events_retention_months)
+    span = {"from": base.isoformat(), "to": dt.datetime.now(dt.UTC).date().isoformat()}
+    asked = [
+        {**span, "steps": "page:/,page:/courses,event:enrol"},
+        {**span, "steps": "page:/,page:/pricing"},
+        {**span, "steps": "event:enrol,page:/courses"},
+        {**span, "steps": "page:/,page:/courses,event:enrol", "utm_source": "google"},
+        {**span, "steps": "page:/,page:/signup", "device": "desktop"},
+    ]
+    read: list[str] = []
+    query_rows = store.query_rows
+
+    def recording(sql: str, params: Any = None) -> Any:
+        read.append(sql)
+        return query_rows(sql, params)
+
+    store.query_rows = recording  # type: ignore[method-assign]
+    try:
+        for params in asked:
+            # Within a visit's gap the visits' steps answer; one second more and the hits do.
+            read.clear()
+            by_visits = run_query(store, settings, "funnel", {**params, "window": "1800"}).as_json()
+            assert any("windowFunnel(1800)', " in sql for sql in read)
+            read.clear()
+            by_hits = run_query(store, settings, "funnel", {**params, "window": "1801"}).as_json()
+            assert not any("arrayReduce('windowFunnel" in sql for sql in read)
+            assert by_visits["results"] == by_hits["results"], params
+    finally:
+        store.query_rows = query_rows  # type: ignore[method-assign]
+    landing = run_query(store, settings, "funnel", asked[0]).as_json()["results"]
+    # The five people who chose on a landing page (the same five on each day) go on to enrol.
+    assert [r["visitors"] for r in landing] == [37, 5, 5]
+
+
+def test_a_build_without_the_steps_is_built_again(traffic: tuple[Settings, dt.date], store: Store) -> None:
+    settings, base = traffic
+    built = build_closed_days(store, events_months=settings.events_retention_months)
+    today = dt.datetime.now(dt.UTC).date()
+    assert days_to_build(store, base, today - dt.timedelta(days=1)) == []
+    # As an earlier release's builder records a build: without the steps column.
+    newest = built[0]
+    store.insert_lines(
+        "visit_builds",
+        [f'["{newest.day.isoformat()}", {newest.build + 1}, {newest.events}]'.encode()],
+        ["day", "build", "events"],
+    )
+    assert newest.day not in fresh_builds(store, base, today)[0]
+    assert days_to_build(store, base, today - dt.timedelta(days=1)) == [newest.day]
+    assert [b.day for b in build_closed_days(store, events_months=settings.events_retention_months)] == [newest.day]
+    assert newest.day in fresh_builds(store, base, today)[0]

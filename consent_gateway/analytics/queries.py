@@ -43,11 +43,12 @@ from typing import Any, cast
 from ..errors import RequestError
 from ..settings import Settings
 from ..store import Store
-from ..store.schema import VISIT_SUMS_TABLE, VISITS_TABLE
+from ..store.schema import STEP_EVENT, STEP_PAGE, VISIT_SUMS_TABLE, VISITS_TABLE
 from ..store.visits import (
     HIT_COLUMNS,
     PAGEVIEW,
     VISIT_ATTRIBUTES,
+    VISIT_GAP_SECONDS,
     VISIT_START,
     VISIT_WINDOW,
     Partial,
@@ -936,26 +937,7 @@ GROUP BY g"""
         columns = ["step", "kind", "value", "visitors", "conversion", "suppressed"]
         meta: dict[str, Any] = {"estimates": ["visitors"], "notes": {"visitors": NOTES["visitors"]}}
         params: dict[str, Any] = {"window": q.window}
-        conditions = []
-        for i, step in enumerate(q.steps):
-            params[f"s{i}"] = step.value
-            if step.kind == "page":
-                conditions.append(f"({PAGEVIEW} AND path = {{s{i}:String}})")
-            else:
-                conditions.append(f"(kind = 'event' AND name = {{s{i}:String}})")
-        where = self._where(q, params)
-        # A pseudonymised key is only valid for one day, so its funnel is bounded by the day too.
-        sql = f"""
-SELECT level, identified, day, count()
-FROM (
-    SELECT identified, if(identified = 1, toDate(0), toDate(ts)) AS day,
-           windowFunnel({{window:UInt64}})(toDateTime(ts), {", ".join(conditions)}) AS level
-    FROM {self._hits(q)}
-    WHERE {where} AND ({" OR ".join(conditions)})
-    GROUP BY identified, visitor, day
-)
-WHERE level > 0
-GROUP BY level, identified, day"""
+        sql = self._funnel_sql(q, params)
         reached: list[int] = [0] * len(q.steps)
         identified_reached: list[int] = [0] * len(q.steps)
         pseudo_by_day: list[dict[dt.date, int]] = [{} for _ in q.steps]
@@ -985,6 +967,53 @@ GROUP BY level, identified, day"""
                 }
             )
         return Result(columns, rows, {**meta, "suppressed": False})
+
+    def _funnel_sql(self, q: Query, params: dict[str, Any]) -> str:
+        """Per level reached, identified or not and day (toDate(0) for a consented key): the people who
+        reached it. A pseudonymised key is only valid for one day, so its funnel is bounded by the day.
+
+        Within a visit's gap (``q.window`` at most VISIT_GAP_SECONDS) every chain of steps lies in one
+        visit, so a person's level is the best of their visits', read from the visits' ordered steps
+        (fresh builds; live visits for the other days) when ``q`` filters by visit properties alone.
+        Otherwise from the hits."""
+        if q.window <= VISIT_GAP_SECONDS and self._by_visits(q, by_dimension=False):
+            marks = []
+            for i, step in enumerate(q.steps):
+                params[f"s{i}"] = (STEP_PAGE if step.kind == "page" else STEP_EVENT) + step.value
+                marks.append(f"arrayMap(x -> x = {{s{i}:String}}, steps)")
+            times = "arrayMap(x -> toDateTime(intDiv(toUnixTimestamp64Milli(start_ts) + x, 1000)), step_ms)"
+            return f"""
+SELECT level, identified, d, count()
+FROM (
+    SELECT identified, if(identified = 1, toDate(0), day) AS d, max(lv) AS level
+    FROM (
+        SELECT identified, visitor, day,
+               arrayReduce('windowFunnel({int(q.window)})', {times}, {", ".join(marks)}) AS lv
+        FROM {self._visits(q, params)}
+        WHERE {self._visit_where(q, params)} AND has(steps, {{s0:String}})
+    )
+    GROUP BY identified, visitor, d
+)
+WHERE level > 0
+GROUP BY level, identified, d"""
+        conditions = []
+        for i, step in enumerate(q.steps):
+            params[f"s{i}"] = step.value
+            if step.kind == "page":
+                conditions.append(f"({PAGEVIEW} AND path = {{s{i}:String}})")
+            else:
+                conditions.append(f"(kind = 'event' AND name = {{s{i}:String}})")
+        return f"""
+SELECT level, identified, day, count()
+FROM (
+    SELECT identified, if(identified = 1, toDate(0), toDate(ts)) AS day,
+           windowFunnel({{window:UInt64}})(toDateTime(ts), {", ".join(conditions)}) AS level
+    FROM {self._hits(q)}
+    WHERE {self._where(q, params)} AND ({" OR ".join(conditions)})
+    GROUP BY identified, visitor, day
+)
+WHERE level > 0
+GROUP BY level, identified, day"""
 
     # -- consent rates ----------------------------------------------------------------------
 

@@ -200,6 +200,7 @@ MIGRATIONS: tuple[tuple[int, str, Migration], ...] = (
     (7, "visits of closed days", lambda st, r: visits_ddl(st, events_months=r.events_months)),
     (8, "visits of the open day so far", lambda st, r: partial_builds_ddl(st.table(BUILDS_TABLE))),
     (9, "sums of stored visits", lambda st, r: visit_sums_ddl(st, events_months=r.events_months)),
+    (10, "steps of visits", lambda st, r: visit_steps_ddl(st)),
 )
 
 
@@ -396,8 +397,15 @@ VISIT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("hour_views", "Array(UInt32)"),
     ("hour_events", "Array(UInt32)"),
 )
+# Added by migration 10: the visit's page views and events in order, each as STEP_PAGE + its path or
+# STEP_EVENT + its name, with its time in ms after the visit's start. Funnels read these.
+VISIT_STEP_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("step_ms", "Array(UInt32)"),
+    ("steps", "Array(LowCardinality(String))"),
+)
+STEP_PAGE, STEP_EVENT = "p", "e"
 # The columns a query reads (the build id is the builder's).
-VISIT_FIELDS = tuple(name for name, _ in VISIT_COLUMNS if name != "build")
+VISIT_FIELDS = tuple(name for name, _ in (*VISIT_COLUMNS, *VISIT_STEP_COLUMNS) if name != "build")
 
 
 def visits_ddl(store: Store, *, events_months: int) -> list[str]:
@@ -497,6 +505,16 @@ TTL {visits_ttl(events_months)} DELETE
 SETTINGS ttl_only_drop_parts = 1""",
         # The builds stored before this table: their sums, as their builder would have made them.
         sums_insert(store, store.table(VISITS_TABLE)),
+    ]
+
+
+def visit_steps_ddl(store: Store) -> list[str]:
+    """Additive DDL: the visits' steps (VISIT_STEP_COLUMNS), and ``steps`` on ``visit_builds``, 1 for a
+    build that stored them. A build without (an earlier release's) is stale: its day is built again."""
+    visits = store.table(VISITS_TABLE)
+    return [
+        *(f"ALTER TABLE {visits} ADD COLUMN IF NOT EXISTS `{n}` {t}" for n, t in VISIT_STEP_COLUMNS),
+        f"ALTER TABLE {store.table(BUILDS_TABLE)} ADD COLUMN IF NOT EXISTS `steps` UInt8 DEFAULT 0",
     ]
 
 
