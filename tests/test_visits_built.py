@@ -13,7 +13,7 @@ import pytest
 
 from consent_gateway import Settings
 from consent_gateway.analytics import run_query
-from consent_gateway.store import Store, migrate
+from consent_gateway.store import Store, migrate, visits
 from consent_gateway.store.statements import erase_visitor
 from consent_gateway.store.visits import (
     OPEN_MARK,
@@ -465,3 +465,49 @@ def test_a_build_without_the_steps_is_built_again(traffic: tuple[Settings, dt.da
     assert days_to_build(store, base, today - dt.timedelta(days=1)) == [newest.day]
     assert [b.day for b in build_closed_days(store, events_months=settings.events_retention_months)] == [newest.day]
     assert newest.day in fresh_builds(store, base, today)[0]
+
+
+def test_the_open_keys_looked_up_or_not_give_the_same_answers(
+    traffic: tuple[Settings, dt.date], store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, base = traffic
+    today = dt.datetime.now(dt.UTC).date()
+    data.insert(store, "events", _open_day_traffic(today))
+    build_closed_days(store, events_months=settings.events_retention_months)
+    live = _answers(settings, store, base)
+    build_open_day(store, today, now=dt.datetime.combine(today, dt.time(0, 40), dt.UTC))
+    [partial] = partial_builds(store, [today])
+    opened = visits.look_up_open_keys(store, store.table("events"), partial, settings.site_id)
+    # Seen since 00:09: the fixture's 00:14 landing (its pseudonym and the consented key its link
+    # names), 600_001 (00:45), the late chooser and the pseudonym its link names, 700_002.
+    pseudonym = 500_000 + 2 * 7 + today.day
+    assert opened.keys == ((0, pseudonym), (0, 700_001), (0, 700_002), (1, 600_001), (1, 600_002), (1, 800_001))
+    # Their hits may also carry the pseudonyms the consented keys' links of the day name: 600_001's
+    # landing at 00:07 among them.
+    assert opened.reach == tuple(
+        sorted({500_000 + 7 + today.day, pseudonym, 600_001, 600_002, 700_001, 700_002, 800_001})
+    )
+    assert _answers(settings, store, base) == live
+    # Past the bound the query finds the keys itself; the answers do not change.
+    monkeypatch.setattr(visits, "OPEN_KEYS_INLINE", 3)
+    assert visits.look_up_open_keys(store, store.table("events"), partial, settings.site_id).keys is None
+    assert _answers(settings, store, base) == live
+
+
+def test_an_open_day_with_one_open_key_or_none(traffic: tuple[Settings, dt.date], store: Store) -> None:
+    settings, base = traffic
+    today = dt.datetime.now(dt.UTC).date()
+    at = dt.datetime.combine(today, dt.time(0, 0), dt.UTC)
+    data.insert(store, "events", [data._row(ts=at + dt.timedelta(minutes=45), visitor=600_001, path="/again")])
+    build_closed_days(store, events_months=settings.events_retention_months)
+    live = _answers(settings, store, base)
+    # Built at 01:10: hits to 01:09 read, the keys seen since 00:39 open (the fixture's are over by 00:15).
+    build_open_day(store, today, now=at + dt.timedelta(minutes=70))
+    [partial] = partial_builds(store, [today])
+    assert visits.look_up_open_keys(store, store.table("events"), partial, settings.site_id).keys == ((1, 600_001),)
+    assert _answers(settings, store, base) == live
+    # Built after every hit had settled: no open key, the stored visits alone answer.
+    build_open_day(store, today, now=at + dt.timedelta(hours=2))
+    [partial] = partial_builds(store, [today])
+    assert visits.look_up_open_keys(store, store.table("events"), partial, settings.site_id).keys == ()
+    assert _answers(settings, store, base) == live

@@ -55,6 +55,7 @@ from ..store.visits import (
     build_params,
     fresh_builds,
     linked_hits_sql,
+    look_up_open_keys,
     partial_builds,
     sums_groups_sql,
     visits_source,
@@ -172,11 +173,11 @@ class Analytics:
 
     def run(self, q: Query, *, today: dt.date | None = None, now: dt.datetime | None = None) -> Result:
         """Answer ``q``; ``today`` fixes the raw-retention cut-off and ``now`` the last time bucket (tests)."""
-        self._answer.fresh = {}
+        self._answer.fresh, self._answer.opened = {}, {}
         try:
             return self._run(q, today=today, now=now)
         finally:
-            self._answer.fresh = None
+            self._answer.fresh = self._answer.opened = None
 
     def _run(self, q: Query, *, today: dt.date | None, now: dt.datetime | None) -> Result:
         now = now or dt.datetime.now(dt.UTC)
@@ -377,7 +378,21 @@ GROUP BY g""",
         fresh, held, partial = self._fresh(q.start, q.end)
         built, live = build_params(fresh, held - {p.day for p in partial})
         params.update(site=q.site, start=q.start, end=q.end, live_days=live)
-        return visits_source(self.events, self.visits, built, bool(live), partial)
+        return visits_source(self.events, self.visits, built, bool(live), self._opened(q.site, partial), params)
+
+    def _opened(self, site: str, partial: list[Partial]) -> list[Partial]:
+        """``partial`` with ``site``'s open keys looked up, once an answer."""
+        memo = cast("dict[tuple[str, Partial], Partial] | None", getattr(self._answer, "opened", None))
+        found = []
+        for p in partial:
+            if memo is not None and (site, p) in memo:
+                found.append(memo[(site, p)])
+                continue
+            opened = look_up_open_keys(self.store, self.events, p, site)
+            if memo is not None:
+                memo[(site, p)] = opened
+            found.append(opened)
+        return found
 
     def _fresh(self, start: dt.date, end: dt.date) -> tuple[dict[dt.date, int], set[dt.date], list[Partial]]:
         """The built days of ``start`` to ``end`` that still match their events and lie wholly within
@@ -828,7 +843,8 @@ WHERE site = {{site:String}} AND is_bot = 0
             return None
         live = sorted(held - set(fresh) - {p.day for p in partial})
         params: dict[str, Any] = {"site": q.site, "start": q.start, "end": q.end, "live_days": live}
-        others = visits_source(self.events, self.visits, (), bool(live), partial) if live or partial else ""
+        opened = self._opened(q.site, partial)
+        others = visits_source(self.events, self.visits, (), bool(live), opened, params) if live or partial else ""
         sql = sums_groups_sql(self.sums, kinds, fresh.values(), others, self._visit_where(q, params))
         found: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
         for kind, g, consented, pseudo_days, peak, *sums in self.store.query_rows(sql, params):

@@ -32,7 +32,8 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from ..records import LINK, LINK_PSEUDONYM
 from .client import Store
@@ -80,13 +81,14 @@ HIT_COLUMNS = tuple(
 # -- the one definition ------------------------------------------------------------------------------
 
 
-def linked_hits_sql(events: str, days: str, *, one_site: bool = True) -> str:
+def linked_hits_sql(events: str, days: str, *, one_site: bool = True, hits: str = "") -> str:
     """The stored hits of ``days`` (a condition on ``toDate(ts)``) as every query reads them (HIT_COLUMNS).
 
     A pseudonymised hit followed, on the same day and within VISIT_GAP_SECONDS, by a link record of
     its key (written by a choice that granted analytics) takes the link's consented key, granted
     categories and click id; link records themselves are no hits, nor are bots' hits. With
-    ``one_site`` only the hits of ``{site:String}`` are read.
+    ``one_site`` only the hits of ``{site:String}`` are read; with ``hits`` (a condition on ``e``),
+    only the hits that meet it.
     """
     names = HIT_COLUMNS
     gap_ms = VISIT_GAP_SECONDS * 1000
@@ -108,7 +110,7 @@ def linked_hits_sql(events: str, days: str, *, one_site: bool = True) -> str:
                 FROM {events}
                 WHERE {site}kind = '{LINK}' AND identified = 1 AND {days}
             ) AS l ON e.site = l.l_site AND e.visitor = l.p AND e.identified = l.pseudonymous AND e.ts <= l.lts
-            WHERE {site}e.kind != '{LINK}' AND e.is_bot = 0 AND {days}"""
+            WHERE {site}e.kind != '{LINK}' AND e.is_bot = 0 AND {days}{f" AND {hits}" if hits else ""}"""
 
 
 # Per site, key and day, in time order: a visit starts at a hit more than the gap after the one before.
@@ -122,9 +124,11 @@ VISIT_START = (
 )
 
 
-def visit_rows_sql(events: str, days: str, *, one_site: bool = True, keys: str = "") -> str:
+def visit_rows_sql(events: str, days: str, *, one_site: bool = True, keys: str = "", hits: str = "") -> str:
     """One row per visit of ``days`` (columns VISIT_FIELDS), from ``linked_hits_sql``; with ``keys``
-    (a query of ``(identified, visitor)`` pairs), only the visits of those keys.
+    (what ``(identified, visitor) IN`` takes: a query in parentheses, an array parameter), only the
+    visits of those keys, and with ``hits`` (a condition on the hits ``e`` before they are linked)
+    only those read.
 
     Entry and exit pages are the visit's first and last page views; its duration runs from the first
     page view to the last (whole seconds); a bounce is a visit of exactly one page view. A visit of
@@ -174,8 +178,8 @@ FROM (
                arraySort(h -> h.1, groupArray((toUnixTimestamp64Milli(ts), {PAGEVIEW}, kind = 'event',
                    if({PAGEVIEW}, path, ''), ({", ".join(ENTRY_COLUMNS)}), granted,
                    path, if(kind = 'event', name, '')))) AS hits
-        FROM ({linked_hits_sql(events, days, one_site=one_site)})
-        {f"WHERE (identified, visitor) IN ({keys})" if keys else ""}
+        FROM ({linked_hits_sql(events, days, one_site=one_site, hits=hits)})
+        {f"WHERE (identified, visitor) IN {keys}" if keys else ""}
         -- one 64-bit key per (site, key, day) groups faster than the four columns
         GROUP BY cityHash64(site, identified, visitor, toDate(ts))
     )
@@ -203,11 +207,21 @@ def fresh_builds(
 
 @dataclass(frozen=True, slots=True)
 class Partial:
-    """The build of an open day a reader can take: its id and the time (ms) it read hits up to."""
+    """The build of an open day a reader can take: its id and the time (ms) it read hits up to; with
+    its open keys once looked up (``look_up_open_keys``)."""
 
     day: dt.date
     build: int
     upto_ms: int
+    # The open keys as (identified, visitor) pairs; None: not looked up, the query finds them itself.
+    keys: tuple[tuple[int, int], ...] | None = None
+    # Every visitor key a hit of theirs can carry before the link: their own and the pseudonyms
+    # their links of the day name.
+    reach: tuple[int, ...] = ()
+
+
+# At most this many open keys are written into a query; past it the query finds them itself.
+OPEN_KEYS_INLINE = 5000
 
 
 # Builds of whole closed days; an open day's build has its ``upto``.
@@ -247,6 +261,31 @@ def _events_before(store: Store, day: dt.date, upto_ms: int) -> int:
     return int(rows[0][0])
 
 
+def look_up_open_keys(store: Store, events: str, partial: Partial, site: str) -> Partial:
+    """``partial`` with ``site``'s open keys and their reach looked up, so that a query reads and links
+    only those keys' hits of the day (and none when there are none); unchanged past OPEN_KEYS_INLINE."""
+    rows = store.query_rows(
+        f"SELECT DISTINCT identified, visitor FROM ({open_keys_sql(events, partial)}) LIMIT {OPEN_KEYS_INLINE + 1}",
+        {"site": site},
+    )
+    if len(rows) > OPEN_KEYS_INLINE:
+        return partial
+    keys = tuple(sorted((int(i), int(v)) for i, v in rows))
+    consented = [v for i, v in keys if i == 1]
+    named: set[int] = set()
+    if consented:
+        named = {
+            int(p)
+            for (p,) in store.query_rows(
+                f"SELECT DISTINCT JSONExtractUInt(props, '{LINK_PSEUDONYM}') FROM {events} "
+                f"WHERE site = {{site:String}} AND kind = '{LINK}' AND identified = 1 AND toDate(ts) = {{day:Date}} "
+                "AND visitor IN {keys:Array(UInt64)}",
+                {"site": site, "day": partial.day, "keys": consented},
+            )
+        }
+    return replace(partial, keys=keys, reach=tuple(sorted({v for _, v in keys} | named)))
+
+
 def open_keys_sql(events: str, partial: Partial) -> str:
     """The keys of ``partial``'s day seen since its ``upto`` minus the gap: each row's own key and the
     pseudonymised key a link names. Their visits may differ from the stored ones: they are made live."""
@@ -278,10 +317,19 @@ def events_by_day(store: Store, start: dt.date, end: dt.date, cluster: str = "")
     return {day: int(n) for day, n in rows}
 
 
-def visits_source(events: str, visits: str, built: Iterable[int], live: bool, partial: Iterable[Partial] = ()) -> str:
+def visits_source(
+    events: str,
+    visits: str,
+    built: Iterable[int],
+    live: bool,
+    partial: Iterable[Partial] = (),
+    params: dict[str, Any] | None = None,
+) -> str:
     """The visits of ``{site:String}`` from ``{start:Date}`` to ``{end:Date}`` as one subquery: the
     stored rows of the ``built`` build ids, those of each ``partial`` build with the visits of its open
-    keys made live, then (``live``) the rows of ``{live_days:Array(Date)}`` made from the hits."""
+    keys made live, then (``live``) the rows of ``{live_days:Array(Date)}`` made from the hits. Open
+    keys looked up go into ``params`` (required then), as arrays: the engine reads them faster than
+    the same keys written out."""
     fields = ", ".join(VISIT_FIELDS)
     stored = (
         f"SELECT {fields} FROM {visits} WHERE site = {{site:String}} AND day BETWEEN {{start:Date}} AND {{end:Date}}"
@@ -291,9 +339,21 @@ def visits_source(events: str, visits: str, built: Iterable[int], live: bool, pa
     if ids:
         parts.append(f"{stored} AND build IN ({ids})")
     for p in partial:
-        keys = open_keys_sql(events, p)
-        parts.append(f"{stored} AND build = {int(p.build)} AND (identified, visitor) NOT IN ({keys})")
-        made = visit_rows_sql(events, f"toDate(ts) = '{p.day.isoformat()}'", keys=keys)
+        hits = ""
+        if p.keys is None:
+            keys = f"({open_keys_sql(events, p)})"
+        elif not p.keys:
+            parts.append(f"{stored} AND build = {int(p.build)}")
+            continue
+        else:
+            if params is None:
+                raise ValueError("open keys looked up need the query's params")
+            name = f"open_{p.day:%Y%m%d}"
+            params[f"{name}_keys"], params[f"{name}_reach"] = list(p.keys), list(p.reach)
+            keys = f"{{{name}_keys:Array(Tuple(UInt8, UInt64))}}"
+            hits = f"e.visitor IN {{{name}_reach:Array(UInt64)}}"
+        parts.append(f"{stored} AND build = {int(p.build)} AND (identified, visitor) NOT IN {keys}")
+        made = visit_rows_sql(events, f"toDate(ts) = '{p.day.isoformat()}'", keys=keys, hits=hits)
         parts.append(f"SELECT {fields} FROM ({made})")
     if live or not parts:
         live_rows = visit_rows_sql(events, "toDate(ts) IN {live_days:Array(Date)}")
