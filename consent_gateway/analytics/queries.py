@@ -383,16 +383,12 @@ GROUP BY g""",
     def _opened(self, site: str, partial: list[Partial]) -> list[Partial]:
         """``partial`` with ``site``'s open keys looked up, once an answer."""
         memo = cast("dict[tuple[str, Partial], Partial] | None", getattr(self._answer, "opened", None))
-        found = []
+        if memo is None:  # outside ``run``: nothing to share
+            memo = {}
         for p in partial:
-            if memo is not None and (site, p) in memo:
-                found.append(memo[(site, p)])
-                continue
-            opened = look_up_open_keys(self.store, self.events, p, site)
-            if memo is not None:
-                memo[(site, p)] = opened
-            found.append(opened)
-        return found
+            if (site, p) not in memo:
+                memo[(site, p)] = look_up_open_keys(self.store, self.events, p, site)
+        return [memo[(site, p)] for p in partial]
 
     def _fresh(self, start: dt.date, end: dt.date) -> tuple[dict[dt.date, int], set[dt.date], list[Partial]]:
         """The built days of ``start`` to ``end`` that still match their events and lie wholly within

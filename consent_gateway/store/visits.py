@@ -322,14 +322,14 @@ def visits_source(
     visits: str,
     built: Iterable[int],
     live: bool,
-    partial: Iterable[Partial] = (),
-    params: dict[str, Any] | None = None,
+    partial: Iterable[Partial],
+    params: dict[str, Any],
 ) -> str:
     """The visits of ``{site:String}`` from ``{start:Date}`` to ``{end:Date}`` as one subquery: the
     stored rows of the ``built`` build ids, those of each ``partial`` build with the visits of its open
     keys made live, then (``live``) the rows of ``{live_days:Array(Date)}`` made from the hits. Open
-    keys looked up go into ``params`` (required then), as arrays: the engine reads them faster than
-    the same keys written out."""
+    keys looked up go into the query's ``params``, as arrays: the engine reads them faster than the
+    same keys written out."""
     fields = ", ".join(VISIT_FIELDS)
     stored = (
         f"SELECT {fields} FROM {visits} WHERE site = {{site:String}} AND day BETWEEN {{start:Date}} AND {{end:Date}}"
@@ -346,8 +346,6 @@ def visits_source(
             parts.append(f"{stored} AND build = {int(p.build)}")
             continue
         else:
-            if params is None:
-                raise ValueError("open keys looked up need the query's params")
             name = f"open_{p.day:%Y%m%d}"
             params[f"{name}_keys"], params[f"{name}_reach"] = list(p.keys), list(p.reach)
             keys = f"{{{name}_keys:Array(Tuple(UInt8, UInt64))}}"
