@@ -142,6 +142,20 @@ def test_attendance_page_and_api_cover_this_week(client: TestClient, monkeypatch
     assert response.headers.get_list("set-cookie") == []
 
 
+def test_the_home_page_on_a_sunday_says_there_are_no_classes(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sunday in Seoul lies outside the Monday-to-Saturday week: the page still answers."""
+    monkeypatch.setattr(demo_site, "_today", lambda: date(2026, 12, 6))  # a Sunday
+    korean = client.get("/")
+    assert korean.status_code == 200
+    assert "오늘은 수업이 없습니다" in korean.text
+    client.cookies.set("ui_lang", "en")
+    english = client.get("/")
+    assert english.status_code == 200
+    assert "No classes today" in english.text
+
+
 def test_unknown_path_is_a_404_html_page(client: TestClient) -> None:
     response = client.get("/no/such/page")
     assert response.status_code == 404

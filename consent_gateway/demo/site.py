@@ -488,7 +488,8 @@ async def home(request: Request) -> HTMLResponse:
     lang = _request_lang(request)
     data = _attendance_week(_today())
     today_key = str(data["today"])
-    today_statuses = [s["records"][today_key] for s in data["students"]]
+    # The week runs Monday to Saturday: on a Sunday (the academy is closed) no one has a record.
+    today_statuses = [s["records"].get(today_key, "none") for s in data["students"]]
     expected = [s for s in today_statuses if s in ("present", "late", "absent")]
     attended = [s for s in expected if s in ("present", "late")]
     active_count = sum(1 for s in STUDENTS if s.active)
