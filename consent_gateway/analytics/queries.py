@@ -264,7 +264,7 @@ class Analytics:
     def _filter_clauses(self, q: Query, params: dict[str, Any], *, visits: bool = False) -> list[str]:
         """The filters of ``q`` as conditions on hits, or (``visits``) on visit rows: a visit matches a
         page or event-name filter when one of its page views or events does."""
-        clauses = []
+        clauses: list[str] = []
         for i, (dim, value) in enumerate(q.filters):
             # "(none)" names the empty value; click attribution's own "(none)" is a value of its expression.
             params[f"f{i}"] = "" if value == EMPTY_VALUE and dim != "click_attribution" else value
@@ -377,7 +377,7 @@ GROUP BY g""",
         of its open days with the rest made live, the others made live."""
         fresh, held, partial = self._fresh(q.start, q.end)
         built, live = build_params(fresh, held - {p.day for p in partial})
-        params.update(site=q.site, start=q.start, end=q.end, live_days=live)
+        params.update(site=q.site, start=q.start, end=q.end, live_days=live, keep=self.retention_months)
         return visits_source(self.events, self.visits, built, bool(live), self._opened(q.site, partial), params)
 
     def _opened(self, site: str, partial: list[Partial]) -> list[Partial]:
@@ -410,14 +410,13 @@ GROUP BY g""",
         return found
 
     def _visit_where(self, q: Query, params: dict[str, Any]) -> str:
-        """The visits of ``q``'s consent and filters (site and range are the source's own)."""
-        params["keep"] = self.retention_months
-        clauses = ["start_ts >= now() - toIntervalMonth({keep:UInt32})"]
+        """The visits of ``q``'s consent and filters (site, range and retention are the source's own)."""
+        clauses: list[str] = []
         if q.marketing_only:
             params["marketing"] = self.marketing
             clauses.append("has(granted, {marketing:String})")
         clauses.extend(self._filter_clauses(q, params, visits=True))
-        return " AND ".join(clauses)
+        return " AND ".join(clauses) or "1"
 
     def _population(self, q: Query) -> dict[str, Any]:
         """The whole filtered population as one group (zeros when nobody matches)."""
@@ -838,7 +837,13 @@ WHERE site = {{site:String}} AND is_bot = 0
         if not fresh:
             return None
         live = sorted(held - set(fresh) - {p.day for p in partial})
-        params: dict[str, Any] = {"site": q.site, "start": q.start, "end": q.end, "live_days": live}
+        params: dict[str, Any] = {
+            "site": q.site,
+            "start": q.start,
+            "end": q.end,
+            "live_days": live,
+            "keep": self.retention_months,
+        }
         opened = self._opened(q.site, partial)
         others = visits_source(self.events, self.visits, (), bool(live), opened, params) if live or partial else ""
         sql = sums_groups_sql(self.sums, kinds, fresh.values(), others, self._visit_where(q, params))

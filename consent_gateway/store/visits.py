@@ -327,7 +327,8 @@ def visits_source(
 ) -> str:
     """The visits of ``{site:String}`` from ``{start:Date}`` to ``{end:Date}`` as one subquery: the
     stored rows of the ``built`` build ids, those of each ``partial`` build with the visits of its open
-    keys made live, then (``live``) the rows of ``{live_days:Array(Date)}`` made from the hits. Open
+    keys made live, then (``live``) the rows of ``{live_days:Array(Date)}`` made from the hits that
+    begin within the last ``{keep:UInt32}`` months (the builds' days lie wholly within them). Open
     keys looked up go into the query's ``params``, as arrays: the engine reads them faster than the
     same keys written out."""
     fields = ", ".join(VISIT_FIELDS)
@@ -354,8 +355,10 @@ def visits_source(
         made = visit_rows_sql(events, f"toDate(ts) = '{p.day.isoformat()}'", keys=keys, hits=hits)
         parts.append(f"SELECT {fields} FROM ({made})")
     if live or not parts:
+        # Only a live day can begin before the raw retention (its first day is cut at this time of
+        # day): the days of builds read here all lie wholly within it, so their rows need no check.
         live_rows = visit_rows_sql(events, "toDate(ts) IN {live_days:Array(Date)}")
-        parts.append(f"SELECT {fields} FROM ({live_rows})")
+        parts.append(f"SELECT {fields} FROM ({live_rows}) WHERE start_ts >= now() - toIntervalMonth({{keep:UInt32}})")
     return "(" + "\nUNION ALL\n".join(parts) + ")"
 
 
