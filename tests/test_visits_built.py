@@ -14,6 +14,7 @@ import pytest
 from consent_gateway import Settings
 from consent_gateway.analytics import run_query
 from consent_gateway.store import Store, migrate, visits
+from consent_gateway.store.schema import VISITOR_SET
 from consent_gateway.store.statements import erase_visitor
 from consent_gateway.store.visits import (
     OPEN_MARK,
@@ -465,6 +466,69 @@ def test_a_build_without_the_steps_is_built_again(traffic: tuple[Settings, dt.da
     assert days_to_build(store, base, today - dt.timedelta(days=1)) == [newest.day]
     assert [b.day for b in build_closed_days(store, events_months=settings.events_retention_months)] == [newest.day]
     assert newest.day in fresh_builds(store, base, today)[0]
+
+
+def test_a_build_of_the_earlier_format_is_built_again(traffic: tuple[Settings, dt.date], store: Store) -> None:
+    """Format 1 (steps, exact key sets) is what the release before migration 11 records; each side
+    rebuilds the other's builds, so neither reads sums or step ids it did not write."""
+    settings, base = traffic
+    built = build_closed_days(store, events_months=settings.events_retention_months)
+    today = dt.datetime.now(dt.UTC).date()
+    newest = built[0]
+    store.insert_lines(
+        "visit_builds",
+        [f'["{newest.day.isoformat()}", {newest.build + 1}, {newest.events}, 1]'.encode()],
+        ["day", "build", "events", "steps"],
+    )
+    assert newest.day not in fresh_builds(store, base, today)[0]
+    assert [b.day for b in build_closed_days(store, events_months=settings.events_retention_months)] == [newest.day]
+    assert newest.day in fresh_builds(store, base, today)[0]
+    format_of = store.query_rows(
+        f"SELECT argMax(steps, build) FROM {store.table('visit_builds')} WHERE day = {{day:Date}}", {"day": newest.day}
+    )
+    assert format_of == [(visits.BUILD_FORMAT,)]
+
+
+def test_visits_stored_without_step_ids_get_them_from_their_steps(
+    traffic: tuple[Settings, dt.date], store: Store
+) -> None:
+    settings, _ = traffic
+    build_closed_days(store, events_months=settings.events_retention_months)
+    table = store.table("visits")
+    built = store.query_rows(f"SELECT count() FROM {table} WHERE step_ids != arrayMap(s -> cityHash64(s), steps)")
+    assert built == [(0,)]
+    assert store.query_rows(f"SELECT countIf(length(step_ids) > 0) > 0 FROM {table}") == [(1,)]
+    # As an earlier release's builder stores a visit: without the column.
+    store.command(
+        f"INSERT INTO {table} (site, day, build, identified, visitor, step_ms, steps) "
+        "VALUES ('old', today(), 1, 1, 42, [0, 5], ['p/', 'esignup'])"
+    )
+    ids = store.query_rows(
+        f"SELECT step_ids, [cityHash64('p/'), cityHash64('esignup')] FROM {table} WHERE site = 'old'"
+    )
+    assert ids[0][0] == ids[0][1]
+
+
+def test_the_hashed_visitor_sets_count_exactly_up_to_thousands(store: Store) -> None:
+    """The k rule reads consented visitors from VISITOR_SET states (k is at most 1,000): on this
+    engine every size up to 3,000 counts exactly, whole or merged from ten parts, for five key sets;
+    a much larger set is an estimate, close but not exact."""
+    fn = VISITOR_SET
+    keys = """
+        SELECT seed, n, cityHash64(seed, i) AS key, i % 10 AS piece
+        FROM (SELECT number % 5 AS seed, 1 + intDiv(number, 5) * 7 AS n FROM numbers(5 * 429))
+        ARRAY JOIN range(n) AS i"""
+    whole = f"SELECT seed, n, {fn}(key) AS counted FROM ({keys}) GROUP BY seed, n"
+    merged = f"""
+        SELECT seed, n, {fn}Merge(part) AS counted
+        FROM (SELECT seed, n, piece, {fn}State(key) AS part FROM ({keys}) GROUP BY seed, n, piece)
+        GROUP BY seed, n"""
+    for sets in (whole, merged):
+        assert store.query_rows(f"SELECT count(), countIf(counted != n) FROM ({sets})") == [(5 * 429, 0)]
+    sizes = store.query_rows("SELECT max(1 + intDiv(number, 5) * 7) FROM numbers(5 * 429)")
+    assert sizes == [(2997,)]
+    [(big,)] = store.query_rows(f"SELECT {fn}(cityHash64(number)) FROM numbers(200000)")
+    assert big != 200000 and abs(big - 200000) < 200000 * 0.01
 
 
 def test_the_open_keys_looked_up_or_not_give_the_same_answers(

@@ -6,7 +6,10 @@ Counting rules, applied everywhere:
 - Visitors: consented rows (``identified = 1``) carry a key derived from the consent id, stable
   across days. Pseudonymised rows carry a key salted per day, so the same person is a new key each
   day: they are counted once per day (``uniqExact((visitor, day))``). The sum is an estimate, and
-  every response lists it under ``estimates``.
+  every response lists it under ``estimates``. Consented keys are counted with ``uniqCombined``
+  (schema.VISITOR_SET), as the stored sums hold them: exact up to a few thousand keys a number (so
+  always at k), within about 0.5 % beyond, as Plausible's ``uniq``; page views, visits and events
+  are exact counts.
 - k-anonymity: a number is shown only if at least k distinct people provably stand behind it. The
   bound used is ``max(consented visitors, largest single-day count of pseudonymised visitors)``,
   which never counts one pseudonymised person seen on many days as many people. It applies to the
@@ -43,7 +46,7 @@ from typing import Any, cast
 from ..errors import RequestError
 from ..settings import Settings
 from ..store import Store
-from ..store.schema import STEP_EVENT, STEP_PAGE, VISIT_SUMS_TABLE, VISITS_TABLE
+from ..store.schema import STEP_EVENT, STEP_PAGE, VISIT_SUMS_TABLE, VISITOR_SET, VISITS_TABLE
 from ..store.visits import (
     HIT_COLUMNS,
     PAGEVIEW,
@@ -308,7 +311,7 @@ class Analytics:
         rows = self.store.query_rows(
             f"""
 SELECT {group} AS g,
-       uniqExactIf(visitor, identified = 1) AS consented_keys,
+       {VISITOR_SET}If(visitor, identified = 1) AS consented_keys,
        uniqExactIf(cityHash64(visitor, {day}), identified = 0) AS pseudonymous_days,
        {counts}
 FROM {source}
@@ -504,9 +507,9 @@ GROUP BY g""",
         source, where = self._visits(q, params), self._visit_where(q, params)
         row = self.store.query_rows(
             f"""
-SELECT uniqExactIf(visitor, identified = 1), uniqExactIf(cityHash64(visitor, day), identified = 0),
+SELECT {VISITOR_SET}If(visitor, identified = 1), uniqExactIf(cityHash64(visitor, day), identified = 0),
        sum(pageviews), sum(events), countIf(pageviews > 0), sum(bounce), sum(duration),
-       uniqExactIf(visitor, identified = 1 AND events > 0),
+       {VISITOR_SET}If(visitor, identified = 1 AND events > 0),
        uniqExactIf(cityHash64(visitor, day), identified = 0 AND events > 0)
 FROM {source}
 WHERE {where}""",
@@ -702,7 +705,7 @@ WHERE {where}""",
         }  # fmt: skip
         ident, pseudo, pseudo_today, pseudo_before, pageviews = self.store.query_rows(
             f"""
-SELECT uniqExactIf(visitor, identified = 1),
+SELECT {VISITOR_SET}If(visitor, identified = 1),
        uniqExactIf(cityHash64(visitor, toDate(ts)), identified = 0),
        uniqExactIf(visitor, identified = 0 AND toDate(ts) = {{today:Date}}),
        uniqExactIf(visitor, identified = 0 AND toDate(ts) != {{today:Date}}),
@@ -890,10 +893,10 @@ WHERE site = {{site:String}} AND is_bot = 0
     FROM {self._visits(q, params)}
     WHERE {self._visit_where(q, params)} AND pageviews > 0{keep}"""
         sql = f"""
-SELECT g, uniqExactMerge(ids), sum(pd), max(pd), sum(n), sum(b)
+SELECT g, {VISITOR_SET}Merge(ids), sum(pd), max(pd), sum(n), sum(b)
 FROM (
     SELECT g, d,
-           uniqExactStateIf(visitor, identified = 1) AS ids,
+           {VISITOR_SET}StateIf(visitor, identified = 1) AS ids,
            uniqExactIf(visitor, identified = 0) AS pd,
            count() AS n, countIf(bounced) AS b
     FROM ({rows})
@@ -991,13 +994,14 @@ GROUP BY g"""
 
         Within a visit's gap (``q.window`` at most VISIT_GAP_SECONDS) every chain of steps lies in one
         visit, so a person's level is the best of their visits', read from the visits' ordered steps
-        (fresh builds; live visits for the other days) when ``q`` filters by visit properties alone.
+        (fresh builds; live visits for the other days) when ``q`` filters by visit properties alone,
+        as their 64-bit ids (``step_ids``): comparing numbers, not strings, saves about a third.
         Otherwise from the hits."""
         if q.window <= VISIT_GAP_SECONDS and self._by_visits(q, by_dimension=False):
             marks = []
             for i, step in enumerate(q.steps):
                 params[f"s{i}"] = (STEP_PAGE if step.kind == "page" else STEP_EVENT) + step.value
-                marks.append(f"arrayMap(x -> x = {{s{i}:String}}, steps)")
+                marks.append(f"arrayMap(x -> x = cityHash64({{s{i}:String}}), step_ids)")
             times = "arrayMap(x -> toDateTime(intDiv(toUnixTimestamp64Milli(start_ts) + x, 1000)), step_ms)"
             return f"""
 SELECT level, identified, d, count()
@@ -1007,7 +1011,7 @@ FROM (
         SELECT identified, visitor, day,
                arrayReduce('windowFunnel({int(q.window)})', {times}, {", ".join(marks)}) AS lv
         FROM {self._visits(q, params)}
-        WHERE {self._visit_where(q, params)} AND has(steps, {{s0:String}})
+        WHERE {self._visit_where(q, params)} AND has(step_ids, cityHash64({{s0:String}}))
     )
     GROUP BY identified, visitor, d
 )

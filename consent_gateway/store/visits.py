@@ -42,10 +42,12 @@ from .schema import (
     BUILDS_TABLE,
     EVENT_COLUMNS,
     STEP_EVENT,
+    STEP_IDS,
     STEP_PAGE,
     SUM_COLUMNS,
     VISIT_FIELDS,
     VISIT_SUMS_TABLE,
+    VISITOR_SET,
     VISITS_TABLE,
     sums_insert,
     sums_sql,
@@ -167,7 +169,8 @@ SELECT site, day, identified, visitor,
        -- the page views and events in order, each with its time after the visit's start (funnels)
        arrayFilter(x -> x.2 OR x.3, v) AS stepped,
        arrayMap(x -> toUInt32(x.1 - v[1].1), stepped) AS step_ms,
-       arrayMap(x -> if(x.2, concat('{STEP_PAGE}', x.4), concat('{STEP_EVENT}', x.8)), stepped) AS steps
+       arrayMap(x -> if(x.2, concat('{STEP_PAGE}', x.4), concat('{STEP_EVENT}', x.8)), stepped) AS steps,
+       {STEP_IDS} AS step_ids
 FROM (
     SELECT key_site AS site, key_identified AS identified, key AS visitor, day,
            arrayJoin(arraySplit((h, s) -> s, hits,
@@ -226,8 +229,11 @@ OPEN_KEYS_INLINE = 5000
 
 # Builds of whole closed days; an open day's build has its ``upto``.
 WHOLE = "toUnixTimestamp64Milli(upto) = 0"
-# A day's latest build stored the visits' steps (migration 10); one without is stale, built again.
-WITH_STEPS = "argMax(steps, build) = 1"
+# What a build stores, recorded in ``visit_builds.steps``: 1, the visits' steps (migration 10); 2, also
+# their step ids and the sums' hashed visitor sets (migration 11). A day whose latest build is of
+# another format is stale and built again, by this release and by an earlier one alike.
+BUILD_FORMAT = 2
+WITH_STEPS = f"argMax(steps, build) = {BUILD_FORMAT}"
 # An open day's events count is recorded with the top bit set: a reader that knows only whole builds
 # (one of a version before open days, during an upgrade) compares it with the day's count and never
 # takes the open day's build for the whole day.
@@ -378,8 +384,8 @@ def sums_groups_sql(sums: str, kinds: Iterable[str], built: Iterable[int], other
     if others:
         parts.append(f"SELECT {SUM_COLUMNS} FROM ({sums_sql(kinds, others, where)})")
     return f"""
-SELECT list, item, uniqExactMerge(consented), sum(pseudonymous), max(pseudonymous), sum(pageviews), sum(events),
-       sum(visits), sum(bounces), sum(duration)
+SELECT list, item, {VISITOR_SET}Merge(consented_hashes), sum(pseudonymous), max(pseudonymous), sum(pageviews),
+       sum(events), sum(visits), sum(bounces), sum(duration)
 FROM ({" UNION ALL ".join(parts)})
 GROUP BY list, item"""
 
@@ -440,7 +446,7 @@ def build_day(store: Store, day: dt.date, cluster: str = "") -> DayBuild:
     store.command(sums_insert(store, source), {"day": day}, settings=sync)
     store.insert_lines(
         BUILDS_TABLE,
-        [json.dumps([day.isoformat(), build, count, 1]).encode()],
+        [json.dumps([day.isoformat(), build, count, BUILD_FORMAT]).encode()],
         ["day", "build", "events", "steps"],
         settings=sync,
     )
@@ -476,7 +482,7 @@ def build_open_day(store: Store, day: dt.date, *, now: dt.datetime, cluster: str
     stamp = upto.strftime("%Y-%m-%d %H:%M:%S.") + f"{upto.microsecond // 1000:03d}"
     store.insert_lines(
         BUILDS_TABLE,
-        [json.dumps([day.isoformat(), build, count | OPEN_MARK, stamp, 1]).encode()],
+        [json.dumps([day.isoformat(), build, count | OPEN_MARK, stamp, BUILD_FORMAT]).encode()],
         ["day", "build", "events", "upto", "steps"],
         settings=sync,
     )
