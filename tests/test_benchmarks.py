@@ -15,7 +15,10 @@ def test_insert_cpu_benchmark_alternates_both_inserts_and_stores_every_row() -> 
     script = str(ROOT / "benchmarks" / "insert_cpu.py")
     proc = subprocess.run(
         [sys.executable, script, "--rows", "120", "--rounds", "2", "--inserts", "1"],
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rounds = re.findall(r"round (\d): plain [\d.]+ µs a row, converting [\d.]+ µs a row, ratio [\d.]+", proc.stdout)
@@ -27,8 +30,25 @@ def test_inject_benchmark_reports_bare_and_wrapped_for_both_pages() -> None:
     script = str(ROOT / "benchmarks" / "inject_bench.py")
     proc = subprocess.run(
         [sys.executable, script, "--rounds", "1", "--pages", "3"],
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     medians = re.findall(r"^(\w+): median ratio wrapped/bare [\d.]+ over 1 rounds$", proc.stdout, re.MULTILINE)
     assert medians == ["gzip", "stream"], proc.stdout
+
+
+def test_analytics_benchmark_reports_every_endpoint_with_its_first_answer(tmp_path: Path) -> None:
+    script = str(ROOT / "benchmarks" / "analytics_bench.py")
+    proc = subprocess.run(
+        [sys.executable, script, "--events", "40000", "--repeat", "2", "--days", "5", "--data", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = re.findall(r"^(\S.*?)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)x\s+([\d.]+)$", proc.stdout, re.MULTILINE)
+    labels = [r[0].strip() for r in rows]
+    assert labels[0] == "baseline: SELECT count()" and "breakdown page" in labels and "funnel 3 steps" in labels
+    assert len(labels) == 14, proc.stdout
+    assert "40,000 events over 5 days" in proc.stdout, proc.stdout

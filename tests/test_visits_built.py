@@ -613,3 +613,108 @@ def test_visits_begun_before_the_raw_retention_are_left_out_built_or_not(
     built = build_closed_days(store, events_months=settings.events_retention_months)
     assert first + dt.timedelta(days=1) in {b.day for b in built}
     assert answers() == live
+
+
+def _range_rows(store: Store) -> list[tuple[Any, ...]]:
+    return store.query_rows(
+        f"SELECT builds, first_day, last_day, list, count() FROM {store.table('visit_range_sums')} "
+        "GROUP BY builds, first_day, last_day, list ORDER BY builds, list"
+    )
+
+
+def test_a_ranges_sums_are_merged_once_and_answer_as_the_day_sums(
+    traffic: tuple[Settings, dt.date], store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, base = traffic
+    build_closed_days(store, events_months=settings.events_retention_months)
+    span = {"from": base.isoformat(), "to": dt.datetime.now(dt.UTC).date().isoformat()}
+    asked = [
+        ("breakdown", {**span, "dimension": "page"}),
+        ("breakdown", {**span, "dimension": "entry_page"}),
+        ("aggregate", span),
+        ("goals", span),
+    ]
+    first = [run_query(store, settings, e, p).as_json() for e, p in asked]
+    stored = _range_rows(store)
+    # One range (the three closed days), the lists these answers read, each merged once.
+    assert {r[0] for r in stored} == {
+        visits.range_key(fresh_builds(store, base, base + dt.timedelta(days=2))[0].values())
+    }
+    assert {r[3] for r in stored} == {"", "converted", "page", "entry_page", "event_name"}
+    assert {(r[1], r[2]) for r in stored} == {(base, base + dt.timedelta(days=2))}
+    again = [run_query(store, settings, e, p).as_json() for e, p in asked]
+    assert again == first
+    assert _range_rows(store) == stored
+    # Without the range sums (the day sums merged on every answer): the same numbers.
+    monkeypatch.setattr("consent_gateway.analytics.queries.ready_range_sums", lambda *a, **k: None)
+    assert [run_query(store, settings, e, p).as_json() for e, p in asked] == first
+
+
+def test_two_answers_merging_one_range_at_once_count_it_once(traffic: tuple[Settings, dt.date], store: Store) -> None:
+    settings, base = traffic
+    build_closed_days(store, events_months=settings.events_retention_months)
+    fresh, _ = fresh_builds(store, base, base + dt.timedelta(days=2))
+    span = {"from": base.isoformat(), "to": (base + dt.timedelta(days=2)).isoformat(), "dimension": "page"}
+    answer = run_query(store, settings, "breakdown", span).as_json()
+    key = visits.range_key(fresh.values())
+    stored = _range_rows(store)
+    assert [r[0] for r in stored] == [key]
+    # The second looked before the first stored: it sees nothing and merges the range again.
+    query_rows = store.query_rows
+
+    looked: list[str] = []
+
+    def before_the_first(sql: str, params: Any = None) -> Any:
+        if "groupUniqArray(list)" in sql and not looked:
+            looked.append(sql)
+            return []
+        return query_rows(sql, params)
+
+    store.query_rows = before_the_first  # type: ignore[method-assign]
+    try:
+        assert visits.ready_range_sums(store, data.SITE, fresh, ["page"]) == key
+    finally:
+        store.query_rows = query_rows  # type: ignore[method-assign]
+    assert looked
+    # Stored twice or deduplicated by the server, the answer is the same.
+    assert {r[:4] for r in _range_rows(store)} == {r[:4] for r in stored}
+    assert run_query(store, settings, "breakdown", span).as_json() == answer
+
+
+def test_a_site_merges_a_bounded_number_of_ranges_a_day(
+    traffic: tuple[Settings, dt.date], store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, base = traffic
+    build_closed_days(store, events_months=settings.events_retention_months)
+    monkeypatch.setattr(visits, "RANGE_SUMS_A_DAY", 2)
+    today = dt.datetime.now(dt.UTC).date()
+    spans = [{"from": (base + dt.timedelta(days=d)).isoformat(), "to": today.isoformat()} for d in (0, 1, 2)]
+    answers = [run_query(store, settings, "breakdown", {**s, "dimension": "page"}).as_json() for s in spans]
+    assert len({r[0] for r in _range_rows(store)}) == 2
+    # The third range is answered from the day sums, the same as with nothing merged.
+    monkeypatch.setattr("consent_gateway.analytics.queries.ready_range_sums", lambda *a, **k: None)
+    assert [run_query(store, settings, "breakdown", {**s, "dimension": "page"}).as_json() for s in spans] == answers
+
+
+def test_erasure_deletes_the_ranges_over_the_consent_ids_days(traffic: tuple[Settings, dt.date], store: Store) -> None:
+    settings, base = traffic
+    build_closed_days(store, events_months=settings.events_retention_months)
+    for first in (base, base + dt.timedelta(days=2)):
+        fresh, _ = fresh_builds(store, first, base + dt.timedelta(days=2))
+        assert visits.ready_range_sums(store, data.SITE, fresh, ["page"]) is not None
+    assert {(r[1], r[2]) for r in _range_rows(store)} == {
+        (base, base + dt.timedelta(days=2)),
+        (base + dt.timedelta(days=2), base + dt.timedelta(days=2)),
+    }
+    # 600_002's stored visits are on the first two days: the range over them goes, the other stays.
+    erase_visitor(store, 600_002)
+    assert {(r[1], r[2]) for r in _range_rows(store)} == {(base + dt.timedelta(days=2), base + dt.timedelta(days=2))}
+
+
+def test_the_range_sums_keep_keys_no_longer_than_the_events(store: Store) -> None:
+    migrate(store, events_months=2)
+    [(ddl,)] = store.query_rows(
+        "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = 'visit_range_sums'",
+        {"db": store.database},
+    )
+    assert "TTL least(first_day + toIntervalMonth(2), made + 1)" in ddl

@@ -46,7 +46,7 @@ from typing import Any, cast
 from ..errors import RequestError
 from ..settings import Settings
 from ..store import Store
-from ..store.schema import STEP_EVENT, STEP_PAGE, VISIT_SUMS_TABLE, VISITOR_SET, VISITS_TABLE
+from ..store.schema import RANGE_SUMS_TABLE, STEP_EVENT, STEP_PAGE, VISIT_SUMS_TABLE, VISITOR_SET, VISITS_TABLE
 from ..store.visits import (
     HIT_COLUMNS,
     PAGEVIEW,
@@ -60,6 +60,7 @@ from ..store.visits import (
     linked_hits_sql,
     look_up_open_keys,
     partial_builds,
+    ready_range_sums,
     sums_groups_sql,
     visits_source,
 )
@@ -158,6 +159,7 @@ class Analytics:
         self.receipts = store.table("consent_receipts")
         self.visits = store.table(VISITS_TABLE)
         self.sums = store.table(VISIT_SUMS_TABLE)
+        self.range_sums = store.table(RANGE_SUMS_TABLE)
         self.cluster = settings.cluster
         # The fresh builds of a range, remembered for the length of one answer (per thread).
         self._answer = threading.local()
@@ -849,7 +851,11 @@ WHERE site = {{site:String}} AND is_bot = 0
         }
         opened = self._opened(q.site, partial)
         others = visits_source(self.events, self.visits, (), bool(live), opened, params) if live or partial else ""
-        sql = sums_groups_sql(self.sums, kinds, fresh.values(), others, self._visit_where(q, params))
+        key = ready_range_sums(self.store, q.site, fresh, kinds, self.cluster)
+        ranged = ""
+        if key is not None:
+            params["builds"], ranged = key, self.range_sums
+        sql = sums_groups_sql(self.sums, kinds, fresh.values(), others, self._visit_where(q, params), ranged=ranged)
         found: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
         for kind, g, consented, pseudo_days, peak, *sums in self.store.query_rows(sql, params):
             pageviews, event_count, visits, bounces, seconds = (int(x) for x in sums)

@@ -202,6 +202,7 @@ MIGRATIONS: tuple[tuple[int, str, Migration], ...] = (
     (9, "sums of stored visits", lambda st, r: visit_sums_ddl(st, events_months=r.events_months)),
     (10, "steps of visits", lambda st, r: visit_steps_ddl(st)),
     (11, "step ids of visits, hashed visitor sets in their sums", lambda st, r: hashed_steps_and_sets_ddl(st)),
+    (12, "merged sums of day ranges", lambda st, r: range_sums_ddl(st, events_months=r.events_months)),
 )
 
 
@@ -266,6 +267,7 @@ def _apply_retention(store: Store, retention: Retention, cluster: str = "") -> N
         (VISITS_TABLE, retention.events_months, f"toIntervalMonth({retention.events_months})"),
         (BUILDS_TABLE, retention.events_months, f"toIntervalMonth({retention.events_months})"),
         (VISIT_SUMS_TABLE, retention.events_months, f"toIntervalMonth({retention.events_months})"),
+        (RANGE_SUMS_TABLE, retention.events_months, f"toIntervalMonth({retention.events_months})"),
     ):
         rows = store.query_rows(
             "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = {t:String}",
@@ -279,6 +281,7 @@ def _apply_retention(store: Store, retention: Retention, cluster: str = "") -> N
                 VISITS_TABLE: visits_ttl(retention.events_months),
                 BUILDS_TABLE: visits_ttl(retention.events_months),
                 VISIT_SUMS_TABLE: visits_ttl(retention.events_months),
+                RANGE_SUMS_TABLE: range_sums_ttl(retention.events_months),
             }[table]
             for statement in render([f"ALTER TABLE {store.table(table)} MODIFY TTL {ttl} DELETE"], cluster):
                 store.command(statement)
@@ -528,6 +531,52 @@ def visit_steps_ddl(store: Store) -> list[str]:
     return [
         *(f"ALTER TABLE {visits} ADD COLUMN IF NOT EXISTS `{n}` {t}" for n, t in VISIT_STEP_COLUMNS),
         f"ALTER TABLE {store.table(BUILDS_TABLE)} ADD COLUMN IF NOT EXISTS `steps` UInt8 DEFAULT 0",
+    ]
+
+
+# The closed days' sums of one range, merged once (store/visits.py, ``ready_range_sums``): a range
+# of 89 days is one row a page instead of 89. Keyed by the build ids they were merged from, which
+# never change, so a row is right for as long as those builds are the fresh ones; made at most
+# RANGE_SUMS_A_DAY ranges a site a day, and kept until the end of the next day at most.
+RANGE_SUMS_TABLE = "visit_range_sums"
+RANGE_SUMS_A_DAY = 24
+RANGE_COLUMNS = "list, item, consented_hashes, pseudonymous, peak, pageviews, events, visits, bounces, duration"
+
+
+def range_sums_ttl(events_months: int) -> str:
+    """A range's sums go at the end of the day after they were made, and never after its first day's
+    events (the oldest keys in them)."""
+    return f"least(first_day + toIntervalMonth({int(events_months)}), made + 1)"
+
+
+def range_sums_ddl(store: Store, *, events_months: int) -> list[str]:
+    """The additive DDL of ``visit_range_sums``: a range's sums per list and item, its consented keys
+    as one hashed set (VISITOR_SET), its pseudonymised keys summed over its days and its busiest
+    day's (``peak``). ``merge`` tells one merge's rows from another's: two answers merging the same
+    range at once may both store it, and a reader takes one."""
+    return [
+        f"""CREATE TABLE IF NOT EXISTS {store.table(RANGE_SUMS_TABLE)} (
+    `site` LowCardinality(String),
+    `builds` UInt64,
+    `first_day` Date,
+    `last_day` Date,
+    `made` Date,
+    `merge` UInt64,
+    `list` LowCardinality(String),
+    `item` String,
+    `consented_hashes` AggregateFunction({VISITOR_SET}, UInt64),
+    `pseudonymous` UInt64,
+    `peak` UInt64,
+    `pageviews` UInt64,
+    `events` UInt64,
+    `visits` UInt64,
+    `bounces` UInt64,
+    `duration` UInt64
+)
+ENGINE = MergeTree
+ORDER BY (site, builds, list, item)
+TTL {range_sums_ttl(events_months)} DELETE
+SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}"""
     ]
 
 

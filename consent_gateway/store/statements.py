@@ -13,7 +13,7 @@ from typing import Any
 
 from .client import Store
 from .cluster import render
-from .schema import EVENT_COLUMNS, VISIT_SUMS_TABLE, VISITS_TABLE
+from .schema import EVENT_COLUMNS, RANGE_SUMS_TABLE, VISIT_SUMS_TABLE, VISITS_TABLE
 
 
 def ping(store: Store) -> None:
@@ -42,9 +42,9 @@ def identified_rows(store: Store, visitor: int) -> int:
 
 def erase_visitor(store: Store, visitor: int, cluster: str = "") -> None:
     """Delete the identified rows of ``visitor`` (its events, links and stored visits), and the
-    sums of the days it had stored visits on (they hold its key in a set; those days are answered from
-    the remaining rows until rebuilt); on a cluster, from each shard's local tables (a Distributed
-    table cannot DELETE)."""
+    sums of the days it had stored visits on and of the ranges over them (they hold its key in a set;
+    those days are answered from the remaining rows until rebuilt); on a cluster, from each shard's
+    local tables (a Distributed table cannot DELETE)."""
     days = store.query_rows(
         f"SELECT DISTINCT day FROM {store.table(VISITS_TABLE)} WHERE identified = 1 AND visitor = {{v:UInt64}}",  # noqa: S608
         {"v": int(visitor)},
@@ -56,6 +56,11 @@ def erase_visitor(store: Store, visitor: int, cluster: str = "") -> None:
     if days:
         listed = ", ".join(f"'{day.isoformat()}'" for (day,) in days)
         deletes.append(f"DELETE FROM {store.table(VISIT_SUMS_TABLE)} WHERE day IN ({listed})")  # noqa: S608
+        first, last = min(day for (day,) in days), max(day for (day,) in days)
+        deletes.append(
+            f"DELETE FROM {store.table(RANGE_SUMS_TABLE)} "  # noqa: S608
+            f"WHERE first_day <= '{last.isoformat()}' AND last_day >= '{first.isoformat()}'"
+        )
     for statement in render(deletes, cluster):
         store.command(statement)
 

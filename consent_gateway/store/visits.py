@@ -28,8 +28,10 @@ written after ``upto`` names keys seen then, so it is always made live.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
+import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -41,10 +43,12 @@ from .cluster import render
 from .schema import (
     BUILDS_TABLE,
     EVENT_COLUMNS,
+    RANGE_COLUMNS,
+    RANGE_SUMS_A_DAY,
+    RANGE_SUMS_TABLE,
     STEP_EVENT,
     STEP_IDS,
     STEP_PAGE,
-    SUM_COLUMNS,
     VISIT_FIELDS,
     VISIT_SUMS_TABLE,
     VISITOR_SET,
@@ -368,26 +372,125 @@ def visits_source(
     return "(" + "\nUNION ALL\n".join(parts) + ")"
 
 
-def sums_groups_sql(sums: str, kinds: Iterable[str], built: Iterable[int], others: str, where: str) -> str:
+# A day's sums as a range's columns (schema.RANGE_COLUMNS): one day is its own busiest.
+DAY_AS_RANGE = RANGE_COLUMNS.replace("peak", "pseudonymous AS peak")
+
+
+def sums_groups_sql(
+    sums: str, kinds: Iterable[str], built: Iterable[int], others: str, where: str, *, ranged: str = ""
+) -> str:
     """Per list and item of the lists ``kinds`` (schema.SUM_LISTS) of ``{site:String}`` from
     ``{start:Date}`` to ``{end:Date}``: its consented keys, pseudonymised keys (summed over days, and
     the busiest day's), page views, events, visits, bounces and seconds in visits. The days of the
-    ``built`` whole builds come from their stored sums; the visits of ``others`` (a visits subquery of
-    every other day, or empty) matching ``where`` are summed the same way, in one pass."""
+    ``built`` whole builds come from their stored sums, or (``ranged``: the range sums table, with
+    ``{builds:UInt64}`` their key) from those sums merged once (``ready_range_sums``); the visits of
+    ``others`` (a visits subquery of every other day, or empty) matching ``where`` are summed the
+    same way, in one pass."""
     kinds = list(kinds)
     ids = ", ".join(str(int(b)) for b in built) or "0"
     listed = ", ".join(f"'{k}'" for k in kinds)
-    parts = [
-        f"SELECT {SUM_COLUMNS} FROM {sums} WHERE site = {{site:String}} AND day BETWEEN {{start:Date}} "
-        f"AND {{end:Date}} AND build IN ({ids}) AND list IN ({listed})"
-    ]
+    if ranged:
+        # Two answers merging one range at once can both store it (an INSERT ... SELECT with GROUP BY
+        # is not deduplicated by every server version): each list is read from one of its merges
+        # (GLOBAL: on a cluster the merge's rows lie on every shard).
+        stored = (
+            f"SELECT {RANGE_COLUMNS} FROM {ranged} WHERE site = {{site:String}} AND builds = {{builds:UInt64}} "
+            f"AND list IN ({listed}) AND (list, merge) GLOBAL IN (SELECT list, min(merge) FROM {ranged} "
+            "WHERE site = {site:String} AND builds = {builds:UInt64} GROUP BY list)"
+        )
+    else:
+        stored = (
+            f"SELECT {DAY_AS_RANGE} FROM {sums} WHERE site = {{site:String}} AND day BETWEEN {{start:Date}} "
+            f"AND {{end:Date}} AND build IN ({ids}) AND list IN ({listed})"
+        )
+    parts = [stored]
     if others:
-        parts.append(f"SELECT {SUM_COLUMNS} FROM ({sums_sql(kinds, others, where)})")
+        parts.append(f"SELECT {DAY_AS_RANGE} FROM ({sums_sql(kinds, others, where)})")
     return f"""
-SELECT list, item, {VISITOR_SET}Merge(consented_hashes), sum(pseudonymous), max(pseudonymous), sum(pageviews),
+SELECT list, item, {VISITOR_SET}Merge(consented_hashes), sum(pseudonymous), max(peak), sum(pageviews),
        sum(events), sum(visits), sum(bounces), sum(duration)
 FROM ({" UNION ALL ".join(parts)})
 GROUP BY list, item"""
+
+
+def range_key(built: Iterable[int]) -> int:
+    """The key of the range sums merged from the builds ``built``: a 64-bit digest of their ids."""
+    ids = ",".join(str(int(b)) for b in sorted(built))
+    return int.from_bytes(hashlib.blake2b(ids.encode(), digest_size=8).digest(), "big")
+
+
+def ready_range_sums(
+    store: Store, site: str, fresh: Mapping[dt.date, int], kinds: Iterable[str], cluster: str = ""
+) -> int | None:
+    """The key of the merged sums of ``site``'s ``fresh`` days (day → build id) for the lists
+    ``kinds``, merging and storing the lists not stored yet; None when they cannot be read from there
+    (the site has made RANGE_SUMS_A_DAY ranges today): the day sums answer then."""
+    if not fresh:
+        return None
+    table = store.table(RANGE_SUMS_TABLE)
+    key = range_key(fresh.values())
+    wanted = set(kinds)
+
+    def stored() -> tuple[set[str], int]:
+        found, ranges = set(), 0
+        for mine, lists, count in store.query_rows(
+            f"SELECT builds = {{key:UInt64}} AS mine, groupUniqArray(list), uniqExact(builds) FROM {table} "
+            "WHERE site = {site:String} AND made = today() GROUP BY mine",
+            {"key": key, "site": site},
+        ):
+            ranges += int(count)
+            if mine:
+                found = set(lists)
+        return found, ranges
+
+    found, ranges = stored()
+    missing = sorted(wanted - found)
+    if not missing:
+        return key
+    if ranges >= RANGE_SUMS_A_DAY:
+        return None
+    days = sorted(fresh)
+    # The same token for the same range and lists on the same day: where the server deduplicates
+    # this insert, two answers racing store it once (and it is read as once either way).
+    token = f"range-{site}-{key}-{','.join(missing)}-{dt.datetime.now(dt.UTC).date().isoformat()}"
+    settings: dict[str, Any] = {"insert_deduplication_token": token}
+    if cluster:
+        settings["insert_distributed_sync"] = 1
+    store.command(
+        f"INSERT INTO {table} (site, builds, first_day, last_day, made, merge, {RANGE_COLUMNS}) "
+        "SELECT {site:String}, {key:UInt64}, {first:Date}, {last:Date}, today(), {merge:UInt64}, list, item, "
+        f"{VISITOR_SET}MergeState(consented_hashes), sum(pseudonymous), max(pseudonymous), sum(pageviews), "
+        "sum(events), sum(visits), sum(bounces), sum(duration) "
+        f"FROM {store.table(VISIT_SUMS_TABLE)} WHERE site = {{site:String}} AND day BETWEEN {{first:Date}} "
+        "AND {last:Date} AND build IN {builds:Array(UInt64)} AND list IN {lists:Array(String)} "
+        "GROUP BY list, item",
+        {
+            "site": site,
+            "key": key,
+            "first": days[0],
+            "last": days[-1],
+            "builds": [int(b) for b in fresh.values()],
+            "lists": missing,
+            "merge": secrets.randbits(63),
+        },
+        settings=settings,
+    )
+    # A list with no rows at all (no events, say) stores none: it is read from the day sums as empty
+    # either way. Any other list missing now was not stored: the day sums answer.
+    found, _ = stored()
+    empty = set(missing) - found
+    if empty and _has_rows(store, fresh, sorted(empty), site):
+        return None
+    return key
+
+
+def _has_rows(store: Store, fresh: Mapping[dt.date, int], lists: list[str], site: str) -> bool:
+    rows = store.query_rows(
+        f"SELECT count() FROM {store.table(VISIT_SUMS_TABLE)} WHERE site = {{site:String}} "
+        "AND build IN {builds:Array(UInt64)} AND list IN {lists:Array(String)}",
+        {"site": site, "builds": [int(b) for b in fresh.values()], "lists": lists},
+    )
+    return bool(int(rows[0][0]))
 
 
 # -- building ----------------------------------------------------------------------------------------
