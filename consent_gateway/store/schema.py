@@ -458,6 +458,8 @@ SUM_LISTS: dict[str, str] = {
     "entry_page": "if(pageviews > 0, [(entry_page, toUInt64(pageviews), toUInt64(events))], [])",
     "exit_page": "if(pageviews > 0, [(exit_page, toUInt64(pageviews), toUInt64(events))], [])",
 }
+# The counts a sum holds, as DDL (``visit_sums``, ``visit_range_sums``).
+SUMMED_COLUMNS = ",\n    ".join(f"`{n}` UInt64" for n in ("pageviews", "events", "visits", "bounces", "duration"))
 SUM_COLUMNS = "list, item, day, consented_hashes, pseudonymous, pageviews, events, visits, bounces, duration"
 # The consented visitor keys of a sum, as the state of this function: a set of 32-bit hashes while it
 # holds a few thousand (exact, but for a collision, which can only lower the count), then
@@ -508,11 +510,7 @@ def visit_sums_ddl(store: Store, *, events_months: int) -> list[str]:
     `consented` AggregateFunction(uniqExact, UInt64),
     `consented_hashes` AggregateFunction({VISITOR_SET}, UInt64),
     `pseudonymous` UInt64,
-    `pageviews` UInt64,
-    `events` UInt64,
-    `visits` UInt64,
-    `bounces` UInt64,
-    `duration` UInt64
+    {SUMMED_COLUMNS}
 )
 ENGINE = MergeTree
 PARTITION BY day
@@ -567,11 +565,7 @@ def range_sums_ddl(store: Store, *, events_months: int) -> list[str]:
     `consented_hashes` AggregateFunction({VISITOR_SET}, UInt64),
     `pseudonymous` UInt64,
     `peak` UInt64,
-    `pageviews` UInt64,
-    `events` UInt64,
-    `visits` UInt64,
-    `bounces` UInt64,
-    `duration` UInt64
+    {SUMMED_COLUMNS}
 )
 ENGINE = MergeTree
 ORDER BY (site, builds, list, item)

@@ -130,6 +130,14 @@ VISIT_START = (
 )
 
 
+# A visit's page views and events in order (``v``: its hits), each with its time after the visit's
+# start, its text and its id (funnels).
+VISIT_STEPS = f"""arrayFilter(x -> x.2 OR x.3, v) AS stepped,
+       arrayMap(x -> toUInt32(x.1 - v[1].1), stepped) AS step_ms,
+       arrayMap(x -> if(x.2, concat('{STEP_PAGE}', x.4), concat('{STEP_EVENT}', x.8)), stepped) AS steps,
+       {STEP_IDS} AS step_ids"""
+
+
 def visit_rows_sql(events: str, days: str, *, one_site: bool = True, keys: str = "", hits: str = "") -> str:
     """One row per visit of ``days`` (columns VISIT_FIELDS), from ``linked_hits_sql``; with ``keys``
     (what ``(identified, visitor) IN`` takes: a query in parentheses, an array parameter), only the
@@ -170,11 +178,7 @@ SELECT site, day, identified, visitor,
        by_hour.1 AS hours,
        arrayMap(n -> toUInt32(n), by_hour.2) AS hour_views,
        arrayMap(n -> toUInt32(n), by_hour.3) AS hour_events,
-       -- the page views and events in order, each with its time after the visit's start (funnels)
-       arrayFilter(x -> x.2 OR x.3, v) AS stepped,
-       arrayMap(x -> toUInt32(x.1 - v[1].1), stepped) AS step_ms,
-       arrayMap(x -> if(x.2, concat('{STEP_PAGE}', x.4), concat('{STEP_EVENT}', x.8)), stepped) AS steps,
-       {STEP_IDS} AS step_ids
+       {VISIT_STEPS}
 FROM (
     SELECT key_site AS site, key_identified AS identified, key AS visitor, day,
            arrayJoin(arraySplit((h, s) -> s, hits,
@@ -427,40 +431,53 @@ def ready_range_sums(
     (the site has made RANGE_SUMS_A_DAY ranges today): the day sums answer then."""
     if not fresh:
         return None
-    table = store.table(RANGE_SUMS_TABLE)
     key = range_key(fresh.values())
-    wanted = set(kinds)
-
-    def stored() -> tuple[set[str], int]:
-        found, ranges = set(), 0
-        for mine, lists, count in store.query_rows(
-            f"SELECT builds = {{key:UInt64}} AS mine, groupUniqArray(list), uniqExact(builds) FROM {table} "
-            "WHERE site = {site:String} AND made = today() GROUP BY mine",
-            {"key": key, "site": site},
-        ):
-            ranges += int(count)
-            if mine:
-                found = set(lists)
-        return found, ranges
-
-    found, ranges = stored()
-    missing = sorted(wanted - found)
+    found, ranges = _stored_ranges(store, site, key)
+    missing = sorted(set(kinds) - found)
     if not missing:
         return key
     if ranges >= RANGE_SUMS_A_DAY:
         return None
+    _merge_range(store, site, fresh, key, missing, cluster)
+    # A list with no rows in the day sums (no events, say) has none merged either: it reads as empty
+    # from both. Any other list missing now was not stored: the day sums answer.
+    empty = set(missing) - _stored_ranges(store, site, key)[0]
+    if empty and _has_rows(store, fresh, sorted(empty), site):
+        return None
+    return key
+
+
+def _stored_ranges(store: Store, site: str, key: int) -> tuple[set[str], int]:
+    """The lists stored today for the range ``key`` of ``site``, and how many ranges it stored today."""
+    found: set[str] = set()
+    ranges = 0
+    for mine, lists, count in store.query_rows(
+        f"SELECT builds = {{key:UInt64}} AS mine, groupUniqArray(list), uniqExact(builds) "
+        f"FROM {store.table(RANGE_SUMS_TABLE)} WHERE site = {{site:String}} AND made = today() GROUP BY mine",
+        {"key": key, "site": site},
+    ):
+        ranges += int(count)
+        if mine:
+            found = set(lists)
+    return found, ranges
+
+
+def _merge_range(
+    store: Store, site: str, fresh: Mapping[dt.date, int], key: int, lists: list[str], cluster: str
+) -> None:
+    """Merge the day sums of the builds ``fresh`` for ``lists`` into one row an item, stored as ``key``."""
     days = sorted(fresh)
     # The same token for the same range and lists on the same day: where the server deduplicates
     # this insert, two answers racing store it once (and it is read as once either way).
-    token = f"range-{site}-{key}-{','.join(missing)}-{dt.datetime.now(dt.UTC).date().isoformat()}"
+    token = f"range-{site}-{key}-{','.join(lists)}-{dt.datetime.now(dt.UTC).date().isoformat()}"
     settings: dict[str, Any] = {"insert_deduplication_token": token}
     if cluster:
         settings["insert_distributed_sync"] = 1
     store.command(
-        f"INSERT INTO {table} (site, builds, first_day, last_day, made, merge, {RANGE_COLUMNS}) "
-        "SELECT {site:String}, {key:UInt64}, {first:Date}, {last:Date}, today(), {merge:UInt64}, list, item, "
-        f"{VISITOR_SET}MergeState(consented_hashes), sum(pseudonymous), max(pseudonymous), sum(pageviews), "
-        "sum(events), sum(visits), sum(bounces), sum(duration) "
+        f"INSERT INTO {store.table(RANGE_SUMS_TABLE)} (site, builds, first_day, last_day, made, merge, "
+        f"{RANGE_COLUMNS}) SELECT {{site:String}}, {{key:UInt64}}, {{first:Date}}, {{last:Date}}, today(), "
+        f"{{merge:UInt64}}, list, item, {VISITOR_SET}MergeState(consented_hashes), sum(pseudonymous), "
+        "max(pseudonymous), sum(pageviews), sum(events), sum(visits), sum(bounces), sum(duration) "
         f"FROM {store.table(VISIT_SUMS_TABLE)} WHERE site = {{site:String}} AND day BETWEEN {{first:Date}} "
         "AND {last:Date} AND build IN {builds:Array(UInt64)} AND list IN {lists:Array(String)} "
         "GROUP BY list, item",
@@ -470,18 +487,11 @@ def ready_range_sums(
             "first": days[0],
             "last": days[-1],
             "builds": [int(b) for b in fresh.values()],
-            "lists": missing,
+            "lists": lists,
             "merge": secrets.randbits(63),
         },
         settings=settings,
     )
-    # A list with no rows at all (no events, say) stores none: it is read from the day sums as empty
-    # either way. Any other list missing now was not stored: the day sums answer.
-    found, _ = stored()
-    empty = set(missing) - found
-    if empty and _has_rows(store, fresh, sorted(empty), site):
-        return None
-    return key
 
 
 def _has_rows(store: Store, fresh: Mapping[dt.date, int], lists: list[str], site: str) -> bool:

@@ -61,7 +61,9 @@ def test_a_marked_child_sees_why_marketing_is_unavailable(wired: LiveServer, new
     expect(prefs.get_by_role("link", name="내 정보 조회")).to_have_attribute("href", "/_consent/my-data")
     screenshot(page, "child-settings-layer-ko")
     # Accepting everything from there grants what a child may be granted, and not marketing.
-    prefs.get_by_role("button", name=T.accept_ko).click()
+    # The choice is stored by a POST: the next page is asked for once it has been answered.
+    with page.expect_response(lambda r: r.request.method == "POST" and "/_consent" in r.url):
+        prefs.get_by_role("button", name=T.accept_ko).click()
     page.wait_for_load_state()
     page.goto(wired.url + "/")
     names = {c["name"] for c in context.cookies()}
