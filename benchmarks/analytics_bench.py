@@ -14,9 +14,9 @@ query time, as on a database the builder has not reached yet), and today's as th
 last 40 minutes are open and made live on every read. Every request goes
 through the ASGI app (token check, validation, JSON), and the report prints p50/p95 per endpoint
 and the ratio to a baseline measured in the same run: ``SELECT count()`` over the same range.
-Each endpoint's first answer is timed apart ("first ms"): the merged sums of ranges
-(``visit_range_sums``) are cleared before the run, so it merges the closed days it reads, as the
-first answer of the day for a range does.
+Each endpoint's first answer is timed apart ("first ms"): the merged sums and funnel levels of
+ranges (``visit_range_sums``, ``visit_range_funnels``) are cleared before the run, so it merges the
+closed days it reads, as the first answer of the day for a range does.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from starlette.testclient import TestClient  # noqa: E402
 from consent_gateway import Settings, create_analytics_app  # noqa: E402
 from consent_gateway.analytics import TokenStore  # noqa: E402
 from consent_gateway.store import EVENT_COLUMNS, Store, migrate, open_store  # noqa: E402
-from consent_gateway.store.schema import RANGE_SUMS_TABLE  # noqa: E402
+from consent_gateway.store.schema import RANGE_FUNNELS_TABLE, RANGE_SUMS_TABLE  # noqa: E402
 from consent_gateway.store.visits import (  # noqa: E402
     VISIT_BUILD_INTERVAL,
     build_closed_days,
@@ -188,9 +188,10 @@ def main() -> int:
     stored = store.query_rows(f"SELECT count() FROM {store.table('events')}")[0][0]
     rolled = store.query_rows(f"SELECT count(), sum(hits) FROM {store.table('events_daily')}")[0]
 
-    # Each endpoint's first answer (its own column) merges the closed days' sums it reads, as the
-    # first answer of the day for a range does; the later ones read them merged.
-    store.command(f"TRUNCATE TABLE {store.table(RANGE_SUMS_TABLE)}")
+    # Each endpoint's first answer (its own column) merges the closed days' sums (or funnel levels)
+    # it reads, as the first answer of the day for a range does; the later ones read them merged.
+    for merged in (RANGE_SUMS_TABLE, RANGE_FUNNELS_TABLE):
+        store.command(f"TRUNCATE TABLE {store.table(merged)}")
     token, _ = TokenStore(settings.tokens_path).create(f"bench-{time.time_ns()}")
     today = dt.datetime.now(dt.UTC).date()
     rng = {"from": (today - dt.timedelta(days=args.days)).isoformat(), "to": today.isoformat()}

@@ -13,7 +13,7 @@ import pytest
 
 from consent_gateway import Settings
 from consent_gateway.analytics import run_query
-from consent_gateway.store import Store, migrate, visits
+from consent_gateway.store import Store, migrate, ranges, visits
 from consent_gateway.store.schema import VISITOR_SET
 from consent_gateway.store.statements import erase_visitor
 from consent_gateway.store.visits import (
@@ -415,9 +415,7 @@ def test_builds_stored_before_the_sums_get_theirs_when_migrated(
 def test_funnels_from_the_visits_steps_match_the_funnels_from_the_hits(
     traffic: tuple[Settings, dt.date], store: Store
 ) -> None:
-    settings, base = traffic
-    build_closed_days(store, events_months=settings.events_retention_months)
-    span = {"from": base.isoformat(), "to": dt.datetime.now(dt.UTC).date().isoformat()}
+    settings, _, span = _built(traffic, store)
     asked = [
         {**span, "steps": "page:/,page:/courses,event:enrol"},
         {**span, "steps": "page:/,page:/pricing"},
@@ -615,6 +613,13 @@ def test_visits_begun_before_the_raw_retention_are_left_out_built_or_not(
     assert answers() == live
 
 
+def _built(traffic: tuple[Settings, dt.date], store: Store) -> tuple[Settings, dt.date, dict[str, str]]:
+    """The traffic with its closed days built, and the span from its first day to today."""
+    settings, base = traffic
+    build_closed_days(store, events_months=settings.events_retention_months)
+    return settings, base, {"from": base.isoformat(), "to": dt.datetime.now(dt.UTC).date().isoformat()}
+
+
 def _range_rows(store: Store) -> list[tuple[Any, ...]]:
     return store.query_rows(
         f"SELECT builds, first_day, last_day, list, count() FROM {store.table('visit_range_sums')} "
@@ -625,9 +630,7 @@ def _range_rows(store: Store) -> list[tuple[Any, ...]]:
 def test_a_ranges_sums_are_merged_once_and_answer_as_the_day_sums(
     traffic: tuple[Settings, dt.date], store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings, base = traffic
-    build_closed_days(store, events_months=settings.events_retention_months)
-    span = {"from": base.isoformat(), "to": dt.datetime.now(dt.UTC).date().isoformat()}
+    settings, base, span = _built(traffic, store)
     asked = [
         ("breakdown", {**span, "dimension": "page"}),
         ("breakdown", {**span, "dimension": "entry_page"}),
@@ -638,7 +641,7 @@ def test_a_ranges_sums_are_merged_once_and_answer_as_the_day_sums(
     stored = _range_rows(store)
     # One range (the three closed days), the lists these answers read, each merged once.
     assert {r[0] for r in stored} == {
-        visits.range_key(fresh_builds(store, base, base + dt.timedelta(days=2))[0].values())
+        ranges.range_key(fresh_builds(store, base, base + dt.timedelta(days=2))[0].values())
     }
     assert {r[3] for r in stored} == {"", "converted", "page", "entry_page", "event_name"}
     assert {(r[1], r[2]) for r in stored} == {(base, base + dt.timedelta(days=2))}
@@ -656,7 +659,7 @@ def test_two_answers_merging_one_range_at_once_count_it_once(traffic: tuple[Sett
     fresh, _ = fresh_builds(store, base, base + dt.timedelta(days=2))
     span = {"from": base.isoformat(), "to": (base + dt.timedelta(days=2)).isoformat(), "dimension": "page"}
     answer = run_query(store, settings, "breakdown", span).as_json()
-    key = visits.range_key(fresh.values())
+    key = ranges.range_key(fresh.values())
     stored = _range_rows(store)
     assert [r[0] for r in stored] == [key]
     # The second looked before the first stored: it sees nothing and merges the range again.
@@ -672,7 +675,7 @@ def test_two_answers_merging_one_range_at_once_count_it_once(traffic: tuple[Sett
 
     store.query_rows = before_the_first  # type: ignore[method-assign]
     try:
-        assert visits.ready_range_sums(store, data.SITE, fresh, ["page"]) == key
+        assert ranges.ready_range_sums(store, data.SITE, fresh, ["page"]) == key
     finally:
         store.query_rows = query_rows  # type: ignore[method-assign]
     assert looked
@@ -684,11 +687,9 @@ def test_two_answers_merging_one_range_at_once_count_it_once(traffic: tuple[Sett
 def test_a_site_merges_a_bounded_number_of_ranges_a_day(
     traffic: tuple[Settings, dt.date], store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings, base = traffic
-    build_closed_days(store, events_months=settings.events_retention_months)
-    monkeypatch.setattr(visits, "RANGE_SUMS_A_DAY", 2)
-    today = dt.datetime.now(dt.UTC).date()
-    spans = [{"from": (base + dt.timedelta(days=d)).isoformat(), "to": today.isoformat()} for d in (0, 1, 2)]
+    settings, base, span = _built(traffic, store)
+    monkeypatch.setattr(ranges, "RANGE_SUMS_A_DAY", 2)
+    spans = [{**span, "from": (base + dt.timedelta(days=d)).isoformat()} for d in (0, 1, 2)]
     answers = [run_query(store, settings, "breakdown", {**s, "dimension": "page"}).as_json() for s in spans]
     assert len({r[0] for r in _range_rows(store)}) == 2
     # The third range is answered from the day sums, the same as with nothing merged.
@@ -701,7 +702,7 @@ def test_erasure_deletes_the_ranges_over_the_consent_ids_days(traffic: tuple[Set
     build_closed_days(store, events_months=settings.events_retention_months)
     for first in (base, base + dt.timedelta(days=2)):
         fresh, _ = fresh_builds(store, first, base + dt.timedelta(days=2))
-        assert visits.ready_range_sums(store, data.SITE, fresh, ["page"]) is not None
+        assert ranges.ready_range_sums(store, data.SITE, fresh, ["page"]) is not None
     assert {(r[1], r[2]) for r in _range_rows(store)} == {
         (base, base + dt.timedelta(days=2)),
         (base + dt.timedelta(days=2), base + dt.timedelta(days=2)),
@@ -718,3 +719,56 @@ def test_the_range_sums_keep_keys_no_longer_than_the_events(store: Store) -> Non
         {"db": store.database},
     )
     assert "TTL least(first_day + toIntervalMonth(2), made + 1)" in ddl
+
+
+def _funnel_keys(store: Store) -> set[int]:
+    return {int(k) for (k,) in store.query_rows(f"SELECT DISTINCT funnel FROM {store.table('visit_range_funnels')}")}
+
+
+def test_a_funnels_closed_days_are_stored_once_and_answer_as_the_visits(
+    traffic: tuple[Settings, dt.date], store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, _, span = _built(traffic, store)
+    asked = [
+        {**span, "steps": "page:/,page:/courses,event:enrol"},
+        {**span, "steps": "page:/,page:/courses,event:enrol", "utm_source": "google"},
+        {**span, "steps": "page:/,page:/signup", "device": "desktop"},
+        {**span, "steps": "page:/,page:/courses,event:enrol", "window": "600"},
+    ]
+    first = [run_query(store, settings, "funnel", p).as_json() for p in asked]
+    stored = _funnel_keys(store)
+    assert len(stored) == len(asked)
+    assert [run_query(store, settings, "funnel", p).as_json() for p in asked] == first
+    assert _funnel_keys(store) == stored
+    # The landing-page choosers are consented on the closed days and today: counted once each.
+    assert [r["visitors"] for r in first[0]["results"]] == [37, 5, 5]
+    monkeypatch.setattr("consent_gateway.analytics.queries.ready_range_funnel", lambda *a, **k: False)
+    assert [run_query(store, settings, "funnel", p).as_json() for p in asked] == first
+
+
+def test_erasure_deletes_the_funnels_over_the_consent_ids_days(
+    traffic: tuple[Settings, dt.date], store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, _, span = _built(traffic, store)
+    answer = run_query(store, settings, "funnel", {**span, "steps": "page:/,page:/courses"}).as_json()
+    assert len(_funnel_keys(store)) == 1
+    erase_visitor(store, 600_002)
+    assert _funnel_keys(store) == set()
+    # Its days are answered from the remaining rows (its landing hits, pseudonymised, count once a
+    # day now), as without any funnel stored.
+    after = run_query(store, settings, "funnel", {**span, "steps": "page:/,page:/courses"}).as_json()
+    assert after != answer
+    monkeypatch.setattr("consent_gateway.analytics.queries.ready_range_funnel", lambda *a, **k: False)
+    assert run_query(store, settings, "funnel", {**span, "steps": "page:/,page:/courses"}).as_json() == after
+
+
+def test_a_site_stores_a_bounded_number_of_funnels_a_day(
+    traffic: tuple[Settings, dt.date], store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, _, span = _built(traffic, store)
+    monkeypatch.setattr(ranges, "RANGE_SUMS_A_DAY", 1)
+    asked = [{**span, "steps": "page:/,page:/courses"}, {**span, "steps": "page:/,page:/signup"}]
+    answers = [run_query(store, settings, "funnel", p).as_json() for p in asked]
+    assert len(_funnel_keys(store)) == 1
+    monkeypatch.setattr("consent_gateway.analytics.queries.ready_range_funnel", lambda *a, **k: False)
+    assert [run_query(store, settings, "funnel", p).as_json() for p in asked] == answers

@@ -46,7 +46,16 @@ from typing import Any, cast
 from ..errors import RequestError
 from ..settings import Settings
 from ..store import Store
-from ..store.schema import RANGE_SUMS_TABLE, STEP_EVENT, STEP_PAGE, VISIT_SUMS_TABLE, VISITOR_SET, VISITS_TABLE
+from ..store.ranges import funnel_key, range_funnel_rows, ready_range_funnel, ready_range_sums
+from ..store.schema import (
+    RANGE_FUNNELS_TABLE,
+    RANGE_SUMS_TABLE,
+    STEP_EVENT,
+    STEP_PAGE,
+    VISIT_SUMS_TABLE,
+    VISITOR_SET,
+    VISITS_TABLE,
+)
 from ..store.visits import (
     HIT_COLUMNS,
     PAGEVIEW,
@@ -60,7 +69,6 @@ from ..store.visits import (
     linked_hits_sql,
     look_up_open_keys,
     partial_builds,
-    ready_range_sums,
     sums_groups_sql,
     visits_source,
 )
@@ -160,6 +168,7 @@ class Analytics:
         self.visits = store.table(VISITS_TABLE)
         self.sums = store.table(VISIT_SUMS_TABLE)
         self.range_sums = store.table(RANGE_SUMS_TABLE)
+        self.range_funnels = store.table(RANGE_FUNNELS_TABLE)
         self.cluster = settings.cluster
         # The fresh builds of a range, remembered for the length of one answer (per thread).
         self._answer = threading.local()
@@ -1004,25 +1013,7 @@ GROUP BY g"""
         as their 64-bit ids (``step_ids``): comparing numbers, not strings, saves about a third.
         Otherwise from the hits."""
         if q.window <= VISIT_GAP_SECONDS and self._by_visits(q, by_dimension=False):
-            marks = []
-            for i, step in enumerate(q.steps):
-                params[f"s{i}"] = (STEP_PAGE if step.kind == "page" else STEP_EVENT) + step.value
-                marks.append(f"arrayMap(x -> x = cityHash64({{s{i}:String}}), step_ids)")
-            times = "arrayMap(x -> toDateTime(intDiv(toUnixTimestamp64Milli(start_ts) + x, 1000)), step_ms)"
-            return f"""
-SELECT level, identified, d, count()
-FROM (
-    SELECT identified, if(identified = 1, toDate(0), day) AS d, max(lv) AS level
-    FROM (
-        SELECT identified, visitor, day,
-               arrayReduce('windowFunnel({int(q.window)})', {times}, {", ".join(marks)}) AS lv
-        FROM {self._visits(q, params)}
-        WHERE {self._visit_where(q, params)} AND has(step_ids, cityHash64({{s0:String}}))
-    )
-    GROUP BY identified, visitor, d
-)
-WHERE level > 0
-GROUP BY level, identified, d"""
+            return self._visit_funnel_sql(q, params)
         conditions = []
         for i, step in enumerate(q.steps):
             params[f"s{i}"] = step.value
@@ -1041,6 +1032,65 @@ FROM (
 )
 WHERE level > 0
 GROUP BY level, identified, day"""
+
+    def _visit_funnel_sql(self, q: Query, params: dict[str, Any]) -> str:
+        """``_funnel_sql`` from the visits' steps. The levels of the fresh closed days are stored once
+        a range and funnel (store/ranges.py) and read back; only the other days' visits are read."""
+        fresh, held, partial = self._fresh(q.start, q.end)
+        live = sorted(held - set(fresh) - {p.day for p in partial})
+        params.update(site=q.site, start=q.start, end=q.end, live_days=live, keep=self.retention_months)
+        where = self._visit_where(q, params)
+        marks = []
+        for i, step in enumerate(q.steps):
+            params[f"s{i}"] = (STEP_PAGE if step.kind == "page" else STEP_EVENT) + step.value
+            marks.append(f"arrayMap(x -> x = cityHash64({{s{i}:String}}), step_ids)")
+        times = "arrayMap(x -> toDateTime(intDiv(toUnixTimestamp64Milli(start_ts) + x, 1000)), step_ms)"
+
+        def levels(source: str) -> str:
+            return f"""
+        SELECT identified, visitor, day,
+               arrayReduce('windowFunnel({int(q.window)})', {times}, {", ".join(marks)}) AS lv
+        FROM {source}
+        WHERE {where} AND has(step_ids, cityHash64({{s0:String}}))"""
+
+        opened = self._opened(q.site, partial)
+        closed = visits_source(self.events, self.visits, fresh.values(), False, (), dict(params))
+        definition = repr((q.window, sorted((k, str(v)) for k, v in params.items() if k != "live_days"), where))
+        key = funnel_key(fresh.values(), definition)
+        if not ready_range_funnel(self.store, q.site, key, fresh, (levels(closed), params), self.cluster):
+            source = visits_source(self.events, self.visits, fresh.values(), bool(live), opened, params)
+            return f"""
+SELECT level, identified, d, count()
+FROM (
+    SELECT identified, if(identified = 1, toDate(0), day) AS d, max(lv) AS level
+    FROM ({levels(source)})
+    GROUP BY identified, visitor, d
+)
+WHERE level > 0
+GROUP BY level, identified, d"""
+        params["funnel"] = key
+        stored = range_funnel_rows(self.range_funnels)
+        others = visits_source(self.events, self.visits, (), bool(live), opened, params) if live or partial else ""
+        # Each consented key's best level: the stored one or a level on the other days, whichever is higher.
+        other_levels = f"UNION ALL SELECT identified, visitor, day, lv FROM ({levels(others)})" if others else ""
+        return f"""
+SELECT level, identified, d, sum(n)
+FROM (
+    SELECT level, identified, d, n FROM ({stored}) WHERE identified = 0
+    UNION ALL
+    SELECT level, identified, d, count() AS n
+    FROM (
+        SELECT identified, if(identified = 1, toDate(0), day) AS d, max(lv) AS level
+        FROM (
+            SELECT identified, visitor, d AS day, level AS lv FROM ({stored}) WHERE identified = 1
+            {other_levels}
+        )
+        GROUP BY identified, visitor, d
+    )
+    WHERE level > 0
+    GROUP BY level, identified, d
+)
+GROUP BY level, identified, d"""
 
     # -- consent rates ----------------------------------------------------------------------
 

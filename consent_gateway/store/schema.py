@@ -203,6 +203,7 @@ MIGRATIONS: tuple[tuple[int, str, Migration], ...] = (
     (10, "steps of visits", lambda st, r: visit_steps_ddl(st)),
     (11, "step ids of visits, hashed visitor sets in their sums", lambda st, r: hashed_steps_and_sets_ddl(st)),
     (12, "merged sums of day ranges", lambda st, r: range_sums_ddl(st, events_months=r.events_months)),
+    (13, "funnel levels of day ranges", lambda st, r: range_funnels_ddl(st, events_months=r.events_months)),
 )
 
 
@@ -268,6 +269,7 @@ def _apply_retention(store: Store, retention: Retention, cluster: str = "") -> N
         (BUILDS_TABLE, retention.events_months, f"toIntervalMonth({retention.events_months})"),
         (VISIT_SUMS_TABLE, retention.events_months, f"toIntervalMonth({retention.events_months})"),
         (RANGE_SUMS_TABLE, retention.events_months, f"toIntervalMonth({retention.events_months})"),
+        (RANGE_FUNNELS_TABLE, retention.events_months, f"toIntervalMonth({retention.events_months})"),
     ):
         rows = store.query_rows(
             "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = {t:String}",
@@ -282,6 +284,7 @@ def _apply_retention(store: Store, retention: Retention, cluster: str = "") -> N
                 BUILDS_TABLE: visits_ttl(retention.events_months),
                 VISIT_SUMS_TABLE: visits_ttl(retention.events_months),
                 RANGE_SUMS_TABLE: range_sums_ttl(retention.events_months),
+                RANGE_FUNNELS_TABLE: range_sums_ttl(retention.events_months),
             }[table]
             for statement in render([f"ALTER TABLE {store.table(table)} MODIFY TTL {ttl} DELETE"], cluster):
                 store.command(statement)
@@ -538,6 +541,13 @@ def visit_steps_ddl(store: Store) -> list[str]:
 # RANGE_SUMS_A_DAY ranges a site a day, and kept until the end of the next day at most.
 RANGE_SUMS_TABLE = "visit_range_sums"
 RANGE_SUMS_A_DAY = 24
+# A stored range's bounds (TTL, erasure), the day it was made and which merge made it, as DDL.
+RANGE_HEADER = (
+    ",\n    ".join(
+        f"`{n}` {t}" for n, t in (("first_day", "Date"), ("last_day", "Date"), ("made", "Date"), ("merge", "UInt64"))
+    )
+    + ","
+)
 RANGE_COLUMNS = "list, item, consented_hashes, pseudonymous, peak, pageviews, events, visits, bounces, duration"
 
 
@@ -556,10 +566,7 @@ def range_sums_ddl(store: Store, *, events_months: int) -> list[str]:
         f"""CREATE TABLE IF NOT EXISTS {store.table(RANGE_SUMS_TABLE)} (
     `site` LowCardinality(String),
     `builds` UInt64,
-    `first_day` Date,
-    `last_day` Date,
-    `made` Date,
-    `merge` UInt64,
+    {RANGE_HEADER}
     `list` LowCardinality(String),
     `item` String,
     `consented_hashes` AggregateFunction({VISITOR_SET}, UInt64),
@@ -571,6 +578,31 @@ ENGINE = MergeTree
 ORDER BY (site, builds, list, item)
 TTL {range_sums_ttl(events_months)} DELETE
 SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}"""
+    ]
+
+
+# A funnel's levels over the closed days of a range (store/ranges.py): each consented key's best
+# level (``visitor``, ``d`` the epoch, ``n`` 1), and per day and level how many pseudonymised keys
+# reached it (``visitor`` 0), with a row of level 0 that says the funnel was stored.
+RANGE_FUNNELS_TABLE = "visit_range_funnels"
+
+
+def range_funnels_ddl(store: Store, *, events_months: int) -> list[str]:
+    """The additive DDL of ``visit_range_funnels``: consented keys, as long as the range sums."""
+    return [
+        f"""CREATE TABLE IF NOT EXISTS {store.table(RANGE_FUNNELS_TABLE)} (
+    `site` LowCardinality(String),
+    `funnel` UInt64,
+    {RANGE_HEADER}
+    `identified` UInt8,
+    `visitor` UInt64,
+    `d` Date,
+    `level` UInt8,
+    `n` UInt64
+)
+ENGINE = MergeTree
+ORDER BY (site, funnel, identified, visitor)
+TTL {range_sums_ttl(events_months)} DELETE"""
     ]
 
 

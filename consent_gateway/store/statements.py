@@ -13,7 +13,7 @@ from typing import Any
 
 from .client import Store
 from .cluster import render
-from .schema import EVENT_COLUMNS, RANGE_SUMS_TABLE, VISIT_SUMS_TABLE, VISITS_TABLE
+from .schema import EVENT_COLUMNS, RANGE_FUNNELS_TABLE, RANGE_SUMS_TABLE, VISIT_SUMS_TABLE, VISITS_TABLE
 
 
 def ping(store: Store) -> None:
@@ -57,9 +57,10 @@ def erase_visitor(store: Store, visitor: int, cluster: str = "") -> None:
         listed = ", ".join(f"'{day.isoformat()}'" for (day,) in days)
         deletes.append(f"DELETE FROM {store.table(VISIT_SUMS_TABLE)} WHERE day IN ({listed})")  # noqa: S608
         first, last = min(day for (day,) in days), max(day for (day,) in days)
-        deletes.append(
-            f"DELETE FROM {store.table(RANGE_SUMS_TABLE)} "  # noqa: S608
+        deletes.extend(
+            f"DELETE FROM {store.table(table)} "  # noqa: S608
             f"WHERE first_day <= '{last.isoformat()}' AND last_day >= '{first.isoformat()}'"
+            for table in (RANGE_SUMS_TABLE, RANGE_FUNNELS_TABLE)
         )
     for statement in render(deletes, cluster):
         store.command(statement)

@@ -28,10 +28,8 @@ written after ``upto`` names keys seen then, so it is always made live.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
-import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -44,8 +42,6 @@ from .schema import (
     BUILDS_TABLE,
     EVENT_COLUMNS,
     RANGE_COLUMNS,
-    RANGE_SUMS_A_DAY,
-    RANGE_SUMS_TABLE,
     STEP_EVENT,
     STEP_IDS,
     STEP_PAGE,
@@ -415,92 +411,6 @@ SELECT list, item, {VISITOR_SET}Merge(consented_hashes), sum(pseudonymous), max(
        sum(events), sum(visits), sum(bounces), sum(duration)
 FROM ({" UNION ALL ".join(parts)})
 GROUP BY list, item"""
-
-
-def range_key(built: Iterable[int]) -> int:
-    """The key of the range sums merged from the builds ``built``: a 64-bit digest of their ids."""
-    ids = ",".join(str(int(b)) for b in sorted(built))
-    return int.from_bytes(hashlib.blake2b(ids.encode(), digest_size=8).digest(), "big")
-
-
-def ready_range_sums(
-    store: Store, site: str, fresh: Mapping[dt.date, int], kinds: Iterable[str], cluster: str = ""
-) -> int | None:
-    """The key of the merged sums of ``site``'s ``fresh`` days (day → build id) for the lists
-    ``kinds``, merging and storing the lists not stored yet; None when they cannot be read from there
-    (the site has made RANGE_SUMS_A_DAY ranges today): the day sums answer then."""
-    if not fresh:
-        return None
-    key = range_key(fresh.values())
-    found, ranges = _stored_ranges(store, site, key)
-    missing = sorted(set(kinds) - found)
-    if not missing:
-        return key
-    if ranges >= RANGE_SUMS_A_DAY:
-        return None
-    _merge_range(store, site, fresh, key, missing, cluster)
-    # A list with no rows in the day sums (no events, say) has none merged either: it reads as empty
-    # from both. Any other list missing now was not stored: the day sums answer.
-    empty = set(missing) - _stored_ranges(store, site, key)[0]
-    if empty and _has_rows(store, fresh, sorted(empty), site):
-        return None
-    return key
-
-
-def _stored_ranges(store: Store, site: str, key: int) -> tuple[set[str], int]:
-    """The lists stored today for the range ``key`` of ``site``, and how many ranges it stored today."""
-    found: set[str] = set()
-    ranges = 0
-    for mine, lists, count in store.query_rows(
-        f"SELECT builds = {{key:UInt64}} AS mine, groupUniqArray(list), uniqExact(builds) "
-        f"FROM {store.table(RANGE_SUMS_TABLE)} WHERE site = {{site:String}} AND made = today() GROUP BY mine",
-        {"key": key, "site": site},
-    ):
-        ranges += int(count)
-        if mine:
-            found = set(lists)
-    return found, ranges
-
-
-def _merge_range(
-    store: Store, site: str, fresh: Mapping[dt.date, int], key: int, lists: list[str], cluster: str
-) -> None:
-    """Merge the day sums of the builds ``fresh`` for ``lists`` into one row an item, stored as ``key``."""
-    days = sorted(fresh)
-    # The same token for the same range and lists on the same day: where the server deduplicates
-    # this insert, two answers racing store it once (and it is read as once either way).
-    token = f"range-{site}-{key}-{','.join(lists)}-{dt.datetime.now(dt.UTC).date().isoformat()}"
-    settings: dict[str, Any] = {"insert_deduplication_token": token}
-    if cluster:
-        settings["insert_distributed_sync"] = 1
-    store.command(
-        f"INSERT INTO {store.table(RANGE_SUMS_TABLE)} (site, builds, first_day, last_day, made, merge, "
-        f"{RANGE_COLUMNS}) SELECT {{site:String}}, {{key:UInt64}}, {{first:Date}}, {{last:Date}}, today(), "
-        f"{{merge:UInt64}}, list, item, {VISITOR_SET}MergeState(consented_hashes), sum(pseudonymous), "
-        "max(pseudonymous), sum(pageviews), sum(events), sum(visits), sum(bounces), sum(duration) "
-        f"FROM {store.table(VISIT_SUMS_TABLE)} WHERE site = {{site:String}} AND day BETWEEN {{first:Date}} "
-        "AND {last:Date} AND build IN {builds:Array(UInt64)} AND list IN {lists:Array(String)} "
-        "GROUP BY list, item",
-        {
-            "site": site,
-            "key": key,
-            "first": days[0],
-            "last": days[-1],
-            "builds": [int(b) for b in fresh.values()],
-            "lists": lists,
-            "merge": secrets.randbits(63),
-        },
-        settings=settings,
-    )
-
-
-def _has_rows(store: Store, fresh: Mapping[dt.date, int], lists: list[str], site: str) -> bool:
-    rows = store.query_rows(
-        f"SELECT count() FROM {store.table(VISIT_SUMS_TABLE)} WHERE site = {{site:String}} "
-        "AND build IN {builds:Array(UInt64)} AND list IN {lists:Array(String)}",
-        {"site": site, "builds": [int(b) for b in fresh.values()], "lists": lists},
-    )
-    return bool(int(rows[0][0]))
 
 
 # -- building ----------------------------------------------------------------------------------------
