@@ -713,12 +713,17 @@ def test_erasure_deletes_the_ranges_over_the_consent_ids_days(traffic: tuple[Set
 
 
 def test_the_range_sums_keep_keys_no_longer_than_the_events(store: Store) -> None:
+    def ddl(table: str) -> str:
+        [(text,)] = store.query_rows(
+            "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+            {"db": store.database, "t": table},
+        )
+        return str(text)
+
+    migrate(store, events_months=3)
     migrate(store, events_months=2)
-    [(ddl,)] = store.query_rows(
-        "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = 'visit_range_sums'",
-        {"db": store.database},
-    )
-    assert "TTL least(first_day + toIntervalMonth(2), made + 1)" in ddl
+    for table in ("visit_range_sums", "visit_range_funnels"):
+        assert "TTL least(first_day + toIntervalMonth(2), made + 1)" in ddl(table)
 
 
 def _funnel_keys(store: Store) -> set[int]:
