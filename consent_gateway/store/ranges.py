@@ -5,8 +5,8 @@ The dashboard asks for the same range from several panels at once and again on e
 closed days of a range do not change while their builds are the days' fresh ones. The first answer
 over a range stores what it merged from them under a key made from their build ids (which never
 change); later answers read that and add only the other days (today, days not built). A site stores
-at most RANGE_SUMS_A_DAY ranges (and as many funnels) a day; the rows go at the end of the next day
-and never outlive their first day's events (schema.range_sums_ttl), and a withdrawal deletes every
+at most RANGE_SUMS_A_DAY ranges (and as many funnels) a day; the rows expire at the end of the day they
+were made and never outlive their first day's events (schema.range_sums_ttl), and a withdrawal deletes every
 range over one of its days (statements.erase_visitor).
 """
 

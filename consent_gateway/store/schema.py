@@ -538,7 +538,7 @@ def visit_steps_ddl(store: Store) -> list[str]:
 # The closed days' sums of one range, merged once (store/visits.py, ``ready_range_sums``): a range
 # of 89 days is one row a page instead of 89. Keyed by the build ids they were merged from, which
 # never change, so a row is right for as long as those builds are the fresh ones; made at most
-# RANGE_SUMS_A_DAY ranges a site a day, and kept until the end of the next day at most.
+# RANGE_SUMS_A_DAY ranges a site a day; they expire at the end of the day they were made.
 RANGE_SUMS_TABLE = "visit_range_sums"
 RANGE_SUMS_A_DAY = 24
 # A stored range's bounds (TTL, erasure), the day it was made and which merge made it, as DDL.
