@@ -177,17 +177,24 @@ def test_a_flood_of_distinct_names_stays_bounded() -> None:
     inventory = CookieInventory(Classifier((), unknown_category="preferences", cache_size=256), max_names=500)
     _fill(inventory)
     _flood(inventory, 0, 2_000)  # warm up: the caps are reached
-    gc.collect()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        _flood(inventory, 2_000, 20_000)
+    # tracemalloc counts every thread's allocations, and threads left by earlier tests in this
+    # process may allocate while one flood runs: kept names would grow every flood by about 200 MB,
+    # so the smallest growth of up to three floods is the inventory's.
+    grown: list[int] = []
+    for attempt in range(3):
         gc.collect()
-        grown = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            _flood(inventory, 2_000 + attempt * 20_000, 20_000)
+            gc.collect()
+            grown.append(tracemalloc.get_traced_memory()[0] - before)
+        finally:
+            tracemalloc.stop()
+        if grown[-1] < 512 * 1024:
+            break
     # 20,000 more names of 5 kB each (200 MB if kept) leave memory where the caps put it.
-    assert grown < 512 * 1024, grown
+    assert min(grown) < 512 * 1024, grown
     assert len(inventory.drain()) == 501  # 500 names and the overflow row
     assert inventory.unclassified_count() <= 500
 
