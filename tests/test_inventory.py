@@ -178,23 +178,20 @@ def test_a_flood_of_distinct_names_stays_bounded() -> None:
     _fill(inventory)
     _flood(inventory, 0, 2_000)  # warm up: the caps are reached
     # tracemalloc counts every thread's allocations, and threads left by earlier tests in this
-    # process may allocate while one flood runs: kept names would grow every flood by about 200 MB,
-    # so the smallest growth of up to three floods is the inventory's.
-    grown: list[int] = []
-    for attempt in range(3):
+    # process allocate too: only what is still held of the allocations made under this flood's own
+    # frames (this file in their stack) is the inventory's.
+    gc.collect()
+    tracemalloc.start(32)
+    try:
+        _flood(inventory, 2_000, 20_000)
         gc.collect()
-        tracemalloc.start()
-        try:
-            before = tracemalloc.get_traced_memory()[0]
-            _flood(inventory, 2_000 + attempt * 20_000, 20_000)
-            gc.collect()
-            grown.append(tracemalloc.get_traced_memory()[0] - before)
-        finally:
-            tracemalloc.stop()
-        if grown[-1] < 512 * 1024:
-            break
+        snapshot = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    held = snapshot.filter_traces([tracemalloc.Filter(True, __file__, all_frames=True)])
+    grown = sum(stat.size for stat in held.statistics("filename"))
     # 20,000 more names of 5 kB each (200 MB if kept) leave memory where the caps put it.
-    assert min(grown) < 512 * 1024, grown
+    assert grown < 512 * 1024, grown
     assert len(inventory.drain()) == 501  # 500 names and the overflow row
     assert inventory.unclassified_count() <= 500
 
