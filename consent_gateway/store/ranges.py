@@ -50,12 +50,9 @@ def ready_range_sums(
         return key
     if ranges >= RANGE_SUMS_A_DAY:
         return None
+    # One INSERT ... SELECT stores a list whole; a list with no rows in the day sums (no events, say)
+    # stores none and reads as empty from both.
     _merge_range(store, site, fresh, key, missing, cluster)
-    # A list with no rows in the day sums (no events, say) has none merged either: it reads as empty
-    # from both. Any other list missing now was not stored: the day sums answer.
-    empty = set(missing) - _stored_ranges(store, site, key)[0]
-    if empty and _has_rows(store, fresh, sorted(empty), site):
-        return None
     return key
 
 
@@ -79,12 +76,7 @@ def _merge_range(
 ) -> None:
     """Merge the day sums of the builds ``fresh`` for ``lists`` into one row an item, stored as ``key``."""
     days = sorted(fresh)
-    # The same token for the same range and lists on the same day: where the server deduplicates
-    # this insert, two answers racing store it once (and it is read as once either way).
-    token = f"range-{site}-{key}-{','.join(lists)}-{dt.datetime.now(dt.UTC).date().isoformat()}"
-    settings: dict[str, Any] = {"insert_deduplication_token": token}
-    if cluster:
-        settings["insert_distributed_sync"] = 1
+    settings: dict[str, Any] = {"insert_distributed_sync": 1} if cluster else {}
     store.command(
         f"INSERT INTO {store.table(RANGE_SUMS_TABLE)} (site, builds, first_day, last_day, made, merge, "
         f"{RANGE_COLUMNS}) SELECT {{site:String}}, {{key:UInt64}}, {{first:Date}}, {{last:Date}}, today(), "
@@ -104,15 +96,6 @@ def _merge_range(
         },
         settings=settings,
     )
-
-
-def _has_rows(store: Store, fresh: Mapping[dt.date, int], lists: list[str], site: str) -> bool:
-    rows = store.query_rows(
-        f"SELECT count() FROM {store.table(VISIT_SUMS_TABLE)} WHERE site = {{site:String}} "
-        "AND build IN {builds:Array(UInt64)} AND list IN {lists:Array(String)}",
-        {"site": site, "builds": [int(b) for b in fresh.values()], "lists": lists},
-    )
-    return bool(int(rows[0][0]))
 
 
 def funnel_key(built: Iterable[int], definition: str) -> int:

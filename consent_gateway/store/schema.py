@@ -466,8 +466,9 @@ SUMMED_COLUMNS = ",\n    ".join(f"`{n}` UInt64" for n in ("pageviews", "events",
 SUM_COLUMNS = "list, item, day, consented_hashes, pseudonymous, pageviews, events, visits, bounces, duration"
 # The consented visitor keys of a sum, as the state of this function: a set of 32-bit hashes while it
 # holds a few thousand (exact, but for a collision, which can only lower the count), then
-# HyperLogLog cells (about 0.5 % off). k is at most 1000, so a number near k is always exact.
-# Merging 89 days of these for every page takes about half the time of ``uniqExact`` sets.
+# HyperLogLog cells (within 0.3 % from 10,000 to 1,000,000 keys, measured). k is at most 1000, so a
+# number near k is always exact.
+# Merging 89 days of these for every page takes about 40 % less time than ``uniqExact`` sets.
 VISITOR_SET = "uniqCombined"
 
 
@@ -535,7 +536,7 @@ def visit_steps_ddl(store: Store) -> list[str]:
     ]
 
 
-# The closed days' sums of one range, merged once (store/visits.py, ``ready_range_sums``): a range
+# The closed days' sums of one range, merged once (store/ranges.py, ``ready_range_sums``): a range
 # of 89 days is one row a page instead of 89. Keyed by the build ids they were merged from, which
 # never change, so a row is right for as long as those builds are the fresh ones; made at most
 # RANGE_SUMS_A_DAY ranges a site a day; they expire at the end of the day they were made.
@@ -552,7 +553,7 @@ RANGE_COLUMNS = "list, item, consented_hashes, pseudonymous, peak, pageviews, ev
 
 
 def range_sums_ttl(events_months: int) -> str:
-    """A range's sums go at the end of the day after they were made, and never after its first day's
+    """A range's rows expire at the end of the day they were made, and never after its first day's
     events (the oldest keys in them)."""
     return f"least(first_day + toIntervalMonth({int(events_months)}), made + 1)"
 
@@ -576,8 +577,7 @@ def range_sums_ddl(store: Store, *, events_months: int) -> list[str]:
 )
 ENGINE = MergeTree
 ORDER BY (site, builds, list, item)
-TTL {range_sums_ttl(events_months)} DELETE
-SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}"""
+TTL {range_sums_ttl(events_months)} DELETE"""
     ]
 
 

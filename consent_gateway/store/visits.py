@@ -390,9 +390,8 @@ def sums_groups_sql(
     ids = ", ".join(str(int(b)) for b in built) or "0"
     listed = ", ".join(f"'{k}'" for k in kinds)
     if ranged:
-        # Two answers merging one range at once can both store it (an INSERT ... SELECT with GROUP BY
-        # is not deduplicated by every server version): each list is read from one of its merges
-        # (GLOBAL: on a cluster the merge's rows lie on every shard).
+        # Two answers merging one range at once can both store it: each list is read from one of its
+        # merges (GLOBAL: on a cluster the merge's rows lie on every shard).
         stored = (
             f"SELECT {RANGE_COLUMNS} FROM {ranged} WHERE site = {{site:String}} AND builds = {{builds:UInt64}} "
             f"AND list IN ({listed}) AND (list, merge) GLOBAL IN (SELECT list, min(merge) FROM {ranged} "
