@@ -282,8 +282,12 @@ class ChildGuard:
 
     def mark_of_headers(self, headers: Iterable[tuple[bytes, bytes]]) -> ChildMark | None:
         """The mark the request's ``cg_child`` cookie carries (None without a valid one)."""
-        for key, value in headers:
-            if key == b"cookie" and self._needle in value:
+        return self.mark_of_cookies(value for key, value in headers if key == b"cookie")
+
+    def mark_of_cookies(self, cookie_headers: Iterable[bytes]) -> ChildMark | None:
+        """The mark the ``cg_child`` cookie in these Cookie header values carries (None without a valid one)."""
+        for value in cookie_headers:
+            if self._needle in value:
                 for part in value.decode("latin-1").split(";"):
                     name, _, text = part.strip(" \t").partition("=")
                     if name == CHILD_COOKIE:
@@ -296,13 +300,25 @@ class ChildGuard:
         """The consent to enforce for a request by its cookie alone (``/collect``, the settings page)."""
         return restrict_consent(consent, self.mark_of_headers(headers), self.behavioural)
 
-    def on_request(self, scope: MutableMapping[str, Any], consent: Consent) -> Consent:
-        """Before the app: the consent to enforce and to put in ``scope["consent"]``."""
-        mark = self.mark_of_headers(scope.get("headers", ()))
-        slot = open_slot(scope)
-        slot.previous = mark
-        slot.unrestricted = consent
-        return restrict_consent(consent, mark, self.behavioural)
+    def on_request(
+        self, scope: MutableMapping[str, Any], consent: Consent, cookie_headers: Iterable[bytes] | None = None
+    ) -> Consent:
+        """Before the app: the consent to enforce and to put in ``scope["consent"]``.
+
+        ``cookie_headers``: the request's Cookie header values, when the caller has them at hand
+        (else they are read from the scope)."""
+        if cookie_headers is None:
+            mark = self.mark_of_headers(scope.get("headers", ()))
+        else:
+            mark = self.mark_of_cookies(cookie_headers)
+        scope[SCOPE_KEY] = ChildSlot(None, mark, consent)
+        return consent if mark is None else restrict_consent(consent, mark, self.behavioural)
+
+    @staticmethod
+    def marked_by_call(scope: Mapping[str, Any]) -> bool:
+        """Whether the app called ``mark_child`` during this request."""
+        slot = scope.get(SCOPE_KEY)
+        return isinstance(slot, ChildSlot) and slot.mark is not None
 
     def on_response(
         self, scope: MutableMapping[str, Any], headers: list[tuple[bytes, bytes]], consent: Consent

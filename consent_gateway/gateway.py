@@ -3,33 +3,24 @@
 from __future__ import annotations
 
 from .asgi import ASGIApp, Receive, Scope, Send
-from .inventory_middleware import CookieInventoryMiddleware
 from .middleware import ConsentMiddleware, lifespan_with_runtime
 from .routes import ConsentRoutes
 from .runtime import GatewayRuntime
 from .settings import Settings
-from .store import open_store
 
 
 class ConsentGateway:
     """Wrap ``app``: requests under ``settings.prefix`` go to the gateway's routes, all others
-    through ConsentMiddleware and the cookie inventory to the app. The ClickHouse pipeline opens
-    and closes in lifespan."""
+    through ConsentMiddleware to the app. The ClickHouse pipeline and the cookie inventory's writer
+    open and close in lifespan."""
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.settings = settings
         self.runtime = GatewayRuntime(settings)
-        # Inside the consent middleware the inventory sees the consent enforced and every Set-Cookie
-        # before it is filtered; its last counts are written when the app's lifespan shuts down.
-        self.app = CookieInventoryMiddleware(
-            app,
-            self.runtime.inventory,
-            open_store=lambda: open_store(settings.clickhouse_dsn, settings.database),
-            site=settings.site_id,
-            events_months=settings.events_retention_months,
-            category_of=self.runtime.cookies.category_of,
-        )
-        self.middleware = ConsentMiddleware(self.app, runtime=self.runtime)
+        self.app = app
+        # One pass over a request and its response: consent, Set-Cookie enforcement, the cookie
+        # inventory's counts, the banner and the visit record.
+        self.middleware = ConsentMiddleware(app, runtime=self.runtime)
         self.routes = ConsentRoutes(self.runtime)
         self._prefix = settings.prefix
         self._prefix_slash = settings.prefix + "/"

@@ -15,12 +15,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Gauge
 
 from .children import CHILD_COOKIE
-from .cookies import set_cookie_name
+from .cookies import request_cookie_names, set_cookie_name
 from .registry import CategoryRegistry, Source
 from .store.client import Store
 from .store.schema import INVENTORY_COLUMNS as COLUMNS
@@ -45,6 +46,28 @@ MAX_PATH_CHARS = 200
 MAX_ATTRIBUTES_CHARS = 256
 PATH_SLOTS = 8
 TOP_PATHS = 5
+
+
+# A returning visitor sends the same Cookie header page after page: its names are read once.
+# At most this many headers of at most COOKIE_CACHE_BYTES each are kept (1 MiB in all).
+COOKIE_CACHE_SIZE = 256
+COOKIE_CACHE_BYTES = 4096
+# Requests are tallied by their Cookie header's names and the visitor's categories, and the tallies
+# added to the names' counts when read: at most this many tallies wait (each of at most
+# COOKIE_CACHE_BYTES of names; a longer header is counted at once).
+PENDING_REQUESTS = 256
+
+
+@lru_cache(maxsize=COOKIE_CACHE_SIZE)
+def _cached_cookie_names(header: bytes) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(request_cookie_names(header.decode("latin-1"))))
+
+
+def cookie_names(header: bytes) -> tuple[str, ...]:
+    """The distinct cookie names of one Cookie header, in order."""
+    if len(header) <= COOKIE_CACHE_BYTES:
+        return _cached_cookie_names(header)
+    return tuple(dict.fromkeys(request_cookie_names(header.decode("latin-1"))))
 
 
 CatalogueLookup = Callable[[str], Any]
@@ -316,6 +339,8 @@ class CookieInventory:
         self._overflow = 0
         # Names ever found unclassified by this process (bounded like the entries), for the gauge.
         self._unclassified: set[str] = set()
+        # Requests not yet added to their names' counts: (names, granted) -> [requests, first, last].
+        self._requests: dict[tuple[tuple[str, ...], frozenset[str]], list[int]] = {}
 
     def __repr__(self) -> str:
         return f"CookieInventory({len(self._entries)} names, overflow={self._overflow})"
@@ -323,11 +348,15 @@ class CookieInventory:
     @property
     def overflow(self) -> int:
         """Sightings of names refused since the last flush because a bound was reached."""
-        return self._overflow
+        with self._lock:
+            self._add_requests()
+            return self._overflow
 
     def unclassified_count(self) -> int:
         """Distinct names neither the registry nor the catalogue knows, seen by this process."""
-        return len(self._unclassified)
+        with self._lock:
+            self._add_requests()
+            return len(self._unclassified)
 
     def observe_set_cookie(self, header_value: str | bytes, *, path: str, granted: bool, blocked: bool) -> None:
         """Count one Set-Cookie of the app: ``granted``: the visitor had granted its category;
@@ -349,31 +378,65 @@ class CookieInventory:
             entry.attributes_at = now
             self._add_path(entry, path)
 
+    def observe_cookie_header(self, header: bytes, granted: frozenset[str]) -> None:
+        """Count one request's Cookie header, for a visitor who granted ``granted``.
+
+        A site's visitors send a few shapes of header page after page: the request is tallied by
+        its names and categories, and tallies reach the names' counts when the counts are read.
+        """
+        names = cookie_names(header)
+        now = int(self._clock())
+        key = (names, granted)
+        with self._lock:
+            tally = self._requests.get(key)
+            if tally is not None:
+                tally[0] += 1
+                tally[2] = now
+                return
+            if len(header) > COOKIE_CACHE_BYTES:
+                self._count_requests(names, granted, 1, now, now)
+                return
+            if len(self._requests) >= PENDING_REQUESTS:
+                self._add_requests()
+            self._requests[key] = [1, now, now]
+
     def observe_request_cookies(self, names: Iterable[str], *, path: str, granted: Iterable[str]) -> None:
         """Count the cookie names of one request's Cookie header, for a visitor who granted ``granted``."""
         allowed = granted if isinstance(granted, frozenset) else frozenset(granted)
         now = int(self._clock())
         with self._lock:
-            for name in dict.fromkeys(names):
-                entry = self._entry(name, now)
-                if entry is None:
-                    continue
-                entry.request_count += 1
-                if entry.category != "necessary" and entry.category not in allowed:
-                    entry.before_consent += 1
+            self._count_requests(tuple(dict.fromkeys(names)), allowed, 1, now, now)
 
-    def _entry(self, name: str, now: int) -> _Entry | None:
+    def _add_requests(self) -> None:
+        """Add the waiting tallies to the names' counts (the lock held)."""
+        requests, self._requests = self._requests, {}
+        for (names, granted), (count, first, last) in requests.items():
+            self._count_requests(names, granted, count, first, last)
+
+    def _count_requests(
+        self, names: tuple[str, ...], granted: frozenset[str], count: int, first: int, last: int
+    ) -> None:
+        for name in names:
+            entry = self._entry(name, last, count)
+            if entry is None:
+                continue
+            entry.first_seen = min(entry.first_seen, first)
+            entry.request_count += count
+            if entry.category != "necessary" and entry.category not in granted:
+                entry.before_consent += count
+
+    def _entry(self, name: str, now: int, sightings: int = 1) -> _Entry | None:
         entry = self._entries.get(name)
         if entry is None and len(name) > MAX_NAME_CHARS:
             name = name[:MAX_NAME_CHARS]
             entry = self._entries.get(name)
         if entry is not None:
-            entry.last_seen = now
+            entry.last_seen = max(entry.last_seen, now)
             return entry
         # Counted at its largest: the attributes text it may hold later is bounded too.
         size = len(name.encode("utf-8", "surrogatepass")) + 64 + MAX_ATTRIBUTES_CHARS
         if len(self._entries) >= self.max_names or self._bytes + size > self.max_bytes:
-            self._overflow += 1
+            self._overflow += sightings
             return None
         category, source = self.classifier.classify(name)
         if source == SOURCE_UNCLASSIFIED and len(self._unclassified) < self.max_names:
@@ -395,6 +458,7 @@ class CookieInventory:
     def drain(self) -> list[InventoryRow]:
         """Take the counts gathered since the last drain as rows, and start counting afresh."""
         with self._lock:
+            self._add_requests()
             entries, self._entries = self._entries, {}
             overflow, self._overflow = self._overflow, 0
             self._bytes = 0
@@ -434,7 +498,6 @@ def watch_unclassified(inventory: CookieInventory, registry: CollectorRegistry) 
 
 
 # -- ClickHouse ------------------------------------------------------------------------------------
-
 
 
 def create_inventory_table(store: Store, *, events_months: int = 3) -> None:

@@ -83,6 +83,8 @@ class ConsentMiddleware:
         self._policy_major = runtime.policy_major
         self._child_guard = runtime.child_guard
         self._banner = runtime.banner
+        self._inventory = runtime.inventory
+        self._category_of = runtime.cookies.category_of
         self._starts: dict[tuple[tuple[bytes, bytes], ...], tuple[tuple[tuple[bytes, bytes], ...], _StartFacts]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -112,30 +114,38 @@ class ConsentMiddleware:
         consent, verified = self._consent_for(
             facts.consent_cookie, facts.gpc, self._policy_major(), facts.consent_alternatives
         )
-        consent = self._child_guard.on_request(scope, consent)  # a child's behavioural categories refused
+        cookies = facts.cookie_headers
+        # A child's behavioural categories refused.
+        consent = self._child_guard.on_request(scope, consent, () if cookies is None else cookies)
         scope["consent"] = consent
+        if cookies is not None:  # the inventory counts the names browsers send back, under this consent
+            for value in cookies:
+                self._inventory.observe_cookie_header(value, consent.categories)
         started = time.perf_counter()
         reissue = runtime.reissue_header(verified) if verified is not None and verified.stale_key else None
         responder = _Responder(self, scope, send, facts, consent, reissue, started, ip)
         await self.app(scope, receive, responder.send if kind == "http" else responder.send_websocket)
 
-    def _response_headers(
-        self, raw: list[tuple[bytes, bytes]], consent: Any, reissue: bytes | None
-    ) -> tuple[list[tuple[bytes, bytes]], _StartFacts]:
-        """``_filter_headers`` of a response start, kept for the next start with the same headers."""
-        if reissue is not None:
-            return self._filter_headers(raw, consent, reissue)
+    def _known_start(self, raw: list[tuple[bytes, bytes]]) -> tuple[list[tuple[bytes, bytes]], _StartFacts] | None:
+        """The headers and facts of a response start seen before with exactly these headers, which
+        held no Set-Cookie and no child mark: nothing in them depends on the visitor."""
         try:
-            key = tuple(raw)
-            known = self._starts.get(key)
+            known = self._starts.get(tuple(raw))
         except TypeError:  # a header given as a list or bytearray: nothing to key on
-            return self._filter_headers(raw, consent, reissue)
-        if known is not None:
-            return list(known[0]), known[1]
-        headers, start = self._filter_headers(raw, consent, reissue)
+            return None
+        return None if known is None else (list(known[0]), known[1])
+
+    def _response_headers(
+        self, raw: list[tuple[bytes, bytes]], consent: Any, reissue: bytes | None, path: str, keep: bool
+    ) -> tuple[list[tuple[bytes, bytes]], _StartFacts]:
+        """``_filter_headers`` of a response start, kept for the next start with the same headers
+        when ``keep`` (the child guard left them as the app sent them)."""
+        headers, start = self._filter_headers(raw, consent, reissue, path)
         if (
-            not start.cookies
-            and sum(map(len, chain.from_iterable(key))) <= START_CACHE_BYTES
+            keep
+            and reissue is None
+            and not start.cookies
+            and sum(map(len, chain.from_iterable(raw))) <= START_CACHE_BYTES
             and not any(b"nonce-" in value for value in start.csp)  # new on every response: no use keeping
         ):
             starts = self._starts
@@ -144,7 +154,10 @@ class ConsentMiddleware:
                     del starts[next(iter(starts))]  # the oldest
                 except (KeyError, RuntimeError, StopIteration):  # another thread got there first
                     break
-            starts[key] = (tuple(headers), start)
+            try:
+                starts[tuple(raw)] = (tuple(headers), start)
+            except TypeError:  # unhashable: not kept
+                pass
         return headers, start
 
     def _filter_headers(
@@ -152,10 +165,11 @@ class ConsentMiddleware:
         headers: list[tuple[bytes, bytes]],
         consent: Any,
         reissue: bytes | None,
+        path: str = "",
         websocket: bool = False,
     ) -> tuple[list[tuple[bytes, bytes]], _StartFacts]:
         """The response headers as sent (refused Set-Cookie removed, Vary: Cookie added), and what
-        they say about the body."""
+        they say about the body. Each Set-Cookie is counted in the cookie inventory, as kept or removed."""
         out: list[tuple[bytes, bytes]] = []
         start = _StartFacts()
         vary_done = websocket  # a handshake's answer is not cached: no Vary to add
@@ -173,8 +187,11 @@ class ConsentMiddleware:
                 start.content_type = value
             elif kind == _SET_COOKIE:
                 start.cookies = True
-                category_of = self.runtime.cookies.category_of
-                if not all(consent.allows(category_of(name)) for name in set_cookie_names(value)):
+                category_of = self._category_of
+                # Kept only when every name it may be read under is allowed.
+                allowed = all(consent.allows(category_of(name)) for name in set_cookie_names(value))
+                self._inventory.observe_set_cookie(value, path=path, granted=allowed, blocked=not allowed)
+                if not allowed:
                     continue
             elif kind == _VARY:
                 # Compare whole tokens: "X-Cookie-Id" does not make the response vary on Cookie.
@@ -396,7 +413,10 @@ class _Responder:
             # A child mark on the handshake is consumed as on any response, never passed on.
             raw, self.consent = self.gateway.runtime.child_guard.on_response(self.scope, given, self.consent)
             if raw or given or self.reissue is not None:
-                message["headers"], _ = self.gateway._filter_headers(raw, self.consent, self.reissue, websocket=True)
+                path = self.scope.get("path", "")
+                message["headers"], _ = self.gateway._filter_headers(
+                    raw, self.consent, self.reissue, path, websocket=True
+                )
         await self.send_on(message)
 
     def _done(self) -> None:
@@ -407,9 +427,16 @@ class _Responder:
     async def _start(self, message: Message) -> None:
         gateway = self.gateway
         self.status = status = message["status"]
-        # The app may mark a child in this very response (X-Consent-Child or mark_child).
-        raw, self.consent = gateway._child_guard.on_response(self.scope, message.get("headers", []), self.consent)
-        headers, start = gateway._response_headers(raw, self.consent, self.reissue)
+        given = message.get("headers", [])
+        scope = self.scope
+        known = None
+        if self.reissue is None and not gateway._child_guard.marked_by_call(scope):
+            known = gateway._known_start(given)
+        if known is None:
+            # The app may mark a child in this very response (X-Consent-Child or mark_child).
+            raw, self.consent = gateway._child_guard.on_response(scope, given, self.consent)
+            known = gateway._response_headers(raw, self.consent, self.reissue, scope.get("path", ""), raw is given)
+        headers, start = known
         message["headers"] = headers
         self.is_html = is_html = start.is_html
         method = self.scope.get("method")

@@ -59,6 +59,11 @@ class RequestFacts:
         self._accept_language = found.get(b"accept-language", b"")
 
     @property
+    def cookie_headers(self) -> list[bytes] | None:
+        """The request's Cookie header values as sent, in order (None without one)."""
+        return self._cookies
+
+    @property
     def cookie(self) -> str:
         """Every Cookie header of the request, joined with "; "."""
         joined = ""

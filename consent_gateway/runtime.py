@@ -13,9 +13,12 @@ from .clientip import TrustedProxies
 from .cookies import ConsentCookie
 from .errors import SettingsError, StoreError
 from .inventory import (
+    CatalogueLookup,
     Classifier,
     CookieInventory,
     cookie_registry,
+    create_inventory_table,
+    flush_inventory,
     gateway_cookies,
     installed_catalogue,
     no_catalogue,
@@ -37,6 +40,8 @@ from .store.statements import stored_event_names
 from .store.visits import VISIT_BUILD_INTERVAL, build_closed_days, build_open_days
 
 logger = logging.getLogger("consent_gateway")
+# How often the cookie inventory's counts are written (and once more when the gateway stops).
+INVENTORY_FLUSH_INTERVAL = 60.0
 
 
 def _event_registry(settings: Settings) -> CategoryRegistry:
@@ -124,14 +129,21 @@ class GatewayRuntime:
             policy_major=settings.policy.major,
             cache_size=settings.verify_cache_size,
         )
-        # Every cookie name the site sets or gets back, counted by the gateway's inventory middleware.
-        # It classifies with the registry that enforces: one set of rules, one cache.
-        self.inventory = CookieInventory(
-            Classifier.over(self.cookies, catalogue=catalogue, fixed=gateway_cookies(settings))
-        )
-        watch_unclassified(self.inventory, self.pipeline.metrics.registry)
+        self.inventory = self._new_inventory(catalogue)
         # Children under 14 marked by the app: behavioural categories refused (children.py).
         self.child_guard = ChildGuard(settings)
+
+    def _new_inventory(self, catalogue: CatalogueLookup) -> CookieInventory:
+        # Every cookie name the site sets or gets back, counted by the middleware as it enforces.
+        # It classifies with the registry that enforces: one set of rules, one cache.
+        inventory = CookieInventory(
+            Classifier.over(self.cookies, catalogue=catalogue, fixed=gateway_cookies(self.settings))
+        )
+        watch_unclassified(inventory, self.pipeline.metrics.registry)
+        self.inventory_flush_interval = INVENTORY_FLUSH_INTERVAL
+        self._inventory_writer: Periodic | None = None
+        self._inventory_table = False  # made (or found) by the first write
+        return inventory
 
     def __repr__(self) -> str:
         return f"GatewayRuntime(site={self.settings.site_id!r}, started={self.started})"
@@ -188,6 +200,10 @@ class GatewayRuntime:
         # Visits of closed days are stored off the request path; queries never depend on it.
         self._visit_builder = Periodic("visit-builder", self._build_visits, VISIT_BUILD_INTERVAL)
         self._visit_builder.start()
+        self._inventory_writer = Periodic(
+            "cookie-inventory", self.flush_inventory, self.inventory_flush_interval, at_once=False
+        )
+        self._inventory_writer.start()
         logger.info("consent gateway started for site %r on %r", s.site_id, self.query_store)
         # Said under every server (uvicorn, gunicorn, hypercorn, the test client): only
         # trusted_proxies decides whose X-Forwarded-For is believed.
@@ -198,6 +214,16 @@ class GatewayRuntime:
         if self.query_store is None:
             self.query_store = open_store(self.settings.clickhouse_dsn, self.settings.database)
         return self.query_store
+
+    def flush_inventory(self) -> int:
+        """Write the cookie inventory's counts gathered so far (blocking); returns the rows written.
+
+        Without ClickHouse the counts wait in memory, within the inventory's bounds."""
+        store = self.store()
+        if not self._inventory_table:
+            create_inventory_table(store, events_months=self.settings.events_retention_months)
+            self._inventory_table = True
+        return flush_inventory(store, self.inventory, self.settings.site_id)
 
     def _build_visits(self) -> None:
         store = self.query_store
@@ -235,6 +261,13 @@ class GatewayRuntime:
         builder, self._visit_builder = self._visit_builder, None  # a build in progress stops after its day
         if builder is not None:
             builder.stop()
+        writer, self._inventory_writer = self._inventory_writer, None
+        if writer is not None:
+            writer.stop()
+        try:
+            await asyncio.to_thread(self.flush_inventory)
+        except Exception:
+            logger.exception("the cookie inventory could not be written at shutdown; its counts are lost")
         if self.query_store is not None:
             self.query_store.close()
         self.started = False
@@ -257,6 +290,7 @@ class GatewayRuntime:
             visits=pipeline.visits,
             visits_taken=pipeline.visits_taken,
         )
+
 
 REVOKED_FILE = "revoked.txt"
 

@@ -256,3 +256,28 @@ def test_an_adult_mark_deletes_the_cookie(settings: Settings) -> None:
     _, consent = _through_guard(settings, "/", cookie="cg_child=forged.value")
     assert consent.allows("marketing")
     assert ChildGuard.mark_of({}) is None
+
+
+def test_a_mark_applies_to_a_response_whose_headers_the_gateway_already_knows(settings: Settings) -> None:
+    from consent_gateway import ConsentGateway
+
+    from .gateway_support import client_for
+
+    async def plain(request: Request) -> PlainTextResponse:
+        response = PlainTextResponse("ok")  # no Set-Cookie: the same headers on every answer
+        if request.query_params.get("header"):
+            response.headers["X-Consent-Child"] = "1"
+        if request.query_params.get("call"):
+            mark_child(request.scope)
+        return response
+
+    with client_for(ConsentGateway(Starlette(routes=[Route("/", plain)]), settings)) as client:
+        for _ in range(2):  # the gateway keeps these headers as filtered once
+            assert "set-cookie" not in client.get("/").headers
+        for url in ("/?call=1", "/?header=1", "/?header=1", "/?call=1"):
+            client.cookies.clear()
+            answer = client.get(url)
+            assert "x-consent-child" not in answer.headers
+            assert answer.headers["set-cookie"].startswith("cg_child="), url
+        client.cookies.clear()
+        assert "set-cookie" not in client.get("/").headers

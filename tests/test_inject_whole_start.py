@@ -371,37 +371,27 @@ def test_kept_response_starts_are_bounded(
 def test_the_inventory_reads_every_cookie_header_and_any_spelling_of_set_cookie(
     make_settings: Callable[..., Settings],
 ) -> None:
-    import asyncio
-
-    from consent_gateway.consent import Consent, ConsentStatus
-    from consent_gateway.inventory import Classifier, CookieInventory
-    from consent_gateway.inventory_middleware import CookieInventoryMiddleware
+    from tests.support.driver import Driver
 
     headers = [
         (b"content-type", b"text/html"),
         (b"Set-Cookie", b"palette_session=s; Path=/"),
         (b"SET-COOKIE", b"_mk_px=1; Path=/"),
     ]
-    settings = make_settings()
-    inventory = CookieInventory(Classifier.from_settings(settings))
-    categories = {"palette_session": "necessary", "_mk_px": "marketing"}
-    app = CookieInventoryMiddleware(
-        raw_page_app(headers, PAGE), inventory, category_of=lambda name: categories.get(name, "preferences")
-    )
-    consent = Consent(ConsentStatus.GIVEN, frozenset({"necessary"}))
+    gateway = ConsentGateway(raw_page_app(headers, PAGE), make_settings())
     one = [(b"cookie", b"a_one=1; a_two=2")]
     two = [(b"cookie", b"b_one=1"), (b"user-agent", b"x"), (b"cookie", b"b_two=2; b_one=3")]
-
-    async def send(message: dict[str, Any]) -> None:
-        pass
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    for request in (one, one, two, []):
-        asyncio.run(app({**http_scope("/", headers=request), "consent": consent}, receive, send))
-    rows = {row.name: row for row in inventory.drain()}
+    driver = Driver(gateway)
+    try:
+        for request in (one, one, two, []):  # no consent given: only necessary cookies pass
+            sent = driver.run(driver.acall(http_scope("/", headers=request)))
+            kept = [value for key, value in sent[0]["headers"] if key.lower() == b"set-cookie"]
+            assert kept == [b"palette_session=s; Path=/"]
+        rows = {row.name: row for row in gateway.runtime.inventory.drain()}
+    finally:
+        driver.close()
     requested = {name: row.request_count for name, row in rows.items() if row.request_count}
     assert requested == {"a_one": 2, "a_two": 2, "b_one": 2, "b_two": 1}
+    assert rows["a_one"].before_consent == 2  # unknown names count under the unknown cookies' category
     assert (rows["palette_session"].set_count, rows["palette_session"].blocked) == (4, 0)
     assert (rows["_mk_px"].set_count, rows["_mk_px"].blocked) == (4, 4)

@@ -12,6 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from consent_gateway.inventory import (
+    PENDING_REQUESTS,
     SESSION,
     SOURCE_CATALOGUE,
     SOURCE_GATEWAY,
@@ -194,6 +195,40 @@ def test_a_flood_of_distinct_names_stays_bounded() -> None:
     assert grown < 512 * 1024, grown
     assert len(inventory.drain()) == 501  # 500 names and the overflow row
     assert inventory.unclassified_count() <= 500
+
+
+def test_cookie_headers_are_tallied_by_shape_and_counted_exactly() -> None:
+    now = [1_000]
+    inventory = CookieInventory(classifier(), clock=lambda: now[0])
+    necessary, everything = frozenset({"necessary"}), frozenset({"necessary", "analytics", "preferences"})
+    for visitor in range(300):  # the same names with other values: one shape
+        inventory.observe_cookie_header(f"_ga=GA1.{visitor}; palette_session=s{visitor}; _ga=again".encode(), necessary)
+        now[0] += 1
+    inventory.observe_cookie_header(b"_ga=1; _hjid=2", everything)
+    # A shape waits as one tally, its names' counts as one entry each when read.
+    assert len(inventory._requests) == 2 and not inventory._entries
+    rows = {row.name: row for row in inventory.drain()}
+    ga, session, hj = rows["_ga"], rows["palette_session"], rows["_hjid"]
+    # A name sent twice in one header counts once; before consent only where its category was not granted.
+    assert (ga.request_count, ga.before_consent, ga.first_seen, ga.last_seen) == (301, 300, 1_000, 1_300)
+    assert (session.request_count, session.before_consent) == (300, 0)
+    assert (hj.request_count, hj.before_consent, hj.first_seen) == (1, 0, 1_300)
+    assert inventory.drain() == []
+
+
+def test_a_flood_of_header_shapes_waits_within_its_bound() -> None:
+    inventory = CookieInventory(classifier(), max_names=100)
+    for i in range(5 * PENDING_REQUESTS):
+        inventory.observe_cookie_header(f"a{i}=1; b{i % 7}=2".encode(), frozenset())
+        assert len(inventory._requests) <= PENDING_REQUESTS
+    long = b"; ".join(b"z%d=%s" % (n, b"v" * 100) for n in range(60))  # past the cached size: counted at once
+    inventory.observe_cookie_header(long, frozenset())
+    assert inventory.unclassified_count() == 100
+    # 1,280 names a*, 7 names b*, 60 names z*: 100 held, every sighting of another counted as overflow.
+    assert inventory.overflow > 0
+    rows = inventory.drain()
+    assert len(rows) == 101 and rows[-1].source == "overflow"
+    assert sum(r.request_count for r in rows) + rows[-1].overflow == 5 * PENDING_REQUESTS * 2 + 60
 
 
 def _names(rows: list[Any]) -> set[str]:

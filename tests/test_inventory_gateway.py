@@ -13,9 +13,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from consent_gateway import ConsentGateway, Settings, inventory_cli
-from consent_gateway.inventory import Classifier, CookieInventory, read_inventory
-from consent_gateway.inventory_middleware import CookieInventoryMiddleware
+from consent_gateway import ConsentGateway, Settings, inventory_cli, runtime
+from consent_gateway.inventory import read_inventory
 from consent_gateway.store import Store
 
 from .conftest import CHDB_URL, PSEUDONYM_KEY, SECRET
@@ -30,22 +29,19 @@ async def _django_like(request: Request) -> PlainTextResponse:
     return response
 
 
-def _gateway(settings: Settings, database: str) -> tuple[ConsentGateway, CookieInventoryMiddleware]:
+def _gateway(settings: Settings, monkeypatch: Any) -> ConsentGateway:
     app = site_app()
     app.router.routes.append(Route("/login", _django_like))
-    gateway = ConsentGateway(app, settings)
-    # The gateway counts into its own inventory; this one classifies with the test catalogue.
-    middleware = gateway.app
-    assert isinstance(middleware, CookieInventoryMiddleware)
-    middleware.inventory = gateway.runtime.inventory = CookieInventory(Classifier.from_settings(settings, catalogue))
-    return gateway, middleware
+    # The gateway enforces and counts with the test catalogue.
+    monkeypatch.setattr(runtime, "installed_catalogue", lambda: catalogue)
+    return ConsentGateway(app, settings)
 
 
 def test_traffic_through_the_gateway_fills_the_inventory(
     make_settings: Callable[..., Settings], store: Store, database: str, tmp_path: Path, monkeypatch: Any
 ) -> None:
     settings = make_settings()
-    gateway, middleware = _gateway(settings, database)
+    gateway = _gateway(settings, monkeypatch)
     with client_for(gateway) as client:
         # A first visitor, no choice yet: only necessary cookies pass; a script already set _hjid.
         first = client.get("/", headers={"cookie": "_hjid=abc; _pa_js=1"})
@@ -107,4 +103,22 @@ def test_traffic_through_the_gateway_fills_the_inventory(
     assert args.func(args, out) == 0
     # This config has no [cookies] registry, so the site's own names are unknown to it too.
     assert {"_hjid", "mystery_cookie", "_mk_pixel"} <= {c["name"] for c in json.loads(out.getvalue())["cookies"]}
-    middleware.close()  # a second close writes nothing and raises nothing
+    assert gateway.runtime.inventory.drain() == []  # shutting down wrote everything counted
+
+
+def test_the_middleware_on_its_own_keeps_an_inventory_too(make_settings: Callable[..., Settings], store: Store) -> None:
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+
+    from consent_gateway import ConsentMiddleware
+
+    settings = make_settings()
+    app = Starlette(
+        routes=[Route("/login", _django_like)], middleware=[Middleware(ConsentMiddleware, settings=settings)]
+    )
+    with client_for(app) as client:  # type: ignore[arg-type]
+        answer = client.get("/login", headers={"cookie": "zz_widget=1"})
+        assert "_ga" not in set_cookie_map(answer)
+    # Its lifespan wrote the counts when the app shut down.
+    by = {c.name: c for c in read_inventory(store, settings.site_id).cookies}
+    assert by["_ga"].blocked == 1 and by["zz_widget"].request_count == 1

@@ -137,7 +137,7 @@ def test_the_declaration_is_served_in_both_languages_and_as_json(make_settings: 
     with client_for(gateway) as client:
         client.get("/", headers={"cookie": f"cg_consent={EVERYTHING}; zz_widget_state=1"})
         client.get("/login", headers={"cookie": f"cg_consent={EVERYTHING}"})
-        gateway.app.flush()  # the inventory's minute has not passed: write it now
+        gateway.runtime.flush_inventory()  # the inventory's minute has not passed: write it now
         as_json = client.get("/_consent/cookies", headers={"accept": "application/json"})
         korean = client.get("/_consent/cookies?lang=ko")
         english = client.get("/_consent/cookies", headers={"accept-language": "en-US,en;q=0.9"})
@@ -317,7 +317,7 @@ def test_a_flood_of_invented_cookie_names_stays_within_the_inventory_bounds(
     gateway = _gateway(make_settings())
     inventory = gateway.runtime.inventory
     # No periodic write during the test: one would empty the counts (a busy machine can take a minute).
-    gateway.app._flush_interval = 3600.0
+    gateway.runtime.inventory_flush_interval = 3600.0
     with client_for(gateway) as client:
         for batch in range(30):
             names = "; ".join(f"zz_{batch}_{n}_{'x' * 40}=1" for n in range(100))
