@@ -58,6 +58,7 @@ class ConsentMiddleware:
         settings: Settings | None = None,
         *,
         runtime: GatewayRuntime | None = None,
+        routes: ASGIApp | None = None,
     ) -> None:
         if runtime is None:
             if settings is None:
@@ -72,6 +73,9 @@ class ConsentMiddleware:
         self._settings = s
         self._cookie_name = runtime.cookie_name.encode("latin-1")
         self._prefix = s.prefix
+        # HTTP requests under the prefix go to these routes (ConsentGateway's), in the same call.
+        self._routes = routes
+        self._prefix_slash = s.prefix + "/"
         self._site = s.site_id
         self._inject_banner = s.inject_banner
         self._skip_assets = not s.log_visit_assets
@@ -89,7 +93,14 @@ class ConsentMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind != "http" and kind != "websocket":
+        if kind == "http":
+            routes = self._routes
+            if routes is not None:
+                path: str = scope["path"]
+                if path == self._prefix or path.startswith(self._prefix_slash):
+                    await routes(scope, receive, send)
+                    return
+        elif kind != "websocket":  # a handshake gets consent and its Set-Cookie filtered, like a response
             if kind == "lifespan" and self._owns_runtime:
                 await lifespan_with_runtime(self.app, self.runtime, scope, receive, send)
             else:

@@ -319,14 +319,14 @@ def test_a_kept_response_start_never_carries_a_set_cookie_decision(make_settings
         request = [(b"cookie", f"cg_consent={cookie}".encode())] if cookie else []
         sent = run_asgi(gateway, http_scope("/", headers=request))
         assert ((b"set-cookie", b"_mk_px=1; Path=/") in sent[0]["headers"]) is kept
-    assert gateway.middleware._starts == {}
+    assert gateway._starts == {}
 
 
 def test_a_kept_response_start_gives_each_response_its_own_headers(make_settings: Callable[..., Settings]) -> None:
     given = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", b"%d" % len(PAGE)), (b"x-a", b"1")]
     gateway = ConsentGateway(raw_page_app(given, PAGE), make_settings())
     first = run_asgi(gateway, http_scope("/"))
-    assert len(gateway.middleware._starts) == 1
+    assert len(gateway._starts) == 1
     first[0]["headers"].append((b"x-changed", b"by a server"))  # what one response's list goes through
     second = run_asgi(gateway, http_scope("/"))
     assert second[0]["headers"] == [
@@ -360,7 +360,7 @@ def test_kept_response_starts_are_bounded(
     for _ in range(20):
         sent = run_asgi(gateway, http_scope("/"))
         assert (b"x-n", b"%d" % count) in sent[0]["headers"]
-    kept = gateway.middleware._starts
+    kept = gateway._starts
     assert len(kept) == 4
     assert all(b"nonce-" not in value and len(value) < 100 for key in kept for _, value in key)
 
