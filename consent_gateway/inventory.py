@@ -58,16 +58,16 @@ COOKIE_CACHE_BYTES = 4096
 PENDING_REQUESTS = 256
 
 
-@lru_cache(maxsize=COOKIE_CACHE_SIZE)
-def _cached_cookie_names(header: bytes) -> tuple[str, ...]:
+def _distinct_names(header: bytes) -> tuple[str, ...]:
     return tuple(dict.fromkeys(request_cookie_names(header.decode("latin-1"))))
+
+
+_cached_names = lru_cache(maxsize=COOKIE_CACHE_SIZE)(_distinct_names)
 
 
 def cookie_names(header: bytes) -> tuple[str, ...]:
     """The distinct cookie names of one Cookie header, in order."""
-    if len(header) <= COOKIE_CACHE_BYTES:
-        return _cached_cookie_names(header)
-    return tuple(dict.fromkeys(request_cookie_names(header.decode("latin-1"))))
+    return _cached_names(header) if len(header) <= COOKIE_CACHE_BYTES else _distinct_names(header)
 
 
 CatalogueLookup = Callable[[str], Any]
@@ -386,15 +386,15 @@ class CookieInventory:
         """
         names = cookie_names(header)
         now = int(self._clock())
-        key = (names, granted)
         with self._lock:
+            if len(header) > COOKIE_CACHE_BYTES:  # too long to wait as a tally
+                self._count_requests(names, granted, 1, now, now)
+                return
+            key = (names, granted)
             tally = self._requests.get(key)
             if tally is not None:
                 tally[0] += 1
                 tally[2] = now
-                return
-            if len(header) > COOKIE_CACHE_BYTES:
-                self._count_requests(names, granted, 1, now, now)
                 return
             if len(self._requests) >= PENDING_REQUESTS:
                 self._add_requests()
