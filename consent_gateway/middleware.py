@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from itertools import chain
 from typing import Any
 
 from . import compression
 from .asgi import ASGIApp, Message, Receive, Scope, Send
 from .compression import Codec, Decoder, content_codings
-from .consent import Consent
 from .cookies import set_cookie_names
 from .inject import HtmlInjector, UnsupportedCharset, charset_of, encode_markup, meta_charset, place_at_start
 from .limits import header_bytes, send_headers_too_large, send_rate_limited
@@ -89,7 +89,7 @@ class ConsentMiddleware:
         self._banner = runtime.banner
         self._inventory = runtime.inventory
         self._category_of = runtime.cookies.category_of
-        self._starts: dict[tuple[tuple[bytes, bytes], ...], tuple[tuple[tuple[bytes, bytes], ...], _StartFacts]] = {}
+        self._starts: dict[tuple[tuple[bytes, bytes], ...], tuple[Sequence[tuple[bytes, bytes]], _StartFacts]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -137,14 +137,14 @@ class ConsentMiddleware:
         responder = _Responder(self, scope, send, facts, consent, reissue, started, ip)
         await self.app(scope, receive, responder.send if kind == "http" else responder.send_websocket)
 
-    def _known_start(self, raw: list[tuple[bytes, bytes]]) -> tuple[list[tuple[bytes, bytes]], _StartFacts] | None:
-        """The headers and facts of a response start seen before with exactly these headers, which
-        held no Set-Cookie and no child mark: nothing in them depends on the visitor."""
+    def _known_start(self, raw: list[tuple[bytes, bytes]]) -> tuple[Sequence[tuple[bytes, bytes]], _StartFacts] | None:
+        """The headers (to be copied before they are sent) and facts of a response start seen before
+        with exactly these headers, which held no Set-Cookie and no child mark: nothing in them
+        depends on the visitor."""
         try:
-            known = self._starts.get(tuple(raw))
+            return self._starts.get(tuple(raw))
         except TypeError:  # a header given as a list or bytearray: nothing to key on
             return None
-        return None if known is None else (list(known[0]), known[1])
 
     def _response_headers(
         self, raw: list[tuple[bytes, bytes]], consent: Any, reissue: bytes | None, path: str, keep: bool
@@ -221,44 +221,9 @@ class ConsentMiddleware:
             out.append((b"vary", b"Cookie"))
         if reissue is not None:
             out.append((b"set-cookie", reissue))
-        start.is_html = start.content_type[:9].lower() == b"text/html"
+        start.is_html = is_html = start.content_type[:9].lower() == b"text/html"
+        start.pageable = is_html and start.length not in (b"0", b"several")
         return out, start
-
-    def _record_visit(
-        self,
-        scope: Scope,
-        facts: RequestFacts,
-        consent: Consent,
-        is_html: bool,
-        status: int,
-        started: float,
-        ip: str | None = None,
-    ) -> None:
-        path: str = scope.get("path", "/")
-        if self._skip_assets and path.endswith(_ASSET_SUFFIXES):
-            return
-        user_agent = facts.user_agent
-        decision = self._decide(VISIT, "", consent, user_agent)
-        if decision is None:
-            return
-        runtime = self.runtime
-        ip = runtime.proxies.client_ip(scope, facts.forwarded_for) if ip is None else ip
-        runtime.pipeline.submit(
-            # By position (in RawRecord field order): keywords cost a page 7,000 instructions.
-            RawRecord(
-                VISIT,  # kind
-                "pageview" if is_html else "request",  # name
-                decision.category,  # category
-                decision.action,  # action
-                decision.consent_id(consent),  # consent_id
-                time.time(),  # ts
-                self._site,  # site
-                Visitor(user_agent, ip, consent.categories),  # visitor
-                Location(facts.host, path, scope.get("query_string", b"").decode("latin-1"), facts.referer),
-                status,  # status
-                int((time.perf_counter() - started) * 1000),  # duration_ms
-            )
-        )
 
 
 class _StartFacts:
@@ -273,6 +238,7 @@ class _StartFacts:
         "is_html",
         "length",
         "length_at",
+        "pageable",
         "plan",
         "planned",
     )
@@ -286,21 +252,26 @@ class _StartFacts:
         self.cookies = False  # a Set-Cookie came: the filtered headers depend on the visitor's consent
         self.length_at = 0  # where the (last) Content-Length header stands in the filtered headers
         # How an HTML body would be changed (see _page_plan), worked out once for a kept start.
-        self.plan: tuple[list[bytes], str | None] | None = None
+        self.plan: tuple[list[bytes], str | None, tuple[tuple[bytes, bytes], ...]] | None = None
         self.planned = False
         self.is_html = False  # by the Content-Type, once the headers are read
+        self.pageable = False  # HTML with a body the banner may go into (a length neither 0 nor conflicting)
 
 
-def _page_plan(start: _StartFacts) -> tuple[list[bytes], str | None] | None:
-    """The body's codings and charset when the gateway can change it, None when it is passed on
-    as it is: stacked or unknown codings, or a charset that is not ASCII-compatible."""
+def _page_plan(
+    start: _StartFacts, headers: Sequence[tuple[bytes, bytes]]
+) -> tuple[list[bytes], str | None, tuple[tuple[bytes, bytes], ...]] | None:
+    """The body's codings and charset and the start's headers for a changed body, when the
+    gateway can change it; None when it is passed on as it is: stacked or unknown codings, or a
+    charset that is not ASCII-compatible."""
     codings = content_codings(start.encodings) if start.encodings else []
     if len(codings) > 1 or (codings and not compression.supported(codings[0])):
         return None
     try:
-        return codings, charset_of(start.content_type)
+        charset = charset_of(start.content_type)
     except UnsupportedCharset:
         return None
+    return codings, charset, tuple(_changed_body_headers(list(headers), start))
 
 
 # Statuses whose HTML is a page a visitor reads: the banner goes there and nowhere else (not into
@@ -335,26 +306,18 @@ class _Responder:
     Per-request state lives here (as in Starlette's GZip responder), never on the middleware.
     """
 
-    __slots__ = (
-        "_changed",
-        "_charset",
-        "_decoder",
-        "_encoder",
-        "_failed",
-        "_held",
-        "_injector",
-        "_markup",
-        "consent",
-        "facts",
-        "gateway",
-        "ip",
-        "is_html",
-        "reissue",
-        "scope",
-        "send_on",
-        "started",
-        "status",
-    )
+    # Per-response state a page needs only once it is changed: class defaults until set, so a
+    # response that is passed on as it is sets none of them.
+    status = 0
+    is_html = False
+    _held: Message | None = None  # a page's start, sent with the page's first bytes
+    _changed: tuple[tuple[bytes, bytes], ...] = ()  # the held start's headers once the body changes
+    _charset: str | None = None  # the page's charset by its Content-Type, once it is a page
+    _markup: tuple[bytes, bytes] | None = None  # a page's head script and assets, while it is changed
+    _injector: HtmlInjector | None = None  # made for a page that comes in several parts
+    _decoder: Decoder | None = None
+    _encoder: Codec | None = None
+    _failed = False  # the body stopped decoding: the rest of the app's body is dropped
 
     def __init__(
         self,
@@ -375,16 +338,6 @@ class _Responder:
         self.consent = consent
         self.reissue = reissue
         self.started = started
-        self.status = 0
-        self.is_html = False
-        self._held: Message | None = None  # a page's start, sent with the page's first bytes
-        self._changed: list[tuple[bytes, bytes]] = []  # the held start's headers once the body changes
-        self._charset: str | None = None  # the page's charset by its Content-Type, once it is a page
-        self._markup: tuple[bytes, bytes] | None = None  # a page's head script and assets, while it is changed
-        self._injector: HtmlInjector | None = None  # made for a page that comes in several parts
-        self._decoder: Decoder | None = None
-        self._encoder: Codec | None = None
-        self._failed = False  # the body stopped decoding: the rest of the app's body is dropped
 
     def __repr__(self) -> str:
         injecting = self._markup is not None
@@ -431,8 +384,36 @@ class _Responder:
         await self.send_on(message)
 
     def _done(self) -> None:
-        self.gateway._record_visit(
-            self.scope, self.facts, self.consent, self.is_html, self.status, self.started, self.ip
+        """The response is over: its visit record goes to the pipeline, when the policy keeps one."""
+        gateway = self.gateway
+        scope = self.scope
+        path: str = scope.get("path", "/")
+        if gateway._skip_assets and path.endswith(_ASSET_SUFFIXES):
+            return
+        facts = self.facts
+        consent = self.consent
+        user_agent = facts.user_agent
+        decision = gateway._decide(VISIT, "", consent, user_agent)
+        if decision is None:
+            return
+        ip = self.ip
+        if ip is None:
+            ip = gateway._client_ip(scope, facts.forwarded_for)
+        gateway.runtime.pipeline.submit(
+            # By position (in RawRecord field order): keywords cost a page 7,000 instructions.
+            RawRecord(
+                VISIT,  # kind
+                "pageview" if self.is_html else "request",  # name
+                decision.category,  # category
+                decision.action,  # action
+                decision.consent_id(consent),  # consent_id
+                time.time(),  # ts
+                gateway._site,  # site
+                Visitor(user_agent, ip, consent.categories),  # visitor
+                Location(facts.host, path, scope.get("query_string", b"").decode("latin-1"), facts.referer),
+                self.status,  # status
+                int((time.perf_counter() - self.started) * 1000),  # duration_ms
+            )
         )
 
     async def _start(self, message: Message) -> None:
@@ -448,39 +429,33 @@ class _Responder:
             raw, self.consent = gateway._child_guard.on_response(scope, given, self.consent)
             known = gateway._response_headers(raw, self.consent, self.reissue, scope.get("path", ""), raw is given)
         headers, start = known
-        message["headers"] = headers
-        self.is_html = is_html = start.is_html
-        method = self.scope.get("method")
-        if not (
-            gateway._inject_banner
-            and is_html
-            and method in ("GET", "HEAD")
-            and _page_status(status)
-            and start.length not in (b"0", b"several")
-        ):
+        self.is_html = start.is_html
+        method = scope.get("method")
+        if not (start.pageable and gateway._inject_banner and method in ("GET", "HEAD") and _page_status(status)):
+            message["headers"] = list(headers)
             await self.send_on(message)
             return
         if not start.planned:
-            start.plan, start.planned = _page_plan(start), True
+            start.plan, start.planned = _page_plan(start, headers), True
         plan = start.plan
         if plan is None:  # stacked or unknown codings, or a charset the banner cannot be written in
+            message["headers"] = list(headers)
             await self.send_on(message)
             return
-        codings, charset = plan
-        changed = _changed_body_headers(headers, start)
+        codings, charset, changed = plan
         if method == "HEAD":
             # The headers a GET of the same page gets, without reading a body there is none of.
-            message["headers"] = changed
+            message["headers"] = list(changed)
             await self.send_on(message)
             return
-        head_script, assets = gateway._banner.asset_markup(self.consent, start.csp)
+        message["headers"] = list(headers)  # as the app made them, should the page be passed on unchanged
+        self._changed = changed
+        self._markup = gateway._banner.asset_markup(self.consent, start.csp)
         self._charset = charset
-        self._markup = head_script, assets
         if codings:
             self._decoder = compression.decoder(codings[0])
             self._encoder = compression.encoder(codings[0])
         self._held = message
-        self._changed = changed
 
     def _render_banner(self, page_start: bytes) -> bytes:
         """The banner root in the page's charset: the header's, else a ``<meta>`` one in its first bytes."""
@@ -573,7 +548,7 @@ class _Responder:
             await self._pass_unchanged(message)
             return False
         self._held = None
-        held["headers"] = self._changed
+        held["headers"] = list(self._changed)
         await self.send_on(held)
         return True
 
