@@ -617,7 +617,7 @@ class PipelineSettings(_Group):
     flush_interval: float = field(default=1.0, metadata=_flat("flush_interval"))
     queue_max: int = field(default=100_000, metadata=_flat("queue_max"))
     shutdown_timeout: float = field(default=10.0, metadata=_flat("shutdown_timeout"))
-    commit_window: float = field(default=0.001, metadata=_flat("commit_window"))
+    commit_window: float = field(default=0.0, metadata=_flat("commit_window"))
     visit_shed_fraction: float = field(default=0.9, metadata=_flat("visit_shed_fraction"))
     insert_retry_initial: float = field(default=0.25, metadata=_flat("insert_retry_initial"))
     insert_retry_max: float = field(default=30.0, metadata=_flat("insert_retry_max"))

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from msgspec import structs
 
 from consent_gateway import Settings
 from consent_gateway.pipeline import MemoryJournal, Writer, WriterConfig
+from consent_gateway.pipeline import committer as committer_module
 from consent_gateway.pipeline.messages import Command, EventBatch
 from consent_gateway.pseudonymize import SaltStore
 from consent_gateway.records import CollectedEvents, EventFields, Location, Visitor
@@ -100,3 +104,49 @@ def test_a_record_of_a_consent_withdrawn_meanwhile_is_stored_anonymous_and_left_
     assert (late.action, late.consent_id) == ("keep", CID), "the decided record is never changed"
     rows = store.query_rows(f"SELECT identified, granted FROM {store.table('events')}")
     assert rows == [(0, [])], "the row keeps the statistics and loses the identity"
+
+
+class _ArrivesWhileIdle:
+    """A queue that is empty when the committer first looks, then hands over ``items`` in order."""
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+        self.looked = False
+
+    def get_nowait(self) -> Any:
+        if not self.looked or not self.items:
+            self.looked = True
+            raise queue.Empty
+        return self.items.pop(0)
+
+    def get(self, timeout: float | None = None) -> Any:
+        return self.items.pop(0)
+
+
+@pytest.mark.parametrize(("window", "slept"), [(0.0, []), (0.002, [0.002])])
+def test_an_idle_committer_sleeps_through_its_window_only_when_one_is_set(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch, window: float, slept: list[float]
+) -> None:
+    settings = make_settings(commit_window=window)
+    record = _record("visit-0")
+    stop = Command("stop", 7.0, None)
+    source = _ArrivesWhileIdle([record, stop])
+    writer = Writer(
+        source,  # type: ignore[arg-type]
+        connect=lambda: open_store(CHDB_URL, settings.database),
+        rows=RowBuilder(settings, SaltStore(settings.keys_dir)),
+        config=WriterConfig.from_settings(settings),
+    )  # never started: only its committer's loop runs, here
+    sleeps: list[float] = []
+    monkeypatch.setattr(committer_module, "time", SimpleNamespace(sleep=sleeps.append, perf_counter=time.perf_counter))
+    groups: list[list[Any]] = []
+
+    def handle(items: list[Any]) -> float | None:
+        groups.append(items)
+        return 7.0 if isinstance(items[-1], Command) else None
+
+    monkeypatch.setattr(writer.committer, "_handle", handle)
+    assert writer.committer.loop() == 7.0
+    assert sleeps == slept
+    assert len(groups) == 1, "the record and the stop behind it are one group"
+    assert groups[0][0] is record and groups[0][1] is stop

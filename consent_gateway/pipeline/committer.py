@@ -77,9 +77,12 @@ class Committer:
                     continue
             items = [first]
             if not isinstance(first, Command):
-                if idle:
-                    # Group commit from idle: sleep through the window, then take what gathered.
-                    # Waking for each record instead would cost the requests a thread switch each.
+                if idle and self._cfg.commit_window:
+                    # Group commit from idle, when a window is set: sleep through it, then take
+                    # what gathered. Without one (the default) the first record is committed at
+                    # once and whatever arrives during its fsync forms the next group: a window
+                    # would keep the writer idle while the event loop answers the last group, so
+                    # clients that wait on their answers would reach it in lockstep.
                     time.sleep(self._cfg.commit_window)
                 while len(items) < limit and not isinstance(items[-1], Command):
                     try:
