@@ -41,6 +41,8 @@ _RESPONSE_HEADERS = {
 # START_CACHE_SIZE of them with at most START_CACHE_BYTES of names and values each (512 KiB).
 START_CACHE_SIZE = 256
 START_CACHE_BYTES = 2048
+# A page that starts with one of these byte order marks is UTF-16: no ASCII tags to place a banner among.
+_UTF16_MARKS = (b"\xff\xfe", b"\xfe\xff")
 logger = logging.getLogger("consent_gateway.middleware")
 
 
@@ -357,7 +359,9 @@ class _Responder:
                 self._done()
             return
         if mtype == "http.response.start":
-            await self._start(message)
+            start = self._start(message)
+            if start is not None:
+                await self.send_on(start)
             return
         if self._held is not None:
             # A body the gateway cannot rewrite (http.response.pathsend of a FileResponse on
@@ -416,7 +420,9 @@ class _Responder:
             )
         )
 
-    async def _start(self, message: Message) -> None:
+    def _start(self, message: Message) -> Message | None:
+        """The response start with its headers filtered, to send now; None when it is a page's
+        start, held until the page's first bytes say whether the banner goes in."""
         gateway = self.gateway
         self.status = status = message["status"]
         given = message.get("headers", [])
@@ -433,21 +439,18 @@ class _Responder:
         method = scope.get("method")
         if not (start.pageable and gateway._inject_banner and method in ("GET", "HEAD") and _page_status(status)):
             message["headers"] = list(headers)
-            await self.send_on(message)
-            return
+            return message
         if not start.planned:
             start.plan, start.planned = _page_plan(start, headers), True
         plan = start.plan
         if plan is None:  # stacked or unknown codings, or a charset the banner cannot be written in
             message["headers"] = list(headers)
-            await self.send_on(message)
-            return
+            return message
         codings, charset, changed = plan
         if method == "HEAD":
             # The headers a GET of the same page gets, without reading a body there is none of.
             message["headers"] = list(changed)
-            await self.send_on(message)
-            return
+            return message
         message["headers"] = list(headers)  # as the app made them, should the page be passed on unchanged
         self._changed = changed
         self._markup = gateway._banner.asset_markup(self.consent, start.csp)
@@ -456,6 +459,7 @@ class _Responder:
             self._decoder = compression.decoder(codings[0])
             self._encoder = compression.encoder(codings[0])
         self._held = message
+        return None
 
     def _render_banner(self, page_start: bytes) -> bytes:
         """The banner root in the page's charset: the header's, else a ``<meta>`` one in its first bytes."""
@@ -514,14 +518,17 @@ class _Responder:
         """The page in one uncompressed message (most pages): read and sent on at once, as the
         streaming path would send it."""
         page = message.get("body", b"")
-        if not page or self._failed:
-            await self._page_body(message)  # no page to change (or no more to send): as streamed
+        if not page or self._failed or page[:2] in _UTF16_MARKS:
+            # No page to change (or no more to send), or one the banner cannot go into: as streamed.
+            await self._page_body(message)
             return
         if type(page) is not bytes:
             page = bytes(page)
-        if not await self._first_bytes(page, message):
-            return
-        assert self._markup is not None
+        held = self._held
+        assert held is not None and self._markup is not None
+        self._held = None
+        held["headers"] = list(self._changed)
+        await self.send_on(held)
         placed = place_at_start(page, *self._markup, self._render_banner)
         if placed is not None:
             out = placed[0]
@@ -542,7 +549,7 @@ class _Responder:
         """Send the held start, changed for the banner, unless the page's first bytes rule it out."""
         held = self._held
         assert held is not None
-        if page[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        if page[:2] in _UTF16_MARKS:
             # A UTF-16 page (byte order mark): no ASCII tag syntax to put the banner into.
             self._decoder = self._encoder = None
             await self._pass_unchanged(message)
