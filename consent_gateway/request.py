@@ -17,6 +17,8 @@ class RequestFacts:
         "_accept_language",
         "_cookies",
         "_forwarded_for",
+        "_found",
+        "_headers",
         "_host",
         "_referer",
         "_user_agent",
@@ -30,6 +32,8 @@ class RequestFacts:
             headers = list(headers)
         # dict() reads the pairs in C; a name sent twice keeps its last value, as a loop would.
         found = dict(headers)
+        self._found = found
+        self._headers = headers
         cookie = found.get(b"cookie")
         if len(found) == len(headers):
             cookies = None if cookie is None else [cookie]
@@ -57,6 +61,18 @@ class RequestFacts:
         self._host = found.get(b"host", b"")
         self._forwarded_for = found.get(b"x-forwarded-for", b"")
         self._accept_language = found.get(b"accept-language", b"")
+
+    def first_values(self, names: frozenset[bytes]) -> dict[bytes, bytes]:
+        """The first value of each header in ``names`` the request has (as ``Request.headers.get``);
+        the mapping may hold other headers too, and is not to be changed."""
+        headers = self._headers
+        if len(self._found) == len(headers):  # no header sent twice: the one value is the first
+            return self._found
+        first: dict[bytes, bytes] = {}
+        for key, value in headers:
+            if key in names and key not in first:
+                first[key] = value
+        return first
 
     @property
     def cookie_headers(self) -> list[bytes] | None:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from consent_gateway import ConsentGateway, Settings
+from consent_gateway.request import RequestFacts
 from tests.conftest import SECRET
 from tests.gateway_support import client_for, sign_cookie, site_app
 
@@ -198,3 +199,25 @@ def test_queued_events_hold_nothing_the_garbage_collector_walks(make_settings: C
     assert batch.events[1].props == '{"item":3}', "props travel as their JSON text"
     gc.collect()
     assert not any(gc.is_tracked(event) for event in batch.events)
+
+
+def test_the_origin_checks_read_the_first_of_repeated_headers() -> None:
+    """As ``Request.headers.get`` reads them: the first value, whether or not another header repeats."""
+    once = [(b"host", b"site.example"), (b"origin", b"https://site.example"), (b"cookie", b"a=1")]
+    assert RequestFacts(once, b"cg_consent").first_values(frozenset({b"origin"}))[b"origin"] == b"https://site.example"
+    twice = [*once, (b"origin", b"https://evil.example"), (b"cookie", b"b=2")]
+    facts = RequestFacts(twice, b"cg_consent")
+    first = facts.first_values(frozenset({b"origin", b"host"}))
+    assert first == {b"host": b"site.example", b"origin": b"https://site.example"}
+    assert facts.cookie_headers == [b"a=1", b"b=2"]
+
+
+def test_a_repeated_origin_is_checked_by_its_first_value(make_settings: Callable[..., Settings]) -> None:
+    with client_for(ConsentGateway(site_app(), make_settings())) as client:
+        body = json.dumps({"name": "pageview", "url": "/"})
+        own_first = [("content-type", "application/json"), ("origin", "http://testserver"),
+                     ("origin", "https://evil.example")]  # fmt: skip
+        assert client.post("/_consent/collect", content=body, headers=own_first).status_code == 202
+        evil_first = [("content-type", "application/json"), ("origin", "https://evil.example"),
+                      ("origin", "http://testserver")]  # fmt: skip
+        assert client.post("/_consent/collect", content=body, headers=evil_first).status_code == 403

@@ -296,6 +296,45 @@ def test_a_body_that_never_finishes_gets_408(make_driver: Callable[..., Driver],
     assert b"did not arrive" in body and b"collect_body_timeout" in body
 
 
+def test_a_collect_request_cancelled_while_its_body_comes_is_cancelled_not_timed_out(
+    make_driver: Callable[..., Driver],
+) -> None:
+    """The body's deadline cancels the task itself; a cancellation from outside (the server
+    shutting down, say) must go on as one, not turn into a 408."""
+    driver = make_driver(collect_body_timeout=30)
+    sent: list[dict[str, Any]] = []
+    waiting = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        waiting.set()
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/_consent/collect", "raw_path": b"/_consent/collect", "query_string": b"", "root_path": "",
+        "headers": [(b"host", b"site.example"), *JSON, (b"content-length", b"100")],
+        "client": VISITOR, "server": ("site.example", 80),
+    }  # fmt: skip
+
+    async def cancel_while_waiting() -> BaseException | None:
+        task = asyncio.ensure_future(driver.app(scope, receive, send))
+        await waiting.wait()
+        task.cancel()
+        try:
+            await task
+        except BaseException as exc:  # noqa: BLE001 - what the app raised is the result
+            return exc
+        return None
+
+    raised = driver.run(cancel_while_waiting())
+    assert isinstance(raised, asyncio.CancelledError)
+    assert sent == [], "nothing answered: the request was cancelled, not timed out"
+
+
 # -- finding 1: header cap and page-view limit -------------------------------------------------------
 
 
