@@ -326,7 +326,7 @@ def test_a_collect_request_cancelled_while_its_body_comes_is_cancelled_not_timed
         task.cancel()
         try:
             await task
-        except BaseException as exc:  # noqa: BLE001 - what the app raised is the result
+        except BaseException as exc:  # what the app raised is the result
             return exc
         return None
 
