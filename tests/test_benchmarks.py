@@ -52,3 +52,23 @@ def test_analytics_benchmark_reports_every_endpoint_with_its_first_answer(tmp_pa
     assert labels[0] == "baseline: SELECT count()" and "breakdown page" in labels and "funnel 3 steps" in labels
     assert len(labels) == 14, proc.stdout
     assert "40,000 events over 5 days" in proc.stdout, proc.stdout
+
+
+def test_collect_steps_counts_a_request_that_was_answered_202() -> None:
+    # Its own process: the gateway opens an embedded engine of its own, one per process.
+    script = str(ROOT / "benchmarks" / "collect_steps.py")
+    proc = subprocess.run(
+        [sys.executable, script, "--events", "3", "--requests", "5", "--top", "4"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    head = re.match(r"Python steps a /collect request of 3 event\(s\): ([\d,]+), of them in consent_gateway ([\d,]+);",
+                    proc.stdout)  # fmt: skip
+    assert head is not None, proc.stdout
+    total, own = (int(value.replace(",", "")) for value in head.groups())
+    assert 0 < own <= total
+    listed = re.findall(r"^ +[\d,.]+  (\S+:\d+:\w+)$", proc.stdout, re.MULTILINE)
+    assert len(listed) == 4 and any("_collect" in where for where in listed), proc.stdout
