@@ -199,12 +199,14 @@ def cost_breakdown(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     out = {
         label: {"cpu_us_per_page": median([m["total_us"] for m in items]), "rps": median([m["rps"] for m in items]),
                 "rounds": [m["total_us"] for m in items],
+                "loop_waits_per_1000": median([m["loop_switches_per_1000"][0] for m in items]),
                 "threads_us": {g: median([m["cpu_us"][g]["user"] + m["cpu_us"][g]["system"] for m in items])
                                for g in threads.GROUPS}}
         for label, items in by_label.items()
     }
     for label, v in out.items():
-        print(f"  {label}: {v['cpu_us_per_page']:.0f} µs CPU a page, {v['rps']:.0f} pages/s", flush=True)
+        print(f"  {label}: {v['cpu_us_per_page']:.0f} µs CPU a page, {v['rps']:.0f} pages/s, "
+              f"event loop waits {v['loop_waits_per_1000']:.1f} a 1,000 pages", flush=True)
     return {"seconds": args.breakdown_seconds, "variants": out}
 
 

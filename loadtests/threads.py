@@ -16,6 +16,10 @@ waits until the gateway's queue has drained and reads every thread's user and sy
 - ``exited``: threads that ended during the load (the engine's pools come and go): the process's
   CPU (``/proc/PID/stat``) less that of the threads still there, so the groups add up to it.
 
+Each measure also counts the event loop's context switches a 1,000 requests: waits (voluntary,
+mostly for the interpreter lock while another thread holds it) and preemptions (involuntary).
+What the gateway's threads cost a page beyond their own CPU shows there: the loop waits for them.
+
 ``--set KEY=VALUE`` passes a setting to every server as ``CONSENT_GATEWAY_KEY``; ``--compare
 KEY=VALUE`` adds a second server of each app with that setting too, for an A/B of the setting.
 Servers of one round run one after the other, rounds alternate their order, and the median of the
@@ -91,6 +95,22 @@ def thread_cpu(pid: int) -> dict[str, dict[str, float]]:
     return out
 
 
+def loop_switches(pid: int) -> tuple[int, int]:
+    """Voluntary and involuntary context switches of ``pid``'s main thread (its event loop) so far.
+
+    A voluntary switch is the loop giving up its CPU to wait: with the socket work done by the
+    kernel at once, that is mostly a wait for the interpreter lock while another thread of the
+    process (the gateway's writer, say) holds it. An involuntary one is the scheduler taking the
+    CPU away.
+    """
+    counts = {}
+    for line in Path(f"/proc/{pid}/task/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"):
+            counts[key] = int(value)
+    return counts["voluntary_ctxt_switches"], counts["nonvoluntary_ctxt_switches"]
+
+
 def rss(pid: int) -> int:
     """Resident set size of process ``pid``, bytes."""
     import psutil
@@ -153,14 +173,14 @@ def measure(server: Server, mode: str, seconds: float, use_wrk: bool, *, cookie:
         throughput(server.port, method, path, headers, body, seconds=warm, connections=connections, use_wrk=use_wrk)
     if gateway:
         wait_drained(server.port)
-    before = thread_cpu(pid)
+    before, switched = thread_cpu(pid), loop_switches(pid)
     with Sampler(lambda: rss(pid)) as peak:
         result = throughput(server.port, method, path, headers, body, seconds=seconds, connections=connections,
                             use_wrk=use_wrk)
     if gateway:
         wait_drained(server.port)
         time.sleep(tail)
-    after = thread_cpu(pid)
+    after, switches = thread_cpu(pid), loop_switches(pid)
     if result.bad_status or result.errors or not result.requests:
         raise RuntimeError(f"{server!r}: {result.bad_status} bad statuses, {result.errors} errors of "
                            f"{result.requests} requests to {path}; nothing to divide by, no rounds to compare")
@@ -168,8 +188,11 @@ def measure(server: Server, mode: str, seconds: float, use_wrk: bool, *, cookie:
         group: {kind: (after[group][kind] - before[group][kind]) / result.requests * 1e6 for kind in ("user", "system")}
         for group in GROUPS
     }
+    # The event loop's context switches per 1,000 requests: (voluntary, involuntary).
+    loop_switches_per_1000 = [(b - a) / result.requests * 1000 for a, b in zip(switched, switches, strict=True)]
     return {"rps": result.rps, "requests": result.requests, "p50_ms": result.p50_ms, "p99_ms": result.p99_ms,
             "generator": result.generator, "peak_rss": peak.peak, "cpu_us": per_request,
+            "loop_switches_per_1000": loop_switches_per_1000,
             "total_us": sum(v["user"] + v["system"] for v in per_request.values())}
 
 
@@ -243,8 +266,10 @@ def main(argv: list[str] | None = None) -> int:
     def run(label: str, server: Server, cookie: str, r: int) -> dict[str, Any]:
         m = measure(server, args.mode, args.seconds, args.wrk, cookie=cookie)
         parts = ", ".join(f"{g} {m['cpu_us'][g]['user'] + m['cpu_us'][g]['system']:.0f}" for g in GROUPS)
+        voluntary, involuntary = m["loop_switches_per_1000"]
         print(f"  round {r + 1} {label}: {m['rps']:.0f} req/s; µs a request: {parts}; "
-              f"total {m['total_us']:.0f}", flush=True)
+              f"total {m['total_us']:.0f}; event loop switches a 1,000 requests: {voluntary:.1f} waits, "
+              f"{involuntary:.1f} preempted", flush=True)
         return m
 
     with tempfile.TemporaryDirectory(prefix="cg-threads-") as work:
@@ -255,9 +280,12 @@ def main(argv: list[str] | None = None) -> int:
             "rps": statistics.median(i["rps"] for i in items),
             "total_us": statistics.median(i["total_us"] for i in items),
             **{g: {k: statistics.median(i["cpu_us"][g][k] for i in items) for k in ("user", "system")} for g in GROUPS},
+            "loop_switches_per_1000": [statistics.median(i["loop_switches_per_1000"][k] for i in items)
+                                       for k in (0, 1)],
         }
         print(f"{label}: median {s['rps']:.0f} req/s, {s['total_us']:.0f} µs CPU a request = "
-              + " + ".join(f"{g} {s[g]['user']:.0f} user/{s[g]['system']:.0f} sys" for g in GROUPS))
+              + " + ".join(f"{g} {s[g]['user']:.0f} user/{s[g]['system']:.0f} sys" for g in GROUPS)
+              + "; event loop waits {:.1f}, preempted {:.1f} a 1,000 requests".format(*s["loop_switches_per_1000"]))
     if args.json:
         args.json.write_text(json.dumps({"mode": args.mode, "settings": args.settings, "compare": args.compare,
                                          "rounds": by_label, "median": summary}, indent=2))

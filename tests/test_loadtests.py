@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -215,11 +216,25 @@ def test_thread_breakdown_reads_every_threads_cpu(tmp_path: Path, capsys: Any) -
     assert set(run["cpu_us"]) == set(threads.GROUPS)
     assert run["cpu_us"]["main"]["user"] > 0, "the event loop ran every request"
     assert run["total_us"] == pytest.approx(sum(v["user"] + v["system"] for v in run["cpu_us"].values()))
+    waits, preempted = run["loop_switches_per_1000"]
+    assert waits >= 0 and preempted >= 0
     assert result["settings"] == ["flush_interval=0.5"]
     assert "gateway: median" in capsys.readouterr().out
     for flag in ("--set", "--compare"):
         with pytest.raises(SystemExit):
             threads.parse_args([flag, "no-equals-sign"])
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc (Linux)")
+def test_loop_switches_count_a_wait_of_the_main_thread() -> None:
+    from loadtests import threads
+
+    before = threads.loop_switches(os.getpid())
+    for _ in range(5):
+        time.sleep(0.002)  # each sleep gives the CPU up: a voluntary switch
+    after = threads.loop_switches(os.getpid())
+    assert after[0] - before[0] >= 5
+    assert after[1] >= before[1]
 
 
 @pytest.mark.skipif(default_loop_cpu() is None, reason="needs two CPUs and CPU affinity (Linux)")
