@@ -26,6 +26,28 @@ def test_insert_cpu_benchmark_alternates_both_inserts_and_stores_every_row() -> 
     assert "480 rows stored of 480 inserted" in proc.stdout, proc.stdout
 
 
+def test_insert_cpu_benchmark_splits_an_inserts_fixed_cost_from_a_rows() -> None:
+    script = str(ROOT / "benchmarks" / "insert_cpu.py")
+    proc = subprocess.run(
+        [sys.executable, script, "--fixed", "--rows", "60", "--rounds", "2", "--inserts", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    tables = re.findall(
+        r"^  (\w+): [\d.]+ ms CPU an insert of 10 rows, [\d.]+ ms of 60: -?[\d.]+ ms an insert \+ -?[\d.]+ µs a row "
+        r"\(140 rows stored of 140\)$",
+        proc.stdout,
+        re.MULTILINE,
+    )
+    assert tables == ["events", "events_no_view"], proc.stdout
+    refused = subprocess.run([sys.executable, script, "--fixed", "--rows", "5"], capture_output=True, text=True,
+                             timeout=60, check=False)  # fmt: skip
+    assert refused.returncode == 2 and "--fixed needs --rows over 10" in refused.stderr
+
+
 def test_inject_benchmark_reports_bare_and_wrapped_for_both_pages() -> None:
     script = str(ROOT / "benchmarks" / "inject_bench.py")
     proc = subprocess.run(
