@@ -18,7 +18,8 @@ waits until the gateway's queue has drained and reads every thread's user and sy
 
 Each measure also counts the event loop's context switches a 1,000 requests: waits (voluntary,
 mostly for the interpreter lock while another thread holds it) and preemptions (involuntary).
-What the gateway's threads cost a page beyond their own CPU shows there: the loop waits for them.
+The waits show the gateway's threads at work beside the loop; they are a sign, not a cost (fewer,
+longer writer turns halve them and leave the loop's CPU as it was: docs/performance.md).
 
 ``--set KEY=VALUE`` passes a setting to every server as ``CONSENT_GATEWAY_KEY``; ``--compare
 KEY=VALUE`` adds a second server of each app with that setting too, for an A/B of the setting.
