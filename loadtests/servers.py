@@ -186,7 +186,9 @@ class ServerProcess:
             wait_healthy(self.base + self.probe, self.proc, timeout, ready=self.ready)
         except RuntimeError as exc:
             self.kill()
-            raise RuntimeError(f"{self!r}: {exc} ({self.log_path})") from None
+            # The log's end goes into the error: a test's data directory is gone by the time anyone reads it.
+            tail = self.output()[-3000:].rstrip()
+            raise RuntimeError(f"{self!r}: {exc} ({self.log_path}); it printed:\n{tail or '(nothing)'}") from None
         return self
 
     def stop(self, timeout: float = 90.0) -> float:

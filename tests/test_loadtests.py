@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 
 from loadtests import bench, floor, loadgen, zero_loss
-from loadtests.servers import Server, consent_cookie, default_loop_cpu, request
+from loadtests.servers import Server, ServerProcess, consent_cookie, default_loop_cpu, free_port, request
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -223,6 +224,15 @@ def test_thread_breakdown_reads_every_threads_cpu(tmp_path: Path, capsys: Any) -
     for flag in ("--set", "--compare"):
         with pytest.raises(SystemExit):
             threads.parse_args([flag, "no-equals-sign"])
+
+
+def test_a_server_that_exits_at_start_is_reported_with_what_it_printed(tmp_path: Path) -> None:
+    code = "import sys; print('startup failed: the engine would not open'); sys.exit(3)"
+    server = ServerProcess([sys.executable, "-c", code], port=free_port(), log_path=tmp_path / "server.log")
+    with pytest.raises(RuntimeError) as raised:
+        server.start(timeout=30)
+    message = str(raised.value)
+    assert "exited with 3" in message and "startup failed: the engine would not open" in message
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc (Linux)")
