@@ -33,6 +33,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 HEALTH_PATH = "/_consent/healthz"
+# Starts of a server whose port was taken between free_port() and its bind (see Server.start).
+BIND_ATTEMPTS = 3
 
 
 def free_port() -> int:
@@ -239,6 +241,7 @@ class Server(ServerProcess):
     ) -> None:
         self.app = app
         self.data_dir = data_dir
+        self._chosen_port = port is None  # a port this object picked, which it may pick again
         port = port or free_port()
         target = app if ":" in app else f"loadtests.apps:{app}"
         argv = [
@@ -262,8 +265,23 @@ class Server(ServerProcess):
 
     def start(self, timeout: float = 60.0) -> Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        super().start(timeout)
+        for attempt in range(1, BIND_ATTEMPTS + 1):
+            try:
+                super().start(timeout)
+                return self
+            except RuntimeError as exc:
+                # free_port() only found the port free: until the server binds it, any client socket
+                # of this machine may take it as its own end. Another free port is taken then.
+                taken = "address already in use" in str(exc)
+                if not (taken and self._chosen_port) or attempt == BIND_ATTEMPTS:
+                    raise
+                self._move_to(free_port())
         return self
+
+    def _move_to(self, port: int) -> None:
+        at = self.argv.index("--port") + 1
+        self.argv[at] = str(port)
+        self.port = port
 
     def pin_event_loop(self, cpu: int | None) -> None:
         """Keep the server's event loop (its main thread) on ``cpu``, and only that thread.

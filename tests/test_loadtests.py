@@ -235,6 +235,26 @@ def test_a_server_that_exits_at_start_is_reported_with_what_it_printed(tmp_path:
     assert "exited with 3" in message and "startup failed: the engine would not open" in message
 
 
+def test_a_server_whose_port_was_taken_meanwhile_starts_on_another(tmp_path: Path) -> None:
+    import socket
+
+    server = Server("bare", tmp_path / "bare")
+    taken = server.port
+    with socket.socket() as squatter:  # a socket of this machine took the port after free_port()
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        with server:
+            assert server.port != taken
+            assert request(server.port, "GET", "/privacy")[0] == 200
+    assert "address already in use" in server.output()
+    fixed = Server("bare", tmp_path / "fixed", port=free_port())
+    with socket.socket() as squatter:  # a port the caller chose is not changed behind its back
+        squatter.bind(("127.0.0.1", fixed.port))
+        squatter.listen()
+        with pytest.raises(RuntimeError, match="address already in use"):
+            fixed.start(timeout=60)
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc (Linux)")
 def test_loop_switches_count_a_wait_of_the_main_thread() -> None:
     from loadtests import threads
