@@ -66,12 +66,12 @@ def cpu_seconds() -> float:
 
 
 FEW_ROWS = 10
+NAMES = [name for name, _ in EVENT_COLUMNS]
+TYPES = [kind for _, kind in EVENT_COLUMNS]  # the table's types: the gateway's converting insert
 
 
 def fixed_and_per_row(store: Store, rows: RowBuilder, args: argparse.Namespace) -> None:
     """Print the CPU of an insert of FEW_ROWS and of ``args.rows`` rows, and the line through them."""
-    names = [name for name, _ in EVENT_COLUMNS]
-    types = [kind for _, kind in EVENT_COLUMNS]
     store.command(f"CREATE TABLE IF NOT EXISTS {store.table('events_no_view')} AS {store.table('events')}")
     sizes = {FEW_ROWS: lines_of(rows, FEW_ROWS), args.rows: lines_of(rows, args.rows)}
     # (table, rows) -> CPU ms an insert, one value a round
@@ -84,7 +84,7 @@ def fixed_and_per_row(store: Store, rows: RowBuilder, args: argparse.Namespace) 
             started = cpu_seconds()
             for i in range(args.inserts):
                 settings = {**INSERT_DEDUP_SETTINGS, "insert_deduplication_token": f"fixed-{table}-{n}-{r}-{i}"}
-                store.insert_lines(table, sizes[n], names, settings=settings, column_types=types)
+                store.insert_lines(table, sizes[n], NAMES, settings=settings, column_types=TYPES)
             cost[(table, n)].append((cpu_seconds() - started) / args.inserts * 1000)
     inserted = args.rounds * args.inserts * (FEW_ROWS + args.rows)
     for table in ("events", "events_no_view"):
@@ -116,8 +116,6 @@ def main(argv: list[str] | None = None) -> int:
             store.close()
             return 0
         lines = lines_of(rows, args.rows)
-        names = [name for name, _ in EVENT_COLUMNS]
-        types = [kind for _, kind in EVENT_COLUMNS]
         per_row: dict[str, list[float]] = {"plain": [], "converting": []}
         print(f"{args.rounds} rounds of {args.inserts} inserts of {args.rows:,} event rows a mode "
               f"({len(b''.join(lines)) / len(lines):.0f} bytes a line)")
@@ -129,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
                     # As the writer inserts: a token of its own (the same lines again would otherwise
                     # be dropped as a repeat) and the rollup's deduplication.
                     settings = {**INSERT_DEDUP_SETTINGS, "insert_deduplication_token": f"{mode}-{r}-{i}"}
-                    store.insert_lines("events", lines, names, settings=settings,
-                                       column_types=types if mode == "converting" else None)
+                    store.insert_lines("events", lines, NAMES, settings=settings,
+                                       column_types=TYPES if mode == "converting" else None)
                 per_row[mode].append((cpu_seconds() - started) / (args.inserts * args.rows) * 1e6)
             print(f"  round {r + 1}: plain {per_row['plain'][-1]:.2f} µs a row, "
                   f"converting {per_row['converting'][-1]:.2f} µs a row, "

@@ -276,7 +276,7 @@ class Server(ServerProcess):
                 if not (taken and self._chosen_port) or attempt == BIND_ATTEMPTS:
                     raise
                 self._move_to(free_port())
-        return self
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _move_to(self, port: int) -> None:
         at = self.argv.index("--port") + 1

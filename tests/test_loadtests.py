@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -236,8 +237,6 @@ def test_a_server_that_exits_at_start_is_reported_with_what_it_printed(tmp_path:
 
 
 def test_a_server_whose_port_was_taken_meanwhile_starts_on_another(tmp_path: Path) -> None:
-    import socket
-
     server = Server("bare", tmp_path / "bare")
     taken = server.port
     with socket.socket() as squatter:  # a socket of this machine took the port after free_port()
