@@ -47,6 +47,63 @@ def bare() -> Any:
     return create_demo_app()
 
 
+# Two anchors for what any middleware costs the same page (the bench's cost breakdown): neither
+# stores anything, and both take the same request headers as the gateway.
+SESSION_SECRET = "loadtests-session-anchor"  # noqa: S105 - signs the anchor's test cookie, nothing else
+SESSION_COOKIE = "cg_consent"  # the name the gateway reads, so the request headers stay the same
+
+
+class _PassThrough:
+    """The least a middleware that sees the response does: its own ``send`` in front of the server's."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def forward(message: dict[str, Any]) -> None:
+            await send(message)
+
+        await self.app(scope, receive, forward)
+
+
+def passthrough() -> Any:
+    """The demo site behind a middleware that forwards every message unchanged."""
+    return _PassThrough(create_demo_app())
+
+
+def session() -> Any:
+    """The demo site behind Starlette's SessionMiddleware, the nearest anchor for one signed cookie.
+
+    The request carries a session under the name the gateway's consent cookie has: each request
+    verifies its signature and decodes it, and each response start passes through the middleware's
+    own ``send`` (the demo does not change the session, so no Set-Cookie is written, as the
+    gateway writes none for a visitor whose consent stands).
+    """
+    return session_anchor(create_demo_app())
+
+
+def session_anchor(app: Any) -> Any:
+    """``app`` behind SessionMiddleware with the anchor's secret and cookie name."""
+    from starlette.middleware.sessions import SessionMiddleware
+
+    return SessionMiddleware(app, secret_key=SESSION_SECRET, session_cookie=SESSION_COOKIE)
+
+
+def session_cookie() -> str:
+    """A session value that ``session`` accepts, made the way SessionMiddleware makes its own."""
+    import base64
+    import json
+
+    import itsdangerous
+
+    data = base64.b64encode(json.dumps({"consent": "analytics,marketing"}).encode())
+    return itsdangerous.TimestampSigner(SESSION_SECRET).sign(data).decode()
+
+
 VARIANT_ENV = "CG_LOAD_VARIANT"  # comma-separated: "no-banner", "no-visits" (for the cost breakdown)
 
 

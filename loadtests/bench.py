@@ -178,6 +178,10 @@ def page_throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 BREAKDOWN: tuple[threads.Variant, ...] = (
     ("bare demo", "bare", {}),
+    # What any middleware costs the same page: one that only forwards the response's messages, and
+    # Starlette's SessionMiddleware reading and signing again one cookie (loadtests/apps.py).
+    ("demo behind a pass-through middleware", "passthrough", {}),
+    ("demo behind Starlette's SessionMiddleware", "session", {}),
     ("gateway, no banner, no visit log", "gateway", {"CG_LOAD_VARIANT": "no-banner,no-visits"}),
     ("gateway, banner, no visit log", "gateway", {"CG_LOAD_VARIANT": "no-visits"}),
     ("gateway, banner and visit log", "gateway", {}),
@@ -196,8 +200,11 @@ def cost_breakdown(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         return measured
 
     by_label = threads.rounds(list(BREAKDOWN), work / "breakdown", args.rounds, args.loop_cpu, run)
+    bare = by_label[BREAKDOWN[0][0]]
     out = {
         label: {"cpu_us_per_page": median([m["total_us"] for m in items]), "rps": median([m["rps"] for m in items]),
+                # Each round's rate over the bare demo's in the same round, as the page rounds compare.
+                "rate_of_bare": median([m["rps"] / b["rps"] for m, b in zip(items, bare, strict=True)]),
                 "rounds": [m["total_us"] for m in items],
                 "loop_waits_per_1000": median([m["loop_switches_per_1000"][0] for m in items]),
                 "threads_us": {g: median([m["cpu_us"][g]["user"] + m["cpu_us"][g]["system"] for m in items])
@@ -205,7 +212,8 @@ def cost_breakdown(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         for label, items in by_label.items()
     }
     for label, v in out.items():
-        print(f"  {label}: {v['cpu_us_per_page']:.0f} µs CPU a page, {v['rps']:.0f} pages/s, "
+        print(f"  {label}: {v['cpu_us_per_page']:.0f} µs CPU a page, {v['rps']:.0f} pages/s "
+              f"({v['rate_of_bare']:.3f} of the bare rate), "
               f"event loop waits {v['loop_waits_per_1000']:.1f} a 1,000 pages", flush=True)
     return {"seconds": args.breakdown_seconds, "variants": out}
 
@@ -466,8 +474,9 @@ def table(res: dict[str, Any]) -> str:
     if b:
         base = next(iter(b["variants"].values()))["cpu_us_per_page"]
         for label, v in b["variants"].items():
-            extra = "" if v["cpu_us_per_page"] == base else f" (+{v['cpu_us_per_page'] - base:.0f} µs)"
-            rows.append((f"server CPU a page: {label}", f"{v['cpu_us_per_page']:.0f} µs{extra}", ""))
+            extra = "" if v["cpu_us_per_page"] == base else f" ({v['cpu_us_per_page'] - base:+.0f} µs)"
+            rate = f"; {v['rate_of_bare']:.3f} of the bare rate" if "rate_of_bare" in v and extra else ""
+            rows.append((f"server CPU a page: {label}", f"{v['cpu_us_per_page']:.0f} µs{extra}{rate}", ""))
     q = res.get("queue_full")
     if p:
         rows.append(("peak RSS, gateway under page load", mib(p["gateway_peak_rss"]), "bounded"))

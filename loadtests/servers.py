@@ -35,6 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 HEALTH_PATH = "/_consent/healthz"
 # Starts of a server whose port was taken between free_port() and its bind (see Server.start).
 BIND_ATTEMPTS = 3
+# The factories of loadtests.apps that serve no gateway: the bare demo and two middleware anchors.
+BASELINES = ("bare", "passthrough", "session")
 
 
 def free_port() -> int:
@@ -257,11 +259,16 @@ class Server(ServerProcess):
             log_path=data_dir / f"uvicorn-{app}-{port}.log",
             env={**os.environ, "CG_LOAD_DATA": str(data_dir), "PYTHONPATH": str(ROOT), **(env or {})},
             cwd=ROOT,
-            probe=HEALTH_PATH if app != "bare" else "/privacy",
+            probe=HEALTH_PATH if self.gateway else "/privacy",
         )
 
     def __repr__(self) -> str:
         return f"Server({self.app!r}, port={self.port}, pid={self.pid})"
+
+    @property
+    def gateway(self) -> bool:
+        """Whether it serves a gateway (a health route, consent cookies, a queue to drain)."""
+        return self.app not in BASELINES
 
     def start(self, timeout: float = 60.0) -> Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)

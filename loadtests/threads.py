@@ -166,8 +166,8 @@ def measure(server: Server, mode: str, seconds: float, use_wrk: bool, *, cookie:
     queue has drained and ``tail`` seconds more have passed (the inserts of the last rows).
     """
     pid = server.proc.pid  # type: ignore[union-attr]
-    gateway = server.app != "bare"
-    cookie = cookie or (consent_cookie(server.port) if gateway else "none")
+    gateway = server.gateway
+    cookie = cookie or first_cookie(server)
     method, path, headers, body, default_connections = _request(mode, server.port, cookie)
     connections = connections or default_connections
     if warm:
@@ -197,13 +197,25 @@ def measure(server: Server, mode: str, seconds: float, use_wrk: bool, *, cookie:
             "total_us": sum(v["user"] + v["system"] for v in per_request.values())}
 
 
+def first_cookie(server: Server) -> str:
+    """The value a load sends in the consent cookie's place: a gateway's own consent, the session
+    anchor's signed session, "none" to the bare demo and the pass-through anchor."""
+    if server.gateway:
+        return consent_cookie(server.port)
+    if server.app == "session":
+        from .apps import session_cookie  # the gateway's package, loaded only when the anchor runs
+
+        return session_cookie()
+    return "none"
+
+
 def rounds(variants: list[Variant], work: Path, count: int, loop_cpu: int | None,
            run: Callable[[str, Server, str, int], dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """Every variant's server up at once, ``run(label, server, cookie, round)`` on each in turn, the order
     reversed every other round so that a slower minute of the machine weighs on all; the results by label.
 
-    Each gateway gives one consent cookie first ("none" for a bare site): a new consent in each round
-    would be a receipt to write during the next load.
+    Each server gives its cookie first (``first_cookie``): a new consent in each round would be a
+    receipt to write during the next load.
     """
     servers = [(label, Server(app, work / f"{i}-{app.replace(':', '-')}", env=env or None))
                for i, (label, app, env) in enumerate(variants)]
@@ -212,7 +224,7 @@ def rounds(variants: list[Variant], work: Path, count: int, loop_cpu: int | None
         for _, server in servers:
             stack.enter_context(server)
             server.pin_event_loop(loop_cpu)
-        cookies = {label: consent_cookie(server.port) if server.app != "bare" else "none" for label, server in servers}
+        cookies = {label: first_cookie(server) for label, server in servers}
         for r in range(count):
             for label, server in servers if r % 2 == 0 else servers[::-1]:
                 out[label].append(run(label, server, cookies[label], r))
@@ -223,8 +235,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m loadtests.threads", description=__doc__.split("\n\n")[0])
     parser.add_argument("--mode", choices=MODES, default="page",
                         help=f"GET / (page), GET {JSON_PATH} (json), /collect with one event (single) or 50 (batch)")
-    parser.add_argument("--apps", default="", help="comma-separated apps (default: bare,gateway for pages, "
-                        "gateway for /collect)")
+    parser.add_argument("--apps", default="", help="comma-separated factories of loadtests.apps (default: "
+                        "bare,gateway for pages, gateway for /collect; the middleware anchors passthrough and session "
+                        "serve pages)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds, servers alternated (default 2)")
     parser.add_argument("--seconds", type=float, default=8, help="seconds of load a measure (default 8)")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",

@@ -47,6 +47,9 @@ def test_bench_quick_run_measures_every_part_and_writes_its_files(tmp_path: Path
     variants = result["breakdown"]["variants"]
     assert list(variants) == [label for label, _, _ in bench.BREAKDOWN]
     assert all(v["cpu_us_per_page"] > 0 and len(v["rounds"]) == 2 for v in variants.values())
+    # Each variant's rate is set against the bare demo's of the same rounds; the anchors ran as servers too.
+    assert variants["bare demo"]["rate_of_bare"] == 1.0
+    assert all(math.isfinite(v["rate_of_bare"]) and v["rate_of_bare"] > 0 for v in variants.values())
 
     for mode, size in (("single", 1), ("batch", bench.BATCH)):
         (run,) = result["collect"][mode]["rounds"]
@@ -311,3 +314,34 @@ def test_durable_floor_answers_only_after_its_file_holds_the_body(tmp_path: Path
         assert request(server.port, "GET", "/")[0] == 200
     assert (tmp_path / "floor" / floor.JOURNAL_NAME).read_bytes() == b"".join(b + b"\n" for b in bodies)
     assert floor.journaled_bodies(tmp_path / "nowhere") == 0
+
+
+def test_the_middleware_anchors_answer_the_bare_page_and_the_session_one_verifies_its_cookie() -> None:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from loadtests import apps
+    from loadtests.servers import BASELINES, page_headers
+
+    headers = page_headers(apps.session_cookie())
+    pages = {}
+    for name in BASELINES:
+        with TestClient(getattr(apps, name)()) as client:
+            pages[name] = client.get("/", headers=headers)
+    assert {r.status_code for r in pages.values()} == {200}
+    assert pages["passthrough"].content == pages["session"].content == pages["bare"].content
+    assert not any("set-cookie" in r.headers for r in pages.values())
+
+    # The session anchor reads the cookie the load sends as a verified session, and a forged one as none.
+    async def shown(request: Request) -> JSONResponse:
+        return JSONResponse(dict(request.session))
+
+    with TestClient(apps.session_anchor(Starlette(routes=[Route("/", shown)]))) as client:
+        assert client.get("/", headers=headers).json() == {"consent": "analytics,marketing"}
+        forged = apps.session_cookie()[:-2] + "xx"
+        assert client.get("/", headers=page_headers(forged)).json() == {}
+    assert not any(Server(app, Path("/nonexistent")).gateway for app in BASELINES)
+    assert Server("gateway", Path("/nonexistent")).gateway
