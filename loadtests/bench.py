@@ -583,7 +583,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     option("--rounds", type=int, default=5, help="A/B rounds for pages and latency (default 5)")
     option("--seconds", type=float, default=6, help="seconds per page-throughput run (default 6)")
     option("--connections", type=int, default=16, help="concurrent connections (default 16)")
-    option("--breakdown-seconds", type=float, default=3, help="seconds per run of the CPU cost breakdown (default 3)")
+    # Shorter runs cannot order the breakdown's variants on a shared 2-core machine (docs/performance.md).
+    option("--breakdown-seconds", type=float, default=6, help="seconds per run of the CPU cost breakdown (default 6)")
     option("--collect-rounds", type=int, default=3, help="rounds of single vs batch (default 3)")
     option("--collect-connections", type=int, default=64,
            help="concurrent /collect clients: many visitors send beacons at once (default 64)")
