@@ -1,6 +1,6 @@
 """Benchmark of the consent gateway around the demo site, as ratios measured side by side in one run.
 
-    .venv/bin/python -m loadtests.bench                 # the full run (about 6 minutes)
+    .venv/bin/python -m loadtests.bench                 # the full run (about 11 minutes)
     .venv/bin/python -m loadtests.bench --quick         # a short smoke run of every part
 
 It starts its own uvicorn servers (one worker each, no access log, 127.0.0.1 only) and measures:
@@ -10,7 +10,8 @@ It starts its own uvicorn servers (one worker each, no access log, 127.0.0.1 onl
   light JSON endpoint; A and B alternate every round and the median of the per-round ratios is
   reported (``loadgen.throughput``: wrk where present);
 - server CPU per page with the gateway's features switched on one at a time (middleware alone,
-  + banner, + visit log), to show what each costs (``loadtests.threads``' measure);
+  + banner, + visit log), to show what each costs (``loadtests.threads``' measure), beside two
+  anchors with no gateway: a pass-through middleware and Starlette's SessionMiddleware;
 - ``/_consent/collect`` events persisted per second, single events and batches of 50, counted in
   ClickHouse after the server has exited (``loadtests.stored`` in a separate process); in the same
   rounds, the floor of one uvicorn worker under the same load with no gateway (loadtests/floor.py):
