@@ -180,7 +180,7 @@ def page_throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 BREAKDOWN: tuple[threads.Variant, ...] = (
     ("bare demo", "bare", {}),
     # What any middleware costs the same page: one that only forwards the response's messages, and
-    # Starlette's SessionMiddleware reading and signing again one cookie (loadtests/apps.py).
+    # Starlette's SessionMiddleware verifying one signed cookie (loadtests/apps.py).
     ("demo behind a pass-through middleware", "passthrough", {}),
     ("demo behind Starlette's SessionMiddleware", "session", {}),
     ("gateway, no banner, no visit log", "gateway", {"CG_LOAD_VARIANT": "no-banner,no-visits"}),
