@@ -1,6 +1,6 @@
 """Benchmark of the consent gateway around the demo site, as ratios measured side by side in one run.
 
-    .venv/bin/python -m loadtests.bench                 # the full run (about 11 minutes)
+    .venv/bin/python -m loadtests.bench                 # the full run (about 13 minutes)
     .venv/bin/python -m loadtests.bench --quick         # a short smoke run of every part
 
 It starts its own uvicorn servers (one worker each, no access log, 127.0.0.1 only) and measures:
@@ -11,7 +11,9 @@ It starts its own uvicorn servers (one worker each, no access log, 127.0.0.1 onl
   reported (``loadgen.throughput``: wrk where present);
 - server CPU per page with the gateway's features switched on one at a time (middleware alone,
   + banner, + visit log), to show what each costs (``loadtests.threads``' measure), beside two
-  anchors with no gateway: a pass-through middleware and Starlette's SessionMiddleware;
+  anchors with no gateway: a pass-through middleware and Starlette's SessionMiddleware; the same
+  servers take the light JSON endpoint in the same rounds, so the JSON target can be read against
+  the gateway without its visit log, and against the anchors;
 - ``/_consent/collect`` events persisted per second, single events and batches of 50, counted in
   ClickHouse after the server has exited (``loadtests.stored`` in a separate process); in the same
   rounds, the floor of one uvicorn worker under the same load with no gateway (loadtests/floor.py):
@@ -190,33 +192,43 @@ BREAKDOWN: tuple[threads.Variant, ...] = (
 
 
 def cost_breakdown(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """Server CPU per page with the gateway's features switched on one by one (all servers up at once,
-    measured in rotation): what the middleware itself, the banner and visit logging each cost."""
+    """Server CPU per request with the gateway's features switched on one by one (all servers up at
+    once, measured in rotation): what the middleware itself, the banner and visit logging each cost a
+    page, and the same servers on the light JSON endpoint, where the app's own work is smallest."""
 
     def run(label: str, server: Server, cookie: str, r: int) -> dict[str, Any]:
         # Warmed once; the CPU is read once the gateway's queue has drained, as for the page rounds.
         measured = threads.measure(server, "page", args.breakdown_seconds, args.wrk, cookie=cookie,
                                    warm=0 if r else 1, tail=0, connections=args.connections)
         time.sleep(args.settle / 2)
+        measured["json"] = threads.measure(server, "json", args.breakdown_seconds, args.wrk, cookie=cookie,
+                                           warm=0, tail=0, connections=args.connections)
+        time.sleep(args.settle / 2)
         return measured
 
     by_label = threads.rounds(list(BREAKDOWN), work / "breakdown", args.rounds, args.loop_cpu, run)
     bare = by_label[BREAKDOWN[0][0]]
-    out = {
-        label: {"cpu_us_per_page": median([m["total_us"] for m in items]), "rps": median([m["rps"] for m in items]),
-                # Each round's rate over the bare demo's in the same round, as the page rounds compare.
-                "rate_of_bare": median([m["rps"] / b["rps"] for m, b in zip(items, bare, strict=True)]),
-                "rounds": [m["total_us"] for m in items],
-                "loop_waits_per_1000": median([m["loop_switches_per_1000"][0] for m in items]),
-                "threads_us": {g: median([m["cpu_us"][g]["user"] + m["cpu_us"][g]["system"] for m in items])
-                               for g in threads.GROUPS}}
-        for label, items in by_label.items()
-    }
+    out = {label: _breakdown_figures(items, bare, "page")
+           | {"json": _breakdown_figures([m["json"] for m in items], [b["json"] for b in bare], "request")}
+           for label, items in by_label.items()}
     for label, v in out.items():
+        j = v["json"]
         print(f"  {label}: {v['cpu_us_per_page']:.0f} µs CPU a page, {v['rps']:.0f} pages/s "
               f"({v['rate_of_bare']:.3f} of the bare rate), "
-              f"event loop waits {v['loop_waits_per_1000']:.1f} a 1,000 pages", flush=True)
-    return {"seconds": args.breakdown_seconds, "variants": out}
+              f"event loop waits {v['loop_waits_per_1000']:.1f} a 1,000 pages; JSON endpoint "
+              f"{j['cpu_us_per_request']:.0f} µs, {j['rps']:.0f}/s ({j['rate_of_bare']:.3f})", flush=True)
+    return {"seconds": args.breakdown_seconds, "json_path": JSON_PATH, "variants": out}
+
+
+def _breakdown_figures(items: list[dict[str, Any]], bare: list[dict[str, Any]], unit: str) -> dict[str, Any]:
+    """One variant's medians over its rounds; the CPU is ``cpu_us_per_<unit>``."""
+    return {f"cpu_us_per_{unit}": median([m["total_us"] for m in items]), "rps": median([m["rps"] for m in items]),
+            # Each round's rate over the bare demo's in the same round, as the page rounds compare.
+            "rate_of_bare": median([m["rps"] / b["rps"] for m, b in zip(items, bare, strict=True)]),
+            "rounds": [m["total_us"] for m in items],
+            "loop_waits_per_1000": median([m["loop_switches_per_1000"][0] for m in items]),
+            "threads_us": {g: median([m["cpu_us"][g]["user"] + m["cpu_us"][g]["system"] for m in items])
+                           for g in threads.GROUPS}}
 
 
 # ``/collect`` runs of one round, in this order (reversed every other round): mode -> (app, events a
@@ -421,6 +433,24 @@ def mib(n: float) -> str:
     return f"{n / 2**20:.0f} MiB"
 
 
+def _breakdown_rows(b: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The cost breakdown's rows of the table: CPU a page by variant, then a light JSON request."""
+    rows = []
+    base = next(iter(b["variants"].values()))["cpu_us_per_page"]
+    for label, v in b["variants"].items():
+        extra = "" if v["cpu_us_per_page"] == base else f" ({v['cpu_us_per_page'] - base:+.0f} µs)"
+        rate = f"; {v['rate_of_bare']:.3f} of the bare rate" if "rate_of_bare" in v and extra else ""
+        rows.append((f"server CPU a page: {label}", f"{v['cpu_us_per_page']:.0f} µs{extra}{rate}", ""))
+    json_base = next(iter(b["variants"].values())).get("json")  # runs from before it was measured have none
+    for label, v in b["variants"].items() if json_base else ():
+        j = v["json"]
+        cpu = j["cpu_us_per_request"]
+        extra = "" if cpu == json_base["cpu_us_per_request"] else (
+            f" ({cpu - json_base['cpu_us_per_request']:+.0f} µs); {j['rate_of_bare']:.3f} of the bare rate")
+        rows.append((f"server CPU a light JSON request: {label}", f"{cpu:.0f} µs{extra}", ""))
+    return rows
+
+
 def table(res: dict[str, Any]) -> str:
     rows = [("measure", "result", "target")]
     p = res.get("pages")
@@ -473,11 +503,7 @@ def table(res: dict[str, Any]) -> str:
                          f"p50 {lat[name]['p50_ms']:.1f} ms, p99 {lat[name]['p99_ms']:.1f} ms", ""))
     b = res.get("breakdown")
     if b:
-        base = next(iter(b["variants"].values()))["cpu_us_per_page"]
-        for label, v in b["variants"].items():
-            extra = "" if v["cpu_us_per_page"] == base else f" ({v['cpu_us_per_page'] - base:+.0f} µs)"
-            rate = f"; {v['rate_of_bare']:.3f} of the bare rate" if "rate_of_bare" in v and extra else ""
-            rows.append((f"server CPU a page: {label}", f"{v['cpu_us_per_page']:.0f} µs{extra}{rate}", ""))
+        rows += _breakdown_rows(b)
     q = res.get("queue_full")
     if p:
         rows.append(("peak RSS, gateway under page load", mib(p["gateway_peak_rss"]), "bounded"))

@@ -50,6 +50,11 @@ def test_bench_quick_run_measures_every_part_and_writes_its_files(tmp_path: Path
     # Each variant's rate is set against the bare demo's of the same rounds; the anchors ran as servers too.
     assert variants["bare demo"]["rate_of_bare"] == 1.0
     assert all(math.isfinite(v["rate_of_bare"]) and v["rate_of_bare"] > 0 for v in variants.values())
+    # The same servers took the light JSON endpoint in the same rounds, set against the bare demo's.
+    assert result["breakdown"]["json_path"] == bench.JSON_PATH
+    assert variants["bare demo"]["json"]["rate_of_bare"] == 1.0
+    assert all(v["json"]["cpu_us_per_request"] > 0 and len(v["json"]["rounds"]) == 2 for v in variants.values())
+    assert all(math.isfinite(v["json"]["rate_of_bare"]) and v["json"]["rate_of_bare"] > 0 for v in variants.values())
 
     for mode, size in (("single", 1), ("batch", bench.BATCH)):
         (run,) = result["collect"][mode]["rounds"]
@@ -91,6 +96,7 @@ def test_bench_quick_run_measures_every_part_and_writes_its_files(tmp_path: Path
     assert len(list(tmp_path.glob("bench-*.json"))) == 1
     out = capsys.readouterr().out
     assert "gateway / bare (median of rounds)" in out and f"{pages['ratio']:.3f}" in out
+    assert "server CPU a light JSON request: gateway, banner and visit log" in out
 
 
 def test_table_and_chart_render_a_result_without_running_anything(tmp_path: Path) -> None:
