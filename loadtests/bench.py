@@ -434,20 +434,22 @@ def mib(n: float) -> str:
 
 
 def _breakdown_rows(b: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """The cost breakdown's rows of the table: CPU a page by variant, then a light JSON request."""
+    """The cost breakdown's rows of the table: CPU a page by variant, then a light JSON request; every
+    variant after the first (the bare demo) with its difference from it and its share of its rate."""
+    variants = list(b["variants"].items())
     rows = []
-    base = next(iter(b["variants"].values()))["cpu_us_per_page"]
-    for label, v in b["variants"].items():
-        extra = "" if v["cpu_us_per_page"] == base else f" ({v['cpu_us_per_page'] - base:+.0f} µs)"
-        rate = f"; {v['rate_of_bare']:.3f} of the bare rate" if "rate_of_bare" in v and extra else ""
-        rows.append((f"server CPU a page: {label}", f"{v['cpu_us_per_page']:.0f} µs{extra}{rate}", ""))
-    json_base = next(iter(b["variants"].values())).get("json")  # runs from before it was measured have none
-    for label, v in b["variants"].items() if json_base else ():
-        j = v["json"]
-        cpu = j["cpu_us_per_request"]
-        extra = "" if cpu == json_base["cpu_us_per_request"] else (
-            f" ({cpu - json_base['cpu_us_per_request']:+.0f} µs); {j['rate_of_bare']:.3f} of the bare rate")
-        rows.append((f"server CPU a light JSON request: {label}", f"{cpu:.0f} µs{extra}", ""))
+    kinds = (("page", "a page", lambda v: v), ("request", "a light JSON request", lambda v: v.get("json")))
+    for unit, what, figures in kinds:
+        base = figures(variants[0][1])
+        if base is None:  # a run from before the JSON endpoint was measured here
+            continue
+        for i, (label, v) in enumerate(variants):
+            f = figures(v)
+            cpu = f[f"cpu_us_per_{unit}"]
+            extra = "" if i == 0 else f" ({cpu - base[f'cpu_us_per_{unit}']:+.0f} µs)"
+            if i and "rate_of_bare" in f:
+                extra += f"; {f['rate_of_bare']:.3f} of the bare rate"
+            rows.append((f"server CPU {what}: {label}", f"{cpu:.0f} µs{extra}", ""))
     return rows
 
 

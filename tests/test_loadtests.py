@@ -147,6 +147,23 @@ def test_table_shows_the_json_endpoint_and_the_batch_floor_when_measured() -> No
     assert "150000 events/s" in text and "| **0.800** " in text
 
 
+def test_table_shows_the_breakdown_for_pages_and_for_json_requests_when_measured() -> None:
+    def figures(cpu: float, share: float, unit: str) -> dict[str, float]:
+        return {f"cpu_us_per_{unit}": cpu, "rate_of_bare": share}
+
+    variants = {
+        "bare demo": figures(100.0, 1.0, "page") | {"json": figures(80.0, 1.0, "request")},
+        "gateway": figures(130.0, 0.8, "page") | {"json": figures(95.0, 0.85, "request")},
+    }
+    text = bench.table({"breakdown": {"variants": variants}})
+    assert "server CPU a page: gateway" in text and "130 µs (+30 µs); 0.800 of the bare rate" in text
+    assert "server CPU a light JSON request: gateway" in text and "95 µs (+15 µs); 0.850 of the bare rate" in text
+    # A result from before the JSON endpoint was part of the breakdown renders its page rows alone.
+    old = {label: {k: v for k, v in f.items() if k != "json"} for label, f in variants.items()}
+    text = bench.table({"breakdown": {"variants": old}})
+    assert "server CPU a page: gateway" in text and "JSON request" not in text
+
+
 def test_lua_strings_survive_any_closing_bracket() -> None:
     assert loadgen.lua_string('{"a": 1}') == '[===[{"a": 1}]===]'
     quoted = loadgen.lua_string("x]===]y")
